@@ -1,0 +1,12 @@
+//! The files source: walk directory trees, reuse unchanged files from the
+//! parent snapshot, chunk the rest, and record trees and a snapshot.
+
+mod backup;
+mod excludes;
+mod meta;
+mod reader;
+mod scan;
+
+pub use backup::{backup_files, BackupOptions, BackupOutcome, ParentChoice};
+pub use excludes::Excludes;
+pub use meta::apply_metadata;

@@ -1,0 +1,160 @@
+//! `forget`: applies a retention policy (keep-last, -hourly, -daily, -weekly,
+//! -monthly, -yearly, as restic users know them) per group of snapshots
+//! (same host, source and paths) and removes the snapshots it does not keep.
+//! Data goes only when `prune` runs.
+
+use chrono::{DateTime, Datelike, Utc};
+use seawall_common::repo::snapshot::Snapshot;
+use seawall_common::storage::FileKind;
+use seawall_common::{Error, ErrorKind, Id, Repository, Result};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+
+/// How many snapshots to keep per rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeepPolicy {
+    /// The newest N.
+    pub last: u32,
+    /// The newest of each of the last N hours that have one.
+    pub hourly: u32,
+    /// ... days.
+    pub daily: u32,
+    /// ... ISO weeks.
+    pub weekly: u32,
+    /// ... months.
+    pub monthly: u32,
+    /// ... years.
+    pub yearly: u32,
+}
+
+impl KeepPolicy {
+    /// Whether no rule is set (which would forget everything).
+    pub fn is_empty(&self) -> bool {
+        *self == KeepPolicy::default()
+    }
+
+    /// Which of `snaps` (any order) to keep: their indices.
+    pub fn keep(&self, snaps: &[(Id, DateTime<Utc>)]) -> HashSet<Id> {
+        let mut sorted: Vec<_> = snaps.to_vec();
+        sorted.sort_by(|a, b| b.1.cmp(&a.1));
+        let rules: [(u32, fn(&DateTime<Utc>) -> i64); 6] = [
+            (self.last, |_| -1),
+            (self.hourly, |t| t.timestamp() / 3600),
+            (self.daily, |t| i64::from(t.num_days_from_ce())),
+            (self.weekly, |t| {
+                let w = t.iso_week();
+                i64::from(w.year()) * 100 + i64::from(w.week())
+            }),
+            (self.monthly, |t| {
+                i64::from(t.year()) * 100 + i64::from(t.month())
+            }),
+            (self.yearly, |t| i64::from(t.year())),
+        ];
+        let mut kept = HashSet::new();
+        for (count, bucket) in rules {
+            let mut left = count;
+            let mut last_bucket: Option<i64> = None;
+            for (id, t) in &sorted {
+                if left == 0 {
+                    break;
+                }
+                let b = bucket(t);
+                // keep-last counts every snapshot; the others one per bucket.
+                if b == -1 || last_bucket != Some(b) {
+                    kept.insert(*id);
+                    last_bucket = Some(b);
+                    left -= 1;
+                }
+            }
+        }
+        kept
+    }
+}
+
+/// What forget decided.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ForgetReport {
+    /// Snapshots kept.
+    pub kept: Vec<String>,
+    /// Snapshots removed (or that would be, on a dry run).
+    pub removed: Vec<String>,
+}
+
+/// Applies `policy` to each group; removes what it does not keep unless `dry_run`.
+pub async fn forget(repo: &Repository, policy: KeepPolicy, dry_run: bool) -> Result<ForgetReport> {
+    if policy.is_empty() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "no retention rule given: pass at least one of --keep-last/--keep-hourly/--keep-daily/--keep-weekly/--keep-monthly/--keep-yearly",
+        ));
+    }
+    let snaps = repo.snapshots().await?;
+    let mut groups: BTreeMap<(String, String, Vec<String>), Vec<(Id, DateTime<Utc>)>> =
+        BTreeMap::new();
+    for (id, s) in &snaps {
+        groups.entry(group_key(s)).or_default().push((*id, s.time));
+    }
+    let mut report = ForgetReport::default();
+    for members in groups.values() {
+        let keep = policy.keep(members);
+        for (id, _) in members {
+            if keep.contains(id) {
+                report.kept.push(id.to_hex());
+            } else {
+                if !dry_run {
+                    repo.storage()
+                        .remove(FileKind::Snapshot, &id.to_hex())
+                        .await?;
+                }
+                report.removed.push(id.to_hex());
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn group_key(s: &Snapshot) -> (String, String, Vec<String>) {
+    (s.hostname.clone(), s.source.clone(), s.paths.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(days: i64, hours: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+            + chrono::Duration::days(days)
+            + chrono::Duration::hours(hours)
+    }
+
+    #[test]
+    fn keeps_last_and_one_per_day() {
+        let snaps: Vec<(Id, DateTime<Utc>)> = (0..10)
+            .flat_map(|d| (0..3).map(move |h| (d, h)))
+            .map(|(d, h)| (Id::random(), at(d, h * 5)))
+            .collect();
+        let newest = snaps.iter().max_by_key(|s| s.1).unwrap().0;
+        let k = KeepPolicy {
+            last: 1,
+            ..Default::default()
+        }
+        .keep(&snaps);
+        assert_eq!(k, HashSet::from([newest]));
+        let k = KeepPolicy {
+            daily: 4,
+            ..Default::default()
+        }
+        .keep(&snaps);
+        assert_eq!(k.len(), 4);
+        assert!(k.contains(&newest));
+        let k = KeepPolicy {
+            last: 2,
+            daily: 3,
+            ..Default::default()
+        }
+        .keep(&snaps);
+        assert_eq!(k.len(), 4, "the newest day counts for both rules");
+        assert!(KeepPolicy::default().is_empty());
+    }
+}

@@ -1,0 +1,15 @@
+//! Seawall's shared foundation: the repository format (chunker, blobs, packs,
+//! index, trees, snapshots, locks), the storage backends it lives on, and the
+//! crypto that keeps it private. Agents and the CLI build on these types; the
+//! format itself is specified in `docs/repository-format.md`.
+
+pub mod chunker;
+pub mod crypto;
+pub mod error;
+pub mod id;
+pub mod repo;
+pub mod storage;
+
+pub use error::{Error, ErrorKind, Result};
+pub use id::Id;
+pub use repo::Repository;

@@ -1,0 +1,122 @@
+//! Blobs: one chunk of file or stream data, or one serialized tree. Stored as
+//! AEAD(flag ‖ payload) where the flag says whether payload is zstd.
+
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use serde::{Deserialize, Serialize};
+
+/// What a blob holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobType {
+    /// File or stream content.
+    Data,
+    /// A directory listing (JSON tree).
+    Tree,
+}
+
+impl BlobType {
+    /// The byte that stands for the type in pack headers and AAD.
+    pub fn code(self) -> u8 {
+        match self {
+            BlobType::Data => 0,
+            BlobType::Tree => 1,
+        }
+    }
+
+    /// The inverse of [`BlobType::code`].
+    pub fn from_code(code: u8) -> Option<BlobType> {
+        match code {
+            0 => Some(BlobType::Data),
+            1 => Some(BlobType::Tree),
+            _ => None,
+        }
+    }
+}
+
+const RAW: u8 = 0;
+const ZSTD: u8 = 1;
+
+fn aad(kind: BlobType, id: &Id) -> [u8; 37] {
+    let mut a = [0u8; 37];
+    a[..4].copy_from_slice(b"blob");
+    a[4] = kind.code();
+    a[5..].copy_from_slice(&id.0);
+    a
+}
+
+/// Compresses (when it helps) and seals a blob; `level` is the zstd level.
+pub fn encode(key: &MasterKey, kind: BlobType, id: &Id, plain: &[u8], level: i32) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(plain.len() / 2 + 16);
+    framed.push(ZSTD);
+    let compressed = zstd::bulk::Compressor::new(level)
+        .and_then(|mut c| c.compress(plain))
+        .ok()
+        .filter(|c| c.len() + 1 < plain.len());
+    match compressed {
+        Some(c) => framed.extend_from_slice(&c),
+        None => {
+            framed[0] = RAW;
+            framed.extend_from_slice(plain);
+        }
+    }
+    key.seal(&framed, &aad(kind, id))
+}
+
+/// Opens, decompresses and checks a blob against its id.
+pub fn decode(
+    key: &MasterKey,
+    kind: BlobType,
+    id: &Id,
+    sealed: &[u8],
+    raw_length: u32,
+) -> Result<Vec<u8>> {
+    let framed = key
+        .open(sealed, &aad(kind, id))
+        .map_err(|e| e.context(format!("blob {}", id.short())))?;
+    let (flag, payload) = framed
+        .split_first()
+        .ok_or_else(|| Error::corrupt(format!("blob {} is empty", id.short())))?;
+    let plain = match *flag {
+        RAW => payload.to_vec(),
+        ZSTD => zstd::bulk::decompress(payload, raw_length as usize)
+            .map_err(|e| Error::corrupt(format!("blob {} does not decompress: {e}", id.short())))?,
+        other => {
+            return Err(Error::corrupt(format!(
+                "blob {} has unknown flag {other}",
+                id.short()
+            )))
+        }
+    };
+    if plain.len() != raw_length as usize || key.blob_id(&plain) != *id {
+        return Err(Error::corrupt(format!(
+            "blob {} does not match its id",
+            id.short()
+        )));
+    }
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_compressible_and_random() {
+        let key = MasterKey::generate();
+        for plain in [
+            vec![7u8; 100_000],
+            (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect(),
+            vec![],
+        ] {
+            let id = key.blob_id(&plain);
+            let sealed = encode(&key, BlobType::Data, &id, &plain, 1);
+            assert_eq!(
+                decode(&key, BlobType::Data, &id, &sealed, plain.len() as u32).unwrap(),
+                plain
+            );
+            assert!(decode(&key, BlobType::Tree, &id, &sealed, plain.len() as u32).is_err());
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Repository locks. Backups take shared locks, prune takes an exclusive one.
+//! A process writes its lock first and then looks for conflicting ones, so of
+//! two racing processes at least one sees the other. Locks carry an expiry
+//! that the holder refreshes; an expired lock, or one of a dead process on
+//! this host, is stale and ignored.
+
+use super::repository::Repository;
+use crate::error::{Error, ErrorKind, Result};
+use crate::storage::FileKind;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a lock stays valid without a refresh.
+pub const LOCK_TTL: Duration = Duration::from_secs(30 * 60);
+/// How often a holder refreshes its lock.
+pub const LOCK_REFRESH: Duration = Duration::from_secs(5 * 60);
+
+/// The content of a lock file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockInfo {
+    /// Exclusive (prune) or shared (backup).
+    pub exclusive: bool,
+    /// Host of the holder.
+    pub hostname: String,
+    /// Process id of the holder.
+    pub pid: u32,
+    /// What the holder is doing.
+    pub operation: String,
+    /// When the lock was taken.
+    pub created: DateTime<Utc>,
+    /// When the lock lapses unless refreshed.
+    pub expires: DateTime<Utc>,
+}
+
+impl LockInfo {
+    /// Whether the lock no longer protects anything.
+    pub fn is_stale(&self) -> bool {
+        if self.expires < Utc::now() {
+            return true;
+        }
+        self.hostname == super::hostname() && !process_alive(self.pid)
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    // /proc/<pid> exists while the process does; no signal needed.
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A held lock; dropping it without [`RepoLock::release`] leaves it to expire.
+pub struct RepoLock {
+    repo: Arc<Repository>,
+    name: Arc<tokio::sync::Mutex<String>>,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+impl RepoLock {
+    /// Takes a lock, waiting up to `wait` for conflicting ones to go away.
+    pub async fn acquire(
+        repo: Arc<Repository>,
+        exclusive: bool,
+        operation: &str,
+        wait: Duration,
+    ) -> Result<RepoLock> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match Self::try_acquire(&repo, exclusive, operation).await {
+                Ok(name) => {
+                    let name = Arc::new(tokio::sync::Mutex::new(name));
+                    let refresher = tokio::spawn(refresh_loop(
+                        repo.clone(),
+                        name.clone(),
+                        exclusive,
+                        operation.to_string(),
+                    ));
+                    return Ok(RepoLock {
+                        repo,
+                        name,
+                        refresher,
+                    });
+                }
+                Err(e)
+                    if e.kind() == ErrorKind::Locked && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_acquire(repo: &Repository, exclusive: bool, operation: &str) -> Result<String> {
+        let now = Utc::now();
+        let info = LockInfo {
+            exclusive,
+            hostname: super::hostname(),
+            pid: std::process::id(),
+            operation: operation.to_string(),
+            created: now,
+            expires: now + chrono::Duration::from_std(LOCK_TTL).unwrap_or_default(),
+        };
+        let (own, _) = repo.write_json(FileKind::Lock, &info).await?;
+        let own = own.to_hex();
+        match find_conflict(repo, &own, exclusive).await {
+            Ok(None) => Ok(own),
+            Ok(Some(other)) => {
+                repo.storage().remove(FileKind::Lock, &own).await?;
+                Err(Error::new(
+                    ErrorKind::Locked,
+                    format!(
+                        "repository is locked{} by `{}` on {} (pid {}) since {}; wait for it, or if that process is gone run `seawall unlock`",
+                        if other.exclusive { " exclusively" } else { "" },
+                        other.operation,
+                        other.hostname,
+                        other.pid,
+                        other.created.format("%Y-%m-%d %H:%M:%S UTC")
+                    ),
+                ))
+            }
+            Err(e) => {
+                let _ = repo.storage().remove(FileKind::Lock, &own).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the lock.
+    pub async fn release(self) -> Result<()> {
+        self.refresher.abort();
+        let name = self.name.lock().await.clone();
+        self.repo.storage().remove(FileKind::Lock, &name).await
+    }
+}
+
+impl Drop for RepoLock {
+    fn drop(&mut self) {
+        self.refresher.abort();
+    }
+}
+
+async fn find_conflict(repo: &Repository, own: &str, exclusive: bool) -> Result<Option<LockInfo>> {
+    for listed in repo.storage().list(FileKind::Lock).await? {
+        if listed.name == own {
+            continue;
+        }
+        let info: LockInfo = match repo.read_json(FileKind::Lock, &listed.name).await {
+            Ok(i) => i,
+            // Removed between list and read: it no longer conflicts.
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if !info.is_stale() && (exclusive || info.exclusive) {
+            return Ok(Some(info));
+        }
+    }
+    Ok(None)
+}
+
+async fn refresh_loop(
+    repo: Arc<Repository>,
+    name: Arc<tokio::sync::Mutex<String>>,
+    exclusive: bool,
+    operation: String,
+) {
+    loop {
+        tokio::time::sleep(LOCK_REFRESH).await;
+        let now = Utc::now();
+        let info = LockInfo {
+            exclusive,
+            hostname: super::hostname(),
+            pid: std::process::id(),
+            operation: operation.clone(),
+            created: now,
+            expires: now + chrono::Duration::from_std(LOCK_TTL).unwrap_or_default(),
+        };
+        let mut current = name.lock().await;
+        match repo.write_json(FileKind::Lock, &info).await {
+            Ok((id, _)) => {
+                let old = std::mem::replace(&mut *current, id.to_hex());
+                let _ = repo.storage().remove(FileKind::Lock, &old).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not refresh repository lock"),
+        }
+    }
+}
+
+/// Removes stale locks; returns how many were removed.
+pub async fn remove_stale(repo: &Repository, all: bool) -> Result<usize> {
+    let mut removed = 0;
+    for listed in repo.storage().list(FileKind::Lock).await? {
+        let stale = match repo
+            .read_json::<LockInfo>(FileKind::Lock, &listed.name)
+            .await
+        {
+            Ok(info) => all || info.is_stale(),
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(_) => true,
+        };
+        if stale {
+            repo.storage().remove(FileKind::Lock, &listed.name).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,150 @@
+//! Trees: one directory's entries, stored as a JSON blob of type tree. A
+//! directory node names its subtree by blob id, so unchanged directories
+//! deduplicate across snapshots like file content does.
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use serde::{Deserialize, Serialize};
+
+/// What kind of file system object a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// Regular file; `content` lists its blobs.
+    File,
+    /// Directory; `subtree` names its tree.
+    Dir,
+    /// Symbolic link; `link_target` holds the target.
+    Symlink,
+}
+
+/// One entry of a directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// The entry's name: one path component, never `.`, `..` or containing `/`.
+    pub name: String,
+    /// File, directory or symlink.
+    #[serde(rename = "type")]
+    pub kind: NodeKind,
+    /// Permission bits including setuid, setgid and sticky.
+    pub mode: u32,
+    /// Owner user id.
+    pub uid: u32,
+    /// Owner group id.
+    pub gid: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Nanoseconds part of the modification time.
+    pub mtime_nsec: u32,
+    /// Change time, seconds, for change detection.
+    #[serde(default)]
+    pub ctime: i64,
+    /// Nanoseconds part of the change time.
+    #[serde(default)]
+    pub ctime_nsec: u32,
+    /// Inode number, for change detection.
+    #[serde(default)]
+    pub inode: u64,
+    /// File size in bytes.
+    #[serde(default)]
+    pub size: u64,
+    /// A file's blobs, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<Id>,
+    /// A directory's tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree: Option<Id>,
+    /// A symlink's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<String>,
+    /// The file changed while it was read, even after a retry: its content may be torn.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub changed_during_backup: bool,
+}
+
+/// A directory listing, sorted by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tree {
+    /// Entries, sorted by name, names unique.
+    pub nodes: Vec<Node>,
+}
+
+/// Whether `name` is safe to join under a restore target.
+pub fn is_safe_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
+impl Tree {
+    /// Serializes a tree for storage as a blob.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a tree blob and refuses names that could escape a restore target.
+    pub fn from_bytes(data: &[u8]) -> Result<Tree> {
+        let tree: Tree = serde_json::from_slice(data)
+            .map_err(|e| Error::corrupt(format!("tree does not parse: {e}")))?;
+        let mut prev: Option<&str> = None;
+        for node in &tree.nodes {
+            if !is_safe_name(&node.name) {
+                return Err(Error::corrupt(format!(
+                    "tree holds the unsafe name {:?} (a path that could escape the restore target); refusing it",
+                    node.name
+                )));
+            }
+            if prev.is_some_and(|p| p >= node.name.as_str()) {
+                return Err(Error::corrupt(format!(
+                    "tree names are not unique and sorted at {:?}; refusing it",
+                    node.name
+                )));
+            }
+            prev = Some(&node.name);
+        }
+        Ok(tree)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> Node {
+        Node {
+            name: name.into(),
+            kind: NodeKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            ctime: 0,
+            ctime_nsec: 0,
+            inode: 0,
+            size: 0,
+            content: vec![],
+            subtree: None,
+            link_target: None,
+            changed_during_backup: false,
+        }
+    }
+
+    #[test]
+    fn refuses_escaping_and_duplicate_names() {
+        for bad in ["..", ".", "a/b", "", "/etc"] {
+            let t = Tree {
+                nodes: vec![node(bad)],
+            };
+            assert!(Tree::from_bytes(&t.to_bytes()).is_err(), "{bad:?} accepted");
+        }
+        let dup = Tree {
+            nodes: vec![node("a"), node("a")],
+        };
+        assert!(Tree::from_bytes(&dup.to_bytes()).is_err());
+        let ok = Tree {
+            nodes: vec![node("a"), node("b")],
+        };
+        assert_eq!(Tree::from_bytes(&ok.to_bytes()).unwrap(), ok);
+    }
+}

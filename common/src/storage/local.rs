@@ -1,0 +1,196 @@
+//! A repository in a local directory: the embedded default. Every write goes
+//! to a temporary file that is fsynced and renamed into place, so a crash
+//! leaves the old file or the new one, never a torn one.
+
+use super::{FileKind, Listed, ReadStorage, Storage};
+use crate::error::{Error, ErrorKind, Result};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Storage in a directory on a local (or mounted) file system.
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    /// Storage rooted at `root`; nothing is touched until used.
+    pub fn new(root: impl Into<PathBuf>) -> LocalStorage {
+        LocalStorage { root: root.into() }
+    }
+
+    fn full(&self, kind: FileKind, name: &str) -> Result<PathBuf> {
+        if name.split('/').any(|c| c == ".." || c == ".") || name.starts_with('/') {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("file name {name:?} is not a plain repository name"),
+            ));
+        }
+        Ok(self.root.join(kind.path(name)))
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("storage worker stopped: {e}")))?
+}
+
+fn read_range_sync(path: &Path, offset: u64, len: u64) -> Result<Bytes> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path.display(), e))?;
+    let size = f
+        .metadata()
+        .map_err(|e| Error::io(path.display(), e))?
+        .len();
+    if offset.saturating_add(len) > size {
+        return Err(Error::corrupt(format!(
+            "{}: wanted bytes {offset}..{} of a {size}-byte file: truncated",
+            path.display(),
+            offset + len
+        )));
+    }
+    f.seek(SeekFrom::Start(offset))
+        .map_err(|e| Error::io(path.display(), e))?;
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact(&mut buf)
+        .map_err(|e| Error::io(path.display(), e))?;
+    Ok(Bytes::from(buf))
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} has no parent", path.display()),
+        )
+    })?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+    let tmp = dir.join(format!(".tmp-{}", crate::id::Id::random().short()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
+        f.write_all(data).map_err(|e| Error::io(tmp.display(), e))?;
+        f.sync_all().map_err(|e| Error::io(tmp.display(), e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))?;
+        // The rename is durable only once the directory entry is.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir.display(), e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir.display(), e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let child_rel = format!("{rel}/{name}");
+        let meta = entry
+            .metadata()
+            .map_err(|e| Error::io(entry.path().display(), e))?;
+        if meta.is_dir() {
+            walk(&entry.path(), &child_rel, out)?;
+        } else if meta.is_file() {
+            out.push((child_rel, meta.len()));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ReadStorage for LocalStorage {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn read(&self, kind: FileKind, name: &str) -> Result<Bytes> {
+        let path = self.full(kind, name)?;
+        blocking(move || {
+            std::fs::read(&path)
+                .map(Bytes::from)
+                .map_err(|e| Error::io(path.display(), e))
+        })
+        .await
+    }
+
+    async fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let path = self.full(kind, name)?;
+        blocking(move || read_range_sync(&path, offset, len)).await
+    }
+
+    async fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
+        if kind == FileKind::Config {
+            return Ok(match self.size(kind, "").await? {
+                Some(size) => vec![Listed {
+                    name: String::new(),
+                    size,
+                }],
+                None => vec![],
+            });
+        }
+        let root = self.root.clone();
+        blocking(move || {
+            let mut found = Vec::new();
+            walk(&root.join(kind.dir()), kind.dir(), &mut found)?;
+            Ok(found
+                .into_iter()
+                .filter_map(|(rel, size)| {
+                    kind.name_from_path(&rel).map(|name| Listed { name, size })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn size(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
+        let path = self.full(kind, name)?;
+        blocking(move || match std::fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path.display(), e)),
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Storage for LocalStorage {
+    async fn create(&self) -> Result<()> {
+        let root = self.root.clone();
+        blocking(move || {
+            for kind in FileKind::ALL {
+                if kind != FileKind::Config {
+                    let dir = root.join(kind.dir());
+                    std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn write(&self, kind: FileKind, name: &str, data: Bytes) -> Result<()> {
+        let path = self.full(kind, name)?;
+        blocking(move || write_atomic(&path, &data)).await
+    }
+
+    async fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        let path = self.full(kind, name)?;
+        blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(path.display(), e)),
+        })
+        .await
+    }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything Seawall's tests and benchmarks need on a fresh Debian 12
+# machine. Idempotent: each step is skipped when what it installs is present.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+need_apt=()
+command -v restic >/dev/null        || need_apt+=(restic)
+command -v zstd >/dev/null          || need_apt+=(zstd)
+command -v protoc >/dev/null        || need_apt+=(protobuf-compiler)
+command -v redis-server >/dev/null  || need_apt+=(redis-server)
+command -v etcd >/dev/null          || need_apt+=(etcd-server)
+command -v etcdctl >/dev/null       || need_apt+=(etcd-client)
+command -v pgbackrest >/dev/null    || need_apt+=(pgbackrest)
+command -v /usr/bin/time >/dev/null || need_apt+=(time)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # Debian starts packaged daemons on install; the tests start their own.
+  for svc in redis-server etcd postgresql; do
+    (systemctl stop "$svc" || service "$svc" stop) >/dev/null 2>&1 || true
+  done
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v s3s-fs >/dev/null; then
+  log "cargo install s3s-fs (real S3 server on a folder)"
+  cargo install s3s-fs@0.14.1 --locked --features binary
+fi
+if ! command -v just >/dev/null; then
+  log "cargo install just"
+  cargo install just --locked
+fi
+if ! command -v cargo-nextest >/dev/null; then
+  log "cargo install cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
+  log "pip install moto[server]"
+  python3 -m pip install --quiet 'moto[server]'
+fi
+log "all test dependencies present"

@@ -1,0 +1,230 @@
+//! Command-line grammar, kept apart from what the commands do.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Seawall: backups that restore, failovers that meet their RTO and RPO.
+#[derive(Debug, Parser)]
+#[command(name = "seawall", version, about)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: Global,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Repository and output options.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Repository: a path (the default), file:///PATH or s3://BUCKET/PREFIX.
+    #[arg(
+        long,
+        short = 'r',
+        env = "SEAWALL_REPOSITORY",
+        global = true,
+        default_value = ""
+    )]
+    pub repo: String,
+    /// File holding the repository password (else SEAWALL_PASSWORD).
+    #[arg(long, env = "SEAWALL_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print errors only.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// More log output (-v info, -vv debug).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// S3 endpoint URL of an S3-compatible server.
+    #[arg(long, env = "SEAWALL_S3_ENDPOINT", global = true)]
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "SEAWALL_S3_REGION", global = true)]
+    pub s3_region: Option<String>,
+    /// Address buckets by path, as most S3-compatible servers need.
+    #[arg(long, env = "SEAWALL_S3_PATH_STYLE", global = true)]
+    pub s3_path_style: bool,
+    /// Request server-side encryption: AES256 or aws:kms.
+    #[arg(long, env = "SEAWALL_S3_SSE", global = true)]
+    pub s3_sse: Option<String>,
+    /// KMS key id for --s3-sse aws:kms.
+    #[arg(long, env = "SEAWALL_S3_SSE_KMS_KEY_ID", global = true)]
+    pub s3_sse_kms_key_id: Option<String>,
+    /// Requests to S3 in flight at most.
+    #[arg(long, global = true)]
+    pub s3_max_concurrency: Option<usize>,
+    /// Seconds to wait for a conflicting repository lock.
+    #[arg(long, global = true, default_value_t = 60)]
+    pub lock_wait: u64,
+}
+
+/// Every command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository.
+    Init,
+    /// Back up a source.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots,
+    /// Restore a snapshot.
+    Restore(RestoreArgs),
+    /// Check the repository's integrity.
+    Verify(VerifyArgs),
+    /// Remove snapshots by a retention policy.
+    Forget(ForgetArgs),
+    /// Remove data that no snapshot needs.
+    Prune(PruneArgs),
+    /// Remove stale locks.
+    Unlock(UnlockArgs),
+    /// Repair repository metadata.
+    Repair(RepairArgs),
+    /// Show what Seawall does, on a local sample, with timings.
+    Demo(DemoArgs),
+}
+
+/// `backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The source.
+    #[command(subcommand)]
+    pub source: BackupSource,
+}
+
+/// Sources `backup` can read.
+#[derive(Debug, Subcommand)]
+pub enum BackupSource {
+    /// Files and directories.
+    Files(FilesArgs),
+}
+
+/// `backup files`.
+#[derive(Debug, Args)]
+pub struct FilesArgs {
+    /// Paths to back up.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Exclude names (a glob without `/`) or absolute paths (a glob with `/`).
+    #[arg(long, short = 'e')]
+    pub exclude: Vec<String>,
+    /// Tag the snapshot.
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Take unchanged files from this snapshot instead of the newest matching one.
+    #[arg(long, conflicts_with = "force")]
+    pub parent: Option<String>,
+    /// Read every file, ignoring the parent snapshot.
+    #[arg(long)]
+    pub force: bool,
+    /// Stay on the file system of each path.
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Reader and encoder threads (default: the number of cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// zstd level for data (1 is fast; 19 is small).
+    #[arg(long, default_value_t = 1)]
+    pub compression_level: i32,
+}
+
+/// `restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id (a unique prefix will do) or `latest`.
+    pub snapshot: String,
+    /// Directory to restore files into.
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Restore only these paths of the snapshot.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Packs processed at once.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Read and check every pack, not only the structure.
+    #[arg(long)]
+    pub read_data: bool,
+    /// Packs read at once.
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+}
+
+/// `forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Keep the newest N snapshots.
+    #[arg(long, default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours.
+    #[arg(long, default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// ... of each of the last N days.
+    #[arg(long, default_value_t = 0)]
+    pub keep_daily: u32,
+    /// ... of each of the last N weeks.
+    #[arg(long, default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// ... of each of the last N months.
+    #[arg(long, default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// ... of each of the last N years.
+    #[arg(long, default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Prune afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    /// Only say what would be removed.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
+/// `prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only say what would be removed.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
+/// `unlock`.
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Remove every lock, not only stale ones (only when no seawall runs).
+    #[arg(long)]
+    pub remove_all: bool,
+}
+
+/// `repair`.
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// What to repair.
+    #[command(subcommand)]
+    pub what: RepairWhat,
+}
+
+/// Repairable parts.
+#[derive(Debug, Subcommand)]
+pub enum RepairWhat {
+    /// Rebuild the index from the packs' headers.
+    Index,
+}
+
+/// `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Work directory (default: a new temporary one, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Size of the generated sample in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub size_mib: u64,
+}

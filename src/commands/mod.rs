@@ -1,0 +1,29 @@
+//! One module per command; each returns the process exit code.
+
+mod backup;
+mod demo;
+mod forget;
+mod init;
+mod maintenance;
+mod restore;
+mod snapshots;
+mod verify;
+
+use crate::args::{Cli, Command};
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let g = cli.global;
+    match cli.command {
+        Command::Init => init::run(&g).await,
+        Command::Backup(a) => backup::run(&g, a).await,
+        Command::Snapshots => snapshots::run(&g).await,
+        Command::Restore(a) => restore::run(&g, a).await,
+        Command::Verify(a) => verify::run(&g, a).await,
+        Command::Forget(a) => forget::run(&g, a).await,
+        Command::Prune(a) => maintenance::prune(&g, a).await,
+        Command::Unlock(a) => maintenance::unlock(&g, a).await,
+        Command::Repair(a) => maintenance::repair(&g, a).await,
+        Command::Demo(a) => demo::run(&g, a).await,
+    }
+}

@@ -1,0 +1,62 @@
+//! `seawall restore`.
+
+use crate::args::{Global, RestoreArgs};
+use crate::output::{rate, size};
+use crate::progress_view::View;
+use crate::repo_open;
+use seawall_agent::progress::Progress;
+use seawall_agent::restore::{restore, RestoreOptions};
+use std::sync::Arc;
+
+/// Restores a snapshot into a directory.
+pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
+    let repo = repo_open::open(g).await?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot).await?;
+    let progress = Arc::new(Progress::default());
+    let view = View::start(progress.clone(), "restore", !g.json && !g.quiet);
+    let threads = a.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            * 2
+    });
+    let result = restore(
+        repo,
+        &snap,
+        RestoreOptions {
+            target: a.to.clone(),
+            include: a.include,
+            threads,
+        },
+        progress,
+    )
+    .await;
+    view.finish().await;
+    let summary = result?;
+    if g.json {
+        crate::output::json(&serde_json::json!({ "snapshot": id, "summary": summary }))?;
+    } else if !g.quiet {
+        println!(
+            "restored snapshot {} to {}: {} files, {} directories, {} symlinks, {} in {:.2}s ({})",
+            id.short(),
+            a.to.display(),
+            summary.files,
+            summary.dirs,
+            summary.symlinks,
+            size(summary.bytes),
+            summary.duration_secs,
+            rate(summary.bytes, summary.duration_secs)
+        );
+    }
+    for f in &summary.failed {
+        eprintln!("error: not restored: {f}");
+    }
+    if summary.failed.is_empty() {
+        Ok(0)
+    } else {
+        anyhow::bail!(
+            "{} files could not be restored because the repository is damaged (run `seawall verify --read-data`)",
+            summary.failed.len()
+        )
+    }
+}

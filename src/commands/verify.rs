@@ -1,0 +1,56 @@
+//! `seawall verify`.
+
+use crate::args::{Global, VerifyArgs};
+use crate::output::size;
+use crate::repo_open;
+
+/// Checks the repository; exits non-zero when anything is damaged.
+pub async fn run(g: &Global, a: VerifyArgs) -> anyhow::Result<u8> {
+    let repo = repo_open::open(g).await?;
+    let report = seawall_agent::verify::verify(repo, a.read_data, a.threads).await?;
+    if g.json {
+        crate::output::json(&report)?;
+    } else {
+        println!(
+            "checked {} snapshots, {} packs, {} blobs{}",
+            report.snapshots,
+            report.packs,
+            report.blobs,
+            if a.read_data {
+                format!(
+                    "; read {} packs ({})",
+                    report.packs_read,
+                    size(report.bytes_read)
+                )
+            } else {
+                String::new()
+            }
+        );
+        if report.unindexed_packs > 0 {
+            println!(
+                "{} packs are not in any index (left by an interrupted backup); `seawall prune` removes them",
+                report.unindexed_packs
+            );
+        }
+        for p in &report.problems {
+            eprintln!("damaged: {} {}", p.object, p.problem);
+            if !p.snapshots.is_empty() {
+                eprintln!("  affects snapshots: {}", p.snapshots.join(", "));
+            }
+            for f in &p.files {
+                eprintln!("  affects file {f}");
+            }
+        }
+    }
+    if report.problems.is_empty() {
+        if !g.json {
+            println!("no errors found");
+        }
+        Ok(0)
+    } else {
+        anyhow::bail!(
+            "verify found {} problems in the repository",
+            report.problems.len()
+        )
+    }
+}

@@ -36,8 +36,8 @@ impl KeepPolicy {
     /// Which of `snaps` (any order) to keep: their indices.
     pub fn keep(&self, snaps: &[(Id, DateTime<Utc>)]) -> HashSet<Id> {
         let mut sorted: Vec<_> = snaps.to_vec();
-        sorted.sort_by(|a, b| b.1.cmp(&a.1));
-        let rules: [(u32, fn(&DateTime<Utc>) -> i64); 6] = [
+        sorted.sort_by_key(|s| std::cmp::Reverse(s.1));
+        let rules: [(u32, Bucket); 6] = [
             (self.last, |_| -1),
             (self.hourly, |t| t.timestamp() / 3600),
             (self.daily, |t| i64::from(t.num_days_from_ce())),
@@ -71,6 +71,12 @@ impl KeepPolicy {
     }
 }
 
+/// Maps a snapshot time to its bucket (hour, day, ...); -1 means every snapshot is its own.
+type Bucket = fn(&DateTime<Utc>) -> i64;
+
+/// Snapshots that retention treats together: same host, source and paths.
+type GroupKey = (String, String, Vec<String>);
+
 /// What forget decided.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ForgetReport {
@@ -89,8 +95,7 @@ pub async fn forget(repo: &Repository, policy: KeepPolicy, dry_run: bool) -> Res
         ));
     }
     let snaps = repo.snapshots().await?;
-    let mut groups: BTreeMap<(String, String, Vec<String>), Vec<(Id, DateTime<Utc>)>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, Vec<(Id, DateTime<Utc>)>> = BTreeMap::new();
     for (id, s) in &snaps {
         groups.entry(group_key(s)).or_default().push((*id, s.time));
     }
@@ -113,7 +118,7 @@ pub async fn forget(repo: &Repository, policy: KeepPolicy, dry_run: bool) -> Res
     Ok(report)
 }
 
-fn group_key(s: &Snapshot) -> (String, String, Vec<String>) {
+fn group_key(s: &Snapshot) -> GroupKey {
     (s.hostname.clone(), s.source.clone(), s.paths.clone())
 }
 

@@ -49,6 +49,14 @@ pub struct RestoreSummary {
     pub failed: Vec<String>,
 }
 
+/// Everything a restore will create, made from the trees before any data is read.
+struct Plan {
+    summary: RestoreSummary,
+    dirs: Vec<(PathBuf, Node)>,
+    files: Vec<PlannedFile>,
+    links: Vec<(PathBuf, Node)>,
+}
+
 struct PlannedFile {
     rel: PathBuf,
     node: Node,
@@ -121,7 +129,7 @@ pub async fn restore(
     dirs.sort_by(|a, b| a.0.cmp(&b.0));
 
     let target2 = target.clone();
-    let prepared = tokio::task::spawn_blocking(move || -> Result<(RestoreSummary, Vec<(PathBuf, Node)>, Vec<PlannedFile>, Vec<(PathBuf, Node)>)> {
+    let prepared = tokio::task::spawn_blocking(move || -> Result<Plan> {
         let mut summary = RestoreSummary::default();
         for (rel, _) in &dirs {
             ensure_dir(&target2, rel)?;
@@ -140,13 +148,24 @@ pub async fn restore(
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)
                 .map_err(|e| Error::io(path.display(), e))?;
-            file.set_len(f.node.size).map_err(|e| Error::io(path.display(), e))?;
+            file.set_len(f.node.size)
+                .map_err(|e| Error::io(path.display(), e))?;
         }
-        Ok((summary, dirs, files, links))
+        Ok(Plan {
+            summary,
+            dirs,
+            files,
+            links,
+        })
     })
     .await
     .map_err(|e| Error::new(ErrorKind::Io, format!("restore stopped: {e}")))??;
-    let (mut sum, dirs, files, links) = prepared;
+    let Plan {
+        summary: mut sum,
+        dirs,
+        files,
+        links,
+    } = prepared;
 
     // Group every needed blob by pack so each pack is read once.
     let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation, Vec<Use>)>> = HashMap::new();

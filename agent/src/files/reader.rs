@@ -69,8 +69,7 @@ fn read_blobs(
     if size_hint < params.min as u64 {
         // Small files are one blob: skip the chunker's buffer.
         let mut data = Vec::with_capacity(size_hint as usize + 1);
-        (&*file)
-            .take(params.min as u64)
+        file.take(params.min as u64)
             .read_to_end(&mut data)
             .map_err(|e| Error::io("reading", e))?;
         if data.len() as u64 >= params.min as u64 {

@@ -118,23 +118,45 @@ impl S3Storage {
             .upload_id()
             .ok_or_else(|| Error::new(ErrorKind::Unreachable, "S3 returned no upload id"))?
             .to_string();
+        let data_len = data.len();
         let result = self.upload_parts(key, &upload_id, data).await;
         match result {
-            Ok(parts) => self
-                .client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.fail(&format!("completing multipart upload of {key}"), e)),
+            Ok(parts) => {
+                let completed = self
+                    .client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await;
+                match completed {
+                    Ok(_) => Ok(()),
+                    // Some S3-compatible servers answer 200 with a body the SDK cannot
+                    // parse; the object is complete if it is there with the right size.
+                    Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 200) => {
+                        let head = self
+                            .client
+                            .head_object()
+                            .bucket(&self.bucket)
+                            .key(key)
+                            .send()
+                            .await;
+                        match head {
+                            Ok(h) if h.content_length() == Some(data_len as i64) => Ok(()),
+                            _ => {
+                                Err(self.fail(&format!("completing multipart upload of {key}"), e))
+                            }
+                        }
+                    }
+                    Err(e) => Err(self.fail(&format!("completing multipart upload of {key}"), e)),
+                }
+            }
             Err(err) => {
                 // Abandoned parts cost money until aborted.
                 let _ = self

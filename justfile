@@ -1,0 +1,23 @@
+# Recipes a person runs. `just --list` shows them.
+
+# Install everything the tests and benchmarks need (idempotent).
+setup:
+    bash scripts/setup.sh
+
+# Run every test (installs what they need first).
+test *ARGS:
+    bash scripts/test.sh {{ARGS}}
+
+# Show Seawall on a generated sample: init, backup, change, backup, verify, restore.
+demo:
+    cargo run --release -- demo
+
+# Benchmarks against restic on a generated 2+ GiB dataset.
+bench *ARGS:
+    bash bench/files.sh {{ARGS}}
+
+# Format, lint, test: what every commit passes.
+check:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+    bash scripts/test.sh

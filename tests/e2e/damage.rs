@@ -1,0 +1,238 @@
+//! Damage and bad input: a flipped byte in a pack, a wrong password, missing
+//! or truncated files, an unreachable endpoint, an unknown snapshot. Each
+//! gives one clear line and a non-zero exit, and changes nothing.
+
+use crate::fixtures::*;
+use std::path::{Path, PathBuf};
+
+fn setup() -> (tempfile::TempDir, PathBuf, Repo, String) {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 200, 5 * 1024 * 1024, 21);
+    let repo_dir = work.path().join("repo");
+    let repo = Repo::local(&repo_dir);
+    repo.ok(&["init"]);
+    let (id, _) = repo.backup(&[&src]);
+    (work, src, repo, id)
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in walk(dir) {
+        if e.is_file() {
+            out.push(e);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_flipped_byte_in_a_pack_is_found_named_and_contained() {
+    let (work, src, repo, id) = setup();
+    let repo_dir = work.path().join("repo");
+    let (biggest, at) = blob_position(&repo_dir, &src.join("large.bin"));
+    let mut data = std::fs::read(&biggest).unwrap();
+    data[at as usize] ^= 0x01;
+    std::fs::write(&biggest, &data).unwrap();
+
+    let out = repo.run(&["verify", "--read-data"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let pack_name = biggest.file_name().unwrap().to_str().unwrap();
+    assert!(
+        stderr.contains(pack_name),
+        "verify must name the damaged pack:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&id[..8]),
+        "verify must name the affected snapshot:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("large.bin"),
+        "verify must name the affected file:\n{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&repo.run(&["--json", "verify", "--read-data"]).stdout).unwrap();
+    let problem = &report["problems"][0];
+    assert!(problem["object"].as_str().unwrap().contains(pack_name));
+
+    let target = work.path().join("restored");
+    let out = repo.run(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    assert!(!out.status.success(), "restoring a damaged file must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("large.bin"), "{stderr}");
+    let root = restored(&target, &src);
+    assert!(
+        !root.join("large.bin").exists(),
+        "a damaged file must not be left torn"
+    );
+    // Everything else came back intact.
+    assert_eq!(
+        std::fs::read(root.join("private/secret")).unwrap(),
+        b"s3cr3t"
+    );
+    assert_eq!(
+        std::fs::read(root.join("dir000/sub0/file00000.txt")).unwrap(),
+        std::fs::read(src.join("dir000/sub0/file00000.txt")).unwrap()
+    );
+}
+
+#[test]
+fn wrong_password_is_one_line_and_changes_nothing() {
+    let (work, src, repo, _) = setup();
+    let before = dir_digest(&work.path().join("repo"));
+    let out = repo
+        .cmd(&["backup", "files", src.to_str().unwrap()])
+        .env("SEAWALL_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    let line = one_error_line(&out);
+    assert!(line.contains("wrong password"), "{line}");
+    assert_eq!(before, dir_digest(&work.path().join("repo")));
+}
+
+#[test]
+fn unknown_snapshot_and_missing_repository_are_clear() {
+    let (work, _src, repo, _) = setup();
+    let before = dir_digest(&work.path().join("repo"));
+    let target = work.path().join("t");
+    let line =
+        one_error_line(&repo.run(&["restore", "deadbeef", "--to", target.to_str().unwrap()]));
+    assert!(line.contains("no snapshot deadbeef"), "{line}");
+    let line =
+        one_error_line(&repo.run(&["restore", "not-an-id", "--to", target.to_str().unwrap()]));
+    assert!(line.contains("not a snapshot id"), "{line}");
+    assert_eq!(before, dir_digest(&work.path().join("repo")));
+    let nowhere = Repo::local(&work.path().join("nowhere"));
+    let line = one_error_line(&nowhere.run(&["snapshots"]));
+    assert!(line.contains("seawall init"), "{line}");
+}
+
+#[test]
+fn truncated_snapshot_or_index_is_named() {
+    let (work, _src, repo, id) = setup();
+    let repo_dir = work.path().join("repo");
+    let snap = repo_dir.join("snapshots").join(&id);
+    let data = std::fs::read(&snap).unwrap();
+    std::fs::write(&snap, &data[..data.len() / 2]).unwrap();
+    let before = dir_digest(&repo_dir);
+    let line = one_error_line(&repo.run(&["snapshots"]));
+    assert!(
+        line.contains(&id[..8]) && line.contains("damaged"),
+        "{line}"
+    );
+    let target = work.path().join("t");
+    let line = one_error_line(&repo.run(&["restore", &id, "--to", target.to_str().unwrap()]));
+    assert!(line.contains(&id[..8]), "{line}");
+    assert_eq!(before, dir_digest(&repo_dir));
+    std::fs::write(&snap, &data).unwrap();
+
+    let index = files_in(&repo_dir.join("index")).pop().unwrap();
+    let data = std::fs::read(&index).unwrap();
+    std::fs::write(&index, &data[..data.len() - 7]).unwrap();
+    let before = dir_digest(&repo_dir);
+    let line = one_error_line(&repo.run(&["restore", "latest", "--to", target.to_str().unwrap()]));
+    let name = index.file_name().unwrap().to_str().unwrap();
+    assert!(
+        line.contains(name) && line.contains("repair index"),
+        "{line}"
+    );
+    assert_eq!(before, dir_digest(&repo_dir));
+
+    // The named fix works: the index is rebuilt from the packs and the data restores.
+    repo.ok(&["repair", "index"]);
+    repo.ok(&["verify", "--read-data"]);
+    repo.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+}
+
+#[test]
+fn deleted_snapshot_file_is_unknown_not_a_crash() {
+    let (work, _src, repo, id) = setup();
+    std::fs::remove_file(work.path().join("repo/snapshots").join(&id)).unwrap();
+    let target = work.path().join("t");
+    let line = one_error_line(&repo.run(&["restore", &id, "--to", target.to_str().unwrap()]));
+    assert!(line.contains("no snapshot"), "{line}");
+}
+
+#[test]
+fn unreachable_s3_endpoint_is_one_line() {
+    let port = free_port();
+    let repo = Repo {
+        url: "s3://bucket/repo".into(),
+        env: vec![
+            (
+                "SEAWALL_S3_ENDPOINT".into(),
+                format!("http://127.0.0.1:{port}"),
+            ),
+            ("SEAWALL_S3_PATH_STYLE".into(), "true".into()),
+            ("AWS_ACCESS_KEY_ID".into(), "x".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "y".into()),
+        ],
+    };
+    let started = std::time::Instant::now();
+    let line = one_error_line(&repo.run(&["snapshots"]));
+    assert!(line.contains("cannot reach S3 endpoint"), "{line}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "gave up too slowly"
+    );
+    let line = one_error_line(&repo.run(&["init"]));
+    assert!(line.contains("cannot reach S3 endpoint"), "{line}");
+}
+
+#[test]
+fn init_refuses_an_existing_repository() {
+    let (work, _src, repo, _) = setup();
+    let before = dir_digest(&work.path().join("repo"));
+    let line = one_error_line(&repo.run(&["init"]));
+    assert!(line.contains("already exists"), "{line}");
+    assert_eq!(before, dir_digest(&work.path().join("repo")));
+}
+
+/// The pack file and a byte offset inside the first blob of a backed-up file.
+fn blob_position(repo_dir: &Path, file: &Path) -> (PathBuf, u64) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use seawall_common::storage::{self, S3Options};
+        let s = storage::open(&repo_dir.display().to_string(), &S3Options::default())
+            .await
+            .unwrap();
+        let repo = seawall_common::Repository::open(s, PASSWORD.as_bytes())
+            .await
+            .unwrap();
+        repo.load_index().await.unwrap();
+        let (_, snap) = repo.find_snapshot("latest").await.unwrap();
+        let mut tree = repo.load_tree(&snap.tree.unwrap()).await.unwrap();
+        let names: Vec<String> = file
+            .iter()
+            .skip(1)
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        for (i, name) in names.iter().enumerate() {
+            let node = tree.nodes.iter().find(|n| &n.name == name).unwrap().clone();
+            if i + 1 == names.len() {
+                let loc = repo.locate(&node.content[0]).unwrap();
+                let pack =
+                    repo_dir.join(seawall_common::storage::FileKind::Pack.path(&loc.pack.to_hex()));
+                return (pack, loc.offset as u64 + loc.length as u64 / 2);
+            }
+            tree = repo.load_tree(&node.subtree.unwrap()).await.unwrap();
+        }
+        unreachable!("{} not in the snapshot", file.display())
+    })
+}

@@ -1,0 +1,200 @@
+//! The files path end to end: backup and restore of a real tree on a local
+//! repository and on S3, incremental backups, excludes, includes, and files
+//! that change while they are read.
+
+use crate::fixtures::*;
+use std::path::Path;
+
+fn round_trip(repo: &Repo, files: usize) {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, files, 3 * 1024 * 1024, 11);
+    repo.ok(&["init"]);
+    let (id, summary) = repo.backup(&[&src]);
+    assert_eq!(summary["files_new"].as_u64().unwrap() as usize, files + 2);
+    let target = work.path().join("restored");
+    repo.ok(&["restore", &id[..8], "--to", target.to_str().unwrap()]);
+    assert_same_tree(&src, &restored(&target, &src));
+    let verify = repo.ok(&["verify", "--read-data"]);
+    assert!(verify.contains("no errors found"), "{verify}");
+}
+
+#[test]
+fn local_round_trip_of_tens_of_thousands_of_files() {
+    let dir = tempfile::tempdir().unwrap();
+    round_trip(&Repo::local(&dir.path().join("repo")), 20_000);
+}
+
+#[test]
+fn s3_round_trip() {
+    let server = S3Server::start(S3Kind::S3sFs);
+    server.create_bucket_blocking("files");
+    round_trip(&Repo::s3(&server, "files"), 10_000);
+}
+
+#[test]
+fn second_backup_after_one_percent_change_adds_little_and_skips_unchanged_files() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 2_000, 120 * 1024 * 1024, 3);
+    let repo = Repo::local(&work.path().join("repo"));
+    repo.ok(&["init"]);
+    let (first, s1) = repo.backup(&[&src]);
+    let first_added = s1["bytes_added"].as_u64().unwrap();
+
+    // Change 1% of ~126 MiB: 20 small files rewritten, 1 MiB rewritten inside the large file.
+    let mut rng = Rng(99);
+    for i in (0..2_000).step_by(100) {
+        let p = src.join(format!(
+            "dir{:03}/sub{}/file{i:05}.txt",
+            i / 200,
+            (i / 50) % 4
+        ));
+        std::fs::write(&p, rng.bytes(3000, true)).unwrap();
+    }
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(src.join("large.bin"))
+            .unwrap();
+        f.write_all_at(&rng.bytes(1024 * 1024, true), 50 * 1024 * 1024)
+            .unwrap();
+    }
+    let (second, s2) = repo.backup(&[&src]);
+    assert_ne!(first, second);
+    let added = s2["bytes_added"].as_u64().unwrap();
+    assert!(
+        added * 100 <= first_added * 3,
+        "second backup added {added} bytes, more than 3% of the first ({first_added})"
+    );
+    assert_eq!(s2["files_changed"].as_u64().unwrap(), 21, "{s2}");
+    assert_eq!(
+        s2["files_unchanged"].as_u64().unwrap(),
+        2_000 + 2 - 21,
+        "{s2}"
+    );
+    // Unchanged files are not read: only the changed ones count as read.
+    let read = s2["bytes_read"].as_u64().unwrap();
+    assert!(read < 120 * 1024 * 1024 + 21 * 6000, "read {read} bytes");
+    let snaps = repo.json(&["snapshots"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 2);
+    assert_eq!(snaps[1]["parent"].as_str().unwrap(), first);
+    assert_eq!(snaps[1]["backup_type"], "incremental");
+
+    let target = work.path().join("restored");
+    repo.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+#[test]
+fn excludes_and_includes() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 300, 0, 5);
+    std::fs::write(src.join("scratch.tmp"), b"junk").unwrap();
+    let repo = Repo::local(&work.path().join("repo"));
+    repo.ok(&["init"]);
+    let excluded_dir = src.join("dir001");
+    repo.ok(&[
+        "backup",
+        "files",
+        src.to_str().unwrap(),
+        "--exclude",
+        "*.tmp",
+        "--exclude",
+        excluded_dir.to_str().unwrap(),
+        "--tag",
+        "nightly",
+    ]);
+    let snaps = repo.json(&["snapshots"]);
+    assert_eq!(snaps[0]["tags"][0], "nightly");
+    let target = work.path().join("restored");
+    repo.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    let root = restored(&target, &src);
+    assert!(!root.join("scratch.tmp").exists());
+    assert!(!root.join("dir001").exists());
+    assert!(root.join("dir000/sub0/file00000.txt").exists());
+
+    let only = work.path().join("only");
+    let include = src.join("private");
+    repo.ok(&[
+        "restore",
+        "latest",
+        "--to",
+        only.to_str().unwrap(),
+        "--include",
+        include.to_str().unwrap(),
+    ]);
+    let root = restored(&only, &src);
+    assert_eq!(
+        std::fs::read(root.join("private/secret")).unwrap(),
+        b"s3cr3t"
+    );
+    assert!(!root.join("dir000").exists());
+}
+
+#[test]
+fn a_file_that_keeps_changing_is_reported_not_stored_silently() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let busy = src.join("busy.log");
+    std::fs::write(&busy, Rng(1).bytes(64 * 1024 * 1024, false)).unwrap();
+    let repo = Repo::local(&work.path().join("repo"));
+    repo.ok(&["init"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let busy = busy.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&busy)
+                .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.write_all(b"x").unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    let out = repo.run(&["backup", "files", src.to_str().unwrap()]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a torn file must give the incomplete exit status"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("busy.log changed while it was read"),
+        "{stderr}"
+    );
+    let snaps = repo.json(&["snapshots"]);
+    let warnings = &snaps[0]["summary"]["warnings"];
+    assert!(
+        warnings[0].as_str().unwrap().contains("busy.log"),
+        "{warnings}"
+    );
+}
+
+#[test]
+fn demo_runs_on_a_bare_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["demo", "--size-mib", "16", "--dir"])
+        .arg(dir.path().join("demo"))
+        .env_remove("SEAWALL_PASSWORD")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("identical"), "{stdout}");
+    assert!(Path::new(&dir.path().join("demo/repo/config")).exists());
+}

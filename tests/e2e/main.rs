@@ -1,0 +1,15 @@
+//! End-to-end tests: the real `seawall` binary against real servers (an
+//! S3-compatible server and moto's server) that the tests start on loopback.
+//! A missing server binary fails the test and names `scripts/setup.sh`.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod fixtures;
+
+mod concurrency;
+mod crash;
+mod damage;
+mod files;
+mod restore_safety;
+mod retention;
+mod storage_conformance;

@@ -1,0 +1,164 @@
+//! Restore never writes outside its target: hostile names in a snapshot and
+//! symlinks already in the target are refused.
+
+use crate::fixtures::*;
+use seawall_common::repo::blob;
+use seawall_common::repo::index::{IndexFile, IndexPack};
+use seawall_common::repo::pack::PackBuilder;
+use seawall_common::repo::snapshot::{BackupSummary, BackupType, Snapshot};
+use seawall_common::repo::BlobType;
+use seawall_common::storage::{self, FileKind, S3Options};
+use std::path::Path;
+
+/// Writes a snapshot whose root tree is `tree_json`, bypassing every check a
+/// real backup makes, as an attacker with the key (or a bug) could.
+fn plant_snapshot(repo_dir: &Path, tree_json: serde_json::Value, file_data: &[u8]) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let s = storage::open(&repo_dir.display().to_string(), &S3Options::default())
+            .await
+            .unwrap();
+        let repo = seawall_common::Repository::open(s, PASSWORD.as_bytes())
+            .await
+            .unwrap();
+        let key = repo.key().clone();
+        let data_id = key.blob_id(file_data);
+        let mut tree_json = tree_json;
+        for node in tree_json["nodes"].as_array_mut().unwrap() {
+            if node["type"] == "file" {
+                node["content"] = serde_json::json!([data_id]);
+                node["size"] = serde_json::json!(file_data.len());
+            }
+        }
+        let tree = serde_json::to_vec(&tree_json).unwrap();
+        let tree_id = key.blob_id(&tree);
+        let mut pack = PackBuilder::default();
+        pack.add(
+            BlobType::Data,
+            data_id,
+            &blob::encode(&key, BlobType::Data, &data_id, file_data, 1),
+            file_data.len() as u32,
+        );
+        pack.add(
+            BlobType::Tree,
+            tree_id,
+            &blob::encode(&key, BlobType::Tree, &tree_id, &tree, 1),
+            tree.len() as u32,
+        );
+        let pack = pack.finish(&key);
+        let record = IndexPack::from_entries(pack.id, pack.bytes.len() as u64, &pack.entries);
+        repo.storage()
+            .write(FileKind::Pack, &pack.id.to_hex(), pack.bytes.into())
+            .await
+            .unwrap();
+        repo.write_json(
+            FileKind::Index,
+            &IndexFile {
+                supersedes: vec![],
+                packs: vec![record],
+            },
+        )
+        .await
+        .unwrap();
+        let now = chrono::Utc::now();
+        let snap = Snapshot {
+            time: now,
+            end_time: now,
+            hostname: "attacker".into(),
+            source: "files".into(),
+            paths: vec!["/".into()],
+            tags: vec![],
+            region: None,
+            agent: None,
+            backup_type: BackupType::Full,
+            parent: None,
+            excludes: vec![],
+            tree: Some(tree_id),
+            streams: vec![],
+            facts: Default::default(),
+            summary: BackupSummary::default(),
+        };
+        repo.write_json(FileKind::Snapshot, &snap).await.unwrap();
+    });
+}
+
+fn file_node(name: &str) -> serde_json::Value {
+    serde_json::json!({"name": name, "type": "file", "mode": 420, "uid": 0, "gid": 0, "mtime": 0, "mtime_nsec": 0})
+}
+
+#[test]
+fn hostile_names_are_refused_and_nothing_lands_outside() {
+    for hostile in ["..", "../escaped", "/tmp/escaped-abs", "."] {
+        let work = tempfile::tempdir().unwrap();
+        let repo_dir = work.path().join("repo");
+        let repo = Repo::local(&repo_dir);
+        repo.ok(&["init"]);
+        plant_snapshot(
+            &repo_dir,
+            serde_json::json!({"nodes": [file_node(hostile)]}),
+            b"pwned",
+        );
+        let target = work.path().join("a/b/target");
+        let out = repo.run(&["restore", "latest", "--to", target.to_str().unwrap()]);
+        let line = one_error_line(&out);
+        assert!(
+            line.contains("unsafe name") || line.contains("refus"),
+            "{hostile}: {line}"
+        );
+        assert!(!work.path().join("a/b/escaped").exists());
+        assert!(!Path::new("/tmp/escaped-abs").exists());
+        let leftover: Vec<_> = std::fs::read_dir(work.path().join("a/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            leftover,
+            vec![std::ffi::OsString::from("target")],
+            "{hostile}"
+        );
+    }
+}
+
+#[test]
+fn an_existing_symlink_in_the_target_is_not_followed() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 50, 0, 8);
+    let repo = Repo::local(&work.path().join("repo"));
+    repo.ok(&["init"]);
+    repo.backup(&[&src]);
+    let outside = work.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let target = work.path().join("target");
+    // The first component of the restored path is a symlink planted to lead outside.
+    let first = src.components().nth(1).unwrap().as_os_str().to_owned();
+    std::fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join(&first)).unwrap();
+    let out = repo.run(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("not a directory") || line.contains("symlink"),
+        "{line}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "something was written outside the target"
+    );
+}
+
+#[test]
+fn duplicate_names_in_a_tree_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let repo_dir = work.path().join("repo");
+    let repo = Repo::local(&repo_dir);
+    repo.ok(&["init"]);
+    let link = serde_json::json!({"name": "x", "type": "symlink", "mode": 511, "uid": 0, "gid": 0, "mtime": 0, "mtime_nsec": 0, "link_target": "/etc"});
+    plant_snapshot(
+        &repo_dir,
+        serde_json::json!({"nodes": [link, file_node("x")]}),
+        b"data",
+    );
+    let target = work.path().join("target");
+    let line = one_error_line(&repo.run(&["restore", "latest", "--to", target.to_str().unwrap()]));
+    assert!(line.contains("not unique"), "{line}");
+}

@@ -14,6 +14,7 @@ command -v etcd >/dev/null          || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null       || need_apt+=(etcd-client)
 command -v pgbackrest >/dev/null    || need_apt+=(pgbackrest)
 command -v /usr/bin/time >/dev/null || need_apt+=(time)
+command -v bc >/dev/null           || need_apt+=(bc)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"

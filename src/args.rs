@@ -85,6 +85,25 @@ pub enum Command {
     Repair(RepairArgs),
     /// Show what Seawall does, on a local sample, with timings.
     Demo(DemoArgs),
+    /// Generate or change benchmark data (for bench/).
+    #[command(hide = true)]
+    BenchData(BenchDataArgs),
+}
+
+/// `bench-data`.
+#[derive(Debug, Args)]
+pub struct BenchDataArgs {
+    /// Directory to write the dataset into.
+    pub dir: PathBuf,
+    /// Size of the dump-like file in MiB.
+    #[arg(long, default_value_t = 1536)]
+    pub dump_mib: u64,
+    /// Number of small files.
+    #[arg(long, default_value_t = 25_000)]
+    pub small_files: u64,
+    /// Instead of generating, change this percentage of an existing dataset.
+    #[arg(long)]
+    pub mutate: Option<f64>,
 }
 
 /// `backup`.

@@ -135,6 +135,16 @@ async fn demo(g: &Global, work: &Path, size_mib: u64) -> Result<u8> {
     Ok(0)
 }
 
+/// Generates (or changes) the benchmark dataset.
+pub async fn bench_data(a: crate::args::BenchDataArgs) -> Result<u8> {
+    tokio::task::spawn_blocking(move || match a.mutate {
+        Some(percent) => sample::mutate(&a.dir, percent, 1234),
+        None => sample::write_tree(&a.dir, a.dump_mib * 1024 * 1024, a.small_files, 42),
+    })
+    .await??;
+    Ok(0)
+}
+
 /// Compares two trees: content, modes, mtimes, symlink targets. Returns entries compared.
 fn compare(a: &Path, b: &Path) -> Result<u64> {
     let mut count = 0;

@@ -25,5 +25,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Unlock(a) => maintenance::unlock(&g, a).await,
         Command::Repair(a) => maintenance::repair(&g, a).await,
         Command::Demo(a) => demo::run(&g, a).await,
+        Command::BenchData(a) => demo::bench_data(a).await,
     }
 }

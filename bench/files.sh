@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-DUMP_MIB=1536
+DUMP_MIB=1800
 SMALL=25000
 WORK=${TMPDIR:-/tmp}/seawall-bench
 DOUBLE=1
@@ -44,9 +44,12 @@ echo "dataset: $BYTES bytes in $FILES files"
 run() {
   local name=$1; shift
   local start end
+  sync
   start=$(date +%s.%N)
   /usr/bin/time -f '%M' -o "$WORK/$name.rss" "$@" >"$WORK/$name.log" 2>&1 || { echo "$name failed:"; tail -20 "$WORK/$name.log"; exit 1; }
   end=$(date +%s.%N)
+  # Flush outside the timing, so one step's writeback does not slow the next.
+  sync
   echo "$end - $start" | bc -l > "$WORK/$name.secs"
 }
 secs() { cat "$WORK/$1.secs"; }

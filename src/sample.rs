@@ -166,15 +166,20 @@ pub fn mutate(root: &Path, percent: f64, seed: u64) -> Result<()> {
     let dump = root.join("db/dump.sql");
     let f = std::fs::OpenOptions::new().write(true).open(&dump)?;
     let len = f.metadata()?.len();
-    let change = (len as f64 * percent / 100.0) as u64;
-    let mut buf = Vec::new();
+    // Ten separate edits, as scattered row updates are: one edit alone makes
+    // the figure hinge on where two chunk boundaries happen to fall.
+    let change = (len as f64 * percent / 100.0) as u64 / 10;
     let mut row = 9_000_000_000;
-    while (buf.len() as u64) < change {
-        dump_line(&mut rng, row, &mut buf);
-        row += 1;
+    for region in 0..10u64 {
+        let mut buf = Vec::new();
+        while (buf.len() as u64) < change {
+            dump_line(&mut rng, row, &mut buf);
+            row += 1;
+        }
+        buf.truncate(change as usize);
+        let at = len / 10 * region + len / 20;
+        f.write_all_at(&buf, at.min(len.saturating_sub(change)))?;
     }
-    // Rewrite a region near the end, as updates to the newest rows do.
-    f.write_all_at(&buf, len.saturating_sub(change * 2))?;
     let files = root.join("files");
     let mut n = 0u64;
     for dir in std::fs::read_dir(&files)? {

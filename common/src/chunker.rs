@@ -15,14 +15,20 @@ pub struct ChunkerParams {
     pub avg: u32,
     /// No chunk is larger.
     pub max: u32,
+    /// FastCDC normalization level (0 to 3). Level 0 resynchronizes soonest
+    /// after an edit, which is what deduplication of changed data needs;
+    /// chunks then average about `min + avg`.
+    #[serde(default)]
+    pub normalization: u8,
 }
 
 impl Default for ChunkerParams {
     fn default() -> Self {
         ChunkerParams {
             min: 512 * 1024,
-            avg: 1024 * 1024,
+            avg: 512 * 1024,
             max: 8 * 1024 * 1024,
+            normalization: 0,
         }
     }
 }
@@ -32,12 +38,21 @@ pub fn chunks<R: Read>(
     reader: R,
     params: ChunkerParams,
 ) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
-    fastcdc::v2020::StreamCDC::new(reader, params.min, params.avg, params.max).map(|r| {
-        r.map(|c| c.data).map_err(|e| match e {
-            fastcdc::v2020::Error::IoError(io) => io,
-            other => std::io::Error::other(other.to_string()),
-        })
-    })
+    use fastcdc::v2020::Normalization;
+    let level = match params.normalization {
+        0 => Normalization::Level0,
+        1 => Normalization::Level1,
+        2 => Normalization::Level2,
+        _ => Normalization::Level3,
+    };
+    fastcdc::v2020::StreamCDC::with_level(reader, params.min, params.avg, params.max, level).map(
+        |r| {
+            r.map(|c| c.data).map_err(|e| match e {
+                fastcdc::v2020::Error::IoError(io) => io,
+                other => std::io::Error::other(other.to_string()),
+            })
+        },
+    )
 }
 
 #[cfg(test)]
@@ -62,6 +77,7 @@ mod tests {
             min: 4096,
             avg: 16384,
             max: 65536,
+            normalization: 0,
         };
         let data = pseudo_random(2 * 1024 * 1024, 7);
         let mut edited = data.clone();

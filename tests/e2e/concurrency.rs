@@ -27,10 +27,17 @@ fn two_backups_at_once_both_succeed() {
     assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), 2);
     repo.ok(&["verify", "--read-data"]);
     let target = work.path().join("restored");
-    for (src, snap) in [(&a, 0), (&b, 1)] {
-        let snaps = repo.json(&["snapshots"]);
-        let id = snaps[snap]["id"].as_str().unwrap().to_string();
-        let t = target.join(format!("{snap}"));
+    let snaps = repo.json(&["snapshots"]);
+    for (n, src) in [&a, &b].into_iter().enumerate() {
+        // Either may have started first: find each one's snapshot by its path.
+        let snap = snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["paths"][0].as_str() == src.to_str())
+            .unwrap();
+        let id = snap["id"].as_str().unwrap().to_string();
+        let t = target.join(format!("{n}"));
         repo.ok(&["restore", &id, "--to", t.to_str().unwrap()]);
         assert_same_tree(src, &restored(&t, src));
     }

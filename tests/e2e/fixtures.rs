@@ -327,6 +327,22 @@ pub fn make_tree(root: &Path, files: usize, large: usize, seed: u64) {
         filetime::FileTime::from_unix_time(1_500_000_000, 5),
     )
     .unwrap();
+    if running_as_root() {
+        // Ownership is restored only by root; as root, prove it with foreign owners.
+        let owned = root.join("owned-by-1234");
+        std::fs::write(&owned, b"owned").unwrap();
+        std::os::unix::fs::chown(&owned, Some(1234), Some(5678)).unwrap();
+        // chown clears setuid, so the mode comes after it, as restore does it.
+        std::fs::set_permissions(&owned, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        std::os::unix::fs::lchown(root.join("dangling"), Some(4321), Some(8765)).unwrap();
+    }
+}
+
+/// Whether the tests run as root (then ownership must round-trip too).
+pub fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// Asserts two trees are identical: `diff -r` for content and links, then
@@ -340,8 +356,9 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
         .unwrap();
     assert!(
         diff.status.success(),
-        "diff -r found differences:\n{}",
-        String::from_utf8_lossy(&diff.stdout)
+        "diff -r found differences:\n{}{}",
+        String::from_utf8_lossy(&diff.stdout),
+        String::from_utf8_lossy(&diff.stderr)
     );
     let mut stack = vec![PathBuf::new()];
     let mut count = 0;

@@ -27,6 +27,9 @@ pub struct SaverStats {
     pub packs: u64,
 }
 
+/// zstd level for tree blobs.
+const TREE_LEVEL: i32 = 12;
+
 struct Job {
     kind: BlobType,
     id: Id,
@@ -206,7 +209,12 @@ fn encode_loop(
 ) {
     let key = shared.repo.key().clone();
     for job in jobs {
-        let sealed = blob::encode(&key, job.kind, &job.id, &job.data, shared.level);
+        // Trees are small and rewritten on every change below them: squeeze them harder.
+        let level = match job.kind {
+            BlobType::Tree => shared.level.max(TREE_LEVEL),
+            BlobType::Data => shared.level,
+        };
+        let sealed = blob::encode(&key, job.kind, &job.id, &job.data, level);
         let full = {
             let mut open = shared.open_pack.lock().unwrap_or_else(|p| p.into_inner());
             open.add(job.kind, job.id, &sealed, job.data.len() as u32);

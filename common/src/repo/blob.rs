@@ -5,6 +5,8 @@ use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// What a blob holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -46,14 +48,43 @@ fn aad(kind: BlobType, id: &Id) -> [u8; 37] {
     a
 }
 
+thread_local! {
+    // zstd contexts are costly to create (allocation, tables): one per thread and level.
+    static COMPRESSORS: RefCell<HashMap<i32, zstd::bulk::Compressor<'static>>> = RefCell::new(HashMap::new());
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress(plain: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSORS.with(|cell| {
+        let mut map = cell.borrow_mut();
+        let c = match map.entry(level) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(zstd::bulk::Compressor::new(level).ok()?)
+            }
+        };
+        c.compress(plain).ok()
+    })
+}
+
+fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(payload, capacity),
+            None => zstd::bulk::decompress(payload, capacity),
+        }
+    })
+}
+
 /// Compresses (when it helps) and seals a blob; `level` is the zstd level.
 pub fn encode(key: &MasterKey, kind: BlobType, id: &Id, plain: &[u8], level: i32) -> Vec<u8> {
     let mut framed = Vec::with_capacity(plain.len() / 2 + 16);
     framed.push(ZSTD);
-    let compressed = zstd::bulk::Compressor::new(level)
-        .and_then(|mut c| c.compress(plain))
-        .ok()
-        .filter(|c| c.len() + 1 < plain.len());
+    let compressed = compress(plain, level).filter(|c| c.len() + 1 < plain.len());
     match compressed {
         Some(c) => framed.extend_from_slice(&c),
         None => {
@@ -80,7 +111,7 @@ pub fn decode(
         .ok_or_else(|| Error::corrupt(format!("blob {} is empty", id.short())))?;
     let plain = match *flag {
         RAW => payload.to_vec(),
-        ZSTD => zstd::bulk::decompress(payload, raw_length as usize)
+        ZSTD => decompress(payload, raw_length as usize)
             .map_err(|e| Error::corrupt(format!("blob {} does not decompress: {e}", id.short())))?,
         other => {
             return Err(Error::corrupt(format!(

@@ -87,3 +87,112 @@ impl<S: Storage> Storage for Retrying<S> {
         self.run(|| self.inner.remove(kind, name)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A backend that fails its first `failures` calls with `kind`.
+    struct Flaky {
+        failures: u32,
+        kind: ErrorKind,
+        calls: AtomicU32,
+    }
+
+    impl Flaky {
+        fn step(&self) -> Result<()> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if n < self.failures {
+                Err(Error::new(self.kind, "injected"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait]
+    impl ReadStorage for Flaky {
+        fn location(&self) -> String {
+            "flaky".into()
+        }
+        async fn read(&self, _: FileKind, _: &str) -> Result<Bytes> {
+            self.step().map(|_| Bytes::from_static(b"ok"))
+        }
+        async fn read_range(&self, _: FileKind, _: &str, _: u64, _: u64) -> Result<Bytes> {
+            self.step().map(|_| Bytes::new())
+        }
+        async fn list(&self, _: FileKind) -> Result<Vec<Listed>> {
+            self.step().map(|_| vec![])
+        }
+        async fn size(&self, _: FileKind, _: &str) -> Result<Option<u64>> {
+            self.step().map(|_| None)
+        }
+    }
+
+    #[async_trait]
+    impl Storage for Flaky {
+        async fn create(&self) -> Result<()> {
+            self.step()
+        }
+        async fn write(&self, _: FileKind, _: &str, _: Bytes) -> Result<()> {
+            self.step()
+        }
+        async fn remove(&self, _: FileKind, _: &str) -> Result<()> {
+            self.step()
+        }
+    }
+
+    fn flaky(failures: u32, kind: ErrorKind) -> Flaky {
+        Flaky {
+            failures,
+            kind,
+            calls: AtomicU32::new(0),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_errors_are_retried_with_backoff() {
+        let r = Retrying::new(
+            flaky(3, ErrorKind::Unreachable),
+            4,
+            Duration::from_millis(200),
+        );
+        let started = tokio::time::Instant::now();
+        assert_eq!(&r.read(FileKind::Config, "").await.unwrap()[..], b"ok");
+        assert_eq!(r.inner.calls.load(Ordering::SeqCst), 4);
+        // 200 + 400 + 800 ms, each with at most ±25% jitter.
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1050) && waited <= Duration::from_millis(1750),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_after_the_last_attempt() {
+        let r = Retrying::new(
+            flaky(10, ErrorKind::Unreachable),
+            3,
+            Duration::from_millis(10),
+        );
+        assert_eq!(
+            r.write(FileKind::Index, "x", Bytes::new())
+                .await
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Unreachable
+        );
+        assert_eq!(r.inner.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_errors_fail_at_once() {
+        for kind in [ErrorKind::Denied, ErrorKind::NotFound, ErrorKind::Corrupt] {
+            let r = Retrying::new(flaky(1, kind), 5, Duration::from_millis(10));
+            assert_eq!(r.list(FileKind::Pack).await.unwrap_err().kind(), kind);
+            assert_eq!(r.inner.calls.load(Ordering::SeqCst), 1);
+        }
+    }
+}

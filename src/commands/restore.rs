@@ -18,7 +18,6 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
-            * 2
     });
     let result = restore(
         repo,

@@ -208,13 +208,7 @@ fn init_refuses_an_existing_repository() {
 /// The pack file and a byte offset inside the first blob of a backed-up file.
 fn blob_position(repo_dir: &Path, file: &Path) -> (PathBuf, u64) {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        use seawall_common::storage::{self, S3Options};
-        let s = storage::open(&repo_dir.display().to_string(), &S3Options::default())
-            .await
-            .unwrap();
-        let repo = seawall_common::Repository::open(s, PASSWORD.as_bytes())
-            .await
-            .unwrap();
+        let repo = open_local_repo(repo_dir).await;
         repo.load_index().await.unwrap();
         let (_, snap) = repo.find_snapshot("latest").await.unwrap();
         let mut tree = repo.load_tree(&snap.tree.unwrap()).await.unwrap();

@@ -247,6 +247,18 @@ impl Repo {
     }
 }
 
+/// Opens a local repository through the library, for tests that inspect or
+/// tamper with its files directly.
+pub async fn open_local_repo(repo_dir: &Path) -> seawall_common::Repository {
+    use seawall_common::storage::{self, S3Options};
+    let s = storage::open(&repo_dir.display().to_string(), &S3Options::default())
+        .await
+        .unwrap();
+    seawall_common::Repository::open(s, PASSWORD.as_bytes())
+        .await
+        .unwrap()
+}
+
 /// A failed run's stderr, checked to be one clear line.
 pub fn one_error_line(out: &Output) -> String {
     assert!(

@@ -7,19 +7,14 @@ use seawall_common::repo::index::{IndexFile, IndexPack};
 use seawall_common::repo::pack::PackBuilder;
 use seawall_common::repo::snapshot::{BackupSummary, BackupType, Snapshot};
 use seawall_common::repo::BlobType;
-use seawall_common::storage::{self, FileKind, S3Options};
+use seawall_common::storage::FileKind;
 use std::path::Path;
 
 /// Writes a snapshot whose root tree is `tree_json`, bypassing every check a
 /// real backup makes, as an attacker with the key (or a bug) could.
 fn plant_snapshot(repo_dir: &Path, tree_json: serde_json::Value, file_data: &[u8]) {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let s = storage::open(&repo_dir.display().to_string(), &S3Options::default())
-            .await
-            .unwrap();
-        let repo = seawall_common::Repository::open(s, PASSWORD.as_bytes())
-            .await
-            .unwrap();
+        let repo = open_local_repo(repo_dir).await;
         let key = repo.key().clone();
         let data_id = key.blob_id(file_data);
         let mut tree_json = tree_json;

@@ -16,7 +16,7 @@ use seawall_common::storage::FileKind;
 use seawall_common::{Error, ErrorKind, Repository, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 use writer::Files;
 
@@ -98,15 +98,13 @@ pub async fn restore(
         files.fail(fi, why);
     }
 
-    let queue = Arc::new(Mutex::new(jobs));
+    let queue = Arc::new(plan::JobQueues::new(jobs, opts.threads));
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..opts.threads.max(1) {
+    for w in 0..opts.threads.max(1) {
         let (repo, queue, files, progress) =
             (repo.clone(), queue.clone(), files.clone(), progress.clone());
         workers.spawn(async move {
-            loop {
-                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
-                let Some(job) = next else { break };
+            while let Some(job) = queue.next(w) {
                 let data = repo
                     .storage()
                     .read_range(

@@ -107,7 +107,8 @@ fn wanted(path: &Path, includes: &[PathBuf]) -> bool {
 }
 
 /// Groups every needed blob by pack so each pack is read once. Returns the
-/// jobs (last to run first) and the files whose blobs no index lists.
+/// jobs in the order of the files they serve, and the files whose blobs no
+/// index lists.
 pub fn group_by_pack(
     repo: &Repository,
     files: &[PlannedFile],
@@ -151,8 +152,57 @@ pub fn group_by_pack(
     for j in &mut jobs {
         j.blobs.sort_by_key(|b| b.1.offset);
     }
-    // Workers pop from the end: the packs of the first files go first, so
-    // files finish (and close) soon after they start.
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.first_file));
+    jobs.sort_by_key(|j| j.first_file);
     (jobs, missing)
+}
+
+/// Pack jobs split into one contiguous run per worker. Each worker goes
+/// through its own run in file order, so files finish soon after they start,
+/// while different workers create files in different directories instead of
+/// queueing on one directory's lock; a worker whose run is done helps another.
+pub struct JobQueues {
+    runs: Vec<std::sync::Mutex<Vec<PackJob>>>,
+}
+
+impl JobQueues {
+    /// Splits `jobs` (in file order) into `workers` runs.
+    pub fn new(jobs: Vec<PackJob>, workers: usize) -> JobQueues {
+        let workers = workers.max(1);
+        let per = jobs.len().div_ceil(workers).max(1);
+        let mut runs: Vec<Vec<PackJob>> = (0..workers).map(|_| Vec::new()).collect();
+        for (i, job) in jobs.into_iter().enumerate() {
+            runs[(i / per).min(workers - 1)].push(job);
+        }
+        JobQueues {
+            runs: runs
+                .into_iter()
+                .map(|mut r| {
+                    // Popped from the end: reverse so the first files come first.
+                    r.reverse();
+                    std::sync::Mutex::new(r)
+                })
+                .collect(),
+        }
+    }
+
+    /// The next job for worker `w`: from its own run, else from the fullest other run.
+    pub fn next(&self, w: usize) -> Option<PackJob> {
+        let own = w % self.runs.len();
+        if let Some(job) = self.runs[own]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+        {
+            return Some(job);
+        }
+        let busiest = (0..self.runs.len())
+            .max_by_key(|&i| self.runs[i].lock().unwrap_or_else(|p| p.into_inner()).len())?;
+        // Take from the far end of another run, away from where its worker is.
+        let mut run = self.runs[busiest].lock().unwrap_or_else(|p| p.into_inner());
+        if run.is_empty() {
+            None
+        } else {
+            Some(run.remove(0))
+        }
+    }
 }

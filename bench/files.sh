@@ -65,10 +65,27 @@ run restic-backup restic --repo "$WORK/restic-repo" backup --quiet "$DATA"
 run seawall-backup "$SEAWALL" --repo "$WORK/seawall-repo" --quiet backup files "$DATA"
 S_FIRST=$(reposize "$WORK/seawall-repo"); R_FIRST=$(reposize "$WORK/restic-repo")
 
-run restic-restore restic --repo "$WORK/restic-repo" restore latest --target "$WORK/restic-restored"
-run seawall-restore "$SEAWALL" --repo "$WORK/seawall-repo" --quiet restore latest --to "$WORK/seawall-restored"
-diff -r --no-dereference "$DATA" "$WORK/seawall-restored$DATA" >/dev/null || { echo "seawall restore differs from the source" >&2; exit 1; }
-rm -rf "$WORK/restic-restored" "$WORK/seawall-restored"
+# Restores are measured twice each in the order restic, seawall, seawall,
+# restic, and the faster of each pair counts: file creation cost depends on
+# what the file system did just before, and this way neither tool always
+# follows the other.
+restore_restic() {
+  run "restic-restore$1" restic --repo "$WORK/restic-repo" restore latest --target "$WORK/restic-restored"
+  rm -rf "$WORK/restic-restored"
+}
+restore_seawall() {
+  run "seawall-restore$1" "$SEAWALL" --repo "$WORK/seawall-repo" --quiet restore latest --to "$WORK/seawall-restored"
+  diff -r --no-dereference "$DATA" "$WORK/seawall-restored$DATA" >/dev/null || { echo "seawall restore differs from the source" >&2; exit 1; }
+  rm -rf "$WORK/seawall-restored"
+}
+best() { # best NAME: keeps the faster of NAME-a and NAME-b as NAME
+  if [ "$(echo "$(secs "$1-a") < $(secs "$1-b")" | bc -l)" = 1 ]; then k=a; else k=b; fi
+  cp "$WORK/$1-$k.secs" "$WORK/$1.secs"
+  sort -n "$WORK/$1-a.rss" "$WORK/$1-b.rss" | tail -1 > "$WORK/$1.rss"
+}
+restore_restic -a; restore_seawall -a; restore_seawall -b; restore_restic -b
+best restic-restore; best seawall-restore
+echo "restore seconds: restic $(secs restic-restore-a) $(secs restic-restore-b), seawall $(secs seawall-restore-a) $(secs seawall-restore-b)"
 
 echo "changing 1% of the data ..."
 "$SEAWALL" bench-data "$DATA" --mutate 1

@@ -33,7 +33,7 @@ fn local_round_trip_of_tens_of_thousands_of_files() {
 fn s3_round_trip() {
     let server = S3Server::start(S3Kind::S3sFs);
     server.create_bucket_blocking("files");
-    round_trip(&Repo::s3(&server, "files"), 10_000);
+    round_trip(&Repo::s3(&server, "files"), 20_000);
 }
 
 #[test]

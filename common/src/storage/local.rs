@@ -53,9 +53,17 @@ fn read_range_sync(path: &Path, offset: u64, len: u64) -> Result<Bytes> {
     }
     f.seek(SeekFrom::Start(offset))
         .map_err(|e| Error::io(path.display(), e))?;
-    let mut buf = vec![0u8; len as usize];
-    f.read_exact(&mut buf)
+    // read_to_end into reserved capacity: no zeroing of a buffer about to be overwritten.
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(len)
+        .read_to_end(&mut buf)
         .map_err(|e| Error::io(path.display(), e))?;
+    if buf.len() as u64 != len {
+        return Err(Error::corrupt(format!(
+            "{}: shorter than expected: truncated",
+            path.display()
+        )));
+    }
     Ok(Bytes::from(buf))
 }
 

@@ -202,7 +202,9 @@ pub async fn verify(
                 }
             };
             for node in &tree.nodes {
-                let p = path.join(&node.name);
+                let p = path.join(
+                    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(node.raw_name()),
+                );
                 match node.kind {
                     NodeKind::Dir => {
                         if let Some(sub) = node.subtree {

@@ -11,7 +11,7 @@ fn round_trip(repo: &Repo, files: usize) {
     make_tree(&src, files, 3 * 1024 * 1024, 11);
     repo.ok(&["init"]);
     let (id, summary) = repo.backup(&[&src]);
-    let extra = if running_as_root() { 3 } else { 2 };
+    let extra = tree_extra_files() as usize;
     assert_eq!(
         summary["files_new"].as_u64().unwrap() as usize,
         files + extra
@@ -75,7 +75,7 @@ fn second_backup_after_one_percent_change_adds_little_and_skips_unchanged_files(
     assert_eq!(s2["files_changed"].as_u64().unwrap(), 21, "{s2}");
     assert_eq!(
         s2["files_unchanged"].as_u64().unwrap(),
-        2_000 + if running_as_root() { 3 } else { 2 } - 21,
+        2_000 + tree_extra_files() - 21,
         "{s2}"
     );
     // Unchanged files are not read: only the changed ones count as read.

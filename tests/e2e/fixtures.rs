@@ -339,6 +339,14 @@ pub fn make_tree(root: &Path, files: usize, large: usize, seed: u64) {
         filetime::FileTime::from_unix_time(1_500_000_000, 5),
     )
     .unwrap();
+    // A name that is not UTF-8 (Latin-1 "café"): kept byte for byte.
+    std::fs::create_dir_all(root.join("names")).unwrap();
+    std::fs::write(
+        root.join("names")
+            .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"caf\xe9.txt")),
+        b"latin1",
+    )
+    .unwrap();
     if running_as_root() {
         // Ownership is restored only by root; as root, prove it with foreign owners.
         let owned = root.join("owned-by-1234");
@@ -347,6 +355,16 @@ pub fn make_tree(root: &Path, files: usize, large: usize, seed: u64) {
         // chown clears setuid, so the mode comes after it, as restore does it.
         std::fs::set_permissions(&owned, std::fs::Permissions::from_mode(0o4755)).unwrap();
         std::os::unix::fs::lchown(root.join("dangling"), Some(4321), Some(8765)).unwrap();
+    }
+}
+
+/// Regular files `make_tree` writes besides its `files` small ones (with `large` > 0).
+pub fn tree_extra_files() -> u64 {
+    // large.bin, private/secret, names/caf\xe9.txt, and as root owned-by-1234.
+    if running_as_root() {
+        4
+    } else {
+        3
     }
 }
 

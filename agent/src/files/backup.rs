@@ -18,6 +18,8 @@ use seawall_common::repo::BlobType;
 use seawall_common::storage::FileKind;
 use seawall_common::{Error, ErrorKind, Id, Repository, Result};
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -411,11 +413,11 @@ impl Walker {
             let child_path = path.join(name);
             let meta = std::fs::symlink_metadata(&child_path)
                 .map_err(|e| Error::io(child_path.display(), e))?;
-            let parent_node = find(parent, name);
+            let parent_node = find(parent, name.as_bytes());
             if child.real {
                 if let Some(slot) = self.entry(
                     &child_path,
-                    name.clone(),
+                    OsStr::new(name),
                     &meta,
                     parent_node,
                     meta.dev(),
@@ -425,7 +427,7 @@ impl Walker {
                 }
             } else {
                 let sub_parent = self.parent_subtree(parent_node);
-                let mut node = node_from_metadata(name.clone(), NodeKind::Dir, &meta);
+                let mut node = node_from_metadata(OsStr::new(name), NodeKind::Dir, &meta);
                 node.subtree =
                     Some(self.save_virtual(&child_path, child, sub_parent.as_ref(), jobs)?);
                 slots.push(Slot::Ready(node));
@@ -451,7 +453,7 @@ impl Walker {
     fn entry(
         &self,
         path: &Path,
-        name: String,
+        name: &OsStr,
         meta: &std::fs::Metadata,
         parent_node: Option<&Node>,
         dev: u64,
@@ -527,20 +529,15 @@ impl Walker {
             Ok(entries) => {
                 for entry in entries {
                     match entry {
-                        Ok(e) => match e.file_name().into_string() {
-                            Ok(n) => names.push(n),
-                            Err(raw) => self.warn(format!(
-                                "skipping {}: its name is not UTF-8",
-                                path.join(raw).display()
-                            )),
-                        },
+                        Ok(e) => names.push(e.file_name()),
                         Err(e) => self.warn(format!("listing {}: {e}", path.display())),
                     }
                 }
             }
             Err(e) => self.warn(format!("cannot list {}: {e}", path.display())),
         }
-        names.sort();
+        // Trees are sorted by the names' bytes, which is what binary search in `find` expects.
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut slots = Vec::with_capacity(names.len());
         for name in names {
             let child = path.join(&name);
@@ -557,9 +554,14 @@ impl Walker {
                     continue;
                 }
             };
-            if let Some(slot) =
-                self.entry(&child, name.clone(), &meta, find(parent, &name), dev, jobs)?
-            {
+            if let Some(slot) = self.entry(
+                &child,
+                &name,
+                &meta,
+                find(parent, name.as_bytes()),
+                dev,
+                jobs,
+            )? {
                 slots.push(slot);
             }
         }
@@ -585,10 +587,10 @@ impl Walker {
     }
 }
 
-fn find<'a>(tree: Option<&'a Tree>, name: &str) -> Option<&'a Node> {
+fn find<'a>(tree: Option<&'a Tree>, name: &[u8]) -> Option<&'a Node> {
     let nodes = &tree?.nodes;
     nodes
-        .binary_search_by(|n| n.name.as_str().cmp(name))
+        .binary_search_by(|n| n.raw_name().cmp(name))
         .ok()
         .map(|i| &nodes[i])
 }

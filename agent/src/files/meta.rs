@@ -7,9 +7,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 /// A node for `name` from its `lstat` metadata; content is filled in later.
-pub fn node_from_metadata(name: String, kind: NodeKind, m: &Metadata) -> Node {
-    Node {
-        name,
+pub fn node_from_metadata(name: &std::ffi::OsStr, kind: NodeKind, m: &Metadata) -> Node {
+    let mut node = Node {
+        name: String::new(),
+        name_bytes: None,
         kind,
         mode: m.mode() & 0o7777,
         uid: m.uid(),
@@ -24,7 +25,9 @@ pub fn node_from_metadata(name: String, kind: NodeKind, m: &Metadata) -> Node {
         subtree: None,
         link_target: None,
         changed_during_backup: false,
-    }
+    };
+    node.set_name(name);
+    node
 }
 
 /// Whether a file's metadata says it is the same as the parent snapshot's node.

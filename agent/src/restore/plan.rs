@@ -6,6 +6,7 @@ use seawall_common::repo::index::BlobLocation;
 use seawall_common::repo::tree::{Node, NodeKind};
 use seawall_common::{Id, Repository, Result};
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// A file to restore.
@@ -70,7 +71,7 @@ impl Plan {
         while let Some((rel, tree_id)) = stack.pop() {
             let tree = repo.load_tree(&tree_id).await?;
             for node in tree.nodes.into_iter().rev() {
-                let path = rel.join(&node.name);
+                let path = rel.join(std::ffi::OsStr::from_bytes(node.raw_name()));
                 if !wanted(&path, &includes) {
                     continue;
                 }

@@ -23,7 +23,12 @@ pub enum NodeKind {
 #[serde(deny_unknown_fields)]
 pub struct Node {
     /// The entry's name: one path component, never `.`, `..` or containing `/`.
+    /// For a name that is not UTF-8 this is a lossy rendering for display,
+    /// and `name_bytes` holds the real name.
     pub name: String,
+    /// The name's raw bytes, present only when they are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_bytes: Option<Vec<u8>>,
     /// File, directory or symlink.
     #[serde(rename = "type")]
     pub kind: NodeKind,
@@ -67,13 +72,35 @@ pub struct Node {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tree {
-    /// Entries, sorted by name, names unique.
+    /// Entries, sorted by raw name bytes, names unique.
     pub nodes: Vec<Node>,
 }
 
-/// Whether `name` is safe to join under a restore target.
-pub fn is_safe_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+/// Whether a name (as raw bytes) is safe to join under a restore target.
+pub fn is_safe_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+impl Node {
+    /// The real name as bytes: `name_bytes` when present, else `name`.
+    pub fn raw_name(&self) -> &[u8] {
+        self.name_bytes.as_deref().unwrap_or(self.name.as_bytes())
+    }
+
+    /// Sets the name from a file system name, keeping non-UTF-8 names exactly.
+    pub fn set_name(&mut self, name: &std::ffi::OsStr) {
+        use std::os::unix::ffi::OsStrExt;
+        match name.to_str() {
+            Some(s) => {
+                self.name = s.to_string();
+                self.name_bytes = None;
+            }
+            None => {
+                self.name = name.to_string_lossy().into_owned();
+                self.name_bytes = Some(name.as_bytes().to_vec());
+            }
+        }
+    }
 }
 
 impl Tree {
@@ -86,21 +113,21 @@ impl Tree {
     pub fn from_bytes(data: &[u8]) -> Result<Tree> {
         let tree: Tree = serde_json::from_slice(data)
             .map_err(|e| Error::corrupt(format!("tree does not parse: {e}")))?;
-        let mut prev: Option<&str> = None;
+        let mut prev: Option<&[u8]> = None;
         for node in &tree.nodes {
-            if !is_safe_name(&node.name) {
+            if !is_safe_name(node.raw_name()) || !is_safe_name(node.name.as_bytes()) {
                 return Err(Error::corrupt(format!(
                     "tree holds the unsafe name {:?} (a path that could escape the restore target); refusing it",
                     node.name
                 )));
             }
-            if prev.is_some_and(|p| p >= node.name.as_str()) {
+            if prev.is_some_and(|p| p >= node.raw_name()) {
                 return Err(Error::corrupt(format!(
                     "tree names are not unique and sorted at {:?}; refusing it",
                     node.name
                 )));
             }
-            prev = Some(&node.name);
+            prev = Some(node.raw_name());
         }
         Ok(tree)
     }
@@ -113,6 +140,7 @@ mod tests {
     fn node(name: &str) -> Node {
         Node {
             name: name.into(),
+            name_bytes: None,
             kind: NodeKind::File,
             mode: 0o644,
             uid: 0,

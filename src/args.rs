@@ -54,6 +54,22 @@ pub struct Global {
     /// KMS key id for --s3-sse aws:kms.
     #[arg(long, env = "SEAWALL_S3_SSE_KMS_KEY_ID", global = true)]
     pub s3_sse_kms_key_id: Option<String>,
+    /// S3 access key id (else the standard AWS environment, profile or instance role).
+    #[arg(
+        long,
+        env = "SEAWALL_S3_ACCESS_KEY_ID",
+        global = true,
+        requires = "s3_secret_access_key_file"
+    )]
+    pub s3_access_key_id: Option<String>,
+    /// File holding the S3 secret access key (refused if world-readable).
+    #[arg(
+        long,
+        env = "SEAWALL_S3_SECRET_ACCESS_KEY_FILE",
+        global = true,
+        requires = "s3_access_key_id"
+    )]
+    pub s3_secret_access_key_file: Option<PathBuf>,
     /// Requests to S3 in flight at most.
     #[arg(long, global = true)]
     pub s3_max_concurrency: Option<usize>,

@@ -202,3 +202,69 @@ fn demo_runs_on_a_bare_machine() {
     assert!(stdout.contains("identical"), "{stdout}");
     assert!(Path::new(&dir.path().join("demo/repo/config")).exists());
 }
+
+#[test]
+fn s3_credentials_from_flags_and_a_secret_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = S3Server::start(S3Kind::S3sFs);
+    server.create_bucket_blocking("flags");
+    let work = tempfile::tempdir().unwrap();
+    let secret = work.path().join("s3-secret");
+    std::fs::write(&secret, format!("{SECRET_KEY}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 100, 0, 12);
+    // No AWS_* credentials in the environment: only the flags.
+    let repo = Repo {
+        url: "s3://flags/r".into(),
+        env: vec![
+            ("SEAWALL_S3_ENDPOINT".into(), server.endpoint.clone()),
+            ("SEAWALL_S3_PATH_STYLE".into(), "true".into()),
+        ],
+    };
+    let flags = [
+        "--s3-access-key-id",
+        ACCESS_KEY,
+        "--s3-secret-access-key-file",
+        secret.to_str().unwrap(),
+    ];
+    let with = |args: &[&str]| -> Vec<String> {
+        flags
+            .iter()
+            .chain(args.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut c = repo.cmd(&refs);
+        c.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY");
+        c.output().unwrap()
+    };
+    assert!(run(with(&["init"])).status.success());
+    assert!(run(with(&["backup", "files", src.to_str().unwrap()]))
+        .status
+        .success());
+    let target = work.path().join("restored");
+    assert!(run(with(&[
+        "restore",
+        "latest",
+        "--to",
+        target.to_str().unwrap()
+    ]))
+    .status
+    .success());
+    assert_same_tree(&src, &restored(&target, &src));
+
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let line = one_error_line(&run(with(&["snapshots"])));
+    assert!(line.contains("readable by everyone"), "{line}");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&secret, "not-the-secret").unwrap();
+    let line = one_error_line(&run(with(&["snapshots"])));
+    assert!(
+        line.contains("denied") || line.contains("Denied") || line.contains("S3"),
+        "{line}"
+    );
+}

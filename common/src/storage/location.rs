@@ -76,6 +76,8 @@ pub struct S3Options {
     pub max_concurrency: Option<usize>,
     /// Attempts per request for transient failures.
     pub attempts: Option<u32>,
+    /// Access key id and secret, when not taken from the AWS environment or profile.
+    pub credentials: Option<(String, String)>,
 }
 
 /// Opens the storage for a repository URL, wrapped in retries.
@@ -104,6 +106,15 @@ pub async fn open(url: &str, opts: &S3Options) -> Result<Arc<dyn Storage>> {
                 .timeout_config(timeouts);
             if let Some(ep) = &opts.endpoint {
                 loader = loader.endpoint_url(ep);
+            }
+            if let Some((id, secret)) = &opts.credentials {
+                loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                    id.clone(),
+                    secret.clone(),
+                    None,
+                    None,
+                    "seawall-flags",
+                ));
             }
             let shared = loader.load().await;
             let endpoint = opts

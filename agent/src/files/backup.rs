@@ -5,7 +5,7 @@
 
 use super::excludes::Excludes;
 use super::meta::{node_from_metadata, unchanged};
-use super::reader::read_into;
+use super::reader::{read_into, ATTEMPTS as READ_ATTEMPTS};
 use super::scan;
 use crate::pipeline::Saver;
 use crate::progress::Progress;
@@ -357,7 +357,7 @@ impl Walker {
                         self.warn(format!(
                             "{} changed while it was read ({} attempts); its content in this snapshot may be inconsistent",
                             job.path.display(),
-                            3
+                            READ_ATTEMPTS
                         ));
                     }
                     Some(job.node)
@@ -580,7 +580,7 @@ impl Walker {
                 },
             }
         }
-        let data = Tree { nodes }.to_bytes();
+        let data = Tree { nodes }.to_bytes()?;
         let id = self.saver.blob_id(&data);
         self.saver.save(BlobType::Tree, id, data)?;
         Ok(id)

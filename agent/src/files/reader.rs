@@ -16,7 +16,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// How many times a changing file is read before it is stored as changed.
-const ATTEMPTS: u32 = 3;
+pub(super) const ATTEMPTS: u32 = 3;
 
 /// Reads `path` into `node` (content, size, times); returns bytes read.
 pub fn read_into(

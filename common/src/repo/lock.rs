@@ -36,6 +36,19 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
+    /// A lock of this process, valid for [`LOCK_TTL`] from now.
+    pub fn fresh(exclusive: bool, operation: &str) -> LockInfo {
+        let now = Utc::now();
+        LockInfo {
+            exclusive,
+            hostname: super::hostname(),
+            pid: std::process::id(),
+            operation: operation.to_string(),
+            created: now,
+            expires: now + chrono::Duration::from_std(LOCK_TTL).unwrap_or_default(),
+        }
+    }
+
     /// Whether the lock no longer protects anything.
     pub fn is_stale(&self) -> bool {
         if self.expires < Utc::now() {
@@ -93,15 +106,7 @@ impl RepoLock {
     }
 
     async fn try_acquire(repo: &Repository, exclusive: bool, operation: &str) -> Result<String> {
-        let now = Utc::now();
-        let info = LockInfo {
-            exclusive,
-            hostname: super::hostname(),
-            pid: std::process::id(),
-            operation: operation.to_string(),
-            created: now,
-            expires: now + chrono::Duration::from_std(LOCK_TTL).unwrap_or_default(),
-        };
+        let info = LockInfo::fresh(exclusive, operation);
         let (own, _) = repo.write_json(FileKind::Lock, &info).await?;
         let own = own.to_hex();
         match find_conflict(repo, &own, exclusive).await {
@@ -167,15 +172,7 @@ async fn refresh_loop(
 ) {
     loop {
         tokio::time::sleep(LOCK_REFRESH).await;
-        let now = Utc::now();
-        let info = LockInfo {
-            exclusive,
-            hostname: super::hostname(),
-            pid: std::process::id(),
-            operation: operation.clone(),
-            created: now,
-            expires: now + chrono::Duration::from_std(LOCK_TTL).unwrap_or_default(),
-        };
+        let info = LockInfo::fresh(exclusive, &operation);
         let mut current = name.lock().await;
         match repo.write_json(FileKind::Lock, &info).await {
             Ok((id, _)) => {
@@ -197,7 +194,10 @@ pub async fn remove_stale(repo: &Repository, all: bool) -> Result<usize> {
         {
             Ok(info) => all || info.is_stale(),
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(_) => true,
+            // A lock that cannot be decoded protects nothing; one that could not
+            // be read (network, permissions) may be live and must stay.
+            Err(e) if e.kind() == ErrorKind::Corrupt => true,
+            Err(e) => return Err(e),
         };
         if stale {
             repo.storage().remove(FileKind::Lock, &listed.name).await?;

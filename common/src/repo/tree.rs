@@ -105,8 +105,13 @@ impl Node {
 
 impl Tree {
     /// Serializes a tree for storage as a blob.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|e| {
+            Error::new(
+                crate::ErrorKind::InvalidInput,
+                format!("encoding tree: {e}"),
+            )
+        })
     }
 
     /// Parses a tree blob and refuses names that could escape a restore target.
@@ -164,15 +169,18 @@ mod tests {
             let t = Tree {
                 nodes: vec![node(bad)],
             };
-            assert!(Tree::from_bytes(&t.to_bytes()).is_err(), "{bad:?} accepted");
+            assert!(
+                Tree::from_bytes(&t.to_bytes().unwrap()).is_err(),
+                "{bad:?} accepted"
+            );
         }
         let dup = Tree {
             nodes: vec![node("a"), node("a")],
         };
-        assert!(Tree::from_bytes(&dup.to_bytes()).is_err());
+        assert!(Tree::from_bytes(&dup.to_bytes().unwrap()).is_err());
         let ok = Tree {
             nodes: vec![node("a"), node("b")],
         };
-        assert_eq!(Tree::from_bytes(&ok.to_bytes()).unwrap(), ok);
+        assert_eq!(Tree::from_bytes(&ok.to_bytes().unwrap()).unwrap(), ok);
     }
 }

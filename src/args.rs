@@ -76,6 +76,9 @@ pub struct Global {
     /// Seconds to wait for a conflicting repository lock.
     #[arg(long, global = true, default_value_t = 60)]
     pub lock_wait: u64,
+    /// Directory of the PostgreSQL programs (else PATH).
+    #[arg(long, env = "SEAWALL_PG_BIN", global = true)]
+    pub pg_bin: Option<PathBuf>,
 }
 
 /// Every command.
@@ -99,6 +102,12 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Repair repository metadata.
     Repair(RepairArgs),
+    /// Archive a PostgreSQL WAL file (use as archive_command = 'seawall wal-push %p').
+    WalPush(WalPushArgs),
+    /// Fetch an archived WAL file (use as restore_command = 'seawall wal-fetch %f %p').
+    WalFetch(WalFetchArgs),
+    /// Run integrity checks against a live source.
+    Check(CheckArgs),
     /// Show what Seawall does, on a local sample, with timings.
     Demo(DemoArgs),
     /// Generate or change benchmark data (for bench/).
@@ -135,6 +144,97 @@ pub struct BackupArgs {
 pub enum BackupSource {
     /// Files and directories.
     Files(FilesArgs),
+    /// A PostgreSQL server: logical dumps, or a physical base backup.
+    Postgres(PostgresArgs),
+}
+
+/// `backup postgres`.
+#[derive(Debug, Args)]
+pub struct PostgresArgs {
+    /// Connection string: 'host=H port=P user=U' or postgresql://U@H:P/D.
+    #[arg(long, env = "SEAWALL_PG_DSN", hide_env_values = true)]
+    pub dsn: String,
+    /// Database to dump (repeat; default: every database). Logical only.
+    #[arg(long, conflicts_with = "physical")]
+    pub database: Vec<String>,
+    /// Take a physical base backup with pg_basebackup instead of dumps.
+    #[arg(long)]
+    pub physical: bool,
+    /// Skip roles and tablespaces (pg_dumpall --globals-only needs a superuser).
+    #[arg(long, conflicts_with = "physical")]
+    pub no_globals: bool,
+    /// Let the starting checkpoint spread out instead of forcing it now.
+    #[arg(long, requires = "physical")]
+    pub spread_checkpoint: bool,
+    /// Tag the snapshot.
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Encoder threads (default: the number of cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// zstd level for data (1 is fast; 19 is small).
+    #[arg(long, default_value_t = 1)]
+    pub compression_level: i32,
+}
+
+/// `wal-push`.
+#[derive(Debug, Args)]
+pub struct WalPushArgs {
+    /// The WAL file (%p).
+    pub path: PathBuf,
+    /// Private spool directory for batch markers (default: $TMPDIR/seawall-spool-UID).
+    #[arg(long, env = "SEAWALL_SPOOL")]
+    pub spool: Option<PathBuf>,
+    /// Most files archived per call, counting the one asked for.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Files archived at once.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+}
+
+/// `wal-fetch`.
+#[derive(Debug, Args)]
+pub struct WalFetchArgs {
+    /// The WAL file name (%f).
+    pub file: String,
+    /// Where to write it (%p).
+    pub path: PathBuf,
+    /// Private spool directory for prefetched segments (default: $TMPDIR/seawall-spool-UID).
+    #[arg(long, env = "SEAWALL_SPOOL")]
+    pub spool: Option<PathBuf>,
+    /// Segments fetched ahead.
+    #[arg(long, default_value_t = 4)]
+    pub prefetch: usize,
+}
+
+/// `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// What to check.
+    #[command(subcommand)]
+    pub what: CheckWhat,
+}
+
+/// Checkable sources.
+#[derive(Debug, Subcommand)]
+pub enum CheckWhat {
+    /// A PostgreSQL database: row counts, checks from a file, pg_amcheck.
+    Postgres(PgCheckArgs),
+}
+
+/// `check postgres`.
+#[derive(Debug, Args)]
+pub struct PgCheckArgs {
+    /// Connection string of the database to check.
+    #[arg(long, env = "SEAWALL_PG_DSN", hide_env_values = true)]
+    pub dsn: String,
+    /// Checks file (TOML): tables that must not be empty, minimum rows, queries that must return no rows.
+    #[arg(long)]
+    pub checks: Option<PathBuf>,
+    /// Skip pg_amcheck.
+    #[arg(long)]
+    pub no_amcheck: bool,
 }
 
 /// `backup files`.
@@ -172,8 +272,63 @@ pub struct RestoreArgs {
     /// Snapshot id (a unique prefix will do) or `latest`.
     pub snapshot: String,
     /// Directory to restore files into.
+    #[arg(long, required_unless_present_any = ["pg_target", "pg_datadir"])]
+    pub to: Option<PathBuf>,
+    /// PostgreSQL server to restore a logical snapshot into (its dbname is
+    /// the target when one database is restored; created if absent).
+    #[arg(long, conflicts_with_all = ["to", "pg_datadir"], hide_env_values = true)]
+    pub pg_target: Option<String>,
+    /// Database of a logical snapshot to restore (repeat; default: all).
+    #[arg(long, requires = "pg_target")]
+    pub database: Vec<String>,
+    /// Restore roles and tablespaces first.
+    #[arg(long, requires = "pg_target")]
+    pub pg_globals: bool,
+    /// Do not give objects their original owners.
+    #[arg(long, requires = "pg_target")]
+    pub no_owner: bool,
+    /// Drop objects the dump recreates in a non-empty target database.
+    #[arg(long, requires = "pg_target")]
+    pub pg_clean: bool,
+    /// Data directory to lay a physical snapshot down in, for point-in-time recovery.
+    #[arg(long, conflicts_with = "to")]
+    pub pg_datadir: Option<PathBuf>,
+    /// Recover up to this time (RFC 3339, such as 2026-11-25T21:00:00Z).
+    #[arg(long, requires = "pg_datadir", conflicts_with_all = ["lsn", "latest", "immediate"])]
+    pub time: Option<String>,
+    /// Recover up to this LSN (such as 0/5000028).
+    #[arg(long, requires = "pg_datadir", conflicts_with_all = ["latest", "immediate"])]
+    pub lsn: Option<String>,
+    /// Recover all archived WAL (the default).
+    #[arg(long, requires = "pg_datadir")]
+    pub latest: bool,
+    /// Stop as soon as the base backup is consistent; use no archived WAL.
+    #[arg(long, requires = "pg_datadir")]
+    pub immediate: bool,
+    /// Start the restored server and wait until it is promoted.
+    #[arg(long, requires = "pg_datadir")]
+    pub start: bool,
+    /// User that owns the data directory and runs the server (when run as root).
+    #[arg(long, requires = "pg_datadir")]
+    pub pg_user: Option<String>,
+    /// Port of the started server.
+    #[arg(long, requires = "pg_datadir", default_value_t = 5432)]
+    pub pg_port: u16,
+    /// Keep archive_mode as the backup had it (when the copy replaces the primary).
+    #[arg(long, requires = "pg_datadir")]
+    pub pg_keep_archiving: bool,
+    /// Go on although the archived WAL has a gap before the target.
+    #[arg(long, requires = "pg_datadir")]
+    pub ignore_wal_gap: bool,
+    /// restore_command for the server (default: this seawall with this repository).
+    #[arg(long, requires = "pg_datadir")]
+    pub restore_command: Option<String>,
+    /// Seconds to wait for recovery to finish.
+    #[arg(long, requires = "start", default_value_t = 3600)]
+    pub recovery_timeout: u64,
+    /// After restoring, run the checks in this file (PostgreSQL).
     #[arg(long)]
-    pub to: PathBuf,
+    pub check: Option<PathBuf>,
     /// Restore only these paths of the snapshot.
     #[arg(long)]
     pub include: Vec<String>,

@@ -6,8 +6,10 @@
 pub mod files;
 pub mod forget;
 pub mod pipeline;
+pub mod postgres;
 pub mod progress;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod stream;
 pub mod verify;

@@ -31,6 +31,8 @@ pub struct PruneReport {
     pub unindexed_packs_deleted: u64,
     /// Bytes freed.
     pub bytes_freed: u64,
+    /// Archived WAL older than the oldest kept base backup needs.
+    pub wal: crate::postgres::continuity::WalRetention,
     /// Whether nothing was changed (dry run).
     pub dry_run: bool,
 }
@@ -91,6 +93,8 @@ async fn prune_locked(repo: &Arc<Repository>, dry_run: bool) -> Result<PruneRepo
     repo.load_index().await?;
     let index_files = repo.read_index_files().await?;
     let used = used_blobs(repo).await?;
+    let snapshots = repo.snapshots().await?;
+    report.wal = crate::postgres::continuity::retain_wal(repo.clone(), &snapshots, dry_run).await?;
     let index = repo.index().clone();
     for b in &used {
         if !index.contains(b) {

@@ -42,6 +42,10 @@ pub struct VerifyReport {
     pub bytes_read: u64,
     /// Packs in storage that no index names: left by an interrupted backup; prune removes them.
     pub unindexed_packs: usize,
+    /// Archived PostgreSQL WAL files.
+    pub wal_files: usize,
+    /// WAL files read and checked.
+    pub wal_files_read: usize,
     /// Problems found; empty means the repository is whole.
     pub problems: Vec<Problem>,
 }
@@ -265,6 +269,18 @@ pub async fn verify(
             object: format!("blob {blob_id}"),
             problem: "is referenced but missing from the index".into(),
             snapshots: snaps.into_iter().collect(),
+            files: vec![],
+        });
+    }
+    let wal =
+        crate::postgres::continuity::check_archive(repo.clone(), &snapshots, read_data).await?;
+    report.wal_files = wal.files;
+    report.wal_files_read = wal.files_read;
+    for (object, problem, snapshots) in wal.problems {
+        report.problems.push(Problem {
+            object,
+            problem,
+            snapshots,
             files: vec![],
         });
     }

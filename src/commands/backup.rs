@@ -13,6 +13,7 @@ use std::time::Duration;
 pub async fn run(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
     match args.source {
         BackupSource::Files(f) => files(g, f).await,
+        BackupSource::Postgres(p) => super::postgres::backup(g, p).await,
     }
 }
 

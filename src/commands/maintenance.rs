@@ -31,6 +31,13 @@ pub fn print_prune(r: &PruneReport) {
         r.packs_repacked,
         size(r.bytes_freed)
     );
+    if let Some(oldest) = &r.wal.oldest_kept {
+        println!(
+            "WAL: {verb} {} files ({}) older than segment {oldest}, the oldest a kept base backup needs",
+            r.wal.files_deleted,
+            size(r.wal.bytes_freed)
+        );
+    }
 }
 
 /// Removes stale locks.

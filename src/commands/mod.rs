@@ -5,11 +5,12 @@ mod demo;
 mod forget;
 mod init;
 mod maintenance;
+mod postgres;
 mod restore;
 mod snapshots;
 mod verify;
 
-use crate::args::{Cli, Command};
+use crate::args::{CheckWhat, Cli, Command};
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -24,6 +25,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Prune(a) => maintenance::prune(&g, a).await,
         Command::Unlock(a) => maintenance::unlock(&g, a).await,
         Command::Repair(a) => maintenance::repair(&g, a).await,
+        Command::WalPush(a) => postgres::push(&g, a).await,
+        Command::WalFetch(a) => postgres::fetch(&g, a).await,
+        Command::Check(a) => match a.what {
+            CheckWhat::Postgres(p) => postgres::check(&g, p).await,
+        },
         Command::Demo(a) => demo::run(&g, a).await,
         Command::BenchData(a) => demo::bench_data(a).await,
     }

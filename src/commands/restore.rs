@@ -10,6 +10,14 @@ use std::sync::Arc;
 
 /// Restores a snapshot into a directory.
 pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
+    if a.pg_target.is_some() || a.pg_datadir.is_some() {
+        return super::postgres::restore(g, a).await;
+    }
+    let Some(to) = a.to.clone() else {
+        anyhow::bail!(
+            "give --to DIR to restore files (or --pg-target / --pg-datadir for PostgreSQL)"
+        );
+    };
     let repo = repo_open::open(g).await?;
     let (id, snap) = repo.find_snapshot(&a.snapshot).await?;
     let progress = Arc::new(Progress::default());
@@ -23,7 +31,7 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
         repo,
         &snap,
         RestoreOptions {
-            target: a.to.clone(),
+            target: to.clone(),
             include: a.include,
             threads,
         },
@@ -38,7 +46,7 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
         println!(
             "restored snapshot {} to {}: {} files, {} directories, {} symlinks, {} in {:.2}s ({})",
             id.short(),
-            a.to.display(),
+            to.display(),
             summary.files,
             summary.dirs,
             summary.symlinks,

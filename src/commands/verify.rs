@@ -26,6 +26,17 @@ pub async fn run(g: &Global, a: VerifyArgs) -> anyhow::Result<u8> {
                 String::new()
             }
         );
+        if report.wal_files > 0 {
+            println!(
+                "{} archived WAL files{}",
+                report.wal_files,
+                if a.read_data {
+                    format!(", {} read", report.wal_files_read)
+                } else {
+                    String::new()
+                }
+            );
+        }
         if report.unindexed_packs > 0 {
             println!(
                 "{} packs are not in any index (left by an interrupted backup); `seawall prune` removes them",

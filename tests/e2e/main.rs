@@ -5,11 +5,13 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod fixtures;
+mod pg_fixture;
 
 mod concurrency;
 mod crash;
 mod damage;
 mod files;
+mod postgres;
 mod restore_safety;
 mod retention;
 mod storage_conformance;

@@ -1,0 +1,403 @@
+//! The PostgreSQL source against real PostgreSQL 15 servers: logical round
+//! trips compared by pg_dump, point-in-time recovery with marker rows,
+//! missing WAL named, another cluster's WAL refused, checks that fail.
+
+use crate::pg_fixture::{archiving, pg_bin, pg_dir, stop_datadir, PgCluster, PgRepo};
+use std::path::Path;
+use std::time::Duration;
+
+/// A database with schemas, foreign keys, sequences, large objects and pgbench data.
+fn populate(pg: &PgCluster, db: &str) {
+    pg.sql("postgres", &format!("CREATE DATABASE {db}"));
+    let dsn = pg.dsn(db);
+    pg.tool("pgbench", &["-i", "-s", "1", "-q", "--foreign-keys", &dsn]);
+    pg.sql(
+        db,
+        "CREATE SCHEMA fleet;
+         CREATE SCHEMA audit;
+         CREATE TABLE fleet.agents (id bigserial PRIMARY KEY, name text NOT NULL UNIQUE, region text, seen timestamptz DEFAULT now());
+         CREATE TABLE fleet.tasks (id bigserial PRIMARY KEY, agent_id bigint REFERENCES fleet.agents(id), payload jsonb, state text CHECK (state IN ('pending','done')));
+         CREATE SEQUENCE audit.event_seq START 1000 INCREMENT 7;
+         CREATE TABLE audit.events (id bigint DEFAULT nextval('audit.event_seq') PRIMARY KEY, task_id bigint REFERENCES fleet.tasks(id) ON DELETE CASCADE, note text, blob oid);
+         INSERT INTO fleet.agents (name, region) SELECT 'agent-' || g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END FROM generate_series(1, 200) g;
+         INSERT INTO fleet.tasks (agent_id, payload, state) SELECT 1 + g % 200, jsonb_build_object('n', g, 'h', md5(g::text)), CASE WHEN g % 3 = 0 THEN 'done' ELSE 'pending' END FROM generate_series(1, 5000) g;
+         INSERT INTO audit.events (task_id, note, blob) SELECT g, repeat('note ', g % 20), lo_from_bytea(0, convert_to(repeat(md5(g::text), 100), 'UTF8')) FROM generate_series(1, 50) g;
+         CREATE VIEW fleet.pending AS SELECT t.* FROM fleet.tasks t WHERE state = 'pending';
+         CREATE INDEX ON fleet.tasks (agent_id);",
+    );
+}
+
+#[test]
+fn logical_round_trip_gives_the_same_pg_dump() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = PgCluster::start(&tmp.path().join("pg"), "");
+    populate(&pg, "app");
+    let repo = PgRepo::init(&tmp.path().join("r"));
+    let v = repo.json(&["backup", "postgres", "--dsn", &pg.dsn("postgres")]);
+    let names: Vec<&str> = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"globals") && names.contains(&"db/app"),
+        "{names:?}"
+    );
+    assert_eq!(v["facts"]["mode"], "logical");
+
+    let out = repo.ok(&[
+        "restore",
+        "latest",
+        "--pg-target",
+        &pg.dsn("app_copy"),
+        "--database",
+        "app",
+    ]);
+    assert!(out.contains("restored into app_copy (created)"), "{out}");
+    let (a, b) = (pg.dump("app"), pg.dump("app_copy"));
+    assert!(
+        a.contains("lo_create") || a.contains("LARGE OBJECT"),
+        "no large objects dumped"
+    );
+    if a != b {
+        let diff: Vec<String> = a
+            .lines()
+            .zip(b.lines())
+            .filter(|(x, y)| x != y)
+            .take(5)
+            .map(|(x, y)| format!("- {x}\n+ {y}"))
+            .collect();
+        panic!(
+            "pg_dump of the restored database differs from the source's:\n{}",
+            diff.join("\n")
+        );
+    }
+    assert_eq!(
+        pg.sql("app_copy", "SELECT last_value FROM audit.event_seq"),
+        pg.sql("app", "SELECT last_value FROM audit.event_seq")
+    );
+
+    // A second restore into the now non-empty database is refused, and says how.
+    let again = repo.run(&[
+        "restore",
+        "latest",
+        "--pg-target",
+        &pg.dsn("app_copy"),
+        "--database",
+        "app",
+    ]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && err.contains("is not empty") && err.contains("--pg-clean"),
+        "{err}"
+    );
+
+    // A second backup of unchanged data adds almost nothing.
+    let v2 = repo.json(&[
+        "backup",
+        "postgres",
+        "--dsn",
+        &pg.dsn("postgres"),
+        "--database",
+        "app",
+    ]);
+    let total = v2["summary"]["bytes_total"].as_u64().unwrap();
+    let added = v2["summary"]["bytes_added"].as_u64().unwrap();
+    assert!(
+        added * 10 < total,
+        "unchanged dump added {added} of {total} bytes"
+    );
+}
+
+#[test]
+fn checks_pass_on_good_data_and_name_what_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = PgCluster::start(&tmp.path().join("pg"), "");
+    populate(&pg, "app");
+    let repo = PgRepo::init(&tmp.path().join("r"));
+    let checks = tmp.path().join("checks.toml");
+    std::fs::write(
+        &checks,
+        r#"
+not_empty = ["fleet.agents", "fleet.tasks"]
+[min_rows]
+"pgbench_accounts" = 100000
+[[zero_rows]]
+name = "tasks whose agent is gone"
+sql = "SELECT id FROM fleet.tasks WHERE agent_id NOT IN (SELECT id FROM fleet.agents)"
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&checks, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let checks_s = checks.display().to_string();
+    repo.ok(&[
+        "backup",
+        "postgres",
+        "--dsn",
+        &pg.dsn("postgres"),
+        "--database",
+        "app",
+    ]);
+    let out = repo.ok(&[
+        "restore",
+        "latest",
+        "--pg-target",
+        &pg.dsn("restored"),
+        "--check",
+        &checks_s,
+    ]);
+    assert!(
+        out.contains("ok   tasks whose agent is gone: 0 rows"),
+        "{out}"
+    );
+    assert!(out.contains("pg_amcheck"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+
+    // Orphan a task behind the foreign key's back: the check must catch it.
+    pg.sql(
+        "restored",
+        "ALTER TABLE fleet.tasks DROP CONSTRAINT tasks_agent_id_fkey; DELETE FROM fleet.agents WHERE id = 5;",
+    );
+    let out = repo.run(&[
+        "check",
+        "postgres",
+        "--dsn",
+        &pg.dsn("restored"),
+        "--checks",
+        &checks_s,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("FAIL tasks whose agent is gone: 25 rows"),
+        "{text}"
+    );
+    let json = repo.json(&[
+        "check",
+        "postgres",
+        "--dsn",
+        &pg.dsn("app"),
+        "--checks",
+        &checks_s,
+        "--no-amcheck",
+    ]);
+    assert_eq!(json["ok"], true);
+    assert!(json["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["table"] == "fleet.tasks" && t["rows"] == 5000));
+}
+
+/// Waits until a restored copy answers, then returns its marker rows.
+fn markers(data: &Path, port: u16) -> String {
+    let out = std::process::Command::new(pg_bin().join("psql"))
+        .args(["-X", "-A", "-t", "-d"])
+        .arg(format!(
+            "host={} port={port} user=postgres dbname=postgres",
+            data.display()
+        ))
+        .args(["-c", "SELECT string_agg(t, ',' ORDER BY t) FROM marker"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn point_in_time_restore_between_two_markers_and_to_latest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = PgRepo::init(&tmp.path().join("r"));
+    let pg = PgCluster::start(&tmp.path().join("pg"), &archiving(&repo));
+    pg.sql(
+        "postgres",
+        "CREATE TABLE marker (t text, at timestamptz DEFAULT clock_timestamp())",
+    );
+    let v = repo.json(&[
+        "backup",
+        "postgres",
+        "--physical",
+        "--dsn",
+        &pg.dsn("postgres"),
+    ]);
+    assert_eq!(v["facts"]["mode"], "physical");
+    assert!(v["facts"]["start_lsn"].as_str().unwrap().contains('/'));
+
+    pg.sql("postgres", "INSERT INTO marker (t) VALUES ('first')");
+    std::thread::sleep(Duration::from_millis(1500));
+    pg.sql("postgres", "INSERT INTO marker (t) VALUES ('second')");
+    pg.switch_and_archive();
+    let between = pg.sql(
+        "postgres",
+        "SELECT to_char(((SELECT at FROM marker WHERE t = 'first') + interval '700 ms') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    );
+
+    let restores = tmp.path().join("restores");
+    pg_dir(&restores);
+    let at_time = restores.join("t");
+    let port = crate::fixtures::free_port();
+    let out = repo.ok(&[
+        "restore",
+        "latest",
+        "--pg-datadir",
+        &at_time.display().to_string(),
+        "--time",
+        &between,
+        "--start",
+        "--pg-port",
+        &port.to_string(),
+    ]);
+    assert!(out.contains("promoted"), "{out}");
+    let got = markers(&at_time, port);
+    stop_datadir(&at_time);
+    assert_eq!(
+        got, "first",
+        "restore to {between} should hold only the first marker"
+    );
+
+    let latest = restores.join("l");
+    let port = crate::fixtures::free_port();
+    repo.ok(&[
+        "restore",
+        "latest",
+        "--pg-datadir",
+        &latest.display().to_string(),
+        "--latest",
+        "--start",
+        "--pg-port",
+        &port.to_string(),
+    ]);
+    let got = markers(&latest, port);
+    stop_datadir(&latest);
+    assert_eq!(got, "first,second");
+}
+
+#[test]
+fn a_missing_wal_segment_fails_the_restore_and_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = PgRepo::init(&tmp.path().join("r"));
+    let pg = PgCluster::start(&tmp.path().join("pg"), &archiving(&repo));
+    pg.sql("postgres", "CREATE TABLE t (x int)");
+    repo.ok(&[
+        "backup",
+        "postgres",
+        "--physical",
+        "--dsn",
+        &pg.dsn("postgres"),
+    ]);
+    let mut segments = vec![];
+    for i in 0..3 {
+        pg.sql("postgres", &format!("INSERT INTO t VALUES ({i})"));
+        segments.push(pg.switch_and_archive());
+    }
+    let victim = &segments[1];
+    let path = repo.dir.join("wal").join(&victim[..8]).join(victim);
+    std::fs::remove_file(&path).unwrap();
+
+    let verify = repo.run(&["verify"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(
+        !verify.status.success() && text.contains(victim.as_str()),
+        "verify must name {victim}: {text}"
+    );
+
+    let restores = tmp.path().join("restores");
+    pg_dir(&restores);
+    let out = repo.run(&[
+        "restore",
+        "latest",
+        "--pg-datadir",
+        &restores.join("d").display().to_string(),
+        "--latest",
+    ]);
+    let err = crate::fixtures::one_error_line(&out);
+    assert!(
+        err.contains(victim.as_str()) && err.contains("missing"),
+        "{err}"
+    );
+    assert!(
+        !restores.join("d").exists(),
+        "a refused restore must not leave files"
+    );
+}
+
+#[test]
+fn wal_from_another_cluster_is_refused_and_pushes_are_idempotent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = PgRepo::init(&tmp.path().join("r"));
+    let a = PgCluster::start(&tmp.path().join("a"), &archiving(&repo));
+    let seg = a.switch_and_archive();
+    let wal_a = a.data.join("pg_wal");
+    // Archived segments may be recycled; the archive holds the truth.
+    let copy = tmp.path().join("copy");
+    pg_dir(&copy);
+    let fetched = copy.join(&seg);
+    repo.ok(&["wal-fetch", &seg, &fetched.display().to_string()]);
+    let first = std::fs::read(&fetched).unwrap();
+
+    // The same content again: accepted, nothing changes.
+    repo.ok(&["wal-push", &fetched.display().to_string()]);
+    // Other content under the same name: refused.
+    let mut altered = first.clone();
+    altered[first.len() - 1] ^= 0xff;
+    std::fs::write(&fetched, &altered).unwrap();
+    let out = repo.run(&["wal-push", &fetched.display().to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("different content"),
+        "{err}"
+    );
+
+    // A second cluster's segment is refused by system identifier.
+    let b = PgCluster::start(&tmp.path().join("b"), "");
+    let seg_b = b.sql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    b.sql("postgres", "SELECT pg_switch_wal()");
+    let out = repo.run(&[
+        "wal-push",
+        &b.data.join("pg_wal").join(&seg_b).display().to_string(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cluster"), "{err}");
+    assert!(err.contains("PostgreSQL keeps it"), "{err}");
+    let _ = wal_a;
+
+    // The archive still serves the original content.
+    std::fs::remove_file(&fetched).unwrap();
+    repo.ok(&["wal-fetch", &seg, &fetched.display().to_string()]);
+    assert!(std::fs::read(&fetched).unwrap() == first);
+    // A file the archive lacks: exit 1, the normal end of recovery.
+    let out = repo.run(&[
+        "wal-fetch",
+        "0000000100000000000000FE",
+        &copy.join("x").display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn wal_fetch_from_a_dead_repository_stops_recovery() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = PgRepo::init(&tmp.path().join("r"));
+    std::fs::rename(&repo.dir, tmp.path().join("r").join("moved")).unwrap();
+    let out = repo.run(&[
+        "wal-fetch",
+        "000000010000000000000003",
+        &tmp.path().join("x").display().to_string(),
+    ]);
+    // Above 125: PostgreSQL aborts recovery instead of promoting early.
+    assert_eq!(
+        out.status.code(),
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -401,3 +401,163 @@ fn wal_fetch_from_a_dead_repository_stops_recovery() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn an_unreachable_repository_leaves_wal_with_postgres_until_it_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = PgRepo::init(&tmp.path().join("r"));
+    let pg = PgCluster::start(&tmp.path().join("pg"), &archiving(&repo));
+    pg.sql("postgres", "CREATE TABLE t (x int)");
+    pg.switch_and_archive();
+
+    let hidden = tmp.path().join("r").join("hidden");
+    std::fs::rename(&repo.dir, &hidden).unwrap();
+    pg.sql("postgres", "INSERT INTO t VALUES (1)");
+    let seg = pg.sql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pg.sql("postgres", "SELECT failed_count FROM pg_stat_archiver") == "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the archiver never failed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let last = pg.sql(
+        "postgres",
+        "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+    );
+    assert!(
+        last < seg,
+        "{seg} reported archived while the repository was away"
+    );
+    assert!(
+        pg.data
+            .join("pg_wal/archive_status")
+            .join(format!("{seg}.ready"))
+            .exists(),
+        "PostgreSQL must keep {seg} ready for archiving"
+    );
+    let status: Vec<_> = walk_files(&repo.spool)
+        .into_iter()
+        .filter(|p| p.ends_with("last-push.json"))
+        .collect();
+    let text = std::fs::read_to_string(&status[0]).unwrap();
+    assert!(text.contains("\"ok\":false"), "{text}");
+    let log = std::fs::read_to_string(pg.root.join("server.log")).unwrap();
+    assert!(
+        log.contains("PostgreSQL keeps it and will retry"),
+        "the failure must reach the server log"
+    );
+
+    std::fs::rename(&hidden, &repo.dir).unwrap();
+    pg.sql("postgres", "SELECT pg_reload_conf()");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let last = pg.sql(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        );
+        if last >= seg {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{seg} not archived after the repository came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(repo.dir.join("wal").join(&seg[..8]).join(&seg).exists());
+}
+
+#[test]
+fn prune_keeps_the_wal_kept_base_backups_need() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = PgRepo::init(&tmp.path().join("r"));
+    let pg = PgCluster::start(&tmp.path().join("pg"), &archiving(&repo));
+    pg.sql("postgres", "CREATE TABLE t (x int)");
+    let mut old = vec![];
+    for i in 0..2 {
+        pg.sql("postgres", &format!("INSERT INTO t VALUES ({i})"));
+        old.push(pg.switch_and_archive());
+    }
+    let first = repo.json(&[
+        "backup",
+        "postgres",
+        "--physical",
+        "--dsn",
+        &pg.dsn("postgres"),
+    ]);
+    pg.switch_and_archive();
+    let second = repo.json(&[
+        "backup",
+        "postgres",
+        "--physical",
+        "--dsn",
+        &pg.dsn("postgres"),
+    ]);
+    pg.sql("postgres", "INSERT INTO t VALUES (9)");
+    pg.switch_and_archive();
+    let wal_of = |name: &str| repo.dir.join("wal").join(&name[..8]).join(name);
+
+    // With both base backups kept, only WAL older than the first goes.
+    repo.ok(&["prune"]);
+    let first_start = first["facts"]["wal_start"].as_str().unwrap();
+    assert!(
+        wal_of(first_start).exists(),
+        "WAL the first base backup needs was pruned"
+    );
+    assert!(
+        !wal_of(&old[0]).exists(),
+        "WAL before every base backup should be pruned"
+    );
+
+    // Forget the first: WAL it alone needed goes, the second's stays and verifies.
+    repo.ok(&["forget", "--keep-last", "1", "--prune"]);
+    let second_start = second["facts"]["wal_start"].as_str().unwrap();
+    assert!(
+        wal_of(second_start).exists(),
+        "WAL the kept base backup needs was pruned"
+    );
+    let v = repo.json(&["verify"]);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+    let restored = tmp.path().join("restored");
+    pg_dir(&restored);
+    let port = crate::fixtures::free_port();
+    repo.ok(&[
+        "restore",
+        "latest",
+        "--pg-datadir",
+        &restored.join("d").display().to_string(),
+        "--latest",
+        "--start",
+        "--pg-port",
+        &port.to_string(),
+    ]);
+    let got = std::process::Command::new(pg_bin().join("psql"))
+        .args(["-X", "-A", "-t", "-d"])
+        .arg(format!(
+            "host={} port={port} user=postgres dbname=postgres",
+            restored.join("d").display()
+        ))
+        .args(["-c", "SELECT string_agg(x::text, ',' ORDER BY x) FROM t"])
+        .output()
+        .unwrap();
+    stop_datadir(&restored.join("d"));
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "0,1,9");
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

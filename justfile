@@ -16,6 +16,10 @@ demo:
 bench *ARGS:
     bash bench/files.sh {{ARGS}}
 
+# PostgreSQL benchmark against pgBackRest and pg_dump pipelines (run as root).
+bench-postgres *ARGS:
+    bash bench/postgres.sh {{ARGS}}
+
 # Format, lint, test: what every commit passes.
 check:
     cargo fmt --all -- --check

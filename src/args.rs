@@ -106,6 +106,8 @@ pub enum Command {
     WalPush(WalPushArgs),
     /// Fetch an archived WAL file (use as restore_command = 'seawall wal-fetch %f %p').
     WalFetch(WalFetchArgs),
+    /// Stream WAL with pg_receivewal into the archive, for an RPO of seconds.
+    WalStream(WalStreamArgs),
     /// Run integrity checks against a live source.
     Check(CheckArgs),
     /// Show what Seawall does, on a local sample, with timings.
@@ -206,6 +208,23 @@ pub struct WalFetchArgs {
     /// Segments fetched ahead.
     #[arg(long, default_value_t = 4)]
     pub prefetch: usize,
+}
+
+/// `wal-stream`.
+#[derive(Debug, Args)]
+pub struct WalStreamArgs {
+    /// Connection string of the server (its user needs the REPLICATION attribute).
+    #[arg(long, env = "SEAWALL_PG_DSN", hide_env_values = true)]
+    pub dsn: String,
+    /// Local staging directory pg_receivewal writes into.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Replication slot (created if absent) that keeps WAL on the server while the stream is down.
+    #[arg(long, default_value = "seawall")]
+    pub slot: String,
+    /// Seconds between uploads of the segment being written: the RPO.
+    #[arg(long, default_value_t = 5)]
+    pub partial_every: u64,
 }
 
 /// `check`.

@@ -27,6 +27,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Repair(a) => maintenance::repair(&g, a).await,
         Command::WalPush(a) => postgres::push(&g, a).await,
         Command::WalFetch(a) => postgres::fetch(&g, a).await,
+        Command::WalStream(a) => postgres::stream(&g, a).await,
         Command::Check(a) => match a.what {
             CheckWhat::Postgres(p) => postgres::check(&g, p).await,
         },

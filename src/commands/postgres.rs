@@ -1,7 +1,9 @@
 //! PostgreSQL commands: `backup postgres`, the PostgreSQL forms of
 //! `restore`, `wal-push`, `wal-fetch` and `check postgres`.
 
-use crate::args::{Global, PgCheckArgs, PostgresArgs, RestoreArgs, WalFetchArgs, WalPushArgs};
+use crate::args::{
+    Global, PgCheckArgs, PostgresArgs, RestoreArgs, WalFetchArgs, WalPushArgs, WalStreamArgs,
+};
 use crate::output::{rate, size};
 use crate::progress_view::View;
 use crate::repo_open;
@@ -457,6 +459,44 @@ pub async fn fetch(g: &Global, a: WalFetchArgs) -> anyhow::Result<u8> {
                 crate::output::one_line(&anyhow::Error::from(e))
             );
             Ok(EXIT_WAL_FETCH_FAILED)
+        }
+    }
+}
+
+/// `seawall wal-stream`: runs until SIGTERM or Ctrl-C, then archives what is left.
+pub async fn stream(g: &Global, a: WalStreamArgs) -> anyhow::Result<u8> {
+    let repo = repo_open::open(g).await?;
+    let opts = seawall_agent::postgres::receive::StreamOptions {
+        dsn: a.dsn,
+        dir: a.dir,
+        slot: a.slot,
+        partial_every: Duration::from_secs(a.partial_every.max(1)),
+        tools: tools(g),
+    };
+    let stats = seawall_agent::postgres::receive::stream_wal(repo, opts, shutdown_signal()).await?;
+    if g.json {
+        crate::output::json(&stats)?;
+    } else if !g.quiet {
+        println!(
+            "wal-stream stopped: {} segments and {} partial uploads archived",
+            stats.segments, stats.partials
+        );
+    }
+    Ok(0)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -561,3 +561,72 @@ fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn streamed_wal_recovers_a_commit_made_seconds_before_the_loss() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = PgRepo::init(&tmp.path().join("r"));
+    let mut pg = PgCluster::start(&tmp.path().join("pg"), "");
+    pg.sql("postgres", "CREATE TABLE marker (t text)");
+    let staging = tmp.path().join("staging");
+    pg_dir(&staging);
+    let dsn = pg.dsn("postgres");
+    let staging_s = staging.join("wal").display().to_string();
+    let mut stream = repo
+        .cmd(&[
+            "wal-stream",
+            "--dsn",
+            &dsn,
+            "--dir",
+            &staging_s,
+            "--partial-every",
+            "1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pg.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_replication_slots WHERE active",
+    ) != "1"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wal-stream never connected"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    repo.ok(&["backup", "postgres", "--physical", "--dsn", &dsn]);
+    pg.sql(
+        "postgres",
+        "INSERT INTO marker VALUES ('seconds before the loss')",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // The source and its host are lost at once: no switch, no graceful stop.
+    pg.stop();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", stream.id())])
+        .status();
+    let _ = stream.wait();
+
+    let restores = tmp.path().join("restores");
+    pg_dir(&restores);
+    let port = crate::fixtures::free_port();
+    repo.ok(&[
+        "restore",
+        "latest",
+        "--pg-datadir",
+        &restores.join("d").display().to_string(),
+        "--latest",
+        "--start",
+        "--pg-port",
+        &port.to_string(),
+    ]);
+    let got = markers(&restores.join("d"), port);
+    stop_datadir(&restores.join("d"));
+    assert_eq!(got, "seconds before the loss");
+}

@@ -143,13 +143,19 @@ impl WalArchive {
     /// Archives one file. Idempotent for the same content; refuses another
     /// content under the same name and segments of another cluster.
     pub async fn push(&self, name: &WalName, data: Vec<u8>) -> Result<PushOutcome> {
-        if matches!(name.kind, WalKind::Segment) {
+        if matches!(name.kind, WalKind::Segment | WalKind::Partial) {
             let (sysid, size) =
                 segment_identity(&data).map_err(|e| e.context(format!("WAL file {name}")))?;
             self.bind(sysid, size).await?;
         }
         let data = Arc::new(data);
-        if let Some(existing) = self.fetch(name).await? {
+        // A partial segment grows while it is streamed: the newest copy wins.
+        let existing = if name.kind == WalKind::Partial {
+            None
+        } else {
+            self.fetch(name).await?
+        };
+        if let Some(existing) = existing {
             if existing == *data {
                 return Ok(PushOutcome::AlreadyStored);
             }

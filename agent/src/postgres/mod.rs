@@ -8,6 +8,7 @@ pub mod conn;
 pub mod continuity;
 pub mod logical;
 pub mod physical;
+pub mod receive;
 pub mod recovery;
 pub mod spool;
 pub mod tools;

@@ -202,7 +202,13 @@ where
             });
         }
     }
-    let found = archive.fetch(&name).await?;
+    let mut found = archive.fetch(&name).await?;
+    if found.is_none() && name.kind == WalKind::Segment {
+        // Streamed WAL: the segment still being written when the source was
+        // lost. Recovery replays its valid records, then ends there.
+        let partial = WalName::parse(&format!("{file}.partial"))?;
+        found = archive.fetch(&partial).await?;
+    }
     while let Some(done) = ahead.join_next().await {
         if let Ok((next, Ok(Some(data)))) = done {
             let _ = spool.store_prefetched(&next.file, &data);

@@ -165,6 +165,13 @@ pub struct PostgresArgs {
     /// Skip roles and tablespaces (pg_dumpall --globals-only needs a superuser).
     #[arg(long, conflicts_with = "physical")]
     pub no_globals: bool,
+    /// Tables read at once: large tables are dumped by COPY beside pg_dump
+    /// in one exported snapshot (default: the number of cores; 1 = pg_dump alone).
+    #[arg(long, conflicts_with = "physical")]
+    pub jobs: Option<usize>,
+    /// Size in MiB from which a table is dumped apart.
+    #[arg(long, hide = true, default_value_t = 32)]
+    pub split_min_mib: i64,
     /// Let the starting checkpoint spread out instead of forcing it now.
     #[arg(long, requires = "physical")]
     pub spread_checkpoint: bool,
@@ -309,6 +316,9 @@ pub struct RestoreArgs {
     /// Drop objects the dump recreates in a non-empty target database.
     #[arg(long, requires = "pg_target")]
     pub pg_clean: bool,
+    /// Large tables loaded at once (default: the number of cores).
+    #[arg(long, requires = "pg_target")]
+    pub jobs: Option<usize>,
     /// Data directory to lay a physical snapshot down in, for point-in-time recovery.
     #[arg(long, conflicts_with = "to")]
     pub pg_datadir: Option<PathBuf>,

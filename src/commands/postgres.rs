@@ -31,6 +31,12 @@ const EXIT_WAL_NOT_FOUND: u8 = 1;
 /// stops recovery instead of taking the WAL for ended and losing data.
 const EXIT_WAL_FETCH_FAILED: u8 = 200;
 
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
 fn tools(g: &Global) -> PgTools {
     PgTools {
         bin_dir: g.pg_bin.clone(),
@@ -71,6 +77,8 @@ pub async fn backup(g: &Global, a: PostgresArgs) -> anyhow::Result<u8> {
                 databases: a.database,
                 globals: !a.no_globals,
                 tags: a.tag,
+                jobs: a.jobs.unwrap_or_else(cores),
+                split_min_bytes: a.split_min_mib.max(0) * 1024 * 1024,
                 tools: tools(g),
                 settings,
             },
@@ -216,6 +224,7 @@ pub async fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
                 globals: a.pg_globals,
                 no_owner: a.no_owner,
                 clean: a.pg_clean,
+                jobs: a.jobs.unwrap_or_else(cores),
                 tools: tools(g),
             },
             progress.clone(),

@@ -5,9 +5,11 @@
 //! transaction, so a failed restore leaves the target database empty.
 
 use super::conn::{self, ServerFacts};
+use super::tables::{self, TABLE_INFIX};
 use super::tools::{tail, PgTools, Running};
 use crate::progress::Progress;
 use crate::stream::{save_stream, write_stream, StreamBackup, StreamManifest, StreamSettings};
+use futures_util::StreamExt;
 use seawall_common::repo::snapshot::{Snapshot, Stream};
 use seawall_common::{Error, ErrorKind, Id, Repository, Result};
 use std::collections::BTreeMap;
@@ -31,11 +33,18 @@ pub struct LogicalOptions {
     pub globals: bool,
     /// Operator tags.
     pub tags: Vec<String>,
+    /// Tables read at once; above 1, large tables are dumped by COPY beside pg_dump.
+    pub jobs: usize,
+    /// Tables at least this large are dumped apart when jobs > 1.
+    pub split_min_bytes: i64,
     /// Where the PostgreSQL programs are.
     pub tools: PgTools,
     /// Storage settings.
     pub settings: StreamSettings,
 }
+
+/// Tables at least this large are dumped on their own by default.
+pub const SPLIT_MIN_BYTES: i64 = 32 * 1024 * 1024;
 
 /// Dumps the chosen databases into one snapshot.
 pub async fn backup_logical(
@@ -87,13 +96,54 @@ async fn dump_all(
         streams.push(dump_one(backup, cmd, GLOBALS_STREAM, "pg_dumpall --globals-only").await?);
     }
     for db in databases {
+        let db_dsn = conn::with_database(&opts.dsn, db);
+        // Large tables go beside pg_dump, all in one exported snapshot.
+        let (coordinator, snapshot, split) = if opts.jobs > 1 {
+            let client = conn::connect(&db_dsn).await?;
+            let snapshot = tables::export_snapshot(&client).await?;
+            let mut split = tables::large_tables(&client, opts.split_min_bytes).await?;
+            split.retain(|t| !t.table.contains(['*', '?']));
+            (Some(client), Some(snapshot), split)
+        } else {
+            (None, None, vec![])
+        };
         let mut cmd = opts.tools.command("pg_dump")?;
         cmd.arg("--format=custom")
             .arg("--compress=0")
-            .arg(format!("--dbname={}", conn::with_database(&opts.dsn, db)));
+            .arg(format!("--dbname={db_dsn}"));
+        if let Some(s) = &snapshot {
+            cmd.arg(format!("--snapshot={s}"));
+        }
+        for t in &split {
+            cmd.arg(format!("--exclude-table-data={}", t.table));
+        }
         let name = format!("{DATABASE_PREFIX}{db}");
-        streams.push(dump_one(backup, cmd, &name, &format!("pg_dump of database {db:?}")).await?);
-        tracing::info!(database = %db, "dumped");
+        let what = format!("pg_dump of database {db:?}");
+        let main = dump_one(backup, cmd, &name, &what);
+        let copies = futures_util::stream::iter(split.iter().map(|t| {
+            let stream_name = format!("{DATABASE_PREFIX}{db}{TABLE_INFIX}{}", t.table);
+            let mut cmd = opts.tools.command("pg_dump");
+            if let Ok(c) = cmd.as_mut() {
+                c.args(["--format=custom", "--compress=0", "--data-only"])
+                    .arg(format!("--table={}", t.table))
+                    .arg(format!(
+                        "--snapshot={}",
+                        snapshot.as_deref().unwrap_or_default()
+                    ))
+                    .arg(format!("--dbname={db_dsn}"));
+            }
+            let what = format!("pg_dump of table {} in database {db:?}", t.table);
+            async move { dump_one(backup, cmd?, &stream_name, &what).await }
+        }))
+        .buffered(opts.jobs.max(1))
+        .collect::<Vec<_>>();
+        let (main, copies) = tokio::join!(main, copies);
+        drop(coordinator);
+        streams.push(main?);
+        for c in copies {
+            streams.push(c?);
+        }
+        tracing::info!(database = %db, tables_apart = split.len(), "dumped");
     }
     let mut f = BTreeMap::new();
     f.insert("mode".into(), "logical".into());
@@ -158,6 +208,8 @@ pub struct LogicalRestoreOptions {
     pub no_owner: bool,
     /// Drop objects in a non-empty target before restoring.
     pub clean: bool,
+    /// Large tables loaded at once.
+    pub jobs: usize,
     /// Where the PostgreSQL programs are.
     pub tools: PgTools,
 }
@@ -204,8 +256,10 @@ pub async fn restore_logical(
         .streams
         .iter()
         .filter(|s| match s.name.strip_prefix(DATABASE_PREFIX) {
-            Some(db) => opts.databases.is_empty() || opts.databases.iter().any(|d| d == db),
-            None => false,
+            Some(db) if !db.contains(TABLE_INFIX) => {
+                opts.databases.is_empty() || opts.databases.iter().any(|d| d == db)
+            }
+            _ => false,
         })
         .collect();
     for d in &opts.databases {
@@ -259,30 +313,21 @@ pub async fn restore_logical(
             _ => source.clone(),
         };
         let created = prepare_target(&admin, &opts, &target).await?;
-        let mut cmd = opts.tools.async_command("pg_restore")?;
-        cmd.arg("--exit-on-error")
-            .arg("--single-transaction")
-            .arg(format!(
-                "--dbname={}",
-                conn::with_database(&opts.target_dsn, &target)
-            ));
-        if opts.no_owner {
-            cmd.arg("--no-owner");
+        let restored =
+            restore_database(&repo, snap, stream, &source, &target, &opts, &progress).await;
+        if let Err(e) = restored {
+            let mut e = e;
+            if created {
+                // Leave nothing half restored behind.
+                let drop_sql = format!("DROP DATABASE IF EXISTS {}", quote_ident(&target));
+                if admin.batch_execute(&drop_sql).await.is_ok() {
+                    e = e.context(format!(
+                        "the partly restored database {target:?} was dropped"
+                    ));
+                }
+            }
+            return Err(e);
         }
-        if opts.clean {
-            cmd.args(["--clean", "--if-exists"]);
-        }
-        let what = format!("pg_restore into database {target:?}");
-        feed(repo.clone(), cmd, stream, &what, &progress)
-            .await
-            .map_err(|e| {
-                let hint = if e.message().contains("role") && !opts.no_owner {
-                    " (restore the roles with --pg-globals, or pass --no-owner)"
-                } else {
-                    ""
-                };
-                e.context(format!("restoring database {source:?}{hint}"))
-            })?;
         report.databases.push(RestoredDatabase {
             source,
             target,
@@ -292,6 +337,89 @@ pub async fn restore_logical(
     }
     report.duration_secs = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Restores one database: in one pg_restore transaction, or, when large
+/// tables were dumped apart, pre-data, data, those tables by COPY (in
+/// parallel), then post-data.
+async fn restore_database(
+    repo: &Arc<Repository>,
+    snap: &Snapshot,
+    stream: &Stream,
+    source: &str,
+    target: &str,
+    opts: &LogicalRestoreOptions,
+    progress: &Arc<Progress>,
+) -> Result<()> {
+    let target_dsn = conn::with_database(&opts.target_dsn, target);
+    let prefix = format!("{}{TABLE_INFIX}", stream.name);
+    let apart: Vec<&Stream> = snap
+        .streams
+        .iter()
+        .filter(|s| s.name.starts_with(&prefix))
+        .collect();
+    let hint = |e: Error| {
+        let hint = if e.message().contains("role") && !opts.no_owner {
+            " (restore the roles with --pg-globals, or pass --no-owner)"
+        } else {
+            ""
+        };
+        e.context(format!("restoring database {source:?}{hint}"))
+    };
+    let sections: &[Option<&str>] = if apart.is_empty() {
+        &[None]
+    } else {
+        &[Some("pre-data"), Some("data")]
+    };
+    let pg_restore = |section: Option<&str>| -> Result<tokio::process::Command> {
+        let mut cmd = opts.tools.async_command("pg_restore")?;
+        cmd.arg("--exit-on-error")
+            .arg("--single-transaction")
+            .arg(format!("--dbname={target_dsn}"));
+        if let Some(s) = section {
+            cmd.arg(format!("--section={s}"));
+        }
+        if opts.no_owner {
+            cmd.arg("--no-owner");
+        }
+        if opts.clean && section.is_none_or(|s| s == "pre-data") {
+            cmd.args(["--clean", "--if-exists"]);
+        }
+        Ok(cmd)
+    };
+    let what = format!("pg_restore into database {target:?}");
+    for section in sections {
+        feed(repo.clone(), pg_restore(*section)?, stream, &what, progress)
+            .await
+            .map_err(hint)?;
+    }
+    if apart.is_empty() {
+        return Ok(());
+    }
+    let loads = futures_util::stream::iter(apart.iter().map(|s| {
+        let what = format!(
+            "pg_restore of table {} into database {target:?}",
+            &s.name[prefix.len()..]
+        );
+        let cmd = pg_restore(Some("data"));
+        async move { feed(repo.clone(), cmd?, s, &what, progress).await }
+    }))
+    .buffer_unordered(opts.jobs.max(1))
+    .collect::<Vec<_>>()
+    .await;
+    for l in loads {
+        l.map_err(hint)?;
+    }
+    feed(
+        repo.clone(),
+        pg_restore(Some("post-data"))?,
+        stream,
+        &what,
+        progress,
+    )
+    .await
+    .map_err(hint)?;
+    Ok(())
 }
 
 /// Creates the target database if absent; refuses a non-empty one unless cleaning.
@@ -383,7 +511,9 @@ async fn feed(
             ErrorKind::Io,
             format!("{what} failed ({status}): {}", tail(&stderr)),
         )),
-        Err(e) => Err(e),
+        // The program succeeded without reading everything (pg_restore --section=pre-data
+        // stops after the table of contents): the broken pipe is not a failure.
+        Err(_) => Ok(stderr),
         Ok(_) => Ok(stderr),
     }
 }

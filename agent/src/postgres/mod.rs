@@ -11,6 +11,7 @@ pub mod physical;
 pub mod receive;
 pub mod recovery;
 pub mod spool;
+pub mod tables;
 pub mod tools;
 pub mod walcmd;
 pub mod walname;

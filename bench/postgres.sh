@@ -222,7 +222,7 @@ run swrestore $PGRUN $SW restore latest --pg-datadir "$W/restore/sw" --immediate
 run brrestore $PGRUN $PGBR --pg1-path="$W/restore/br" --type=immediate restore
 RBYTES=$(size "$W/restore/sw")
 printf '%-34s %8s s %9s MiB/s %6s MiB RSS\n' \
-  "seawall restore (+pg_verifybackup)" "$(secs swrestore)" "$(echo "scale=1; $RBYTES / 1048576 / $(secs swrestore)" | bc -l)" "$(rss_mib swrestore)" \
+  "seawall restore (manifest-checked)" "$(secs swrestore)" "$(echo "scale=1; $RBYTES / 1048576 / $(secs swrestore)" | bc -l)" "$(rss_mib swrestore)" \
   "pgbackrest restore" "$(secs brrestore)" "$(echo "scale=1; $RBYTES / 1048576 / $(secs brrestore)" | bc -l)" "$(rss_mib brrestore)"
 echo "seawall restore vs pgbackrest restore: $(ratio "$(secs brrestore)" "$(secs swrestore)")x faster"
 

@@ -292,6 +292,7 @@ fn point_in_time_restore_between_two_markers_and_to_latest() {
         &port.to_string(),
     ]);
     assert!(out.contains("promoted"), "{out}");
+    assert!(out.contains("files verified against its manifest"), "{out}");
     let got = markers(&at_time, port);
     stop_datadir(&at_time);
     assert_eq!(

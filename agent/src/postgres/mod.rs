@@ -13,6 +13,7 @@ pub mod recovery;
 pub mod spool;
 pub mod tables;
 pub mod tools;
+pub mod unpack;
 pub mod walcmd;
 pub mod walname;
 

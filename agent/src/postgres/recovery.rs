@@ -140,9 +140,6 @@ pub async fn restore_physical(
     if opts.start {
         opts.tools.path("pg_ctl")?;
     }
-    if opts.verify_files {
-        opts.tools.path("pg_verifybackup")?;
-    }
     let archive = WalArchive::new(repo.clone());
     let reached = if opts.target == RecoveryTarget::Immediate {
         None
@@ -168,23 +165,18 @@ pub async fn restore_physical(
         .map_err(|e| Error::io(dir.display(), e))?;
     let reader = StreamReader::new(repo.clone(), stream.clone(), progress);
     let target_dir = dir.clone();
-    tokio::task::spawn_blocking(move || -> Result<()> {
-        let mut archive = tar::Archive::new(reader);
-        archive.set_preserve_permissions(true);
-        archive.set_overwrite(false);
-        archive.unpack(&target_dir).map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                format!(
-                    "unpacking the base backup into {}: {e}",
-                    target_dir.display()
-                ),
-            )
+    let unpacked = tokio::task::spawn_blocking(move || {
+        super::unpack::unpack_and_verify(reader, &target_dir).map_err(|e| {
+            e.context(format!(
+                "restoring the base backup into {}",
+                target_dir.display()
+            ))
         })
     })
     .await
     .map_err(|e| Error::new(ErrorKind::Io, format!("unpacking stopped: {e}")))??;
-    let files_verified = if opts.verify_files {
+    let files_verified = if opts.verify_files && !unpacked.verified {
+        // No manifest in the tar (an old server): let pg_verifybackup decide.
         let mut cmd = opts.tools.async_command("pg_verifybackup")?;
         cmd.arg("--quiet").arg(&dir);
         output(cmd, "pg_verifybackup").await.map_err(|e| {
@@ -195,7 +187,7 @@ pub async fn restore_physical(
         })?;
         true
     } else {
-        false
+        unpacked.verified
     };
     write_recovery_settings(&dir, &opts)?;
     if let Some(user) = &opts.run_as {

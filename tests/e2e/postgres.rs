@@ -670,3 +670,95 @@ fn streamed_wal_recovers_a_commit_made_seconds_before_the_loss() {
     stop_datadir(&restores.join("d"));
     assert_eq!(got, "seconds before the loss");
 }
+
+#[test]
+fn recovery_follows_a_timeline_switch_in_the_archive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = PgRepo::init(&tmp.path().join("r"));
+    let mut pg = PgCluster::start(&tmp.path().join("pg"), &archiving(&repo));
+    pg.sql("postgres", "CREATE TABLE marker (t text)");
+    repo.ok(&[
+        "backup",
+        "postgres",
+        "--physical",
+        "--dsn",
+        &pg.dsn("postgres"),
+    ]);
+    pg.sql("postgres", "INSERT INTO marker VALUES ('a on timeline 1')");
+    pg.switch_and_archive();
+    pg.stop();
+
+    // A restored copy that becomes the primary and keeps archiving: timeline 2.
+    let restores = tmp.path().join("restores");
+    pg_dir(&restores);
+    let promoted = restores.join("p");
+    let port = crate::fixtures::free_port();
+    repo.ok(&[
+        "restore",
+        "latest",
+        "--pg-datadir",
+        &promoted.display().to_string(),
+        "--latest",
+        "--start",
+        "--pg-port",
+        &port.to_string(),
+        "--pg-keep-archiving",
+    ]);
+    let dsn = format!(
+        "host={} port={port} user=postgres dbname=postgres",
+        promoted.display()
+    );
+    let psql = |sql: &str| {
+        let out = std::process::Command::new(pg_bin().join("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &dsn,
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert!(psql("SELECT pg_walfile_name(pg_current_wal_lsn())").starts_with("00000002"));
+    psql("INSERT INTO marker VALUES ('b on timeline 2')");
+    let seg = psql("SELECT pg_walfile_name(pg_switch_wal())");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") < seg {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timeline 2 segment {seg} not archived"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_datadir(&promoted);
+    assert!(repo.dir.join("wal/00000002/00000002.history").exists());
+
+    // From the same base backup, the latest state is on timeline 2.
+    let again = restores.join("again");
+    let port = crate::fixtures::free_port();
+    let out = repo.ok(&[
+        "restore",
+        "latest",
+        "--pg-datadir",
+        &again.display().to_string(),
+        "--latest",
+        "--start",
+        "--pg-port",
+        &port.to_string(),
+    ]);
+    assert!(out.contains("timeline 2"), "{out}");
+    let got = markers(&again, port);
+    stop_datadir(&again);
+    assert_eq!(got, "a on timeline 1,b on timeline 2");
+}

@@ -305,7 +305,7 @@ async fn start_and_wait(dir: &Path, log: &Path, opts: &PitrOptions) -> Result<()
         seen_running |= running;
         // postmaster.pid's last line says "ready" once connections are accepted.
         let ready = status.is_some_and(|s| s.lines().last().map(str::trim) == Some("ready"));
-        if ready && !signal.exists() {
+        if ready && !signal.exists() && recovery_finished(dir, opts).await {
             return Ok(());
         }
         if !seen_running && launched.elapsed() > Duration::from_secs(30) {
@@ -340,5 +340,32 @@ async fn start_and_wait(dir: &Path, log: &Path, opts: &PitrOptions) -> Result<()
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether the started server says it left recovery (recovery.signal goes
+/// a moment before `pg_is_in_recovery()` turns false). A server we cannot
+/// query (authentication) counts as finished once the signal file is gone.
+async fn recovery_finished(dir: &Path, opts: &PitrOptions) -> bool {
+    let user = opts
+        .run_as
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "postgres".into());
+    let dsn = format!(
+        "host='{}' port={} user='{user}' dbname=postgres connect_timeout=5",
+        dir.display(),
+        opts.port
+    );
+    match super::conn::connect(&dsn).await {
+        Ok(client) => client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map(|r| !r.get::<_, bool>(0))
+            .unwrap_or(false),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot ask the restored server whether it is promoted");
+            true
+        }
     }
 }

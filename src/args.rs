@@ -91,7 +91,7 @@ pub enum Command {
     /// List snapshots.
     Snapshots,
     /// Restore a snapshot.
-    Restore(RestoreArgs),
+    Restore(Box<RestoreArgs>),
     /// Check the repository's integrity.
     Verify(VerifyArgs),
     /// Remove snapshots by a retention policy.
@@ -148,6 +148,25 @@ pub enum BackupSource {
     Files(FilesArgs),
     /// A PostgreSQL server: logical dumps, or a physical base backup.
     Postgres(PostgresArgs),
+    /// A Redis server: a consistent RDB over the replication protocol.
+    Redis(RedisArgs),
+}
+
+/// `backup redis`.
+#[derive(Debug, Args)]
+pub struct RedisArgs {
+    /// redis://[user:password@]host:port[/db] (the user needs PSYNC, REPLCONF and INFO).
+    #[arg(long, env = "SEAWALL_REDIS_URL", hide_env_values = true)]
+    pub url: String,
+    /// Tag the snapshot.
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Encoder threads (default: the number of cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// zstd level for data (1 is fast; 19 is small).
+    #[arg(long, default_value_t = 1)]
+    pub compression_level: i32,
 }
 
 /// `backup postgres`.
@@ -298,8 +317,14 @@ pub struct RestoreArgs {
     /// Snapshot id (a unique prefix will do) or `latest`.
     pub snapshot: String,
     /// Directory to restore files into.
-    #[arg(long, required_unless_present_any = ["pg_target", "pg_datadir"])]
+    #[arg(long, required_unless_present_any = ["pg_target", "pg_datadir", "redis_datadir"])]
     pub to: Option<PathBuf>,
+    /// Directory to write a Redis snapshot's dump.rdb into.
+    #[arg(long, conflicts_with_all = ["to", "pg_target", "pg_datadir"])]
+    pub redis_datadir: Option<PathBuf>,
+    /// Port of the redis-server --start runs on the restored RDB.
+    #[arg(long, requires = "redis_datadir", default_value_t = 6379)]
+    pub redis_port: u16,
     /// PostgreSQL server to restore a logical snapshot into (its dbname is
     /// the target when one database is restored; created if absent).
     #[arg(long, conflicts_with_all = ["to", "pg_datadir"], hide_env_values = true)]
@@ -334,8 +359,8 @@ pub struct RestoreArgs {
     /// Stop as soon as the base backup is consistent; use no archived WAL.
     #[arg(long, requires = "pg_datadir")]
     pub immediate: bool,
-    /// Start the restored server and wait until it is promoted.
-    #[arg(long, requires = "pg_datadir")]
+    /// Start the restored server and wait until it is promoted (PostgreSQL) or loaded (Redis).
+    #[arg(long)]
     pub start: bool,
     /// User that owns the data directory and runs the server (when run as root).
     #[arg(long, requires = "pg_datadir")]

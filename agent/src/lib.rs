@@ -9,6 +9,7 @@ pub mod pipeline;
 pub mod postgres;
 pub mod progress;
 pub mod prune;
+pub mod redis;
 pub mod repair;
 pub mod restore;
 pub mod stream;

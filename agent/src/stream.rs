@@ -336,3 +336,67 @@ impl Drop for StreamBackup {
         }
     }
 }
+
+/// A blocking [`Read`] over an async reader, for the chunker's thread: a
+/// task reads ahead in 1 MiB pieces through a small bounded channel.
+pub struct BlockingReader {
+    rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl BlockingReader {
+    /// Starts reading `reader` (call from within the runtime).
+    pub fn new<R: tokio::io::AsyncRead + Unpin + Send + 'static>(mut reader: R) -> BlockingReader {
+        use tokio::io::AsyncReadExt;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut filled = 0;
+                // Fill the piece, so the chunker sees few large reads.
+                while filled < buf.len() {
+                    match reader.read(&mut buf[filled..]).await {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                }
+                if filled == 0 {
+                    return;
+                }
+                buf.truncate(filled);
+                if tx.send(Ok(buf)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        BlockingReader {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for BlockingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(b)) => {
+                    self.current = b;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

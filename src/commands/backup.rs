@@ -14,6 +14,7 @@ pub async fn run(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
     match args.source {
         BackupSource::Files(f) => files(g, f).await,
         BackupSource::Postgres(p) => super::postgres::backup(g, p).await,
+        BackupSource::Redis(r) => super::redis::backup(g, r).await,
     }
 }
 

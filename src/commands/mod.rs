@@ -6,6 +6,7 @@ mod forget;
 mod init;
 mod maintenance;
 mod postgres;
+mod redis;
 mod restore;
 mod snapshots;
 mod verify;
@@ -19,7 +20,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Init => init::run(&g).await,
         Command::Backup(a) => backup::run(&g, a).await,
         Command::Snapshots => snapshots::run(&g).await,
-        Command::Restore(a) => restore::run(&g, a).await,
+        Command::Restore(a) => restore::run(&g, *a).await,
         Command::Verify(a) => verify::run(&g, a).await,
         Command::Forget(a) => forget::run(&g, a).await,
         Command::Prune(a) => maintenance::prune(&g, a).await,

@@ -10,6 +10,12 @@ use std::sync::Arc;
 
 /// Restores a snapshot into a directory.
 pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
+    if a.redis_datadir.is_some() {
+        return super::redis::restore(g, a).await;
+    }
+    if a.start && a.pg_datadir.is_none() {
+        anyhow::bail!("--start goes with --pg-datadir or --redis-datadir");
+    }
     if a.pg_target.is_some() || a.pg_datadir.is_some() {
         return super::postgres::restore(g, a).await;
     }

@@ -12,6 +12,7 @@ mod crash;
 mod damage;
 mod files;
 mod postgres;
+mod redis;
 mod restore_safety;
 mod retention;
 mod storage_conformance;

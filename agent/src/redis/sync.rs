@@ -1,0 +1,263 @@
+//! The replication handshake that makes a Redis server send a consistent
+//! RDB to a client, as `redis-cli --rdb` does: AUTH, `REPLCONF capa eof`,
+//! `PSYNC ? -1`, then the payload in either of its two forms: sized
+//! (`$<len>`) after a BGSAVE to disk, or diskless (`$EOF:<40-byte mark>`,
+//! ended by the same mark). No shell access to the Redis host is needed.
+
+use seawall_common::{Error, ErrorKind, Result};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// ACL user, if any.
+    pub user: Option<String>,
+    /// Password, if any (never logged).
+    pub password: Option<String>,
+}
+
+/// What the server said before the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FullResync {
+    /// Replication id of the master.
+    pub replid: String,
+    /// Replication offset the RDB corresponds to.
+    pub offset: u64,
+}
+
+fn encode(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+async fn line<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Result<String> {
+    let mut buf = Vec::new();
+    let n = r
+        .read_until(b'\n', &mut buf)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unreachable, format!("reading from Redis: {e}")))?;
+    if n == 0 {
+        return Err(Error::new(
+            ErrorKind::Unreachable,
+            "Redis closed the connection during the replication handshake",
+        ));
+    }
+    Ok(String::from_utf8_lossy(&buf).trim_end().to_string())
+}
+
+fn refused(cmd: &str, reply: &str) -> Error {
+    let reply = reply.trim_start_matches('-');
+    if reply.starts_with("NOPERM") {
+        Error::new(
+            ErrorKind::Denied,
+            format!(
+                "Redis refused {cmd}: {reply}; give the backup user the replication commands (ACL SETUSER <user> +psync +sync +replconf) or use another user"
+            ),
+        )
+    } else if reply.starts_with("NOAUTH") || reply.starts_with("WRONGPASS") {
+        Error::new(
+            ErrorKind::Denied,
+            format!("Redis refused {cmd}: {reply}; check the user and password in --url"),
+        )
+    } else {
+        Error::new(ErrorKind::Io, format!("Redis refused {cmd}: {reply}"))
+    }
+}
+
+/// The payload of a full resynchronisation, read as a stream.
+pub struct RdbPayload {
+    inner: BufReader<TcpStream>,
+    /// Bytes left (sized form).
+    left: Option<u64>,
+    /// End mark (EOF form) and a holdback buffer that may be the mark.
+    mark: Option<Vec<u8>>,
+    held: Vec<u8>,
+    done: bool,
+}
+
+impl AsyncRead for RdbPayload {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(left) = this.left {
+            if left == 0 {
+                this.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            let want = (buf.remaining() as u64).min(left) as usize;
+            let mut tmp = vec![0u8; want];
+            let mut rb = ReadBuf::new(&mut tmp);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        return Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "Redis closed the connection with {left} RDB bytes still to come"
+                            ),
+                        )));
+                    }
+                    buf.put_slice(rb.filled());
+                    this.left = Some(left - n as u64);
+                    Poll::Ready(Ok(()))
+                }
+                other => other,
+            }
+        } else {
+            // EOF form: hold back the last 40 bytes, which may be the end mark.
+            let mark_len = this.mark.as_ref().map_or(40, Vec::len);
+            loop {
+                if this.held.len() > mark_len {
+                    let n = (this.held.len() - mark_len).min(buf.remaining());
+                    buf.put_slice(&this.held[..n]);
+                    this.held.drain(..n);
+                    return Poll::Ready(Ok(()));
+                }
+                let mut tmp = vec![0u8; 64 * 1024];
+                let mut rb = ReadBuf::new(&mut tmp);
+                match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        if n == 0 {
+                            return Poll::Ready(Err(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "Redis closed the connection before the RDB end mark",
+                            )));
+                        }
+                        this.held.extend_from_slice(rb.filled());
+                        if this.held.len() >= mark_len
+                            && this.mark.as_deref()
+                                == Some(&this.held[this.held.len() - mark_len..])
+                        {
+                            let body = this.held.len() - mark_len;
+                            let n = body.min(buf.remaining());
+                            buf.put_slice(&this.held[..n]);
+                            this.held.drain(..n);
+                            if this.held.len() == mark_len {
+                                this.done = true;
+                            }
+                            return Poll::Ready(Ok(()));
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+/// Connects, authenticates and asks for a full resynchronisation.
+pub async fn full_sync(target: &Target) -> Result<(FullResync, RdbPayload)> {
+    let stream = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Unreachable,
+                format!(
+                    "cannot connect to Redis at {}:{}: {e}",
+                    target.host, target.port
+                ),
+            )
+        })?;
+    let mut r = BufReader::new(stream);
+    let send = |args: Vec<Vec<u8>>| {
+        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        encode(&refs)
+    };
+    if let Some(pass) = &target.password {
+        let cmd = match &target.user {
+            Some(u) => send(vec![
+                b"AUTH".to_vec(),
+                u.as_bytes().to_vec(),
+                pass.as_bytes().to_vec(),
+            ]),
+            None => send(vec![b"AUTH".to_vec(), pass.as_bytes().to_vec()]),
+        };
+        r.get_mut()
+            .write_all(&cmd)
+            .await
+            .map_err(|e| Error::io("writing to Redis", e))?;
+        let reply = line(&mut r).await?;
+        if !reply.starts_with('+') {
+            return Err(refused("AUTH", &reply));
+        }
+    }
+    let capa = send(vec![
+        b"REPLCONF".to_vec(),
+        b"capa".to_vec(),
+        b"eof".to_vec(),
+    ]);
+    r.get_mut()
+        .write_all(&capa)
+        .await
+        .map_err(|e| Error::io("writing to Redis", e))?;
+    let reply = line(&mut r).await?;
+    if !reply.starts_with('+') {
+        return Err(refused("REPLCONF", &reply));
+    }
+    let psync = send(vec![b"PSYNC".to_vec(), b"?".to_vec(), b"-1".to_vec()]);
+    r.get_mut()
+        .write_all(&psync)
+        .await
+        .map_err(|e| Error::io("writing to Redis", e))?;
+    // Newlines are keepalives while the server prepares the RDB.
+    let mut reply = line(&mut r).await?;
+    while reply.is_empty() {
+        reply = line(&mut r).await?;
+    }
+    let Some(rest) = reply.strip_prefix("+FULLRESYNC ") else {
+        return Err(refused("PSYNC", &reply));
+    };
+    let mut parts = rest.split_whitespace();
+    let resync = FullResync {
+        replid: parts.next().unwrap_or_default().to_string(),
+        offset: parts.next().and_then(|o| o.parse().ok()).unwrap_or(0),
+    };
+    let mut header = line(&mut r).await?;
+    while header.is_empty() {
+        header = line(&mut r).await?;
+    }
+    let payload = if let Some(mark) = header.strip_prefix("$EOF:") {
+        RdbPayload {
+            inner: r,
+            left: None,
+            mark: Some(mark.as_bytes().to_vec()),
+            held: Vec::new(),
+            done: false,
+        }
+    } else if let Some(len) = header.strip_prefix('$').and_then(|l| l.parse::<u64>().ok()) {
+        RdbPayload {
+            inner: r,
+            left: Some(len),
+            mark: None,
+            held: Vec::new(),
+            done: false,
+        }
+    } else {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!("Redis answered PSYNC with an unexpected payload header {header:?}"),
+        ));
+    };
+    Ok((resync, payload))
+}

@@ -1,0 +1,127 @@
+//! `redis://[user:password@]host:port[/db]` as Seawall reads it. The
+//! password never reaches a log or a manifest.
+
+use super::sync::Target;
+use seawall_common::{Error, ErrorKind, Result};
+
+/// A parsed Redis URL.
+#[derive(Debug, Clone)]
+pub struct RedisUrl {
+    /// Where and as whom.
+    pub target: Target,
+    /// Database number, when the URL names one.
+    pub db: Option<u32>,
+    /// The URL as given, for the redis crate's own connections.
+    pub raw: String,
+}
+
+fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl RedisUrl {
+    /// Parses a URL, or says how to write one.
+    pub fn parse(url: &str) -> Result<RedisUrl> {
+        let bad = |why: &str| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("--url {why}: write it as redis://[user:password@]host:port[/db]"),
+            )
+        };
+        if url.starts_with("rediss://") {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "rediss:// (TLS) is not supported by this version of Seawall yet: reach the server over a TLS tunnel (stunnel, spiped) and give its redis:// address",
+            ));
+        }
+        let rest = url
+            .strip_prefix("redis://")
+            .ok_or_else(|| bad("is not a redis:// URL"))?;
+        let (auth, hostpart) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (hostport, db) = match hostpart.split_once('/') {
+            Some((h, d)) if !d.is_empty() => (
+                h,
+                Some(
+                    d.parse::<u32>()
+                        .map_err(|_| bad("has a database that is not a number"))?,
+                ),
+            ),
+            Some((h, _)) => (h, None),
+            None => (hostpart, None),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("has an invalid port"))?),
+            None => (hostport, 6379),
+        };
+        if host.is_empty() {
+            return Err(bad("has no host"));
+        }
+        let (user, password) = match auth {
+            Some(a) => match a.split_once(':') {
+                Some((u, p)) => ((!u.is_empty()).then(|| pct_decode(u)), Some(pct_decode(p))),
+                None => (None, Some(pct_decode(a))),
+            },
+            None => (None, None),
+        };
+        Ok(RedisUrl {
+            target: Target {
+                host: host.trim_matches(['[', ']']).to_string(),
+                port,
+                user,
+                password,
+            },
+            db,
+            raw: url.to_string(),
+        })
+    }
+
+    /// `redis://host:port`, without credentials: the identity in manifests.
+    pub fn describe(&self) -> String {
+        format!("redis://{}:{}", self.target.host, self.target.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_users_passwords_and_databases() {
+        let u = RedisUrl::parse("redis://backup:s%3Acret@cache.internal:6380/2").unwrap();
+        assert_eq!(u.target.user.as_deref(), Some("backup"));
+        assert_eq!(u.target.password.as_deref(), Some("s:cret"));
+        assert_eq!(
+            (u.target.host.as_str(), u.target.port, u.db),
+            ("cache.internal", 6380, Some(2))
+        );
+        assert_eq!(u.describe(), "redis://cache.internal:6380");
+        let p = RedisUrl::parse("redis://:only@h").unwrap();
+        assert_eq!(
+            (p.target.user, p.target.password.as_deref(), p.target.port),
+            (None, Some("only"), 6379)
+        );
+        assert!(RedisUrl::parse("http://h").is_err());
+        assert!(RedisUrl::parse("redis://h:notaport").is_err());
+        assert!(RedisUrl::parse("rediss://h")
+            .unwrap_err()
+            .to_string()
+            .contains("TLS"));
+    }
+}

@@ -158,6 +158,10 @@ pub struct RedisArgs {
     /// redis://[user:password@]host:port[/db] (the user needs PSYNC, REPLCONF and INFO).
     #[arg(long, env = "SEAWALL_REDIS_URL", hide_env_values = true)]
     pub url: String,
+    /// Let the server stream the RDB without saving it to its disk (it waits
+    /// repl-diskless-sync-delay, 5 s by default, before starting).
+    #[arg(long)]
+    pub diskless: bool,
     /// Tag the snapshot.
     #[arg(long)]
     pub tag: Vec<String>,

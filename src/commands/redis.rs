@@ -30,6 +30,7 @@ pub async fn backup(g: &Global, a: RedisArgs) -> anyhow::Result<u8> {
         repo,
         RedisOptions {
             url: a.url,
+            diskless: a.diskless,
             tags: a.tag,
             settings,
         },

@@ -152,8 +152,21 @@ fn rdb_round_trip_gives_the_same_digest() {
         .output();
     assert_eq!(String::from_utf8_lossy(&dbsize.stdout).trim(), "2007");
 
-    // A second backup of unchanged data adds little.
-    let v2 = repo.json(&["backup", "redis", "--url", &src.url()]);
+    // A second backup of unchanged data, in the diskless (end-mark) form, adds little.
+    src.cli(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
+    src.cli(&["DEL", "after"]);
+    let v2 = repo.json(&["backup", "redis", "--url", &src.url(), "--diskless"]);
+    assert_eq!(v2["facts"]["keys"]["db0"], 2007);
+    let second = v2["snapshot"].as_str().unwrap();
+    let dir3 = tmp.path().join("diskless");
+    repo.ok(&[
+        "restore",
+        second,
+        "--redis-datadir",
+        &dir3.display().to_string(),
+    ]);
+    let copy3 = RedisServer::start(&dir3, &["--dbfilename", "dump.rdb"]);
+    assert_eq!(copy3.cli(&["DEBUG", "DIGEST"]), digest);
     let added = v2["summary"]["bytes_added"].as_u64().unwrap();
     let total = v2["summary"]["bytes_total"].as_u64().unwrap();
     assert!(

@@ -27,6 +27,9 @@ pub const RDB_STREAM: &str = "dump.rdb";
 pub struct RedisOptions {
     /// `redis://[user:password@]host:port[/db]`.
     pub url: String,
+    /// Ask for a diskless transfer (nothing written on the Redis host, but
+    /// the server first waits `repl-diskless-sync-delay`).
+    pub diskless: bool,
     /// Operator tags.
     pub tags: Vec<String>,
     /// Storage settings.
@@ -70,7 +73,7 @@ pub async fn backup_redis(
 ) -> Result<(Id, Snapshot)> {
     let url = RedisUrl::parse(&opts.url)?;
     let info = info(&url).await?;
-    let (resync, mut payload) = full_sync(&url.target).await?;
+    let (resync, mut payload) = full_sync(&url.target, opts.diskless).await?;
     let mut magic = [0u8; 9];
     payload.read_exact(&mut magic).await.map_err(|e| {
         Error::new(

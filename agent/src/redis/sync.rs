@@ -1,5 +1,6 @@
 //! The replication handshake that makes a Redis server send a consistent
-//! RDB to a client, as `redis-cli --rdb` does: AUTH, `REPLCONF capa eof`,
+//! RDB to a client, as `redis-cli --rdb` does: AUTH, `REPLCONF capa eof`
+//! (only when a diskless transfer is wanted),
 //! `PSYNC ? -1`, then the payload in either of its two forms: sized
 //! (`$<len>`) after a BGSAVE to disk, or diskless (`$EOF:<40-byte mark>`,
 //! ended by the same mark). No shell access to the Redis host is needed.
@@ -166,8 +167,11 @@ impl AsyncRead for RdbPayload {
     }
 }
 
-/// Connects, authenticates and asks for a full resynchronisation.
-pub async fn full_sync(target: &Target) -> Result<(FullResync, RdbPayload)> {
+/// Connects, authenticates and asks for a full resynchronisation. With
+/// `diskless`, the server may stream the RDB without writing it to its disk
+/// (it then waits `repl-diskless-sync-delay`, 5 s by default, for other
+/// replicas first); without, it saves the RDB to its disk and sends the file.
+pub async fn full_sync(target: &Target, diskless: bool) -> Result<(FullResync, RdbPayload)> {
     let stream = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|e| {
@@ -202,18 +206,20 @@ pub async fn full_sync(target: &Target) -> Result<(FullResync, RdbPayload)> {
             return Err(refused("AUTH", &reply));
         }
     }
-    let capa = send(vec![
-        b"REPLCONF".to_vec(),
-        b"capa".to_vec(),
-        b"eof".to_vec(),
-    ]);
-    r.get_mut()
-        .write_all(&capa)
-        .await
-        .map_err(|e| Error::io("writing to Redis", e))?;
-    let reply = line(&mut r).await?;
-    if !reply.starts_with('+') {
-        return Err(refused("REPLCONF", &reply));
+    if diskless {
+        let capa = send(vec![
+            b"REPLCONF".to_vec(),
+            b"capa".to_vec(),
+            b"eof".to_vec(),
+        ]);
+        r.get_mut()
+            .write_all(&capa)
+            .await
+            .map_err(|e| Error::io("writing to Redis", e))?;
+        let reply = line(&mut r).await?;
+        if !reply.starts_with('+') {
+            return Err(refused("REPLCONF", &reply));
+        }
     }
     let psync = send(vec![b"PSYNC".to_vec(), b"?".to_vec(), b"-1".to_vec()]);
     r.get_mut()

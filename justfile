@@ -20,6 +20,10 @@ bench *ARGS:
 bench-postgres *ARGS:
     bash bench/postgres.sh {{ARGS}}
 
+# Redis benchmark against the runbook's BGSAVE + gzip and redis-cli --rdb | zstd.
+bench-redis *ARGS:
+    bash bench/redis.sh {{ARGS}}
+
 # Format, lint, test: what every commit passes.
 check:
     cargo fmt --all -- --check

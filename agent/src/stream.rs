@@ -127,28 +127,22 @@ pub async fn write_stream<W: AsyncWrite + Unpin>(
     Ok(written)
 }
 
-/// A blocking [`Read`] over a stream, for consumers such as a tar reader
-/// that run on their own thread.
-pub struct StreamReader {
-    rx: mpsc::Receiver<Result<Vec<u8>>>,
+/// Pieces arriving on a channel, read through the blocking [`Read`] API.
+struct Pieces<E> {
+    rx: mpsc::Receiver<std::result::Result<Vec<u8>, E>>,
     current: Vec<u8>,
     pos: usize,
-    progress: Arc<Progress>,
 }
 
-impl StreamReader {
-    /// Starts reading `stream` (call from within the runtime).
-    pub fn new(repo: Arc<Repository>, stream: Stream, progress: Arc<Progress>) -> StreamReader {
-        StreamReader {
-            rx: open_stream(repo, stream),
+impl<E: std::fmt::Display> Pieces<E> {
+    fn new(rx: mpsc::Receiver<std::result::Result<Vec<u8>, E>>) -> Self {
+        Pieces {
+            rx,
             current: Vec::new(),
             pos: 0,
-            progress,
         }
     }
-}
 
-impl Read for StreamReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.current.len() {
             match self.rx.blocking_recv() {
@@ -163,6 +157,30 @@ impl Read for StreamReader {
         let n = buf.len().min(self.current.len() - self.pos);
         buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
         self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A blocking [`Read`] over a stream, for consumers such as a tar reader
+/// that run on their own thread.
+pub struct StreamReader {
+    pieces: Pieces<Error>,
+    progress: Arc<Progress>,
+}
+
+impl StreamReader {
+    /// Starts reading `stream` (call from within the runtime).
+    pub fn new(repo: Arc<Repository>, stream: Stream, progress: Arc<Progress>) -> StreamReader {
+        StreamReader {
+            pieces: Pieces::new(open_stream(repo, stream)),
+            progress,
+        }
+    }
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.pieces.read(buf)?;
         Progress::add(&self.progress.bytes_done, n as u64);
         Ok(n)
     }
@@ -340,9 +358,7 @@ impl Drop for StreamBackup {
 /// A blocking [`Read`] over an async reader, for the chunker's thread: a
 /// task reads ahead in 1 MiB pieces through a small bounded channel.
 pub struct BlockingReader {
-    rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    current: Vec<u8>,
-    pos: usize,
+    pieces: Pieces<std::io::Error>,
 }
 
 impl BlockingReader {
@@ -375,28 +391,13 @@ impl BlockingReader {
             }
         });
         BlockingReader {
-            rx,
-            current: Vec::new(),
-            pos: 0,
+            pieces: Pieces::new(rx),
         }
     }
 }
 
 impl Read for BlockingReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.current.len() {
-            match self.rx.blocking_recv() {
-                None => return Ok(0),
-                Some(Ok(b)) => {
-                    self.current = b;
-                    self.pos = 0;
-                }
-                Some(Err(e)) => return Err(e),
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.pos);
-        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        self.pieces.read(buf)
     }
 }

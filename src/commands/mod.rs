@@ -36,3 +36,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::BenchData(a) => demo::bench_data(a).await,
     }
 }
+
+/// Storage settings of a stream backup from the common flags.
+fn stream_settings(
+    g: &crate::args::Global,
+    compression_level: i32,
+    threads: Option<usize>,
+) -> seawall_agent::stream::StreamSettings {
+    let mut settings = seawall_agent::stream::StreamSettings {
+        compression_level,
+        lock_wait: std::time::Duration::from_secs(g.lock_wait),
+        ..Default::default()
+    };
+    if let Some(t) = threads {
+        settings.threads = t.max(1);
+    }
+    settings
+}

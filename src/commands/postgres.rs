@@ -18,7 +18,6 @@ use seawall_agent::postgres::{
     LogicalRestoreOptions, PgTools, PhysicalOptions, PitrOptions, RecoveryTarget,
 };
 use seawall_agent::progress::Progress;
-use seawall_agent::stream::StreamSettings;
 use seawall_common::repo::snapshot::Snapshot;
 use seawall_common::{Id, Repository};
 use std::path::PathBuf;
@@ -46,14 +45,7 @@ fn tools(g: &Global) -> PgTools {
 /// `seawall backup postgres`.
 pub async fn backup(g: &Global, a: PostgresArgs) -> anyhow::Result<u8> {
     let repo = repo_open::open(g).await?;
-    let mut settings = StreamSettings {
-        compression_level: a.compression_level,
-        lock_wait: Duration::from_secs(g.lock_wait),
-        ..StreamSettings::default()
-    };
-    if let Some(t) = a.threads {
-        settings.threads = t.max(1);
-    }
+    let settings = super::stream_settings(g, a.compression_level, a.threads);
     let progress = Arc::new(Progress::default());
     let view = View::start(progress.clone(), "backup", !g.json && !g.quiet);
     let result = if a.physical {

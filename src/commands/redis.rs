@@ -8,22 +8,13 @@ use seawall_agent::progress::Progress;
 use seawall_agent::redis::{
     backup_redis, restore_redis_datadir, RedisOptions, RedisRestoreOptions,
 };
-use seawall_agent::stream::StreamSettings;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// `seawall backup redis`.
 pub async fn backup(g: &Global, a: RedisArgs) -> anyhow::Result<u8> {
     let repo = repo_open::open(g).await?;
-    let mut settings = StreamSettings {
-        compression_level: a.compression_level,
-        lock_wait: Duration::from_secs(g.lock_wait),
-        ..StreamSettings::default()
-    };
-    if let Some(t) = a.threads {
-        settings.threads = t.max(1);
-    }
+    let settings = super::stream_settings(g, a.compression_level, a.threads);
     let progress = Arc::new(Progress::default());
     let view = View::start(progress.clone(), "backup", !g.json && !g.quiet);
     let result = backup_redis(

@@ -8,7 +8,9 @@
 use seawall_common::{Error, ErrorKind, Result};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, ReadBuf, Take,
+};
 use tokio::net::TcpStream;
 
 /// Where and as whom to connect.
@@ -79,13 +81,65 @@ fn refused(cmd: &str, reply: &str) -> Error {
 
 /// The payload of a full resynchronisation, read as a stream.
 pub struct RdbPayload {
+    form: Form,
+}
+
+enum Form {
+    /// `$<len>`: exactly that many bytes follow.
+    Sized(Take<BufReader<TcpStream>>),
+    /// `$EOF:<mark>`: bytes until the 40-byte mark.
+    Marked(Marked),
+}
+
+struct Marked {
     inner: BufReader<TcpStream>,
-    /// Bytes left (sized form).
-    left: Option<u64>,
-    /// End mark (EOF form) and a holdback buffer that may be the mark.
-    mark: Option<Vec<u8>>,
+    mark: Vec<u8>,
+    /// Bytes read but not yet given out: the last `mark.len()` may be the mark.
     held: Vec<u8>,
+    /// Read buffer, allocated once.
+    scratch: Vec<u8>,
     done: bool,
+}
+
+impl Marked {
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let mark_len = self.mark.len();
+        loop {
+            if self.done || self.held.len() > mark_len {
+                let n = self
+                    .held
+                    .len()
+                    .saturating_sub(mark_len)
+                    .min(buf.remaining());
+                buf.put_slice(&self.held[..n]);
+                self.held.drain(..n);
+                return Poll::Ready(Ok(()));
+            }
+            let mut rb = ReadBuf::new(&mut self.scratch);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "Redis closed the connection before the RDB end mark",
+                    )));
+                }
+                Poll::Ready(Ok(())) => {
+                    self.held.extend_from_slice(rb.filled());
+                    if self.held.len() >= mark_len
+                        && self.held[self.held.len() - mark_len..] == self.mark[..]
+                    {
+                        self.done = true;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 impl AsyncRead for RdbPayload {
@@ -94,75 +148,23 @@ impl AsyncRead for RdbPayload {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(Ok(()));
-        }
-        if let Some(left) = this.left {
-            if left == 0 {
-                this.done = true;
-                return Poll::Ready(Ok(()));
-            }
-            let want = (buf.remaining() as u64).min(left) as usize;
-            let mut tmp = vec![0u8; want];
-            let mut rb = ReadBuf::new(&mut tmp);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    if n == 0 {
-                        return Poll::Ready(Err(std::io::Error::new(
+        match &mut self.form {
+            Form::Sized(take) => {
+                let before = buf.filled().len();
+                match Pin::new(&mut *take).poll_read(cx, buf) {
+                    Poll::Ready(Ok(())) if buf.filled().len() == before && take.limit() > 0 => {
+                        Poll::Ready(Err(std::io::Error::new(
                             std::io::ErrorKind::UnexpectedEof,
                             format!(
-                                "Redis closed the connection with {left} RDB bytes still to come"
+                                "Redis closed the connection with {} RDB bytes still to come",
+                                take.limit()
                             ),
-                        )));
+                        )))
                     }
-                    buf.put_slice(rb.filled());
-                    this.left = Some(left - n as u64);
-                    Poll::Ready(Ok(()))
-                }
-                other => other,
-            }
-        } else {
-            // EOF form: hold back the last 40 bytes, which may be the end mark.
-            let mark_len = this.mark.as_ref().map_or(40, Vec::len);
-            loop {
-                if this.held.len() > mark_len {
-                    let n = (this.held.len() - mark_len).min(buf.remaining());
-                    buf.put_slice(&this.held[..n]);
-                    this.held.drain(..n);
-                    return Poll::Ready(Ok(()));
-                }
-                let mut tmp = vec![0u8; 64 * 1024];
-                let mut rb = ReadBuf::new(&mut tmp);
-                match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
-                    Poll::Ready(Ok(())) => {
-                        let n = rb.filled().len();
-                        if n == 0 {
-                            return Poll::Ready(Err(std::io::Error::new(
-                                std::io::ErrorKind::UnexpectedEof,
-                                "Redis closed the connection before the RDB end mark",
-                            )));
-                        }
-                        this.held.extend_from_slice(rb.filled());
-                        if this.held.len() >= mark_len
-                            && this.mark.as_deref()
-                                == Some(&this.held[this.held.len() - mark_len..])
-                        {
-                            let body = this.held.len() - mark_len;
-                            let n = body.min(buf.remaining());
-                            buf.put_slice(&this.held[..n]);
-                            this.held.drain(..n);
-                            if this.held.len() == mark_len {
-                                this.done = true;
-                            }
-                            return Poll::Ready(Ok(()));
-                        }
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => return Poll::Pending,
+                    other => other,
                 }
             }
+            Form::Marked(m) => m.poll_read(cx, buf),
         }
     }
 }
@@ -245,19 +247,17 @@ pub async fn full_sync(target: &Target, diskless: bool) -> Result<(FullResync, R
     }
     let payload = if let Some(mark) = header.strip_prefix("$EOF:") {
         RdbPayload {
-            inner: r,
-            left: None,
-            mark: Some(mark.as_bytes().to_vec()),
-            held: Vec::new(),
-            done: false,
+            form: Form::Marked(Marked {
+                inner: r,
+                mark: mark.as_bytes().to_vec(),
+                held: Vec::new(),
+                scratch: vec![0u8; 64 * 1024],
+                done: false,
+            }),
         }
     } else if let Some(len) = header.strip_prefix('$').and_then(|l| l.parse::<u64>().ok()) {
         RdbPayload {
-            inner: r,
-            left: Some(len),
-            mark: None,
-            held: Vec::new(),
-            done: false,
+            form: Form::Sized(r.take(len)),
         }
     } else {
         return Err(Error::new(

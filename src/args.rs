@@ -152,6 +152,20 @@ pub enum BackupSource {
     Redis(RedisArgs),
 }
 
+/// How a database source's streams are stored.
+#[derive(Debug, Args)]
+pub struct StreamStoreArgs {
+    /// Tag the snapshot.
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Encoder threads (default: the number of cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// zstd level for data (1 is fast; 19 is small).
+    #[arg(long, default_value_t = 1)]
+    pub compression_level: i32,
+}
+
 /// `backup redis`.
 #[derive(Debug, Args)]
 pub struct RedisArgs {
@@ -162,15 +176,9 @@ pub struct RedisArgs {
     /// repl-diskless-sync-delay, 5 s by default, before starting).
     #[arg(long)]
     pub diskless: bool,
-    /// Tag the snapshot.
-    #[arg(long)]
-    pub tag: Vec<String>,
-    /// Encoder threads (default: the number of cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// zstd level for data (1 is fast; 19 is small).
-    #[arg(long, default_value_t = 1)]
-    pub compression_level: i32,
+    /// Tags, threads and compression.
+    #[command(flatten)]
+    pub store: StreamStoreArgs,
 }
 
 /// `backup postgres`.
@@ -198,15 +206,9 @@ pub struct PostgresArgs {
     /// Let the starting checkpoint spread out instead of forcing it now.
     #[arg(long, requires = "physical")]
     pub spread_checkpoint: bool,
-    /// Tag the snapshot.
-    #[arg(long)]
-    pub tag: Vec<String>,
-    /// Encoder threads (default: the number of cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// zstd level for data (1 is fast; 19 is small).
-    #[arg(long, default_value_t = 1)]
-    pub compression_level: i32,
+    /// Tags, threads and compression.
+    #[command(flatten)]
+    pub store: StreamStoreArgs,
 }
 
 /// `wal-push`.

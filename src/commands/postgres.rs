@@ -45,7 +45,7 @@ fn tools(g: &Global) -> PgTools {
 /// `seawall backup postgres`.
 pub async fn backup(g: &Global, a: PostgresArgs) -> anyhow::Result<u8> {
     let repo = repo_open::open(g).await?;
-    let settings = super::stream_settings(g, a.compression_level, a.threads);
+    let settings = super::stream_settings(g, a.store.compression_level, a.store.threads);
     let progress = Arc::new(Progress::default());
     let view = View::start(progress.clone(), "backup", !g.json && !g.quiet);
     let result = if a.physical {
@@ -54,7 +54,7 @@ pub async fn backup(g: &Global, a: PostgresArgs) -> anyhow::Result<u8> {
             PhysicalOptions {
                 dsn: a.dsn,
                 fast_checkpoint: !a.spread_checkpoint,
-                tags: a.tag,
+                tags: a.store.tag,
                 tools: tools(g),
                 settings,
             },
@@ -68,7 +68,7 @@ pub async fn backup(g: &Global, a: PostgresArgs) -> anyhow::Result<u8> {
                 dsn: a.dsn,
                 databases: a.database,
                 globals: !a.no_globals,
-                tags: a.tag,
+                tags: a.store.tag,
                 jobs: a.jobs.unwrap_or_else(cores),
                 split_min_bytes: a.split_min_mib.max(0) * 1024 * 1024,
                 tools: tools(g),

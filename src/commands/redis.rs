@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// `seawall backup redis`.
 pub async fn backup(g: &Global, a: RedisArgs) -> anyhow::Result<u8> {
     let repo = repo_open::open(g).await?;
-    let settings = super::stream_settings(g, a.compression_level, a.threads);
+    let settings = super::stream_settings(g, a.store.compression_level, a.store.threads);
     let progress = Arc::new(Progress::default());
     let view = View::start(progress.clone(), "backup", !g.json && !g.quiet);
     let result = backup_redis(
@@ -22,7 +22,7 @@ pub async fn backup(g: &Global, a: RedisArgs) -> anyhow::Result<u8> {
         RedisOptions {
             url: a.url,
             diskless: a.diskless,
-            tags: a.tag,
+            tags: a.store.tag,
             settings,
         },
         progress,

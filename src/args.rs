@@ -148,7 +148,8 @@ pub enum BackupSource {
     Files(FilesArgs),
     /// A PostgreSQL server: logical dumps, or a physical base backup.
     Postgres(PostgresArgs),
-    /// A Redis server: a consistent RDB over the replication protocol.
+    /// A Redis server: a consistent RDB over the replication protocol, or
+    /// with --keys only the matching keys (application state).
     Redis(RedisArgs),
 }
 
@@ -166,16 +167,52 @@ pub struct StreamStoreArgs {
     pub compression_level: i32,
 }
 
+/// TLS files for rediss:// URLs.
+#[derive(Debug, Args)]
+pub struct RedisTlsArgs {
+    /// CA certificate(s) that signed the Redis server's certificate (PEM; default: system roots).
+    #[arg(long, env = "SEAWALL_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+    /// Client certificate for servers with tls-auth-clients (PEM).
+    #[arg(long, env = "SEAWALL_REDIS_CERT", requires = "redis_key")]
+    pub redis_cert: Option<PathBuf>,
+    /// Private key of --redis-cert (PEM).
+    #[arg(long, env = "SEAWALL_REDIS_KEY", requires = "redis_cert")]
+    pub redis_key: Option<PathBuf>,
+}
+
+impl RedisTlsArgs {
+    /// The files as the Redis source takes them.
+    pub fn files(&self) -> seawall_agent::redis::RedisTls {
+        seawall_agent::redis::RedisTls {
+            ca: self.redis_ca.clone(),
+            cert: self.redis_cert.clone(),
+            key: self.redis_key.clone(),
+        }
+    }
+}
+
 /// `backup redis`.
 #[derive(Debug, Args)]
 pub struct RedisArgs {
-    /// redis://[user:password@]host:port[/db] (the user needs PSYNC, REPLCONF and INFO).
+    /// redis[s]://[user:password@]host:port[/db] (for an RDB the user needs
+    /// PSYNC, REPLCONF and INFO; for --keys SCAN, DUMP, PTTL, TIME, MULTI, EXEC and INFO).
     #[arg(long, env = "SEAWALL_REDIS_URL", hide_env_values = true)]
     pub url: String,
+    /// Capture only keys matching this Redis glob pattern (repeat), with
+    /// their expiries, instead of a whole RDB.
+    #[arg(long)]
+    pub keys: Vec<String>,
+    /// TOML file of [[keys]] patterns, each with an optional restore_ttl rule.
+    #[arg(long)]
+    pub keys_file: Option<PathBuf>,
     /// Let the server stream the RDB without saving it to its disk (it waits
     /// repl-diskless-sync-delay, 5 s by default, before starting).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["keys", "keys_file"])]
     pub diskless: bool,
+    /// TLS files.
+    #[command(flatten)]
+    pub tls: RedisTlsArgs,
     /// Tags, threads and compression.
     #[command(flatten)]
     pub store: StreamStoreArgs,
@@ -323,11 +360,24 @@ pub struct RestoreArgs {
     /// Snapshot id (a unique prefix will do) or `latest`.
     pub snapshot: String,
     /// Directory to restore files into.
-    #[arg(long, required_unless_present_any = ["pg_target", "pg_datadir", "redis_datadir"])]
+    #[arg(long, required_unless_present_any = ["pg_target", "pg_datadir", "redis_datadir", "redis_target"])]
     pub to: Option<PathBuf>,
     /// Directory to write a Redis snapshot's dump.rdb into.
-    #[arg(long, conflicts_with_all = ["to", "pg_target", "pg_datadir"])]
+    #[arg(long, conflicts_with_all = ["to", "pg_target", "pg_datadir", "redis_target"])]
     pub redis_datadir: Option<PathBuf>,
+    /// Live Redis server (redis[s]://...) to restore a keys snapshot into;
+    /// the user needs RESTORE, TIME and INFO.
+    #[arg(long, conflicts_with_all = ["to", "pg_target", "pg_datadir"], hide_env_values = true)]
+    pub redis_target: Option<String>,
+    /// Overwrite keys the target already holds (default: keep them).
+    #[arg(long, requires = "redis_target")]
+    pub replace: bool,
+    /// TTL rules to apply instead of those recorded in the snapshot.
+    #[arg(long, requires = "redis_target")]
+    pub keys_file: Option<PathBuf>,
+    /// TLS files for a rediss:// target.
+    #[command(flatten)]
+    pub redis_tls: RedisTlsArgs,
     /// Port of the redis-server --start runs on the restored RDB.
     #[arg(long, requires = "redis_datadir", default_value_t = 6379)]
     pub redis_port: u16,

@@ -33,6 +33,23 @@ impl Default for ChunkerParams {
     }
 }
 
+impl ChunkerParams {
+    /// Bounds 32 times smaller (min 4 KiB), for streams whose changes are
+    /// small and scattered, such as a Redis RDB in hash-table order: a 1%
+    /// change spread over 1 KiB values touches nearly every 1 MiB chunk but
+    /// few 32 KiB ones. Derived from the repository's bounds, so every
+    /// writer cuts such streams alike too.
+    pub fn fine(self) -> ChunkerParams {
+        let min = (self.min / 32).max(4096);
+        ChunkerParams {
+            min,
+            avg: (self.avg / 32).max(min),
+            max: (self.max / 32).max(4 * min),
+            normalization: self.normalization,
+        }
+    }
+}
+
 /// Cuts `reader` into chunks; memory is bounded by `max` whatever the input size.
 pub fn chunks<R: Read>(
     reader: R,

@@ -1,18 +1,27 @@
-//! Redis commands: `backup redis` and `restore --redis-datadir`.
+//! Redis commands: `backup redis` (an RDB, or selected keys with
+//! `--keys`), `restore --redis-datadir` and `restore --redis-target`.
 
 use crate::args::{Global, RedisArgs, RestoreArgs};
 use crate::output::{rate, size};
 use crate::progress_view::View;
 use crate::repo_open;
 use seawall_agent::progress::Progress;
+use seawall_agent::redis::keys::{
+    backup_redis_keys, restore_redis_keys, Conflict, KeySelection, KeysOptions, KeysRestoreOptions,
+};
 use seawall_agent::redis::{
     backup_redis, restore_redis_datadir, RedisOptions, RedisRestoreOptions,
 };
+use seawall_common::repo::snapshot::Snapshot;
+use seawall_common::{Id, Repository};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// `seawall backup redis`.
 pub async fn backup(g: &Global, a: RedisArgs) -> anyhow::Result<u8> {
+    if !a.keys.is_empty() || a.keys_file.is_some() {
+        return backup_keys(g, a).await;
+    }
     let repo = repo_open::open(g).await?;
     let settings = super::stream_settings(g, a.store.compression_level, a.store.threads);
     let progress = Arc::new(Progress::default());
@@ -21,6 +30,7 @@ pub async fn backup(g: &Global, a: RedisArgs) -> anyhow::Result<u8> {
         repo,
         RedisOptions {
             url: a.url,
+            tls: a.tls.files(),
             diskless: a.diskless,
             tags: a.store.tag,
             settings,
@@ -52,6 +62,136 @@ pub async fn backup(g: &Global, a: RedisArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// `seawall backup redis --keys PATTERN...`.
+async fn backup_keys(g: &Global, a: RedisArgs) -> anyhow::Result<u8> {
+    let selection = KeySelection::from_args(&a.keys, a.keys_file.as_deref())?;
+    let repo = repo_open::open(g).await?;
+    let settings = super::stream_settings(g, a.store.compression_level, a.store.threads);
+    let progress = Arc::new(Progress::default());
+    let view = View::start(progress.clone(), "backup", !g.json && !g.quiet);
+    let result = backup_redis_keys(
+        repo,
+        KeysOptions {
+            url: a.url,
+            tls: a.tls.files(),
+            selection,
+            tags: a.store.tag,
+            settings,
+        },
+        progress,
+    )
+    .await;
+    view.finish().await;
+    let (id, snap) = result?;
+    let s = &snap.summary;
+    if g.json {
+        crate::output::json(&serde_json::json!({
+            "snapshot": id,
+            "facts": snap.facts,
+            "summary": s,
+        }))?;
+    } else if !g.quiet {
+        let fact = |k: &str| snap.facts.get(k).cloned().unwrap_or_default();
+        println!(
+            "{} keys captured ({} with an expiry, {} gone before they were read) in {:.2}s, added {} to the repository",
+            fact("keys_captured"),
+            fact("keys_with_expiry"),
+            fact("keys_vanished"),
+            s.duration_secs,
+            size(s.bytes_added)
+        );
+        if let Some(per) = snap
+            .facts
+            .get("keys_per_pattern")
+            .and_then(|v| v.as_object())
+        {
+            for (pattern, n) in per {
+                println!("  {pattern:<30} {n}");
+            }
+        }
+        println!("snapshot {} saved", id.short());
+    }
+    Ok(0)
+}
+
+/// The snapshot `spec` names, or the newest Redis snapshot of `mode` for `latest`.
+async fn find(repo: &Repository, spec: &str, mode: &str) -> anyhow::Result<(Id, Snapshot)> {
+    if spec != "latest" {
+        return Ok(repo.find_snapshot(spec).await?);
+    }
+    repo.snapshots()
+        .await?
+        .into_iter()
+        .rev()
+        .find(|(_, s)| {
+            s.source == "redis"
+                && s.facts
+                    .get("mode")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("rdb")
+                    == mode
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the repository has no Redis {} snapshot",
+                if mode == "keys" { "keys" } else { "RDB" }
+            )
+        })
+}
+
+/// `seawall restore --redis-target URL`.
+pub async fn restore_keys(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
+    let Some(url) = a.redis_target.clone() else {
+        anyhow::bail!("give --redis-target URL");
+    };
+    let rules = a
+        .keys_file
+        .as_deref()
+        .map(KeySelection::read_file)
+        .transpose()?;
+    let repo = repo_open::open(g).await?;
+    let (id, snap) = find(&repo, &a.snapshot, "keys").await?;
+    let progress = Arc::new(Progress::default());
+    let view = View::start(progress.clone(), "restore", !g.json && !g.quiet);
+    let result = restore_redis_keys(
+        repo,
+        &snap,
+        KeysRestoreOptions {
+            url,
+            tls: a.redis_tls.files(),
+            conflict: if a.replace {
+                Conflict::Replace
+            } else {
+                Conflict::Skip
+            },
+            rules,
+        },
+        progress,
+    )
+    .await;
+    view.finish().await;
+    let report = result?;
+    if g.json {
+        crate::output::json(&serde_json::json!({"snapshot": id, "restore": report}))?;
+    } else if !g.quiet {
+        println!(
+            "restored {} keys into {} from snapshot {} in {:.2}s",
+            report.restored,
+            report.target,
+            id.short(),
+            report.duration_secs
+        );
+        println!(
+            "  kept {} keys the target already held{}, left out {} expired keys, {} keys bounded by TTL rules",
+            report.skipped_existing,
+            if report.skipped_existing > 0 { " (--replace overwrites them)" } else { "" },
+            report.skipped_expired,
+            report.ttl_rule_applied
+        );
+    }
+    Ok(0)
+}
+
 fn redis_server() -> PathBuf {
     std::env::var_os("PATH")
         .and_then(|p| {
@@ -68,16 +208,7 @@ pub async fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
         anyhow::bail!("give --redis-datadir DIR");
     };
     let repo = repo_open::open(g).await?;
-    let (id, snap) = if a.snapshot == "latest" {
-        repo.snapshots()
-            .await?
-            .into_iter()
-            .rev()
-            .find(|(_, s)| s.source == "redis")
-            .ok_or_else(|| anyhow::anyhow!("the repository has no Redis snapshot"))?
-    } else {
-        repo.find_snapshot(&a.snapshot).await?
-    };
+    let (id, snap) = find(&repo, &a.snapshot, "rdb").await?;
     let progress = Arc::new(Progress::default());
     let view = View::start(progress.clone(), "restore", !g.json && !g.quiet);
     let result = restore_redis_datadir(

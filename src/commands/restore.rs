@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 /// Restores a snapshot into a directory.
 pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
+    if a.redis_target.is_some() {
+        return super::redis::restore_keys(g, a).await;
+    }
     if a.redis_datadir.is_some() {
         return super::redis::restore(g, a).await;
     }

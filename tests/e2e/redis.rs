@@ -193,3 +193,368 @@ fn an_acl_user_without_sync_gets_a_clear_error() {
     assert!(!err.contains("nope"), "the password leaked: {err}");
     assert_eq!(repo.json(&["snapshots"]).as_array().map(Vec::len), Some(0));
 }
+
+/// Application state under the runbook's key patterns, plus keys no pattern takes.
+fn populate_app(r: &RedisServer) {
+    let mut script = String::new();
+    for i in 0..500 {
+        script.push_str(&format!("HSET agent:{i} id {i} region eu state active\n"));
+    }
+    for i in 0..100 {
+        script.push_str(&format!(
+            "SET task:pending:{i} \"{{\\\"id\\\":{i}}}\" EX 86400\n"
+        ));
+    }
+    script.push_str("SET task:done:1 finished\nSET unrelated kept-out\n");
+    script.push_str("SET session:a user-a PX 3600000\nSET session:b user-b\n");
+    script.push_str("SET session:c user-c PX 600000\nSET session:soon gone PX 1500\n");
+    script.push_str("RPUSH neural:model:1 w1 w2 w3\nSADD neural:model:2 a b c\n");
+    script.push_str("ZADD neural:model:3 1 x 2 y\nXADD neural:model:4 * layer 1 size 42\n");
+    script.push_str("PEXPIRE neural:model:4 7200000\n");
+    let mut child = Command::new(require("redis-cli"))
+        .args(["-p", &r.port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    r.cli(&["SETRANGE", "agent:big", "2999999", "x"]);
+}
+
+const APP_PATTERNS: [&str; 4] = ["agent:*", "task:pending:*", "neural:model:*", "session:*"];
+
+/// Every captured key, its value digest and absolute expiry (ms, -1 none).
+fn app_state(r: &RedisServer) -> Vec<(String, String, i64)> {
+    let mut keys: Vec<String> = APP_PATTERNS
+        .iter()
+        .flat_map(|p| {
+            r.cli(&["--scan", "--pattern", p])
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    keys.sort();
+    // One redis-cli for every key: a value digest and an expiry line each.
+    let script: String = keys
+        .iter()
+        .map(|k| format!("DEBUG DIGEST-VALUE {k}\nPEXPIRETIME {k}\n"))
+        .collect();
+    let mut child = Command::new(require("redis-cli"))
+        .args(["-p", &r.port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        std::io::Write::write_all(&mut stdin, script.as_bytes()).unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2 * keys.len(), "{text}");
+    keys.into_iter()
+        .zip(lines.chunks(2))
+        .map(|(k, l)| (k, l[0].to_string(), l[1].parse().unwrap()))
+        .collect()
+}
+
+#[test]
+fn keys_round_trip_keeps_values_and_absolute_expiries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = RedisServer::start(&tmp.path().join("src"), &[]);
+    populate_app(&src);
+    let repo = Repo::local(&tmp.path().join("repo"));
+    repo.ok(&["init"]);
+    let mut args = vec!["backup", "redis", "--url"];
+    let url = src.url();
+    args.push(&url);
+    for p in APP_PATTERNS {
+        args.extend(["--keys", p]);
+    }
+    let v = repo.json(&args);
+    let facts = &v["facts"];
+    assert_eq!(facts["mode"], "keys");
+    // 500 agents + the big one, 100 pending tasks, 4 models, 4 sessions.
+    assert_eq!(facts["keys_captured"], 609, "{facts}");
+    assert_eq!(facts["keys_per_pattern"]["agent:*"], 501);
+    assert_eq!(facts["keys_per_pattern"]["session:*"], 4);
+    let snapshot_state = app_state(&src);
+
+    // After the snapshot: a new key, and session:soon expires.
+    src.cli(&["SET", "agent:after", "snapshot"]);
+    std::thread::sleep(Duration::from_millis(1600));
+
+    // The target holds its own agent:1; by default it is kept.
+    let dst = RedisServer::start(&tmp.path().join("dst"), &[]);
+    dst.cli(&["SET", "agent:1", "local"]);
+    let r = repo.json(&["restore", "latest", "--redis-target", &dst.url()]);
+    assert_eq!(r["restore"]["skipped_existing"], 1, "{r}");
+    assert_eq!(r["restore"]["skipped_expired"], 1, "{r}");
+    assert_eq!(r["restore"]["restored"], 607, "{r}");
+    assert_eq!(dst.cli(&["GET", "agent:1"]), "local");
+    assert_eq!(dst.cli(&["EXISTS", "agent:after"]), "0");
+    assert_eq!(
+        dst.cli(&["EXISTS", "session:soon"]),
+        "0",
+        "expired key resurrected"
+    );
+    assert_eq!(dst.cli(&["EXISTS", "task:done:1"]), "0");
+    assert_eq!(dst.cli(&["EXISTS", "unrelated"]), "0");
+    let restored = app_state(&dst);
+    let expected: Vec<_> = snapshot_state
+        .iter()
+        .filter(|(k, _, _)| k != "agent:1" && k != "session:soon")
+        .collect();
+    let got: Vec<_> = restored.iter().filter(|(k, _, _)| k != "agent:1").collect();
+    assert_eq!(got.len(), expected.len());
+    for ((k, d, at), (k2, d2, at2)) in expected.iter().zip(&got) {
+        assert_eq!((k, d), (k2, d2), "value of {k} differs");
+        assert!(
+            (*at == -1 && *at2 == -1) || (at - at2).abs() <= 1000,
+            "expiry of {k}: source {at}, restored {at2}"
+        );
+    }
+
+    // --replace overwrites; TTL rules from a keys file bound sessions to 30 min.
+    let rules = tmp.path().join("keys.toml");
+    std::fs::write(
+        &rules,
+        "[[keys]]\npattern = \"session:*\"\nrestore_ttl = \"30m\"\n",
+    )
+    .unwrap();
+    let r = repo.json(&[
+        "restore",
+        "latest",
+        "--redis-target",
+        &dst.url(),
+        "--replace",
+        "--keys-file",
+        &rules.display().to_string(),
+    ]);
+    assert_eq!(r["restore"]["skipped_existing"], 0, "{r}");
+    assert_eq!(r["restore"]["restored"], 608, "{r}");
+    assert_eq!(r["restore"]["ttl_rule_applied"], 2, "{r}");
+    assert_eq!(
+        dst.cli(&["DEBUG", "DIGEST-VALUE", "agent:1"]),
+        src.cli(&["DEBUG", "DIGEST-VALUE", "agent:1"])
+    );
+    let ttl = |k: &str| -> i64 { dst.cli(&["PTTL", k]).parse().unwrap() };
+    let half_hour = 1_800_000;
+    assert!(
+        (half_hour - 5000..=half_hour).contains(&ttl("session:a")),
+        "{}",
+        ttl("session:a")
+    );
+    assert!(
+        (half_hour - 5000..=half_hour).contains(&ttl("session:b")),
+        "{}",
+        ttl("session:b")
+    );
+    let c = ttl("session:c");
+    assert!((540_000..600_000).contains(&c), "own expiry is sooner: {c}");
+    assert_eq!(ttl("agent:2"), -1);
+
+    // An RDB restore is refused for a keys snapshot, with the way out.
+    let err = one_error_line(&repo.run(&[
+        "restore",
+        v["snapshot"].as_str().unwrap(),
+        "--redis-datadir",
+        &tmp.path().join("x").display().to_string(),
+    ]));
+    assert!(err.contains("--redis-target"), "{err}");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files.
+fn tls_files(dir: &Path) -> [std::path::PathBuf; 5] {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "test redis CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let issue = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(names).unwrap();
+        p.extended_key_usages = vec![usage];
+        let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server, server_key) = issue(
+        vec!["127.0.0.1".into(), "localhost".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client, client_key) = issue(vec!["backup".into()], ExtendedKeyUsagePurpose::ClientAuth);
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server),
+        ("server.key", server_key),
+        ("client.pem", client),
+        ("client.key", client_key),
+    ];
+    files.map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    })
+}
+
+#[test]
+fn tls_with_an_acl_user_for_rdb_and_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let [ca, server, server_key, client, client_key] = tls_files(&tmp.path().join("tls"));
+    let tls_port = free_port();
+    let s = |p: &Path| p.display().to_string();
+    let tls_port_arg = tls_port.to_string();
+    let src = RedisServer::start(
+        &tmp.path().join("src"),
+        &[
+            "--tls-port",
+            &tls_port_arg,
+            "--tls-cert-file",
+            &s(&server),
+            "--tls-key-file",
+            &s(&server_key),
+            "--tls-ca-cert-file",
+            &s(&ca),
+            "--tls-auth-clients",
+            "yes",
+        ],
+    );
+    populate(&src);
+    src.cli(&[
+        "ACL", "SETUSER", "backup", "on", ">s3cret", "~*", "&*", "+@all",
+    ]);
+    let digest = src.cli(&["DEBUG", "DIGEST"]);
+    let url = format!("rediss://backup:s3cret@127.0.0.1:{tls_port}");
+    let tls_args = [
+        "--redis-ca".to_string(),
+        s(&ca),
+        "--redis-cert".into(),
+        s(&client),
+        "--redis-key".into(),
+        s(&client_key),
+    ];
+    let with_tls = |mut args: Vec<String>| {
+        args.extend(tls_args.iter().cloned());
+        args
+    };
+    let repo = Repo::local(&tmp.path().join("repo"));
+    repo.ok(&["init"]);
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        repo.run(&refs)
+    };
+
+    // A whole RDB over TLS, restored and compared.
+    let args = with_tls(vec![
+        "--json".into(),
+        "backup".into(),
+        "redis".into(),
+        "--url".into(),
+        url.clone(),
+    ]);
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["facts"]["keys"]["db0"], 2007);
+    let dir = tmp.path().join("restored");
+    repo.ok(&["restore", "latest", "--redis-datadir", &s(&dir)]);
+    let copy = RedisServer::start(&dir, &["--dbfilename", "dump.rdb"]);
+    assert_eq!(copy.cli(&["DEBUG", "DIGEST"]), digest);
+
+    // Selected keys over TLS, restored into a live server over TLS.
+    let args = with_tls(vec![
+        "backup".into(),
+        "redis".into(),
+        "--url".into(),
+        url.clone(),
+        "--keys".into(),
+        "agent:*".into(),
+    ]);
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dst_tls = free_port();
+    let dst_tls_arg = dst_tls.to_string();
+    let dst = RedisServer::start(
+        &tmp.path().join("dst"),
+        &[
+            "--tls-port",
+            &dst_tls_arg,
+            "--tls-cert-file",
+            &s(&server),
+            "--tls-key-file",
+            &s(&server_key),
+            "--tls-ca-cert-file",
+            &s(&ca),
+        ],
+    );
+    let target = format!("rediss://127.0.0.1:{dst_tls}");
+    let out = run(with_tls(vec![
+        "restore".into(),
+        "latest".into(),
+        "--redis-target".into(),
+        target,
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(dst.cli(&["DBSIZE"]), "2000");
+    assert_eq!(dst.cli(&["GET", "agent:7"]), "id=7 region=eu");
+
+    // No client certificate: the server refuses, and the error says what to give.
+    let out = run(vec![
+        "backup".into(),
+        "redis".into(),
+        "--url".into(),
+        url.clone(),
+        "--redis-ca".into(),
+        s(&ca),
+    ]);
+    let err = one_error_line(&out);
+    assert!(err.contains("--redis-cert"), "{err}");
+    assert!(!err.contains("s3cret"), "the password leaked: {err}");
+    // A CA that did not sign the server: refused before any credential is sent.
+    let other = tls_files(&tmp.path().join("other"));
+    let out = run(vec![
+        "backup".into(),
+        "redis".into(),
+        "--url".into(),
+        url.clone(),
+        "--redis-ca".into(),
+        s(&other[0]),
+    ]);
+    let err = one_error_line(&out);
+    assert!(
+        err.contains("TLS handshake") && err.contains("--redis-ca"),
+        "{err}"
+    );
+    // TLS flags with a plain URL are a mistake, said so.
+    let out = run(vec![
+        "backup".into(),
+        "redis".into(),
+        "--url".into(),
+        src.url(),
+        "--redis-ca".into(),
+        s(&ca),
+    ]);
+    assert!(one_error_line(&out).contains("rediss://"));
+}

@@ -1,8 +1,13 @@
-//! The Redis source: a consistent RDB taken over the replication protocol,
-//! and its restore into a data directory for a fresh server.
+//! The Redis source: a consistent RDB taken over the replication protocol
+//! and restored into a data directory for a fresh server, and application
+//! state (selected keys) captured and restored into a live server.
 
+pub mod connect;
+pub mod keys;
 pub mod rdb;
 pub mod sync;
+pub mod tls;
 pub mod url;
 
 pub use rdb::{backup_redis, restore_redis_datadir, RedisOptions, RedisRestoreOptions};
+pub use tls::RedisTls;

@@ -5,8 +5,9 @@
 //! keys per database. Restore writes the RDB for a fresh server and can
 //! start one on it.
 
+use super::connect::Endpoint;
 use super::sync::full_sync;
-use super::url::RedisUrl;
+use super::tls::RedisTls;
 use crate::progress::Progress;
 use crate::stream::{
     save_stream, write_stream, BlockingReader, StreamBackup, StreamManifest, StreamSettings,
@@ -25,8 +26,10 @@ pub const RDB_STREAM: &str = "dump.rdb";
 /// What `backup redis` reads.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis[s]://[user:password@]host:port[/db]`.
     pub url: String,
+    /// TLS files for `rediss://`.
+    pub tls: RedisTls,
     /// Ask for a diskless transfer (nothing written on the Redis host, but
     /// the server first waits `repl-diskless-sync-delay`).
     pub diskless: bool,
@@ -37,7 +40,7 @@ pub struct RedisOptions {
 }
 
 /// A section of INFO as key/value pairs.
-fn info_map(text: &str) -> BTreeMap<String, String> {
+pub(crate) fn info_map(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.trim().split_once(':'))
@@ -45,21 +48,13 @@ fn info_map(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn info(url: &RedisUrl) -> Result<BTreeMap<String, String>> {
-    let client = redis::Client::open(url.raw.as_str())
-        .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("--url is not usable: {e}")))?;
-    let mut con = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Unreachable,
-                format!("cannot connect to Redis at {}: {e}", url.describe()),
-            )
-        })?;
+/// INFO of every section, as key/value pairs.
+pub(crate) async fn info(
+    con: &mut redis::aio::MultiplexedConnection,
+) -> Result<BTreeMap<String, String>> {
     let text: String = redis::cmd("INFO")
         .arg("everything")
-        .query_async(&mut con)
+        .query_async(con)
         .await
         .map_err(|e| Error::new(ErrorKind::Io, format!("Redis INFO failed: {e}")))?;
     Ok(info_map(&text))
@@ -71,9 +66,9 @@ pub async fn backup_redis(
     opts: RedisOptions,
     progress: Arc<Progress>,
 ) -> Result<(Id, Snapshot)> {
-    let url = RedisUrl::parse(&opts.url)?;
-    let info = info(&url).await?;
-    let (resync, mut payload) = full_sync(&url.target, opts.diskless).await?;
+    let endpoint = Endpoint::new(&opts.url, &opts.tls)?;
+    let info = info(&mut endpoint.connection().await?).await?;
+    let (resync, mut payload) = full_sync(&endpoint, opts.diskless).await?;
     let mut magic = [0u8; 9];
     payload.read_exact(&mut magic).await.map_err(|e| {
         Error::new(
@@ -90,7 +85,7 @@ pub async fn backup_redis(
         })?;
     let backup = StreamBackup::begin(repo, opts.settings, progress).await?;
     let saver = backup.saver();
-    let params = backup.params();
+    let params = backup.params().fine();
     let prog = backup.progress().clone();
     let reader = std::io::Cursor::new(magic.to_vec());
     let stream_reader = BlockingReader::new(payload);
@@ -112,6 +107,7 @@ pub async fn backup_redis(
     let outcome = saved.map(|stream| {
         let mut f = BTreeMap::new();
         let get = |k: &str| info.get(k).cloned().unwrap_or_default();
+        f.insert("mode".into(), "rdb".into());
         f.insert("redis_version".into(), get("redis_version").into());
         f.insert("run_id".into(), get("run_id").into());
         f.insert("replication_id".into(), resync.replid.clone().into());
@@ -134,7 +130,7 @@ pub async fn backup_redis(
             vec![stream],
             StreamManifest {
                 source: "redis".into(),
-                paths: vec![url.describe()],
+                paths: vec![endpoint.describe()],
                 tags: opts.tags.clone(),
                 facts: f,
             },
@@ -179,6 +175,12 @@ pub async fn restore_redis_datadir(
         return Err(Error::new(
             ErrorKind::InvalidInput,
             "--redis-datadir restores Redis snapshots; this one is not",
+        ));
+    }
+    if snap.facts.get("mode").and_then(|m| m.as_str()) == Some("keys") {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "this Redis snapshot holds captured keys, not an RDB: restore it into a running server with --redis-target URL",
         ));
     }
     let stream = snap

@@ -3,18 +3,19 @@
 //! (only when a diskless transfer is wanted),
 //! `PSYNC ? -1`, then the payload in either of its two forms: sized
 //! (`$<len>`) after a BGSAVE to disk, or diskless (`$EOF:<40-byte mark>`,
-//! ended by the same mark). No shell access to the Redis host is needed.
+//! ended by the same mark). No shell access to the Redis host is needed,
+//! and the connection may be TLS.
 
+use super::connect::{Duplex, Endpoint};
 use seawall_common::{Error, ErrorKind, Result};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, ReadBuf, Take,
 };
-use tokio::net::TcpStream;
 
 /// Where and as whom to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     /// Host name or address.
     pub host: String,
@@ -24,6 +25,17 @@ pub struct Target {
     pub user: Option<String>,
     /// Password, if any (never logged).
     pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// What the server said before the payload.
@@ -86,13 +98,13 @@ pub struct RdbPayload {
 
 enum Form {
     /// `$<len>`: exactly that many bytes follow.
-    Sized(Take<BufReader<TcpStream>>),
+    Sized(Take<BufReader<Box<dyn Duplex>>>),
     /// `$EOF:<mark>`: bytes until the 40-byte mark.
     Marked(Marked),
 }
 
 struct Marked {
-    inner: BufReader<TcpStream>,
+    inner: BufReader<Box<dyn Duplex>>,
     mark: Vec<u8>,
     /// Bytes read but not yet given out: the last `mark.len()` may be the mark.
     held: Vec<u8>,
@@ -173,19 +185,9 @@ impl AsyncRead for RdbPayload {
 /// `diskless`, the server may stream the RDB without writing it to its disk
 /// (it then waits `repl-diskless-sync-delay`, 5 s by default, for other
 /// replicas first); without, it saves the RDB to its disk and sends the file.
-pub async fn full_sync(target: &Target, diskless: bool) -> Result<(FullResync, RdbPayload)> {
-    let stream = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Unreachable,
-                format!(
-                    "cannot connect to Redis at {}:{}: {e}",
-                    target.host, target.port
-                ),
-            )
-        })?;
-    let mut r = BufReader::new(stream);
+pub async fn full_sync(endpoint: &Endpoint, diskless: bool) -> Result<(FullResync, RdbPayload)> {
+    let target = &endpoint.url.target;
+    let mut r = BufReader::new(endpoint.stream().await?);
     let send = |args: Vec<Vec<u8>>| {
         let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         encode(&refs)

@@ -83,6 +83,7 @@ gzip -9 -f $W/runbook-\$1.rdb
 EOF
 
 "$SEAWALL" -r "$W/sw" init -q
+"$SEAWALL" -r "$W/swdl" init -q
 round() {
   local r=$1
   run "runbook$r" bash "$W/runbook.sh" "$r"
@@ -90,12 +91,17 @@ round() {
   local before; before=$(size "$W/sw")
   run "seawall$r" "$SEAWALL" -q -r "$W/sw" backup redis --url "redis://127.0.0.1:$PORT"
   echo $(( $(size "$W/sw") - before )) > "$W/seawall$r.added"
+  # The same transfer form redis-cli gets (diskless: the server does not write the RDB first).
+  before=$(size "$W/swdl")
+  run "seawalldl$r" "$SEAWALL" -q -r "$W/swdl" backup redis --url "redis://127.0.0.1:$PORT" --diskless
+  echo $(( $(size "$W/swdl") - before )) > "$W/seawalldl$r.added"
   local rdb; rdb=$(size "$W/redis/dump.rdb")
   printf '%-36s %7s s %8s MiB/s %12s bytes %6s MiB RSS\n' \
     "runbook BGSAVE + cp + gzip -9" "$(secs "runbook$r")" "$(echo "scale=1; $rdb/1048576/$(secs "runbook$r")" | bc)" "$(size "$W/runbook-$r.rdb.gz")" "$(rss_mib "runbook$r")" \
     "redis-cli --rdb - | zstd -1 -T0" "$(secs "clizstd$r")" "$(echo "scale=1; $rdb/1048576/$(secs "clizstd$r")" | bc)" "$(size "$W/cli$r.rdb.zst")" "$(rss_mib "clizstd$r")" \
-    "seawall backup redis" "$(secs "seawall$r")" "$(echo "scale=1; $rdb/1048576/$(secs "seawall$r")" | bc)" "$(cat "$W/seawall$r.added")" "$(rss_mib "seawall$r")"
-  echo "RDB $rdb bytes; seawall vs runbook: $(ratio "$(secs "runbook$r")" "$(secs "seawall$r")")x faster; vs redis-cli|zstd: $(ratio "$(secs "clizstd$r")" "$(secs "seawall$r")")x"
+    "seawall backup redis" "$(secs "seawall$r")" "$(echo "scale=1; $rdb/1048576/$(secs "seawall$r")" | bc)" "$(cat "$W/seawall$r.added")" "$(rss_mib "seawall$r")" \
+    "seawall backup redis --diskless" "$(secs "seawalldl$r")" "$(echo "scale=1; $rdb/1048576/$(secs "seawalldl$r")" | bc)" "$(cat "$W/seawalldl$r.added")" "$(rss_mib "seawalldl$r")"
+  echo "RDB $rdb bytes; seawall vs runbook: $(ratio "$(secs "runbook$r")" "$(secs "seawall$r")")x faster; vs redis-cli|zstd: $(ratio "$(secs "clizstd$r")" "$(secs "seawall$r")")x; --diskless vs redis-cli|zstd (same transfer form): $(ratio "$(secs "clizstd$r")" "$(secs "seawalldl$r")")x"
 }
 echo "== first backup"
 round 1

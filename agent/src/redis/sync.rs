@@ -210,6 +210,22 @@ pub async fn full_sync(endpoint: &Endpoint, diskless: bool) -> Result<(FullResyn
             return Err(refused("AUTH", &reply));
         }
     }
+    // Only the RDB is wanted: the server then neither keeps a backlog for
+    // this "replica" nor streams writes to it after the payload (Redis 7+;
+    // older servers refuse the option, which changes nothing here).
+    let rdb_only = send(vec![
+        b"REPLCONF".to_vec(),
+        b"rdb-only".to_vec(),
+        b"1".to_vec(),
+    ]);
+    r.get_mut()
+        .write_all(&rdb_only)
+        .await
+        .map_err(|e| Error::io("writing to Redis", e))?;
+    let reply = line(&mut r).await?;
+    if reply.starts_with("-NOPERM") {
+        return Err(refused("REPLCONF", &reply));
+    }
     if diskless {
         let capa = send(vec![
             b"REPLCONF".to_vec(),

@@ -9,6 +9,8 @@ need_apt=()
 command -v restic >/dev/null        || need_apt+=(restic)
 command -v zstd >/dev/null          || need_apt+=(zstd)
 command -v protoc >/dev/null        || need_apt+=(protobuf-compiler)
+# etcd-client compiles protos that import the well-known types.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
 command -v redis-server >/dev/null  || need_apt+=(redis-server)
 command -v etcd >/dev/null          || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null       || need_apt+=(etcd-client)

@@ -110,11 +110,65 @@ pub enum Command {
     WalStream(WalStreamArgs),
     /// Run integrity checks against a live source.
     Check(CheckArgs),
+    /// Create the private CA and the certificates of coordinators, agents and operators.
+    Certs(CertsArgs),
     /// Show what Seawall does, on a local sample, with timings.
     Demo(DemoArgs),
     /// Generate or change benchmark data (for bench/).
     #[command(hide = true)]
     BenchData(BenchDataArgs),
+}
+
+/// `certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory holding ca.pem and ca.key, where new files are written.
+    #[arg(long, default_value = "certs")]
+    pub dir: PathBuf,
+    /// Days the certificate is valid (default: 3650 for the CA, 365 otherwise).
+    #[arg(long)]
+    pub days: Option<u32>,
+    /// Replace files that exist.
+    #[arg(long)]
+    pub force: bool,
+    /// What to create.
+    #[command(subcommand)]
+    pub what: CertsWhat,
+}
+
+/// Certificates `certs` creates.
+#[derive(Debug, Subcommand)]
+pub enum CertsWhat {
+    /// A new CA: ca.pem and ca.key (keep ca.key offline after the first install).
+    Ca {
+        /// The CA's common name.
+        #[arg(long, default_value = "Seawall CA")]
+        name: String,
+    },
+    /// A coordinator replica's certificate (server and client), for its host names and addresses.
+    Coordinator {
+        /// Replica name (files NAME.pem, NAME.key).
+        #[arg(long)]
+        name: String,
+        /// DNS name or IP address agents and operators dial (repeat).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+    },
+    /// An agent's certificate, bound to the one region it may act in.
+    Agent {
+        /// Agent name (files NAME.pem, NAME.key).
+        #[arg(long)]
+        name: String,
+        /// The region.
+        #[arg(long)]
+        region: String,
+    },
+    /// An operator's certificate for the operator API.
+    Operator {
+        /// Operator name (files NAME.pem, NAME.key).
+        #[arg(long)]
+        name: String,
+    },
 }
 
 /// `bench-data`.

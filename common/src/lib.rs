@@ -1,6 +1,6 @@
 //! Seawall's shared foundation: the repository format (chunker, blobs, packs,
 //! index, trees, snapshots, locks), the storage backends it lives on, and the
-//! crypto that keeps it private. Agents and the CLI build on these types; the
+//! crypto that keeps it private, and the TLS identities of the daemons. Agents and the CLI build on these types; the
 //! format itself is specified in `docs/repository-format.md`.
 
 pub mod chunker;
@@ -9,6 +9,7 @@ pub mod error;
 pub mod id;
 pub mod repo;
 pub mod storage;
+pub mod tls;
 
 pub use error::{Error, ErrorKind, Result};
 pub use id::Id;

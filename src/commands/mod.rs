@@ -1,6 +1,7 @@
 //! One module per command; each returns the process exit code.
 
 mod backup;
+mod certs;
 mod demo;
 mod forget;
 mod init;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Check(a) => match a.what {
             CheckWhat::Postgres(p) => postgres::check(&g, p).await,
         },
+        Command::Certs(a) => certs::run(&g, a),
         Command::Demo(a) => demo::run(&g, a).await,
         Command::BenchData(a) => demo::bench_data(a).await,
     }

@@ -4,9 +4,11 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod etcd_fixture;
 mod fixtures;
 mod pg_fixture;
 
+mod certs;
 mod concurrency;
 mod crash;
 mod damage;
@@ -15,4 +17,5 @@ mod postgres;
 mod redis;
 mod restore_safety;
 mod retention;
+mod state_store;
 mod storage_conformance;

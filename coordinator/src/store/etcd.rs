@@ -1,0 +1,347 @@
+//! The etcd store. Leadership comes from the etcd election API on a lease
+//! this replica keeps alive itself (the client does not), from the moment
+//! it starts campaigning. The leader key's create revision is the fencing
+//! epoch, and every write is a transaction comparing it, so a write from a
+//! replica whose lease expired fails inside etcd. The replica does not wait
+//! for that: it stops acting once its last confirmed keep-alive is older
+//! than the TTL minus a margin.
+
+use super::{Entry, Fence, LeaderInfo, Leadership, StateStore, StoreError, StoreResult};
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaderKey, PutOptions, ResignOptions,
+    Txn, TxnOp, TxnOpResponse,
+};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How long before the lease's end a leader stops trusting it.
+const SAFETY_MARGIN: Duration = Duration::from_secs(1);
+
+/// Store on an etcd cluster.
+pub struct EtcdStore {
+    client: Client,
+    prefix: String,
+    ttl: Duration,
+    /// Leader keys held by this process, for resign.
+    held: Mutex<Vec<(i64, LeaderKey)>>,
+}
+
+/// How long one etcd request (other than a campaign) may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    metrics::counter!("seawall_etcd_errors_total", "op" => what.to_string()).increment(1);
+    StoreError::Unavailable(format!("etcd {what}: {e}"))
+}
+
+/// Runs one etcd request with the request timeout.
+async fn timed<T>(
+    what: &str,
+    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> StoreResult<T> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(unavailable(what, e)),
+        Err(_) => Err(unavailable(what, "no answer within 5 s")),
+    }
+}
+
+impl EtcdStore {
+    /// Connects to `endpoints`; keys live under `prefix`.
+    pub async fn connect(endpoints: &[String], prefix: &str, ttl: Duration) -> StoreResult<Self> {
+        // No request timeout on the client: a campaign waits as long as
+        // another replica leads. Other calls are bounded by `timed`. HTTP/2
+        // pings no more often than etcd's --grpc-keepalive-min-time (5 s),
+        // or etcd closes the connection for too many pings.
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|e| unavailable(&format!("connect to {}", endpoints.join(",")), e))?;
+        Ok(EtcdStore {
+            client,
+            prefix: prefix.trim_end_matches('/').to_string(),
+            ttl,
+            held: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}/{}", self.prefix, key)
+    }
+
+    fn election(&self) -> String {
+        self.full("election")
+    }
+
+    fn fenced_txn(&self, fence: &Fence) -> Compare {
+        Compare::create_revision(fence.key.clone(), CompareOp::Equal, fence.epoch)
+    }
+
+    /// Grants a lease and keeps it alive until it is lost; returns its id
+    /// and the signals of a [`Leadership`].
+    async fn start_lease(
+        &self,
+    ) -> StoreResult<(i64, watch::Receiver<bool>, watch::Receiver<Instant>)> {
+        let ttl_secs = self.ttl.as_secs().max(2) as i64;
+        let mut client = self.client.clone();
+        let sent = Instant::now();
+        let grant = timed("lease grant", client.lease_grant(ttl_secs, None)).await?;
+        let id = grant.id();
+        let (mut keeper, mut stream) =
+            timed("lease keep-alive", client.lease_keep_alive(id)).await?;
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let first = sent + Duration::from_secs(grant.ttl().max(0) as u64);
+        let (deadline_tx, deadline_rx) =
+            watch::channel(first.checked_sub(SAFETY_MARGIN).unwrap_or(sent));
+        let every = self.ttl / 3;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if lost_tx.is_closed() {
+                    // Nobody holds the leadership any more: let the lease end.
+                    return;
+                }
+                let sent = Instant::now();
+                let answer = tokio::time::timeout(every, async {
+                    keeper.keep_alive().await?;
+                    stream.message().await
+                })
+                .await;
+                match answer {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                        let until = sent + Duration::from_secs(r.ttl() as u64);
+                        let _ = deadline_tx.send(until.checked_sub(SAFETY_MARGIN).unwrap_or(sent));
+                    }
+                    Ok(Ok(Some(_))) => {
+                        // TTL 0: etcd says the lease is gone.
+                        tracing::warn!(lease = id, "etcd lease expired");
+                        let _ = lost_tx.send(true);
+                        return;
+                    }
+                    other => {
+                        let why = match other {
+                            Ok(Err(e)) => e.to_string(),
+                            Ok(Ok(None)) => "keep-alive stream closed".to_string(),
+                            _ => "no answer".to_string(),
+                        };
+                        metrics::counter!("seawall_etcd_errors_total", "op" => "keepalive")
+                            .increment(1);
+                        tracing::warn!(lease = id, %why, "etcd lease keep-alive failed");
+                        if Instant::now() >= *deadline_tx.borrow() {
+                            let _ = lost_tx.send(true);
+                            return;
+                        }
+                        // Re-open the keep-alive stream and try again.
+                        match client.lease_keep_alive(id).await {
+                            Ok((k, s)) => {
+                                keeper = k;
+                                stream = s;
+                            }
+                            Err(e) => {
+                                tracing::warn!(lease = id, error = %e, "re-opening keep-alive failed")
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok((id, lost_rx, deadline_rx))
+    }
+}
+
+#[async_trait]
+impl StateStore for EtcdStore {
+    fn kind(&self) -> &'static str {
+        "etcd"
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Entry>> {
+        let mut c = self.client.clone();
+        let resp = timed("get", c.get(self.full(key), None)).await?;
+        Ok(resp.kvs().first().map(|kv| Entry {
+            key: key.to_string(),
+            value: kv.value().to_vec(),
+            revision: kv.mod_revision(),
+        }))
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<Entry>> {
+        let mut c = self.client.clone();
+        let full = self.full(prefix);
+        let resp = timed("list", c.get(full, Some(GetOptions::new().with_prefix()))).await?;
+        let strip = self.prefix.len() + 1;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| Entry {
+                key: String::from_utf8_lossy(&kv.key()[strip.min(kv.key().len())..]).into_owned(),
+                value: kv.value().to_vec(),
+                revision: kv.mod_revision(),
+            })
+            .collect())
+    }
+
+    async fn put(
+        &self,
+        fence: &Fence,
+        key: &str,
+        value: &[u8],
+        expected: Option<i64>,
+    ) -> StoreResult<i64> {
+        let full = self.full(key);
+        let mut when = vec![self.fenced_txn(fence)];
+        if let Some(rev) = expected {
+            when.push(Compare::mod_revision(full.clone(), CompareOp::Equal, rev));
+        }
+        let txn = Txn::new()
+            .when(when)
+            .and_then(vec![TxnOp::put(full.clone(), value.to_vec(), None)])
+            .or_else(vec![
+                TxnOp::get(fence.key.clone(), None),
+                TxnOp::get(full.clone(), None),
+            ]);
+        let mut c = self.client.clone();
+        let resp = timed("txn", c.txn(txn)).await?;
+        if resp.succeeded() {
+            return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
+        }
+        let ops = resp.op_responses();
+        let revision_of = |i: usize, create: bool| -> i64 {
+            match ops.get(i) {
+                Some(TxnOpResponse::Get(g)) => g
+                    .kvs()
+                    .first()
+                    .map(|kv| {
+                        if create {
+                            kv.create_revision()
+                        } else {
+                            kv.mod_revision()
+                        }
+                    })
+                    .unwrap_or(0),
+                _ => 0,
+            }
+        };
+        if revision_of(0, true) != fence.epoch {
+            return Err(StoreError::Fenced { epoch: fence.epoch });
+        }
+        Err(StoreError::Conflict {
+            key: key.to_string(),
+            expected: expected.unwrap_or(0),
+            found: revision_of(1, false),
+        })
+    }
+
+    async fn put_bound(&self, fence: &Fence, key: &str, value: &[u8]) -> StoreResult<i64> {
+        let txn = Txn::new()
+            .when(vec![self.fenced_txn(fence)])
+            .and_then(vec![TxnOp::put(
+                self.full(key),
+                value.to_vec(),
+                Some(PutOptions::new().with_lease(fence.lease)),
+            )]);
+        let mut c = self.client.clone();
+        let resp = timed("txn", c.txn(txn)).await?;
+        if resp.succeeded() {
+            Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+        } else {
+            Err(StoreError::Fenced { epoch: fence.epoch })
+        }
+    }
+
+    async fn delete(&self, fence: &Fence, key: &str) -> StoreResult<()> {
+        let txn = Txn::new()
+            .when(vec![self.fenced_txn(fence)])
+            .and_then(vec![TxnOp::delete(self.full(key), None)]);
+        let mut c = self.client.clone();
+        let resp = timed("txn", c.txn(txn)).await?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced { epoch: fence.epoch })
+        }
+    }
+
+    async fn campaign(&self, me: &LeaderInfo) -> StoreResult<Leadership> {
+        loop {
+            let (lease, lost, deadline) = self.start_lease().await?;
+            let value = serde_json::to_vec(me).map_err(|e| unavailable("encode", e))?;
+            let mut c = self.client.clone();
+            let mut watch_lost = lost.clone();
+            // Campaign blocks while another replica leads; the lease is kept
+            // alive meanwhile, and a lost lease starts the campaign over.
+            let campaign = c.campaign(self.election(), value, lease);
+            let won = tokio::select! {
+                r = campaign => match r {
+                    Ok(won) => won,
+                    Err(e) => {
+                        // A member went away mid-campaign: campaign again on a fresh lease.
+                        tracing::warn!(error = %unavailable("campaign", e), "campaign interrupted; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                },
+                _ = async { while !*watch_lost.borrow() { if watch_lost.changed().await.is_err() { break } } } => {
+                    tracing::warn!("lease lost while campaigning; campaigning again");
+                    continue;
+                }
+            };
+            let Some(key) = won.leader().cloned() else {
+                return Err(unavailable("campaign", "no leader key in the answer"));
+            };
+            let fence = Fence {
+                key: key.key().to_vec(),
+                epoch: key.rev(),
+                lease,
+            };
+            if let Ok(mut held) = self.held.lock() {
+                held.push((key.rev(), key));
+            }
+            return Ok(Leadership::new(fence, lost, deadline));
+        }
+    }
+
+    async fn resign(&self, leadership: &Leadership) -> StoreResult<()> {
+        let key = self.held.lock().ok().and_then(|mut held| {
+            let at = held
+                .iter()
+                .position(|(rev, _)| *rev == leadership.fence.epoch)?;
+            Some(held.remove(at).1)
+        });
+        if let Some(key) = key {
+            let mut c = self.client.clone();
+            timed(
+                "resign",
+                c.resign(Some(ResignOptions::new().with_leader(key))),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn leader(&self) -> StoreResult<Option<LeaderInfo>> {
+        let mut c = self.client.clone();
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, c.leader(self.election()))
+            .await
+            .map_err(|_| unavailable("leader", "no answer within 5 s"))?;
+        match answer {
+            Ok(resp) => Ok(resp.kv().and_then(|kv| {
+                let mut info: LeaderInfo = serde_json::from_slice(kv.value()).ok()?;
+                info.epoch = kv.create_revision();
+                Some(info)
+            })),
+            // etcd answers "election: no leader" as an error.
+            Err(e) if e.to_string().contains("no leader") => Ok(None),
+            Err(e) => Err(unavailable("leader", e)),
+        }
+    }
+
+    fn lease_ttl(&self) -> Duration {
+        self.ttl
+    }
+}

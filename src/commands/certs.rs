@@ -1,0 +1,95 @@
+//! `seawall certs`: a private CA and the certificates every holder needs,
+//! for a first install and for the tests. Keys are written 0600 and never
+//! over an existing file unless `--force`.
+
+use crate::args::{CertsArgs, CertsWhat, Global};
+use anyhow::Context;
+use seawall_common::tls::issue::{issue, new_ca, Issued};
+use seawall_common::tls::{check_label, Identity};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+fn write(path: &Path, text: &str, mode: u32, force: bool) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(mode);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!(
+                "{} exists: give --force to replace it, or another --name",
+                path.display()
+            )
+        } else {
+            anyhow::anyhow!("cannot write {}: {e}", path.display())
+        }
+    })?;
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn save(dir: &Path, stem: &str, issued: &Issued, force: bool) -> anyhow::Result<[PathBuf; 2]> {
+    let cert = dir.join(format!("{stem}.pem"));
+    let key = dir.join(format!("{stem}.key"));
+    // The key first: a certificate without its key is useless, the reverse is harmless.
+    write(&key, &issued.key_pem, 0o600, force)?;
+    write(&cert, &issued.cert_pem, 0o644, force)?;
+    Ok([cert, key])
+}
+
+/// Runs `seawall certs`.
+pub fn run(g: &Global, a: CertsArgs) -> anyhow::Result<u8> {
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    let (identity, hosts) = match a.what {
+        CertsWhat::Ca { name } => {
+            let ca = new_ca(&name, a.days.unwrap_or(3650))?;
+            let [cert, key] = save(&a.dir, "ca", &ca, a.force)?;
+            if !g.quiet {
+                println!("created the CA {} (key {})", cert.display(), key.display());
+                println!("keep the CA key offline once every certificate is issued");
+            }
+            return Ok(0);
+        }
+        CertsWhat::Coordinator { name, hosts } => (Identity::Coordinator { name }, hosts),
+        CertsWhat::Agent { name, region } => {
+            check_label("region", &region)?;
+            (Identity::Agent { region, name }, Vec::new())
+        }
+        CertsWhat::Operator { name } => (Identity::Operator { name }, Vec::new()),
+    };
+    check_label("name", identity.name())?;
+    let read = |file: &str| {
+        let path = a.dir.join(file);
+        std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read {}: create the CA first with `seawall certs --dir {} ca`",
+                path.display(),
+                a.dir.display()
+            )
+        })
+    };
+    let (ca_cert, ca_key) = (read("ca.pem")?, read("ca.key")?);
+    let issued = issue(&ca_cert, &ca_key, &identity, &hosts, a.days.unwrap_or(365))?;
+    let [cert, key] = save(&a.dir, identity.name(), &issued, a.force)?;
+    if g.json {
+        crate::output::json(&serde_json::json!({
+            "identity": identity.uri(),
+            "cert": cert,
+            "key": key,
+            "ca": a.dir.join("ca.pem"),
+        }))?;
+    } else if !g.quiet {
+        println!(
+            "issued {} for {identity}: {} (key {})",
+            identity.uri(),
+            cert.display(),
+            key.display()
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,161 @@
+//! An etcd cluster of one or three members on loopback ports, started by the
+//! tests in a temporary directory and stopped on drop. Members can be
+//! killed and restarted to test elections.
+
+#![allow(dead_code)]
+
+use crate::fixtures::{free_port, require};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running etcd cluster.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    initial_cluster: String,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members under `dir` and waits until the cluster is healthy.
+    pub fn start(dir: &Path, n: usize) -> EtcdCluster {
+        require("etcd");
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                dir: dir.join(format!("m{i}")),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = EtcdCluster {
+            members,
+            initial_cluster,
+        };
+        for i in 0..n {
+            cluster.launch(i, "new");
+        }
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// Starts member `i`; `state` is "new" for a first start, "existing" after.
+    fn launch(&mut self, i: usize, state: &str) {
+        let initial = self.initial_cluster.clone();
+        let m = &mut self.members[i];
+        std::fs::create_dir_all(&m.dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(m.dir.join("etcd.log"))
+            .unwrap();
+        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let child = Command::new(require("etcd"))
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(m.dir.join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &initial,
+                "--initial-cluster-state",
+                state,
+            ])
+            .args(["--initial-cluster-token", "seawall-test"])
+            // Fast elections on loopback.
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        m.child = Some(child);
+    }
+
+    /// Client endpoints of every member.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .collect()
+    }
+
+    /// Waits until every running member reports healthy.
+    pub fn wait_healthy(&self) {
+        let running: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new(require("etcdctl"))
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &running.join(","), "endpoint", "health"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            if Instant::now() > deadline {
+                let logs: String = self
+                    .members
+                    .iter()
+                    .map(|m| std::fs::read_to_string(m.dir.join("etcd.log")).unwrap_or_default())
+                    .map(|l| l.lines().rev().take(5).collect::<Vec<_>>().join("\n"))
+                    .collect::<Vec<_>>()
+                    .join("\n---\n");
+                panic!("etcd did not become healthy within 30 s:\n{logs}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// kill -9 of member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data.
+    pub fn restart(&mut self, i: usize) {
+        self.launch(i, "existing");
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}

@@ -112,11 +112,106 @@ pub enum Command {
     Check(CheckArgs),
     /// Create the private CA and the certificates of coordinators, agents and operators.
     Certs(CertsArgs),
+    /// Run a coordinator replica (etcd election, schedules, the gRPC API).
+    Coordinator(CoordinatorArgs),
+    /// Run the regional agent daemon.
+    Agent(AgentArgs),
+    /// The coordinator's view: leader, agents, newest backup per source.
+    Status(OperatorArgs),
+    /// Agents registered with the leader.
+    Agents(AgentsArgs),
+    /// Schedules with their last and next runs.
+    Schedules(OperatorArgs),
+    /// Jobs, newest first; --watch follows one job to its end.
+    Jobs(JobsArgs),
+    /// Successful backups the coordinator recorded.
+    Backups(BackupsArgs),
     /// Show what Seawall does, on a local sample, with timings.
     Demo(DemoArgs),
     /// Generate or change benchmark data (for bench/).
     #[command(hide = true)]
     BenchData(BenchDataArgs),
+}
+
+/// `coordinator`.
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// coordinator.toml.
+    #[arg(long, env = "SEAWALL_COORDINATOR_CONFIG")]
+    pub config: PathBuf,
+    /// One replica with its state in the embedded store of [dev] (no etcd).
+    #[arg(long)]
+    pub dev: bool,
+}
+
+/// `agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// agent.toml.
+    #[arg(long, env = "SEAWALL_AGENT_CONFIG")]
+    pub config: PathBuf,
+}
+
+/// How operator commands reach and prove themselves to the coordinator.
+#[derive(Debug, Args, Clone)]
+pub struct OperatorArgs {
+    /// A coordinator replica (host:port or https://host:port); followers send you to the leader.
+    #[arg(long, env = "SEAWALL_COORDINATOR", default_value = "127.0.0.1:7443")]
+    pub coordinator: String,
+    /// The Seawall CA certificate.
+    #[arg(long, env = "SEAWALL_CA")]
+    pub ca: Option<PathBuf>,
+    /// Operator certificate (seawall certs operator).
+    #[arg(long, env = "SEAWALL_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, env = "SEAWALL_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// File holding the operator token (instead of a certificate).
+    #[arg(long, env = "SEAWALL_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `agents`.
+#[derive(Debug, Args)]
+pub struct AgentsArgs {
+    /// Only this region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Follow this job until it ends.
+    #[arg(long)]
+    pub watch: Option<String>,
+    /// Only this region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// How many (newest first).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `backups`.
+#[derive(Debug, Args)]
+pub struct BackupsArgs {
+    /// Only this region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Only this source (with --region).
+    #[arg(long, requires = "region")]
+    pub source: Option<String>,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
 }
 
 /// `certs`.
@@ -189,10 +284,29 @@ pub struct BenchDataArgs {
 
 /// `backup`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BackupArgs {
-    /// The source.
+    /// The source, backed up here and now.
     #[command(subcommand)]
-    pub source: BackupSource,
+    pub source: Option<BackupSource>,
+    /// Ask the coordinator to back up --source in --region now, through its agent.
+    #[arg(long, requires_all = ["region", "source_name"])]
+    pub now: bool,
+    /// Region of the source (with --now).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Source name as the region's agent configures it (with --now).
+    #[arg(long = "source", id = "source_name")]
+    pub source_name: Option<String>,
+    /// Full instead of incremental (with --now).
+    #[arg(long)]
+    pub full: bool,
+    /// Follow the job until it ends (with --now).
+    #[arg(long)]
+    pub wait: bool,
+    /// Connection (with --now).
+    #[command(flatten)]
+    pub op: OperatorArgs,
 }
 
 /// Sources `backup` can read.
@@ -533,6 +647,9 @@ pub struct ForgetArgs {
     /// ... of each of the last N years.
     #[arg(long, default_value_t = 0)]
     pub keep_yearly: u32,
+    /// Only snapshots carrying this tag (repeat: all of them).
+    #[arg(long)]
+    pub tag: Vec<String>,
     /// Prune afterwards.
     #[arg(long)]
     pub prune: bool,

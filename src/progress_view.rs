@@ -1,5 +1,6 @@
 //! Shows a [`Progress`] while work runs: a bar on a terminal, a log line
-//! every ten seconds elsewhere, nothing with --json or --quiet.
+//! every ten seconds elsewhere, nothing with --json or --quiet; with
+//! `SEAWALL_PROGRESS=json` (set by the agent daemon) a JSON line a second.
 
 use crate::output::size;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -20,7 +21,25 @@ impl View {
     pub fn start(progress: Arc<Progress>, what: &'static str, enabled: bool) -> View {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let terminal = std::io::stderr().is_terminal();
+        // A supervising agent asks for one JSON line a second on stderr.
+        let json = std::env::var("SEAWALL_PROGRESS").as_deref() == Ok("json");
         let task = tokio::spawn(async move {
+            if json {
+                loop {
+                    eprintln!(
+                        "{}",
+                        serde_json::json!({"progress": {
+                            "bytes_done": Progress::get(&progress.bytes_done),
+                            "bytes_total": Progress::get(&progress.bytes_total),
+                            "files_done": Progress::get(&progress.files_done),
+                        }})
+                    );
+                    tokio::select! {
+                        _ = stopped.changed() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
             if !enabled {
                 return;
             }

@@ -86,8 +86,16 @@ pub struct ForgetReport {
     pub removed: Vec<String>,
 }
 
-/// Applies `policy` to each group; removes what it does not keep unless `dry_run`.
-pub async fn forget(repo: &Repository, policy: KeepPolicy, dry_run: bool) -> Result<ForgetReport> {
+/// Applies `policy` to each group of the snapshots carrying every tag in
+/// `tags` (all snapshots when empty; an agent tags each source's snapshots
+/// `source=<name>`, so each source keeps its own policy); removes what it
+/// does not keep unless `dry_run`.
+pub async fn forget(
+    repo: &Repository,
+    policy: KeepPolicy,
+    tags: &[String],
+    dry_run: bool,
+) -> Result<ForgetReport> {
     if policy.is_empty() {
         return Err(Error::new(
             ErrorKind::InvalidInput,
@@ -96,7 +104,10 @@ pub async fn forget(repo: &Repository, policy: KeepPolicy, dry_run: bool) -> Res
     }
     let snaps = repo.snapshots().await?;
     let mut groups: BTreeMap<GroupKey, Vec<(Id, DateTime<Utc>)>> = BTreeMap::new();
-    for (id, s) in &snaps {
+    for (id, s) in snaps
+        .iter()
+        .filter(|(_, s)| tags.iter().all(|t| s.tags.contains(t)))
+    {
         groups.entry(group_key(s)).or_default().push((*id, s.time));
     }
     let mut report = ForgetReport::default();

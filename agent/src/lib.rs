@@ -1,8 +1,9 @@
-//! Seawall's agent side: the sources it backs up (files today), the pipeline
-//! that turns data into packs, and restore, verify and retention. The CLI
-//! calls these directly for one-shot commands; the regional daemon will call
-//! them for jobs.
+//! Seawall's agent side: the sources it backs up (files, PostgreSQL,
+//! Redis), the pipeline that turns data into packs, restore, verify and
+//! retention, and the regional daemon (`daemon/`) that runs them as jobs
+//! for the coordinator.
 
+pub mod daemon;
 pub mod files;
 pub mod forget;
 pub mod pipeline;

@@ -7,6 +7,7 @@ pub mod chunker;
 pub mod crypto;
 pub mod error;
 pub mod id;
+pub mod metrics_endpoint;
 pub mod repo;
 pub mod storage;
 pub mod tls;

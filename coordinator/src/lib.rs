@@ -2,4 +2,13 @@
 //! it keeps the fleet's state, schedules jobs and hands them to the agents
 //! of each region, fencing every write and command with its epoch.
 
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod core;
+pub mod metrics;
+pub mod records;
+pub mod registry;
+pub mod scheduler;
+pub mod server;
 pub mod store;

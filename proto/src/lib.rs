@@ -2,6 +2,8 @@
 
 #![allow(missing_docs, clippy::all)]
 
+pub mod codec;
+
 /// Version 1 of the contract.
 pub mod v1 {
     tonic::include_proto!("seawall.v1");

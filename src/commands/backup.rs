@@ -12,9 +12,13 @@ use std::time::Duration;
 /// Runs a backup of the chosen source.
 pub async fn run(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
     match args.source {
-        BackupSource::Files(f) => files(g, f).await,
-        BackupSource::Postgres(p) => super::postgres::backup(g, p).await,
-        BackupSource::Redis(r) => super::redis::backup(g, r).await,
+        Some(BackupSource::Files(f)) => files(g, f).await,
+        Some(BackupSource::Postgres(p)) => super::postgres::backup(g, p).await,
+        Some(BackupSource::Redis(r)) => super::redis::backup(g, r).await,
+        None if args.now => super::operator::backup_now(g, args).await,
+        None => anyhow::bail!(
+            "give a source (backup files|postgres|redis ...), or --now --region R --source S to ask the coordinator"
+        ),
     }
 }
 

@@ -16,7 +16,7 @@ pub async fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<u8> {
         monthly: a.keep_monthly,
         yearly: a.keep_yearly,
     };
-    let report = forget(&repo, policy, a.dry_run).await?;
+    let report = forget(&repo, policy, &a.tag, a.dry_run).await?;
     let pruned = if a.prune && !a.dry_run {
         Some(seawall_agent::prune::prune(repo, false, Duration::from_secs(g.lock_wait)).await?)
     } else {

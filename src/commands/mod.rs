@@ -2,10 +2,12 @@
 
 mod backup;
 mod certs;
+mod daemons;
 mod demo;
 mod forget;
 mod init;
 mod maintenance;
+mod operator;
 mod postgres;
 mod redis;
 mod restore;
@@ -34,6 +36,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             CheckWhat::Postgres(p) => postgres::check(&g, p).await,
         },
         Command::Certs(a) => certs::run(&g, a),
+        Command::Coordinator(a) => daemons::coordinator(a).await,
+        Command::Agent(a) => daemons::agent(a).await,
+        Command::Status(a) => operator::status(&g, a).await,
+        Command::Agents(a) => operator::agents(&g, a).await,
+        Command::Schedules(a) => operator::schedules(&g, a).await,
+        Command::Jobs(a) => operator::jobs(&g, a).await,
+        Command::Backups(a) => operator::backups(&g, a).await,
         Command::Demo(a) => demo::run(&g, a).await,
         Command::BenchData(a) => demo::bench_data(a).await,
     }

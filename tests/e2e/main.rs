@@ -6,6 +6,7 @@
 
 mod etcd_fixture;
 mod fixtures;
+mod fleet_fixture;
 mod pg_fixture;
 
 mod certs;
@@ -13,6 +14,7 @@ mod concurrency;
 mod crash;
 mod damage;
 mod files;
+mod fleet;
 mod postgres;
 mod redis;
 mod restore_safety;

@@ -1,0 +1,87 @@
+//! The newest fencing epoch this agent has obeyed, kept on disk so a
+//! restarted agent still refuses a deposed leader. A command with an older
+//! epoch is refused; a newer one raises the mark before it is obeyed.
+
+use seawall_common::{Error, Result};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// The epoch mark.
+#[derive(Debug)]
+pub struct EpochGuard {
+    path: PathBuf,
+    newest: Mutex<u64>,
+}
+
+/// What to do with a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Obey it.
+    Obey,
+    /// Refuse it: the agent has seen this newer epoch.
+    Refuse(u64),
+}
+
+impl EpochGuard {
+    /// Loads the mark from `state_dir/epoch` (0 when absent).
+    pub fn open(state_dir: &std::path::Path) -> Result<EpochGuard> {
+        std::fs::create_dir_all(state_dir).map_err(|e| Error::io(state_dir.display(), e))?;
+        let path = state_dir.join("epoch");
+        let newest = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().map_err(|_| {
+                Error::corrupt(format!(
+                    "{} does not hold an epoch number: remove it only if no old coordinator can still reach this agent",
+                    path.display()
+                ))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(Error::io(path.display(), e)),
+        };
+        Ok(EpochGuard {
+            path,
+            newest: Mutex::new(newest),
+        })
+    }
+
+    /// The newest epoch seen.
+    pub fn newest(&self) -> u64 {
+        self.newest.lock().map(|n| *n).unwrap_or(u64::MAX)
+    }
+
+    /// Checks a command's epoch; a newer one is written down first.
+    pub fn check(&self, epoch: u64) -> Result<Verdict> {
+        let mut newest = self
+            .newest
+            .lock()
+            .map_err(|_| Error::corrupt("epoch mark poisoned"))?;
+        if epoch < *newest {
+            return Ok(Verdict::Refuse(*newest));
+        }
+        if epoch > *newest {
+            let tmp = self.path.with_extension("tmp");
+            std::fs::write(&tmp, epoch.to_string()).map_err(|e| Error::io(tmp.display(), e))?;
+            std::fs::rename(&tmp, &self.path).map_err(|e| Error::io(self.path.display(), e))?;
+            *newest = epoch;
+        }
+        Ok(Verdict::Obey)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_older_epochs_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = EpochGuard::open(dir.path()).unwrap();
+        assert_eq!(g.check(5).unwrap(), Verdict::Obey);
+        assert_eq!(g.check(5).unwrap(), Verdict::Obey);
+        assert_eq!(g.check(4).unwrap(), Verdict::Refuse(5));
+        drop(g);
+        let g = EpochGuard::open(dir.path()).unwrap();
+        assert_eq!(g.newest(), 5);
+        assert_eq!(g.check(3).unwrap(), Verdict::Refuse(5));
+        assert_eq!(g.check(9).unwrap(), Verdict::Obey);
+    }
+}

@@ -1,0 +1,322 @@
+//! The agent's stream to the leader, over mutual TLS: hello, heartbeats,
+//! progress and results up; commands down, each checked against the epoch
+//! mark before it is obeyed. A follower's redirect is followed; a silent or
+//! lost coordinator is left for the next address, with backoff.
+
+use super::config::AgentConfig;
+use super::epoch::{EpochGuard, Verdict};
+use super::jobs::JobRunner;
+use seawall_common::tls::TlsPem;
+use seawall_proto::v1::agent_service_client::AgentServiceClient;
+use seawall_proto::v1::{
+    agent_message, coordinator_message, AgentMessage, CommandRefused, CoordinatorMessage,
+    Heartbeat, Hello, SourceInfo,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+/// Shortest and longest wait between connection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// `https://host:port` from an address with or without scheme.
+pub fn url_of(address: &str) -> String {
+    if address.starts_with("https://") || address.starts_with("http://") {
+        address.to_string()
+    } else {
+        format!("https://{address}")
+    }
+}
+
+fn host_of(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = hostport.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6).to_string();
+    }
+    hostport
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(hostport)
+        .to_string()
+}
+
+/// Everything a connection needs.
+pub struct Link {
+    /// The configuration.
+    pub config: Arc<AgentConfig>,
+    /// Certificates.
+    pub tls: TlsPem,
+    /// The epoch mark.
+    pub epoch: Arc<EpochGuard>,
+    /// Running jobs.
+    pub jobs: Arc<JobRunner>,
+    /// The heartbeat interval a welcome asked for, until the loop takes it.
+    pub welcome_interval: std::sync::Mutex<Option<Duration>>,
+}
+
+/// Why a connection ended.
+enum Ended {
+    /// Go to this address next.
+    Redirect(String),
+    /// Try the next configured address.
+    Next(String),
+}
+
+impl Link {
+    /// Connects, serves, reconnects, until the process ends.
+    pub async fn run(
+        &self,
+        uplink: mpsc::UnboundedSender<AgentMessage>,
+        mut upstream: mpsc::UnboundedReceiver<AgentMessage>,
+    ) {
+        let mut index = 0usize;
+        let mut target: Option<String> = None;
+        let mut backoff = BACKOFF_MIN;
+        // Results sent on a connection that then broke are sent again (the
+        // coordinator ignores results for jobs already settled).
+        let mut unconfirmed: Vec<AgentMessage> = Vec::new();
+        loop {
+            let address = target.take().unwrap_or_else(|| {
+                let a = self.config.coordinators[index % self.config.coordinators.len()].clone();
+                index += 1;
+                a
+            });
+            let url = url_of(&address);
+            match self
+                .session(&url, &uplink, &mut upstream, &mut unconfirmed)
+                .await
+            {
+                Ok(Ended::Redirect(to)) => {
+                    tracing::info!(from = %url, to = %to, "redirected to the leader");
+                    target = Some(to);
+                    backoff = BACKOFF_MIN;
+                    continue;
+                }
+                Ok(Ended::Next(why)) => {
+                    tracing::warn!(coordinator = %url, %why, "connection ended");
+                    metrics::gauge!("seawall_agent_connected").set(0.0);
+                }
+                Err(e) => {
+                    tracing::warn!(coordinator = %url, error = %e, "cannot reach coordinator");
+                    metrics::gauge!("seawall_agent_connected").set(0.0);
+                }
+            }
+            let jitter =
+                Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
+            tokio::time::sleep(backoff + jitter).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn session(
+        &self,
+        url: &str,
+        uplink: &mpsc::UnboundedSender<AgentMessage>,
+        upstream: &mut mpsc::UnboundedReceiver<AgentMessage>,
+        unconfirmed: &mut Vec<AgentMessage>,
+    ) -> Result<Ended, String> {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.tls.ca))
+            .identity(Identity::from_pem(&self.tls.cert, &self.tls.key))
+            .domain_name(host_of(url));
+        let channel = Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("{url} is not a valid address: {e}"))?
+            .tls_config(tls)
+            .map_err(|e| format!("TLS settings: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            .connect()
+            .await
+            .map_err(|e| {
+                format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                )
+            })?;
+        let mut client = AgentServiceClient::new(channel);
+        let (tx, rx) = mpsc::channel::<AgentMessage>(256);
+        // Results queued while disconnected are reported right after the
+        // hello, so the hello lists their jobs as still ours.
+        while let Ok(m) = upstream.try_recv() {
+            if matches!(m.body, Some(agent_message::Body::Result(_))) {
+                unconfirmed.push(m);
+            }
+        }
+        let mut running = self.jobs.running_ids();
+        for m in unconfirmed.iter() {
+            if let Some(agent_message::Body::Result(r)) = &m.body {
+                running.push(r.job_id.clone());
+            }
+        }
+        let hello = Hello {
+            agent_id: self.config.id.clone(),
+            region: self.config.region.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            hostname: hostname(),
+            sources: self
+                .config
+                .sources
+                .iter()
+                .map(|s| SourceInfo {
+                    name: s.name.clone(),
+                    kind: s.kind.name().into(),
+                })
+                .collect(),
+            newest_epoch: self.epoch.newest(),
+            running_jobs: running,
+        };
+        let _ = tx
+            .send(AgentMessage {
+                body: Some(agent_message::Body::Hello(hello)),
+            })
+            .await;
+        let mut inbound = client
+            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))?
+            .into_inner();
+        let mut heartbeat = Duration::from_secs(5);
+        let mut welcomed = false;
+        let mut tick = tokio::time::interval(heartbeat);
+        loop {
+            let silence = heartbeat * 3;
+            tokio::select! {
+                msg = tokio::time::timeout(silence, inbound.message()) => {
+                    let msg = match msg {
+                        Err(_) => return Ok(Ended::Next(format!("no word from the coordinator for {silence:?}"))),
+                        Ok(Err(s)) => return Ok(Ended::Next(format!("{}: {}", s.code(), s.message()))),
+                        Ok(Ok(None)) => return Ok(Ended::Next("the coordinator closed the stream".into())),
+                        Ok(Ok(Some(m))) => m,
+                    };
+                    match self.obey(msg, uplink, &tx).await? {
+                        Some(Ended::Redirect(to)) => return Ok(Ended::Redirect(to)),
+                        Some(Ended::Next(why)) => return Ok(Ended::Next(why)),
+                        None => {}
+                    }
+                    if !welcomed {
+                        welcomed = true;
+                        metrics::gauge!("seawall_agent_connected").set(1.0);
+                        for m in unconfirmed.iter() {
+                            let _ = tx.send(m.clone()).await;
+                        }
+                    }
+                }
+                m = upstream.recv() => {
+                    let Some(m) = m else { return Ok(Ended::Next("shutting down".into())) };
+                    if matches!(m.body, Some(agent_message::Body::Result(_))) {
+                        unconfirmed.push(m.clone());
+                        // Keep the last few in case this stream breaks.
+                        if unconfirmed.len() > 64 {
+                            unconfirmed.remove(0);
+                        }
+                    }
+                    if tx.send(m).await.is_err() {
+                        return Ok(Ended::Next("the stream to the coordinator closed".into()));
+                    }
+                }
+                _ = tick.tick() => {
+                    let beat = AgentMessage {
+                        body: Some(agent_message::Body::Heartbeat(Heartbeat {
+                            sent_unix_ms: chrono::Utc::now().timestamp_millis() as u64,
+                            running_jobs: self.jobs.running_ids().len() as u32,
+                        })),
+                    };
+                    if tx.send(beat).await.is_err() {
+                        return Ok(Ended::Next("the stream to the coordinator closed".into()));
+                    }
+                }
+            }
+            if let Some(w) = self.welcome_interval.lock().ok().and_then(|mut w| w.take()) {
+                heartbeat = w;
+                tick = tokio::time::interval(heartbeat);
+            }
+        }
+    }
+
+    /// Checks one command's epoch and carries it out.
+    async fn obey(
+        &self,
+        msg: CoordinatorMessage,
+        uplink: &mpsc::UnboundedSender<AgentMessage>,
+        tx: &mpsc::Sender<AgentMessage>,
+    ) -> Result<Option<Ended>, String> {
+        if let Some(coordinator_message::Body::Redirect(r)) = &msg.body {
+            return Ok(Some(if r.leader_address.is_empty() {
+                Ended::Next("no leader elected yet".into())
+            } else {
+                Ended::Redirect(r.leader_address.clone())
+            }));
+        }
+        let verdict = self.epoch.check(msg.epoch).map_err(|e| e.to_string())?;
+        if let Verdict::Refuse(newest) = verdict {
+            metrics::counter!("seawall_agent_refused_commands_total").increment(1);
+            let job_id = match &msg.body {
+                Some(coordinator_message::Body::Assign(a)) => a.job_id.clone(),
+                Some(coordinator_message::Body::Cancel(c)) => c.job_id.clone(),
+                _ => String::new(),
+            };
+            tracing::warn!(epoch = msg.epoch, newest, job = %job_id, "refused a command from a deposed leader");
+            let _ = tx
+                .send(AgentMessage {
+                    body: Some(agent_message::Body::Refused(CommandRefused {
+                        job_id,
+                        epoch: msg.epoch,
+                        newest_epoch: newest,
+                        reason: format!(
+                            "epoch {} is older than {newest}, the newest this agent has seen",
+                            msg.epoch
+                        ),
+                    })),
+                })
+                .await;
+            // A deposed leader is not worth staying connected to.
+            return Ok(Some(Ended::Next(format!(
+                "the coordinator's epoch {} is older than {newest}",
+                msg.epoch
+            ))));
+        }
+        match msg.body {
+            Some(coordinator_message::Body::Welcome(w)) => {
+                if let Ok(mut slot) = self.welcome_interval.lock() {
+                    *slot = Some(Duration::from_secs(u64::from(
+                        w.heartbeat_interval_secs.max(1),
+                    )));
+                }
+                tracing::info!(coordinator = %w.coordinator_id, epoch = msg.epoch, "connected to the leader");
+            }
+            Some(coordinator_message::Body::Assign(job)) => {
+                let job_id = job.job_id.clone();
+                tracing::info!(job = %job_id, source = %job.source, epoch = msg.epoch, "job assigned");
+                if let Err(reason) = self.jobs.start(job, msg.epoch, uplink.clone()) {
+                    let _ = tx
+                        .send(AgentMessage {
+                            body: Some(agent_message::Body::Result(seawall_proto::v1::JobResult {
+                                job_id,
+                                epoch: msg.epoch,
+                                success: false,
+                                error: reason,
+                                ..Default::default()
+                            })),
+                        })
+                        .await;
+                }
+            }
+            Some(coordinator_message::Body::Cancel(c)) => self.jobs.cancel(&c.job_id),
+            Some(coordinator_message::Body::Redirect(_)) | None => {}
+        }
+        Ok(None)
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}

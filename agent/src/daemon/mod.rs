@@ -1,0 +1,69 @@
+//! `seawall agent`: the regional daemon. It holds one stream to the leader
+//! over mutual TLS, runs the jobs it is given against its sources and its
+//! region's repository, and refuses any command whose epoch is older than
+//! the newest it has seen.
+
+pub mod config;
+pub mod epoch;
+pub mod jobs;
+pub mod link;
+
+use config::AgentConfig;
+use seawall_common::tls::Identity;
+use seawall_common::{Error, ErrorKind, Result};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Runs the agent until `shutdown` resolves; `exe` is the seawall binary jobs run.
+pub async fn run(
+    config_path: &Path,
+    exe: PathBuf,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let config = Arc::new(AgentConfig::load(config_path)?);
+    let tls = config.tls.load()?;
+    match &tls.identity {
+        Identity::Agent { region, name } if *region == config.region && *name == config.id => {}
+        other => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{} is the certificate of {other}, but {} says agent {} in region {}: issue one with `seawall certs agent --name {} --region {}`",
+                    config.tls.cert.display(),
+                    config_path.display(),
+                    config.id,
+                    config.region,
+                    config.id,
+                    config.region
+                ),
+            ))
+        }
+    }
+    let epoch = Arc::new(epoch::EpochGuard::open(&config.state_dir)?);
+    if let Some(m) = &config.metrics_listen {
+        seawall_common::metrics_endpoint::serve(m)?;
+    }
+    metrics::gauge!("seawall_agent_connected").set(0.0);
+    let jobs = Arc::new(jobs::JobRunner::new(exe, config.clone()));
+    let (uplink, upstream) = tokio::sync::mpsc::unbounded_channel();
+    let link = link::Link {
+        config: config.clone(),
+        tls,
+        epoch,
+        jobs: jobs.clone(),
+        welcome_interval: std::sync::Mutex::new(None),
+    };
+    tracing::info!(agent = %config.id, region = %config.region, "agent starting");
+    tokio::select! {
+        _ = link.run(uplink, upstream) => {}
+        _ = shutdown => {
+            let running = jobs.running_ids();
+            for id in &running {
+                jobs.cancel(id);
+            }
+            tracing::info!(cancelled = running.len(), "agent stopping");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! The agent stream. The agent's certificate says who it is and which
+//! region it serves; its hello must agree. A follower answers with a
+//! redirect to the leader; the leader registers the agent (bound to its
+//! lease), takes heartbeats, progress and results, and sends commands
+//! stamped with its epoch.
+
+use crate::auth::peer_identity;
+use crate::core::{Coordinator, Lead};
+use crate::records::{agent_key, now_ms, AgentRecord, JobState};
+use crate::registry::{next_session_id, Session};
+use seawall_common::tls::Identity;
+use seawall_proto::v1::agent_service_server::AgentService;
+use seawall_proto::v1::{
+    agent_message, coordinator_message, AgentMessage, CoordinatorMessage, Hello, Redirect, Welcome,
+};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// How long an agent has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Commands queued per agent before sends wait.
+const OUTBOX: usize = 64;
+
+/// The AgentService implementation.
+pub struct AgentApi {
+    coord: Arc<Coordinator>,
+}
+
+impl AgentApi {
+    /// Serves agents for `coord`.
+    pub fn new(coord: Arc<Coordinator>) -> Self {
+        AgentApi { coord }
+    }
+}
+
+type Replies = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> + Send>>;
+
+fn check_hello(hello: &Hello, region: &str, name: &str) -> Result<(), Status> {
+    if hello.region != region {
+        return Err(Status::permission_denied(format!(
+            "this agent's certificate names region {region:?}, but it says it serves {:?}: an agent acts only in its certificate's region",
+            hello.region
+        )));
+    }
+    if hello.agent_id != name {
+        return Err(Status::permission_denied(format!(
+            "this agent's certificate names agent {name:?}, but it says it is {:?}",
+            hello.agent_id
+        )));
+    }
+    if hello.sources.len() > 1000 || hello.running_jobs.len() > 10_000 {
+        return Err(Status::invalid_argument(
+            "hello lists too many sources or jobs",
+        ));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    type SessionStream = Replies;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Replies>, Status> {
+        let (region, name) =
+            match peer_identity(&request) {
+                Some(Identity::Agent { region, name }) => (region, name),
+                Some(other) => {
+                    return Err(Status::permission_denied(format!(
+                        "{other} is not an agent: the agent stream needs an agent certificate"
+                    )))
+                }
+                None => return Err(Status::unauthenticated(
+                    "no agent certificate: agents connect with mutual TLS (seawall certs agent)",
+                )),
+            };
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))?;
+        let hello = match first {
+            Some(Ok(AgentMessage {
+                body: Some(agent_message::Body::Hello(h)),
+            })) => h,
+            Some(Ok(_)) => return Err(Status::invalid_argument("the first message must be hello")),
+            Some(Err(e)) => return Err(e),
+            None => return Err(Status::cancelled("the agent closed the stream")),
+        };
+        check_hello(&hello, &region, &name)?;
+
+        let coord = self.coord.clone();
+        let Some(lead) = coord.lead() else {
+            // A follower names the leader and ends the stream.
+            let leader = coord.store.leader().await.ok().flatten();
+            let msg = CoordinatorMessage {
+                epoch: leader.as_ref().map(|l| l.epoch.max(0) as u64).unwrap_or(0),
+                body: Some(coordinator_message::Body::Redirect(Redirect {
+                    leader_id: leader.as_ref().map(|l| l.id.clone()).unwrap_or_default(),
+                    leader_address: leader.map(|l| l.address).unwrap_or_default(),
+                })),
+            };
+            let once = tokio_stream::once(Ok(msg));
+            return Ok(Response::new(Box::pin(once)));
+        };
+
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        let session = Arc::new(Session {
+            session_id: next_session_id(),
+            agent_id: name.clone(),
+            region: region.clone(),
+            sources: hello.sources.iter().map(|s| s.name.clone()).collect(),
+            version: hello.version.clone(),
+            hostname: hello.hostname.clone(),
+            connected_ms: now_ms(),
+            last_heartbeat_ms: now_ms().into(),
+            running: (hello.running_jobs.len() as u32).into(),
+            outbox: tx.clone(),
+        });
+        let record = AgentRecord {
+            agent_id: name.clone(),
+            region: region.clone(),
+            version: hello.version.clone(),
+            hostname: hello.hostname.clone(),
+            sources: session.sources.clone(),
+            connected_ms: session.connected_ms,
+            coordinator: coord.me.id.clone(),
+        };
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        coord
+            .store
+            .put_bound(lead.fence(), &agent_key(&region, &name), &value)
+            .await
+            .map_err(|e| Status::unavailable(format!("registration not recorded: {e}")))?;
+        coord.registry.insert(session.clone());
+        reconcile(&coord, &lead, &session, &hello).await;
+        let welcome = CoordinatorMessage {
+            epoch: lead.epoch(),
+            body: Some(coordinator_message::Body::Welcome(Welcome {
+                coordinator_id: coord.me.id.clone(),
+                heartbeat_interval_secs: coord.config.heartbeat.as_secs().max(1) as u32,
+            })),
+        };
+        let _ = tx.send(Ok(welcome)).await;
+        coord.wake.notify_one();
+        tracing::info!(agent = %name, region = %region, "agent connected");
+
+        let reader_coord = coord.clone();
+        let reader_session = session.clone();
+        tokio::spawn(async move {
+            let lost = lead.leadership.lost();
+            tokio::pin!(lost);
+            loop {
+                let msg = tokio::select! {
+                    _ = &mut lost => break,
+                    m = inbound.next() => m,
+                };
+                match msg {
+                    Some(Ok(m)) => handle(&reader_coord, &lead, &reader_session, m).await,
+                    Some(Err(e)) => {
+                        tracing::info!(agent = %reader_session.agent_id, error = %e, "agent stream failed");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let s = &reader_session;
+            if reader_coord.registry.remove(&s.agent_id, s.session_id) {
+                if let Some(lead) = reader_coord.lead() {
+                    let key = agent_key(&s.region, &s.agent_id);
+                    let _ = reader_coord.store.delete(lead.fence(), &key).await;
+                }
+            }
+            tracing::info!(agent = %s.agent_id, "agent disconnected");
+        });
+        // Heartbeat from the coordinator's side: an empty message with the
+        // epoch lets an agent notice a silent coordinator.
+        let ping_tx = tx;
+        let every = coord.config.heartbeat;
+        let ping_coord = coord.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(lead) = ping_coord.lead() else { break };
+                let ping = CoordinatorMessage {
+                    epoch: lead.epoch(),
+                    body: None,
+                };
+                if ping_tx.send(Ok(ping)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Jobs this replica thinks the agent runs but the agent does not list
+/// were lost (the agent restarted): they fail their attempt.
+async fn reconcile(coord: &Coordinator, lead: &Lead, session: &Session, hello: &Hello) {
+    let mine: Vec<String> = match lead.active.lock() {
+        Ok(active) => active
+            .values()
+            .filter(|(j, _)| {
+                j.state == JobState::Running && j.agent_id.as_deref() == Some(&session.agent_id)
+            })
+            .map(|(j, _)| j.job_id.clone())
+            .collect(),
+        Err(_) => return,
+    };
+    for job in mine {
+        if !hello.running_jobs.contains(&job) {
+            let _ = coord
+                .job_failed(lead, &job, "the agent restarted while running it")
+                .await;
+        }
+    }
+}
+
+async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, msg: AgentMessage) {
+    match msg.body {
+        Some(agent_message::Body::Heartbeat(h)) => {
+            session.last_heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+            session.running.store(h.running_jobs, Ordering::Relaxed);
+        }
+        Some(agent_message::Body::Progress(p)) => {
+            if let Some((mut job, rev)) = coord.active_job(lead, &p.job_id) {
+                if job.agent_id.as_deref() != Some(&session.agent_id) {
+                    return;
+                }
+                job.bytes_done = p.bytes_done;
+                let last = job.last_news_ms.unwrap_or(0);
+                job.last_news_ms = Some(now_ms());
+                // Progress is written at most every 5 s per job.
+                if now_ms() - last >= 5000 {
+                    let _ = coord.save_job(lead, job, rev).await;
+                } else if let Ok(mut active) = lead.active.lock() {
+                    active.insert(job.job_id.clone(), (job, rev));
+                }
+            }
+        }
+        Some(agent_message::Body::Result(r)) => {
+            let Some((job, _)) = coord.active_job(lead, &r.job_id) else {
+                tracing::info!(job = %r.job_id, "result for a job that is not active; ignored");
+                return;
+            };
+            // An agent reports only for jobs of its own region it was given.
+            if job.region != session.region || job.agent_id.as_deref() != Some(&session.agent_id) {
+                tracing::warn!(agent = %session.agent_id, job = %r.job_id, "result for a job this agent was not given; refused");
+                coord
+                    .audit(
+                        lead,
+                        &session.agent_id,
+                        format!(
+                            "refused a result for job {} of region {}",
+                            r.job_id, job.region
+                        ),
+                    )
+                    .await;
+                return;
+            }
+            session
+                .running
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                })
+                .ok();
+            let outcome = if r.success {
+                coord.job_succeeded(lead, &r.job_id, &r).await
+            } else {
+                coord.job_failed(lead, &r.job_id, &r.error).await
+            };
+            if let Err(e) = outcome {
+                tracing::warn!(job = %r.job_id, error = %e, "result not recorded");
+            }
+        }
+        Some(agent_message::Body::Refused(r)) => {
+            tracing::warn!(agent = %session.agent_id, job = %r.job_id, epoch = r.epoch, newest = r.newest_epoch, reason = %r.reason, "agent refused a command");
+            coord
+                .audit(
+                    lead,
+                    &session.agent_id,
+                    format!(
+                        "refused command for job {} (epoch {} < {}): {}",
+                        r.job_id, r.epoch, r.newest_epoch, r.reason
+                    ),
+                )
+                .await;
+            // A newer epoch means another replica leads: its fence stops our
+            // writes, and our lease check stops us; nothing to settle here.
+            if r.newest_epoch <= lead.epoch() {
+                let _ = coord.job_failed(lead, &r.job_id, &r.reason).await;
+            }
+        }
+        Some(agent_message::Body::Hello(_)) | None => {}
+    }
+}

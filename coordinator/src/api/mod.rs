@@ -1,0 +1,4 @@
+//! The gRPC services: the agent stream and the operator API.
+
+pub mod agents;
+pub mod operator;

@@ -1,0 +1,423 @@
+//! The operator API. Reads are answered by any replica from the store;
+//! a trigger needs the leader, and a follower refuses it with
+//! FAILED_PRECONDITION naming the leader in the `seawall-leader` metadata.
+
+use crate::config::{JobKind, Level};
+use crate::core::Coordinator;
+use crate::records::{now_ms, AgentRecord, BackupRecord, JobRecord, JobState, ScheduleState};
+use crate::scheduler::{next_slot, parse_cron, parse_tz};
+use seawall_common::tls::check_label;
+use seawall_proto::v1::operator_service_server::OperatorService;
+use seawall_proto::v1::*;
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// The OperatorService implementation.
+pub struct OperatorApi {
+    coord: Arc<Coordinator>,
+}
+
+impl OperatorApi {
+    /// Serves operators for `coord`.
+    pub fn new(coord: Arc<Coordinator>) -> Self {
+        OperatorApi { coord }
+    }
+}
+
+fn store_failed(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("state store: {e}"))
+}
+
+fn job_message(j: &JobRecord) -> Job {
+    Job {
+        job_id: j.job_id.clone(),
+        region: j.region.clone(),
+        source: j.source.clone(),
+        kind: crate::core::kind_name(j.kind).into(),
+        level: match j.level {
+            Some(Level::Full) => "full".into(),
+            Some(Level::Incremental) => "incremental".into(),
+            None => String::new(),
+        },
+        state: j.state.as_str().into(),
+        agent_id: j.agent_id.clone().unwrap_or_default(),
+        attempt: j.attempt,
+        schedule: j.schedule.clone().unwrap_or_default(),
+        created_unix_ms: j.created_ms,
+        started_unix_ms: j.started_ms.unwrap_or(0),
+        finished_unix_ms: j.finished_ms.unwrap_or(0),
+        error: j.error.clone().unwrap_or_default(),
+        snapshot_id: j.snapshot_id.clone().unwrap_or_default(),
+        bytes_done: j.bytes_done,
+        bytes_added: j.bytes_added,
+        epoch: j.epoch.max(0) as u64,
+    }
+}
+
+impl OperatorApi {
+    async fn decode_all<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<T>, Status> {
+        Ok(self
+            .coord
+            .store
+            .list(prefix)
+            .await
+            .map_err(store_failed)?
+            .into_iter()
+            .filter_map(|e| serde_json::from_slice(&e.value).ok())
+            .collect())
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<JobRecord>, Status> {
+        Ok(self
+            .coord
+            .store
+            .get(&crate::records::job_key(id))
+            .await
+            .map_err(store_failed)?
+            .and_then(|e| serde_json::from_slice(&e.value).ok()))
+    }
+}
+
+type JobStream = Pin<Box<dyn Stream<Item = Result<Job, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl OperatorService for OperatorApi {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusReply>, Status> {
+        self.coord.operator_auth.check(&request)?;
+        let leader = self.coord.store.leader().await.map_err(store_failed)?;
+        let lead = self.coord.lead();
+        let agents: Vec<AgentRecord> = self.decode_all("agents/").await?;
+        let backups: Vec<BackupRecord> = self.decode_all("backups/").await?;
+        let mut newest: BTreeMap<(String, String), BackupRecord> = BTreeMap::new();
+        for b in backups {
+            let key = (b.region.clone(), b.source.clone());
+            if newest
+                .get(&key)
+                .is_none_or(|n| n.finished_ms < b.finished_ms)
+            {
+                newest.insert(key, b);
+            }
+        }
+        let now = now_ms();
+        let jobs: Vec<JobRecord> = self.decode_all("jobs/").await?;
+        let running = jobs.iter().filter(|j| j.state == JobState::Running).count();
+        let sources = newest
+            .into_values()
+            .map(|b| SourceStatus {
+                region: b.region,
+                source: b.source,
+                last_success_job: b.job_id,
+                last_success_unix_ms: b.finished_ms,
+                last_snapshot_id: b.snapshot_id,
+                age_secs: (now - b.finished_ms) / 1000,
+                last_outcome: "succeeded".into(),
+            })
+            .collect();
+        Ok(Response::new(StatusReply {
+            replica_id: self.coord.me.id.clone(),
+            is_leader: lead.is_some(),
+            leader_id: leader.as_ref().map(|l| l.id.clone()).unwrap_or_default(),
+            leader_address: leader
+                .as_ref()
+                .map(|l| l.address.clone())
+                .unwrap_or_default(),
+            epoch: leader.map(|l| l.epoch.max(0) as u64).unwrap_or(0),
+            agents_connected: agents.len() as u32,
+            jobs_running: running as u32,
+            sources,
+            store: self.coord.store.kind().into(),
+        }))
+    }
+
+    async fn list_agents(
+        &self,
+        request: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsReply>, Status> {
+        self.coord.operator_auth.check(&request)?;
+        let region = request.into_inner().region;
+        let prefix = if region.is_empty() {
+            "agents/".to_string()
+        } else {
+            format!("agents/{region}/")
+        };
+        let records: Vec<AgentRecord> = self.decode_all(&prefix).await?;
+        let agents = records
+            .into_iter()
+            .map(|a| {
+                let live = self.coord.registry.get(&a.agent_id);
+                Agent {
+                    last_heartbeat_unix_ms: live
+                        .as_ref()
+                        .map(|s| {
+                            s.last_heartbeat_ms
+                                .load(std::sync::atomic::Ordering::Relaxed)
+                        })
+                        .unwrap_or(0),
+                    running_jobs: live
+                        .map(|s| s.running.load(std::sync::atomic::Ordering::Relaxed))
+                        .unwrap_or(0),
+                    agent_id: a.agent_id,
+                    region: a.region,
+                    version: a.version,
+                    hostname: a.hostname,
+                    sources: a.sources,
+                    connected_unix_ms: a.connected_ms,
+                }
+            })
+            .collect();
+        Ok(Response::new(ListAgentsReply { agents }))
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<ListSchedulesRequest>,
+    ) -> Result<Response<ListSchedulesReply>, Status> {
+        self.coord.operator_auth.check(&request)?;
+        let mut schedules = Vec::new();
+        for s in &self.coord.config.schedules {
+            let state: ScheduleState = self
+                .coord
+                .store
+                .get(&crate::records::schedule_key(&s.name))
+                .await
+                .map_err(store_failed)?
+                .and_then(|e| serde_json::from_slice(&e.value).ok())
+                .unwrap_or_default();
+            let next = match (parse_cron(&s.cron), parse_tz(&s.timezone)) {
+                (Ok(c), Ok(tz)) => next_slot(&c, tz, state.last_slot_ms.max(now_ms())).unwrap_or(0),
+                _ => 0,
+            };
+            schedules.push(Schedule {
+                name: s.name.clone(),
+                region: s.region.clone(),
+                source: s.source.clone(),
+                kind: crate::core::kind_name(s.kind).into(),
+                level: match s.level {
+                    Some(Level::Full) => "full".into(),
+                    Some(Level::Incremental) => "incremental".into(),
+                    None => String::new(),
+                },
+                cron: s.cron.clone(),
+                timezone: s.timezone.clone(),
+                jitter_secs: s.jitter.as_secs() as u32,
+                last_fired_unix_ms: if state.last_job.is_some() {
+                    state.last_slot_ms
+                } else {
+                    0
+                },
+                next_unix_ms: next,
+            });
+        }
+        Ok(Response::new(ListSchedulesReply { schedules }))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsReply>, Status> {
+        self.coord.operator_auth.check(&request)?;
+        let req = request.into_inner();
+        let mut jobs: Vec<JobRecord> = self.decode_all("jobs/").await?;
+        jobs.retain(|j| req.region.is_empty() || j.region == req.region);
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.created_ms));
+        let limit = if req.limit == 0 {
+            50
+        } else {
+            req.limit.min(10_000)
+        } as usize;
+        Ok(Response::new(ListJobsReply {
+            jobs: jobs.iter().take(limit).map(job_message).collect(),
+        }))
+    }
+
+    async fn list_backups(
+        &self,
+        request: Request<ListBackupsRequest>,
+    ) -> Result<Response<ListBackupsReply>, Status> {
+        self.coord.operator_auth.check(&request)?;
+        let req = request.into_inner();
+        let prefix = match (req.region.is_empty(), req.source.is_empty()) {
+            (true, _) => "backups/".to_string(),
+            (false, true) => format!("backups/{}/", req.region),
+            (false, false) => format!("backups/{}/{}/", req.region, req.source),
+        };
+        let records: Vec<BackupRecord> = self.decode_all(&prefix).await?;
+        Ok(Response::new(ListBackupsReply {
+            backups: records
+                .into_iter()
+                .map(|b| Backup {
+                    region: b.region,
+                    source: b.source,
+                    snapshot_id: b.snapshot_id,
+                    job_id: b.job_id,
+                    finished_unix_ms: b.finished_ms,
+                    bytes_read: b.bytes_read,
+                    bytes_added: b.bytes_added,
+                    duration_secs: b.duration_secs,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn trigger_backup(
+        &self,
+        request: Request<TriggerBackupRequest>,
+    ) -> Result<Response<TriggerBackupReply>, Status> {
+        let actor = self.coord.operator_auth.check(&request)?;
+        let req = request.into_inner();
+        check_label("region", &req.region).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if req.source.is_empty() || req.source.len() > 128 {
+            return Err(Status::invalid_argument(
+                "source must be 1 to 128 characters",
+            ));
+        }
+        let level = match req.level.as_str() {
+            "" | "incremental" => Level::Incremental,
+            "full" => Level::Full,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "level {other:?} is not \"full\" or \"incremental\""
+                )))
+            }
+        };
+        let Some(lead) = self.coord.lead() else {
+            let leader = self.coord.store.leader().await.ok().flatten();
+            let mut status = Status::failed_precondition(format!(
+                "this replica is not the leader; ask {}",
+                leader
+                    .as_ref()
+                    .map(|l| l.address.as_str())
+                    .unwrap_or("the leader (none elected yet)")
+            ));
+            if let Some(l) = leader {
+                if let Ok(v) = l.address.parse() {
+                    status.metadata_mut().insert("seawall-leader", v);
+                }
+            }
+            return Err(status);
+        };
+        // Refuse at once what no agent can run, rather than queue it forever.
+        let agents: Vec<AgentRecord> = self.decode_all(&format!("agents/{}/", req.region)).await?;
+        if !agents.iter().any(|a| a.sources.contains(&req.source)) {
+            let serving: Vec<String> = agents
+                .iter()
+                .map(|a| format!("{} serves {}", a.agent_id, a.sources.join(",")))
+                .collect();
+            return Err(Status::failed_precondition(format!(
+                "no connected agent of region {} serves source {:?} ({})",
+                req.region,
+                req.source,
+                if serving.is_empty() {
+                    "no agent of that region is connected".to_string()
+                } else {
+                    serving.join("; ")
+                }
+            )));
+        }
+        let now = now_ms();
+        let mut job = JobRecord {
+            job_id: format!("manual-{now}-{:06x}", rand::random::<u32>() & 0xff_ffff),
+            region: req.region,
+            source: req.source,
+            kind: JobKind::Backup,
+            level: Some(level),
+            schedule: None,
+            state: JobState::Pending,
+            attempt: 1,
+            retries: 0,
+            retry_backoff_ms: 30_000,
+            not_before_ms: now,
+            retention_after: false,
+            agent_id: None,
+            epoch: lead.fence().epoch,
+            created_ms: now,
+            started_ms: None,
+            finished_ms: None,
+            last_news_ms: None,
+            error: None,
+            snapshot_id: None,
+            bytes_done: 0,
+            bytes_added: 0,
+            history: Vec::new(),
+        };
+        job.enter(
+            JobState::Pending,
+            lead.fence().epoch,
+            format!("triggered by {actor}"),
+        );
+        let message = job_message(&job);
+        self.coord
+            .create_job(&lead, job, &actor)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(TriggerBackupReply { job: Some(message) }))
+    }
+
+    type WatchJobStream = JobStream;
+
+    async fn watch_job(
+        &self,
+        request: Request<WatchJobRequest>,
+    ) -> Result<Response<JobStream>, Status> {
+        self.coord.operator_auth.check(&request)?;
+        let id = request.into_inner().job_id;
+        if id.is_empty() || id.len() > 256 {
+            return Err(Status::invalid_argument(
+                "job_id must be 1 to 256 characters",
+            ));
+        }
+        let Some(first) = self.job(&id).await? else {
+            return Err(Status::not_found(format!("no job {id:?}")));
+        };
+        let store = self.coord.store.clone();
+        let stream = async_stream_jobs(store, id, first);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The job now, then at every change until it is final.
+fn async_stream_jobs(
+    store: Arc<dyn crate::store::StateStore>,
+    id: String,
+    first: JobRecord,
+) -> impl Stream<Item = Result<Job, Status>> + Send {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut last = first.clone();
+        if tx.send(Ok(job_message(&first))).await.is_err() || first.state.is_final() {
+            return;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = match store.get(&crate::records::job_key(&id)).await {
+                Ok(Some(e)) => serde_json::from_slice::<JobRecord>(&e.value).ok(),
+                Ok(None) => None,
+                Err(e) => {
+                    let _ = tx.send(Err(store_failed(e))).await;
+                    return;
+                }
+            };
+            let Some(now) = now else { return };
+            if now != last {
+                if tx.send(Ok(job_message(&now))).await.is_err() {
+                    return;
+                }
+                if now.state.is_final() {
+                    return;
+                }
+                last = now;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

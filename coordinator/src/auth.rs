@@ -1,0 +1,67 @@
+//! Who is calling: the identity in the peer's client certificate (verified
+//! against the Seawall CA by the TLS layer), or for operators a bearer
+//! token from a file. Everything else is refused.
+
+use seawall_common::tls::Identity;
+use tonic::{Request, Status};
+
+/// The identity of the certificate the peer presented, if any.
+pub fn peer_identity<T>(req: &Request<T>) -> Option<Identity> {
+    let certs = req.peer_certs()?;
+    let first = certs.first()?;
+    Identity::from_der(first).ok()
+}
+
+/// Checks operator calls.
+#[derive(Clone, Default)]
+pub struct OperatorAuth {
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for OperatorAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorAuth")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+fn same(a: &[u8], b: &[u8]) -> bool {
+    // Constant time in the token's content.
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl OperatorAuth {
+    /// Accepts operator certificates, and `token` when given.
+    pub fn new(token: Option<String>) -> Self {
+        OperatorAuth { token }
+    }
+
+    /// The caller's name, or UNAUTHENTICATED / PERMISSION_DENIED.
+    pub fn check<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        match peer_identity(req) {
+            Some(Identity::Operator { name }) => return Ok(format!("operator {name}")),
+            Some(other) => {
+                return Err(Status::permission_denied(format!(
+                    "{other} may not use the operator API: use an operator certificate (seawall certs operator)"
+                )))
+            }
+            None => {}
+        }
+        if let (Some(expected), Some(given)) = (
+            &self.token,
+            req.metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer ")),
+        ) {
+            if same(expected.as_bytes(), given.trim().as_bytes()) {
+                return Ok("operator (token)".into());
+            }
+            return Err(Status::unauthenticated("the operator token is wrong"));
+        }
+        Err(Status::unauthenticated(
+            "no operator credentials: present an operator certificate (seawall certs operator) or the operator token",
+        ))
+    }
+}

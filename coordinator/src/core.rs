@@ -1,0 +1,401 @@
+//! The coordinator replica's shared state: configuration, store, connected
+//! agents, and while it leads, the leadership and the active jobs. Every
+//! state change goes through here, fenced by the leadership's epoch.
+
+use crate::auth::OperatorAuth;
+use crate::config::{CoordinatorConfig, JobKind};
+use crate::records::{backup_key, job_key, now_ms, AuditEntry, BackupRecord, JobRecord, JobState};
+use crate::registry::Registry;
+use crate::store::{Fence, LeaderInfo, Leadership, StateStore, StoreError};
+use seawall_proto::v1::{coordinator_message, AssignJob, BackupLevel, CoordinatorMessage};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::Notify;
+
+/// What the leader holds while it leads.
+pub struct Lead {
+    /// The leadership; every action checks it first.
+    pub leadership: Leadership,
+    /// Jobs not yet final, with their store revisions.
+    pub active: Mutex<HashMap<String, (JobRecord, i64)>>,
+}
+
+impl Lead {
+    /// The write fence.
+    pub fn fence(&self) -> &Fence {
+        &self.leadership.fence
+    }
+
+    /// The epoch, as sent to agents.
+    pub fn epoch(&self) -> u64 {
+        self.leadership.fence.epoch.max(0) as u64
+    }
+}
+
+/// One coordinator replica.
+pub struct Coordinator {
+    /// Its configuration.
+    pub config: CoordinatorConfig,
+    /// Where state lives.
+    pub store: Arc<dyn StateStore>,
+    /// This replica as the election knows it.
+    pub me: LeaderInfo,
+    /// Connected agents (while leading).
+    pub registry: Registry,
+    /// Operator credentials check.
+    pub operator_auth: OperatorAuth,
+    /// Wakes the dispatcher.
+    pub wake: Notify,
+    lead: RwLock<Option<Arc<Lead>>>,
+}
+
+/// Why a leader-only action did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    /// This replica does not lead (any more).
+    #[error("this replica is not the leader")]
+    NotLeader,
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Bad input.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Coordinator {
+    /// A replica that does not lead yet.
+    pub fn new(
+        config: CoordinatorConfig,
+        store: Arc<dyn StateStore>,
+        token: Option<String>,
+    ) -> Self {
+        let me = LeaderInfo {
+            id: config.id.clone(),
+            address: config.advertised(),
+            epoch: 0,
+        };
+        Coordinator {
+            config,
+            store,
+            me,
+            registry: Registry::default(),
+            operator_auth: OperatorAuth::new(token),
+            wake: Notify::new(),
+            lead: RwLock::new(None),
+        }
+    }
+
+    /// The lead, while it is valid.
+    pub fn lead(&self) -> Option<Arc<Lead>> {
+        let lead = self.lead.read().ok()?.clone()?;
+        lead.leadership.is_valid().then_some(lead)
+    }
+
+    /// Starts leading: loads the active jobs.
+    pub async fn take_lead(&self, leadership: Leadership) -> Result<Arc<Lead>, StoreError> {
+        let mut active = HashMap::new();
+        for e in self.store.list("jobs/").await? {
+            if let Ok(job) = serde_json::from_slice::<JobRecord>(&e.value) {
+                if !job.state.is_final() {
+                    active.insert(job.job_id.clone(), (job, e.revision));
+                }
+            }
+        }
+        let lead = Arc::new(Lead {
+            leadership,
+            active: Mutex::new(active),
+        });
+        if let Ok(mut slot) = self.lead.write() {
+            *slot = Some(lead.clone());
+        }
+        Ok(lead)
+    }
+
+    /// Stops leading: forgets the lead and drops every agent session.
+    pub fn step_down(&self) {
+        if let Ok(mut slot) = self.lead.write() {
+            *slot = None;
+        }
+        self.registry.clear();
+    }
+
+    /// Appends to the audit log (best effort: a failure is logged).
+    pub async fn audit(&self, lead: &Lead, actor: &str, event: String) {
+        let entry = AuditEntry {
+            at_ms: now_ms(),
+            epoch: lead.fence().epoch,
+            replica: self.me.id.clone(),
+            actor: actor.to_string(),
+            event,
+        };
+        let key = format!("audit/{:013}-{:08x}", entry.at_ms, rand::random::<u32>());
+        let value = serde_json::to_vec(&entry).unwrap_or_default();
+        if let Err(e) = self.store.put(lead.fence(), &key, &value, Some(0)).await {
+            tracing::warn!(error = %e, "audit entry not written");
+        }
+    }
+
+    /// Creates a job unless one with its id exists; true when created.
+    pub async fn create_job(
+        &self,
+        lead: &Lead,
+        mut job: JobRecord,
+        actor: &str,
+    ) -> Result<bool, ActError> {
+        if !lead.leadership.is_valid() {
+            return Err(ActError::NotLeader);
+        }
+        job.epoch = lead.fence().epoch;
+        let value = serde_json::to_vec(&job).map_err(|e| ActError::Invalid(e.to_string()))?;
+        match self
+            .store
+            .put(lead.fence(), &job_key(&job.job_id), &value, Some(0))
+            .await
+        {
+            Ok(rev) => {
+                self.audit(lead, actor, format!("created job {}", job.job_id))
+                    .await;
+                if let Ok(mut active) = lead.active.lock() {
+                    active.insert(job.job_id.clone(), (job, rev));
+                }
+                self.wake.notify_one();
+                Ok(true)
+            }
+            Err(StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Cancels a schedule's older jobs still waiting for an agent: after an
+    /// outage one run catches up, not one per slot that passed.
+    pub async fn supersede(&self, lead: &Lead, schedule: &str, newest: &str) {
+        let older: Vec<(JobRecord, i64)> = match lead.active.lock() {
+            Ok(active) => active
+                .values()
+                .filter(|(j, _)| {
+                    j.state == JobState::Pending
+                        && j.schedule.as_deref() == Some(schedule)
+                        && j.job_id != newest
+                        && j.started_ms.is_none()
+                })
+                .cloned()
+                .collect(),
+            Err(_) => return,
+        };
+        for (mut job, rev) in older {
+            job.enter(
+                JobState::Cancelled,
+                lead.fence().epoch,
+                format!("superseded by {newest} before it could run"),
+            );
+            let _ = self.save_job(lead, job, rev).await;
+        }
+    }
+
+    /// Writes a changed job with compare-and-set on its revision.
+    pub async fn save_job(&self, lead: &Lead, job: JobRecord, rev: i64) -> Result<i64, ActError> {
+        if !lead.leadership.is_valid() {
+            return Err(ActError::NotLeader);
+        }
+        let value = serde_json::to_vec(&job).map_err(|e| ActError::Invalid(e.to_string()))?;
+        let new_rev = self
+            .store
+            .put(lead.fence(), &job_key(&job.job_id), &value, Some(rev))
+            .await?;
+        if let Ok(mut active) = lead.active.lock() {
+            if job.state.is_final() {
+                active.remove(&job.job_id);
+            } else {
+                active.insert(job.job_id.clone(), (job, new_rev));
+            }
+        }
+        Ok(new_rev)
+    }
+
+    /// An active job.
+    pub fn active_job(&self, lead: &Lead, job_id: &str) -> Option<(JobRecord, i64)> {
+        lead.active.lock().ok()?.get(job_id).cloned()
+    }
+
+    /// Hands due pending jobs to agents; returns how many were sent.
+    pub async fn dispatch(&self, lead: &Lead) -> usize {
+        let now = now_ms();
+        let due: Vec<(JobRecord, i64)> = match lead.active.lock() {
+            Ok(active) => active
+                .values()
+                .filter(|(j, _)| j.state == JobState::Pending && j.not_before_ms <= now)
+                .cloned()
+                .collect(),
+            Err(_) => return 0,
+        };
+        let mut sent = 0;
+        for (mut job, rev) in due {
+            if !lead.leadership.is_valid() {
+                break;
+            }
+            let Some(session) = self.registry.pick(&job.region, &job.source) else {
+                continue;
+            };
+            job.agent_id = Some(session.agent_id.clone());
+            job.attempt = job.attempt.max(1);
+            job.started_ms = Some(now_ms());
+            job.last_news_ms = Some(now_ms());
+            job.epoch = lead.fence().epoch;
+            job.enter(
+                JobState::Running,
+                lead.fence().epoch,
+                format!("assigned to {} (attempt {})", session.agent_id, job.attempt),
+            );
+            let assign = CoordinatorMessage {
+                epoch: lead.epoch(),
+                body: Some(coordinator_message::Body::Assign(AssignJob {
+                    job_id: job.job_id.clone(),
+                    kind: match job.kind {
+                        JobKind::Backup => 1,
+                        JobKind::Retention => 2,
+                        JobKind::Verify => 3,
+                    },
+                    source: job.source.clone(),
+                    level: match job.level {
+                        Some(crate::config::Level::Full) => BackupLevel::Full as i32,
+                        Some(crate::config::Level::Incremental) => BackupLevel::Incremental as i32,
+                        None => BackupLevel::Unspecified as i32,
+                    },
+                    attempt: job.attempt,
+                })),
+            };
+            // Record the assignment first: a crash between the two leaves a
+            // running job the timeout or the agent's hello settles, never a
+            // job run twice.
+            let job_id = job.job_id.clone();
+            if let Err(e) = self.save_job(lead, job, rev).await {
+                tracing::warn!(job = %job_id, error = %e, "assignment not recorded");
+                continue;
+            }
+            if !lead.leadership.is_valid() {
+                break;
+            }
+            session
+                .running
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if session.outbox.send(Ok(assign)).await.is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    /// Settles a job after a failed attempt: retried after backoff, or failed.
+    pub async fn job_failed(&self, lead: &Lead, job_id: &str, error: &str) -> Result<(), ActError> {
+        let Some((mut job, rev)) = self.active_job(lead, job_id) else {
+            return Ok(());
+        };
+        let epoch = lead.fence().epoch;
+        job.error = Some(error.to_string());
+        job.finished_ms = Some(now_ms());
+        if job.attempt <= job.retries {
+            let delay = job
+                .retry_backoff_ms
+                .saturating_mul(1 << (job.attempt - 1).min(16));
+            job.not_before_ms = now_ms() + delay;
+            job.attempt += 1;
+            job.agent_id = None;
+            job.enter(
+                JobState::Pending,
+                epoch,
+                format!(
+                    "attempt failed ({error}); retry {} in {} ms",
+                    job.attempt, delay
+                ),
+            );
+        } else {
+            job.enter(JobState::Failed, epoch, format!("failed: {error}"));
+            metrics::counter!("seawall_jobs_total", "kind" => kind_name(job.kind), "outcome" => "failed").increment(1);
+        }
+        self.save_job(lead, job, rev).await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Records a successful backup and, when asked, queues retention.
+    pub async fn job_succeeded(
+        &self,
+        lead: &Lead,
+        job_id: &str,
+        result: &seawall_proto::v1::JobResult,
+    ) -> Result<(), ActError> {
+        let Some((mut job, rev)) = self.active_job(lead, job_id) else {
+            return Ok(());
+        };
+        let epoch = lead.fence().epoch;
+        job.finished_ms = Some(now_ms());
+        job.snapshot_id = (!result.snapshot_id.is_empty()).then(|| result.snapshot_id.clone());
+        job.bytes_done = result.bytes_read;
+        job.bytes_added = result.bytes_added;
+        job.error = None;
+        job.enter(JobState::Succeeded, epoch, "succeeded");
+        let labels = [("kind", kind_name(job.kind)), ("outcome", "succeeded")];
+        metrics::counter!("seawall_jobs_total", &labels).increment(1);
+        metrics::histogram!("seawall_job_duration_seconds", "kind" => kind_name(job.kind))
+            .record(result.duration_secs);
+        let finished = job.clone();
+        self.save_job(lead, job, rev).await?;
+        if finished.kind == JobKind::Backup {
+            let record = BackupRecord {
+                region: finished.region.clone(),
+                source: finished.source.clone(),
+                snapshot_id: result.snapshot_id.clone(),
+                job_id: finished.job_id.clone(),
+                finished_ms: if result.finished_unix_ms > 0 {
+                    result.finished_unix_ms
+                } else {
+                    now_ms()
+                },
+                bytes_read: result.bytes_read,
+                bytes_added: result.bytes_added,
+                duration_secs: result.duration_secs,
+            };
+            let value = serde_json::to_vec(&record).unwrap_or_default();
+            self.store
+                .put(lead.fence(), &backup_key(&record), &value, None)
+                .await?;
+            crate::metrics::backup_succeeded(&record);
+            if finished.retention_after {
+                let mut retention = finished.clone();
+                retention.job_id = format!("{}-retention", finished.job_id);
+                retention.kind = JobKind::Retention;
+                retention.level = None;
+                retention.state = JobState::Pending;
+                retention.attempt = 1;
+                retention.not_before_ms = now_ms();
+                retention.retention_after = false;
+                retention.agent_id = None;
+                retention.started_ms = None;
+                retention.finished_ms = None;
+                retention.snapshot_id = None;
+                retention.bytes_done = 0;
+                retention.bytes_added = 0;
+                retention.history.clear();
+                retention.created_ms = now_ms();
+                retention.enter(
+                    JobState::Pending,
+                    epoch,
+                    format!("after {}", finished.job_id),
+                );
+                self.create_job(lead, retention, "scheduler").await?;
+            }
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// Kind as a metric label.
+pub fn kind_name(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Backup => "backup",
+        JobKind::Retention => "retention",
+        JobKind::Verify => "verify",
+    }
+}

@@ -1,0 +1,59 @@
+//! The coordinator's Prometheus figures, through the `metrics` crate:
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `seawall_leader` | gauge (1 while leading) | |
+//! | `seawall_epoch` | gauge | |
+//! | `seawall_agents_connected` | gauge | |
+//! | `seawall_jobs_total` | counter | kind, outcome |
+//! | `seawall_job_duration_seconds` | histogram | kind |
+//! | `seawall_backup_bytes_added_total` | counter | region, source |
+//! | `seawall_backup_last_success_timestamp_seconds` | gauge | region, source |
+//! | `seawall_backup_age_seconds` | gauge (the RPO alert's figure) | region, source |
+//! | `seawall_etcd_errors_total` | counter | op |
+
+use crate::records::{now_ms, BackupRecord};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Newest success per (region, source), for the age gauge.
+static NEWEST: Mutex<Option<HashMap<(String, String), i64>>> = Mutex::new(None);
+
+/// Serves `/metrics` on `addr`.
+pub fn serve(addr: &str) -> anyhow::Result<()> {
+    Ok(seawall_common::metrics_endpoint::serve(addr)?)
+}
+
+/// Records a successful backup.
+pub fn backup_succeeded(b: &BackupRecord) {
+    let labels = [("region", b.region.clone()), ("source", b.source.clone())];
+    metrics::counter!("seawall_backup_bytes_added_total", &labels).increment(b.bytes_added);
+    metrics::gauge!("seawall_backup_last_success_timestamp_seconds", &labels)
+        .set(b.finished_ms as f64 / 1000.0);
+    if let Ok(mut newest) = NEWEST.lock() {
+        let map = newest.get_or_insert_with(HashMap::new);
+        let at = map.entry((b.region.clone(), b.source.clone())).or_insert(0);
+        *at = (*at).max(b.finished_ms);
+    }
+    refresh_ages();
+}
+
+/// Sets the age gauges to now minus each source's newest success.
+pub fn refresh_ages() {
+    let now = now_ms();
+    if let Ok(newest) = NEWEST.lock() {
+        for ((region, source), at) in newest.iter().flatten() {
+            let labels = [("region", region.clone()), ("source", source.clone())];
+            metrics::gauge!("seawall_backup_age_seconds", &labels)
+                .set((now - at).max(0) as f64 / 1000.0);
+        }
+    }
+}
+
+/// Leadership gauges.
+pub fn leading(epoch: Option<i64>) {
+    metrics::gauge!("seawall_leader").set(if epoch.is_some() { 1.0 } else { 0.0 });
+    if let Some(e) = epoch {
+        metrics::gauge!("seawall_epoch").set(e as f64);
+    }
+}

@@ -1,0 +1,218 @@
+//! What the coordinator stores, as JSON under these keys:
+//!
+//! | key | record |
+//! |---|---|
+//! | `agents/<region>/<agent>` | [`AgentRecord`], bound to the leader's lease |
+//! | `jobs/<job>` | [`JobRecord`] with its history |
+//! | `schedules/<name>` | [`ScheduleState`]: the last slot fired |
+//! | `backups/<region>/<source>/<finished ms>-<job>` | [`BackupRecord`] |
+//! | `audit/<ms>-<random>` | [`AuditEntry`], append-only |
+
+use crate::config::{JobKind, Level};
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A connected agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Agent name (from its certificate).
+    pub agent_id: String,
+    /// Region (from its certificate).
+    pub region: String,
+    /// Its version.
+    pub version: String,
+    /// Its host.
+    pub hostname: String,
+    /// Source names it serves.
+    pub sources: Vec<String>,
+    /// When it connected.
+    pub connected_ms: i64,
+    /// The replica it is connected to.
+    pub coordinator: String,
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for its time or for an agent.
+    Pending,
+    /// Assigned to an agent.
+    Running,
+    /// Done.
+    Succeeded,
+    /// Failed with no attempt left.
+    Failed,
+    /// Cancelled by an operator.
+    Cancelled,
+}
+
+impl JobState {
+    /// Whether nothing more happens to the job.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One step of a job's life.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// When.
+    pub at_ms: i64,
+    /// The state entered.
+    pub state: JobState,
+    /// The epoch of the leader that wrote it.
+    pub epoch: i64,
+    /// Why, in words.
+    pub note: String,
+}
+
+/// A job and its history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Id (a schedule's jobs: `<schedule>-<slot ms>`, so a slot makes one job).
+    pub job_id: String,
+    /// Region.
+    pub region: String,
+    /// Source name.
+    pub source: String,
+    /// What to run.
+    pub kind: JobKind,
+    /// Full or incremental (backups).
+    pub level: Option<Level>,
+    /// The schedule that made it, if any.
+    pub schedule: Option<String>,
+    /// Current state.
+    pub state: JobState,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Attempts allowed after the first failure.
+    pub retries: u32,
+    /// First retry delay in ms; doubled per attempt.
+    pub retry_backoff_ms: i64,
+    /// Not dispatched before this time (jitter, backoff).
+    pub not_before_ms: i64,
+    /// Run retention after success.
+    pub retention_after: bool,
+    /// The agent running or last running it.
+    pub agent_id: Option<String>,
+    /// Epoch of the assignment.
+    pub epoch: i64,
+    /// When created.
+    pub created_ms: i64,
+    /// When the current attempt started.
+    pub started_ms: Option<i64>,
+    /// When it ended.
+    pub finished_ms: Option<i64>,
+    /// Last news from the agent (progress or result).
+    pub last_news_ms: Option<i64>,
+    /// Last error.
+    pub error: Option<String>,
+    /// The snapshot made.
+    pub snapshot_id: Option<String>,
+    /// Bytes read so far / in all.
+    pub bytes_done: u64,
+    /// Bytes the repository grew by.
+    pub bytes_added: u64,
+    /// Every state change.
+    pub history: Vec<JobEvent>,
+}
+
+impl JobRecord {
+    /// Moves to `state`, recording why and under which epoch.
+    pub fn enter(&mut self, state: JobState, epoch: i64, note: impl Into<String>) {
+        self.state = state;
+        self.history.push(JobEvent {
+            at_ms: now_ms(),
+            state,
+            epoch,
+            note: note.into(),
+        });
+    }
+}
+
+/// A schedule's progress.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleState {
+    /// The last slot a job was made for (ms).
+    pub last_slot_ms: i64,
+    /// That job.
+    pub last_job: Option<String>,
+}
+
+/// A successful backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupRecord {
+    /// Region.
+    pub region: String,
+    /// Source name.
+    pub source: String,
+    /// Snapshot id in the region's repository.
+    pub snapshot_id: String,
+    /// The job.
+    pub job_id: String,
+    /// When it finished.
+    pub finished_ms: i64,
+    /// Bytes read.
+    pub bytes_read: u64,
+    /// Bytes added.
+    pub bytes_added: u64,
+    /// Seconds taken.
+    pub duration_secs: f64,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When.
+    pub at_ms: i64,
+    /// Epoch of the writer.
+    pub epoch: i64,
+    /// Replica that wrote it.
+    pub replica: String,
+    /// Who asked (an operator, an agent, the scheduler).
+    pub actor: String,
+    /// What happened.
+    pub event: String,
+}
+
+/// Key of an agent's registration.
+pub fn agent_key(region: &str, agent: &str) -> String {
+    format!("agents/{region}/{agent}")
+}
+
+/// Key of a job.
+pub fn job_key(job: &str) -> String {
+    format!("jobs/{job}")
+}
+
+/// Key of a schedule's state.
+pub fn schedule_key(name: &str) -> String {
+    format!("schedules/{name}")
+}
+
+/// Key of a backup record.
+pub fn backup_key(b: &BackupRecord) -> String {
+    format!(
+        "backups/{}/{}/{:013}-{}",
+        b.region, b.source, b.finished_ms, b.job_id
+    )
+}

@@ -1,0 +1,111 @@
+//! The agents connected to this replica: one session each, with the channel
+//! commands go down. Only the leader keeps sessions; a follower redirects.
+
+use seawall_proto::v1::CoordinatorMessage;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// Commands to one agent.
+pub type Outbox = mpsc::Sender<Result<CoordinatorMessage, Status>>;
+
+/// One connected agent.
+#[derive(Debug)]
+pub struct Session {
+    /// Distinguishes a reconnect from the session it replaces.
+    pub session_id: u64,
+    /// Agent name (from its certificate).
+    pub agent_id: String,
+    /// Region (from its certificate).
+    pub region: String,
+    /// Source names it serves.
+    pub sources: Vec<String>,
+    /// Its version.
+    pub version: String,
+    /// Its host.
+    pub hostname: String,
+    /// When it connected.
+    pub connected_ms: i64,
+    /// Last heartbeat.
+    pub last_heartbeat_ms: AtomicI64,
+    /// Jobs it runs now.
+    pub running: AtomicU32,
+    /// Where commands go.
+    pub outbox: Outbox,
+}
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh session id.
+pub fn next_session_id() -> u64 {
+    NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The connected agents.
+#[derive(Debug, Default)]
+pub struct Registry {
+    sessions: RwLock<HashMap<String, Arc<Session>>>,
+}
+
+impl Registry {
+    /// Adds a session; returns the one it replaces (same agent reconnecting).
+    pub fn insert(&self, s: Arc<Session>) -> Option<Arc<Session>> {
+        let mut map = self.sessions.write().unwrap_or_else(|p| p.into_inner());
+        let old = map.insert(s.agent_id.clone(), s);
+        metrics::gauge!("seawall_agents_connected").set(map.len() as f64);
+        old
+    }
+
+    /// Removes the agent's session if it is still `session_id`.
+    pub fn remove(&self, agent_id: &str, session_id: u64) -> bool {
+        let mut map = self.sessions.write().unwrap_or_else(|p| p.into_inner());
+        let same = map
+            .get(agent_id)
+            .is_some_and(|s| s.session_id == session_id);
+        if same {
+            map.remove(agent_id);
+        }
+        metrics::gauge!("seawall_agents_connected").set(map.len() as f64);
+        same
+    }
+
+    /// One agent's session.
+    pub fn get(&self, agent_id: &str) -> Option<Arc<Session>> {
+        let map = self.sessions.read().unwrap_or_else(|p| p.into_inner());
+        map.get(agent_id).cloned()
+    }
+
+    /// Every session.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        let map = self.sessions.read().unwrap_or_else(|p| p.into_inner());
+        map.values().cloned().collect()
+    }
+
+    /// How many agents are connected.
+    pub fn len(&self) -> usize {
+        self.sessions.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every session (leadership lost): their streams end.
+    pub fn clear(&self) {
+        let mut map = self.sessions.write().unwrap_or_else(|p| p.into_inner());
+        map.clear();
+        metrics::gauge!("seawall_agents_connected").set(0.0);
+    }
+
+    /// The least busy agent of `region` that serves `source`.
+    pub fn pick(&self, region: &str, source: &str) -> Option<Arc<Session>> {
+        let map = self.sessions.read().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .filter(|s| s.region == region && s.sources.iter().any(|x| x == source))
+            .min_by_key(|s| s.running.load(Ordering::Relaxed))
+            .cloned()
+    }
+}

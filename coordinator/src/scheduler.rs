@@ -1,0 +1,240 @@
+//! Schedules: cron expressions (5 fields, or 6 with seconds) read in a time
+//! zone. Each slot makes at most one job, whose id is `<schedule>-<slot ms>`
+//! and which is created only if absent, so a new leader re-evaluating the
+//! same slot makes nothing twice. After downtime the newest missed slot runs
+//! once, not once per missed slot. Jitter delays a job by a fixed amount per
+//! slot (a hash), so every leader computes the same delay.
+
+use crate::config::ScheduleConfig;
+use crate::core::{Coordinator, Lead};
+use crate::records::{now_ms, schedule_key, JobRecord, JobState, ScheduleState};
+use chrono::{TimeZone, Utc};
+use croner::Cron;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most slots walked when catching up (a per-second schedule down a day).
+const MAX_WALK: usize = 200_000;
+
+/// Parses a cron expression, with or without a seconds field.
+pub fn parse_cron(expr: &str) -> Result<Cron, String> {
+    Cron::new(expr)
+        .with_seconds_optional()
+        .parse()
+        .map_err(|e| format!("cron {expr:?} is not valid: {e}"))
+}
+
+/// Parses an IANA time zone name.
+pub fn parse_tz(name: &str) -> Result<chrono_tz::Tz, String> {
+    name.parse::<chrono_tz::Tz>().map_err(|_| {
+        format!("time zone {name:?} is not an IANA name such as \"UTC\" or \"Europe/Dublin\"")
+    })
+}
+
+/// The first slot after `after_ms`.
+pub fn next_slot(cron: &Cron, tz: chrono_tz::Tz, after_ms: i64) -> Option<i64> {
+    let after = tz.timestamp_millis_opt(after_ms).single()?;
+    cron.find_next_occurrence(&after, false)
+        .ok()
+        .map(|t| t.with_timezone(&Utc).timestamp_millis())
+}
+
+/// The newest slot in (`after_ms`, `until_ms`] and how many there were.
+pub fn due_slots(
+    cron: &Cron,
+    tz: chrono_tz::Tz,
+    after_ms: i64,
+    until_ms: i64,
+) -> (Option<i64>, usize) {
+    let mut latest = None;
+    let mut count = 0;
+    let mut at = after_ms;
+    while count < MAX_WALK {
+        match next_slot(cron, tz, at) {
+            Some(slot) if slot <= until_ms => {
+                latest = Some(slot);
+                count += 1;
+                at = slot;
+            }
+            _ => break,
+        }
+    }
+    (latest, count)
+}
+
+/// The fixed jitter of one slot.
+pub fn jitter_ms(schedule: &str, slot_ms: i64, jitter: Duration) -> i64 {
+    let max = jitter.as_millis() as u64;
+    if max == 0 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in schedule.bytes().chain(slot_ms.to_be_bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % max) as i64
+}
+
+/// The job a schedule's slot makes.
+pub fn job_for(s: &ScheduleConfig, slot_ms: i64, epoch: i64, note: &str) -> JobRecord {
+    let mut job = JobRecord {
+        job_id: format!("{}-{slot_ms}", s.name),
+        region: s.region.clone(),
+        source: s.source.clone(),
+        kind: s.kind,
+        level: s.level,
+        schedule: Some(s.name.clone()),
+        state: JobState::Pending,
+        attempt: 1,
+        retries: s.retries,
+        retry_backoff_ms: s.retry_backoff.as_millis() as i64,
+        not_before_ms: slot_ms + jitter_ms(&s.name, slot_ms, s.jitter),
+        retention_after: s.retention_after,
+        agent_id: None,
+        epoch,
+        created_ms: now_ms(),
+        started_ms: None,
+        finished_ms: None,
+        last_news_ms: None,
+        error: None,
+        snapshot_id: None,
+        bytes_done: 0,
+        bytes_added: 0,
+        history: Vec::new(),
+    };
+    job.enter(JobState::Pending, epoch, note.to_string());
+    job
+}
+
+struct Compiled {
+    config: ScheduleConfig,
+    cron: Cron,
+    tz: chrono_tz::Tz,
+}
+
+/// Makes jobs while `lead` lasts.
+pub async fn run(coord: Arc<Coordinator>, lead: Arc<Lead>) {
+    let compiled: Vec<Compiled> = coord
+        .config
+        .schedules
+        .iter()
+        .filter_map(|s| {
+            Some(Compiled {
+                cron: parse_cron(&s.cron).ok()?,
+                tz: parse_tz(&s.timezone).ok()?,
+                config: s.clone(),
+            })
+        })
+        .collect();
+    let mut last: HashMap<String, i64> = HashMap::new();
+    while lead.leadership.is_valid() {
+        let now = now_ms();
+        let mut wait = Duration::from_secs(1);
+        for c in &compiled {
+            let name = &c.config.name;
+            let last_slot = match last.get(name) {
+                Some(v) => *v,
+                None => match coord.store.get(&schedule_key(name)).await {
+                    Ok(Some(e)) => serde_json::from_slice::<ScheduleState>(&e.value)
+                        .map(|s| s.last_slot_ms)
+                        .unwrap_or(now),
+                    // A new schedule starts from now (no retroactive runs),
+                    // remembered so a leader change does not move it.
+                    Ok(None) => {
+                        let state = ScheduleState {
+                            last_slot_ms: now,
+                            last_job: None,
+                        };
+                        let value = serde_json::to_vec(&state).unwrap_or_default();
+                        let key = schedule_key(name);
+                        let _ = coord.store.put(lead.fence(), &key, &value, Some(0)).await;
+                        now
+                    }
+                    Err(e) => {
+                        tracing::warn!(schedule = %name, error = %e, "schedule state unreadable");
+                        continue;
+                    }
+                },
+            };
+            last.insert(name.clone(), last_slot);
+            let (due, count) = due_slots(&c.cron, c.tz, last_slot, now);
+            if let Some(slot) = due {
+                let note = if count > 1 {
+                    format!("schedule {name}: {count} slots passed while no leader ran; running the newest once")
+                } else {
+                    format!("schedule {name}")
+                };
+                let job = job_for(&c.config, slot, lead.fence().epoch, &note);
+                let job_id = job.job_id.clone();
+                match coord.create_job(&lead, job, "scheduler").await {
+                    Ok(created) => {
+                        coord.supersede(&lead, name, &job_id).await;
+                        if count > 1 {
+                            coord.audit(&lead, "scheduler", note.clone()).await;
+                        }
+                        let state = ScheduleState {
+                            last_slot_ms: slot,
+                            last_job: Some(job_id),
+                        };
+                        let value = serde_json::to_vec(&state).unwrap_or_default();
+                        if let Err(e) = coord
+                            .store
+                            .put(lead.fence(), &schedule_key(name), &value, None)
+                            .await
+                        {
+                            tracing::warn!(schedule = %name, error = %e, "schedule state not saved");
+                            continue;
+                        }
+                        last.insert(name.clone(), slot);
+                        tracing::info!(schedule = %name, slot, created, "schedule fired");
+                    }
+                    Err(e) => {
+                        tracing::warn!(schedule = %name, error = %e, "job not created");
+                        continue;
+                    }
+                }
+            }
+            if let Some(next) = next_slot(&c.cron, c.tz, *last.get(name).unwrap_or(&now)) {
+                let until = Duration::from_millis((next - now_ms()).max(0) as u64);
+                wait = wait.min(until.max(Duration::from_millis(20)));
+            }
+        }
+        crate::metrics::refresh_ages();
+        tokio::select! {
+            _ = lead.leadership.lost() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_catch_up_once_and_respect_time_zones() {
+        let cron = parse_cron("0 2 * * *").unwrap();
+        let utc = parse_tz("UTC").unwrap();
+        let day = 86_400_000;
+        let base = Utc
+            .with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        // Three days down: three slots passed, the newest is the one to run.
+        let (latest, count) = due_slots(&cron, utc, base, base + 3 * day);
+        assert_eq!(count, 3);
+        assert_eq!(latest, Some(base + 2 * day + 2 * 3_600_000));
+        // 02:00 in Dublin in November is 02:00 UTC; in Tokyo it is 17:00 UTC the day before.
+        let tokyo = parse_tz("Asia/Tokyo").unwrap();
+        let next = next_slot(&cron, tokyo, base).unwrap();
+        assert_eq!(next, base + 17 * 3_600_000);
+        let seconds = parse_cron("*/5 * * * * *").unwrap();
+        assert_eq!(next_slot(&seconds, utc, base), Some(base + 5000));
+        assert!(parse_cron("0 25 * * *").is_err());
+        assert!(parse_tz("Mars/Olympus").is_err());
+        let j = jitter_ms("s", base, Duration::from_secs(60));
+        assert!((0..60_000).contains(&j));
+        assert_eq!(j, jitter_ms("s", base, Duration::from_secs(60)));
+    }
+}

@@ -1,0 +1,205 @@
+//! Running a replica: the gRPC server (mutual TLS, the agent stream, the
+//! operator API, health checking, reflection), the Prometheus endpoint,
+//! and the leadership loop: campaign, lead (scheduler and dispatcher) until
+//! the lease is lost, step down, campaign again.
+
+use crate::api::agents::AgentApi;
+use crate::api::operator::OperatorApi;
+use crate::config::CoordinatorConfig;
+use crate::core::{Coordinator, Lead};
+use crate::records::{now_ms, JobState};
+use crate::store::embedded::EmbeddedStore;
+use crate::store::etcd::EtcdStore;
+use crate::store::StateStore;
+use seawall_common::tls::Identity;
+use seawall_proto::codec::TRANSPORT_LIMIT;
+use seawall_proto::v1::agent_service_server::AgentServiceServer;
+use seawall_proto::v1::operator_service_server::OperatorServiceServer;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::{Certificate, Server, ServerTlsConfig};
+
+/// Opens the store the configuration names.
+pub async fn open_store(
+    config: &CoordinatorConfig,
+    dev: bool,
+) -> anyhow::Result<Arc<dyn StateStore>> {
+    if dev {
+        let path = config
+            .dev
+            .as_ref()
+            .map(|d| d.state.clone())
+            .unwrap_or_else(|| "seawall-coordinator.redb".into());
+        return Ok(Arc::new(EmbeddedStore::open(&path)?));
+    }
+    let Some(etcd) = &config.etcd else {
+        anyhow::bail!("the configuration has no [etcd] section: add one, or run with --dev for the embedded store");
+    };
+    Ok(Arc::new(
+        EtcdStore::connect(&etcd.endpoints, &etcd.prefix, etcd.lease_ttl).await?,
+    ))
+}
+
+fn read_token(config: &CoordinatorConfig) -> anyhow::Result<Option<String>> {
+    let Some(path) = &config.operator_token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read operator_token_file {}: {e}", path.display()))?;
+    let token = text.trim().to_string();
+    if token.len() < 16 {
+        anyhow::bail!(
+            "the operator token in {} is shorter than 16 characters: use a long random one",
+            path.display()
+        );
+    }
+    Ok(Some(token))
+}
+
+/// Runs the replica until `shutdown` resolves.
+pub async fn run(
+    config: CoordinatorConfig,
+    dev: bool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let pem = config.tls.load()?;
+    if !matches!(pem.identity, Identity::Coordinator { .. }) {
+        anyhow::bail!(
+            "{} is the certificate of {}, not of a coordinator: issue one with `seawall certs coordinator`",
+            config.tls.cert.display(),
+            pem.identity
+        );
+    }
+    let addr = tokio::net::lookup_host(&config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listen address {:?}: {e}", config.listen))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("listen address {:?} resolves to nothing", config.listen))?;
+    if let Some(m) = &config.metrics_listen {
+        crate::metrics::serve(m)?;
+    }
+    crate::metrics::leading(None);
+    let token = read_token(&config)?;
+    let store = open_store(&config, dev).await?;
+    let coord = Arc::new(Coordinator::new(config, store, token));
+
+    let tls = ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(&pem.cert, &pem.key))
+        .client_ca_root(Certificate::from_pem(&pem.ca))
+        // Operators may use a token instead; every service checks identity itself.
+        .client_auth_optional(true);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AgentServiceServer<AgentApi>>().await;
+    health
+        .set_serving::<OperatorServiceServer<OperatorApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(seawall_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| anyhow::anyhow!("reflection: {e}"))?;
+
+    let leading = tokio::spawn(lead_loop(coord.clone()));
+    tracing::info!(id = %coord.me.id, %addr, store = coord.store.kind(), "coordinator listening");
+    let served = Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(
+            AgentServiceServer::new(AgentApi::new(coord.clone()))
+                .max_decoding_message_size(TRANSPORT_LIMIT),
+        )
+        .add_service(
+            OperatorServiceServer::new(OperatorApi::new(coord.clone()))
+                .max_decoding_message_size(TRANSPORT_LIMIT),
+        )
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_shutdown(addr, shutdown)
+        .await;
+    leading.abort();
+    // Hand leadership over at once rather than after the lease TTL.
+    if let Some(lead) = coord.lead() {
+        let _ = coord.store.resign(&lead.leadership).await;
+    }
+    coord.step_down();
+    served.map_err(|e| anyhow::anyhow!("gRPC server on {addr}: {e}"))
+}
+
+/// Campaign, lead until the leadership is lost, step down, again.
+async fn lead_loop(coord: Arc<Coordinator>) {
+    loop {
+        let leadership = match coord.store.campaign(&coord.me).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "campaign failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let epoch = leadership.fence.epoch;
+        let lead = match coord.take_lead(leadership).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "state not loaded after winning; campaigning again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        crate::metrics::leading(Some(epoch));
+        tracing::info!(epoch, "leading");
+        coord
+            .audit(
+                &lead,
+                "election",
+                format!("{} leads with epoch {epoch}", coord.me.id),
+            )
+            .await;
+        let scheduler = tokio::spawn(crate::scheduler::run(coord.clone(), lead.clone()));
+        let dispatcher = tokio::spawn(dispatch_loop(coord.clone(), lead.clone()));
+        lead.leadership.lost().await;
+        scheduler.abort();
+        dispatcher.abort();
+        coord.step_down();
+        crate::metrics::leading(None);
+        tracing::warn!(epoch, "leadership lost: stopped acting");
+    }
+}
+
+/// Sends due jobs to agents and fails jobs whose agent went silent.
+async fn dispatch_loop(coord: Arc<Coordinator>, lead: Arc<Lead>) {
+    let timeout_ms = coord.config.job_timeout.as_millis() as i64;
+    while lead.leadership.is_valid() {
+        tokio::select! {
+            _ = coord.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        coord.dispatch(&lead).await;
+        let now = now_ms();
+        let mut overdue: Vec<(String, String)> = Vec::new();
+        if let Ok(active) = lead.active.lock() {
+            for (j, _) in active.values() {
+                if j.state == JobState::Running
+                    && now - j.last_news_ms.or(j.started_ms).unwrap_or(now) > timeout_ms
+                {
+                    overdue.push((
+                        j.job_id.clone(),
+                        "no news from its agent within job_timeout".into(),
+                    ));
+                } else if j.state == JobState::Pending && now - j.not_before_ms > timeout_ms {
+                    overdue.push((
+                        j.job_id.clone(),
+                        format!(
+                            "no agent of region {} serving {} was connected within job_timeout",
+                            j.region, j.source
+                        ),
+                    ));
+                }
+            }
+        }
+        for (job, why) in overdue {
+            let _ = coord.job_failed(&lead, &job, &why).await;
+        }
+    }
+}

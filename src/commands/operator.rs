@@ -1,0 +1,436 @@
+//! The operator commands, over gRPC to a coordinator replica: `status`,
+//! `agents`, `schedules`, `jobs [--watch]`, `backups` and `backup --now`,
+//! each with `--json`. A trigger sent to a follower is sent again to the
+//! leader the follower names.
+
+use crate::args::{AgentsArgs, BackupArgs, BackupsArgs, Global, JobsArgs, OperatorArgs};
+use crate::output::size;
+use seawall_proto::v1::operator_service_client::OperatorServiceClient;
+use seawall_proto::v1::*;
+use serde_json::json;
+use std::time::Duration;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Request, Status};
+
+/// A connection to one replica, with the operator's credentials.
+struct Op {
+    client: OperatorServiceClient<Channel>,
+    token: Option<String>,
+}
+
+fn url_of(address: &str) -> String {
+    seawall_agent::daemon::link::url_of(address)
+}
+
+fn read(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the {what} {}: {e}", path.display()))
+}
+
+impl Op {
+    async fn connect(a: &OperatorArgs, address: &str) -> anyhow::Result<Op> {
+        let Some(ca) = &a.ca else {
+            anyhow::bail!("give --ca FILE (the Seawall CA certificate; or SEAWALL_CA)");
+        };
+        if a.cert.is_none() && a.token_file.is_none() {
+            anyhow::bail!(
+                "give --cert and --key (an operator certificate from `seawall certs operator`) or --token-file"
+            );
+        }
+        let url = url_of(address);
+        let host = url
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.rsplit_once(':'))
+            .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+            .unwrap_or_default();
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(ca, "CA certificate")?))
+            .domain_name(host);
+        if let (Some(cert), Some(key)) = (&a.cert, &a.key) {
+            tls = tls.identity(Identity::from_pem(
+                read(cert, "operator certificate")?,
+                read(key, "operator key")?,
+            ));
+        }
+        let channel = Endpoint::from_shared(url.clone())
+            .map_err(|e| anyhow::anyhow!("{url} is not a valid address: {e}"))?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach the coordinator at {url}: {e}{}",
+                    std::error::Error::source(&e)
+                        .map(|s| format!(" ({s})"))
+                        .unwrap_or_default()
+                )
+            })?;
+        let token = match &a.token_file {
+            Some(p) => Some(
+                String::from_utf8_lossy(&read(p, "token file")?)
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(Op {
+            client: OperatorServiceClient::new(channel),
+            token,
+        })
+    }
+
+    fn req<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.set_timeout(Duration::from_secs(30));
+        if let Some(t) = &self.token {
+            if let Ok(v) = format!("Bearer {t}").parse() {
+                r.metadata_mut().insert("authorization", v);
+            }
+        }
+        r
+    }
+}
+
+fn failed(s: Status) -> anyhow::Error {
+    anyhow::anyhow!("the coordinator refused: {} ({:?})", s.message(), s.code())
+}
+
+fn when(ms: i64) -> String {
+    if ms <= 0 {
+        return "-".into();
+    }
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+fn job_json(j: &Job) -> serde_json::Value {
+    json!({
+        "job_id": j.job_id, "region": j.region, "source": j.source, "kind": j.kind,
+        "level": j.level, "state": j.state, "agent_id": j.agent_id, "attempt": j.attempt,
+        "schedule": j.schedule, "created_unix_ms": j.created_unix_ms,
+        "started_unix_ms": j.started_unix_ms, "finished_unix_ms": j.finished_unix_ms,
+        "error": j.error, "snapshot_id": j.snapshot_id, "bytes_done": j.bytes_done,
+        "bytes_added": j.bytes_added, "epoch": j.epoch,
+    })
+}
+
+fn print_job_line(j: &Job) {
+    println!(
+        "{:<34} {:<10} {:<12} {:<10} {:<9} {:<12} {:>3} {:>10} {}",
+        j.job_id,
+        j.region,
+        j.source,
+        j.kind,
+        j.state,
+        j.agent_id,
+        j.attempt,
+        size(j.bytes_added),
+        if j.error.is_empty() {
+            j.snapshot_id.get(..8).unwrap_or("").to_string()
+        } else {
+            j.error.clone()
+        }
+    );
+}
+
+/// `seawall status`.
+pub async fn status(g: &Global, a: OperatorArgs) -> anyhow::Result<u8> {
+    let mut op = Op::connect(&a, &a.coordinator).await?;
+    let s = op
+        .client
+        .status(op.req(StatusRequest {}))
+        .await
+        .map_err(failed)?
+        .into_inner();
+    if g.json {
+        crate::output::json(&json!({
+            "replica_id": s.replica_id, "is_leader": s.is_leader, "leader_id": s.leader_id,
+            "leader_address": s.leader_address, "epoch": s.epoch,
+            "agents_connected": s.agents_connected, "jobs_running": s.jobs_running,
+            "store": s.store,
+            "sources": s.sources.iter().map(|x| json!({
+                "region": x.region, "source": x.source, "last_success_job": x.last_success_job,
+                "last_success_unix_ms": x.last_success_unix_ms, "last_snapshot_id": x.last_snapshot_id,
+                "age_secs": x.age_secs,
+            })).collect::<Vec<_>>(),
+        }))?;
+        return Ok(0);
+    }
+    println!(
+        "leader {} ({}) epoch {}; asked {} ({}); store {}",
+        if s.leader_id.is_empty() {
+            "none"
+        } else {
+            &s.leader_id
+        },
+        s.leader_address,
+        s.epoch,
+        s.replica_id,
+        if s.is_leader { "leader" } else { "follower" },
+        s.store
+    );
+    println!(
+        "{} agents connected, {} jobs running",
+        s.agents_connected, s.jobs_running
+    );
+    if s.sources.is_empty() {
+        println!("no successful backup recorded yet");
+    } else {
+        println!(
+            "{:<12} {:<14} {:<20} {:>10} SNAPSHOT",
+            "REGION", "SOURCE", "LAST SUCCESS", "AGE"
+        );
+        for x in &s.sources {
+            println!(
+                "{:<12} {:<14} {:<20} {:>9}s {}",
+                x.region,
+                x.source,
+                when(x.last_success_unix_ms),
+                x.age_secs,
+                x.last_snapshot_id.get(..8).unwrap_or(&x.last_snapshot_id)
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// `seawall agents`.
+pub async fn agents(g: &Global, a: AgentsArgs) -> anyhow::Result<u8> {
+    let mut op = Op::connect(&a.op, &a.op.coordinator).await?;
+    let req = ListAgentsRequest {
+        region: a.region.unwrap_or_default(),
+    };
+    let r = op
+        .client
+        .list_agents(op.req(req))
+        .await
+        .map_err(failed)?
+        .into_inner();
+    if g.json {
+        crate::output::json(&r.agents.iter().map(|x| json!({
+            "agent_id": x.agent_id, "region": x.region, "version": x.version,
+            "hostname": x.hostname, "sources": x.sources,
+            "connected_unix_ms": x.connected_unix_ms,
+            "last_heartbeat_unix_ms": x.last_heartbeat_unix_ms, "running_jobs": x.running_jobs,
+        })).collect::<Vec<_>>())?;
+        return Ok(0);
+    }
+    println!(
+        "{:<16} {:<12} {:<20} {:>4} SOURCES",
+        "AGENT", "REGION", "CONNECTED", "JOBS"
+    );
+    for x in &r.agents {
+        println!(
+            "{:<16} {:<12} {:<20} {:>4} {}",
+            x.agent_id,
+            x.region,
+            when(x.connected_unix_ms),
+            x.running_jobs,
+            x.sources.join(",")
+        );
+    }
+    Ok(0)
+}
+
+/// `seawall schedules`.
+pub async fn schedules(g: &Global, a: OperatorArgs) -> anyhow::Result<u8> {
+    let mut op = Op::connect(&a, &a.coordinator).await?;
+    let r = op
+        .client
+        .list_schedules(op.req(ListSchedulesRequest {}))
+        .await
+        .map_err(failed)?
+        .into_inner();
+    if g.json {
+        crate::output::json(
+            &r.schedules
+                .iter()
+                .map(|x| {
+                    json!({
+                        "name": x.name, "region": x.region, "source": x.source, "kind": x.kind,
+                        "level": x.level, "cron": x.cron, "timezone": x.timezone,
+                        "jitter_secs": x.jitter_secs, "last_fired_unix_ms": x.last_fired_unix_ms,
+                        "next_unix_ms": x.next_unix_ms,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        return Ok(0);
+    }
+    println!(
+        "{:<20} {:<12} {:<12} {:<10} {:<18} {:<20} NEXT",
+        "SCHEDULE", "REGION", "SOURCE", "KIND", "CRON", "LAST"
+    );
+    for x in &r.schedules {
+        println!(
+            "{:<20} {:<12} {:<12} {:<10} {:<18} {:<20} {} {}",
+            x.name,
+            x.region,
+            x.source,
+            if x.level.is_empty() {
+                x.kind.clone()
+            } else {
+                format!("{}/{}", x.kind, x.level)
+            },
+            x.cron,
+            when(x.last_fired_unix_ms),
+            when(x.next_unix_ms),
+            x.timezone
+        );
+    }
+    Ok(0)
+}
+
+/// Follows one job until it ends; the exit code says how it ended.
+async fn watch(g: &Global, op: &mut Op, job_id: &str) -> anyhow::Result<u8> {
+    let mut stream = op
+        .client
+        .watch_job(op.req(WatchJobRequest {
+            job_id: job_id.to_string(),
+        }))
+        .await
+        .map_err(failed)?
+        .into_inner();
+    let mut last = None;
+    while let Some(j) = stream.message().await.map_err(failed)? {
+        if g.json {
+            println!("{}", job_json(&j));
+        } else if !g.quiet {
+            print_job_line(&j);
+        }
+        last = Some(j);
+    }
+    Ok(match last.map(|j| j.state) {
+        Some(s) if s == "succeeded" => 0,
+        _ => 1,
+    })
+}
+
+/// `seawall jobs [--watch ID]`.
+pub async fn jobs(g: &Global, a: JobsArgs) -> anyhow::Result<u8> {
+    let mut op = Op::connect(&a.op, &a.op.coordinator).await?;
+    if let Some(id) = &a.watch {
+        return watch(g, &mut op, id).await;
+    }
+    let req = ListJobsRequest {
+        region: a.region.unwrap_or_default(),
+        limit: a.limit,
+    };
+    let r = op
+        .client
+        .list_jobs(op.req(req))
+        .await
+        .map_err(failed)?
+        .into_inner();
+    if g.json {
+        crate::output::json(&r.jobs.iter().map(job_json).collect::<Vec<_>>())?;
+        return Ok(0);
+    }
+    println!(
+        "{:<34} {:<10} {:<12} {:<10} {:<9} {:<12} {:>3} {:>10} SNAPSHOT/ERROR",
+        "JOB", "REGION", "SOURCE", "KIND", "STATE", "AGENT", "TRY", "ADDED"
+    );
+    for j in &r.jobs {
+        print_job_line(j);
+    }
+    Ok(0)
+}
+
+/// `seawall backups`.
+pub async fn backups(g: &Global, a: BackupsArgs) -> anyhow::Result<u8> {
+    let mut op = Op::connect(&a.op, &a.op.coordinator).await?;
+    let req = ListBackupsRequest {
+        region: a.region.unwrap_or_default(),
+        source: a.source.unwrap_or_default(),
+    };
+    let r = op
+        .client
+        .list_backups(op.req(req))
+        .await
+        .map_err(failed)?
+        .into_inner();
+    if g.json {
+        crate::output::json(
+            &r.backups
+                .iter()
+                .map(|b| {
+                    json!({
+                        "region": b.region, "source": b.source, "snapshot_id": b.snapshot_id,
+                        "job_id": b.job_id, "finished_unix_ms": b.finished_unix_ms,
+                        "bytes_read": b.bytes_read, "bytes_added": b.bytes_added,
+                        "duration_secs": b.duration_secs,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        return Ok(0);
+    }
+    println!(
+        "{:<12} {:<14} {:<20} {:<10} {:>10} {:>8}",
+        "REGION", "SOURCE", "FINISHED", "SNAPSHOT", "ADDED", "SECS"
+    );
+    for b in &r.backups {
+        println!(
+            "{:<12} {:<14} {:<20} {:<10} {:>10} {:>8.1}",
+            b.region,
+            b.source,
+            when(b.finished_unix_ms),
+            b.snapshot_id.get(..8).unwrap_or(&b.snapshot_id),
+            size(b.bytes_added),
+            b.duration_secs
+        );
+    }
+    Ok(0)
+}
+
+/// `seawall backup --now --region R --source S`.
+pub async fn backup_now(g: &Global, a: BackupArgs) -> anyhow::Result<u8> {
+    let req = TriggerBackupRequest {
+        region: a.region.clone().unwrap_or_default(),
+        source: a.source_name.clone().unwrap_or_default(),
+        level: if a.full {
+            "full".into()
+        } else {
+            "incremental".into()
+        },
+    };
+    let mut op = Op::connect(&a.op, &a.op.coordinator).await?;
+    let reply = match op.client.trigger_backup(op.req(req.clone())).await {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == Code::FailedPrecondition => {
+            // A follower: ask the leader it names.
+            let Some(leader) = s
+                .metadata()
+                .get("seawall-leader")
+                .and_then(|v| v.to_str().ok())
+            else {
+                return Err(failed(s));
+            };
+            op = Op::connect(&a.op, leader).await?;
+            op.client
+                .trigger_backup(op.req(req))
+                .await
+                .map_err(failed)?
+                .into_inner()
+        }
+        Err(s) => return Err(failed(s)),
+    };
+    let job = reply
+        .job
+        .ok_or_else(|| anyhow::anyhow!("the coordinator answered without a job"))?;
+    if g.json && !a.wait {
+        crate::output::json(&job_json(&job))?;
+    } else if !g.quiet && !g.json {
+        println!(
+            "job {} queued for {} in {}",
+            job.job_id, job.source, job.region
+        );
+    }
+    if a.wait {
+        return watch(g, &mut op, &job.job_id).await;
+    }
+    Ok(0)
+}

@@ -1,0 +1,322 @@
+//! A fleet on loopback: a private CA from `seawall certs`, coordinator
+//! replicas and agents as real `seawall` processes, and the operator
+//! commands run against them.
+
+#![allow(dead_code)]
+
+use crate::fixtures::{bin, free_port};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The CA and certificates of a test fleet.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    /// A CA in `dir`.
+    pub fn new(dir: &Path) -> Pki {
+        let pki = Pki {
+            dir: dir.to_path_buf(),
+        };
+        pki.certs(&["ca"]);
+        pki.certs(&["operator", "--name", "ops"]);
+        pki
+    }
+
+    /// Runs `seawall certs` in the CA's directory.
+    pub fn certs(&self, args: &[&str]) {
+        let out = Command::new(bin())
+            .arg("certs")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("-q")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `[tls]` lines for a holder's files.
+    pub fn tls_toml(&self, name: &str) -> String {
+        format!(
+            "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            self.dir.join("ca.pem").display(),
+            self.dir.join(format!("{name}.pem")).display(),
+            self.dir.join(format!("{name}.key")).display()
+        )
+    }
+
+    /// Operator flags with the `ops` certificate.
+    pub fn operator_flags(&self, coordinator: &str) -> Vec<String> {
+        vec![
+            "--coordinator".into(),
+            coordinator.into(),
+            "--ca".into(),
+            self.dir.join("ca.pem").display().to_string(),
+            "--cert".into(),
+            self.dir.join("ops.pem").display().to_string(),
+            "--key".into(),
+            self.dir.join("ops.key").display().to_string(),
+        ]
+    }
+}
+
+/// A daemon process, killed on drop.
+pub struct Daemon {
+    pub name: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    pub config: PathBuf,
+    args: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts `seawall <args>` with its log in `log`.
+    pub fn start(name: &str, args: Vec<String>, config: PathBuf, log: PathBuf) -> Daemon {
+        let mut d = Daemon {
+            name: name.into(),
+            child: None,
+            log,
+            config,
+            args,
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(bin())
+            .args(&self.args)
+            .env("SEAWALL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again with the same configuration.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// SIGSTOP or SIGCONT.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A stopped process cannot die of SIGKILL until continued.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
+        self.kill9();
+    }
+}
+
+/// Waits until `port` accepts connections.
+pub fn wait_port(port: u16, what: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not listen on {port}: {}",
+            what.name,
+            what.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A coordinator replica's ports and process.
+pub struct Replica {
+    pub id: String,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub daemon: Daemon,
+}
+
+impl Replica {
+    /// `host:port` of its gRPC listener.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// Starts a coordinator replica; `store` is the `[etcd]` or `[dev]` section,
+/// `schedules` the `[[schedules]]` tables.
+pub fn start_replica(
+    pki: &Pki,
+    dir: &Path,
+    id: &str,
+    store: &str,
+    schedules: &str,
+    dev: bool,
+) -> Replica {
+    pki.certs(&[
+        "coordinator",
+        "--name",
+        id,
+        "--host",
+        "127.0.0.1",
+        "--host",
+        "localhost",
+    ]);
+    let port = free_port();
+    let metrics_port = free_port();
+    let config = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "id = \"{id}\"\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\nheartbeat = \"1s\"\njob_timeout = \"60s\"\n{}\n{store}\n{schedules}\n",
+            pki.tls_toml(id)
+        ),
+    )
+    .unwrap();
+    let mut args = vec![
+        "coordinator".to_string(),
+        "--config".into(),
+        config.display().to_string(),
+    ];
+    if dev {
+        args.push("--dev".into());
+    }
+    let daemon = Daemon::start(id, args, config, dir.join(format!("{id}.log")));
+    wait_port(port, &daemon);
+    Replica {
+        id: id.into(),
+        port,
+        metrics_port,
+        daemon,
+    }
+}
+
+/// Starts an agent serving one files source `files` from `data`, with a
+/// local repository in `dir`.
+pub fn start_agent(
+    pki: &Pki,
+    dir: &Path,
+    name: &str,
+    region: &str,
+    coordinators: &[String],
+    data: &Path,
+) -> Daemon {
+    pki.certs(&["agent", "--name", name, "--region", region]);
+    let repo = dir.join(format!("repo-{name}"));
+    let pw = dir.join(format!("{name}.password"));
+    std::fs::write(&pw, "fleet test password").unwrap();
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let init = Command::new(bin())
+        .args(["-q", "-r"])
+        .arg(&repo)
+        .arg("--password-file")
+        .arg(&pw)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let list = coordinators
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "id = \"{name}\"\nregion = \"{region}\"\ncoordinators = [{list}]\nstate_dir = \"{}\"\n{}\n[repository]\nrepo = \"{}\"\npassword_file = \"{}\"\n\n[[sources]]\nname = \"files\"\nkind = \"files\"\npaths = [\"{}\"]\n[sources.retention]\nkeep_last = 3\n",
+            dir.join(format!("state-{name}")).display(),
+            pki.tls_toml(name),
+            repo.display(),
+            pw.display(),
+            data.display()
+        ),
+    )
+    .unwrap();
+    Daemon::start(
+        name,
+        vec![
+            "agent".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+        config,
+        dir.join(format!("{name}.log")),
+    )
+}
+
+/// Runs an operator command with `--json`.
+pub fn op(pki: &Pki, coordinator: &str, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--json")
+        .args(args)
+        .args(pki.operator_flags(coordinator))
+        .output()
+        .unwrap()
+}
+
+/// Runs an operator command and parses its JSON.
+pub fn op_json(pki: &Pki, coordinator: &str, args: &[&str]) -> serde_json::Value {
+    let out = op(pki, coordinator, args);
+    assert!(
+        out.status.success(),
+        "seawall {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Polls `f` until it returns Some, or fails after `secs` saying `what`.
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -28,8 +28,22 @@ fn dev_fleet_runs_scheduled_and_manual_backups_in_two_regions() {
     let schedules = schedule("eu-files", "eu-west-1") + &schedule("us-files", "us-east-1");
     let c = start_replica(&pki, dir, "c1", &store, &schedules, true);
     let addr = c.address();
-    let _eu = start_agent(&pki, dir, "eu-1", "eu-west-1", std::slice::from_ref(&addr), &data);
-    let _us = start_agent(&pki, dir, "us-1", "us-east-1", std::slice::from_ref(&addr), &data);
+    let _eu = start_agent(
+        &pki,
+        dir,
+        "eu-1",
+        "eu-west-1",
+        std::slice::from_ref(&addr),
+        &data,
+    );
+    let _us = start_agent(
+        &pki,
+        dir,
+        "us-1",
+        "us-east-1",
+        std::slice::from_ref(&addr),
+        &data,
+    );
 
     // Scheduled backups succeed in both regions, each into its own repository.
     let status = eventually(60, "a scheduled backup in each region", || {

@@ -15,6 +15,7 @@ mod crash;
 mod damage;
 mod files;
 mod fleet;
+mod fleet_ha;
 mod postgres;
 mod redis;
 mod restore_safety;

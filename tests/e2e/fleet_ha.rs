@@ -1,0 +1,234 @@
+//! Three coordinator replicas on a real 3-member etcd cluster, one agent:
+//! a leader killed with -9 is replaced within the lease TTL plus 2 s and the
+//! next scheduled run happens exactly once; a leader stopped past its TTL
+//! and continued writes nothing and commands nothing under its old epoch.
+
+use crate::etcd_fixture::EtcdCluster;
+use crate::fixtures::{bin, require};
+use crate::fleet_fixture::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const TTL_SECS: u64 = 4;
+
+struct Ha {
+    _tmp: tempfile::TempDir,
+    etcd: EtcdCluster,
+    pki: Pki,
+    replicas: Vec<Replica>,
+    agent: Daemon,
+    repo: std::path::PathBuf,
+}
+
+fn start(prefix: &str) -> Ha {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let etcd = EtcdCluster::start(&dir.join("etcd"), 3);
+    let pki = Pki::new(&dir.join("pki"));
+    let endpoints = etcd
+        .endpoints()
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let store = format!(
+        "[etcd]\nendpoints = [{endpoints}]\nprefix = \"{prefix}\"\nlease_ttl = \"{TTL_SECS}s\"\n"
+    );
+    let schedules = "[[schedules]]\nname = \"eu-files\"\nregion = \"eu-west-1\"\nsource = \"files\"\ncron = \"*/3 * * * * *\"\n";
+    let replicas: Vec<Replica> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|id| start_replica(&pki, &dir, id, &store, schedules, false))
+        .collect();
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), "x".repeat(10_000)).unwrap();
+    let addresses: Vec<String> = replicas.iter().map(Replica::address).collect();
+    let agent = start_agent(&pki, &dir, "eu-1", "eu-west-1", &addresses, &data);
+    let repo = dir.join("repo-eu-1");
+    Ha {
+        _tmp: tmp,
+        etcd,
+        pki,
+        replicas,
+        agent,
+        repo,
+    }
+}
+
+impl Ha {
+    /// (leader id, epoch) as a replica other than `not` reports it.
+    fn leader(&self, not: Option<&str>) -> Option<(String, u64)> {
+        for r in self.replicas.iter().filter(|r| Some(r.id.as_str()) != not) {
+            let out = op(&self.pki, &r.address(), &["status"]);
+            if !out.status.success() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let id = v["leader_id"].as_str().unwrap_or_default().to_string();
+            if !id.is_empty() && Some(id.as_str()) != not {
+                return Some((id, v["epoch"].as_u64().unwrap_or(0)));
+            }
+        }
+        None
+    }
+
+    fn replica(&mut self, id: &str) -> &mut Replica {
+        self.replicas.iter_mut().find(|r| r.id == id).unwrap()
+    }
+
+    /// Job records straight from etcd.
+    fn jobs(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(require("etcdctl"))
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &self.etcd.endpoints().join(","),
+                "get",
+                "--prefix",
+                "--print-value-only",
+            ])
+            .arg(format!("{}/jobs/", self.prefix()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn prefix(&self) -> String {
+        let text = std::fs::read_to_string(&self.replicas[0].daemon.config).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("prefix = "))
+            .unwrap()
+            .trim_matches('"')
+            .to_string()
+    }
+
+    /// How many snapshots in the agent's repository carry `job=<id>`.
+    fn runs_of(&self, job: &str) -> usize {
+        let out = Command::new(bin())
+            .args(["--json", "-r"])
+            .arg(&self.repo)
+            .arg("--password-file")
+            .arg(self.repo.with_file_name("eu-1.password"))
+            .arg("snapshots")
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let tag = format!("job={job}");
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|s| {
+                        s["tags"]
+                            .as_array()
+                            .is_some_and(|t| t.iter().any(|x| x == &tag))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    fn succeeded_backups(&self) -> Vec<serde_json::Value> {
+        self.jobs()
+            .into_iter()
+            .filter(|j| j["kind"] == "backup" && j["state"] == "succeeded")
+            .collect()
+    }
+}
+
+#[test]
+fn killed_leader_is_replaced_within_ttl_and_the_next_run_happens_once() {
+    let mut ha = start("/ha-kill");
+    let (old, old_epoch) = eventually(30, "a leader", || ha.leader(None));
+    eventually(60, "a scheduled backup", || {
+        (!ha.succeeded_backups().is_empty()).then_some(())
+    });
+
+    let killed_at = Instant::now();
+    ha.replica(&old).daemon.kill9();
+    let (new, new_epoch) = eventually(30, "a new leader", || ha.leader(Some(&old)));
+    let took = killed_at.elapsed();
+    assert!(
+        took <= Duration::from_secs(TTL_SECS + 2),
+        "takeover took {took:?} with a {TTL_SECS}s TTL"
+    );
+    assert_ne!(new, old);
+    assert!(new_epoch > old_epoch);
+    eprintln!("takeover after kill -9: {took:?}");
+
+    // Slots after the takeover run, each exactly once.
+    let after = chrono::Utc::now().timestamp_millis();
+    let later = eventually(60, "two scheduled backups under the new leader", || {
+        let jobs: Vec<_> = ha
+            .succeeded_backups()
+            .into_iter()
+            .filter(|j| j["created_ms"].as_i64().unwrap_or(0) > after)
+            .collect();
+        (jobs.len() >= 2).then_some(jobs)
+    });
+    for j in &later {
+        let id = j["job_id"].as_str().unwrap();
+        assert_eq!(ha.runs_of(id), 1, "job {id} ran {} times", ha.runs_of(id));
+        assert!(j["epoch"].as_i64().unwrap() >= new_epoch as i64);
+    }
+    // No slot made two jobs, and no job ran twice, across the whole run.
+    let all = ha.jobs();
+    for j in all.iter().filter(|j| j["state"] == "succeeded") {
+        let id = j["job_id"].as_str().unwrap();
+        assert_eq!(ha.runs_of(id), 1, "job {id} ran more than once");
+    }
+}
+
+#[test]
+fn a_stopped_leader_acts_on_nothing_after_its_lease_expired() {
+    let mut ha = start("/ha-stop");
+    let (old, old_epoch) = eventually(30, "a leader", || ha.leader(None));
+    eventually(60, "a scheduled backup", || {
+        (!ha.succeeded_backups().is_empty()).then_some(())
+    });
+    let stopped_ms = chrono::Utc::now().timestamp_millis();
+    ha.replica(&old)
+        .daemon
+        .signal(nix::sys::signal::Signal::SIGSTOP);
+    let (new, new_epoch) = eventually(30, "a new leader", || ha.leader(Some(&old)));
+    assert_ne!(new, old);
+    std::thread::sleep(Duration::from_secs(TTL_SECS + 2));
+    ha.replica(&old)
+        .daemon
+        .signal(nix::sys::signal::Signal::SIGCONT);
+    let resumed_ms = chrono::Utc::now().timestamp_millis();
+    // Let the resumed replica run a while: it must notice at once that its
+    // lease is gone and write nothing.
+    std::thread::sleep(Duration::from_secs(4));
+    eventually(30, "a backup under the new leader", || {
+        ha.succeeded_backups()
+            .into_iter()
+            .find(|j| j["epoch"].as_u64().unwrap_or(0) >= new_epoch)
+    });
+    // Nothing in the store was written under the old epoch after the lease expired.
+    let lease_end = stopped_ms + (TTL_SECS as i64) * 1000;
+    for j in ha.jobs() {
+        for e in j["history"].as_array().unwrap() {
+            if e["epoch"].as_u64() == Some(old_epoch) {
+                assert!(
+                    e["at_ms"].as_i64().unwrap() <= lease_end,
+                    "job {} changed under the old epoch after its lease ended: {e}",
+                    j["job_id"]
+                );
+            }
+        }
+    }
+    // The agent follows the new epoch and never went back.
+    let mark: u64 =
+        std::fs::read_to_string(ha.agent.config.with_file_name("state-eu-1").join("epoch"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    assert!(mark >= new_epoch, "agent epoch mark {mark} < {new_epoch}");
+    let log = ha.replica(&old).daemon.log_text();
+    assert!(log.contains("leadership lost"), "{log}");
+    assert!(resumed_ms > lease_end);
+}

@@ -698,4 +698,7 @@ pub struct DemoArgs {
     /// Size of the generated sample in MiB.
     #[arg(long, default_value_t = 256)]
     pub size_mib: u64,
+    /// Skip the fleet part (coordinator and two agents).
+    #[arg(long)]
+    pub no_fleet: bool,
 }

@@ -1,6 +1,7 @@
 //! `seawall demo`: on a machine with nothing else installed, shows the whole
 //! files path: init, backup, change, incremental backup, verify, restore, and
-//! proves the restored tree is identical, with timings.
+//! proves the restored tree is identical, with timings; then a small fleet
+//! (see `demo_fleet.rs`).
 
 use crate::args::{DemoArgs, Global};
 use crate::output::{rate, size};
@@ -24,14 +25,14 @@ pub async fn run(g: &Global, a: DemoArgs) -> Result<u8> {
             true,
         ),
     };
-    let result = demo(g, &work, a.size_mib).await;
+    let result = demo(g, &work, a.size_mib, a.no_fleet).await;
     if cleanup {
         let _ = std::fs::remove_dir_all(&work);
     }
     result
 }
 
-async fn demo(g: &Global, work: &Path, size_mib: u64) -> Result<u8> {
+async fn demo(g: &Global, work: &Path, size_mib: u64, skip_fleet: bool) -> Result<u8> {
     let source = work.join("source/app-data");
     let repo_dir = work.join("repo");
     let restored = work.join("restored");
@@ -123,6 +124,20 @@ async fn demo(g: &Global, work: &Path, size_mib: u64) -> Result<u8> {
         r.duration_secs,
         rate(r.bytes, r.duration_secs)
     ));
+    if !skip_fleet {
+        let work = work.to_path_buf();
+        let data = super::demo_fleet::data_dir(&work);
+        let json = g.json;
+        tokio::task::spawn_blocking(move || {
+            let say = |s: String| {
+                if !json {
+                    println!("{s}");
+                }
+            };
+            super::demo_fleet::run(&work, &data, &say)
+        })
+        .await??;
+    }
     if g.json {
         crate::output::json(&serde_json::json!({
             "first_backup": s1,

@@ -4,6 +4,7 @@ mod backup;
 mod certs;
 mod daemons;
 mod demo;
+mod demo_fleet;
 mod forget;
 mod init;
 mod maintenance;

@@ -119,7 +119,7 @@ fn job_json(j: &Job) -> serde_json::Value {
 
 fn print_job_line(j: &Job) {
     println!(
-        "{:<34} {:<10} {:<12} {:<10} {:<9} {:<12} {:>3} {:>10} {}",
+        "{:<42} {:<10} {:<12} {:<10} {:<9} {:<12} {:>3} {:>10} {}",
         j.job_id,
         j.region,
         j.source,
@@ -330,7 +330,7 @@ pub async fn jobs(g: &Global, a: JobsArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     println!(
-        "{:<34} {:<10} {:<12} {:<10} {:<9} {:<12} {:>3} {:>10} SNAPSHOT/ERROR",
+        "{:<42} {:<10} {:<12} {:<10} {:<9} {:<12} {:>3} {:>10} SNAPSHOT/ERROR",
         "JOB", "REGION", "SOURCE", "KIND", "STATE", "AGENT", "TRY", "ADDED"
     );
     for j in &r.jobs {

@@ -18,13 +18,17 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_seawall")
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, drawn at random below the kernel's
+/// ephemeral range: `bind(0)` hands out nearly sequential ports, and tests
+/// running in parallel processes would otherwise collide between the
+/// moment a port is chosen and the moment its server binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = 10_000 + (rand::random::<u16>() % 22_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Finds a server binary or fails naming the script that installs it.

@@ -201,6 +201,14 @@ fn demo_runs_on_a_bare_machine() {
     );
     assert!(stdout.contains("identical"), "{stdout}");
     assert!(Path::new(&dir.path().join("demo/repo/config")).exists());
+    // The fleet part: both regions backed up on schedule, shown to the operator.
+    assert!(stdout.contains("2 agents connected"), "{stdout}");
+    for region in ["eu-west-1", "us-east-1"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(region) && l.contains("app-data")),
+            "no backup shown for {region}: {stdout}"
+        );
+    }
 }
 
 #[test]

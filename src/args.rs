@@ -131,6 +131,9 @@ pub enum Command {
     /// Generate or change benchmark data (for bench/).
     #[command(hide = true)]
     BenchData(BenchDataArgs),
+    /// Simulate many agents against a coordinator (for bench/fleet.sh).
+    #[command(hide = true)]
+    BenchAgents(BenchAgentsArgs),
 }
 
 /// `coordinator`.
@@ -264,6 +267,32 @@ pub enum CertsWhat {
         #[arg(long)]
         name: String,
     },
+}
+
+/// `bench-agents`.
+#[derive(Debug, Args)]
+pub struct BenchAgentsArgs {
+    /// Coordinator address (host:port).
+    #[arg(long)]
+    pub coordinator: String,
+    /// Its process id, for CPU and memory figures.
+    #[arg(long)]
+    pub coordinator_pid: u32,
+    /// Directory with ca.pem, ca.key, ops.pem, ops.key.
+    #[arg(long)]
+    pub pki: PathBuf,
+    /// Simulated agents.
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    /// Regions they spread over.
+    #[arg(long, default_value_t = 10)]
+    pub regions: usize,
+    /// Heartbeat interval.
+    #[arg(long, default_value_t = 5)]
+    pub heartbeat_secs: u64,
+    /// Seconds of steady heartbeats measured.
+    #[arg(long, default_value_t = 60)]
+    pub hold_secs: u64,
 }
 
 /// `bench-data`.

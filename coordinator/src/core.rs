@@ -7,10 +7,14 @@ use crate::config::{CoordinatorConfig, JobKind};
 use crate::records::{backup_key, job_key, now_ms, AuditEntry, BackupRecord, JobRecord, JobState};
 use crate::registry::Registry;
 use crate::store::{Fence, LeaderInfo, Leadership, StateStore, StoreError};
+use futures_util::StreamExt;
 use seawall_proto::v1::{coordinator_message, AssignJob, BackupLevel, CoordinatorMessage};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
+
+/// Assignments recorded and sent at once.
+const DISPATCH_CONCURRENCY: usize = 64;
 
 /// What the leader holds while it leads.
 pub struct Lead {
@@ -229,61 +233,90 @@ impl Coordinator {
                 .collect(),
             Err(_) => return 0,
         };
-        let mut sent = 0;
-        for (mut job, rev) in due {
-            if !lead.leadership.is_valid() {
-                break;
-            }
+        // Choose agents first (counting each choice), then record and send
+        // the assignments concurrently: they are independent, and etcd
+        // batches concurrent transactions.
+        let mut plan = Vec::with_capacity(due.len());
+        for (job, rev) in due {
             let Some(session) = self.registry.pick(&job.region, &job.source) else {
                 continue;
             };
-            job.agent_id = Some(session.agent_id.clone());
-            job.attempt = job.attempt.max(1);
-            job.started_ms = Some(now_ms());
-            job.last_news_ms = Some(now_ms());
-            job.epoch = lead.fence().epoch;
-            job.enter(
-                JobState::Running,
-                lead.fence().epoch,
-                format!("assigned to {} (attempt {})", session.agent_id, job.attempt),
-            );
-            let assign = CoordinatorMessage {
-                epoch: lead.epoch(),
-                body: Some(coordinator_message::Body::Assign(AssignJob {
-                    job_id: job.job_id.clone(),
-                    kind: match job.kind {
-                        JobKind::Backup => 1,
-                        JobKind::Retention => 2,
-                        JobKind::Verify => 3,
-                    },
-                    source: job.source.clone(),
-                    level: match job.level {
-                        Some(crate::config::Level::Full) => BackupLevel::Full as i32,
-                        Some(crate::config::Level::Incremental) => BackupLevel::Incremental as i32,
-                        None => BackupLevel::Unspecified as i32,
-                    },
-                    attempt: job.attempt,
-                })),
-            };
-            // Record the assignment first: a crash between the two leaves a
-            // running job the timeout or the agent's hello settles, never a
-            // job run twice.
-            let job_id = job.job_id.clone();
-            if let Err(e) = self.save_job(lead, job, rev).await {
-                tracing::warn!(job = %job_id, error = %e, "assignment not recorded");
-                continue;
-            }
-            if !lead.leadership.is_valid() {
-                break;
-            }
             session
                 .running
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if session.outbox.send(Ok(assign)).await.is_ok() {
-                sent += 1;
-            }
+            plan.push((job, rev, session));
         }
-        sent
+        let sent = std::sync::atomic::AtomicUsize::new(0);
+        futures_util::stream::iter(plan)
+            .for_each_concurrent(DISPATCH_CONCURRENCY, |(job, rev, session)| {
+                let sent = &sent;
+                async move {
+                    if self.assign(lead, job, rev, &session).await {
+                        sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    } else {
+                        session
+                            .running
+                            .fetch_update(
+                                std::sync::atomic::Ordering::Relaxed,
+                                std::sync::atomic::Ordering::Relaxed,
+                                |n| Some(n.saturating_sub(1)),
+                            )
+                            .ok();
+                    }
+                }
+            })
+            .await;
+        sent.into_inner()
+    }
+
+    /// Records one assignment, then sends it; false when it was not sent.
+    async fn assign(
+        &self,
+        lead: &Lead,
+        mut job: JobRecord,
+        rev: i64,
+        session: &crate::registry::Session,
+    ) -> bool {
+        if !lead.leadership.is_valid() {
+            return false;
+        }
+        job.agent_id = Some(session.agent_id.clone());
+        job.attempt = job.attempt.max(1);
+        job.started_ms = Some(now_ms());
+        job.last_news_ms = Some(now_ms());
+        job.epoch = lead.fence().epoch;
+        job.enter(
+            JobState::Running,
+            lead.fence().epoch,
+            format!("assigned to {} (attempt {})", session.agent_id, job.attempt),
+        );
+        let assign = CoordinatorMessage {
+            epoch: lead.epoch(),
+            body: Some(coordinator_message::Body::Assign(AssignJob {
+                job_id: job.job_id.clone(),
+                kind: match job.kind {
+                    JobKind::Backup => 1,
+                    JobKind::Retention => 2,
+                    JobKind::Verify => 3,
+                },
+                source: job.source.clone(),
+                level: match job.level {
+                    Some(crate::config::Level::Full) => BackupLevel::Full as i32,
+                    Some(crate::config::Level::Incremental) => BackupLevel::Incremental as i32,
+                    None => BackupLevel::Unspecified as i32,
+                },
+                attempt: job.attempt,
+            })),
+        };
+        // Record the assignment first: a crash between the two leaves a
+        // running job the timeout or the agent's hello settles, never a job
+        // run twice.
+        let job_id = job.job_id.clone();
+        if let Err(e) = self.save_job(lead, job, rev).await {
+            tracing::warn!(job = %job_id, error = %e, "assignment not recorded");
+            return false;
+        }
+        lead.leadership.is_valid() && session.outbox.send(Ok(assign)).await.is_ok()
     }
 
     /// Settles a job after a failed attempt: retried after backoff, or failed.

@@ -1,6 +1,7 @@
 //! One module per command; each returns the process exit code.
 
 mod backup;
+mod bench_agents;
 mod certs;
 mod daemons;
 mod demo;
@@ -46,6 +47,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Backups(a) => operator::backups(&g, a).await,
         Command::Demo(a) => demo::run(&g, a).await,
         Command::BenchData(a) => demo::bench_data(a).await,
+        Command::BenchAgents(a) => bench_agents::run(a).await,
     }
 }
 

@@ -205,7 +205,9 @@ fn demo_runs_on_a_bare_machine() {
     assert!(stdout.contains("2 agents connected"), "{stdout}");
     for region in ["eu-west-1", "us-east-1"] {
         assert!(
-            stdout.lines().any(|l| l.starts_with(region) && l.contains("app-data")),
+            stdout
+                .lines()
+                .any(|l| l.starts_with(region) && l.contains("app-data")),
             "no backup shown for {region}: {stdout}"
         );
     }

@@ -29,3 +29,7 @@ check:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
     bash scripts/test.sh
+
+# Coordinator load (1,000 simulated agents) and leader takeover time.
+bench-fleet *ARGS:
+    bash bench/fleet.sh {{ARGS}}

@@ -30,7 +30,7 @@ cargo build --release --quiet
 S=$PWD/target/release/seawall
 rm -rf "$WORK"; mkdir -p "$WORK"; W=$WORK
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null || true; done; }
+cleanup() { for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done; true; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ulimit -n 65536 2>/dev/null || true

@@ -285,3 +285,75 @@ impl tonic::codec::Decoder for RawCodec {
         Ok(Some(out))
     }
 }
+
+#[test]
+fn slots_missed_while_no_coordinator_ran_are_caught_up_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = Pki::new(&dir.join("pki"));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), "x").unwrap();
+    let store = format!("[dev]\nstate = \"{}\"\n", dir.join("state.redb").display());
+    let mut c = start_replica(
+        &pki,
+        dir,
+        "c1",
+        &store,
+        &schedule("eu-files", "eu-west-1"),
+        true,
+    );
+    let addr = c.address();
+    let _eu = start_agent(
+        &pki,
+        dir,
+        "eu-1",
+        "eu-west-1",
+        std::slice::from_ref(&addr),
+        &data,
+    );
+    let backups = |pki: &Pki| -> Vec<serde_json::Value> {
+        let jobs = op_json(pki, &addr, &["jobs", "--limit", "1000"]);
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["kind"] == "backup")
+            .cloned()
+            .collect()
+    };
+    eventually(60, "a first scheduled backup", || {
+        backups(&pki)
+            .iter()
+            .any(|j| j["state"] == "succeeded")
+            .then_some(())
+    });
+    // Every replica down for about four slots of a 2 s schedule.
+    c.daemon.kill9();
+    let down = chrono::Utc::now().timestamp_millis();
+    std::thread::sleep(Duration::from_secs(8));
+    c.daemon.restart();
+    wait_port(c.port, &c.daemon);
+    let up = chrono::Utc::now().timestamp_millis();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Of the slots that passed while no coordinator ran, one job runs (the
+    // newest), not one per slot. Job ids end in their slot.
+    let slot = |j: &serde_json::Value| -> i64 {
+        j["job_id"]
+            .as_str()
+            .unwrap()
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let made: Vec<_> = backups(&pki)
+        .into_iter()
+        .filter(|j| (down..up).contains(&slot(j)))
+        .collect();
+    assert_eq!(made.len(), 1, "catch-up jobs after the outage: {made:?}");
+    assert!(
+        slot(&made[0]) > down + 4000,
+        "not the newest missed slot: {made:?}"
+    );
+}

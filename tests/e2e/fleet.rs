@@ -163,10 +163,40 @@ fn identities_and_bad_input_are_refused_at_the_boundary() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let pki = Pki::new(&dir.join("pki"));
-    let store = format!("[dev]\nstate = \"{}\"\n", dir.join("state.redb").display());
+    let token = dir.join("operator.token");
+    std::fs::write(&token, "a-long-operator-token-for-tests\n").unwrap();
+    let store = format!(
+        "operator_token_file = \"{}\"\n[dev]\nstate = \"{}\"\n",
+        token.display(),
+        dir.join("state.redb").display()
+    );
     let c = start_replica(&pki, dir, "c1", &store, "", true);
     let addr = c.address();
     pki.certs(&["agent", "--name", "eu-1", "--region", "eu-west-1"]);
+    // The operator token works from the CLI instead of a certificate.
+    let out = std::process::Command::new(crate::fixtures::bin())
+        .args(["--json", "status", "--coordinator", &addr, "--ca"])
+        .arg(pki.dir.join("ca.pem"))
+        .arg("--token-file")
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wrong = dir.join("wrong.token");
+    std::fs::write(&wrong, "not-the-operator-token").unwrap();
+    let out = std::process::Command::new(crate::fixtures::bin())
+        .args(["status", "--coordinator", &addr, "--ca"])
+        .arg(pki.dir.join("ca.pem"))
+        .arg("--token-file")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    let err = crate::fixtures::one_error_line(&out);
+    assert!(err.contains("token is wrong"), "{err}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // An agent whose certificate names eu-west-1 cannot register for us-east-1.

@@ -179,8 +179,8 @@ impl Replica {
     }
 }
 
-/// Starts a coordinator replica; `store` is the `[etcd]` or `[dev]` section,
-/// `schedules` the `[[schedules]]` tables.
+/// Starts a coordinator replica; `store` is the `[etcd]` or `[dev]` section
+/// (top-level keys may come first), `schedules` the `[[schedules]]` tables.
 pub fn start_replica(
     pki: &Pki,
     dir: &Path,
@@ -204,7 +204,7 @@ pub fn start_replica(
     std::fs::write(
         &config,
         format!(
-            "id = \"{id}\"\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\nheartbeat = \"1s\"\njob_timeout = \"60s\"\n{}\n{store}\n{schedules}\n",
+            "id = \"{id}\"\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\nheartbeat = \"1s\"\njob_timeout = \"60s\"\n{store}\n{}\n{schedules}\n",
             pki.tls_toml(id)
         ),
     )

@@ -169,12 +169,19 @@ fn etcd_store_conforms_and_elects_one_leader_at_a_time() {
         // A registration bound to the lost leader's lease went with it.
         assert!(s1.get("agents/eu/a1").await.unwrap().is_none());
 
-        // One etcd member down: the cluster keeps quorum and the leader writes.
+        s2.resign(&second).await.unwrap();
+
+        // One etcd member down: the cluster keeps quorum, and a leader on a
+        // production-like lease keeps it and goes on writing.
+        let s3 = EtcdStore::connect(&endpoints, "/conformance", Duration::from_secs(10))
+            .await
+            .unwrap();
+        let third = s3.campaign(&me("r3")).await.unwrap();
         etcd.kill(0);
         let mut wrote = false;
-        for _ in 0..50 {
-            if s2
-                .put(&second.fence, "jobs/quorum", b"2of3", None)
+        for _ in 0..100 {
+            if s3
+                .put(&third.fence, "jobs/quorum", b"2of3", None)
                 .await
                 .is_ok()
             {
@@ -184,7 +191,14 @@ fn etcd_store_conforms_and_elects_one_leader_at_a_time() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert!(wrote, "no write with two of three members up");
-        assert!(second.is_valid());
-        s2.resign(&second).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(
+            third.is_valid(),
+            "leadership lost with two of three members up"
+        );
+        s3.put(&third.fence, "jobs/quorum", b"still", None)
+            .await
+            .unwrap();
+        s3.resign(&third).await.unwrap();
     });
 }

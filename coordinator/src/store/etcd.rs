@@ -37,15 +37,31 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("etcd {what}: {e}"))
 }
 
-/// Runs one etcd request with the request timeout.
-async fn timed<T>(
-    what: &str,
-    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-) -> StoreResult<T> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(unavailable(what, e)),
-        Err(_) => Err(unavailable(what, "no answer within 5 s")),
+/// Whether a request failed before reaching any member (the connection was
+/// refused): safe to send again, and the balancer then picks a live member.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let text = format!("{e:?}");
+    text.contains("tcp connect error") || text.contains("ConnectionRefused")
+}
+
+/// Runs one etcd request with the request timeout, sending it again (up to
+/// four times) when a dead member refused the connection.
+async fn timed<T, F, Fut>(what: &str, mut request: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match tokio::time::timeout(REQUEST_TIMEOUT, request()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if attempt < 4 && never_sent(&e) => {
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            Ok(Err(e)) => return Err(unavailable(what, e)),
+            Err(_) => return Err(unavailable(what, "no answer within 5 s")),
+        }
     }
 }
 
@@ -88,20 +104,29 @@ impl EtcdStore {
         &self,
     ) -> StoreResult<(i64, watch::Receiver<bool>, watch::Receiver<Instant>)> {
         let ttl_secs = self.ttl.as_secs().max(2) as i64;
-        let mut client = self.client.clone();
+        let client = self.client.clone();
         let sent = Instant::now();
-        let grant = timed("lease grant", client.lease_grant(ttl_secs, None)).await?;
+        let grant = timed("lease grant", || {
+            let mut c = client.clone();
+            async move { c.lease_grant(ttl_secs, None).await }
+        })
+        .await?;
         let id = grant.id();
-        let (mut keeper, mut stream) =
-            timed("lease keep-alive", client.lease_keep_alive(id)).await?;
+        let (mut keeper, mut stream) = timed("lease keep-alive", || {
+            let mut c = client.clone();
+            async move { c.lease_keep_alive(id).await }
+        })
+        .await?;
         let (lost_tx, lost_rx) = watch::channel(false);
         let first = sent + Duration::from_secs(grant.ttl().max(0) as u64);
         let (deadline_tx, deadline_rx) =
             watch::channel(first.checked_sub(SAFETY_MARGIN).unwrap_or(sent));
         let every = self.ttl / 3;
         tokio::spawn(async move {
+            let mut pause = every;
             loop {
-                tokio::time::sleep(every).await;
+                tokio::time::sleep(pause).await;
+                pause = every;
                 if lost_tx.is_closed() {
                     // Nobody holds the leadership any more: let the lease end.
                     return;
@@ -136,8 +161,15 @@ impl EtcdStore {
                             let _ = lost_tx.send(true);
                             return;
                         }
-                        // Re-open the keep-alive stream and try again.
-                        match client.lease_keep_alive(id).await {
+                        // Re-open the keep-alive stream (the balancer picks a
+                        // live member) and try again soon, not a period later.
+                        pause = Duration::from_millis(100);
+                        let reopened = timed("lease keep-alive", || {
+                            let mut c = client.clone();
+                            async move { c.lease_keep_alive(id).await }
+                        })
+                        .await;
+                        match reopened {
                             Ok((k, s)) => {
                                 keeper = k;
                                 stream = s;
@@ -161,8 +193,13 @@ impl StateStore for EtcdStore {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Entry>> {
-        let mut c = self.client.clone();
-        let resp = timed("get", c.get(self.full(key), None)).await?;
+        let c = self.client.clone();
+        let full = self.full(key);
+        let resp = timed("get", || {
+            let (mut c, full) = (c.clone(), full.clone());
+            async move { c.get(full, None).await }
+        })
+        .await?;
         Ok(resp.kvs().first().map(|kv| Entry {
             key: key.to_string(),
             value: kv.value().to_vec(),
@@ -171,9 +208,13 @@ impl StateStore for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<Entry>> {
-        let mut c = self.client.clone();
+        let c = self.client.clone();
         let full = self.full(prefix);
-        let resp = timed("list", c.get(full, Some(GetOptions::new().with_prefix()))).await?;
+        let resp = timed("list", || {
+            let (mut c, full) = (c.clone(), full.clone());
+            async move { c.get(full, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await?;
         let strip = self.prefix.len() + 1;
         Ok(resp
             .kvs()
@@ -205,8 +246,12 @@ impl StateStore for EtcdStore {
                 TxnOp::get(fence.key.clone(), None),
                 TxnOp::get(full.clone(), None),
             ]);
-        let mut c = self.client.clone();
-        let resp = timed("txn", c.txn(txn)).await?;
+        let c = self.client.clone();
+        let resp = timed("txn", || {
+            let (mut c, txn) = (c.clone(), txn.clone());
+            async move { c.txn(txn).await }
+        })
+        .await?;
         if resp.succeeded() {
             return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
         }
@@ -245,8 +290,12 @@ impl StateStore for EtcdStore {
                 value.to_vec(),
                 Some(PutOptions::new().with_lease(fence.lease)),
             )]);
-        let mut c = self.client.clone();
-        let resp = timed("txn", c.txn(txn)).await?;
+        let c = self.client.clone();
+        let resp = timed("txn", || {
+            let (mut c, txn) = (c.clone(), txn.clone());
+            async move { c.txn(txn).await }
+        })
+        .await?;
         if resp.succeeded() {
             Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
         } else {
@@ -258,8 +307,12 @@ impl StateStore for EtcdStore {
         let txn = Txn::new()
             .when(vec![self.fenced_txn(fence)])
             .and_then(vec![TxnOp::delete(self.full(key), None)]);
-        let mut c = self.client.clone();
-        let resp = timed("txn", c.txn(txn)).await?;
+        let c = self.client.clone();
+        let resp = timed("txn", || {
+            let (mut c, txn) = (c.clone(), txn.clone());
+            async move { c.txn(txn).await }
+        })
+        .await?;
         if resp.succeeded() {
             Ok(())
         } else {
@@ -314,11 +367,11 @@ impl StateStore for EtcdStore {
             Some(held.remove(at).1)
         });
         if let Some(key) = key {
-            let mut c = self.client.clone();
-            timed(
-                "resign",
-                c.resign(Some(ResignOptions::new().with_leader(key))),
-            )
+            let c = self.client.clone();
+            timed("resign", || {
+                let (mut c, key) = (c.clone(), key.clone());
+                async move { c.resign(Some(ResignOptions::new().with_leader(key))).await }
+            })
             .await?;
         }
         Ok(())

@@ -38,12 +38,7 @@ impl Op {
             );
         }
         let url = url_of(address);
-        let host = url
-            .split("://")
-            .nth(1)
-            .and_then(|r| r.rsplit_once(':'))
-            .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
-            .unwrap_or_default();
+        let host = seawall_agent::daemon::link::host_of(&url);
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read(ca, "CA certificate")?))
             .domain_name(host);

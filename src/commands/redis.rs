@@ -40,14 +40,8 @@ pub async fn backup(g: &Global, a: RedisArgs) -> anyhow::Result<u8> {
     .await;
     view.finish().await;
     let (id, snap) = result?;
-    let s = &snap.summary;
-    if g.json {
-        crate::output::json(&serde_json::json!({
-            "snapshot": id,
-            "facts": snap.facts,
-            "summary": s,
-        }))?;
-    } else if !g.quiet {
+    report(g, &id, &snap, |snap| {
+        let s = &snap.summary;
         println!(
             "RDB of {} bytes (version {}, offset {}) read in {:.2}s ({}), added {} to the repository",
             s.bytes_read,
@@ -57,6 +51,24 @@ pub async fn backup(g: &Global, a: RedisArgs) -> anyhow::Result<u8> {
             rate(s.bytes_read, s.duration_secs),
             size(s.bytes_added)
         );
+    })
+}
+
+/// Prints a Redis backup's outcome: JSON, or `human` and the snapshot id.
+fn report(
+    g: &Global,
+    id: &Id,
+    snap: &Snapshot,
+    human: impl FnOnce(&Snapshot),
+) -> anyhow::Result<u8> {
+    if g.json {
+        crate::output::json(&serde_json::json!({
+            "snapshot": id,
+            "facts": snap.facts,
+            "summary": snap.summary,
+        }))?;
+    } else if !g.quiet {
+        human(snap);
         println!("snapshot {} saved", id.short());
     }
     Ok(0)
@@ -83,14 +95,8 @@ async fn backup_keys(g: &Global, a: RedisArgs) -> anyhow::Result<u8> {
     .await;
     view.finish().await;
     let (id, snap) = result?;
-    let s = &snap.summary;
-    if g.json {
-        crate::output::json(&serde_json::json!({
-            "snapshot": id,
-            "facts": snap.facts,
-            "summary": s,
-        }))?;
-    } else if !g.quiet {
+    report(g, &id, &snap, |snap| {
+        let s = &snap.summary;
         let fact = |k: &str| snap.facts.get(k).cloned().unwrap_or_default();
         println!(
             "{} keys captured ({} with an expiry, {} gone before they were read) in {:.2}s, added {} to the repository",
@@ -109,9 +115,7 @@ async fn backup_keys(g: &Global, a: RedisArgs) -> anyhow::Result<u8> {
                 println!("  {pattern:<30} {n}");
             }
         }
-        println!("snapshot {} saved", id.short());
-    }
-    Ok(0)
+    })
 }
 
 /// The snapshot `spec` names, or the newest Redis snapshot of `mode` for `latest`.

@@ -30,7 +30,8 @@ pub fn url_of(address: &str) -> String {
     }
 }
 
-fn host_of(url: &str) -> String {
+/// The host of a URL, for the TLS server name.
+pub fn host_of(url: &str) -> String {
     let rest = url.split("://").nth(1).unwrap_or(url);
     let hostport = rest.split('/').next().unwrap_or(rest);
     if let Some(v6) = hostport.strip_prefix('[') {

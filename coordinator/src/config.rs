@@ -28,6 +28,10 @@ pub struct CoordinatorConfig {
     /// How long a running job may go without news from its agent.
     #[serde(default = "default_job_timeout", with = "humantime_serde_compat")]
     pub job_timeout: Duration,
+    /// How long settled jobs, backup records and audit lines are kept
+    /// (a source's newest backup record is kept however old).
+    #[serde(default = "default_history_keep", with = "humantime_serde_compat")]
+    pub history_keep: Duration,
     /// This replica's certificate, key and the CA.
     pub tls: TlsFiles,
     /// A file holding a token operators may present instead of a certificate.
@@ -129,6 +133,9 @@ fn default_heartbeat() -> Duration {
 fn default_job_timeout() -> Duration {
     Duration::from_secs(3600)
 }
+fn default_history_keep() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
 fn default_prefix() -> String {
     "/seawall".into()
 }
@@ -190,6 +197,9 @@ impl CoordinatorConfig {
     /// Checks what serde cannot: names, cron expressions, time zones.
     pub fn check(&self) -> anyhow::Result<()> {
         seawall_common::tls::check_label("id", &self.id)?;
+        if self.history_keep < Duration::from_secs(1) {
+            anyhow::bail!("history_keep must be at least 1s (default 30 days)");
+        }
         let mut names = std::collections::HashSet::new();
         for s in &self.schedules {
             seawall_common::tls::check_label("schedule name", &s.name)?;

@@ -106,6 +106,13 @@ impl Coordinator {
                 }
             }
         }
+        // The RPO gauge starts from the stored records, not from the next
+        // success: an alert must not go blind because a leader changed.
+        for e in self.store.list("backups/").await? {
+            if let Ok(b) = serde_json::from_slice::<BackupRecord>(&e.value) {
+                crate::metrics::backup_seen(&b);
+            }
+        }
         let lead = Arc::new(Lead {
             leadership,
             active: Mutex::new(active),

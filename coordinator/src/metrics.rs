@@ -28,12 +28,18 @@ pub fn serve(addr: &str) -> anyhow::Result<()> {
 pub fn backup_succeeded(b: &BackupRecord) {
     let labels = [("region", b.region.clone()), ("source", b.source.clone())];
     metrics::counter!("seawall_backup_bytes_added_total", &labels).increment(b.bytes_added);
-    metrics::gauge!("seawall_backup_last_success_timestamp_seconds", &labels)
-        .set(b.finished_ms as f64 / 1000.0);
+    backup_seen(b);
+}
+
+/// Takes a stored backup into the newest-success and age gauges.
+pub fn backup_seen(b: &BackupRecord) {
+    let labels = [("region", b.region.clone()), ("source", b.source.clone())];
     if let Ok(mut newest) = NEWEST.lock() {
         let map = newest.get_or_insert_with(HashMap::new);
         let at = map.entry((b.region.clone(), b.source.clone())).or_insert(0);
         *at = (*at).max(b.finished_ms);
+        metrics::gauge!("seawall_backup_last_success_timestamp_seconds", &labels)
+            .set(*at as f64 / 1000.0);
     }
     refresh_ages();
 }

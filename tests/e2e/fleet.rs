@@ -387,3 +387,82 @@ fn slots_missed_while_no_coordinator_ran_are_caught_up_once() {
         "not the newest missed slot: {made:?}"
     );
 }
+
+#[test]
+fn old_history_is_pruned_but_each_sources_newest_backup_and_its_rpo_gauge_stay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = Pki::new(&dir.join("pki"));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), "x").unwrap();
+    let store = format!(
+        "history_keep = \"5s\"\n[dev]\nstate = \"{}\"\n",
+        dir.join("state.redb").display()
+    );
+    let mut c = start_replica(
+        &pki,
+        dir,
+        "c1",
+        &store,
+        &schedule("eu-files", "eu-west-1"),
+        true,
+    );
+    let addr = c.address();
+    let mut eu = start_agent(
+        &pki,
+        dir,
+        "eu-1",
+        "eu-west-1",
+        std::slice::from_ref(&addr),
+        &data,
+    );
+    let job_ids = |pki: &Pki, settled_only: bool| -> Vec<String> {
+        let jobs = op_json(pki, &addr, &["jobs", "--limit", "1000"]);
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| {
+                !settled_only
+                    || ["succeeded", "failed", "cancelled"].contains(&j["state"].as_str().unwrap())
+            })
+            .map(|j| j["job_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let backups = |pki: &Pki| {
+        op_json(pki, &addr, &["backups"])
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    eventually(60, "three scheduled backups", || {
+        (backups(&pki).len() >= 3).then_some(())
+    });
+    let settled = job_ids(&pki, true);
+    assert!(settled.len() >= 3, "{settled:?}");
+    // No agent from now on: nothing new succeeds, so only pruning changes
+    // the records.
+    eu.kill9();
+    let newest = backups(&pki)
+        .into_iter()
+        .max_by_key(|b| b["finished_unix_ms"].as_i64().unwrap())
+        .unwrap();
+    eventually(30, "settled jobs and older backup records pruned", || {
+        let left = job_ids(&pki, false);
+        let b = backups(&pki);
+        (b.len() == 1 && settled.iter().all(|j| !left.contains(j))).then_some(())
+    });
+    assert_eq!(backups(&pki)[0]["snapshot_id"], newest["snapshot_id"]);
+
+    // A restarted leader reports the source's backup age from the kept
+    // record at once, before any new backup succeeds.
+    c.daemon.kill9();
+    c.daemon.restart();
+    wait_port(c.port, &c.daemon);
+    let metrics = eventually(20, "the RPO gauge after a restart", || {
+        let m = http_get(c.metrics_port, "/metrics");
+        m.contains("seawall_backup_age_seconds{region=\"eu-west-1\",source=\"files\"}")
+            .then_some(m)
+    });
+    assert!(metrics.contains("seawall_leader 1"), "{metrics}");
+}

@@ -1,0 +1,165 @@
+//! Keeps the state store small: settled jobs, backup records and audit lines
+//! older than `history_keep` are deleted by the leader, so listing them and
+//! electing a new leader (which loads the jobs) stay fast in a fleet that
+//! runs for years. The newest backup record of every source is kept however
+//! old, because the RPO figure (`seawall_backup_age_seconds`) is computed
+//! from it, and jobs still pending or running are never touched.
+
+use crate::core::{ActError, Coordinator, Lead};
+use crate::records::{now_ms, BackupRecord, JobRecord};
+use crate::store::Entry;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most keys deleted in one pass, so a first pass over years of history does
+/// not hold the store busy; the next pass goes on.
+const MAX_DELETES_PER_PASS: usize = 5_000;
+
+/// What one pass deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Settled job records.
+    pub jobs: usize,
+    /// Backup records (never a source's newest).
+    pub backups: usize,
+    /// Audit lines.
+    pub audit: usize,
+}
+
+/// Prunes at once and then every quarter of `history_keep` (at most hourly)
+/// while `lead` holds.
+pub async fn run(coord: Arc<Coordinator>, lead: Arc<Lead>) {
+    let keep = coord.config.history_keep;
+    let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    while lead.leadership.is_valid() {
+        match prune(&coord, &lead, now_ms() - keep.as_millis() as i64).await {
+            Ok(p) if p != Pruned::default() => {
+                tracing::info!(
+                    jobs = p.jobs,
+                    backups = p.backups,
+                    audit = p.audit,
+                    "history pruned"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "history not pruned; trying again later"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Deletes what settled before `cutoff_ms`.
+pub async fn prune(coord: &Coordinator, lead: &Lead, cutoff_ms: i64) -> Result<Pruned, ActError> {
+    let mut doomed: Vec<(String, &'static str)> = Vec::new();
+    for e in coord.store.list("jobs/").await? {
+        if let Ok(job) = serde_json::from_slice::<JobRecord>(&e.value) {
+            if job.state.is_final() && settled_ms(&job) < cutoff_ms {
+                doomed.push((e.key, "jobs"));
+            }
+        }
+    }
+    for key in old_backups(&coord.store.list("backups/").await?, cutoff_ms) {
+        doomed.push((key, "backups"));
+    }
+    for e in coord.store.list("audit/").await? {
+        if key_time_ms(&e.key).is_some_and(|at| at < cutoff_ms) {
+            doomed.push((e.key, "audit"));
+        }
+    }
+    let mut pruned = Pruned::default();
+    for (key, kind) in doomed.into_iter().take(MAX_DELETES_PER_PASS) {
+        if !lead.leadership.is_valid() {
+            return Err(ActError::NotLeader);
+        }
+        coord.store.delete(lead.fence(), &key).await?;
+        match kind {
+            "jobs" => pruned.jobs += 1,
+            "backups" => pruned.backups += 1,
+            _ => pruned.audit += 1,
+        }
+    }
+    Ok(pruned)
+}
+
+/// When a settled job last changed.
+fn settled_ms(job: &JobRecord) -> i64 {
+    job.finished_ms
+        .or(job.history.last().map(|e| e.at_ms))
+        .unwrap_or(job.created_ms)
+}
+
+/// Backup records before the cutoff, except each source's newest. Keys sort
+/// by time within a source (`backups/<region>/<source>/<ms>-<job>`).
+fn old_backups(entries: &[Entry], cutoff_ms: i64) -> Vec<String> {
+    let mut newest: std::collections::HashMap<(String, String), &str> = Default::default();
+    for e in entries {
+        if let Ok(b) = serde_json::from_slice::<BackupRecord>(&e.value) {
+            let at = newest.entry((b.region, b.source)).or_insert(&e.key);
+            if e.key.as_str() > *at {
+                *at = &e.key;
+            }
+        }
+    }
+    let kept: std::collections::HashSet<&str> = newest.into_values().collect();
+    entries
+        .iter()
+        .filter(|e| !kept.contains(e.key.as_str()))
+        .filter(|e| key_time_ms(&e.key).is_some_and(|at| at < cutoff_ms))
+        .map(|e| e.key.clone())
+        .collect()
+}
+
+/// The time at the start of a key's last segment (`<13-digit ms>-...`).
+fn key_time_ms(key: &str) -> Option<i64> {
+    let last = key.rsplit('/').next()?;
+    last.get(..13)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup(region: &str, source: &str, at: i64) -> Entry {
+        let b = BackupRecord {
+            region: region.into(),
+            source: source.into(),
+            snapshot_id: "s".into(),
+            job_id: format!("j{at}"),
+            finished_ms: at,
+            bytes_read: 0,
+            bytes_added: 0,
+            duration_secs: 0.0,
+        };
+        Entry {
+            key: crate::records::backup_key(&b),
+            value: serde_json::to_vec(&b).unwrap(),
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn a_sources_newest_backup_record_is_kept_however_old() {
+        let entries = vec![
+            backup("eu", "db", 1_000),
+            backup("eu", "db", 2_000),
+            backup("eu", "db", 9_000),
+            backup("us", "db", 1_500),
+        ];
+        let old = old_backups(&entries, 5_000);
+        assert_eq!(old, vec![entries[0].key.clone(), entries[1].key.clone()]);
+        assert!(old_backups(&entries, 500).is_empty());
+    }
+
+    #[test]
+    fn key_times_are_read_from_the_last_segment() {
+        assert_eq!(
+            key_time_ms("audit/1700000000000-0a0b0c0d"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            key_time_ms("backups/eu/db/1700000000123-job"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(key_time_ms("audit/garbage"), None);
+    }
+}

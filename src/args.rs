@@ -145,6 +145,15 @@ pub struct CoordinatorArgs {
     /// One replica with its state in the embedded store of [dev] (no etcd).
     #[arg(long)]
     pub dev: bool,
+    /// Replica name, replacing the file's `id` (a StatefulSet passes its pod name).
+    #[arg(long, env = "SEAWALL_COORDINATOR_ID")]
+    pub id: Option<String>,
+    /// Address told to agents and operators, replacing the file's `advertise`.
+    #[arg(long, env = "SEAWALL_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `agent`.
@@ -153,6 +162,12 @@ pub struct AgentArgs {
     /// agent.toml.
     #[arg(long, env = "SEAWALL_AGENT_CONFIG")]
     pub config: PathBuf,
+    /// Agent name, replacing the file's `id` (a DaemonSet passes its pod name).
+    #[arg(long, env = "SEAWALL_AGENT_ID")]
+    pub id: Option<String>,
+    /// Check the configuration and certificate, print what the agent would serve, and exit.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// How operator commands reach and prove themselves to the coordinator.

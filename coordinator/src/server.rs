@@ -11,7 +11,7 @@ use crate::records::{now_ms, JobState};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::etcd::EtcdStore;
 use crate::store::StateStore;
-use seawall_common::tls::Identity;
+use seawall_common::tls::{Identity, TlsPem};
 use seawall_proto::codec::TRANSPORT_LIMIT;
 use seawall_proto::v1::agent_service_server::AgentServiceServer;
 use seawall_proto::v1::operator_service_server::OperatorServiceServer;
@@ -57,20 +57,28 @@ fn read_token(config: &CoordinatorConfig) -> anyhow::Result<Option<String>> {
     Ok(Some(token))
 }
 
+/// Loads the replica's certificate and checks it names this replica: the
+/// audit log and the election name replicas by it.
+pub fn load_identity(config: &CoordinatorConfig) -> anyhow::Result<TlsPem> {
+    let pem = config.tls.load()?;
+    match &pem.identity {
+        Identity::Coordinator { name } if *name == config.id => Ok(pem),
+        other => anyhow::bail!(
+            "{} is the certificate of {other}, but this replica is coordinator {}: issue one with `seawall certs coordinator --name {}`",
+            config.tls.cert.display(),
+            config.id,
+            config.id
+        ),
+    }
+}
+
 /// Runs the replica until `shutdown` resolves.
 pub async fn run(
     config: CoordinatorConfig,
     dev: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let pem = config.tls.load()?;
-    if !matches!(pem.identity, Identity::Coordinator { .. }) {
-        anyhow::bail!(
-            "{} is the certificate of {}, not of a coordinator: issue one with `seawall certs coordinator`",
-            config.tls.cert.display(),
-            pem.identity
-        );
-    }
+    let pem = load_identity(&config)?;
     let addr = tokio::net::lookup_host(&config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("listen address {:?}: {e}", config.listen))?
@@ -158,9 +166,11 @@ async fn lead_loop(coord: Arc<Coordinator>) {
             .await;
         let scheduler = tokio::spawn(crate::scheduler::run(coord.clone(), lead.clone()));
         let dispatcher = tokio::spawn(dispatch_loop(coord.clone(), lead.clone()));
+        let pruner = tokio::spawn(crate::history::run(coord.clone(), lead.clone()));
         lead.leadership.lost().await;
         scheduler.abort();
         dispatcher.abort();
+        pruner.abort();
         coord.step_down();
         crate::metrics::leading(None);
         tracing::warn!(epoch, "leadership lost: stopped acting");

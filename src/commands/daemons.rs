@@ -23,7 +23,33 @@ async fn shutdown_signal() {
 
 /// Runs a coordinator replica.
 pub async fn coordinator(a: CoordinatorArgs) -> anyhow::Result<u8> {
-    let config = CoordinatorConfig::load(&a.config)?;
+    let mut config = CoordinatorConfig::load(&a.config)?;
+    if let Some(id) = a.id {
+        config.id = id;
+    }
+    if let Some(advertise) = a.advertise {
+        config.advertise = Some(advertise);
+    }
+    config.check()?;
+    if a.check {
+        seawall_coordinator::server::load_identity(&config)?;
+        let state = match (&config.etcd, &config.dev, a.dev) {
+            (_, Some(d), true) => format!("{} (embedded)", d.state.display()),
+            (Some(e), _, false) => format!("etcd {}", e.endpoints.join(",")),
+            (_, None, true) => anyhow::bail!("--dev needs a [dev] section with `state`"),
+            (None, _, false) => {
+                anyhow::bail!("no [etcd] section: add one, or run with --dev and a [dev] section")
+            }
+        };
+        println!(
+            "{}: replica {} advertised as {}, certificate matches, {} schedule(s), state in {state}",
+            a.config.display(),
+            config.id,
+            config.advertised(),
+            config.schedules.len(),
+        );
+        return Ok(0);
+    }
     seawall_coordinator::server::run(config, a.dev, shutdown_signal()).await?;
     Ok(0)
 }
@@ -32,6 +58,23 @@ pub async fn coordinator(a: CoordinatorArgs) -> anyhow::Result<u8> {
 pub async fn agent(a: AgentArgs) -> anyhow::Result<u8> {
     let exe = std::env::current_exe()
         .map_err(|e| anyhow::anyhow!("cannot find the seawall binary to run jobs with: {e}"))?;
-    seawall_agent::daemon::run(&a.config, exe, shutdown_signal()).await?;
+    let prepared = seawall_agent::daemon::prepare(&a.config, a.id.as_deref())?;
+    if a.check {
+        let c = &prepared.config;
+        println!(
+            "{}: agent {} in region {}, certificate matches; repository {}; sources: {}",
+            a.config.display(),
+            c.id,
+            c.region,
+            c.repository.repo,
+            c.sources
+                .iter()
+                .map(|s| format!("{} ({})", s.name, s.kind.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(0);
+    }
+    seawall_agent::daemon::run(prepared, exe, shutdown_signal()).await?;
     Ok(0)
 }

@@ -13,6 +13,7 @@ mod certs;
 mod concurrency;
 mod crash;
 mod damage;
+mod deploy;
 mod files;
 mod fleet;
 mod fleet_ha;

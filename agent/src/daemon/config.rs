@@ -52,30 +52,26 @@ pub struct RepositoryConfig {
     pub s3_path_style: bool,
 }
 
-/// One source. (serde cannot refuse unknown keys across a flattened
-/// tagged enum; the other tables refuse them.)
+/// One source.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(from = "SourceTable")]
 pub struct SourceConfig {
     /// Name jobs and schedules use.
     pub name: String,
     /// What it is.
-    #[serde(flatten)]
     pub kind: SourceKind,
     /// Retention rules for retention jobs.
-    #[serde(default)]
     pub retention: Option<Retention>,
 }
 
 /// Source kinds and their settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[derive(Debug, Clone)]
 pub enum SourceKind {
     /// Files and directories.
     Files {
         /// Paths to back up.
         paths: Vec<PathBuf>,
         /// Exclusion globs.
-        #[serde(default)]
         exclude: Vec<String>,
     },
     /// A PostgreSQL server.
@@ -83,10 +79,8 @@ pub enum SourceKind {
         /// Connection string (prefer a .pgpass file for the password).
         dsn: String,
         /// Base backups instead of logical dumps.
-        #[serde(default)]
         physical: bool,
         /// Directory of the PostgreSQL programs.
-        #[serde(default)]
         pg_bin: Option<PathBuf>,
     },
     /// A Redis server.
@@ -94,9 +88,81 @@ pub enum SourceKind {
         /// redis[s]:// URL.
         url: String,
         /// Key patterns (application state); empty for a whole RDB.
-        #[serde(default)]
         keys: Vec<String>,
     },
+}
+
+/// A `[[sources]]` table as written. Each kind is its own struct variant so
+/// serde can refuse a key that kind does not have (a flattened enum cannot):
+/// a misspelt `exclude` must not silently back up everything.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum SourceTable {
+    Files {
+        name: String,
+        paths: Vec<PathBuf>,
+        #[serde(default)]
+        exclude: Vec<String>,
+        #[serde(default)]
+        retention: Option<Retention>,
+    },
+    Postgres {
+        name: String,
+        dsn: String,
+        #[serde(default)]
+        physical: bool,
+        #[serde(default)]
+        pg_bin: Option<PathBuf>,
+        #[serde(default)]
+        retention: Option<Retention>,
+    },
+    Redis {
+        name: String,
+        url: String,
+        #[serde(default)]
+        keys: Vec<String>,
+        #[serde(default)]
+        retention: Option<Retention>,
+    },
+}
+
+impl From<SourceTable> for SourceConfig {
+    fn from(table: SourceTable) -> SourceConfig {
+        let (name, kind, retention) = match table {
+            SourceTable::Files {
+                name,
+                paths,
+                exclude,
+                retention,
+            } => (name, SourceKind::Files { paths, exclude }, retention),
+            SourceTable::Postgres {
+                name,
+                dsn,
+                physical,
+                pg_bin,
+                retention,
+            } => (
+                name,
+                SourceKind::Postgres {
+                    dsn,
+                    physical,
+                    pg_bin,
+                },
+                retention,
+            ),
+            SourceTable::Redis {
+                name,
+                url,
+                keys,
+                retention,
+            } => (name, SourceKind::Redis { url, keys }, retention),
+        };
+        SourceConfig {
+            name,
+            kind,
+            retention,
+        }
+    }
 }
 
 /// forget rules.
@@ -138,8 +204,9 @@ impl SourceKind {
 }
 
 impl AgentConfig {
-    /// Reads and checks the file.
-    pub fn load(path: &Path) -> seawall_common::Result<AgentConfig> {
+    /// Reads and checks the file; `id`, when given, replaces the file's
+    /// (one file for every pod of a DaemonSet, each named by its pod).
+    pub fn load(path: &Path, id: Option<&str>) -> seawall_common::Result<AgentConfig> {
         use seawall_common::{Error, ErrorKind};
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::new(
@@ -147,7 +214,7 @@ impl AgentConfig {
                 format!("cannot read {}: {e}", path.display()),
             )
         })?;
-        let config: AgentConfig = toml::from_str(&text).map_err(|e| {
+        let mut config: AgentConfig = toml::from_str(&text).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidInput,
                 format!(
@@ -156,6 +223,9 @@ impl AgentConfig {
                 ),
             )
         })?;
+        if let Some(id) = id {
+            config.id = id.to_string();
+        }
         seawall_common::tls::check_label("id", &config.id)?;
         seawall_common::tls::check_label("region", &config.region)?;
         if config.coordinators.is_empty() {
@@ -177,5 +247,102 @@ impl AgentConfig {
             }
         }
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = r#"
+id = "a1"
+region = "eu"
+coordinators = ["127.0.0.1:7000"]
+state_dir = "/var/lib/seawall"
+[tls]
+ca = "ca.pem"
+cert = "a1.pem"
+key = "a1.key"
+[repository]
+repo = "/srv/repo"
+password_file = "/etc/seawall/pw"
+"#;
+
+    fn load(sources: &str) -> seawall_common::Result<AgentConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, format!("{HEAD}{sources}")).unwrap();
+        AgentConfig::load(&path, None)
+    }
+
+    #[test]
+    fn every_source_kind_parses_with_its_settings() {
+        let config = load(
+            r#"
+[[sources]]
+name = "home"
+kind = "files"
+paths = ["/home"]
+exclude = ["*.tmp"]
+retention = { keep_daily = 7 }
+[[sources]]
+name = "db"
+kind = "postgres"
+dsn = "host=/run/postgresql"
+physical = true
+[[sources]]
+name = "state"
+kind = "redis"
+url = "redis://127.0.0.1:6379"
+keys = ["agent:*"]
+"#,
+        )
+        .unwrap();
+        let kinds: Vec<_> = config.sources.iter().map(|s| s.kind.name()).collect();
+        assert_eq!(kinds, ["files", "postgres-physical", "redis-keys"]);
+        assert_eq!(config.sources[0].retention.as_ref().unwrap().keep_daily, 7);
+        match &config.sources[0].kind {
+            SourceKind::Files { exclude, .. } => assert_eq!(exclude, &["*.tmp"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_misspelt_source_key_is_refused_by_name() {
+        let err = load(
+            r#"
+[[sources]]
+name = "home"
+kind = "files"
+paths = ["/home"]
+exclud = ["*.tmp"]
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("exclud"), "{err}");
+        let err = load(
+            r#"
+[[sources]]
+name = "db"
+kind = "postgres"
+dsn = "host=/tmp"
+keys = ["x"]
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("keys"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_kind_and_a_twice_defined_source_are_refused() {
+        let err = load("[[sources]]\nname = \"x\"\nkind = \"mysql\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mysql"), "{err}");
+        let twice = "[[sources]]\nname = \"x\"\nkind = \"files\"\npaths = [\"/a\"]\n";
+        let err = load(&format!("{twice}{twice}")).unwrap_err().to_string();
+        assert!(err.contains("defined twice"), "{err}");
     }
 }

@@ -9,19 +9,24 @@ pub mod jobs;
 pub mod link;
 
 use config::AgentConfig;
-use seawall_common::tls::Identity;
+use seawall_common::tls::{Identity, TlsPem};
 use seawall_common::{Error, ErrorKind, Result};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Runs the agent until `shutdown` resolves; `exe` is the seawall binary jobs run.
-pub async fn run(
-    config_path: &Path,
-    exe: PathBuf,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
-    let config = Arc::new(AgentConfig::load(config_path)?);
+/// A configuration checked against the certificate it names.
+pub struct Prepared {
+    /// The configuration.
+    pub config: AgentConfig,
+    /// Its certificate, key and CA, loaded.
+    pub tls: TlsPem,
+}
+
+/// Loads `agent.toml` (with `id` replacing the file's, if given) and its
+/// certificate, and checks the certificate names this agent and region.
+pub fn prepare(config_path: &Path, id: Option<&str>) -> Result<Prepared> {
+    let config = AgentConfig::load(config_path, id)?;
     let tls = config.tls.load()?;
     match &tls.identity {
         Identity::Agent { region, name } if *region == config.region && *name == config.id => {}
@@ -40,6 +45,17 @@ pub async fn run(
             ))
         }
     }
+    Ok(Prepared { config, tls })
+}
+
+/// Runs the agent until `shutdown` resolves; `exe` is the seawall binary jobs run.
+pub async fn run(
+    prepared: Prepared,
+    exe: PathBuf,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let Prepared { config, tls } = prepared;
+    let config = Arc::new(config);
     let epoch = Arc::new(epoch::EpochGuard::open(&config.state_dir)?);
     if let Some(m) = &config.metrics_listen {
         seawall_common::metrics_endpoint::serve(m)?;

@@ -103,9 +103,12 @@ impl TlsFiles {
     }
 }
 
-/// Refuses a key file others can read.
+/// Refuses a key file others can read. As PostgreSQL does for its server
+/// key, group read is allowed when root owns the file: that is how volume
+/// drivers (cert-manager's csi-driver with fs-group) hand a key to a
+/// non-root daemon.
 fn check_private(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let meta = std::fs::metadata(path).map_err(|e| {
         Error::new(
             ErrorKind::InvalidInput,
@@ -115,14 +118,38 @@ fn check_private(path: &Path) -> Result<()> {
             ),
         )
     })?;
-    if meta.permissions().mode() & 0o077 != 0 {
+    let mode = meta.permissions().mode();
+    if !key_mode_is_private(mode, meta.uid()) {
         return Err(Error::new(
             ErrorKind::InvalidInput,
             format!(
-                "the private key {} can be read by other users: chmod 600 it",
-                path.display()
+                "the private key {} can be read by other users (mode {:o}): chmod 600 it",
+                path.display(),
+                mode & 0o777
             ),
         ));
     }
     Ok(())
+}
+
+/// Whether `mode` keeps a key owned by `uid` private (see [`check_private`]).
+fn key_mode_is_private(mode: u32, uid: u32) -> bool {
+    let group_ok = mode & 0o070 == 0 || (uid == 0 && mode & 0o030 == 0);
+    mode & 0o007 == 0 && group_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_mode_is_private;
+
+    #[test]
+    fn group_read_is_private_only_for_root_owned_keys() {
+        assert!(key_mode_is_private(0o600, 1000));
+        assert!(key_mode_is_private(0o400, 0));
+        assert!(key_mode_is_private(0o640, 0));
+        assert!(!key_mode_is_private(0o640, 1000));
+        assert!(!key_mode_is_private(0o660, 0));
+        assert!(!key_mode_is_private(0o604, 0));
+        assert!(!key_mode_is_private(0o644, 1000));
+    }
 }

@@ -1,0 +1,154 @@
+//! The deployment files ship configurations that the daemons accept: the
+//! Kubernetes manifests are valid YAML, and the agent and coordinator
+//! configurations in their ConfigMaps pass `--check` with certificates
+//! issued the way the csi-driver names them (after the pod).
+
+use crate::fixtures::bin;
+use crate::fleet_fixture::Pki;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The text of `data.<key>` of the ConfigMap in a manifest, read with PyYAML
+/// (installed with moto by scripts/setup.sh).
+fn config_map_data(manifest: &Path, key: &str) -> String {
+    let script = "import sys, yaml\n\
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]\n\
+assert all('kind' in d and 'apiVersion' in d for d in docs), 'a document without kind/apiVersion'\n\
+print(next(d['data'][sys.argv[2]] for d in docs if d['kind'] == 'ConfigMap'), end='')\n";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(manifest)
+        .arg(key)
+        .output()
+        .expect("python3 (scripts/setup.sh installs it with moto)");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        manifest.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The config with its `/etc/seawall/tls` files pointed at `name`'s issued files.
+fn with_certs(config: &str, pki: &Pki, name: &str) -> String {
+    let d = pki.dir.display();
+    config
+        .replace("/etc/seawall/tls/ca.crt", &format!("{d}/ca.pem"))
+        .replace("/etc/seawall/tls/tls.crt", &format!("{d}/{name}.pem"))
+        .replace("/etc/seawall/tls/tls.key", &format!("{d}/{name}.key"))
+}
+
+fn seawall(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().unwrap()
+}
+
+#[test]
+fn kubernetes_agent_config_passes_check_as_the_pod_named_in_its_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let pod = "seawall-agent-x7k2p";
+    pki.certs(&["agent", "--name", pod, "--region", "eu-west-1"]);
+    let manifest =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/agent-daemonset.yaml");
+    let config = tmp.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        with_certs(&config_map_data(&manifest, "agent.toml"), &pki, pod),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    let out = seawall(&["agent", "--config", config, "--id", pod, "--check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("agent {pod} in region eu-west-1"))
+            && text.contains("node-data (files)"),
+        "{text}"
+    );
+    // Another pod's name with this certificate is refused, naming both.
+    let out = seawall(&[
+        "agent",
+        "--config",
+        config,
+        "--id",
+        "seawall-agent-other",
+        "--check",
+    ]);
+    let err = crate::fixtures::one_error_line(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(pod) && err.contains("seawall-agent-other"),
+        "{err}"
+    );
+}
+
+#[test]
+fn kubernetes_coordinator_config_passes_check_with_the_pod_name_and_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let pod = "seawall-coordinator-1";
+    pki.certs(&["coordinator", "--name", pod, "--host", "localhost"]);
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/kubernetes/coordinator-statefulset.yaml");
+    let config = tmp.path().join("coordinator.toml");
+    std::fs::write(
+        &config,
+        with_certs(&config_map_data(&manifest, "coordinator.toml"), &pki, pod),
+    )
+    .unwrap();
+    let address = format!("{pod}.seawall-coordinator.seawall.svc:7443");
+    let out = seawall(&[
+        "coordinator",
+        "--config",
+        config.to_str().unwrap(),
+        "--id",
+        pod,
+        "--advertise",
+        &address,
+        "--check",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("replica {pod} advertised as {address}"))
+            && text.contains("1 schedule(s)")
+            && text.contains("etcd http://etcd-0"),
+        "{text}"
+    );
+    // Another replica's name with this certificate is refused.
+    let out = seawall(&[
+        "coordinator",
+        "--config",
+        config.to_str().unwrap(),
+        "--id",
+        "seawall-coordinator-2",
+        "--check",
+    ]);
+    let err = crate::fixtures::one_error_line(&out);
+    assert!(
+        err.contains(pod) && err.contains("seawall-coordinator-2"),
+        "{err}"
+    );
+    // The same file without --dev's [dev] section cannot run as --dev.
+    let out = seawall(&[
+        "coordinator",
+        "--config",
+        config.to_str().unwrap(),
+        "--id",
+        pod,
+        "--dev",
+        "--check",
+    ]);
+    let err = crate::fixtures::one_error_line(&out);
+    assert!(err.contains("[dev]"), "{err}");
+}

@@ -205,8 +205,14 @@ pub struct AgentsArgs {
 #[derive(Debug, Args)]
 pub struct JobsArgs {
     /// Follow this job until it ends.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cancel")]
     pub watch: Option<String>,
+    /// Cancel this pending or running job (its agent stops it).
+    #[arg(long)]
+    pub cancel: Option<String>,
+    /// Why, with --cancel (kept in the job's history and the audit log).
+    #[arg(long, requires = "cancel")]
+    pub reason: Option<String>,
     /// Only this region.
     #[arg(long)]
     pub region: Option<String>,

@@ -8,7 +8,9 @@ use crate::records::{backup_key, job_key, now_ms, AuditEntry, BackupRecord, JobR
 use crate::registry::Registry;
 use crate::store::{Fence, LeaderInfo, Leadership, StateStore, StoreError};
 use futures_util::StreamExt;
-use seawall_proto::v1::{coordinator_message, AssignJob, BackupLevel, CoordinatorMessage};
+use seawall_proto::v1::{
+    coordinator_message, AssignJob, BackupLevel, CancelJob, CoordinatorMessage,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Notify;
@@ -131,8 +133,8 @@ impl Coordinator {
         self.registry.clear();
     }
 
-    /// Appends to the audit log (best effort: a failure is logged).
-    pub async fn audit(&self, lead: &Lead, actor: &str, event: String) {
+    /// An audit line's key and value, to write alone or beside a change.
+    fn audit_line(&self, lead: &Lead, actor: &str, event: String) -> (String, Vec<u8>) {
         let entry = AuditEntry {
             at_ms: now_ms(),
             epoch: lead.fence().epoch,
@@ -141,7 +143,12 @@ impl Coordinator {
             event,
         };
         let key = format!("audit/{:013}-{:08x}", entry.at_ms, rand::random::<u32>());
-        let value = serde_json::to_vec(&entry).unwrap_or_default();
+        (key, serde_json::to_vec(&entry).unwrap_or_default())
+    }
+
+    /// Appends to the audit log (best effort: a failure is logged).
+    pub async fn audit(&self, lead: &Lead, actor: &str, event: String) {
+        let (key, value) = self.audit_line(lead, actor, event);
         if let Err(e) = self.store.put(lead.fence(), &key, &value, Some(0)).await {
             tracing::warn!(error = %e, "audit entry not written");
         }
@@ -159,14 +166,19 @@ impl Coordinator {
         }
         job.epoch = lead.fence().epoch;
         let value = serde_json::to_vec(&job).map_err(|e| ActError::Invalid(e.to_string()))?;
+        let audit = self.audit_line(lead, actor, format!("created job {}", job.job_id));
         match self
             .store
-            .put(lead.fence(), &job_key(&job.job_id), &value, Some(0))
+            .put_with(
+                lead.fence(),
+                &job_key(&job.job_id),
+                &value,
+                Some(0),
+                &[audit],
+            )
             .await
         {
             Ok(rev) => {
-                self.audit(lead, actor, format!("created job {}", job.job_id))
-                    .await;
                 if let Ok(mut active) = lead.active.lock() {
                     active.insert(job.job_id.clone(), (job, rev));
                 }
@@ -222,6 +234,45 @@ impl Coordinator {
             }
         }
         Ok(new_rev)
+    }
+
+    /// Cancels an active job; a running one is stopped by its agent (whose
+    /// result then finds the job settled). Returns the cancelled record.
+    pub async fn cancel_job(
+        &self,
+        lead: &Lead,
+        job_id: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<JobRecord, ActError> {
+        let Some((mut job, rev)) = self.active_job(lead, job_id) else {
+            return Err(ActError::Invalid(format!(
+                "job {job_id:?} is not pending or running: only those can be cancelled"
+            )));
+        };
+        let running_on = (job.state == JobState::Running)
+            .then(|| job.agent_id.clone())
+            .flatten();
+        job.finished_ms = Some(now_ms());
+        job.error = Some(format!("cancelled by {actor}: {reason}"));
+        job.enter(
+            JobState::Cancelled,
+            lead.fence().epoch,
+            format!("cancelled by {actor}: {reason}"),
+        );
+        self.save_job(lead, job.clone(), rev).await?;
+        self.audit(lead, actor, format!("cancelled job {job_id}: {reason}"))
+            .await;
+        if let Some(session) = running_on.and_then(|a| self.registry.get(&a)) {
+            let cancel = CoordinatorMessage {
+                epoch: lead.epoch(),
+                body: Some(coordinator_message::Body::Cancel(CancelJob {
+                    job_id: job_id.to_string(),
+                })),
+            };
+            let _ = session.outbox.send(Ok(cancel)).await;
+        }
+        Ok(job)
     }
 
     /// An active job.

@@ -310,6 +310,33 @@ pub async fn jobs(g: &Global, a: JobsArgs) -> anyhow::Result<u8> {
     if let Some(id) = &a.watch {
         return watch(g, &mut op, id).await;
     }
+    if let Some(id) = a.cancel {
+        let req = CancelJobRequest {
+            job_id: id,
+            reason: a.reason.unwrap_or_default(),
+        };
+        let reply = match op.client.cancel_job(op.req(req.clone())).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                let leader = leader_named(&s).ok_or_else(|| failed(s))?;
+                op = Op::connect(&a.op, &leader).await?;
+                op.client
+                    .cancel_job(op.req(req))
+                    .await
+                    .map_err(failed)?
+                    .into_inner()
+            }
+        };
+        let job = reply
+            .job
+            .ok_or_else(|| anyhow::anyhow!("the coordinator answered without the job"))?;
+        if g.json {
+            crate::output::json(&job_json(&job))?;
+        } else {
+            print_job_line(&job);
+        }
+        return Ok(0);
+    }
     let req = ListJobsRequest {
         region: a.region.unwrap_or_default(),
         limit: a.limit,
@@ -381,6 +408,15 @@ pub async fn backups(g: &Global, a: BackupsArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// The leader's address, when `s` is a follower's refusal naming it.
+fn leader_named(s: &tonic::Status) -> Option<String> {
+    if s.code() != Code::FailedPrecondition {
+        return None;
+    }
+    let leader = s.metadata().get("seawall-leader")?.to_str().ok()?;
+    Some(leader.to_string())
+}
+
 /// `seawall backup --now --region R --source S`.
 pub async fn backup_now(g: &Global, a: BackupArgs) -> anyhow::Result<u8> {
     let req = TriggerBackupRequest {
@@ -395,23 +431,15 @@ pub async fn backup_now(g: &Global, a: BackupArgs) -> anyhow::Result<u8> {
     let mut op = Op::connect(&a.op, &a.op.coordinator).await?;
     let reply = match op.client.trigger_backup(op.req(req.clone())).await {
         Ok(r) => r.into_inner(),
-        Err(s) if s.code() == Code::FailedPrecondition => {
-            // A follower: ask the leader it names.
-            let Some(leader) = s
-                .metadata()
-                .get("seawall-leader")
-                .and_then(|v| v.to_str().ok())
-            else {
-                return Err(failed(s));
-            };
-            op = Op::connect(&a.op, leader).await?;
+        Err(s) => {
+            let leader = leader_named(&s).ok_or_else(|| failed(s))?;
+            op = Op::connect(&a.op, &leader).await?;
             op.client
                 .trigger_backup(op.req(req))
                 .await
                 .map_err(failed)?
                 .into_inner()
         }
-        Err(s) => return Err(failed(s)),
     };
     let job = reply
         .job

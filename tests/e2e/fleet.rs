@@ -466,3 +466,137 @@ fn old_history_is_pruned_but_each_sources_newest_backup_and_its_rpo_gauge_stay()
     });
     assert!(metrics.contains("seawall_leader 1"), "{metrics}");
 }
+
+#[test]
+fn acknowledged_results_are_not_sent_again_after_a_reconnect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = Pki::new(&dir.join("pki"));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), "x").unwrap();
+    let store = format!("[dev]\nstate = \"{}\"\n", dir.join("state.redb").display());
+    let mut c = start_replica(
+        &pki,
+        dir,
+        "c1",
+        &store,
+        &schedule("eu-files", "eu-west-1"),
+        true,
+    );
+    let addr = c.address();
+    let _eu = start_agent(
+        &pki,
+        dir,
+        "eu-1",
+        "eu-west-1",
+        std::slice::from_ref(&addr),
+        &data,
+    );
+    eventually(60, "four scheduled backups", || {
+        (op_json(&pki, &addr, &["backups"]).as_array()?.len() >= 4).then_some(())
+    });
+    // The agent reconnects to the restarted coordinator; results the old
+    // one acknowledged are not reported again (before acknowledgements,
+    // the last 64 were, each logged as a result for a job not active).
+    let before = c.daemon.log_text().len();
+    c.daemon.restart();
+    wait_port(c.port, &c.daemon);
+    eventually(30, "the agent back", || {
+        (op_json(&pki, &addr, &["status"])["agents_connected"] == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let log = c.daemon.log_text();
+    let resent = log[before..].matches("not active; ignored").count();
+    // One may be in flight at the kill: recorded, acknowledgement lost.
+    assert!(
+        resent <= 1,
+        "{resent} results sent again:\n{}",
+        &log[before..]
+    );
+}
+
+#[test]
+fn an_operator_cancels_a_running_job_and_its_agent_stops_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = Pki::new(&dir.join("pki"));
+    // A "Redis server" that accepts and never answers: the backup hangs
+    // until cancelled.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let store = format!("[dev]\nstate = \"{}\"\n", dir.join("state.redb").display());
+    let c = start_replica(&pki, dir, "c1", &store, "", true);
+    let addr = c.address();
+    let eu = start_agent_with(
+        &pki,
+        dir,
+        "eu-1",
+        "eu-west-1",
+        std::slice::from_ref(&addr),
+        &format!("[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{silent_port}\"\n"),
+    );
+    eventually(30, "the agent connected", || {
+        (op_json(&pki, &addr, &["status"])["agents_connected"] == 1).then_some(())
+    });
+    let out = op(
+        &pki,
+        &addr,
+        &[
+            "backup",
+            "--now",
+            "--region",
+            "eu-west-1",
+            "--source",
+            "cache",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = job["job_id"].as_str().unwrap().to_string();
+    let (_conn, _) = silent.accept().unwrap();
+    let job_state = |pki: &Pki| -> serde_json::Value {
+        op_json(pki, &addr, &["jobs"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job_id"] == id.as_str())
+            .cloned()
+            .unwrap()
+    };
+    eventually(30, "the job running", || {
+        (job_state(&pki)["state"] == "running").then_some(())
+    });
+
+    let cancelled = op_json(
+        &pki,
+        &addr,
+        &["jobs", "--cancel", &id, "--reason", "wrong window"],
+    );
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    // The agent stops the child and reports; the job stays cancelled, and
+    // the agent counts no running job.
+    eventually(30, "the agent idle", || {
+        let agents = op_json(&pki, &addr, &["agents"]);
+        (agents[0]["running_jobs"] == 0).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = job_state(&pki);
+    assert_eq!(after["state"], "cancelled", "{after}");
+    assert!(
+        after["error"].as_str().unwrap().contains("wrong window"),
+        "{after}"
+    );
+    assert!(eu.log_text().contains("cancel"), "{}", eu.log_text());
+    // A settled job cannot be cancelled again, an unknown one is named.
+    let out = op(&pki, &addr, &["jobs", "--cancel", &id]);
+    let err = crate::fixtures::one_error_line(&out);
+    assert!(err.contains("it is cancelled"), "{err}");
+    let out = op(&pki, &addr, &["jobs", "--cancel", "no-such-job"]);
+    let err = crate::fixtures::one_error_line(&out);
+    assert!(err.contains("no job \"no-such-job\""), "{err}");
+}

@@ -237,6 +237,23 @@ pub fn start_agent(
     coordinators: &[String],
     data: &Path,
 ) -> Daemon {
+    let sources = format!(
+        "[[sources]]\nname = \"files\"\nkind = \"files\"\npaths = [\"{}\"]\n[sources.retention]\nkeep_last = 3\n",
+        data.display()
+    );
+    start_agent_with(pki, dir, name, region, coordinators, &sources)
+}
+
+/// Starts an agent serving the `[[sources]]` tables given, with a local
+/// repository in `dir`.
+pub fn start_agent_with(
+    pki: &Pki,
+    dir: &Path,
+    name: &str,
+    region: &str,
+    coordinators: &[String],
+    sources: &str,
+) -> Daemon {
     pki.certs(&["agent", "--name", name, "--region", region]);
     let repo = dir.join(format!("repo-{name}"));
     let pw = dir.join(format!("{name}.password"));
@@ -264,12 +281,11 @@ pub fn start_agent(
     std::fs::write(
         &config,
         format!(
-            "id = \"{name}\"\nregion = \"{region}\"\ncoordinators = [{list}]\nstate_dir = \"{}\"\n{}\n[repository]\nrepo = \"{}\"\npassword_file = \"{}\"\n\n[[sources]]\nname = \"files\"\nkind = \"files\"\npaths = [\"{}\"]\n[sources.retention]\nkeep_last = 3\n",
+            "id = \"{name}\"\nregion = \"{region}\"\ncoordinators = [{list}]\nstate_dir = \"{}\"\n{}\n[repository]\nrepo = \"{}\"\npassword_file = \"{}\"\n\n{sources}",
             dir.join(format!("state-{name}")).display(),
             pki.tls_toml(name),
             repo.display(),
             pw.display(),
-            data.display()
         ),
     )
     .unwrap();

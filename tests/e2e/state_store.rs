@@ -61,6 +61,23 @@ async fn conformance(store: &dyn StateStore) {
     let r3 = store.put(&fence, "jobs/a", b"3", Some(r1)).await.unwrap();
     assert!(r3 > r2);
 
+    // A write with extra keys lands whole, or not at all when its
+    // comparison fails.
+    let line = |k: &str| vec![(k.to_string(), b"line".to_vec())];
+    let r4 = store
+        .put_with(&fence, "jobs/d", b"4", Some(0), &line("audit/1"))
+        .await
+        .unwrap();
+    assert!(r4 > r3);
+    assert_eq!(store.get("audit/1").await.unwrap().unwrap().value, b"line");
+    assert!(matches!(
+        store
+            .put_with(&fence, "jobs/d", b"again", Some(0), &line("audit/2"))
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(store.get("audit/2").await.unwrap().is_none());
+
     // Lease-bound keys (agent registrations) are readable like any other.
     store
         .put_bound(&fence, "agents/eu/a1", b"a1")
@@ -86,7 +103,20 @@ async fn conformance(store: &dyn StateStore) {
         store.delete(&stale, "jobs/a").await,
         Err(StoreError::Fenced { .. })
     ));
+    assert!(matches!(
+        store
+            .put_with(
+                &stale,
+                "jobs/c",
+                b"no",
+                None,
+                &[("audit/3".into(), b"no".to_vec())]
+            )
+            .await,
+        Err(StoreError::Fenced { .. })
+    ));
     assert!(store.get("jobs/c").await.unwrap().is_none());
+    assert!(store.get("audit/3").await.unwrap().is_none());
     store.resign(&lead).await.unwrap();
 }
 

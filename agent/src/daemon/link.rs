@@ -20,6 +20,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 /// Shortest and longest wait between connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Unacknowledged results kept for resending (a leader that records none
+/// for this long is not keeping up anyway).
+const MAX_UNCONFIRMED: usize = 256;
 
 /// `https://host:port` from an address with or without scheme.
 pub fn url_of(address: &str) -> String {
@@ -54,8 +57,18 @@ pub struct Link {
     pub epoch: Arc<EpochGuard>,
     /// Running jobs.
     pub jobs: Arc<JobRunner>,
-    /// The heartbeat interval a welcome asked for, until the loop takes it.
-    pub welcome_interval: std::sync::Mutex<Option<Duration>>,
+}
+
+/// What a message from the coordinator asks of the session.
+enum Next {
+    /// Carry on.
+    Stay,
+    /// End this connection.
+    End(Ended),
+    /// Heartbeat at this interval (the leader's welcome).
+    Heartbeat(Duration),
+    /// The leader settled this job's result: stop resending it.
+    Recorded(String),
 }
 
 /// Why a connection ended.
@@ -76,8 +89,8 @@ impl Link {
         let mut index = 0usize;
         let mut target: Option<String> = None;
         let mut backoff = BACKOFF_MIN;
-        // Results sent on a connection that then broke are sent again (the
-        // coordinator ignores results for jobs already settled).
+        // Results are sent again after a reconnect until the leader
+        // acknowledges them (it ignores results for jobs already settled).
         let mut unconfirmed: Vec<AgentMessage> = Vec::new();
         loop {
             let address = target.take().unwrap_or_else(|| {
@@ -197,9 +210,15 @@ impl Link {
                         Ok(Ok(Some(m))) => m,
                     };
                     match self.obey(msg, uplink, &tx).await? {
-                        Some(Ended::Redirect(to)) => return Ok(Ended::Redirect(to)),
-                        Some(Ended::Next(why)) => return Ok(Ended::Next(why)),
-                        None => {}
+                        Next::End(ended) => return Ok(ended),
+                        Next::Heartbeat(every) => {
+                            heartbeat = every;
+                            tick = tokio::time::interval(heartbeat);
+                        }
+                        Next::Recorded(job) => unconfirmed.retain(|m| {
+                            !matches!(&m.body, Some(agent_message::Body::Result(r)) if r.job_id == job)
+                        }),
+                        Next::Stay => {}
                     }
                     if !welcomed {
                         welcomed = true;
@@ -212,9 +231,10 @@ impl Link {
                 m = upstream.recv() => {
                     let Some(m) = m else { return Ok(Ended::Next("shutting down".into())) };
                     if matches!(m.body, Some(agent_message::Body::Result(_))) {
+                        // Kept until the leader acknowledges it, in case
+                        // this stream breaks first; bounded all the same.
                         unconfirmed.push(m.clone());
-                        // Keep the last few in case this stream breaks.
-                        if unconfirmed.len() > 64 {
+                        if unconfirmed.len() > MAX_UNCONFIRMED {
                             unconfirmed.remove(0);
                         }
                     }
@@ -234,10 +254,6 @@ impl Link {
                     }
                 }
             }
-            if let Some(w) = self.welcome_interval.lock().ok().and_then(|mut w| w.take()) {
-                heartbeat = w;
-                tick = tokio::time::interval(heartbeat);
-            }
         }
     }
 
@@ -247,9 +263,9 @@ impl Link {
         msg: CoordinatorMessage,
         uplink: &mpsc::UnboundedSender<AgentMessage>,
         tx: &mpsc::Sender<AgentMessage>,
-    ) -> Result<Option<Ended>, String> {
+    ) -> Result<Next, String> {
         if let Some(coordinator_message::Body::Redirect(r)) = &msg.body {
-            return Ok(Some(if r.leader_address.is_empty() {
+            return Ok(Next::End(if r.leader_address.is_empty() {
                 Ended::Next("no leader elected yet".into())
             } else {
                 Ended::Redirect(r.leader_address.clone())
@@ -278,41 +294,42 @@ impl Link {
                 })
                 .await;
             // A deposed leader is not worth staying connected to.
-            return Ok(Some(Ended::Next(format!(
+            return Ok(Next::End(Ended::Next(format!(
                 "the coordinator's epoch {} is older than {newest}",
                 msg.epoch
             ))));
         }
         match msg.body {
             Some(coordinator_message::Body::Welcome(w)) => {
-                if let Ok(mut slot) = self.welcome_interval.lock() {
-                    *slot = Some(Duration::from_secs(u64::from(
-                        w.heartbeat_interval_secs.max(1),
-                    )));
-                }
                 tracing::info!(coordinator = %w.coordinator_id, epoch = msg.epoch, "connected to the leader");
+                return Ok(Next::Heartbeat(Duration::from_secs(u64::from(
+                    w.heartbeat_interval_secs.max(1),
+                ))));
             }
+            Some(coordinator_message::Body::Recorded(r)) => return Ok(Next::Recorded(r.job_id)),
             Some(coordinator_message::Body::Assign(job)) => {
                 let job_id = job.job_id.clone();
                 tracing::info!(job = %job_id, source = %job.source, epoch = msg.epoch, "job assigned");
                 if let Err(reason) = self.jobs.start(job, msg.epoch, uplink.clone()) {
-                    let _ = tx
-                        .send(AgentMessage {
-                            body: Some(agent_message::Body::Result(seawall_proto::v1::JobResult {
-                                job_id,
-                                epoch: msg.epoch,
-                                success: false,
-                                error: reason,
-                                ..Default::default()
-                            })),
-                        })
-                        .await;
+                    // Through the uplink, so it is resent until acknowledged.
+                    let _ = uplink.send(AgentMessage {
+                        body: Some(agent_message::Body::Result(seawall_proto::v1::JobResult {
+                            job_id,
+                            epoch: msg.epoch,
+                            success: false,
+                            error: reason,
+                            ..Default::default()
+                        })),
+                    });
                 }
             }
-            Some(coordinator_message::Body::Cancel(c)) => self.jobs.cancel(&c.job_id),
+            Some(coordinator_message::Body::Cancel(c)) => {
+                tracing::info!(job = %c.job_id, epoch = msg.epoch, "job cancelled by the coordinator: stopping it");
+                self.jobs.cancel(&c.job_id);
+            }
             Some(coordinator_message::Body::Redirect(_)) | None => {}
         }
-        Ok(None)
+        Ok(Next::Stay)
     }
 }
 

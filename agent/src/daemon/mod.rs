@@ -68,7 +68,6 @@ pub async fn run(
         tls,
         epoch,
         jobs: jobs.clone(),
-        welcome_interval: std::sync::Mutex::new(None),
     };
     tracing::info!(agent = %config.id, region = %config.region, "agent starting");
     tokio::select! {

@@ -11,7 +11,8 @@ use crate::registry::{next_session_id, Session};
 use seawall_common::tls::Identity;
 use seawall_proto::v1::agent_service_server::AgentService;
 use seawall_proto::v1::{
-    agent_message, coordinator_message, AgentMessage, CoordinatorMessage, Hello, Redirect, Welcome,
+    agent_message, coordinator_message, AgentMessage, CoordinatorMessage, Hello, Redirect,
+    ResultRecorded, Welcome,
 };
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -249,6 +250,7 @@ async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, msg: AgentM
         Some(agent_message::Body::Result(r)) => {
             let Some((job, _)) = coord.active_job(lead, &r.job_id) else {
                 tracing::info!(job = %r.job_id, "result for a job that is not active; ignored");
+                recorded(lead, session, &r.job_id).await;
                 return;
             };
             // An agent reports only for jobs of its own region it was given.
@@ -264,6 +266,7 @@ async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, msg: AgentM
                         ),
                     )
                     .await;
+                recorded(lead, session, &r.job_id).await;
                 return;
             }
             session
@@ -277,8 +280,11 @@ async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, msg: AgentM
             } else {
                 coord.job_failed(lead, &r.job_id, &r.error).await
             };
-            if let Err(e) = outcome {
-                tracing::warn!(job = %r.job_id, error = %e, "result not recorded");
+            match outcome {
+                Ok(()) => recorded(lead, session, &r.job_id).await,
+                // Not acknowledged: the agent sends it again after it
+                // reconnects, to this leader or the next.
+                Err(e) => tracing::warn!(job = %r.job_id, error = %e, "result not recorded"),
             }
         }
         Some(agent_message::Body::Refused(r)) => {
@@ -301,4 +307,15 @@ async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, msg: AgentM
         }
         Some(agent_message::Body::Hello(_)) | None => {}
     }
+}
+
+/// Tells the agent a job's result needs no resending.
+async fn recorded(lead: &Lead, session: &Session, job_id: &str) {
+    let ack = CoordinatorMessage {
+        epoch: lead.epoch(),
+        body: Some(coordinator_message::Body::Recorded(ResultRecorded {
+            job_id: job_id.to_string(),
+        })),
+    };
+    let _ = session.outbox.send(Ok(ack)).await;
 }

@@ -3,7 +3,7 @@
 //! FAILED_PRECONDITION naming the leader in the `seawall-leader` metadata.
 
 use crate::config::{JobKind, Level};
-use crate::core::Coordinator;
+use crate::core::{ActError, Coordinator, Lead};
 use crate::records::{now_ms, AgentRecord, BackupRecord, JobRecord, JobState, ScheduleState};
 use crate::scheduler::{next_slot, parse_cron, parse_tz};
 use seawall_common::tls::check_label;
@@ -59,6 +59,28 @@ fn job_message(j: &JobRecord) -> Job {
 }
 
 impl OperatorApi {
+    /// The lead, or FAILED_PRECONDITION naming the leader (also in the
+    /// `seawall-leader` metadata entry, for clients that follow it).
+    async fn leader_only(&self) -> Result<Arc<Lead>, Status> {
+        if let Some(lead) = self.coord.lead() {
+            return Ok(lead);
+        }
+        let leader = self.coord.store.leader().await.ok().flatten();
+        let mut status = Status::failed_precondition(format!(
+            "this replica is not the leader; ask {}",
+            leader
+                .as_ref()
+                .map(|l| l.address.as_str())
+                .unwrap_or("the leader (none elected yet)")
+        ));
+        if let Some(l) = leader {
+            if let Ok(v) = l.address.parse() {
+                status.metadata_mut().insert("seawall-leader", v);
+            }
+        }
+        Err(status)
+    }
+
     async fn decode_all<T: serde::de::DeserializeOwned>(
         &self,
         prefix: &str,
@@ -290,22 +312,7 @@ impl OperatorService for OperatorApi {
                 )))
             }
         };
-        let Some(lead) = self.coord.lead() else {
-            let leader = self.coord.store.leader().await.ok().flatten();
-            let mut status = Status::failed_precondition(format!(
-                "this replica is not the leader; ask {}",
-                leader
-                    .as_ref()
-                    .map(|l| l.address.as_str())
-                    .unwrap_or("the leader (none elected yet)")
-            ));
-            if let Some(l) = leader {
-                if let Ok(v) = l.address.parse() {
-                    status.metadata_mut().insert("seawall-leader", v);
-                }
-            }
-            return Err(status);
-        };
+        let lead = self.leader_only().await?;
         // Refuse at once what no agent can run, rather than queue it forever.
         let agents: Vec<AgentRecord> = self.decode_all(&format!("agents/{}/", req.region)).await?;
         if !agents.iter().any(|a| a.sources.contains(&req.source)) {
@@ -361,6 +368,42 @@ impl OperatorService for OperatorApi {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(TriggerBackupReply { job: Some(message) }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<CancelJobRequest>,
+    ) -> Result<Response<CancelJobReply>, Status> {
+        let actor = self.coord.operator_auth.check(&request)?;
+        let req = request.into_inner();
+        if req.job_id.is_empty() || req.job_id.len() > 256 || req.reason.len() > 1024 {
+            return Err(Status::invalid_argument(
+                "job_id must be 1 to 256 characters and reason at most 1024",
+            ));
+        }
+        let lead = self.leader_only().await?;
+        let reason = if req.reason.is_empty() {
+            "no reason given"
+        } else {
+            req.reason.as_str()
+        };
+        match self
+            .coord
+            .cancel_job(&lead, &req.job_id, &actor, reason)
+            .await
+        {
+            Ok(job) => Ok(Response::new(CancelJobReply {
+                job: Some(job_message(&job)),
+            })),
+            Err(ActError::Invalid(why)) => match self.job(&req.job_id).await? {
+                Some(job) => Err(Status::failed_precondition(format!(
+                    "{why}; it is {}",
+                    job.state.as_str()
+                ))),
+                None => Err(Status::not_found(format!("no job {:?}", req.job_id))),
+            },
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
     }
 
     type WatchJobStream = JobStream;

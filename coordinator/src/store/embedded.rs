@@ -155,14 +155,16 @@ impl StateStore for EmbeddedStore {
         .await
     }
 
-    async fn put(
+    async fn put_with(
         &self,
         fence: &Fence,
         key: &str,
         value: &[u8],
         expected: Option<i64>,
+        extra: &[(String, Vec<u8>)],
     ) -> StoreResult<i64> {
         let (fence, key, value) = (fence.clone(), key.to_string(), value.to_vec());
+        let extra = extra.to_vec();
         self.blocking(move |db| {
             fenced_write(db, &fence, |kv, revision| {
                 let found = kv
@@ -181,6 +183,10 @@ impl StateStore for EmbeddedStore {
                 }
                 kv.insert(key.as_str(), encode(revision, &value).as_slice())
                     .map_err(failed)?;
+                for (k, v) in &extra {
+                    kv.insert(k.as_str(), encode(revision, v).as_slice())
+                        .map_err(failed)?;
+                }
                 Ok(())
             })
         })

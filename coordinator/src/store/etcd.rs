@@ -227,25 +227,29 @@ impl StateStore for EtcdStore {
             .collect())
     }
 
-    async fn put(
+    async fn put_with(
         &self,
         fence: &Fence,
         key: &str,
         value: &[u8],
         expected: Option<i64>,
+        extra: &[(String, Vec<u8>)],
     ) -> StoreResult<i64> {
         let full = self.full(key);
         let mut when = vec![self.fenced_txn(fence)];
         if let Some(rev) = expected {
             when.push(Compare::mod_revision(full.clone(), CompareOp::Equal, rev));
         }
-        let txn = Txn::new()
-            .when(when)
-            .and_then(vec![TxnOp::put(full.clone(), value.to_vec(), None)])
-            .or_else(vec![
-                TxnOp::get(fence.key.clone(), None),
-                TxnOp::get(full.clone(), None),
-            ]);
+        let mut writes = vec![TxnOp::put(full.clone(), value.to_vec(), None)];
+        writes.extend(
+            extra
+                .iter()
+                .map(|(k, v)| TxnOp::put(self.full(k), v.clone(), None)),
+        );
+        let txn = Txn::new().when(when).and_then(writes).or_else(vec![
+            TxnOp::get(fence.key.clone(), None),
+            TxnOp::get(full.clone(), None),
+        ]);
         let c = self.client.clone();
         let resp = timed("txn", || {
             let (mut c, txn) = (c.clone(), txn.clone());

@@ -139,6 +139,20 @@ pub trait StateStore: Send + Sync {
         key: &str,
         value: &[u8],
         expected: Option<i64>,
+    ) -> StoreResult<i64> {
+        self.put_with(fence, key, value, expected, &[]).await
+    }
+
+    /// [`put`](StateStore::put), writing `extra` keys in the same
+    /// transaction: all land or none (an audit line beside the change it
+    /// records, in one round trip instead of two).
+    async fn put_with(
+        &self,
+        fence: &Fence,
+        key: &str,
+        value: &[u8],
+        expected: Option<i64>,
+        extra: &[(String, Vec<u8>)],
     ) -> StoreResult<i64>;
 
     /// Writes `value` bound to the leadership's lease: it disappears when

@@ -697,6 +697,9 @@ pub struct ForgetArgs {
     /// ... of each of the last N years.
     #[arg(long, default_value_t = 0)]
     pub keep_yearly: u32,
+    /// Every snapshot within this long of the newest one ("30d", "12h").
+    #[arg(long, value_parser = duration_arg)]
+    pub keep_within: Option<std::time::Duration>,
     /// Only snapshots carrying this tag (repeat: all of them).
     #[arg(long)]
     pub tag: Vec<String>,
@@ -751,4 +754,10 @@ pub struct DemoArgs {
     /// Skip the fleet part (coordinator and two agents).
     #[arg(long)]
     pub no_fleet: bool,
+}
+
+/// A duration flag ("30d", "12h"), with the form named when it is not one.
+fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}): write it like \"30d\" or \"12h\""))
 }

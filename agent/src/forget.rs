@@ -1,5 +1,5 @@
 //! `forget`: applies a retention policy (keep-last, -hourly, -daily, -weekly,
-//! -monthly, -yearly, as restic users know them) per group of snapshots
+//! -monthly, -yearly, -within, as restic users know them) per group of snapshots
 //! (same host, source and paths) and removes the snapshots it does not keep.
 //! Data goes only when `prune` runs.
 
@@ -25,6 +25,9 @@ pub struct KeepPolicy {
     pub monthly: u32,
     /// ... years.
     pub yearly: u32,
+    /// Every snapshot taken within this many seconds of the group's newest
+    /// (not of now: a source whose backups stopped keeps what it has).
+    pub within_secs: u64,
 }
 
 impl KeepPolicy {
@@ -51,6 +54,18 @@ impl KeepPolicy {
             (self.yearly, |t| i64::from(t.year())),
         ];
         let mut kept = HashSet::new();
+        if let Some((_, newest)) = sorted.first() {
+            let since =
+                *newest - chrono::Duration::seconds(self.within_secs.min(i64::MAX as u64) as i64);
+            if self.within_secs > 0 {
+                kept.extend(
+                    sorted
+                        .iter()
+                        .filter(|(_, t)| *t >= since)
+                        .map(|(id, _)| *id),
+                );
+            }
+        }
         for (count, bucket) in rules {
             let mut left = count;
             let mut last_bucket: Option<i64> = None;
@@ -99,7 +114,7 @@ pub async fn forget(
     if policy.is_empty() {
         return Err(Error::new(
             ErrorKind::InvalidInput,
-            "no retention rule given: pass at least one of --keep-last/--keep-hourly/--keep-daily/--keep-weekly/--keep-monthly/--keep-yearly",
+            "no retention rule given: pass at least one of --keep-last/--keep-hourly/--keep-daily/--keep-weekly/--keep-monthly/--keep-yearly/--keep-within",
         ));
     }
     let snaps = repo.snapshots().await?;
@@ -172,5 +187,24 @@ mod tests {
         .keep(&snaps);
         assert_eq!(k.len(), 4, "the newest day counts for both rules");
         assert!(KeepPolicy::default().is_empty());
+    }
+
+    #[test]
+    fn keep_within_counts_back_from_the_newest_snapshot_not_from_now() {
+        // Ten daily snapshots from 2026-01-01: long before "now".
+        let snaps: Vec<(Id, DateTime<Utc>)> = (0..10).map(|d| (Id::random(), at(d, 0))).collect();
+        let k = KeepPolicy {
+            within_secs: 3 * 86_400,
+            ..Default::default()
+        }
+        .keep(&snaps);
+        // Days 7, 8 and 9 (the newest), and day 6 exactly at the bound.
+        let expect: HashSet<Id> = snaps[6..].iter().map(|s| s.0).collect();
+        assert_eq!(k, expect);
+        assert!(!KeepPolicy {
+            within_secs: 1,
+            ..Default::default()
+        }
+        .is_empty());
     }
 }

@@ -15,6 +15,7 @@ pub async fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<u8> {
         weekly: a.keep_weekly,
         monthly: a.keep_monthly,
         yearly: a.keep_yearly,
+        within_secs: a.keep_within.map_or(0, |d| d.as_secs()),
     };
     let report = forget(&repo, policy, &a.tag, a.dry_run).await?;
     let pruned = if a.prune && !a.dry_run {

@@ -26,6 +26,16 @@ fn forget_and_prune_keep_what_kept_snapshots_need() {
     assert!(err.contains("no retention rule"), "{err}");
     let dry = repo.json(&["forget", "--keep-last", "2", "--dry-run"]);
     assert_eq!(dry["forget"]["removed"].as_array().unwrap().len(), 2);
+    // The four snapshots were taken within a minute of the newest.
+    let dry = repo.json(&["forget", "--keep-within", "1h", "--dry-run"]);
+    assert_eq!(dry["forget"]["kept"].as_array().unwrap().len(), 4);
+    let out = repo.run(&["forget", "--keep-within", "a month"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--keep-within") && err.contains("30d"),
+        "{err}"
+    );
     assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), 4);
 
     let size_before = dir_size(&repo_dir.join("data"));

@@ -184,6 +184,13 @@ pub struct Retention {
     /// One per month for N months.
     #[serde(default)]
     pub keep_monthly: u32,
+    /// One per year for N years.
+    #[serde(default)]
+    pub keep_yearly: u32,
+    /// Every snapshot within this long of the newest ("30d"), as the old
+    /// runbook's retentionDays.
+    #[serde(default)]
+    pub keep_within: Option<String>,
 }
 
 fn default_max_jobs() -> u32 {
@@ -239,6 +246,18 @@ impl AgentConfig {
         }
         let mut names = std::collections::HashSet::new();
         for s in &config.sources {
+            if let Some(within) = s.retention.as_ref().and_then(|r| r.keep_within.as_ref()) {
+                humantime::parse_duration(within).map_err(|e| {
+                    Error::new(
+                        ErrorKind::InvalidInput,
+                        format!(
+                            "{}: source {:?}: keep_within {within:?} is not a duration ({e}): write it like \"30d\"",
+                            path.display(),
+                            s.name
+                        ),
+                    )
+                })?;
+            }
             if !names.insert(&s.name) {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
@@ -333,6 +352,16 @@ keys = ["x"]
         .unwrap_err()
         .to_string();
         assert!(err.contains("keys"), "{err}");
+    }
+
+    #[test]
+    fn keep_within_must_be_a_duration() {
+        let source = |within: &str| {
+            format!("[[sources]]\nname = \"x\"\nkind = \"files\"\npaths = [\"/a\"]\nretention = {{ keep_within = \"{within}\" }}\n")
+        };
+        assert!(load(&source("30d")).is_ok());
+        let err = load(&source("a month")).unwrap_err().to_string();
+        assert!(err.contains("keep_within") && err.contains("30d"), "{err}");
     }
 
     #[test]

@@ -146,10 +146,14 @@ impl JobRunner {
                     ("--keep-daily", r.keep_daily),
                     ("--keep-weekly", r.keep_weekly),
                     ("--keep-monthly", r.keep_monthly),
+                    ("--keep-yearly", r.keep_yearly),
                 ] {
                     if n > 0 {
                         args.extend([flag.into(), n.to_string().into()]);
                     }
+                }
+                if let Some(within) = &r.keep_within {
+                    args.extend(["--keep-within".into(), within.into()]);
                 }
                 args.push("--prune".into());
             }

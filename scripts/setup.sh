@@ -46,4 +46,10 @@ if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
   log "pip install moto[server]"
   python3 -m pip install --quiet 'moto[server]'
 fi
+# The deployment test reads the Kubernetes manifests with PyYAML (moto's
+# server extra brings it; checked on its own all the same).
+if ! python3 -c 'import yaml' >/dev/null 2>&1; then
+  log "pip install pyyaml"
+  python3 -m pip install --quiet pyyaml
+fi
 log "all test dependencies present"

@@ -600,3 +600,80 @@ fn an_operator_cancels_a_running_job_and_its_agent_stops_it() {
     let err = crate::fixtures::one_error_line(&out);
     assert!(err.contains("no job \"no-such-job\""), "{err}");
 }
+
+#[test]
+fn a_stopping_agent_takes_no_new_job_and_lets_its_running_one_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = Pki::new(&dir.join("pki"));
+    // A "Redis server" that answers nothing until the test hangs up.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let store = format!("[dev]\nstate = \"{}\"\n", dir.join("state.redb").display());
+    let c = start_replica(&pki, dir, "c1", &store, "", true);
+    let addr = c.address();
+    let mut eu = start_agent_with(
+        &pki,
+        dir,
+        "eu-1",
+        "eu-west-1",
+        std::slice::from_ref(&addr),
+        &format!("[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{silent_port}\"\n"),
+    );
+    eventually(30, "the agent connected", || {
+        (op_json(&pki, &addr, &["status"])["agents_connected"] == 1).then_some(())
+    });
+    let trigger = |pki: &Pki| -> String {
+        let job = op_json(
+            pki,
+            &addr,
+            &[
+                "backup",
+                "--now",
+                "--region",
+                "eu-west-1",
+                "--source",
+                "cache",
+            ],
+        );
+        job["job_id"].as_str().unwrap().to_string()
+    };
+    let job = |pki: &Pki, id: &str| -> serde_json::Value {
+        op_json(pki, &addr, &["jobs"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job_id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let first = trigger(&pki);
+    let (conn, _) = silent.accept().unwrap();
+    eventually(30, "the job running", || {
+        (job(&pki, &first)["state"] == "running").then_some(())
+    });
+
+    // SIGTERM: the agent stays up for its running job and refuses new ones.
+    eu.signal(nix::sys::signal::Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!eu.exited(), "the agent quit with a job running");
+    let second = trigger(&pki);
+    let refused = eventually(20, "the new job refused", || {
+        let j = job(&pki, &second);
+        (j["state"] == "failed").then_some(j)
+    });
+    assert!(
+        refused["error"].as_str().unwrap().contains("shutting down"),
+        "{refused}"
+    );
+    assert_eq!(job(&pki, &first)["state"], "running");
+
+    // The running job ends on its own (the server hangs up): its own
+    // result is recorded, not a cancellation, and then the agent exits.
+    drop(conn);
+    eventually(10, "the agent exited", || eu.exited().then_some(()));
+    let done = job(&pki, &first);
+    assert_eq!(done["state"], "failed", "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(!error.is_empty() && !error.contains("cancelled"), "{done}");
+}

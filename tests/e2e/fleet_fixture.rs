@@ -120,6 +120,14 @@ impl Daemon {
         }
     }
 
+    /// Whether the process has ended (reaping it if so).
+    pub fn exited(&mut self) -> bool {
+        matches!(
+            self.child.as_mut().map(|c| c.try_wait()),
+            Some(Ok(Some(_))) | None
+        )
+    }
+
     /// Starts it again with the same configuration.
     pub fn restart(&mut self) {
         self.kill9();
@@ -281,7 +289,7 @@ pub fn start_agent_with(
     std::fs::write(
         &config,
         format!(
-            "id = \"{name}\"\nregion = \"{region}\"\ncoordinators = [{list}]\nstate_dir = \"{}\"\n{}\n[repository]\nrepo = \"{}\"\npassword_file = \"{}\"\n\n{sources}",
+            "id = \"{name}\"\nregion = \"{region}\"\ncoordinators = [{list}]\nshutdown_grace = \"10s\"\nstate_dir = \"{}\"\n{}\n[repository]\nrepo = \"{}\"\npassword_file = \"{}\"\n\n{sources}",
             dir.join(format!("state-{name}")).display(),
             pki.tls_toml(name),
             repo.display(),

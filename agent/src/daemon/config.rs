@@ -24,6 +24,10 @@ pub struct AgentConfig {
     /// Jobs run at once.
     #[serde(default = "default_max_jobs")]
     pub max_jobs: u32,
+    /// On SIGTERM, how long running jobs may go on before they are stopped
+    /// (keep it under the service manager's stop timeout).
+    #[serde(default = "default_shutdown_grace", with = "duration_text")]
+    pub shutdown_grace: std::time::Duration,
     /// Certificate, key and CA.
     pub tls: TlsFiles,
     /// The region's repository.
@@ -195,6 +199,25 @@ pub struct Retention {
 
 fn default_max_jobs() -> u32 {
     2
+}
+
+fn default_shutdown_grace() -> std::time::Duration {
+    std::time::Duration::from_secs(20)
+}
+
+/// Durations written as text ("20s", "2m").
+mod duration_text {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration ({e}): write it like \"20s\""
+            ))
+        })
+    }
 }
 
 impl SourceKind {

@@ -25,7 +25,10 @@ pub type Uplink = mpsc::UnboundedSender<AgentMessage>;
 pub struct JobRunner {
     exe: PathBuf,
     config: Arc<AgentConfig>,
-    running: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    /// Running jobs and the means to stop each (taken by the first cancel;
+    /// the entry goes when the job's result has been queued).
+    running: Mutex<HashMap<String, Option<oneshot::Sender<()>>>>,
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl JobRunner {
@@ -35,7 +38,15 @@ impl JobRunner {
             exe,
             config,
             running: Mutex::new(HashMap::new()),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Takes no new job from now on (the agent is stopping; the leader
+    /// retries what it refuses elsewhere or later).
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Ids of the jobs running now.
@@ -48,7 +59,12 @@ impl JobRunner {
 
     /// Stops a job (its result reports the cancellation).
     pub fn cancel(&self, job_id: &str) {
-        if let Some(stop) = self.running.lock().ok().and_then(|mut r| r.remove(job_id)) {
+        let stop = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|mut r| r.get_mut(job_id).and_then(Option::take));
+        if let Some(stop) = stop {
             let _ = stop.send(());
         }
     }
@@ -170,6 +186,9 @@ impl JobRunner {
         epoch: u64,
         uplink: Uplink,
     ) -> Result<(), String> {
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err("the agent is shutting down: it takes no new job".into());
+        }
         let args = self.command_line(&job)?;
         {
             let running = self
@@ -186,15 +205,12 @@ impl JobRunner {
         }
         let (stop_tx, stop_rx) = oneshot::channel();
         if let Ok(mut r) = self.running.lock() {
-            r.insert(job.job_id.clone(), stop_tx);
+            r.insert(job.job_id.clone(), Some(stop_tx));
         }
         let me = self.clone();
         tokio::spawn(async move {
             let started = Instant::now();
             let result = me.run(&job, args, stop_rx, &uplink).await;
-            if let Ok(mut r) = me.running.lock() {
-                r.remove(&job.job_id);
-            }
             let kind = JobKind::try_from(job.kind)
                 .unwrap_or(JobKind::Unspecified)
                 .as_str_name();
@@ -210,6 +226,11 @@ impl JobRunner {
             let _ = uplink.send(AgentMessage {
                 body: Some(agent_message::Body::Result(JobResult { epoch, ..result })),
             });
+            // Only now: a stopping agent waits for its table to empty and
+            // then for the results queued to be acknowledged.
+            if let Ok(mut r) = me.running.lock() {
+                r.remove(&job.job_id);
+            }
         });
         Ok(())
     }

@@ -57,6 +57,8 @@ pub struct Link {
     pub epoch: Arc<EpochGuard>,
     /// Running jobs.
     pub jobs: Arc<JobRunner>,
+    /// Results sent or queued but not yet acknowledged by a leader.
+    pub unacked: std::sync::atomic::AtomicUsize,
 }
 
 /// What a message from the coordinator asks of the session.
@@ -163,6 +165,7 @@ impl Link {
                 unconfirmed.push(m);
             }
         }
+        self.count_unacked(unconfirmed);
         let mut running = self.jobs.running_ids();
         for m in unconfirmed.iter() {
             if let Some(agent_message::Body::Result(r)) = &m.body {
@@ -215,9 +218,12 @@ impl Link {
                             heartbeat = every;
                             tick = tokio::time::interval(heartbeat);
                         }
-                        Next::Recorded(job) => unconfirmed.retain(|m| {
-                            !matches!(&m.body, Some(agent_message::Body::Result(r)) if r.job_id == job)
-                        }),
+                        Next::Recorded(job) => {
+                            unconfirmed.retain(|m| {
+                                !matches!(&m.body, Some(agent_message::Body::Result(r)) if r.job_id == job)
+                            });
+                            self.count_unacked(unconfirmed);
+                        }
                         Next::Stay => {}
                     }
                     if !welcomed {
@@ -237,6 +243,7 @@ impl Link {
                         if unconfirmed.len() > MAX_UNCONFIRMED {
                             unconfirmed.remove(0);
                         }
+                        self.count_unacked(unconfirmed);
                     }
                     if tx.send(m).await.is_err() {
                         return Ok(Ended::Next("the stream to the coordinator closed".into()));
@@ -255,6 +262,11 @@ impl Link {
                 }
             }
         }
+    }
+
+    fn count_unacked(&self, unconfirmed: &[AgentMessage]) {
+        self.unacked
+            .store(unconfirmed.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Checks one command's epoch and carries it out.

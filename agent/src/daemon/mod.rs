@@ -14,6 +14,10 @@ use seawall_common::{Error, ErrorKind, Result};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a stopping agent waits for its last results to be acknowledged.
+const FLUSH: Duration = Duration::from_secs(3);
 
 /// A configuration checked against the certificate it names.
 pub struct Prepared {
@@ -68,17 +72,56 @@ pub async fn run(
         tls,
         epoch,
         jobs: jobs.clone(),
+        unacked: std::sync::atomic::AtomicUsize::new(0),
     };
     tracing::info!(agent = %config.id, region = %config.region, "agent starting");
+    let grace = config.shutdown_grace;
+    let serving = link.run(uplink, upstream);
+    tokio::pin!(serving);
     tokio::select! {
-        _ = link.run(uplink, upstream) => {}
-        _ = shutdown => {
-            let running = jobs.running_ids();
-            for id in &running {
+        _ = &mut serving => return Ok(()),
+        _ = shutdown => {}
+    }
+    // Stopping: take no new job, let running ones finish within the grace
+    // period while the link still carries their results, then stop the rest.
+    jobs.drain();
+    let running = jobs.running_ids().len();
+    tracing::info!(running, grace = ?grace, "agent stopping: letting running jobs finish");
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut cancelled = 0;
+    while !jobs.running_ids().is_empty() {
+        if tokio::time::Instant::now() >= deadline && cancelled == 0 {
+            let left = jobs.running_ids();
+            cancelled = left.len();
+            for id in &left {
                 jobs.cancel(id);
             }
-            tracing::info!(cancelled = running.len(), "agent stopping");
+            tracing::info!(
+                cancelled,
+                "grace period over: stopped the jobs still running"
+            );
+        }
+        tokio::select! {
+            _ = &mut serving => break,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
+    // Give the link a moment to hand the last results to the leader and
+    // hear them acknowledged. A result still unacknowledged is lost with
+    // the process: the next hello of this agent does not list its job, so
+    // the leader fails that attempt and retries it.
+    let flush_until = tokio::time::Instant::now() + FLUSH;
+    loop {
+        tokio::select! {
+            _ = &mut serving => break,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        if link.unacked.load(std::sync::atomic::Ordering::Relaxed) == 0
+            || tokio::time::Instant::now() >= flush_until
+        {
+            break;
+        }
+    }
+    tracing::info!(cancelled, "agent stopped");
     Ok(())
 }

@@ -155,6 +155,19 @@ fn default_backoff() -> Duration {
     Duration::from_secs(30)
 }
 
+/// Refuses a duration outside `[min, max]`, naming the key and the bounds.
+fn within(key: &str, value: Duration, min: Duration, max: Duration) -> anyhow::Result<()> {
+    if value < min || value > max {
+        anyhow::bail!(
+            "{key} = {} is out of range: it must be between {} and {}",
+            humantime::format_duration(value),
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        );
+    }
+    Ok(())
+}
+
 /// Durations written as text ("10s", "5m"), or as whole seconds.
 mod humantime_serde_compat {
     use serde::{Deserialize, Deserializer};
@@ -197,8 +210,32 @@ impl CoordinatorConfig {
     /// Checks what serde cannot: names, cron expressions, time zones.
     pub fn check(&self) -> anyhow::Result<()> {
         seawall_common::tls::check_label("id", &self.id)?;
-        if self.history_keep < Duration::from_secs(1) {
-            anyhow::bail!("history_keep must be at least 1s (default 30 days)");
+        let day = Duration::from_secs(86_400);
+        within(
+            "history_keep",
+            self.history_keep,
+            Duration::from_secs(1),
+            36_500 * day,
+        )?;
+        within(
+            "job_timeout",
+            self.job_timeout,
+            Duration::from_secs(1),
+            30 * day,
+        )?;
+        within(
+            "heartbeat",
+            self.heartbeat,
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+        )?;
+        if let Some(etcd) = &self.etcd {
+            within(
+                "lease_ttl",
+                etcd.lease_ttl,
+                Duration::from_secs(2),
+                Duration::from_secs(600),
+            )?;
         }
         let mut names = std::collections::HashSet::new();
         for s in &self.schedules {
@@ -210,6 +247,9 @@ impl CoordinatorConfig {
                     s.name
                 );
             }
+            within("jitter", s.jitter, Duration::ZERO, day)
+                .and_then(|_| within("retry_backoff", s.retry_backoff, Duration::ZERO, day))
+                .map_err(|e| anyhow::anyhow!("schedule {:?}: {e}", s.name))?;
             crate::scheduler::parse_cron(&s.cron)
                 .map_err(|e| anyhow::anyhow!("schedule {:?}: {e}", s.name))?;
             crate::scheduler::parse_tz(&s.timezone)
@@ -229,5 +269,49 @@ impl CoordinatorConfig {
         self.advertise
             .clone()
             .unwrap_or_else(|| self.listen.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> anyhow::Result<CoordinatorConfig> {
+        let text = format!(
+            "id = \"c1\"\nlisten = \"127.0.0.1:7443\"\n{extra}\n[tls]\nca = \"ca.pem\"\ncert = \"c1.pem\"\nkey = \"c1.key\"\n"
+        );
+        let config: CoordinatorConfig = toml::from_str(&text)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn defaults_are_within_their_bounds() {
+        let c = parse("").unwrap();
+        assert_eq!(c.history_keep, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.job_timeout, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn durations_out_of_range_are_refused_by_key() {
+        for (extra, key) in [
+            ("job_timeout = \"100000d\"", "job_timeout"),
+            ("history_keep = \"0s\"", "history_keep"),
+            ("heartbeat = \"1h\"", "heartbeat"),
+        ] {
+            let err = parse(extra).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("out of range"), "{err}");
+        }
+        let schedule = "[[schedules]]\nname = \"s\"\nregion = \"eu\"\nsource = \"db\"\ncron = \"0 2 * * *\"\njitter = \"2d\"\n";
+        // Top-level keys must come before the tables: put the schedule last.
+        let text = format!(
+            "id = \"c1\"\nlisten = \"127.0.0.1:7443\"\n[tls]\nca = \"ca.pem\"\ncert = \"c1.pem\"\nkey = \"c1.key\"\n{schedule}"
+        );
+        let config: CoordinatorConfig = toml::from_str(&text).unwrap();
+        let err = config.check().unwrap_err().to_string();
+        assert!(
+            err.contains("schedule \"s\"") && err.contains("jitter"),
+            "{err}"
+        );
     }
 }

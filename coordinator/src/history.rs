@@ -32,7 +32,10 @@ pub async fn run(coord: Arc<Coordinator>, lead: Arc<Lead>) {
     let keep = coord.config.history_keep;
     let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     while lead.leadership.is_valid() {
-        match prune(&coord, &lead, now_ms() - keep.as_millis() as i64).await {
+        // Saturating: an absurd history_keep keeps everything rather than
+        // wrapping into a cutoff in the future.
+        let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        match prune(&coord, &lead, now_ms().saturating_sub(keep_ms)).await {
             Ok(p) if p != Pruned::default() => {
                 tracing::info!(
                     jobs = p.jobs,

@@ -267,6 +267,15 @@ impl AgentConfig {
                 ),
             ));
         }
+        if config.shutdown_grace > std::time::Duration::from_secs(3600) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{}: shutdown_grace is over 1h: keep it under the service manager's stop timeout (default 20s)",
+                    path.display()
+                ),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for s in &config.sources {
             if let Some(within) = s.retention.as_ref().and_then(|r| r.keep_within.as_ref()) {

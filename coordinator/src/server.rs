@@ -137,12 +137,23 @@ pub async fn run(
 
 /// Campaign, lead until the leadership is lost, step down, again.
 async fn lead_loop(coord: Arc<Coordinator>) {
+    let store_at = match &coord.config.etcd {
+        Some(etcd) if coord.store.kind() == "etcd" => etcd.endpoints.join(","),
+        _ => coord.store.kind().to_string(),
+    };
+    let mut backoff = Duration::from_secs(1);
     loop {
         let leadership = match coord.store.campaign(&coord.me).await {
-            Ok(l) => l,
+            Ok(l) => {
+                backoff = Duration::from_secs(1);
+                l
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "campaign failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                // The store may come back: keep serving reads and trying,
+                // less often the longer it stays away.
+                tracing::warn!(error = %e, store = %store_at, retry_in = ?backoff, "cannot campaign: is the state store reachable (the [etcd] endpoints)? retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
         };

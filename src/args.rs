@@ -126,6 +126,8 @@ pub enum Command {
     Jobs(JobsArgs),
     /// Successful backups the coordinator recorded.
     Backups(BackupsArgs),
+    /// The coordinator's audit log, newest first.
+    Audit(AuditArgs),
     /// Show what Seawall does, on a local sample, with timings.
     Demo(DemoArgs),
     /// Generate or change benchmark data (for bench/).
@@ -219,6 +221,20 @@ pub struct JobsArgs {
     /// How many (newest first).
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// How many entries (newest first).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Only entries from the last DURATION ("1h", "7d").
+    #[arg(long, value_parser = duration_arg)]
+    pub since: Option<std::time::Duration>,
     /// Connection.
     #[command(flatten)]
     pub op: OperatorArgs,

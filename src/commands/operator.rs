@@ -3,7 +3,7 @@
 //! each with `--json`. A trigger sent to a follower is sent again to the
 //! leader the follower names.
 
-use crate::args::{AgentsArgs, BackupArgs, BackupsArgs, Global, JobsArgs, OperatorArgs};
+use crate::args::{AgentsArgs, AuditArgs, BackupArgs, BackupsArgs, Global, JobsArgs, OperatorArgs};
 use crate::output::size;
 use seawall_proto::v1::operator_service_client::OperatorServiceClient;
 use seawall_proto::v1::*;
@@ -357,6 +357,53 @@ pub async fn jobs(g: &Global, a: JobsArgs) -> anyhow::Result<u8> {
     );
     for j in &r.jobs {
         print_job_line(j);
+    }
+    Ok(0)
+}
+
+/// `seawall audit`.
+pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<u8> {
+    let mut op = Op::connect(&a.op, &a.op.coordinator).await?;
+    let since_unix_ms = a.since.map_or(0, |d| {
+        chrono::Utc::now().timestamp_millis() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    });
+    let req = ListAuditRequest {
+        limit: a.limit,
+        since_unix_ms,
+    };
+    let r = op
+        .client
+        .list_audit(op.req(req))
+        .await
+        .map_err(failed)?
+        .into_inner();
+    if g.json {
+        crate::output::json(
+            &r.entries
+                .iter()
+                .map(|e| {
+                    json!({
+                        "at_unix_ms": e.at_unix_ms, "epoch": e.epoch, "replica": e.replica,
+                        "actor": e.actor, "event": e.event,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        return Ok(0);
+    }
+    println!(
+        "{:<20} {:>6} {:<10} {:<22} EVENT",
+        "AT", "EPOCH", "REPLICA", "ACTOR"
+    );
+    for e in &r.entries {
+        println!(
+            "{:<20} {:>6} {:<10} {:<22} {}",
+            when(e.at_unix_ms),
+            e.epoch,
+            e.replica,
+            e.actor,
+            e.event
+        );
     }
     Ok(0)
 }

@@ -592,6 +592,28 @@ fn an_operator_cancels_a_running_job_and_its_agent_stops_it() {
         "{after}"
     );
     assert!(eu.log_text().contains("cancel"), "{}", eu.log_text());
+    // The audit log says who created and who cancelled it, newest first.
+    let audit = op_json(&pki, &addr, &["audit", "--since", "1h"]);
+    let events: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["event"].as_str().unwrap()))
+        .collect();
+    let cancelled_at = events
+        .iter()
+        .position(|e| {
+            *e == (
+                "operator ops",
+                &format!("cancelled job {id}: wrong window")[..],
+            )
+        })
+        .unwrap_or_else(|| panic!("{events:?}"));
+    let created_at = events
+        .iter()
+        .position(|e| *e == ("operator ops", &format!("created job {id}")[..]))
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert!(cancelled_at < created_at, "{events:?}");
     // A settled job cannot be cancelled again, an unknown one is named.
     let out = op(&pki, &addr, &["jobs", "--cancel", &id]);
     let err = crate::fixtures::one_error_line(&out);

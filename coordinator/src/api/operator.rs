@@ -262,6 +262,37 @@ impl OperatorService for OperatorApi {
         }))
     }
 
+    async fn list_audit(
+        &self,
+        request: Request<ListAuditRequest>,
+    ) -> Result<Response<ListAuditReply>, Status> {
+        self.coord.operator_auth.check(&request)?;
+        let req = request.into_inner();
+        let limit = if req.limit == 0 {
+            100
+        } else {
+            req.limit.min(10_000)
+        } as usize;
+        // Keys sort by time: read them all (history_keep bounds how many)
+        // and keep the newest.
+        let entries: Vec<crate::records::AuditEntry> = self.decode_all("audit/").await?;
+        Ok(Response::new(ListAuditReply {
+            entries: entries
+                .into_iter()
+                .rev()
+                .filter(|e| e.at_ms >= req.since_unix_ms)
+                .take(limit)
+                .map(|e| AuditEntry {
+                    at_unix_ms: e.at_ms,
+                    epoch: e.epoch,
+                    replica: e.replica,
+                    actor: e.actor,
+                    event: e.event,
+                })
+                .collect(),
+        }))
+    }
+
     async fn list_backups(
         &self,
         request: Request<ListBackupsRequest>,

@@ -218,13 +218,31 @@ impl Coordinator {
 
     /// Writes a changed job with compare-and-set on its revision.
     pub async fn save_job(&self, lead: &Lead, job: JobRecord, rev: i64) -> Result<i64, ActError> {
+        self.save_job_with(lead, job, rev, &[]).await
+    }
+
+    /// [`save_job`](Self::save_job), writing `extra` keys in the same
+    /// transaction (a backup record with the success it records).
+    pub async fn save_job_with(
+        &self,
+        lead: &Lead,
+        job: JobRecord,
+        rev: i64,
+        extra: &[(String, Vec<u8>)],
+    ) -> Result<i64, ActError> {
         if !lead.leadership.is_valid() {
             return Err(ActError::NotLeader);
         }
         let value = serde_json::to_vec(&job).map_err(|e| ActError::Invalid(e.to_string()))?;
         let new_rev = self
             .store
-            .put(lead.fence(), &job_key(&job.job_id), &value, Some(rev))
+            .put_with(
+                lead.fence(),
+                &job_key(&job.job_id),
+                &value,
+                Some(rev),
+                extra,
+            )
             .await?;
         if let Ok(mut active) = lead.active.lock() {
             if job.state.is_final() {
@@ -431,51 +449,48 @@ impl Coordinator {
         metrics::histogram!("seawall_job_duration_seconds", "kind" => kind_name(job.kind))
             .record(result.duration_secs);
         let finished = job.clone();
-        self.save_job(lead, job, rev).await?;
-        if finished.kind == JobKind::Backup {
-            let record = BackupRecord {
-                region: finished.region.clone(),
-                source: finished.source.clone(),
-                snapshot_id: result.snapshot_id.clone(),
-                job_id: finished.job_id.clone(),
-                finished_ms: if result.finished_unix_ms > 0 {
-                    result.finished_unix_ms
-                } else {
-                    now_ms()
-                },
-                bytes_read: result.bytes_read,
-                bytes_added: result.bytes_added,
-                duration_secs: result.duration_secs,
+        if finished.kind != JobKind::Backup {
+            self.save_job(lead, job, rev).await?;
+            self.wake.notify_one();
+            return Ok(());
+        }
+        // The success and its backup record land together or not at all.
+        let record = BackupRecord {
+            region: finished.region.clone(),
+            source: finished.source.clone(),
+            snapshot_id: result.snapshot_id.clone(),
+            job_id: finished.job_id.clone(),
+            finished_ms: if result.finished_unix_ms > 0 {
+                result.finished_unix_ms
+            } else {
+                now_ms()
+            },
+            bytes_read: result.bytes_read,
+            bytes_added: result.bytes_added,
+            duration_secs: result.duration_secs,
+        };
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        self.save_job_with(lead, job, rev, &[(backup_key(&record), value)])
+            .await?;
+        crate::metrics::backup_succeeded(&record);
+        if finished.retention_after {
+            let mut retention = JobRecord {
+                schedule: finished.schedule.clone(),
+                retries: finished.retries,
+                retry_backoff_ms: finished.retry_backoff_ms,
+                ..JobRecord::pending(
+                    format!("{}-retention", finished.job_id),
+                    finished.region.clone(),
+                    finished.source.clone(),
+                    JobKind::Retention,
+                )
             };
-            let value = serde_json::to_vec(&record).unwrap_or_default();
-            self.store
-                .put(lead.fence(), &backup_key(&record), &value, None)
-                .await?;
-            crate::metrics::backup_succeeded(&record);
-            if finished.retention_after {
-                let mut retention = finished.clone();
-                retention.job_id = format!("{}-retention", finished.job_id);
-                retention.kind = JobKind::Retention;
-                retention.level = None;
-                retention.state = JobState::Pending;
-                retention.attempt = 1;
-                retention.not_before_ms = now_ms();
-                retention.retention_after = false;
-                retention.agent_id = None;
-                retention.started_ms = None;
-                retention.finished_ms = None;
-                retention.snapshot_id = None;
-                retention.bytes_done = 0;
-                retention.bytes_added = 0;
-                retention.history.clear();
-                retention.created_ms = now_ms();
-                retention.enter(
-                    JobState::Pending,
-                    epoch,
-                    format!("after {}", finished.job_id),
-                );
-                self.create_job(lead, retention, "scheduler").await?;
-            }
+            retention.enter(
+                JobState::Pending,
+                epoch,
+                format!("after {}", finished.job_id),
+            );
+            self.create_job(lead, retention, "scheduler").await?;
         }
         self.wake.notify_one();
         Ok(())

@@ -137,6 +137,37 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// A new job waiting for its first attempt, due now, with no retry
+    /// and no history yet (callers set what differs, then `enter` it).
+    pub fn pending(job_id: String, region: String, source: String, kind: JobKind) -> JobRecord {
+        let now = now_ms();
+        JobRecord {
+            job_id,
+            region,
+            source,
+            kind,
+            level: None,
+            schedule: None,
+            state: JobState::Pending,
+            attempt: 1,
+            retries: 0,
+            retry_backoff_ms: 30_000,
+            not_before_ms: now,
+            retention_after: false,
+            agent_id: None,
+            epoch: 0,
+            created_ms: now,
+            started_ms: None,
+            finished_ms: None,
+            last_news_ms: None,
+            error: None,
+            snapshot_id: None,
+            bytes_done: 0,
+            bytes_added: 0,
+            history: Vec::new(),
+        }
+    }
+
     /// Moves to `state`, recording why and under which epoch.
     pub fn enter(&mut self, state: JobState, epoch: i64, note: impl Into<String>) {
         self.state = state;

@@ -79,29 +79,19 @@ pub fn jitter_ms(schedule: &str, slot_ms: i64, jitter: Duration) -> i64 {
 /// The job a schedule's slot makes.
 pub fn job_for(s: &ScheduleConfig, slot_ms: i64, epoch: i64, note: &str) -> JobRecord {
     let mut job = JobRecord {
-        job_id: format!("{}-{slot_ms}", s.name),
-        region: s.region.clone(),
-        source: s.source.clone(),
-        kind: s.kind,
         level: s.level,
         schedule: Some(s.name.clone()),
-        state: JobState::Pending,
-        attempt: 1,
         retries: s.retries,
-        retry_backoff_ms: s.retry_backoff.as_millis() as i64,
+        retry_backoff_ms: i64::try_from(s.retry_backoff.as_millis()).unwrap_or(i64::MAX),
         not_before_ms: slot_ms + jitter_ms(&s.name, slot_ms, s.jitter),
         retention_after: s.retention_after,
-        agent_id: None,
         epoch,
-        created_ms: now_ms(),
-        started_ms: None,
-        finished_ms: None,
-        last_news_ms: None,
-        error: None,
-        snapshot_id: None,
-        bytes_done: 0,
-        bytes_added: 0,
-        history: Vec::new(),
+        ..JobRecord::pending(
+            format!("{}-{slot_ms}", s.name),
+            s.region.clone(),
+            s.source.clone(),
+            s.kind,
+        )
     };
     job.enter(JobState::Pending, epoch, note.to_string());
     job

@@ -362,31 +362,19 @@ impl OperatorService for OperatorApi {
                 }
             )));
         }
-        let now = now_ms();
         let mut job = JobRecord {
-            job_id: format!("manual-{now}-{:06x}", rand::random::<u32>() & 0xff_ffff),
-            region: req.region,
-            source: req.source,
-            kind: JobKind::Backup,
             level: Some(level),
-            schedule: None,
-            state: JobState::Pending,
-            attempt: 1,
-            retries: 0,
-            retry_backoff_ms: 30_000,
-            not_before_ms: now,
-            retention_after: false,
-            agent_id: None,
             epoch: lead.fence().epoch,
-            created_ms: now,
-            started_ms: None,
-            finished_ms: None,
-            last_news_ms: None,
-            error: None,
-            snapshot_id: None,
-            bytes_done: 0,
-            bytes_added: 0,
-            history: Vec::new(),
+            ..JobRecord::pending(
+                format!(
+                    "manual-{}-{:06x}",
+                    now_ms(),
+                    rand::random::<u32>() & 0xff_ffff
+                ),
+                req.region,
+                req.source,
+                JobKind::Backup,
+            )
         };
         job.enter(
             JobState::Pending,

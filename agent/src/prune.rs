@@ -29,6 +29,8 @@ pub struct PruneReport {
     pub packs_repacked: u64,
     /// Packs no index named (left by interrupted backups), deleted.
     pub unindexed_packs_deleted: u64,
+    /// Temporary files of writes a crash interrupted, deleted.
+    pub temporaries_deleted: u64,
     /// Bytes freed.
     pub bytes_freed: u64,
     /// Archived WAL older than the oldest kept base backup needs.
@@ -36,6 +38,11 @@ pub struct PruneReport {
     /// Whether nothing was changed (dry run).
     pub dry_run: bool,
 }
+
+/// Age from which a temporary file is taken for a crash's leftover: no
+/// backup writes under prune's exclusive lock, and the margin spares a
+/// lock-free `wal-push` writing at this moment.
+const STALE_TEMPORARY: Duration = Duration::from_secs(600);
 
 /// Share of unused bytes above which a pack is rewritten.
 const REPACK_UNUSED_RATIO: f64 = 0.2;
@@ -168,6 +175,12 @@ async fn prune_locked(repo: &Arc<Repository>, dry_run: bool) -> Result<PruneRepo
     if dry_run {
         return Ok(report);
     }
+    let (temporaries, bytes) = repo
+        .storage()
+        .remove_stale_temporaries(STALE_TEMPORARY)
+        .await?;
+    report.temporaries_deleted = temporaries;
+    report.bytes_freed += bytes;
 
     let pack_size = repo.config().pack_size as usize;
     let mut builder = PackBuilder::with_capacity(pack_size);

@@ -31,6 +31,12 @@ pub fn print_prune(r: &PruneReport) {
         r.packs_repacked,
         size(r.bytes_freed)
     );
+    if r.temporaries_deleted > 0 {
+        println!(
+            "deleted {} temporary files left by interrupted writes",
+            r.temporaries_deleted
+        );
+    }
     if let Some(oldest) = &r.wal.oldest_kept {
         println!(
             "WAL: {verb} {} files ({}) older than segment {oldest}, the oldest a kept base backup needs",

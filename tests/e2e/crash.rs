@@ -80,4 +80,26 @@ fn kill_9_during_backup_leaves_a_valid_repository_and_packs_are_reused() {
     let target = work.path().join("restored");
     repo.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
     assert_same_tree(&src, &restored(&target, &src));
+
+    // A write a crash interrupted leaves a temporary file: prune deletes it
+    // once it is old, and spares a fresh one (a lock-free wal-push may be
+    // writing it).
+    let dir = repo_dir.join("data").join("00");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (stale, fresh) = (dir.join(".tmp-stale"), dir.join(".tmp-fresh"));
+    std::fs::write(&stale, vec![7u8; 4096]).unwrap();
+    std::fs::write(&fresh, b"in flight").unwrap();
+    let hour_ago = filetime::FileTime::from_unix_time(now_secs() - 3600, 0);
+    filetime::set_file_mtime(&stale, hour_ago).unwrap();
+    let out = repo.json(&["prune"]);
+    assert!(out["temporaries_deleted"].as_u64().unwrap() >= 1, "{out}");
+    assert!(!stale.exists() && fresh.exists());
+    repo.ok(&["verify", "--read-data"]);
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }

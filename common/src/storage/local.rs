@@ -93,6 +93,33 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     result
 }
 
+/// Temporary files (`.tmp-*`) under `dir` last modified before `cutoff`.
+fn stale_temporaries(
+    dir: &Path,
+    cutoff: std::time::SystemTime,
+    out: &mut Vec<(PathBuf, u64)>,
+) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir.display(), e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir.display(), e))?;
+        let meta = entry
+            .metadata()
+            .map_err(|e| Error::io(entry.path().display(), e))?;
+        if meta.is_dir() {
+            stale_temporaries(&entry.path(), cutoff, out)?;
+        } else if entry.file_name().to_string_lossy().starts_with(".tmp-")
+            && meta.modified().is_ok_and(|m| m < cutoff)
+        {
+            out.push((entry.path(), meta.len()));
+        }
+    }
+    Ok(())
+}
+
 fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -198,6 +225,30 @@ impl Storage for LocalStorage {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(path.display(), e)),
+        })
+        .await
+    }
+
+    async fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<(u64, u64)> {
+        let root = self.root.clone();
+        blocking(move || {
+            let cutoff = std::time::SystemTime::now()
+                .checked_sub(age)
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let mut found = Vec::new();
+            stale_temporaries(&root, cutoff, &mut found)?;
+            let (mut n, mut bytes) = (0, 0);
+            for (path, size) in found {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        n += 1;
+                        bytes += size;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(path.display(), e)),
+                }
+            }
+            Ok((n, bytes))
         })
         .await
     }

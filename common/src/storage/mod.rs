@@ -119,6 +119,13 @@ pub trait Storage: ReadStorage {
     async fn write(&self, kind: FileKind, name: &str, data: Bytes) -> Result<()>;
     /// Deletes a file; deleting a missing file succeeds.
     async fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
+    /// Deletes the temporary files of writes a crash interrupted, when
+    /// older than `age`; returns how many and their bytes. Object stores
+    /// write atomically and leave none.
+    async fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<(u64, u64)> {
+        let _ = age;
+        Ok((0, 0))
+    }
 }
 
 #[cfg(test)]

@@ -86,6 +86,10 @@ impl<S: Storage> Storage for Retrying<S> {
     async fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         self.run(|| self.inner.remove(kind, name)).await
     }
+
+    async fn remove_stale_temporaries(&self, age: Duration) -> Result<(u64, u64)> {
+        self.run(|| self.inner.remove_stale_temporaries(age)).await
+    }
 }
 
 #[cfg(test)]

@@ -316,53 +316,133 @@ impl tonic::codec::Decoder for RawCodec {
     }
 }
 
+/// A `--dev` coordinator `c1` and one agent `eu-1` of eu-west-1, in a
+/// directory of their own. The agent serves `sources` (`[[sources]]`
+/// tables), or with `None` a files source `files` of one small file.
+struct DevFleet {
+    pki: Pki,
+    c: Replica,
+    eu: Daemon,
+    addr: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl DevFleet {
+    /// `top`: top-level coordinator keys; `schedules`: its `[[schedules]]`.
+    fn start(top: &str, schedules: &str, sources: Option<&str>) -> DevFleet {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let pki = Pki::new(&dir.join("pki"));
+        let store = format!(
+            "{top}[dev]\nstate = \"{}\"\n",
+            dir.join("state.redb").display()
+        );
+        let c = start_replica(&pki, dir, "c1", &store, schedules, true);
+        let addr = c.address();
+        let coordinators = std::slice::from_ref(&addr);
+        let eu = match sources {
+            Some(sources) => {
+                start_agent_with(&pki, dir, "eu-1", "eu-west-1", coordinators, sources)
+            }
+            None => {
+                let data = dir.join("data");
+                std::fs::create_dir_all(&data).unwrap();
+                std::fs::write(data.join("a.txt"), "x").unwrap();
+                start_agent(&pki, dir, "eu-1", "eu-west-1", coordinators, &data)
+            }
+        };
+        DevFleet {
+            pki,
+            c,
+            eu,
+            addr,
+            _tmp: tmp,
+        }
+    }
+
+    /// An operator command's JSON answer (it must succeed).
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        op_json(&self.pki, &self.addr, args)
+    }
+
+    /// An operator command's output, failing or not.
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        op(&self.pki, &self.addr, args)
+    }
+
+    /// Waits until the agent is connected to the leader.
+    fn wait_agent(&self) {
+        eventually(30, "the agent connected", || {
+            (self.json(&["status"])["agents_connected"] == 1).then_some(())
+        });
+    }
+
+    /// The newest jobs, up to 1,000.
+    fn jobs(&self) -> Vec<serde_json::Value> {
+        self.json(&["jobs", "--limit", "1000"])
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// One job by id.
+    fn job(&self, id: &str) -> serde_json::Value {
+        self.jobs()
+            .into_iter()
+            .find(|j| j["job_id"] == id)
+            .unwrap_or_else(|| panic!("no job {id}"))
+    }
+
+    /// The recorded backups.
+    fn backups(&self) -> Vec<serde_json::Value> {
+        self.json(&["backups"]).as_array().unwrap().clone()
+    }
+
+    /// Triggers a backup of `source` in eu-west-1; returns the job id.
+    fn trigger(&self, source: &str) -> String {
+        let job = self.json(&[
+            "backup",
+            "--now",
+            "--region",
+            "eu-west-1",
+            "--source",
+            source,
+        ]);
+        job["job_id"].as_str().unwrap().to_string()
+    }
+}
+
+/// A "Redis server" that accepts and never answers, and an agent source on it.
+fn silent_redis() -> (std::net::TcpListener, String) {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let source = format!(
+        "[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n"
+    );
+    (silent, source)
+}
+
 #[test]
 fn slots_missed_while_no_coordinator_ran_are_caught_up_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let pki = Pki::new(&dir.join("pki"));
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("a.txt"), "x").unwrap();
-    let store = format!("[dev]\nstate = \"{}\"\n", dir.join("state.redb").display());
-    let mut c = start_replica(
-        &pki,
-        dir,
-        "c1",
-        &store,
-        &schedule("eu-files", "eu-west-1"),
-        true,
-    );
-    let addr = c.address();
-    let _eu = start_agent(
-        &pki,
-        dir,
-        "eu-1",
-        "eu-west-1",
-        std::slice::from_ref(&addr),
-        &data,
-    );
-    let backups = |pki: &Pki| -> Vec<serde_json::Value> {
-        let jobs = op_json(pki, &addr, &["jobs", "--limit", "1000"]);
-        jobs.as_array()
-            .unwrap()
-            .iter()
+    let mut f = DevFleet::start("", &schedule("eu-files", "eu-west-1"), None);
+    let backups = |f: &DevFleet| -> Vec<serde_json::Value> {
+        f.jobs()
+            .into_iter()
             .filter(|j| j["kind"] == "backup")
-            .cloned()
             .collect()
     };
     eventually(60, "a first scheduled backup", || {
-        backups(&pki)
+        backups(&f)
             .iter()
             .any(|j| j["state"] == "succeeded")
             .then_some(())
     });
     // Every replica down for about four slots of a 2 s schedule.
-    c.daemon.kill9();
+    f.c.daemon.kill9();
     let down = chrono::Utc::now().timestamp_millis();
     std::thread::sleep(Duration::from_secs(8));
-    c.daemon.restart();
-    wait_port(c.port, &c.daemon);
+    f.c.daemon.restart();
+    wait_port(f.c.port, &f.c.daemon);
     let up = chrono::Utc::now().timestamp_millis();
     std::thread::sleep(Duration::from_millis(1500));
     // Of the slots that passed while no coordinator ran, one job runs (the
@@ -377,7 +457,7 @@ fn slots_missed_while_no_coordinator_ran_are_caught_up_once() {
             .parse()
             .unwrap()
     };
-    let made: Vec<_> = backups(&pki)
+    let made: Vec<_> = backups(&f)
         .into_iter()
         .filter(|j| (down..up).contains(&slot(j)))
         .collect();
@@ -390,37 +470,13 @@ fn slots_missed_while_no_coordinator_ran_are_caught_up_once() {
 
 #[test]
 fn old_history_is_pruned_but_each_sources_newest_backup_and_its_rpo_gauge_stay() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let pki = Pki::new(&dir.join("pki"));
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("a.txt"), "x").unwrap();
-    let store = format!(
-        "history_keep = \"5s\"\n[dev]\nstate = \"{}\"\n",
-        dir.join("state.redb").display()
-    );
-    let mut c = start_replica(
-        &pki,
-        dir,
-        "c1",
-        &store,
+    let mut f = DevFleet::start(
+        "history_keep = \"5s\"\n",
         &schedule("eu-files", "eu-west-1"),
-        true,
+        None,
     );
-    let addr = c.address();
-    let mut eu = start_agent(
-        &pki,
-        dir,
-        "eu-1",
-        "eu-west-1",
-        std::slice::from_ref(&addr),
-        &data,
-    );
-    let job_ids = |pki: &Pki, settled_only: bool| -> Vec<String> {
-        let jobs = op_json(pki, &addr, &["jobs", "--limit", "1000"]);
-        jobs.as_array()
-            .unwrap()
+    let job_ids = |f: &DevFleet, settled_only: bool| -> Vec<String> {
+        f.jobs()
             .iter()
             .filter(|j| {
                 !settled_only
@@ -429,38 +485,32 @@ fn old_history_is_pruned_but_each_sources_newest_backup_and_its_rpo_gauge_stay()
             .map(|j| j["job_id"].as_str().unwrap().to_string())
             .collect()
     };
-    let backups = |pki: &Pki| {
-        op_json(pki, &addr, &["backups"])
-            .as_array()
-            .unwrap()
-            .clone()
-    };
     eventually(60, "three scheduled backups", || {
-        (backups(&pki).len() >= 3).then_some(())
+        (f.backups().len() >= 3).then_some(())
     });
-    let settled = job_ids(&pki, true);
+    let settled = job_ids(&f, true);
     assert!(settled.len() >= 3, "{settled:?}");
     // No agent from now on: nothing new succeeds, so only pruning changes
     // the records.
-    eu.kill9();
-    let newest = backups(&pki)
+    f.eu.kill9();
+    let newest = f
+        .backups()
         .into_iter()
         .max_by_key(|b| b["finished_unix_ms"].as_i64().unwrap())
         .unwrap();
     eventually(30, "settled jobs and older backup records pruned", || {
-        let left = job_ids(&pki, false);
-        let b = backups(&pki);
-        (b.len() == 1 && settled.iter().all(|j| !left.contains(j))).then_some(())
+        let left = job_ids(&f, false);
+        (f.backups().len() == 1 && settled.iter().all(|j| !left.contains(j))).then_some(())
     });
-    assert_eq!(backups(&pki)[0]["snapshot_id"], newest["snapshot_id"]);
+    assert_eq!(f.backups()[0]["snapshot_id"], newest["snapshot_id"]);
 
     // A restarted leader reports the source's backup age from the kept
     // record at once, before any new backup succeeds.
-    c.daemon.kill9();
-    c.daemon.restart();
-    wait_port(c.port, &c.daemon);
+    f.c.daemon.kill9();
+    f.c.daemon.restart();
+    wait_port(f.c.port, &f.c.daemon);
     let metrics = eventually(20, "the RPO gauge after a restart", || {
-        let m = http_get(c.metrics_port, "/metrics");
+        let m = http_get(f.c.metrics_port, "/metrics");
         m.contains("seawall_backup_age_seconds{region=\"eu-west-1\",source=\"files\"}")
             .then_some(m)
     });
@@ -469,44 +519,19 @@ fn old_history_is_pruned_but_each_sources_newest_backup_and_its_rpo_gauge_stay()
 
 #[test]
 fn acknowledged_results_are_not_sent_again_after_a_reconnect() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let pki = Pki::new(&dir.join("pki"));
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("a.txt"), "x").unwrap();
-    let store = format!("[dev]\nstate = \"{}\"\n", dir.join("state.redb").display());
-    let mut c = start_replica(
-        &pki,
-        dir,
-        "c1",
-        &store,
-        &schedule("eu-files", "eu-west-1"),
-        true,
-    );
-    let addr = c.address();
-    let _eu = start_agent(
-        &pki,
-        dir,
-        "eu-1",
-        "eu-west-1",
-        std::slice::from_ref(&addr),
-        &data,
-    );
+    let mut f = DevFleet::start("", &schedule("eu-files", "eu-west-1"), None);
     eventually(60, "four scheduled backups", || {
-        (op_json(&pki, &addr, &["backups"]).as_array()?.len() >= 4).then_some(())
+        (f.backups().len() >= 4).then_some(())
     });
     // The agent reconnects to the restarted coordinator; results the old
     // one acknowledged are not reported again (before acknowledgements,
     // the last 64 were, each logged as a result for a job not active).
-    let before = c.daemon.log_text().len();
-    c.daemon.restart();
-    wait_port(c.port, &c.daemon);
-    eventually(30, "the agent back", || {
-        (op_json(&pki, &addr, &["status"])["agents_connected"] == 1).then_some(())
-    });
+    let before = f.c.daemon.log_text().len();
+    f.c.daemon.restart();
+    wait_port(f.c.port, &f.c.daemon);
+    f.wait_agent();
     std::thread::sleep(Duration::from_secs(2));
-    let log = c.daemon.log_text();
+    let log = f.c.daemon.log_text();
     let resent = log[before..].matches("not active; ignored").count();
     // One may be in flight at the kill: recorded, acknowledgement lost.
     assert!(
@@ -518,183 +543,88 @@ fn acknowledged_results_are_not_sent_again_after_a_reconnect() {
 
 #[test]
 fn an_operator_cancels_a_running_job_and_its_agent_stops_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let pki = Pki::new(&dir.join("pki"));
-    // A "Redis server" that accepts and never answers: the backup hangs
-    // until cancelled.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let silent_port = silent.local_addr().unwrap().port();
-    let store = format!("[dev]\nstate = \"{}\"\n", dir.join("state.redb").display());
-    let c = start_replica(&pki, dir, "c1", &store, "", true);
-    let addr = c.address();
-    let eu = start_agent_with(
-        &pki,
-        dir,
-        "eu-1",
-        "eu-west-1",
-        std::slice::from_ref(&addr),
-        &format!("[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{silent_port}\"\n"),
-    );
-    eventually(30, "the agent connected", || {
-        (op_json(&pki, &addr, &["status"])["agents_connected"] == 1).then_some(())
-    });
-    let out = op(
-        &pki,
-        &addr,
-        &[
-            "backup",
-            "--now",
-            "--region",
-            "eu-west-1",
-            "--source",
-            "cache",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let job: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = job["job_id"].as_str().unwrap().to_string();
+    // The backup hangs on a server that never answers, until cancelled.
+    let (silent, source) = silent_redis();
+    let f = DevFleet::start("", "", Some(&source));
+    f.wait_agent();
+    let id = f.trigger("cache");
     let (_conn, _) = silent.accept().unwrap();
-    let job_state = |pki: &Pki| -> serde_json::Value {
-        op_json(pki, &addr, &["jobs"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|j| j["job_id"] == id.as_str())
-            .cloned()
-            .unwrap()
-    };
     eventually(30, "the job running", || {
-        (job_state(&pki)["state"] == "running").then_some(())
+        (f.job(&id)["state"] == "running").then_some(())
     });
 
-    let cancelled = op_json(
-        &pki,
-        &addr,
-        &["jobs", "--cancel", &id, "--reason", "wrong window"],
-    );
+    let cancelled = f.json(&["jobs", "--cancel", &id, "--reason", "wrong window"]);
     assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
     // The agent stops the child and reports; the job stays cancelled, and
     // the agent counts no running job.
     eventually(30, "the agent idle", || {
-        let agents = op_json(&pki, &addr, &["agents"]);
-        (agents[0]["running_jobs"] == 0).then_some(())
+        (f.json(&["agents"])[0]["running_jobs"] == 0).then_some(())
     });
     std::thread::sleep(Duration::from_millis(1500));
-    let after = job_state(&pki);
+    let after = f.job(&id);
     assert_eq!(after["state"], "cancelled", "{after}");
     assert!(
         after["error"].as_str().unwrap().contains("wrong window"),
         "{after}"
     );
-    assert!(eu.log_text().contains("cancel"), "{}", eu.log_text());
+    assert!(f.eu.log_text().contains("cancel"), "{}", f.eu.log_text());
     // The audit log says who created and who cancelled it, newest first.
-    let audit = op_json(&pki, &addr, &["audit", "--since", "1h"]);
+    let audit = f.json(&["audit", "--since", "1h"]);
     let events: Vec<(&str, &str)> = audit
         .as_array()
         .unwrap()
         .iter()
         .map(|e| (e["actor"].as_str().unwrap(), e["event"].as_str().unwrap()))
         .collect();
-    let cancelled_at = events
-        .iter()
-        .position(|e| {
-            *e == (
-                "operator ops",
-                &format!("cancelled job {id}: wrong window")[..],
-            )
-        })
-        .unwrap_or_else(|| panic!("{events:?}"));
-    let created_at = events
-        .iter()
-        .position(|e| *e == ("operator ops", &format!("created job {id}")[..]))
-        .unwrap_or_else(|| panic!("{events:?}"));
+    let position = |event: String| {
+        events
+            .iter()
+            .position(|e| *e == ("operator ops", event.as_str()))
+            .unwrap_or_else(|| panic!("no {event:?} in {events:?}"))
+    };
+    let cancelled_at = position(format!("cancelled job {id}: wrong window"));
+    let created_at = position(format!("created job {id}"));
     assert!(cancelled_at < created_at, "{events:?}");
     // A settled job cannot be cancelled again, an unknown one is named.
-    let out = op(&pki, &addr, &["jobs", "--cancel", &id]);
-    let err = crate::fixtures::one_error_line(&out);
+    let err = crate::fixtures::one_error_line(&f.run(&["jobs", "--cancel", &id]));
     assert!(err.contains("it is cancelled"), "{err}");
-    let out = op(&pki, &addr, &["jobs", "--cancel", "no-such-job"]);
-    let err = crate::fixtures::one_error_line(&out);
+    let err = crate::fixtures::one_error_line(&f.run(&["jobs", "--cancel", "no-such-job"]));
     assert!(err.contains("no job \"no-such-job\""), "{err}");
 }
 
 #[test]
 fn a_stopping_agent_takes_no_new_job_and_lets_its_running_one_finish() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let pki = Pki::new(&dir.join("pki"));
-    // A "Redis server" that answers nothing until the test hangs up.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let silent_port = silent.local_addr().unwrap().port();
-    let store = format!("[dev]\nstate = \"{}\"\n", dir.join("state.redb").display());
-    let c = start_replica(&pki, dir, "c1", &store, "", true);
-    let addr = c.address();
-    let mut eu = start_agent_with(
-        &pki,
-        dir,
-        "eu-1",
-        "eu-west-1",
-        std::slice::from_ref(&addr),
-        &format!("[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{silent_port}\"\n"),
-    );
-    eventually(30, "the agent connected", || {
-        (op_json(&pki, &addr, &["status"])["agents_connected"] == 1).then_some(())
-    });
-    let trigger = |pki: &Pki| -> String {
-        let job = op_json(
-            pki,
-            &addr,
-            &[
-                "backup",
-                "--now",
-                "--region",
-                "eu-west-1",
-                "--source",
-                "cache",
-            ],
-        );
-        job["job_id"].as_str().unwrap().to_string()
-    };
-    let job = |pki: &Pki, id: &str| -> serde_json::Value {
-        op_json(pki, &addr, &["jobs"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|j| j["job_id"] == id)
-            .cloned()
-            .unwrap()
-    };
-    let first = trigger(&pki);
+    // The backup hangs on a server that answers nothing until the test
+    // hangs up.
+    let (silent, source) = silent_redis();
+    let mut f = DevFleet::start("", "", Some(&source));
+    f.wait_agent();
+    let first = f.trigger("cache");
     let (conn, _) = silent.accept().unwrap();
     eventually(30, "the job running", || {
-        (job(&pki, &first)["state"] == "running").then_some(())
+        (f.job(&first)["state"] == "running").then_some(())
     });
 
     // SIGTERM: the agent stays up for its running job and refuses new ones.
-    eu.signal(nix::sys::signal::Signal::SIGTERM);
+    f.eu.signal(nix::sys::signal::Signal::SIGTERM);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(!eu.exited(), "the agent quit with a job running");
-    let second = trigger(&pki);
+    assert!(!f.eu.exited(), "the agent quit with a job running");
+    let second = f.trigger("cache");
     let refused = eventually(20, "the new job refused", || {
-        let j = job(&pki, &second);
+        let j = f.job(&second);
         (j["state"] == "failed").then_some(j)
     });
     assert!(
         refused["error"].as_str().unwrap().contains("shutting down"),
         "{refused}"
     );
-    assert_eq!(job(&pki, &first)["state"], "running");
+    assert_eq!(f.job(&first)["state"], "running");
 
     // The running job ends on its own (the server hangs up): its own
     // result is recorded, not a cancellation, and then the agent exits.
     drop(conn);
-    eventually(10, "the agent exited", || eu.exited().then_some(()));
-    let done = job(&pki, &first);
+    eventually(10, "the agent exited", || f.eu.exited().then_some(()));
+    let done = f.job(&first);
     assert_eq!(done["state"], "failed", "{done}");
     let error = done["error"].as_str().unwrap();
     assert!(!error.is_empty() && !error.contains("cancelled"), "{done}");

@@ -61,8 +61,34 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<u8> {
     let prepared = seawall_agent::daemon::prepare(&a.config, a.id.as_deref())?;
     if a.check {
         let c = &prepared.config;
+        // Open the repository the way jobs will (password, storage), so a
+        // wrong password or an unreachable bucket shows now, not at 02:00.
+        let runner = seawall_agent::daemon::jobs::JobRunner::new(
+            exe.clone(),
+            std::sync::Arc::new(c.clone()),
+        );
+        let out = tokio::process::Command::new(&exe)
+            .args(runner.repository_args())
+            .arg("snapshots")
+            .output()
+            .await
+            .map_err(|e| anyhow::anyhow!("running {}: {e}", exe.display()))?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "{}: the repository {} does not open: {}",
+                a.config.display(),
+                c.repository.repo,
+                String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .trim_start_matches("seawall: error: ")
+            );
+        }
+        let snapshots = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().map(|a| a.len()))
+            .unwrap_or(0);
         println!(
-            "{}: agent {} in region {}, certificate matches; repository {}; sources: {}",
+            "{}: agent {} in region {}, certificate matches; repository {} opens ({snapshots} snapshots); sources: {}",
             a.config.display(),
             c.id,
             c.region,

@@ -51,12 +51,31 @@ fn kubernetes_agent_config_passes_check_as_the_pod_named_in_its_certificate() {
     pki.certs(&["agent", "--name", pod, "--region", "eu-west-1"]);
     let manifest =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/agent-daemonset.yaml");
+    // The repository: a local one with its password file, in place of the
+    // manifest's bucket.
+    let repo = tmp.path().join("repo");
+    let pw = tmp.path().join("repository.password");
+    std::fs::write(&pw, "k8s test password").unwrap();
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let init = seawall(&[
+        "-q",
+        "-r",
+        repo.to_str().unwrap(),
+        "--password-file",
+        pw.to_str().unwrap(),
+        "init",
+    ]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let text = with_certs(&config_map_data(&manifest, "agent.toml"), &pki, pod)
+        .replace("s3://seawall-eu-west-1/fleet", repo.to_str().unwrap())
+        .replace("/etc/seawall/repository/password", pw.to_str().unwrap())
+        .replace("s3_region = \"eu-west-1\"\n", "");
     let config = tmp.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        with_certs(&config_map_data(&manifest, "agent.toml"), &pki, pod),
-    )
-    .unwrap();
+    std::fs::write(&config, &text).unwrap();
     let config = config.to_str().unwrap();
 
     let out = seawall(&["agent", "--config", config, "--id", pod, "--check"]);
@@ -68,8 +87,17 @@ fn kubernetes_agent_config_passes_check_as_the_pod_named_in_its_certificate() {
     );
     assert!(
         text.contains(&format!("agent {pod} in region eu-west-1"))
+            && text.contains("opens (0 snapshots)")
             && text.contains("node-data (files)"),
         "{text}"
+    );
+    // A wrong repository password shows at --check, not at the first backup.
+    std::fs::write(&pw, "not the password").unwrap();
+    let out = seawall(&["agent", "--config", config, "--id", pod, "--check"]);
+    let err = crate::fixtures::one_error_line(&out);
+    assert!(
+        err.contains("does not open") && err.contains("password"),
+        "{err}"
     );
     // Another pod's name with this certificate is refused, naming both.
     let out = seawall(&[

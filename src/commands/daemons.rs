@@ -35,7 +35,22 @@ pub async fn coordinator(a: CoordinatorArgs) -> anyhow::Result<u8> {
         seawall_coordinator::server::load_identity(&config)?;
         let state = match (&config.etcd, &config.dev, a.dev) {
             (_, Some(d), true) => format!("{} (embedded)", d.state.display()),
-            (Some(e), _, false) => format!("etcd {}", e.endpoints.join(",")),
+            (Some(e), _, false) => {
+                // Reach etcd now, as the replica will: an unreachable cluster
+                // shows at --check rather than as a replica that never leads.
+                let store = seawall_coordinator::server::open_store(&config, false).await?;
+                let leader = store.leader().await.map_err(|err| {
+                    anyhow::anyhow!("etcd at {} does not answer: {err}", e.endpoints.join(","))
+                })?;
+                format!(
+                    "etcd {} (reachable; {})",
+                    e.endpoints.join(","),
+                    match leader {
+                        Some(l) => format!("leader {} at epoch {}", l.id, l.epoch),
+                        None => "no leader yet".to_string(),
+                    }
+                )
+            }
             (_, None, true) => anyhow::bail!("--dev needs a [dev] section with `state`"),
             (None, _, false) => {
                 anyhow::bail!("no [etcd] section: add one, or run with --dev and a [dev] section")

@@ -124,10 +124,16 @@ fn kubernetes_coordinator_config_passes_check_with_the_pod_name_and_address() {
     pki.certs(&["coordinator", "--name", pod, "--host", "localhost"]);
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("deploy/kubernetes/coordinator-statefulset.yaml");
+    // The manifest's etcd members, replaced by one started here.
+    let etcd = crate::etcd_fixture::EtcdCluster::start(&tmp.path().join("etcd"), 1);
+    etcd.wait_healthy();
+    let manifest_endpoints = "\"http://etcd-0.etcd.seawall.svc:2379\", \"http://etcd-1.etcd.seawall.svc:2379\", \"http://etcd-2.etcd.seawall.svc:2379\"";
+    let text = with_certs(&config_map_data(&manifest, "coordinator.toml"), &pki, pod);
+    assert!(text.contains(manifest_endpoints), "{text}");
     let config = tmp.path().join("coordinator.toml");
     std::fs::write(
         &config,
-        with_certs(&config_map_data(&manifest, "coordinator.toml"), &pki, pod),
+        text.replace(manifest_endpoints, &format!("\"{}\"", etcd.endpoints()[0])),
     )
     .unwrap();
     let address = format!("{pod}.seawall-coordinator.seawall.svc:7443");
@@ -150,8 +156,35 @@ fn kubernetes_coordinator_config_passes_check_with_the_pod_name_and_address() {
     assert!(
         text.contains(&format!("replica {pod} advertised as {address}"))
             && text.contains("1 schedule(s)")
-            && text.contains("etcd http://etcd-0"),
+            && text.contains(&format!(
+                "etcd {} (reachable; no leader yet)",
+                etcd.endpoints()[0]
+            )),
         "{text}"
+    );
+    // An etcd that does not answer shows at --check.
+    let dead = tmp.path().join("dead.toml");
+    let dead_port = crate::fixtures::free_port();
+    std::fs::write(
+        &dead,
+        std::fs::read_to_string(&config).unwrap().replace(
+            &etcd.endpoints()[0],
+            &format!("http://127.0.0.1:{dead_port}"),
+        ),
+    )
+    .unwrap();
+    let out = seawall(&[
+        "coordinator",
+        "--config",
+        dead.to_str().unwrap(),
+        "--id",
+        pod,
+        "--check",
+    ]);
+    let err = crate::fixtures::one_error_line(&out);
+    assert!(
+        err.contains("does not answer") || err.contains("unavailable"),
+        "{err}"
     );
     // Another replica's name with this certificate is refused.
     let out = seawall(&[

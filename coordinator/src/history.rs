@@ -37,6 +37,10 @@ pub async fn run(coord: Arc<Coordinator>, lead: Arc<Lead>) {
         let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
         match prune(&coord, &lead, now_ms().saturating_sub(keep_ms)).await {
             Ok(p) if p != Pruned::default() => {
+                for (kind, n) in [("jobs", p.jobs), ("backups", p.backups), ("audit", p.audit)] {
+                    metrics::counter!("seawall_history_pruned_total", "kind" => kind)
+                        .increment(n as u64);
+                }
                 tracing::info!(
                     jobs = p.jobs,
                     backups = p.backups,

@@ -11,6 +11,7 @@
 //! | `seawall_backup_last_success_timestamp_seconds` | gauge | region, source |
 //! | `seawall_backup_age_seconds` | gauge (the RPO alert's figure) | region, source |
 //! | `seawall_etcd_errors_total` | counter | op |
+//! | `seawall_history_pruned_total` | counter | kind (jobs, backups, audit) |
 
 use crate::records::{now_ms, BackupRecord};
 use std::collections::HashMap;

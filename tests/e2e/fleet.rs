@@ -503,6 +503,11 @@ fn old_history_is_pruned_but_each_sources_newest_backup_and_its_rpo_gauge_stay()
         (f.backups().len() == 1 && settled.iter().all(|j| !left.contains(j))).then_some(())
     });
     assert_eq!(f.backups()[0]["snapshot_id"], newest["snapshot_id"]);
+    let metrics = http_get(f.c.metrics_port, "/metrics");
+    assert!(
+        metrics.contains("seawall_history_pruned_total{kind=\"jobs\"}"),
+        "{metrics}"
+    );
 
     // A restarted leader reports the source's backup age from the kept
     // record at once, before any new backup succeeds.

@@ -267,6 +267,7 @@ impl Link {
     fn count_unacked(&self, unconfirmed: &[AgentMessage]) {
         self.unacked
             .store(unconfirmed.len(), std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("seawall_agent_results_unacknowledged").set(unconfirmed.len() as f64);
     }
 
     /// Checks one command's epoch and carries it out.

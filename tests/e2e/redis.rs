@@ -558,3 +558,120 @@ fn tls_with_an_acl_user_for_rdb_and_keys() {
     ]);
     assert!(one_error_line(&out).contains("rediss://"));
 }
+
+/// Three primaries in cluster mode, all 16384 slots assigned.
+fn start_cluster(dir: &Path) -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|i| {
+            RedisServer::start(
+                &dir.join(format!("node{i}")),
+                &["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
+            )
+        })
+        .collect();
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let out = Command::new(require("redis-cli"))
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !nodes
+        .iter()
+        .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    {
+        assert!(Instant::now() < deadline, "the cluster did not become ok");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nodes
+}
+
+/// Runs commands through `redis-cli -c`, which follows the cluster's redirects.
+fn cluster_cli(node: &RedisServer, script: &str) -> String {
+    let mut child = Command::new(require("redis-cli"))
+        .args(["-c", "-p", &node.port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let script = script.to_string();
+    let writer = std::thread::spawn(move || {
+        std::io::Write::write_all(&mut stdin, script.as_bytes()).unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn keys_of_a_cluster_are_read_from_every_primary_and_restored_to_the_owners() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = start_cluster(&tmp.path().join("src"));
+    let mut script = String::new();
+    for i in 0..300 {
+        script.push_str(&format!("HSET agent:{i} id {i} region eu\n"));
+    }
+    for i in 0..50 {
+        script.push_str(&format!("SET task:pending:{i} t{i} EX 86400\n"));
+    }
+    script.push_str("SET unrelated kept-out\n");
+    cluster_cli(&src[0], &script);
+    let held: Vec<u64> = src
+        .iter()
+        .map(|n| n.cli(&["DBSIZE"]).parse().unwrap())
+        .collect();
+    assert!(
+        held.iter().all(|&n| n > 0),
+        "keys on every primary: {held:?}"
+    );
+
+    let repo = Repo::local(&tmp.path().join("repo"));
+    repo.ok(&["init"]);
+    let url = src[1].url();
+    let v = repo.json(&[
+        "backup",
+        "redis",
+        "--url",
+        &url,
+        "--keys",
+        "agent:*",
+        "--keys",
+        "task:pending:*",
+    ]);
+    let facts = &v["facts"];
+    assert_eq!(facts["keys_captured"], 350, "{facts}");
+    assert_eq!(
+        facts["cluster_primaries"].as_array().unwrap().len(),
+        3,
+        "{facts}"
+    );
+
+    let dst = start_cluster(&tmp.path().join("dst"));
+    let r = repo.json(&["restore", "latest", "--redis-target", &dst[2].url()]);
+    assert_eq!(r["restore"]["restored"], 350, "{r}");
+    let total: u64 = dst
+        .iter()
+        .map(|n| n.cli(&["DBSIZE"]).parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, 350);
+    let got = cluster_cli(
+        &dst[0],
+        "HGET agent:123 id\nGET task:pending:7\nTTL task:pending:7\nEXISTS unrelated\n",
+    );
+    let lines: Vec<&str> = got.lines().filter(|l| !l.starts_with("-> ")).collect();
+    assert_eq!(&lines[..2], ["123", "t7"], "{got}");
+    let ttl: i64 = lines[2].parse().unwrap();
+    assert!((86_000..=86_400).contains(&ttl), "{got}");
+    assert_eq!(lines[3], "0", "{got}");
+}

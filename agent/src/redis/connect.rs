@@ -61,6 +61,34 @@ impl Endpoint {
         Ok(Endpoint { url, tls })
     }
 
+    /// The same credentials, database and TLS at another `host:port` (a
+    /// cluster's other primaries).
+    pub fn at(&self, host: &str, port: u16) -> Result<Endpoint> {
+        let raw = &self.url.raw;
+        let (scheme, rest) = raw
+            .split_once("://")
+            .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "the Redis URL has no scheme"))?;
+        let (auth, hostpart) = match rest.rsplit_once('@') {
+            Some((a, h)) => (format!("{a}@"), h),
+            None => (String::new(), rest),
+        };
+        let db = hostpart
+            .split_once('/')
+            .map(|(_, d)| format!("/{d}"))
+            .unwrap_or_default();
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let mut url = RedisUrl::parse(&format!("{scheme}://{auth}{host}:{port}{db}"))?;
+        url.tls = self.url.tls;
+        Ok(Endpoint {
+            url,
+            tls: self.tls.clone(),
+        })
+    }
+
     /// The server's address without credentials.
     pub fn describe(&self) -> String {
         self.url.describe()
@@ -141,5 +169,28 @@ impl Endpoint {
                 }
                 _ => self.unreachable(e),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_node_keeps_the_credentials_and_database() {
+        let e = Endpoint::new(
+            "redis://backup:s%40cret@10.0.0.1:7000/0",
+            &RedisTls::default(),
+        )
+        .unwrap();
+        let other = e.at("10.0.0.2", 7001).unwrap();
+        assert_eq!(other.url.target.host, "10.0.0.2");
+        assert_eq!(other.url.target.port, 7001);
+        assert_eq!(other.url.target.user.as_deref(), Some("backup"));
+        assert_eq!(other.url.target.password.as_deref(), Some("s@cret"));
+        assert_eq!(other.url.db, Some(0));
+        assert_eq!(other.url.raw, "redis://backup:s%40cret@10.0.0.2:7001/0");
+        let v6 = e.at("::1", 7002).unwrap();
+        assert_eq!(v6.url.target.host, "::1");
     }
 }

@@ -2,6 +2,7 @@
 //! and restored into a data directory for a fresh server, and application
 //! state (selected keys) captured and restored into a live server.
 
+pub mod cluster;
 pub mod connect;
 pub mod keys;
 pub mod rdb;

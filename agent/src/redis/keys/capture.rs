@@ -90,6 +90,35 @@ fn int(v: &Value) -> Option<i64> {
     }
 }
 
+fn unexpected() -> Error {
+    Error::new(
+        ErrorKind::Io,
+        "Redis answered MULTI/EXEC of TIME, PTTL and DUMP with an unexpected reply",
+    )
+}
+
+/// Milliseconds of a TIME reply.
+fn time_ms(v: &Value) -> Result<i64> {
+    match v {
+        Value::Array(t) if t.len() == 2 => {
+            let secs = t.first().and_then(int).ok_or_else(unexpected)?;
+            let micros = t.get(1).and_then(int).ok_or_else(unexpected)?;
+            Ok(secs * 1000 + micros / 1000)
+        }
+        _ => Err(unexpected()),
+    }
+}
+
+/// One key's record from its PTTL and DUMP replies (`None`: it is gone).
+fn record(key: &[u8], now_ms: i64, pttl: &Value, dump: &Value) -> Result<Option<KeyRecord>> {
+    let pttl = int(pttl).ok_or_else(unexpected)?;
+    Ok(bytes(dump).map(|payload| KeyRecord {
+        key: key.to_vec(),
+        expire_at_ms: (pttl >= 0).then_some(now_ms + pttl),
+        payload,
+    }))
+}
+
 /// Reads one batch in a transaction: TIME, then PTTL and DUMP per key.
 async fn read_batch(con: &mut MultiplexedConnection, keys: &[Vec<u8>]) -> Result<Vec<KeyRecord>> {
     let mut pipe = redis::pipe();
@@ -101,40 +130,59 @@ async fn read_batch(con: &mut MultiplexedConnection, keys: &[Vec<u8>]) -> Result
         .query_async(con)
         .await
         .map_err(|e| failed("MULTI/EXEC of PTTL and DUMP", e))?;
-    let unexpected = || {
-        Error::new(
-            ErrorKind::Io,
-            "Redis answered MULTI/EXEC of TIME, PTTL and DUMP with an unexpected reply",
-        )
-    };
-    let now_ms = match reply.first() {
-        Some(Value::Array(t)) if t.len() == 2 => {
-            let secs = t.first().and_then(int).ok_or_else(unexpected)?;
-            let micros = t.get(1).and_then(int).ok_or_else(unexpected)?;
-            secs * 1000 + micros / 1000
-        }
-        _ => return Err(unexpected()),
-    };
     if reply.len() != 1 + 2 * keys.len() {
         return Err(unexpected());
     }
+    let now_ms = time_ms(&reply[0])?;
     let mut out = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
-        let pttl = int(&reply[1 + 2 * i]).ok_or_else(unexpected)?;
-        let Some(payload) = bytes(&reply[2 + 2 * i]) else {
-            continue; // gone between SCAN and now
-        };
-        out.push(KeyRecord {
-            key: key.clone(),
-            expire_at_ms: (pttl >= 0).then_some(now_ms + pttl),
-            payload,
-        });
+        // A key gone between SCAN and now has no DUMP.
+        out.extend(record(key, now_ms, &reply[1 + 2 * i], &reply[2 + 2 * i])?);
     }
     Ok(out)
 }
 
-async fn capture<W: AsyncWrite + Unpin>(
+/// Reads one batch in a cluster, where a transaction may touch one hash
+/// slot only: a MULTI/EXEC of TIME, PTTL and DUMP per key, pipelined.
+async fn read_batch_per_key(
     con: &mut MultiplexedConnection,
+    keys: &[Vec<u8>],
+) -> Result<Vec<KeyRecord>> {
+    let mut pipe = redis::pipe();
+    for k in keys {
+        pipe.cmd("MULTI")
+            .cmd("TIME")
+            .cmd("PTTL")
+            .arg(k)
+            .cmd("DUMP")
+            .arg(k)
+            .cmd("EXEC");
+    }
+    let reply: Vec<Value> = pipe
+        .query_async(con)
+        .await
+        .map_err(|e| failed("MULTI/EXEC of PTTL and DUMP", e))?;
+    if reply.len() != 5 * keys.len() {
+        return Err(unexpected());
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let Value::Array(exec) = &reply[5 * i + 4] else {
+            return Err(unexpected());
+        };
+        let [time, pttl, dump] = exec.as_slice() else {
+            return Err(unexpected());
+        };
+        out.extend(record(key, time_ms(time)?, pttl, dump)?);
+    }
+    Ok(out)
+}
+
+/// Walks every pattern on every node (one for a plain server, each primary
+/// of a cluster) and writes what it reads.
+async fn capture<W: AsyncWrite + Unpin>(
+    nodes: &mut [MultiplexedConnection],
+    cluster: bool,
     selection: &KeySelection,
     out: W,
     progress: &Progress,
@@ -144,37 +192,43 @@ async fn capture<W: AsyncWrite + Unpin>(
     let mut seen: HashSet<u128> = HashSet::new();
     let mut c = Captured::default();
     for rule in &selection.rules {
-        let mut cursor: u64 = 0;
         let mut count = 0u64;
-        loop {
-            let (next, found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&rule.pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(con)
-                .await
-                .map_err(|e| failed("SCAN", e))?;
-            let fresh: Vec<Vec<u8>> = found
-                .into_iter()
-                .filter(|k| seen.insert(fingerprint(k)))
-                .collect();
-            for batch in fresh.chunks(BATCH) {
-                let records = read_batch(con, batch).await?;
-                c.vanished += (batch.len() - records.len()) as u64;
-                for r in &records {
-                    writer.write(r).await.map_err(broken)?;
-                    c.keys += 1;
-                    count += 1;
-                    c.with_expiry += u64::from(r.expire_at_ms.is_some());
-                    c.dump_bytes += r.payload.len() as u64;
-                    Progress::add(&progress.files_done, 1);
+        for con in nodes.iter_mut() {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&rule.pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .query_async(con)
+                    .await
+                    .map_err(|e| failed("SCAN", e))?;
+                let fresh: Vec<Vec<u8>> = found
+                    .into_iter()
+                    .filter(|k| seen.insert(fingerprint(k)))
+                    .collect();
+                for batch in fresh.chunks(BATCH) {
+                    let records = if cluster {
+                        read_batch_per_key(con, batch).await?
+                    } else {
+                        read_batch(con, batch).await?
+                    };
+                    c.vanished += (batch.len() - records.len()) as u64;
+                    for r in &records {
+                        writer.write(r).await.map_err(broken)?;
+                        c.keys += 1;
+                        count += 1;
+                        c.with_expiry += u64::from(r.expire_at_ms.is_some());
+                        c.dump_bytes += r.payload.len() as u64;
+                        Progress::add(&progress.files_done, 1);
+                    }
                 }
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
             }
         }
         *c.per_pattern.entry(rule.pattern.clone()).or_default() += count;
@@ -198,6 +252,11 @@ pub async fn backup_redis_keys(
     let endpoint = Endpoint::new(&opts.url, &opts.tls)?;
     let mut con = endpoint.connection().await?;
     let info = info(&mut con).await?;
+    let map = crate::redis::cluster::slot_map(&endpoint, &mut con).await?;
+    let mut nodes = match &map {
+        Some(map) => crate::redis::cluster::connect_all(&endpoint, map).await?,
+        None => vec![con],
+    };
     let backup = StreamBackup::begin(repo, opts.settings, progress).await?;
     let params = backup.params().fine();
     let prog = backup.progress().clone();
@@ -211,7 +270,7 @@ pub async fn backup_redis_keys(
     let saving = tokio::task::spawn_blocking(move || {
         save_stream(KEYS_STREAM, blocking, &saver, params, &save_prog)
     });
-    let captured = capture(&mut con, &opts.selection, writer, &prog).await;
+    let captured = capture(&mut nodes, map.is_some(), &opts.selection, writer, &prog).await;
     let saved = saving
         .await
         .map_err(|e| Error::new(ErrorKind::Io, format!("saving the keys stopped: {e}")))
@@ -228,6 +287,14 @@ pub async fn backup_redis_keys(
             f.insert("redis_version".into(), get("redis_version").into());
             f.insert("run_id".into(), get("run_id").into());
             f.insert("db".into(), endpoint.url.db.unwrap_or(0).into());
+            if let Some(map) = &map {
+                let primaries: Vec<String> = map
+                    .primaries
+                    .iter()
+                    .map(|(h, p)| format!("{h}:{p}"))
+                    .collect();
+                f.insert("cluster_primaries".into(), serde_json::json!(primaries));
+            }
             f.insert("selection".into(), serde_json::json!(opts.selection));
             f.insert("keys_per_pattern".into(), serde_json::json!(c.per_pattern));
             f.insert("keys_captured".into(), c.keys.into());

@@ -8,6 +8,7 @@ use super::capture::KEYS_STREAM;
 use super::format::{KeyRecord, RecordReader};
 use super::selection::KeySelection;
 use crate::progress::Progress;
+use crate::redis::cluster::SlotMap;
 use crate::redis::connect::Endpoint;
 use crate::redis::rdb::info;
 use crate::redis::tls::RedisTls;
@@ -96,7 +97,9 @@ fn shown(key: &[u8]) -> String {
 }
 
 struct Loader<'a> {
-    con: &'a mut MultiplexedConnection,
+    /// One connection, or one per primary of a cluster (indexed as `map`).
+    nodes: &'a mut [MultiplexedConnection],
+    map: Option<SlotMap>,
     conflict: Conflict,
     rules: &'a KeySelection,
     clock: Clock,
@@ -122,11 +125,13 @@ impl Loader<'_> {
             return Ok(());
         }
         let now = self.clock.now_ms();
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        let mut sent: Vec<&KeyRecord> = Vec::with_capacity(self.batch.len());
-        let mut ruled = Vec::with_capacity(self.batch.len());
-        for r in &self.batch {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        // Each key goes to the node that owns its slot (the one node of a
+        // plain server), one pipeline per node.
+        let mut per_node: Vec<Vec<(&KeyRecord, Option<i64>, bool)>> =
+            (0..self.nodes.len()).map(|_| Vec::new()).collect();
+        for r in &batch {
             if r.expire_at_ms.is_some_and(|t| t <= now) {
                 self.report.skipped_expired += 1;
                 continue;
@@ -139,65 +144,88 @@ impl Loader<'_> {
                 (Some(own), Some(b)) => Some(own.min(b)),
                 (own, b) => own.or(b),
             };
-            ruled.push(expire != r.expire_at_ms);
-            let cmd = pipe
-                .cmd("RESTORE")
-                .arg(&r.key)
-                .arg(expire.unwrap_or(0))
-                .arg(&r.payload);
-            if expire.is_some() {
-                cmd.arg("ABSTTL");
-            }
-            if self.conflict == Conflict::Replace {
-                cmd.arg("REPLACE");
-            }
-            sent.push(r);
+            let node = match &self.map {
+                Some(map) => map.owner_of(&r.key).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Io,
+                        format!(
+                            "no primary of the target cluster serves the slot of {}: is the cluster complete (cluster_state:ok)?",
+                            shown(&r.key)
+                        ),
+                    )
+                })?,
+                None => 0,
+            };
+            per_node[node].push((r, expire, expire != r.expire_at_ms));
         }
-        if !sent.is_empty() {
-            let replies: Vec<Value> = pipe.query_async(self.con).await.map_err(|e| {
-                Error::new(ErrorKind::Io, format!("Redis RESTORE pipeline failed: {e}"))
-            })?;
-            for ((reply, r), ruled) in replies.iter().zip(&sent).zip(&ruled) {
-                match reply {
-                    Value::ServerError(e) if e.code() == "BUSYKEY" => {
-                        self.report.skipped_existing += 1;
-                    }
-                    Value::ServerError(e) if e.code() == "NOPERM" => {
-                        return Err(Error::new(
-                            ErrorKind::Denied,
-                            format!(
-                                "Redis refused RESTORE of {}: {e}; the restoring user needs +restore +time +info",
-                                shown(&r.key)
-                            ),
-                        ));
-                    }
-                    Value::ServerError(e) => {
-                        let hint = if e.to_string().contains("payload version") {
-                            format!(
-                                "; the snapshot was taken from Redis {}, the target runs Redis {}: restore into the same or a newer version",
-                                self.source_version, self.target_version
-                            )
-                        } else {
-                            String::new()
-                        };
-                        return Err(Error::new(
-                            ErrorKind::Io,
-                            format!(
-                                "Redis refused RESTORE of {} after {} keys were restored: {e}{hint}",
-                                shown(&r.key),
-                                self.report.restored
-                            ),
-                        ));
-                    }
-                    _ => {
-                        self.report.restored += 1;
-                        self.report.ttl_rule_applied += u64::from(*ruled);
-                    }
+        for (node, sent) in per_node.iter().enumerate() {
+            if sent.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for (r, expire, _) in sent {
+                let cmd = pipe
+                    .cmd("RESTORE")
+                    .arg(&r.key)
+                    .arg(expire.unwrap_or(0))
+                    .arg(&r.payload);
+                if expire.is_some() {
+                    cmd.arg("ABSTTL");
+                }
+                if self.conflict == Conflict::Replace {
+                    cmd.arg("REPLACE");
                 }
             }
+            let replies: Vec<Value> =
+                pipe.query_async(&mut self.nodes[node]).await.map_err(|e| {
+                    Error::new(ErrorKind::Io, format!("Redis RESTORE pipeline failed: {e}"))
+                })?;
+            for (reply, (r, _, ruled)) in replies.iter().zip(sent) {
+                self.settle(reply, r, *ruled)?;
+            }
         }
-        self.batch.clear();
-        self.batch_bytes = 0;
+        Ok(())
+    }
+
+    /// Counts one RESTORE reply, or says why the restore stops.
+    fn settle(&mut self, reply: &Value, r: &KeyRecord, ruled: bool) -> Result<()> {
+        match reply {
+            Value::ServerError(e) if e.code() == "BUSYKEY" => {
+                self.report.skipped_existing += 1;
+            }
+            Value::ServerError(e) if e.code() == "NOPERM" => {
+                return Err(Error::new(
+                    ErrorKind::Denied,
+                    format!(
+                        "Redis refused RESTORE of {}: {e}; the restoring user needs +restore +time +info",
+                        shown(&r.key)
+                    ),
+                ));
+            }
+            Value::ServerError(e) => {
+                let hint = if e.to_string().contains("payload version") {
+                    format!(
+                        "; the snapshot was taken from Redis {}, the target runs Redis {}: restore into the same or a newer version",
+                        self.source_version, self.target_version
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "Redis refused RESTORE of {} after {} keys were restored: {e}{hint}",
+                        shown(&r.key),
+                        self.report.restored
+                    ),
+                ));
+            }
+            _ => {
+                self.report.restored += 1;
+                self.report.ttl_rule_applied += u64::from(ruled);
+            }
+        }
         Ok(())
     }
 }
@@ -237,6 +265,11 @@ pub async fn restore_redis_keys(
     let mut con = endpoint.connection().await?;
     let target_info = info(&mut con).await?;
     let clock = Clock::read(&mut con).await?;
+    let map = crate::redis::cluster::slot_map(&endpoint, &mut con).await?;
+    let mut nodes = match &map {
+        Some(map) => crate::redis::cluster::connect_all(&endpoint, map).await?,
+        None => vec![con],
+    };
     repo.load_index().await?;
 
     let (mut writer, reader) = tokio::io::duplex(1 << 20);
@@ -244,7 +277,8 @@ pub async fn restore_redis_keys(
     let feeding =
         tokio::spawn(async move { write_stream(repo, &stream, &mut writer, &feed_progress).await });
     let mut loader = Loader {
-        con: &mut con,
+        nodes: &mut nodes,
+        map,
         conflict: opts.conflict,
         rules: &rules,
         clock,

@@ -78,12 +78,8 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<u8> {
         let c = &prepared.config;
         // Open the repository the way jobs will (password, storage), so a
         // wrong password or an unreachable bucket shows now, not at 02:00.
-        let runner = seawall_agent::daemon::jobs::JobRunner::new(
-            exe.clone(),
-            std::sync::Arc::new(c.clone()),
-        );
         let out = tokio::process::Command::new(&exe)
-            .args(runner.repository_args())
+            .args(c.repository.global_args())
             .arg("snapshots")
             .output()
             .await

@@ -43,6 +43,24 @@ fn seawall(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().unwrap()
 }
 
+/// Runs `seawall ARGS`, which must succeed; its standard output.
+fn checked(args: &[&str]) -> String {
+    let out = seawall(args);
+    assert!(
+        out.status.success(),
+        "seawall {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `seawall ARGS`, which must fail; its one error line.
+fn refused(args: &[&str]) -> String {
+    let out = seawall(args);
+    assert!(!out.status.success(), "seawall {args:?} succeeded");
+    crate::fixtures::one_error_line(&out)
+}
+
 #[test]
 fn kubernetes_agent_config_passes_check_as_the_pod_named_in_its_certificate() {
     let tmp = tempfile::tempdir().unwrap();
@@ -78,13 +96,7 @@ fn kubernetes_agent_config_passes_check_as_the_pod_named_in_its_certificate() {
     std::fs::write(&config, &text).unwrap();
     let config = config.to_str().unwrap();
 
-    let out = seawall(&["agent", "--config", config, "--id", pod, "--check"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = checked(&["agent", "--config", config, "--id", pod, "--check"]);
     assert!(
         text.contains(&format!("agent {pod} in region eu-west-1"))
             && text.contains("opens (0 snapshots)")
@@ -93,14 +105,13 @@ fn kubernetes_agent_config_passes_check_as_the_pod_named_in_its_certificate() {
     );
     // A wrong repository password shows at --check, not at the first backup.
     std::fs::write(&pw, "not the password").unwrap();
-    let out = seawall(&["agent", "--config", config, "--id", pod, "--check"]);
-    let err = crate::fixtures::one_error_line(&out);
+    let err = refused(&["agent", "--config", config, "--id", pod, "--check"]);
     assert!(
         err.contains("does not open") && err.contains("password"),
         "{err}"
     );
     // Another pod's name with this certificate is refused, naming both.
-    let out = seawall(&[
+    let err = refused(&[
         "agent",
         "--config",
         config,
@@ -108,8 +119,6 @@ fn kubernetes_agent_config_passes_check_as_the_pod_named_in_its_certificate() {
         "seawall-agent-other",
         "--check",
     ]);
-    let err = crate::fixtures::one_error_line(&out);
-    assert!(!out.status.success());
     assert!(
         err.contains(pod) && err.contains("seawall-agent-other"),
         "{err}"
@@ -137,7 +146,7 @@ fn kubernetes_coordinator_config_passes_check_with_the_pod_name_and_address() {
     )
     .unwrap();
     let address = format!("{pod}.seawall-coordinator.seawall.svc:7443");
-    let out = seawall(&[
+    let text = checked(&[
         "coordinator",
         "--config",
         config.to_str().unwrap(),
@@ -147,12 +156,6 @@ fn kubernetes_coordinator_config_passes_check_with_the_pod_name_and_address() {
         &address,
         "--check",
     ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
         text.contains(&format!("replica {pod} advertised as {address}"))
             && text.contains("1 schedule(s)")
@@ -173,7 +176,7 @@ fn kubernetes_coordinator_config_passes_check_with_the_pod_name_and_address() {
         ),
     )
     .unwrap();
-    let out = seawall(&[
+    let err = refused(&[
         "coordinator",
         "--config",
         dead.to_str().unwrap(),
@@ -181,13 +184,12 @@ fn kubernetes_coordinator_config_passes_check_with_the_pod_name_and_address() {
         pod,
         "--check",
     ]);
-    let err = crate::fixtures::one_error_line(&out);
     assert!(
         err.contains("does not answer") || err.contains("unavailable"),
         "{err}"
     );
     // Another replica's name with this certificate is refused.
-    let out = seawall(&[
+    let err = refused(&[
         "coordinator",
         "--config",
         config.to_str().unwrap(),
@@ -195,13 +197,12 @@ fn kubernetes_coordinator_config_passes_check_with_the_pod_name_and_address() {
         "seawall-coordinator-2",
         "--check",
     ]);
-    let err = crate::fixtures::one_error_line(&out);
     assert!(
         err.contains(pod) && err.contains("seawall-coordinator-2"),
         "{err}"
     );
     // The same file without --dev's [dev] section cannot run as --dev.
-    let out = seawall(&[
+    let err = refused(&[
         "coordinator",
         "--config",
         config.to_str().unwrap(),
@@ -210,6 +211,5 @@ fn kubernetes_coordinator_config_passes_check_with_the_pod_name_and_address() {
         "--dev",
         "--check",
     ]);
-    let err = crate::fixtures::one_error_line(&out);
     assert!(err.contains("[dev]"), "{err}");
 }

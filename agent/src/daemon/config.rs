@@ -220,6 +220,27 @@ mod duration_text {
     }
 }
 
+impl RepositoryConfig {
+    /// The `seawall` global flags that open this repository (`--json`
+    /// first), as jobs and `agent --check` run them.
+    pub fn global_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["--json".into(), "-r".into(), self.repo.clone().into()];
+        args.push("--password-file".into());
+        args.push(self.password_file.clone().into());
+        if let Some(e) = &self.s3_endpoint {
+            args.extend(["--s3-endpoint".into(), e.into()]);
+        }
+        if let Some(r) = &self.s3_region {
+            args.extend(["--s3-region".into(), r.into()]);
+        }
+        if self.s3_path_style {
+            args.push("--s3-path-style".into());
+        }
+        args
+    }
+}
+
 impl SourceKind {
     /// The kind's name, as the hello reports it.
     pub fn name(&self) -> &'static str {

@@ -73,24 +73,6 @@ impl JobRunner {
         self.config.sources.iter().find(|s| s.name == name)
     }
 
-    /// The global flags that open the agent's repository (`--json` first).
-    pub fn repository_args(&self) -> Vec<OsString> {
-        let repo = &self.config.repository;
-        let mut args: Vec<OsString> = vec!["--json".into(), "-r".into(), repo.repo.clone().into()];
-        args.push("--password-file".into());
-        args.push(repo.password_file.clone().into());
-        if let Some(e) = &repo.s3_endpoint {
-            args.extend(["--s3-endpoint".into(), e.into()]);
-        }
-        if let Some(r) = &repo.s3_region {
-            args.extend(["--s3-region".into(), r.into()]);
-        }
-        if repo.s3_path_style {
-            args.push("--s3-path-style".into());
-        }
-        args
-    }
-
     /// The command line of a job, or why it cannot run here.
     pub fn command_line(&self, job: &AssignJob) -> Result<Vec<OsString>, String> {
         let src = self.source(&job.source).ok_or_else(|| {
@@ -105,7 +87,7 @@ impl JobRunner {
                     .join(", ")
             )
         })?;
-        let mut args = self.repository_args();
+        let mut args = self.config.repository.global_args();
         let tags: Vec<OsString> = vec![
             "--tag".into(),
             format!("source={}", src.name).into(),

@@ -10,7 +10,7 @@ use super::{Entry, Fence, LeaderInfo, Leadership, StateStore, StoreError, StoreR
 use async_trait::async_trait;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaderKey, PutOptions, ResignOptions,
-    Txn, TxnOp, TxnOpResponse,
+    Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use std::sync::Mutex;
 use std::time::Duration;
@@ -96,6 +96,29 @@ impl EtcdStore {
 
     fn fenced_txn(&self, fence: &Fence) -> Compare {
         Compare::create_revision(fence.key.clone(), CompareOp::Equal, fence.epoch)
+    }
+
+    /// Sends a transaction, retried as [`timed`] retries.
+    async fn send(&self, txn: Txn) -> StoreResult<TxnResponse> {
+        let c = self.client.clone();
+        timed("txn", || {
+            let (mut c, txn) = (c.clone(), txn.clone());
+            async move { c.txn(txn).await }
+        })
+        .await
+    }
+
+    /// Runs `op` if the fence holds; returns the new revision.
+    async fn fenced(&self, fence: &Fence, op: TxnOp) -> StoreResult<i64> {
+        let txn = Txn::new()
+            .when(vec![self.fenced_txn(fence)])
+            .and_then(vec![op]);
+        let resp = self.send(txn).await?;
+        if resp.succeeded() {
+            Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+        } else {
+            Err(StoreError::Fenced { epoch: fence.epoch })
+        }
     }
 
     /// Grants a lease and keeps it alive until it is lost; returns its id
@@ -250,12 +273,7 @@ impl StateStore for EtcdStore {
             TxnOp::get(fence.key.clone(), None),
             TxnOp::get(full.clone(), None),
         ]);
-        let c = self.client.clone();
-        let resp = timed("txn", || {
-            let (mut c, txn) = (c.clone(), txn.clone());
-            async move { c.txn(txn).await }
-        })
-        .await?;
+        let resp = self.send(txn).await?;
         if resp.succeeded() {
             return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
         }
@@ -287,41 +305,18 @@ impl StateStore for EtcdStore {
     }
 
     async fn put_bound(&self, fence: &Fence, key: &str, value: &[u8]) -> StoreResult<i64> {
-        let txn = Txn::new()
-            .when(vec![self.fenced_txn(fence)])
-            .and_then(vec![TxnOp::put(
-                self.full(key),
-                value.to_vec(),
-                Some(PutOptions::new().with_lease(fence.lease)),
-            )]);
-        let c = self.client.clone();
-        let resp = timed("txn", || {
-            let (mut c, txn) = (c.clone(), txn.clone());
-            async move { c.txn(txn).await }
-        })
-        .await?;
-        if resp.succeeded() {
-            Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
-        } else {
-            Err(StoreError::Fenced { epoch: fence.epoch })
-        }
+        let options = PutOptions::new().with_lease(fence.lease);
+        self.fenced(
+            fence,
+            TxnOp::put(self.full(key), value.to_vec(), Some(options)),
+        )
+        .await
     }
 
     async fn delete(&self, fence: &Fence, key: &str) -> StoreResult<()> {
-        let txn = Txn::new()
-            .when(vec![self.fenced_txn(fence)])
-            .and_then(vec![TxnOp::delete(self.full(key), None)]);
-        let c = self.client.clone();
-        let resp = timed("txn", || {
-            let (mut c, txn) = (c.clone(), txn.clone());
-            async move { c.txn(txn).await }
-        })
-        .await?;
-        if resp.succeeded() {
-            Ok(())
-        } else {
-            Err(StoreError::Fenced { epoch: fence.epoch })
-        }
+        self.fenced(fence, TxnOp::delete(self.full(key), None))
+            .await
+            .map(|_| ())
     }
 
     async fn campaign(&self, me: &LeaderInfo) -> StoreResult<Leadership> {

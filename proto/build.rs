@@ -7,7 +7,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::codec::StrictCodec")
         .file_descriptor_set_path(out.join("seawall_v1_descriptor.bin"))
         .compile_protos(
-            &["seawall/v1/agent.proto", "seawall/v1/operator.proto"],
+            &[
+                "seawall/v1/operation.proto",
+                "seawall/v1/agent.proto",
+                "seawall/v1/operator.proto",
+            ],
             &["."],
         )?;
     println!("cargo:rerun-if-changed=seawall");

@@ -89,7 +89,7 @@ pub enum Command {
     /// Back up a source.
     Backup(BackupArgs),
     /// List snapshots.
-    Snapshots,
+    Snapshots(SnapshotsArgs),
     /// Restore a snapshot.
     Restore(Box<RestoreArgs>),
     /// Check the repository's integrity.
@@ -136,6 +136,26 @@ pub enum Command {
     /// Simulate many agents against a coordinator (for bench/fleet.sh).
     #[command(hide = true)]
     BenchAgents(BenchAgentsArgs),
+    /// Run one operation from a JSON request on stdin (the agent's job child).
+    #[command(hide = true)]
+    RunOperation,
+}
+
+/// `snapshots`.
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Only snapshots taken by agents of this region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Only snapshots taken on this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only snapshots taken by this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only snapshots carrying this tag (repeat: all of them).
+    #[arg(long)]
+    pub tag: Vec<String>,
 }
 
 /// `coordinator`.
@@ -348,9 +368,10 @@ pub struct BenchDataArgs {
     pub mutate: Option<f64>,
 }
 
-/// `backup`.
+/// `backup`: a source here and now (`backup files ...`), or `--now` through
+/// the coordinator. Global flags such as `--repo` may come before or after
+/// `backup`, so the two forms are told apart in the command, not by clap.
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct BackupArgs {
     /// The source, backed up here and now.
     #[command(subcommand)]
@@ -417,8 +438,8 @@ pub struct RedisTlsArgs {
 
 impl RedisTlsArgs {
     /// The files as the Redis source takes them.
-    pub fn files(&self) -> seawall_agent::redis::RedisTls {
-        seawall_agent::redis::RedisTls {
+    pub fn files(&self) -> seawall_agent::engine::redis::RedisTls {
+        seawall_agent::engine::redis::RedisTls {
             ca: self.redis_ca.clone(),
             cert: self.redis_cert.clone(),
             key: self.redis_key.clone(),
@@ -774,6 +795,5 @@ pub struct DemoArgs {
 
 /// A duration flag ("30d", "12h"), with the form named when it is not one.
 fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration ({e}): write it like \"30d\" or \"12h\""))
+    seawall_common::duration::parse(s)
 }

@@ -4,7 +4,7 @@
 
 use crate::output::size;
 use indicatif::{ProgressBar, ProgressStyle};
-use seawall_agent::progress::Progress;
+use seawall_agent::engine::progress::Progress;
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -1,17 +1,9 @@
-//! Seawall's agent side: the sources it backs up (files, PostgreSQL,
-//! Redis), the pipeline that turns data into packs, restore, verify and
-//! retention, and the regional daemon (`daemon/`) that runs them as jobs
-//! for the coordinator.
+//! Seawall's agent side, in two parts a reader can tell apart:
+//! `engine/` is the backup engine (the sources it backs up, the pipeline
+//! that turns data into packs, restore, verify and retention, and the typed
+//! operations that the CLI and the daemon both call), and `daemon/` is the
+//! regional daemon that holds the stream to the coordinator and runs those
+//! operations as jobs.
 
 pub mod daemon;
-pub mod files;
-pub mod forget;
-pub mod pipeline;
-pub mod postgres;
-pub mod progress;
-pub mod prune;
-pub mod redis;
-pub mod repair;
-pub mod restore;
-pub mod stream;
-pub mod verify;
+pub mod engine;

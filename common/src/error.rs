@@ -4,7 +4,8 @@
 use std::fmt;
 
 /// What went wrong, in terms a caller (scheduler, CLI exit code) can act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// A file, snapshot or object that was asked for does not exist.
     NotFound,

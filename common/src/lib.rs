@@ -5,10 +5,12 @@
 
 pub mod chunker;
 pub mod crypto;
+pub mod duration;
 pub mod error;
 pub mod id;
 pub mod metrics_endpoint;
 pub mod repo;
+pub mod secret;
 pub mod storage;
 pub mod tls;
 

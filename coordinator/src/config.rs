@@ -23,14 +23,23 @@ pub struct CoordinatorConfig {
     #[serde(default)]
     pub metrics_listen: Option<String>,
     /// How often agents heartbeat.
-    #[serde(default = "default_heartbeat", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_heartbeat",
+        with = "seawall_common::duration::serde_text"
+    )]
     pub heartbeat: Duration,
     /// How long a running job may go without news from its agent.
-    #[serde(default = "default_job_timeout", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_job_timeout",
+        with = "seawall_common::duration::serde_text"
+    )]
     pub job_timeout: Duration,
     /// How long settled jobs, backup records and audit lines are kept
     /// (a source's newest backup record is kept however old).
-    #[serde(default = "default_history_keep", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_history_keep",
+        with = "seawall_common::duration::serde_text"
+    )]
     pub history_keep: Duration,
     /// This replica's certificate, key and the CA.
     pub tls: TlsFiles,
@@ -58,7 +67,7 @@ pub struct EtcdConfig {
     #[serde(default = "default_prefix")]
     pub prefix: String,
     /// TTL of the leadership lease.
-    #[serde(default = "default_ttl", with = "humantime_serde_compat")]
+    #[serde(default = "default_ttl", with = "seawall_common::duration::serde_text")]
     pub lease_ttl: Duration,
 }
 
@@ -70,16 +79,30 @@ pub struct DevConfig {
     pub state: PathBuf,
 }
 
-/// What a schedule starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobKind {
-    /// A backup of the source.
-    Backup,
-    /// forget + prune by the source's retention rules.
-    Retention,
-    /// verify the repository.
-    Verify,
+/// What a schedule starts: the contract's job kinds, written in lowercase
+/// ("backup", "retention", "verify").
+pub use seawall_proto::v1::JobKind;
+
+/// Serde for [`JobKind`] by its contract name.
+pub mod job_kind_name {
+    use super::JobKind;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the kind's name.
+    pub fn serialize<S: Serializer>(kind: &JobKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(seawall_proto::kinds::name(*kind))
+    }
+
+    /// Reads a kind's name, naming the valid ones when it is none of them.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<JobKind, D::Error> {
+        let text = String::deserialize(d)?;
+        seawall_proto::kinds::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "kind {text:?} is not one of: {}",
+                seawall_proto::kinds::names().join(", ")
+            ))
+        })
+    }
 }
 
 /// Full or incremental, for backups.
@@ -103,7 +126,7 @@ pub struct ScheduleConfig {
     /// Source name, as the agents configure it.
     pub source: String,
     /// What to run.
-    #[serde(default = "default_kind")]
+    #[serde(default = "default_kind", with = "job_kind_name")]
     pub kind: JobKind,
     /// Full or incremental (backups).
     #[serde(default)]
@@ -114,13 +137,16 @@ pub struct ScheduleConfig {
     #[serde(default = "default_tz")]
     pub timezone: String,
     /// Random delay up to this long (spreads load), fixed per run.
-    #[serde(default, with = "humantime_serde_compat")]
+    #[serde(default, with = "seawall_common::duration::serde_text")]
     pub jitter: Duration,
     /// Attempts after the first failure.
     #[serde(default = "default_retries")]
     pub retries: u32,
     /// First retry delay; doubled for each further attempt.
-    #[serde(default = "default_backoff", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_backoff",
+        with = "seawall_common::duration::serde_text"
+    )]
     pub retry_backoff: Duration,
     /// Run retention for the source after each successful backup.
     #[serde(default)]
@@ -156,40 +182,16 @@ fn default_backoff() -> Duration {
 }
 
 /// Refuses a duration outside `[min, max]`, naming the key and the bounds.
-fn within(key: &str, value: Duration, min: Duration, max: Duration) -> anyhow::Result<()> {
+fn within(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), String> {
     if value < min || value > max {
-        anyhow::bail!(
+        return Err(format!(
             "{key} = {} is out of range: it must be between {} and {}",
             humantime::format_duration(value),
             humantime::format_duration(min),
             humantime::format_duration(max)
-        );
+        ));
     }
     Ok(())
-}
-
-/// Durations written as text ("10s", "5m"), or as whole seconds.
-mod humantime_serde_compat {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Text {
-        Secs(u64),
-        Human(String),
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match Text::deserialize(d)? {
-            Text::Secs(s) => Ok(Duration::from_secs(s)),
-            Text::Human(t) => humantime::parse_duration(&t).map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "{t:?} is not a duration ({e}): write it like \"10s\" or \"5m\""
-                ))
-            }),
-        }
-    }
 }
 
 impl CoordinatorConfig {
@@ -207,61 +209,81 @@ impl CoordinatorConfig {
         Ok(config)
     }
 
-    /// Checks what serde cannot: names, cron expressions, time zones.
+    /// Checks what serde cannot: names, bounds, cron expressions, time
+    /// zones. Every problem is reported at once, not the first alone.
     pub fn check(&self) -> anyhow::Result<()> {
-        seawall_common::tls::check_label("id", &self.id)?;
+        let mut problems: Vec<String> = Vec::new();
+        let mut note = |r: Result<(), String>| {
+            if let Err(e) = r {
+                problems.push(e);
+            }
+        };
+        note(seawall_common::tls::check_label("id", &self.id).map_err(|e| e.to_string()));
         let day = Duration::from_secs(86_400);
-        within(
+        note(within(
             "history_keep",
             self.history_keep,
             Duration::from_secs(1),
             36_500 * day,
-        )?;
-        within(
+        ));
+        note(within(
             "job_timeout",
             self.job_timeout,
             Duration::from_secs(1),
             30 * day,
-        )?;
-        within(
+        ));
+        note(within(
             "heartbeat",
             self.heartbeat,
             Duration::from_secs(1),
             Duration::from_secs(300),
-        )?;
+        ));
         if let Some(etcd) = &self.etcd {
-            within(
+            note(within(
                 "lease_ttl",
                 etcd.lease_ttl,
                 Duration::from_secs(2),
                 Duration::from_secs(600),
-            )?;
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for s in &self.schedules {
-            seawall_common::tls::check_label("schedule name", &s.name)?;
-            seawall_common::tls::check_label("region", &s.region)?;
+            let of = |e: String| format!("schedule {:?}: {e}", s.name);
+            note(
+                seawall_common::tls::check_label("schedule name", &s.name)
+                    .map_err(|e| e.to_string()),
+            );
+            note(
+                seawall_common::tls::check_label("region", &s.region)
+                    .map_err(|e| of(e.to_string())),
+            );
             if !names.insert(&s.name) {
-                anyhow::bail!(
+                note(Err(format!(
                     "schedule {:?} is defined twice: names must be unique",
                     s.name
-                );
+                )));
             }
-            within("jitter", s.jitter, Duration::ZERO, day)
-                .and_then(|_| within("retry_backoff", s.retry_backoff, Duration::ZERO, day))
-                .map_err(|e| anyhow::anyhow!("schedule {:?}: {e}", s.name))?;
-            crate::scheduler::parse_cron(&s.cron)
-                .map_err(|e| anyhow::anyhow!("schedule {:?}: {e}", s.name))?;
-            crate::scheduler::parse_tz(&s.timezone)
-                .map_err(|e| anyhow::anyhow!("schedule {:?}: {e}", s.name))?;
+            note(within("jitter", s.jitter, Duration::ZERO, day).map_err(of));
+            note(within("retry_backoff", s.retry_backoff, Duration::ZERO, day).map_err(of));
+            note(
+                crate::scheduler::parse_cron(&s.cron)
+                    .map(|_| ())
+                    .map_err(|e| of(e.to_string())),
+            );
+            note(
+                crate::scheduler::parse_tz(&s.timezone)
+                    .map(|_| ())
+                    .map_err(|e| of(e.to_string())),
+            );
             if s.kind != JobKind::Backup && s.level.is_some() {
-                anyhow::bail!(
-                    "schedule {:?}: level goes with kind = \"backup\" only",
-                    s.name
-                );
+                note(Err(of("level goes with kind = \"backup\" only".into())));
             }
         }
-        Ok(())
+        match problems.len() {
+            0 => Ok(()),
+            1 => anyhow::bail!("{}", problems[0]),
+            n => anyhow::bail!("{n} problems:\n  - {}", problems.join("\n  - ")),
+        }
     }
 
     /// The address agents and operators dial.

@@ -9,7 +9,9 @@ use crate::registry::Registry;
 use crate::store::{Fence, LeaderInfo, Leadership, StateStore, StoreError};
 use futures_util::StreamExt;
 use seawall_proto::v1::{
-    coordinator_message, AssignJob, BackupLevel, CancelJob, CoordinatorMessage,
+    coordinator_message, operation, AssignJob, BackupLevel, BackupOperation, CancelJob,
+    CoordinatorMessage, Operation, OperationResult, OperationStatus, RetentionOperation,
+    VerifyOperation,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -24,6 +26,9 @@ pub struct Lead {
     pub leadership: Leadership,
     /// Jobs not yet final, with their store revisions.
     pub active: Mutex<HashMap<String, (JobRecord, i64)>>,
+    /// This term's tasks (leader workers, agent sessions): cancelled and
+    /// waited for when the lead is lost.
+    pub tree: crate::workers::Tree,
 }
 
 impl Lead {
@@ -52,6 +57,10 @@ pub struct Coordinator {
     pub operator_auth: OperatorAuth,
     /// Wakes the dispatcher.
     pub wake: Notify,
+    /// Cancelled when the replica shuts down; every term's tree hangs on it.
+    pub root: tokio_util::sync::CancellationToken,
+    /// The leader workers' health.
+    pub workers: crate::workers::Board,
     lead: RwLock<Option<Arc<Lead>>>,
 }
 
@@ -67,6 +76,98 @@ pub enum ActError {
     /// Bad input.
     #[error("{0}")]
     Invalid(String),
+    /// A record could not be encoded: nothing was written.
+    #[error("a record could not be encoded, so nothing was written: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// The one mapping from the coordinator's errors to gRPC statuses.
+impl From<ActError> for tonic::Status {
+    fn from(e: ActError) -> tonic::Status {
+        match e {
+            ActError::NotLeader => tonic::Status::failed_precondition(e.to_string()),
+            ActError::Store(s) => s.into(),
+            ActError::Invalid(m) => tonic::Status::invalid_argument(m),
+            ActError::Encode(_) => tonic::Status::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for tonic::Status {
+    fn from(e: StoreError) -> tonic::Status {
+        match e {
+            StoreError::Fenced { .. } => tonic::Status::failed_precondition(e.to_string()),
+            StoreError::Conflict { .. } => {
+                tonic::Status::aborted(format!("{e}: another change landed first; try again"))
+            }
+            StoreError::Unavailable(_) => tonic::Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+/// Why an attempt at a job failed, and whether another attempt can help.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptFailure {
+    /// What went wrong, in words.
+    pub message: String,
+    /// Its kind as the agent classified it ("wrong_key"), when known.
+    pub kind: Option<String>,
+    /// Whether a retry can succeed without a change by the operator.
+    pub retryable: bool,
+}
+
+impl AttemptFailure {
+    /// A failure the coordinator saw itself (a silent agent, a lost
+    /// connection): worth another attempt.
+    pub fn transient(message: impl Into<String>) -> AttemptFailure {
+        AttemptFailure {
+            message: message.into(),
+            kind: None,
+            retryable: true,
+        }
+    }
+
+    /// The failure an agent reported.
+    pub fn reported(r: &OperationResult) -> AttemptFailure {
+        let kind = seawall_proto::v1::ErrorKind::try_from(r.error_kind)
+            .ok()
+            .filter(|k| *k != seawall_proto::v1::ErrorKind::Unspecified)
+            .map(|k| {
+                k.as_str_name()
+                    .trim_start_matches("ERROR_KIND_")
+                    .to_lowercase()
+            });
+        AttemptFailure {
+            message: if r.error.is_empty() {
+                "the agent reported a failure without a message".into()
+            } else {
+                r.error.clone()
+            },
+            kind,
+            retryable: r.retryable,
+        }
+    }
+}
+
+/// The operation a job asks of its agent: one arm per kind.
+pub fn operation_for(job: &JobRecord) -> Operation {
+    let kind = match job.kind {
+        JobKind::Backup => operation::Kind::Backup(BackupOperation {
+            source: job.source.clone(),
+            level: match job.level {
+                Some(crate::config::Level::Full) => BackupLevel::Full as i32,
+                Some(crate::config::Level::Incremental) => BackupLevel::Incremental as i32,
+                None => BackupLevel::Unspecified as i32,
+            },
+        }),
+        JobKind::Retention => operation::Kind::Retention(RetentionOperation {
+            source: job.source.clone(),
+        }),
+        JobKind::Verify | JobKind::Unspecified => {
+            operation::Kind::Verify(VerifyOperation { read_data: false })
+        }
+    };
+    Operation { kind: Some(kind) }
 }
 
 impl Coordinator {
@@ -88,6 +189,8 @@ impl Coordinator {
             registry: Registry::default(),
             operator_auth: OperatorAuth::new(token),
             wake: Notify::new(),
+            root: tokio_util::sync::CancellationToken::new(),
+            workers: crate::workers::Board::default(),
             lead: RwLock::new(None),
         }
     }
@@ -115,9 +218,11 @@ impl Coordinator {
                 crate::metrics::backup_seen(&b);
             }
         }
+        self.workers.clear();
         let lead = Arc::new(Lead {
             leadership,
             active: Mutex::new(active),
+            tree: crate::workers::Tree::child_of(&self.root),
         });
         if let Ok(mut slot) = self.lead.write() {
             *slot = Some(lead.clone());
@@ -134,7 +239,12 @@ impl Coordinator {
     }
 
     /// An audit line's key and value, to write alone or beside a change.
-    fn audit_line(&self, lead: &Lead, actor: &str, event: String) -> (String, Vec<u8>) {
+    fn audit_line(
+        &self,
+        lead: &Lead,
+        actor: &str,
+        event: String,
+    ) -> Result<(String, Vec<u8>), ActError> {
         let entry = AuditEntry {
             at_ms: now_ms(),
             epoch: lead.fence().epoch,
@@ -143,13 +253,21 @@ impl Coordinator {
             event,
         };
         let key = format!("audit/{:013}-{:08x}", entry.at_ms, rand::random::<u32>());
-        (key, serde_json::to_vec(&entry).unwrap_or_default())
+        Ok((key, serde_json::to_vec(&entry)?))
     }
 
     /// Appends to the audit log (best effort: a failure is logged).
     pub async fn audit(&self, lead: &Lead, actor: &str, event: String) {
-        let (key, value) = self.audit_line(lead, actor, event);
-        if let Err(e) = self.store.put(lead.fence(), &key, &value, Some(0)).await {
+        let written = match self.audit_line(lead, actor, event) {
+            Ok((key, value)) => self
+                .store
+                .put(lead.fence(), &key, &value, Some(0))
+                .await
+                .map(|_| ())
+                .map_err(ActError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             tracing::warn!(error = %e, "audit entry not written");
         }
     }
@@ -165,8 +283,8 @@ impl Coordinator {
             return Err(ActError::NotLeader);
         }
         job.epoch = lead.fence().epoch;
-        let value = serde_json::to_vec(&job).map_err(|e| ActError::Invalid(e.to_string()))?;
-        let audit = self.audit_line(lead, actor, format!("created job {}", job.job_id));
+        let value = serde_json::to_vec(&job)?;
+        let audit = self.audit_line(lead, actor, format!("created job {}", job.job_id))?;
         match self
             .store
             .put_with(
@@ -233,7 +351,7 @@ impl Coordinator {
         if !lead.leadership.is_valid() {
             return Err(ActError::NotLeader);
         }
-        let value = serde_json::to_vec(&job).map_err(|e| ActError::Invalid(e.to_string()))?;
+        let value = serde_json::to_vec(&job)?;
         let new_rev = self
             .store
             .put_with(
@@ -370,18 +488,8 @@ impl Coordinator {
             epoch: lead.epoch(),
             body: Some(coordinator_message::Body::Assign(AssignJob {
                 job_id: job.job_id.clone(),
-                kind: match job.kind {
-                    JobKind::Backup => 1,
-                    JobKind::Retention => 2,
-                    JobKind::Verify => 3,
-                },
-                source: job.source.clone(),
-                level: match job.level {
-                    Some(crate::config::Level::Full) => BackupLevel::Full as i32,
-                    Some(crate::config::Level::Incremental) => BackupLevel::Incremental as i32,
-                    None => BackupLevel::Unspecified as i32,
-                },
                 attempt: job.attempt,
+                operation: Some(operation_for(&job)),
             })),
         };
         // Record the assignment first: a crash between the two leaves a
@@ -395,15 +503,28 @@ impl Coordinator {
         lead.leadership.is_valid() && session.outbox.send(Ok(assign)).await.is_ok()
     }
 
-    /// Settles a job after a failed attempt: retried after backoff, or failed.
-    pub async fn job_failed(&self, lead: &Lead, job_id: &str, error: &str) -> Result<(), ActError> {
+    /// Settles a job after a failed attempt: retried after backoff when a
+    /// retry can help and attempts are left, else failed.
+    pub async fn job_failed(
+        &self,
+        lead: &Lead,
+        job_id: &str,
+        failure: &AttemptFailure,
+    ) -> Result<(), ActError> {
         let Some((mut job, rev)) = self.active_job(lead, job_id) else {
             return Ok(());
         };
         let epoch = lead.fence().epoch;
-        job.error = Some(error.to_string());
+        let error = &failure.message;
+        job.error = Some(error.clone());
+        job.error_kind = failure.kind.clone();
         job.finished_ms = Some(now_ms());
-        if job.attempt <= job.retries {
+        let kind = failure
+            .kind
+            .as_deref()
+            .map(|k| format!(" [{k}]"))
+            .unwrap_or_default();
+        if failure.retryable && job.attempt <= job.retries {
             let delay = job
                 .retry_backoff_ms
                 .saturating_mul(1 << (job.attempt - 1).min(16));
@@ -414,12 +535,21 @@ impl Coordinator {
                 JobState::Pending,
                 epoch,
                 format!(
-                    "attempt failed ({error}); retry {} in {} ms",
+                    "attempt failed{kind} ({error}); retry {} in {} ms",
                     job.attempt, delay
                 ),
             );
         } else {
-            job.enter(JobState::Failed, epoch, format!("failed: {error}"));
+            let why = if failure.retryable {
+                "no attempt left"
+            } else {
+                "not retried: a retry cannot help until the cause is fixed"
+            };
+            job.enter(
+                JobState::Failed,
+                epoch,
+                format!("failed{kind}: {error} ({why})"),
+            );
             metrics::counter!("seawall_jobs_total", "kind" => kind_name(job.kind), "outcome" => "failed").increment(1);
         }
         self.save_job(lead, job, rev).await?;
@@ -427,49 +557,76 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Records a successful backup and, when asked, queues retention.
+    /// Records a success (with or without warnings) and, for a backup, its
+    /// backup record and, when asked, a retention job.
     pub async fn job_succeeded(
         &self,
         lead: &Lead,
         job_id: &str,
-        result: &seawall_proto::v1::JobResult,
+        result: &OperationResult,
     ) -> Result<(), ActError> {
         let Some((mut job, rev)) = self.active_job(lead, job_id) else {
             return Ok(());
         };
         let epoch = lead.fence().epoch;
+        let backup = match &result.output {
+            Some(seawall_proto::v1::operation_result::Output::Backup(b)) => Some(b.clone()),
+            _ => None,
+        };
         job.finished_ms = Some(now_ms());
-        job.snapshot_id = (!result.snapshot_id.is_empty()).then(|| result.snapshot_id.clone());
-        job.bytes_done = result.bytes_read;
-        job.bytes_added = result.bytes_added;
+        if let Some(b) = &backup {
+            job.snapshot_id = (!b.snapshot_id.is_empty()).then(|| b.snapshot_id.clone());
+            job.bytes_done = b.bytes_read;
+            job.bytes_added = b.bytes_added;
+        }
         job.error = None;
-        job.enter(JobState::Succeeded, epoch, "succeeded");
-        let labels = [("kind", kind_name(job.kind)), ("outcome", "succeeded")];
+        job.error_kind = None;
+        job.warnings = result.warnings.clone();
+        job.warning_count = result.warning_count;
+        let warned = result.status == OperationStatus::SucceededWithWarnings as i32;
+        let outcome = if warned {
+            job.enter(
+                JobState::SucceededWithWarnings,
+                epoch,
+                format!(
+                    "succeeded with {} warning(s), the first: {}",
+                    result.warning_count,
+                    result.warnings.first().map(String::as_str).unwrap_or("")
+                ),
+            );
+            metrics::counter!("seawall_job_warnings_total", "kind" => kind_name(job.kind))
+                .increment(u64::from(result.warning_count));
+            "succeeded_with_warnings"
+        } else {
+            job.enter(JobState::Succeeded, epoch, "succeeded");
+            "succeeded"
+        };
+        let labels = [("kind", kind_name(job.kind)), ("outcome", outcome)];
         metrics::counter!("seawall_jobs_total", &labels).increment(1);
         metrics::histogram!("seawall_job_duration_seconds", "kind" => kind_name(job.kind))
             .record(result.duration_secs);
         let finished = job.clone();
-        if finished.kind != JobKind::Backup {
+        let Some(backup) = backup.filter(|_| finished.kind == JobKind::Backup) else {
             self.save_job(lead, job, rev).await?;
             self.wake.notify_one();
             return Ok(());
-        }
+        };
         // The success and its backup record land together or not at all.
         let record = BackupRecord {
             region: finished.region.clone(),
             source: finished.source.clone(),
-            snapshot_id: result.snapshot_id.clone(),
+            snapshot_id: backup.snapshot_id.clone(),
             job_id: finished.job_id.clone(),
             finished_ms: if result.finished_unix_ms > 0 {
                 result.finished_unix_ms
             } else {
                 now_ms()
             },
-            bytes_read: result.bytes_read,
-            bytes_added: result.bytes_added,
+            bytes_read: backup.bytes_read,
+            bytes_added: backup.bytes_added,
             duration_secs: result.duration_secs,
         };
-        let value = serde_json::to_vec(&record).unwrap_or_default();
+        let value = serde_json::to_vec(&record)?;
         self.save_job_with(lead, job, rev, &[(backup_key(&record), value)])
             .await?;
         crate::metrics::backup_succeeded(&record);
@@ -499,9 +656,5 @@ impl Coordinator {
 
 /// Kind as a metric label.
 pub fn kind_name(kind: JobKind) -> &'static str {
-    match kind {
-        JobKind::Backup => "backup",
-        JobKind::Retention => "retention",
-        JobKind::Verify => "verify",
-    }
+    seawall_proto::kinds::name(kind)
 }

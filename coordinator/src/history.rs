@@ -28,15 +28,23 @@ pub struct Pruned {
 
 /// Prunes at once and then every quarter of `history_keep` (at most hourly)
 /// while `lead` holds.
-pub async fn run(coord: Arc<Coordinator>, lead: Arc<Lead>) {
+pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
     let keep = coord.config.history_keep;
     let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
-    while lead.leadership.is_valid() {
-        // Saturating: an absurd history_keep keeps everything rather than
-        // wrapping into a cutoff in the future.
-        let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
-        match prune(&coord, &lead, now_ms().saturating_sub(keep_ms)).await {
-            Ok(p) if p != Pruned::default() => {
+    let (board, tree) = (coord.workers.clone(), lead.tree.clone());
+    crate::workers::spawn_worker(&tree, &board, "history", move || {
+        let (coord, lead) = (coord.clone(), lead.clone());
+        async move {
+            if !lead.leadership.is_valid() {
+                return Ok(crate::workers::Next::Stop);
+            }
+            // Saturating: an absurd history_keep keeps everything rather than
+            // wrapping into a cutoff in the future.
+            let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+            let p = prune(&coord, &lead, now_ms().saturating_sub(keep_ms))
+                .await
+                .map_err(|e| format!("history not pruned: {e}"))?;
+            if p != Pruned::default() {
                 for (kind, n) in [("jobs", p.jobs), ("backups", p.backups), ("audit", p.audit)] {
                     metrics::counter!("seawall_history_pruned_total", "kind" => kind)
                         .increment(n as u64);
@@ -48,11 +56,9 @@ pub async fn run(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                     "history pruned"
                 )
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "history not pruned; trying again later"),
+            Ok(crate::workers::Next::After(every))
         }
-        tokio::time::sleep(every).await;
-    }
+    });
 }
 
 /// Deletes what settled before `cutoff_ms`.

@@ -13,3 +13,7 @@ pub mod registry;
 pub mod scheduler;
 pub mod server;
 pub mod store;
+pub mod workers;
+
+#[cfg(test)]
+mod core_tests;

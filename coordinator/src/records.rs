@@ -12,8 +12,20 @@ use crate::config::{JobKind, Level};
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch, now.
+#[cfg(not(test))]
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// Milliseconds since the Unix epoch, now, moving with tokio's clock so
+/// that tests with paused time see backoffs and timeouts pass.
+#[cfg(test)]
+pub fn now_ms() -> i64 {
+    thread_local! {
+        static BASE: (i64, tokio::time::Instant) =
+            (chrono::Utc::now().timestamp_millis(), tokio::time::Instant::now());
+    }
+    BASE.with(|(wall, at)| wall + at.elapsed().as_millis() as i64)
 }
 
 /// A connected agent.
@@ -45,7 +57,10 @@ pub enum JobState {
     Running,
     /// Done.
     Succeeded,
-    /// Failed with no attempt left.
+    /// Done and saved, with warnings to look at (not retried).
+    #[serde(rename = "succeeded_with_warnings")]
+    SucceededWithWarnings,
+    /// Failed with no attempt left, or for a reason no retry can mend.
     Failed,
     /// Cancelled by an operator.
     Cancelled,
@@ -56,7 +71,10 @@ impl JobState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+            JobState::Succeeded
+                | JobState::SucceededWithWarnings
+                | JobState::Failed
+                | JobState::Cancelled
         )
     }
 
@@ -66,6 +84,7 @@ impl JobState {
             JobState::Pending => "pending",
             JobState::Running => "running",
             JobState::Succeeded => "succeeded",
+            JobState::SucceededWithWarnings => "succeeded_with_warnings",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
         }
@@ -95,6 +114,7 @@ pub struct JobRecord {
     /// Source name.
     pub source: String,
     /// What to run.
+    #[serde(with = "crate::config::job_kind_name")]
     pub kind: JobKind,
     /// Full or incremental (backups).
     pub level: Option<Level>,
@@ -126,6 +146,15 @@ pub struct JobRecord {
     pub last_news_ms: Option<i64>,
     /// Last error.
     pub error: Option<String>,
+    /// Its kind, as the agent classified it ("wrong_key", "unreachable").
+    #[serde(default)]
+    pub error_kind: Option<String>,
+    /// The first warnings of a success with warnings.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// How many warnings there were.
+    #[serde(default)]
+    pub warning_count: u32,
     /// The snapshot made.
     pub snapshot_id: Option<String>,
     /// Bytes read so far / in all.
@@ -161,6 +190,9 @@ impl JobRecord {
             finished_ms: None,
             last_news_ms: None,
             error: None,
+            error_kind: None,
+            warnings: Vec::new(),
+            warning_count: 0,
             snapshot_id: None,
             bytes_done: 0,
             bytes_added: 0,

@@ -103,8 +103,9 @@ struct Compiled {
     tz: chrono_tz::Tz,
 }
 
-/// Makes jobs while `lead` lasts.
-pub async fn run(coord: Arc<Coordinator>, lead: Arc<Lead>) {
+/// Starts the scheduler worker of `lead`'s term: it makes jobs while the
+/// term lasts.
+pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
     let compiled: Vec<Compiled> = coord
         .config
         .schedules
@@ -117,11 +118,35 @@ pub async fn run(coord: Arc<Coordinator>, lead: Arc<Lead>) {
             })
         })
         .collect();
-    let mut last: HashMap<String, i64> = HashMap::new();
-    while lead.leadership.is_valid() {
+    let state = Arc::new(tokio::sync::Mutex::new((compiled, HashMap::new())));
+    let board = coord.workers.clone();
+    let tree = lead.tree.clone();
+    crate::workers::spawn_worker(&tree, &board, "scheduler", move || {
+        let (coord, lead, state) = (coord.clone(), lead.clone(), state.clone());
+        async move {
+            let mut state = state.lock().await;
+            let (compiled, last) = &mut *state;
+            tick(&coord, &lead, compiled, last).await
+        }
+    });
+}
+
+/// One pass over the schedules: makes the jobs that are due; asks to run
+/// again when the next slot comes (within a second).
+async fn tick(
+    coord: &Coordinator,
+    lead: &Lead,
+    compiled: &[Compiled],
+    last: &mut HashMap<String, i64>,
+) -> Result<crate::workers::Next, String> {
+    if !lead.leadership.is_valid() {
+        return Ok(crate::workers::Next::Stop);
+    }
+    let mut failed: Option<String> = None;
+    {
         let now = now_ms();
         let mut wait = Duration::from_secs(1);
-        for c in &compiled {
+        for c in compiled {
             let name = &c.config.name;
             let last_slot = match last.get(name) {
                 Some(v) => *v,
@@ -136,13 +161,19 @@ pub async fn run(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                             last_slot_ms: now,
                             last_job: None,
                         };
-                        let value = serde_json::to_vec(&state).unwrap_or_default();
                         let key = schedule_key(name);
-                        let _ = coord.store.put(lead.fence(), &key, &value, Some(0)).await;
+                        match serde_json::to_vec(&state) {
+                            Ok(value) => {
+                                let _ = coord.store.put(lead.fence(), &key, &value, Some(0)).await;
+                            }
+                            Err(e) => {
+                                tracing::warn!(schedule = %name, error = %e, "schedule state not encoded")
+                            }
+                        }
                         now
                     }
                     Err(e) => {
-                        tracing::warn!(schedule = %name, error = %e, "schedule state unreadable");
+                        failed = Some(format!("schedule {name}: state unreadable: {e}"));
                         continue;
                     }
                 },
@@ -157,30 +188,34 @@ pub async fn run(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                 };
                 let job = job_for(&c.config, slot, lead.fence().epoch, &note);
                 let job_id = job.job_id.clone();
-                match coord.create_job(&lead, job, "scheduler").await {
+                match coord.create_job(lead, job, "scheduler").await {
                     Ok(created) => {
-                        coord.supersede(&lead, name, &job_id).await;
+                        coord.supersede(lead, name, &job_id).await;
                         if count > 1 {
-                            coord.audit(&lead, "scheduler", note.clone()).await;
+                            coord.audit(lead, "scheduler", note.clone()).await;
                         }
                         let state = ScheduleState {
                             last_slot_ms: slot,
                             last_job: Some(job_id),
                         };
-                        let value = serde_json::to_vec(&state).unwrap_or_default();
-                        if let Err(e) = coord
-                            .store
-                            .put(lead.fence(), &schedule_key(name), &value, None)
-                            .await
-                        {
-                            tracing::warn!(schedule = %name, error = %e, "schedule state not saved");
+                        let saved = match serde_json::to_vec(&state) {
+                            Ok(value) => coord
+                                .store
+                                .put(lead.fence(), &schedule_key(name), &value, None)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        if let Err(e) = saved {
+                            failed = Some(format!("schedule {name}: state not saved: {e}"));
                             continue;
                         }
                         last.insert(name.clone(), slot);
                         tracing::info!(schedule = %name, slot, created, "schedule fired");
                     }
                     Err(e) => {
-                        tracing::warn!(schedule = %name, error = %e, "job not created");
+                        failed = Some(format!("schedule {name}: job not created: {e}"));
                         continue;
                     }
                 }
@@ -191,9 +226,9 @@ pub async fn run(coord: Arc<Coordinator>, lead: Arc<Lead>) {
             }
         }
         crate::metrics::refresh_ages();
-        tokio::select! {
-            _ = lead.leadership.lost() => break,
-            _ = tokio::time::sleep(wait) => {}
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(crate::workers::Next::After(wait)),
         }
     }
 }

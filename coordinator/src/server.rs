@@ -41,13 +41,15 @@ pub async fn open_store(
     ))
 }
 
-fn read_token(config: &CoordinatorConfig) -> anyhow::Result<Option<String>> {
+/// The operator token, when the configuration names a file for it.
+pub fn read_token(config: &CoordinatorConfig) -> anyhow::Result<Option<String>> {
     let Some(path) = &config.operator_token_file else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read operator_token_file {}: {e}", path.display()))?;
-    let token = text.trim().to_string();
+    // The same owner-only rule as password files: a token others can read
+    // is a token others can use.
+    let bytes = seawall_common::secret::read_secret_file(path, "operator_token_file")?;
+    let token = String::from_utf8_lossy(&bytes).trim().to_string();
     if token.len() < 16 {
         anyhow::bail!(
             "the operator token in {} is shorter than 16 characters: use a long random one",
@@ -109,6 +111,12 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("reflection: {e}"))?;
 
     let leading = tokio::spawn(lead_loop(coord.clone()));
+    let serving_coord = coord.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Stop the leader's work before the server drains its streams.
+        serving_coord.root.cancel();
+    };
     tracing::info!(id = %coord.me.id, %addr, store = coord.store.kind(), "coordinator listening");
     let served = Server::builder()
         .tls_config(tls)?
@@ -126,7 +134,8 @@ pub async fn run(
         .add_service(reflection)
         .serve_with_shutdown(addr, shutdown)
         .await;
-    leading.abort();
+    coord.root.cancel();
+    let _ = leading.await;
     // Hand leadership over at once rather than after the lease TTL.
     if let Some(lead) = coord.lead() {
         let _ = coord.store.resign(&lead.leadership).await;
@@ -136,7 +145,7 @@ pub async fn run(
 }
 
 /// Campaign, lead until the leadership is lost, step down, again.
-async fn lead_loop(coord: Arc<Coordinator>) {
+pub(crate) async fn lead_loop(coord: Arc<Coordinator>) {
     let store_at = match &coord.config.etcd {
         Some(etcd) if coord.store.kind() == "etcd" => etcd.endpoints.join(","),
         _ => coord.store.kind().to_string(),
@@ -175,28 +184,54 @@ async fn lead_loop(coord: Arc<Coordinator>) {
                 format!("{} leads with epoch {epoch}", coord.me.id),
             )
             .await;
-        let scheduler = tokio::spawn(crate::scheduler::run(coord.clone(), lead.clone()));
-        let dispatcher = tokio::spawn(dispatch_loop(coord.clone(), lead.clone()));
-        let pruner = tokio::spawn(crate::history::run(coord.clone(), lead.clone()));
-        lead.leadership.lost().await;
-        scheduler.abort();
-        dispatcher.abort();
-        pruner.abort();
+        crate::scheduler::start(coord.clone(), lead.clone());
+        start_dispatcher(coord.clone(), lead.clone());
+        crate::history::start(coord.clone(), lead.clone());
+        let shutting_down = tokio::select! {
+            _ = lead.leadership.lost() => false,
+            _ = coord.root.cancelled() => true,
+        };
+        // Every worker and agent session of this term stops at its next
+        // await; wait for them before acting on anything else.
+        let stopped = lead.tree.stop(WORKERS_GRACE).await;
         coord.step_down();
         crate::metrics::leading(None);
-        tracing::warn!(epoch, "leadership lost: stopped acting");
+        if shutting_down {
+            tracing::info!(epoch, stopped, "shutting down: leader work stopped");
+            return;
+        }
+        tracing::warn!(epoch, stopped, "leadership lost: stopped acting");
     }
 }
 
-/// Sends due jobs to agents and fails jobs whose agent went silent.
-async fn dispatch_loop(coord: Arc<Coordinator>, lead: Arc<Lead>) {
-    let timeout_ms = coord.config.job_timeout.as_millis() as i64;
-    while lead.leadership.is_valid() {
-        tokio::select! {
-            _ = coord.wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+/// How long a term's tasks get to stop once its lead is lost.
+const WORKERS_GRACE: Duration = Duration::from_secs(1);
+
+/// Starts the dispatcher of `lead`'s term: sends due jobs to agents and
+/// fails jobs whose agent went silent.
+pub fn start_dispatcher(coord: Arc<Coordinator>, lead: Arc<Lead>) {
+    let (board, tree) = (coord.workers.clone(), lead.tree.clone());
+    crate::workers::spawn_worker(&tree, &board, "dispatcher", move || {
+        let (coord, lead) = (coord.clone(), lead.clone());
+        async move {
+            tokio::select! {
+                _ = coord.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            if !lead.leadership.is_valid() {
+                return Ok(crate::workers::Next::Stop);
+            }
+            dispatch_once(&coord, &lead).await;
+            Ok(crate::workers::Next::After(Duration::ZERO))
         }
-        coord.dispatch(&lead).await;
+    });
+}
+
+/// One dispatch pass, then the timeouts.
+async fn dispatch_once(coord: &Coordinator, lead: &Lead) {
+    let timeout_ms = coord.config.job_timeout.as_millis() as i64;
+    {
+        coord.dispatch(lead).await;
         let now = now_ms();
         let mut overdue: Vec<(String, String)> = Vec::new();
         if let Ok(active) = lead.active.lock() {
@@ -220,7 +255,9 @@ async fn dispatch_loop(coord: Arc<Coordinator>, lead: Arc<Lead>) {
             }
         }
         for (job, why) in overdue {
-            let _ = coord.job_failed(&lead, &job, &why).await;
+            let _ = coord
+                .job_failed(lead, &job, &crate::core::AttemptFailure::transient(why))
+                .await;
         }
     }
 }

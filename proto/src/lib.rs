@@ -3,6 +3,7 @@
 #![allow(missing_docs, clippy::all)]
 
 pub mod codec;
+pub mod kinds;
 
 /// Version 1 of the contract.
 pub mod v1 {

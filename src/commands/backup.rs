@@ -4,13 +4,24 @@ use crate::args::{BackupArgs, BackupSource, FilesArgs, Global};
 use crate::output::{rate, size};
 use crate::progress_view::View;
 use crate::repo_open;
-use seawall_agent::files::{backup_files, BackupOptions, ParentChoice};
-use seawall_agent::progress::Progress;
+use seawall_agent::engine::files::{backup_files, BackupOptions, ParentChoice};
+use seawall_agent::engine::progress::Progress;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs a backup of the chosen source.
 pub async fn run(g: &Global, args: BackupArgs) -> anyhow::Result<u8> {
+    if args.source.is_some()
+        && (args.now
+            || args.region.is_some()
+            || args.source_name.is_some()
+            || args.full
+            || args.wait)
+    {
+        anyhow::bail!(
+            "--now, --region, --source, --full and --wait ask the coordinator and take no source: use `backup --now --region R --source S`, or `backup files|postgres|redis ...` alone (a full files backup is `backup files --force`)"
+        );
+    }
     match args.source {
         Some(BackupSource::Files(f)) => files(g, f).await,
         Some(BackupSource::Postgres(p)) => super::postgres::backup(g, p).await,

@@ -12,8 +12,8 @@ use seawall_common::tls::Identity;
 use seawall_proto::v1::agent_service_client::AgentServiceClient;
 use seawall_proto::v1::operator_service_client::OperatorServiceClient;
 use seawall_proto::v1::{
-    agent_message, coordinator_message, AgentMessage, Heartbeat, Hello, JobResult, SourceInfo,
-    TriggerBackupRequest,
+    agent_message, coordinator_message, AgentMessage, BackupOutput, Heartbeat, Hello,
+    OperationResult, OperationStatus, SourceInfo, TriggerBackupRequest,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -107,7 +107,16 @@ pub async fn run(a: BenchAgentsArgs) -> Result<u8> {
                             }
                             Some(coordinator_message::Body::Assign(job)) => {
                                 assigned.fetch_add(1, Ordering::Relaxed);
-                                let r = JobResult { job_id: job.job_id, epoch: m.epoch, success: true, snapshot_id: "0".repeat(64), ..Default::default() };
+                                let r = OperationResult {
+                                    job_id: job.job_id,
+                                    epoch: m.epoch,
+                                    status: OperationStatus::Succeeded as i32,
+                                    output: Some(seawall_proto::v1::operation_result::Output::Backup(BackupOutput {
+                                        snapshot_id: "0".repeat(64),
+                                        ..Default::default()
+                                    })),
+                                    ..Default::default()
+                                };
                                 let _ = tx.send(AgentMessage { body: Some(agent_message::Body::Result(r)) }).await;
                             }
                             _ => {}

@@ -33,6 +33,7 @@ pub async fn coordinator(a: CoordinatorArgs) -> anyhow::Result<u8> {
     config.check()?;
     if a.check {
         seawall_coordinator::server::load_identity(&config)?;
+        seawall_coordinator::server::read_token(&config)?;
         let state = match (&config.etcd, &config.dev, a.dev) {
             (_, Some(d), true) => format!("{} (embedded)", d.state.display()),
             (Some(e), _, false) => {
@@ -78,26 +79,14 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<u8> {
         let c = &prepared.config;
         // Open the repository the way jobs will (password, storage), so a
         // wrong password or an unreachable bucket shows now, not at 02:00.
-        let out = tokio::process::Command::new(&exe)
-            .args(c.repository.global_args())
-            .arg("snapshots")
-            .output()
-            .await
-            .map_err(|e| anyhow::anyhow!("running {}: {e}", exe.display()))?;
-        if !out.status.success() {
-            anyhow::bail!(
-                "{}: the repository {} does not open: {}",
+        let repo = c.repository.spec().open().await.map_err(|e| {
+            anyhow::anyhow!(
+                "{}: the repository {} does not open: {e}",
                 a.config.display(),
-                c.repository.repo,
-                String::from_utf8_lossy(&out.stderr)
-                    .trim()
-                    .trim_start_matches("seawall: error: ")
-            );
-        }
-        let snapshots = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .ok()
-            .and_then(|v| v.as_array().map(|a| a.len()))
-            .unwrap_or(0);
+                c.repository.repo
+            )
+        })?;
+        let snapshots = repo.snapshots().await?.len();
         println!(
             "{}: agent {} in region {}, certificate matches; repository {} opens ({snapshots} snapshots); sources: {}",
             a.config.display(),

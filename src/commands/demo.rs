@@ -7,8 +7,8 @@ use crate::args::{DemoArgs, Global};
 use crate::output::{rate, size};
 use crate::sample;
 use anyhow::{bail, Context, Result};
-use seawall_agent::files::{backup_files, BackupOptions};
-use seawall_agent::progress::Progress;
+use seawall_agent::engine::files::{backup_files, BackupOptions};
+use seawall_agent::engine::progress::Progress;
 use seawall_common::storage::{LocalStorage, Storage};
 use seawall_common::Repository;
 use std::os::unix::fs::MetadataExt;
@@ -91,7 +91,7 @@ async fn demo(g: &Global, work: &Path, size_mib: u64, skip_fleet: bool) -> Resul
     ));
 
     let t = Instant::now();
-    let report = seawall_agent::verify::verify(repo.clone(), true, 4).await?;
+    let report = seawall_agent::engine::verify::verify(repo.clone(), true, 4).await?;
     if !report.problems.is_empty() {
         bail!("verify found problems: {:?}", report.problems);
     }
@@ -102,10 +102,10 @@ async fn demo(g: &Global, work: &Path, size_mib: u64, skip_fleet: bool) -> Resul
         t.elapsed().as_secs_f64()
     ));
 
-    let r = seawall_agent::restore::restore(
+    let r = seawall_agent::engine::restore::restore(
         repo.clone(),
         &second.snapshot,
-        seawall_agent::restore::RestoreOptions {
+        seawall_agent::engine::restore::RestoreOptions {
             target: restored.clone(),
             include: vec![],
             threads: 4,

@@ -2,7 +2,7 @@
 
 use crate::args::{ForgetArgs, Global};
 use crate::repo_open;
-use seawall_agent::forget::{forget, KeepPolicy};
+use seawall_agent::engine::forget::{forget, KeepPolicy};
 use std::time::Duration;
 
 /// Applies the retention policy, then prunes when asked.
@@ -19,7 +19,10 @@ pub async fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<u8> {
     };
     let report = forget(&repo, policy, &a.tag, a.dry_run).await?;
     let pruned = if a.prune && !a.dry_run {
-        Some(seawall_agent::prune::prune(repo, false, Duration::from_secs(g.lock_wait)).await?)
+        Some(
+            seawall_agent::engine::prune::prune(repo, false, Duration::from_secs(g.lock_wait))
+                .await?,
+        )
     } else {
         None
     };

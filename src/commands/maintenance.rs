@@ -3,14 +3,15 @@
 use crate::args::{Global, PruneArgs, RepairArgs, RepairWhat, UnlockArgs};
 use crate::output::size;
 use crate::repo_open;
-use seawall_agent::prune::PruneReport;
+use seawall_agent::engine::prune::PruneReport;
 use std::time::Duration;
 
 /// Removes unneeded data.
 pub async fn prune(g: &Global, a: PruneArgs) -> anyhow::Result<u8> {
     let repo = repo_open::open(g).await?;
     let report =
-        seawall_agent::prune::prune(repo, a.dry_run, Duration::from_secs(g.lock_wait)).await?;
+        seawall_agent::engine::prune::prune(repo, a.dry_run, Duration::from_secs(g.lock_wait))
+            .await?;
     if g.json {
         crate::output::json(&report)?;
     } else if !g.quiet {
@@ -64,7 +65,8 @@ pub async fn repair(g: &Global, a: RepairArgs) -> anyhow::Result<u8> {
     match a.what {
         RepairWhat::Index => {
             let r =
-                seawall_agent::repair::repair_index(repo, Duration::from_secs(g.lock_wait)).await?;
+                seawall_agent::engine::repair::repair_index(repo, Duration::from_secs(g.lock_wait))
+                    .await?;
             if g.json {
                 crate::output::json(&r)?;
             } else if !g.quiet {

@@ -13,6 +13,7 @@ mod operator;
 mod postgres;
 mod redis;
 mod restore;
+mod run_operation;
 mod snapshots;
 mod verify;
 
@@ -24,7 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Init => init::run(&g).await,
         Command::Backup(a) => backup::run(&g, a).await,
-        Command::Snapshots => snapshots::run(&g).await,
+        Command::Snapshots(a) => snapshots::run(&g, a).await,
         Command::Restore(a) => restore::run(&g, *a).await,
         Command::Verify(a) => verify::run(&g, a).await,
         Command::Forget(a) => forget::run(&g, a).await,
@@ -49,6 +50,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Demo(a) => demo::run(&g, a).await,
         Command::BenchData(a) => demo::bench_data(a).await,
         Command::BenchAgents(a) => bench_agents::run(a).await,
+        Command::RunOperation => run_operation::run_from_stdin().await,
     }
 }
 
@@ -57,8 +59,8 @@ fn stream_settings(
     g: &crate::args::Global,
     compression_level: i32,
     threads: Option<usize>,
-) -> seawall_agent::stream::StreamSettings {
-    let mut settings = seawall_agent::stream::StreamSettings {
+) -> seawall_agent::engine::stream::StreamSettings {
+    let mut settings = seawall_agent::engine::stream::StreamSettings {
         compression_level,
         lock_wait: std::time::Duration::from_secs(g.lock_wait),
         ..Default::default()

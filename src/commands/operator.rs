@@ -64,7 +64,7 @@ impl Op {
             })?;
         let token = match &a.token_file {
             Some(p) => Some(
-                String::from_utf8_lossy(&read(p, "token file")?)
+                String::from_utf8_lossy(&seawall_common::secret::read_secret_file(p, "token")?)
                     .trim()
                     .to_string(),
             ),
@@ -108,13 +108,14 @@ fn job_json(j: &Job) -> serde_json::Value {
         "schedule": j.schedule, "created_unix_ms": j.created_unix_ms,
         "started_unix_ms": j.started_unix_ms, "finished_unix_ms": j.finished_unix_ms,
         "error": j.error, "snapshot_id": j.snapshot_id, "bytes_done": j.bytes_done,
-        "bytes_added": j.bytes_added, "epoch": j.epoch,
+        "bytes_added": j.bytes_added, "epoch": j.epoch, "error_kind": j.error_kind,
+        "warning_count": j.warning_count, "warnings": j.warnings,
     })
 }
 
 fn print_job_line(j: &Job) {
     println!(
-        "{:<42} {:<10} {:<12} {:<10} {:<9} {:<12} {:>3} {:>10} {}",
+        "{:<42} {:<10} {:<12} {:<10} {:<23} {:<12} {:>3} {:>10} {}",
         j.job_id,
         j.region,
         j.source,
@@ -123,10 +124,15 @@ fn print_job_line(j: &Job) {
         j.agent_id,
         j.attempt,
         size(j.bytes_added),
-        if j.error.is_empty() {
-            j.snapshot_id.get(..8).unwrap_or("").to_string()
-        } else {
-            j.error.clone()
+        match (j.error.is_empty(), j.error_kind.is_empty(), j.warning_count) {
+            (true, _, 0) => j.snapshot_id.get(..8).unwrap_or("").to_string(),
+            (true, _, n) => format!(
+                "{} ({n} warnings: {})",
+                j.snapshot_id.get(..8).unwrap_or(""),
+                j.warnings.first().map(String::as_str).unwrap_or("")
+            ),
+            (false, true, _) => j.error.clone(),
+            (false, false, _) => format!("[{}] {}", j.error_kind, j.error),
         }
     );
 }
@@ -151,6 +157,11 @@ pub async fn status(g: &Global, a: OperatorArgs) -> anyhow::Result<u8> {
                 "last_success_unix_ms": x.last_success_unix_ms, "last_snapshot_id": x.last_snapshot_id,
                 "age_secs": x.age_secs,
             })).collect::<Vec<_>>(),
+            "workers": s.workers.iter().map(|w| json!({
+                "name": w.name, "running": w.running, "failures_in_a_row": w.failures_in_a_row,
+                "last_error": w.last_error, "last_error_unix_ms": w.last_error_unix_ms,
+                "last_success_unix_ms": w.last_success_unix_ms,
+            })).collect::<Vec<_>>(),
         }))?;
         return Ok(0);
     }
@@ -171,6 +182,18 @@ pub async fn status(g: &Global, a: OperatorArgs) -> anyhow::Result<u8> {
         "{} agents connected, {} jobs running",
         s.agents_connected, s.jobs_running
     );
+    for w in &s.workers {
+        let health = match (w.running, w.failures_in_a_row) {
+            (false, _) => "stopped".to_string(),
+            (true, 0) => "ok".to_string(),
+            (true, n) => format!(
+                "failing ({n} in a row since {}): {}",
+                when(w.last_error_unix_ms),
+                w.last_error
+            ),
+        };
+        println!("worker {:<12} {health}", w.name);
+    }
     if s.sources.is_empty() {
         println!("no successful backup recorded yet");
     } else {
@@ -299,7 +322,7 @@ async fn watch(g: &Global, op: &mut Op, job_id: &str) -> anyhow::Result<u8> {
         last = Some(j);
     }
     Ok(match last.map(|j| j.state) {
-        Some(s) if s == "succeeded" => 0,
+        Some(s) if s == "succeeded" || s == "succeeded_with_warnings" => 0,
         _ => 1,
     })
 }

@@ -8,18 +8,18 @@ use crate::output::{rate, size};
 use crate::progress_view::View;
 use crate::repo_open;
 use anyhow::{bail, Context};
-use seawall_agent::postgres::check::{check_postgres, CheckReport, ChecksFile};
-use seawall_agent::postgres::conn::with_database;
-use seawall_agent::postgres::spool::default_root;
-use seawall_agent::postgres::walcmd::{wal_fetch, wal_push, FetchOptions, PushOptions};
-use seawall_agent::postgres::walname::parse_lsn;
-use seawall_agent::postgres::{
-    backup_logical, backup_physical, restore_logical, restore_physical, LogicalOptions,
-    LogicalRestoreOptions, PgTools, PhysicalOptions, PitrOptions, RecoveryTarget,
+use seawall_agent::engine::postgres::check::{check_postgres, CheckReport, ChecksFile};
+use seawall_agent::engine::postgres::checked::{
+    all_passed, find_backup, restore_logical_checked, restore_physical_checked,
 };
-use seawall_agent::progress::Progress;
-use seawall_common::repo::snapshot::Snapshot;
-use seawall_common::{Id, Repository};
+use seawall_agent::engine::postgres::spool::default_root;
+use seawall_agent::engine::postgres::walcmd::{wal_fetch, wal_push, FetchOptions, PushOptions};
+use seawall_agent::engine::postgres::walname::parse_lsn;
+use seawall_agent::engine::postgres::{
+    backup_logical, backup_physical, LogicalOptions, LogicalRestoreOptions, PgTools,
+    PhysicalOptions, PitrOptions, RecoveryTarget,
+};
+use seawall_agent::engine::progress::Progress;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,34 +108,6 @@ pub async fn backup(g: &Global, a: PostgresArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn mode(s: &Snapshot) -> Option<&str> {
-    if s.source != "postgres" {
-        return None;
-    }
-    s.facts.get("mode").and_then(|m| m.as_str())
-}
-
-/// Finds the snapshot for a PostgreSQL restore: `latest` means the newest
-/// of the right kind (and, with a time, the newest finished before it).
-async fn pick(
-    repo: &Repository,
-    spec: &str,
-    want: &str,
-    before: Option<chrono::DateTime<chrono::Utc>>,
-) -> anyhow::Result<(Id, Snapshot)> {
-    if spec != "latest" {
-        return Ok(repo.find_snapshot(spec).await?);
-    }
-    let all = repo.snapshots().await?;
-    all.into_iter()
-        .rev()
-        .find(|(_, s)| mode(s) == Some(want) && before.is_none_or(|t| s.end_time <= t))
-        .ok_or_else(|| match before {
-            Some(t) => anyhow::anyhow!("no {want} PostgreSQL backup finished before {t}"),
-            None => anyhow::anyhow!("the repository has no {want} PostgreSQL backup"),
-        })
-}
-
 /// Parses a recovery target time.
 fn parse_time(t: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
@@ -205,9 +177,9 @@ pub async fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
     let checks = a.check.as_deref().map(ChecksFile::load).transpose()?;
     let progress = Arc::new(Progress::default());
     if let Some(target) = a.pg_target.clone() {
-        let (id, snap) = pick(&repo, &a.snapshot, "logical", None).await?;
+        let (id, snap) = find_backup(&repo, &a.snapshot, "logical", None).await?;
         let view = View::start(progress.clone(), "restore", !g.json && !g.quiet);
-        let result = restore_logical(
+        let result = restore_logical_checked(
             repo,
             &snap,
             LogicalRestoreOptions {
@@ -219,19 +191,12 @@ pub async fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
                 jobs: a.jobs.unwrap_or_else(cores),
                 tools: tools(g),
             },
+            checks.as_ref(),
             progress.clone(),
         )
         .await;
         view.finish().await;
-        let report = result?;
-        let mut reports = Vec::new();
-        if let Some(c) = &checks {
-            for d in &report.databases {
-                reports.push(
-                    check_postgres(&with_database(&target, &d.target), c, true, &tools(g)).await?,
-                );
-            }
-        }
+        let (report, reports) = result?;
         let bytes: u64 = report.databases.iter().map(|d| d.bytes).sum();
         if g.json {
             crate::output::json(
@@ -277,7 +242,7 @@ pub async fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
         (None, None, true) => (RecoveryTarget::Immediate, None),
         _ => (RecoveryTarget::Latest, None),
     };
-    let (id, snap) = pick(&repo, &a.snapshot, "physical", before).await?;
+    let (id, snap) = find_backup(&repo, &a.snapshot, "physical", before).await?;
     let restore_command = match a.restore_command.clone() {
         Some(c) => c,
         None => restore_command(g)?,
@@ -288,7 +253,7 @@ pub async fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
         None => None,
     };
     let view = View::start(progress.clone(), "restore", !g.json && !g.quiet);
-    let result = restore_physical(
+    let result = restore_physical_checked(
         repo,
         &snap,
         PitrOptions {
@@ -304,18 +269,12 @@ pub async fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
             timeout: Duration::from_secs(a.recovery_timeout),
             tools: tools(g),
         },
+        checks.as_ref(),
         progress,
     )
     .await;
     view.finish().await;
-    let report = result?;
-    let mut reports = Vec::new();
-    if let (Some(c), Some(dsn)) = (&checks, &report.dsn) {
-        let db = c.database.clone().unwrap_or_else(|| "postgres".into());
-        let user = run_as.unwrap_or_else(|| "postgres".into());
-        let dsn = format!("{dsn} user={user} dbname={db}");
-        reports.push(check_postgres(&dsn, c, true, &tools(g)).await?);
-    }
+    let (report, reports) = result?;
     if g.json {
         crate::output::json(
             &serde_json::json!({"snapshot": id, "restore": report, "checks": reports}),
@@ -351,7 +310,7 @@ pub async fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
 }
 
 fn checks_status(reports: &[CheckReport]) -> u8 {
-    if reports.iter().all(|r| r.ok) {
+    if all_passed(reports) {
         0
     } else {
         1
@@ -467,14 +426,15 @@ pub async fn fetch(g: &Global, a: WalFetchArgs) -> anyhow::Result<u8> {
 /// `seawall wal-stream`: runs until SIGTERM or Ctrl-C, then archives what is left.
 pub async fn stream(g: &Global, a: WalStreamArgs) -> anyhow::Result<u8> {
     let repo = repo_open::open(g).await?;
-    let opts = seawall_agent::postgres::receive::StreamOptions {
+    let opts = seawall_agent::engine::postgres::receive::StreamOptions {
         dsn: a.dsn,
         dir: a.dir,
         slot: a.slot,
         partial_every: Duration::from_secs(a.partial_every.max(1)),
         tools: tools(g),
     };
-    let stats = seawall_agent::postgres::receive::stream_wal(repo, opts, shutdown_signal()).await?;
+    let stats =
+        seawall_agent::engine::postgres::receive::stream_wal(repo, opts, shutdown_signal()).await?;
     if g.json {
         crate::output::json(&stats)?;
     } else if !g.quiet {

@@ -5,11 +5,11 @@ use crate::args::{Global, RedisArgs, RestoreArgs};
 use crate::output::{rate, size};
 use crate::progress_view::View;
 use crate::repo_open;
-use seawall_agent::progress::Progress;
-use seawall_agent::redis::keys::{
+use seawall_agent::engine::progress::Progress;
+use seawall_agent::engine::redis::keys::{
     backup_redis_keys, restore_redis_keys, Conflict, KeySelection, KeysOptions, KeysRestoreOptions,
 };
-use seawall_agent::redis::{
+use seawall_agent::engine::redis::{
     backup_redis, restore_redis_datadir, RedisOptions, RedisRestoreOptions,
 };
 use seawall_common::repo::snapshot::Snapshot;

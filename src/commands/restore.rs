@@ -4,8 +4,8 @@ use crate::args::{Global, RestoreArgs};
 use crate::output::{rate, size};
 use crate::progress_view::View;
 use crate::repo_open;
-use seawall_agent::progress::Progress;
-use seawall_agent::restore::{restore, RestoreOptions};
+use seawall_agent::engine::progress::Progress;
+use seawall_agent::engine::restore::{restore, RestoreOptions};
 use std::sync::Arc;
 
 /// Restores a snapshot into a directory.

@@ -7,7 +7,7 @@ use crate::repo_open;
 /// Checks the repository; exits non-zero when anything is damaged.
 pub async fn run(g: &Global, a: VerifyArgs) -> anyhow::Result<u8> {
     let repo = repo_open::open(g).await?;
-    let report = seawall_agent::verify::verify(repo, a.read_data, a.threads).await?;
+    let report = seawall_agent::engine::verify::verify(repo, a.read_data, a.threads).await?;
     if g.json {
         crate::output::json(&report)?;
     } else {

@@ -269,7 +269,10 @@ fn s3_credentials_from_flags_and_a_secret_file() {
 
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
     let line = one_error_line(&run(with(&["snapshots"])));
-    assert!(line.contains("readable by everyone"), "{line}");
+    assert!(
+        line.contains("may be read by others") && line.contains("chmod 600"),
+        "{line}"
+    );
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(&secret, "not-the-secret").unwrap();
     let line = one_error_line(&run(with(&["snapshots"])));

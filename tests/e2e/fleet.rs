@@ -2,6 +2,7 @@
 //! agents in two regions, scheduled and manual backups, identity and input
 //! checks at the gRPC boundary.
 
+use crate::fixtures::bin;
 use crate::fleet_fixture::*;
 use seawall_proto::v1::agent_service_client::AgentServiceClient;
 use seawall_proto::v1::operator_service_client::OperatorServiceClient;
@@ -165,6 +166,10 @@ fn identities_and_bad_input_are_refused_at_the_boundary() {
     let pki = Pki::new(&dir.join("pki"));
     let token = dir.join("operator.token");
     std::fs::write(&token, "a-long-operator-token-for-tests\n").unwrap();
+    let private = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    private(&token, 0o600);
     let store = format!(
         "operator_token_file = \"{}\"\n[dev]\nstate = \"{}\"\n",
         token.display(),
@@ -186,8 +191,19 @@ fn identities_and_bad_input_are_refused_at_the_boundary() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A token file others may read is refused, as a password file is.
+    private(&token, 0o644);
+    let check = std::process::Command::new(crate::fixtures::bin())
+        .args(["coordinator", "--dev", "--check", "--config"])
+        .arg(dir.join("c1.toml"))
+        .output()
+        .unwrap();
+    let err = crate::fixtures::one_error_line(&check);
+    assert!(err.contains("chmod 600"), "{err}");
+    private(&token, 0o600);
     let wrong = dir.join("wrong.token");
     std::fs::write(&wrong, "not-the-operator-token").unwrap();
+    private(&wrong, 0o600);
     let out = std::process::Command::new(crate::fixtures::bin())
         .args(["status", "--coordinator", &addr, "--ca"])
         .arg(pki.dir.join("ca.pem"))
@@ -368,6 +384,21 @@ impl DevFleet {
     /// An operator command's output, failing or not.
     fn run(&self, args: &[&str]) -> std::process::Output {
         op(&self.pki, &self.addr, args)
+    }
+
+    /// An operator command's output for a person (no --json).
+    fn human(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .args(self.pki.operator_flags(&self.addr))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Waits until the agent is connected to the leader.
@@ -633,4 +664,198 @@ fn a_stopping_agent_takes_no_new_job_and_lets_its_running_one_finish() {
     assert_eq!(done["state"], "failed", "{done}");
     let error = done["error"].as_str().unwrap();
     assert!(!error.is_empty() && !error.contains("cancelled"), "{done}");
+}
+
+#[test]
+fn a_backup_of_a_file_that_keeps_changing_succeeds_with_warnings_and_counts() {
+    let data = tempfile::tempdir().unwrap();
+    let live = data.path().join("live.log");
+    std::fs::write(&live, vec![b'x'; 4 << 20]).unwrap();
+    let source = format!(
+        "[[sources]]\nname = \"live\"\nkind = \"files\"\npaths = [\"{}\"]\n",
+        data.path().display()
+    );
+    let f = DevFleet::start("", "", Some(&source));
+    f.wait_agent();
+    // An application appending to its log all the while.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, live) = (stop.clone(), live.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new().append(true).open(live).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                file.write_all(&[b'y'; 4096]).unwrap();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let id = f.trigger("live");
+    let job = eventually(60, "the job settled", || {
+        let j = f.job(&id);
+        (j["state"] != "pending" && j["state"] != "running").then_some(j)
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+
+    // Saved, not retried, and the warning is there to read.
+    assert_eq!(job["state"], "succeeded_with_warnings", "{job}");
+    assert_eq!(job["attempt"], 1, "{job}");
+    assert!(job["warning_count"].as_u64().unwrap() >= 1, "{job}");
+    assert!(
+        job["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("changed while it was read"),
+        "{job}"
+    );
+    let table = f.human(&["jobs"]);
+    assert!(table.contains("succeeded_with_warnings"), "{table}");
+    // Its backup record is written, so the RPO gauge moves.
+    assert!(
+        f.backups().iter().any(|b| b["job_id"] == id),
+        "{:?}",
+        f.backups()
+    );
+    let metrics = http_get(f.c.metrics_port, "/metrics");
+    assert!(
+        metrics.contains("seawall_job_warnings_total{kind=\"backup\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("seawall_backup_age_seconds{region=\"eu-west-1\",source=\"live\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("seawall_jobs_total{kind=\"backup\",outcome=\"succeeded_with_warnings\"} 1"),
+        "{metrics}"
+    );
+
+    // The snapshot says where it came from, and the listing filters by it.
+    let dir = f._tmp.path();
+    let snapshots = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let out = std::process::Command::new(bin())
+            .args(["--json", "-r"])
+            .arg(dir.join("repo-eu-1"))
+            .arg("--password-file")
+            .arg(dir.join("eu-1.password"))
+            .arg("snapshots")
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let all = snapshots(&[]);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["region"], "eu-west-1");
+    assert_eq!(all[0]["agent"], "eu-1");
+    assert!(!all[0]["hostname"].as_str().unwrap().is_empty());
+    let host = all[0]["hostname"].as_str().unwrap().to_string();
+    assert_eq!(
+        snapshots(&["--region", "eu-west-1", "--host", &host]).len(),
+        1
+    );
+    assert!(snapshots(&["--region", "us-east-1"]).is_empty());
+    assert!(snapshots(&["--host", "elsewhere"]).is_empty());
+}
+
+#[test]
+fn a_job_no_retry_can_mend_fails_once_and_an_unreachable_bucket_is_retried() {
+    // Three sources, each on a schedule with retries: a directory that is
+    // not there, a repository opened with the wrong password, and a bucket
+    // on a server that is down.
+    let every = |name: &str, region: &str, source: &str| {
+        format!(
+            "[[schedules]]\nname = \"{name}\"\nregion = \"{region}\"\nsource = \"{source}\"\ncron = \"*/2 * * * * *\"\nretries = 3\nretry_backoff = \"1s\"\n"
+        )
+    };
+    let schedules = every("gone", "eu-west-1", "gone")
+        + &every("locked-out", "ap-south-1", "files")
+        + &every("bucket", "us-east-1", "files");
+    let missing =
+        "[[sources]]\nname = \"gone\"\nkind = \"files\"\npaths = [\"/nonexistent/seawall-test\"]\n";
+    let f = DevFleet::start("", &schedules, Some(missing));
+    let dir = f._tmp.path();
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a"), "a").unwrap();
+    let files = format!(
+        "[[sources]]\nname = \"files\"\nkind = \"files\"\npaths = [\"{}\"]\n",
+        data.display()
+    );
+    let wrong = dir.join("wrong.password");
+    std::fs::write(&wrong, "not the password").unwrap();
+    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let coordinators = std::slice::from_ref(&f.addr);
+    let _ap = start_agent_on(
+        &f.pki,
+        dir,
+        "ap-1",
+        "ap-south-1",
+        coordinators,
+        &files,
+        Some(&format!(
+            "repo = \"{}\"\npassword_file = \"{}\"",
+            dir.join("repo-ap-1").display(),
+            wrong.display()
+        )),
+    );
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    // Static keys in agent.toml: the SDK asks no metadata service.
+    let s3_secret = dir.join("s3.secret");
+    std::fs::write(&s3_secret, "test-secret").unwrap();
+    std::fs::set_permissions(
+        &s3_secret,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let _us = start_agent_on(
+        &f.pki,
+        dir,
+        "us-1",
+        "us-east-1",
+        coordinators,
+        &files,
+        Some(&format!(
+            "repo = \"s3://seawall/us\"\npassword_file = \"{}\"\ns3_endpoint = \"http://127.0.0.1:{dead_port}\"\ns3_region = \"us-east-1\"\ns3_path_style = true\ns3_access_key_id = \"test\"\ns3_secret_access_key_file = \"{}\"",
+            dir.join("us-1.password").display(),
+            s3_secret.display()
+        )),
+    );
+
+    let first_settled = |schedule: &str| {
+        eventually(90, &format!("a {schedule} job settled"), || {
+            f.jobs()
+                .into_iter()
+                .filter(|j| j["schedule"] == schedule)
+                .find(|j| j["state"] == "failed")
+        })
+    };
+    for (schedule, kind) in [("gone", "not_found"), ("locked-out", "wrong_key")] {
+        let job = first_settled(schedule);
+        assert_eq!(job["attempt"], 1, "{job}");
+        assert_eq!(job["error_kind"], kind, "{job}");
+    }
+    // The bucket's jobs go round again with backoff: a second attempt is
+    // made, and the kind says why.
+    let retried = eventually(90, "a bucket job retried", || {
+        f.jobs()
+            .into_iter()
+            .find(|j| j["schedule"] == "bucket" && j["attempt"].as_u64() >= Some(2))
+    });
+    assert_eq!(retried["error_kind"], "unreachable", "{retried}");
+    let human = f.human(&["jobs"]);
+    assert!(human.contains("[wrong_key]"), "{human}");
 }

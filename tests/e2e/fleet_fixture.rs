@@ -262,6 +262,20 @@ pub fn start_agent_with(
     coordinators: &[String],
     sources: &str,
 ) -> Daemon {
+    start_agent_on(pki, dir, name, region, coordinators, sources, None)
+}
+
+/// [`start_agent_with`], with the `[repository]` table's body given instead
+/// of the local repository (which is still created and initialised).
+pub fn start_agent_on(
+    pki: &Pki,
+    dir: &Path,
+    name: &str,
+    region: &str,
+    coordinators: &[String],
+    sources: &str,
+    repository: Option<&str>,
+) -> Daemon {
     pki.certs(&["agent", "--name", name, "--region", region]);
     let repo = dir.join(format!("repo-{name}"));
     let pw = dir.join(format!("{name}.password"));
@@ -289,11 +303,14 @@ pub fn start_agent_with(
     std::fs::write(
         &config,
         format!(
-            "id = \"{name}\"\nregion = \"{region}\"\ncoordinators = [{list}]\nshutdown_grace = \"10s\"\nstate_dir = \"{}\"\n{}\n[repository]\nrepo = \"{}\"\npassword_file = \"{}\"\n\n{sources}",
+            "id = \"{name}\"\nregion = \"{region}\"\ncoordinators = [{list}]\nshutdown_grace = \"10s\"\nstate_dir = \"{}\"\n{}\n[repository]\n{}\n\n{sources}",
             dir.join(format!("state-{name}")).display(),
             pki.tls_toml(name),
-            repo.display(),
-            pw.display(),
+            repository.map(str::to_string).unwrap_or_else(|| format!(
+                "repo = \"{}\"\npassword_file = \"{}\"",
+                repo.display(),
+                pw.display()
+            )),
         ),
     )
     .unwrap();

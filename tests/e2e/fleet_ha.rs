@@ -232,3 +232,64 @@ fn a_stopped_leader_acts_on_nothing_after_its_lease_expired() {
     assert!(log.contains("leadership lost"), "{log}");
     assert!(resumed_ms > lease_end);
 }
+
+#[test]
+fn a_leader_whose_lease_is_taken_away_stops_every_worker_within_a_second() {
+    let mut ha = start("/ha-revoke");
+    let (old, old_epoch) = eventually(30, "a leader", || ha.leader(None));
+    eventually(60, "a scheduled backup", || {
+        (!ha.succeeded_backups().is_empty()).then_some(())
+    });
+    // The leader's election key is named by its lease: revoke that lease.
+    let etcdctl = |args: &[&str]| {
+        let out = Command::new(require("etcdctl"))
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &ha.etcd.endpoints().join(",")])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listing = etcdctl(&["get", "--prefix", &format!("{}/election", ha.prefix())]);
+    let lines: Vec<&str> = listing.lines().collect();
+    let lease = lines
+        .chunks(2)
+        .find(|kv| kv.len() == 2 && kv[1].contains(&format!("\"id\":\"{old}\"")))
+        .and_then(|kv| kv[0].rsplit('/').next())
+        .unwrap_or_else(|| panic!("no election key of {old} in {listing}"))
+        .to_string();
+    let revoked_ms = chrono::Utc::now().timestamp_millis();
+    etcdctl(&["lease", "revoke", &lease]);
+
+    // It notices, stops its workers and session tasks within the grace of
+    // one second (the log says stopped=true), and writes nothing more.
+    let line = eventually(20, "the old leader stepping down", || {
+        ha.replica(&old)
+            .daemon
+            .log_text()
+            .lines()
+            .find(|l| l.contains("leadership lost: stopped acting"))
+            .map(str::to_string)
+    });
+    assert!(line.contains("stopped=true"), "{line}");
+    eventually(30, "a leader again", || ha.leader(None));
+    std::thread::sleep(Duration::from_secs(3));
+    for j in ha.jobs() {
+        for e in j["history"].as_array().unwrap() {
+            if e["epoch"].as_u64() == Some(old_epoch) {
+                assert!(
+                    e["at_ms"].as_i64().unwrap() <= revoked_ms + 1000,
+                    "job {} changed under the revoked epoch: {e}",
+                    j["job_id"]
+                );
+            }
+        }
+    }
+    let log = ha.replica(&old).daemon.log_text();
+    assert!(!log.contains("worker step failed"), "{log}");
+}

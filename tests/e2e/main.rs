@@ -14,6 +14,7 @@ mod concurrency;
 mod crash;
 mod damage;
 mod deploy;
+mod docs;
 mod files;
 mod fleet;
 mod fleet_ha;

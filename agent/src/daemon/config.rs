@@ -2,6 +2,9 @@
 //! coordinators it dials, its region's repository, and the sources it backs
 //! up with their retention rules. Unknown keys are refused.
 
+use crate::engine::forget::KeepPolicy;
+use crate::engine::operation::SourceSpec;
+use crate::engine::repository::RepositorySpec;
 use seawall_common::tls::TlsFiles;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -26,7 +29,10 @@ pub struct AgentConfig {
     pub max_jobs: u32,
     /// On SIGTERM, how long running jobs may go on before they are stopped
     /// (keep it under the service manager's stop timeout).
-    #[serde(default = "default_shutdown_grace", with = "duration_text")]
+    #[serde(
+        default = "default_shutdown_grace",
+        with = "seawall_common::duration::serde_text"
+    )]
     pub shutdown_grace: std::time::Duration,
     /// Certificate, key and CA.
     pub tls: TlsFiles,
@@ -54,6 +60,19 @@ pub struct RepositoryConfig {
     /// Path-style addressing.
     #[serde(default)]
     pub s3_path_style: bool,
+    /// Server-side encryption to request (AES256 or aws:kms).
+    #[serde(default)]
+    pub s3_sse: Option<String>,
+    /// KMS key for aws:kms.
+    #[serde(default)]
+    pub s3_sse_kms_key_id: Option<String>,
+    /// Access key id (else the standard AWS chain: environment, profile,
+    /// instance role).
+    #[serde(default)]
+    pub s3_access_key_id: Option<String>,
+    /// File holding the secret access key (owner-only).
+    #[serde(default)]
+    pub s3_secret_access_key_file: Option<PathBuf>,
 }
 
 /// One source.
@@ -193,8 +212,16 @@ pub struct Retention {
     pub keep_yearly: u32,
     /// Every snapshot within this long of the newest ("30d"), as the old
     /// runbook's retentionDays.
-    #[serde(default)]
-    pub keep_within: Option<String>,
+    #[serde(default, deserialize_with = "keep_within")]
+    pub keep_within: Option<std::time::Duration>,
+}
+
+/// `keep_within`, named in its error (serde reports it at the source table).
+fn keep_within<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    seawall_common::duration::serde_text::option::deserialize(d)
+        .map_err(|e: D::Error| serde::de::Error::custom(format!("keep_within: {e}")))
 }
 
 fn default_max_jobs() -> u32 {
@@ -205,39 +232,61 @@ fn default_shutdown_grace() -> std::time::Duration {
     std::time::Duration::from_secs(20)
 }
 
-/// Durations written as text ("20s", "2m").
-mod duration_text {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration ({e}): write it like \"20s\""
-            ))
-        })
+impl RepositoryConfig {
+    /// The repository as the engine opens it (jobs and `agent --check`).
+    pub fn spec(&self) -> RepositorySpec {
+        RepositorySpec {
+            repo: self.repo.clone(),
+            password_file: Some(self.password_file.clone()),
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_region: self.s3_region.clone(),
+            s3_path_style: self.s3_path_style,
+            s3_sse: self.s3_sse.clone(),
+            s3_sse_kms_key_id: self.s3_sse_kms_key_id.clone(),
+            s3_access_key_id: self.s3_access_key_id.clone(),
+            s3_secret_access_key_file: self.s3_secret_access_key_file.clone(),
+            s3_max_concurrency: None,
+        }
     }
 }
 
-impl RepositoryConfig {
-    /// The `seawall` global flags that open this repository (`--json`
-    /// first), as jobs and `agent --check` run them.
-    pub fn global_args(&self) -> Vec<std::ffi::OsString> {
-        let mut args: Vec<std::ffi::OsString> =
-            vec!["--json".into(), "-r".into(), self.repo.clone().into()];
-        args.push("--password-file".into());
-        args.push(self.password_file.clone().into());
-        if let Some(e) = &self.s3_endpoint {
-            args.extend(["--s3-endpoint".into(), e.into()]);
+impl SourceConfig {
+    /// The source as the engine reads it.
+    pub fn spec(&self) -> SourceSpec {
+        match &self.kind {
+            SourceKind::Files { paths, exclude } => SourceSpec::Files {
+                paths: paths.clone(),
+                exclude: exclude.clone(),
+            },
+            SourceKind::Postgres {
+                dsn,
+                physical,
+                pg_bin,
+            } => SourceSpec::Postgres {
+                dsn: dsn.clone(),
+                physical: *physical,
+                pg_bin: pg_bin.clone(),
+            },
+            SourceKind::Redis { url, keys } => SourceSpec::Redis {
+                url: url.clone(),
+                keys: keys.clone(),
+            },
         }
-        if let Some(r) = &self.s3_region {
-            args.extend(["--s3-region".into(), r.into()]);
+    }
+}
+
+impl Retention {
+    /// The rules as forget applies them.
+    pub fn policy(&self) -> KeepPolicy {
+        KeepPolicy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within_secs: self.keep_within.map_or(0, |d| d.as_secs()),
         }
-        if self.s3_path_style {
-            args.push("--s3-path-style".into());
-        }
-        args
     }
 }
 
@@ -277,45 +326,55 @@ impl AgentConfig {
         if let Some(id) = id {
             config.id = id.to_string();
         }
-        seawall_common::tls::check_label("id", &config.id)?;
-        seawall_common::tls::check_label("region", &config.region)?;
+        // Every problem at once: fixing one at a time and restarting to
+        // find the next is no way to bring up a host.
+        let mut problems: Vec<String> = Vec::new();
+        for (what, value) in [("id", &config.id), ("region", &config.region)] {
+            if let Err(e) = seawall_common::tls::check_label(what, value) {
+                problems.push(e.to_string());
+            }
+        }
         if config.coordinators.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "{}: coordinators is empty: list at least one address",
-                    path.display()
-                ),
-            ));
+            problems.push("coordinators is empty: list at least one address".into());
         }
         if config.shutdown_grace > std::time::Duration::from_secs(3600) {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "{}: shutdown_grace is over 1h: keep it under the service manager's stop timeout (default 20s)",
-                    path.display()
-                ),
-            ));
+            problems.push("shutdown_grace is over 1h: keep it under the service manager's stop timeout (default 20s)".into());
+        }
+        let r = &config.repository;
+        if r.s3_access_key_id.is_some() != r.s3_secret_access_key_file.is_some() {
+            problems.push("[repository] s3_access_key_id and s3_secret_access_key_file go together: give both, or neither for the standard AWS chain".into());
+        }
+        if config.max_jobs == 0 {
+            problems.push("max_jobs is 0: the agent would run nothing; the default is 2".into());
         }
         let mut names = std::collections::HashSet::new();
         for s in &config.sources {
-            if let Some(within) = s.retention.as_ref().and_then(|r| r.keep_within.as_ref()) {
-                humantime::parse_duration(within).map_err(|e| {
-                    Error::new(
-                        ErrorKind::InvalidInput,
-                        format!(
-                            "{}: source {:?}: keep_within {within:?} is not a duration ({e}): write it like \"30d\"",
-                            path.display(),
-                            s.name
-                        ),
-                    )
-                })?;
-            }
             if !names.insert(&s.name) {
+                problems.push(format!("source {:?} is defined twice", s.name));
+            }
+            if let SourceKind::Files { paths, .. } = &s.kind {
+                if paths.is_empty() {
+                    problems.push(format!("source {:?} lists no paths", s.name));
+                }
+            }
+        }
+        match problems.len() {
+            0 => {}
+            1 => {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
-                    format!("{}: source {:?} is defined twice", path.display(), s.name),
-                ));
+                    format!("{}: {}", path.display(), problems[0]),
+                ))
+            }
+            n => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "{}: {n} problems:\n  - {}",
+                        path.display(),
+                        problems.join("\n  - ")
+                    ),
+                ))
             }
         }
         Ok(config)
@@ -405,6 +464,22 @@ keys = ["x"]
         .unwrap_err()
         .to_string();
         assert!(err.contains("keys"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_at_once() {
+        let text = HEAD
+            .replace("coordinators = [\"127.0.0.1:7000\"]", "coordinators = []")
+            .replace("region = \"eu\"", "region = \"EU West\"");
+        let twice = "[[sources]]\nname = \"x\"\nkind = \"files\"\npaths = [\"/a\"]\n".repeat(2);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, format!("{text}\n{twice}")).unwrap();
+        let err = AgentConfig::load(&path, None).unwrap_err().to_string();
+        assert!(err.contains("3 problems"), "{err}");
+        assert!(err.contains("region"), "{err}");
+        assert!(err.contains("coordinators is empty"), "{err}");
+        assert!(err.contains("defined twice"), "{err}");
     }
 
     #[test]

@@ -1,25 +1,53 @@
-//! Running the jobs the leader assigns. Each job is the `seawall` binary
-//! itself run as a child process with the source's settings (the same code
-//! paths as a manual `seawall backup`), so a job that crashes or leaks takes
+//! Running the operations the leader assigns. The typed request the
+//! contract carries becomes the engine's [`OperationRequest`] with this
+//! agent's source settings and repository (one match arm per operation),
+//! and runs in a child `seawall run-operation` that reads it on stdin and
+//! writes the typed outcome on stdout: a job that crashes or leaks takes
 //! nothing of the daemon with it, and a cancel is a signal. Progress comes
-//! back as one JSON line a second on the child's stderr, the result as JSON
-//! on its stdout.
+//! back as one JSON line a second on the child's stderr.
 
-use super::config::{AgentConfig, SourceConfig, SourceKind};
+use super::config::AgentConfig;
+use super::result::to_proto;
+use crate::engine::operation::{Operation, OperationOutcome, OperationRequest};
+use seawall_common::repo::snapshot::Origin;
+use seawall_common::ErrorKind;
 use seawall_proto::v1::{
-    agent_message, AgentMessage, AssignJob, BackupLevel, JobKind, JobProgress, JobResult,
+    agent_message, operation, AgentMessage, AssignJob, BackupLevel, JobKind, JobProgress,
 };
 use std::collections::{HashMap, VecDeque};
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 /// Messages jobs send up (progress and results).
 pub type Uplink = mpsc::UnboundedSender<AgentMessage>;
+
+/// The hidden subcommand a child runs an operation with.
+pub const CHILD_COMMAND: &str = "run-operation";
+
+/// Why a job was not started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// What kind of problem.
+    pub kind: ErrorKind,
+    /// Whether another try (later, or on another agent) can succeed.
+    pub retryable: bool,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(kind: ErrorKind, retryable: bool, message: impl Into<String>) -> Refusal {
+        Refusal {
+            kind,
+            retryable,
+            message: message.into(),
+        }
+    }
+}
 
 /// Runs and tracks jobs.
 pub struct JobRunner {
@@ -69,102 +97,79 @@ impl JobRunner {
         }
     }
 
-    fn source(&self, name: &str) -> Option<&SourceConfig> {
-        self.config.sources.iter().find(|s| s.name == name)
+    fn source(&self, name: &str) -> Result<&super::config::SourceConfig, Refusal> {
+        self.config
+            .sources
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                Refusal::new(
+                    ErrorKind::InvalidInput,
+                    false,
+                    format!(
+                        "agent {} has no source {name:?} (it serves: {}): add it to agent.toml or fix the schedule",
+                        self.config.id,
+                        self.config
+                            .sources
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })
     }
 
-    /// The command line of a job, or why it cannot run here.
-    pub fn command_line(&self, job: &AssignJob) -> Result<Vec<OsString>, String> {
-        let src = self.source(&job.source).ok_or_else(|| {
-            format!(
-                "this agent has no source {:?} (it serves: {})",
-                job.source,
-                self.config
-                    .sources
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
-        let mut args = self.config.repository.global_args();
-        let tags: Vec<OsString> = vec![
-            "--tag".into(),
-            format!("source={}", src.name).into(),
-            "--tag".into(),
-            format!("job={}", job.job_id).into(),
-        ];
-        match JobKind::try_from(job.kind).unwrap_or(JobKind::Unspecified) {
-            JobKind::Backup => {
-                let full = job.level == BackupLevel::Full as i32;
-                match &src.kind {
-                    SourceKind::Files { paths, exclude } => {
-                        args.extend(["backup".into(), "files".into()]);
-                        args.extend(paths.iter().map(|p| p.clone().into_os_string()));
-                        for e in exclude {
-                            args.extend(["--exclude".into(), e.into()]);
-                        }
-                        if full {
-                            args.push("--force".into());
-                        }
-                    }
-                    SourceKind::Postgres {
-                        dsn,
-                        physical,
-                        pg_bin,
-                    } => {
-                        if let Some(bin) = pg_bin {
-                            args.extend(["--pg-bin".into(), bin.clone().into_os_string()]);
-                        }
-                        args.extend([
-                            "backup".into(),
-                            "postgres".into(),
-                            "--dsn".into(),
-                            dsn.into(),
-                        ]);
-                        if *physical {
-                            args.push("--physical".into());
-                        }
-                    }
-                    SourceKind::Redis { url, keys } => {
-                        args.extend(["backup".into(), "redis".into(), "--url".into(), url.into()]);
-                        for k in keys {
-                            args.extend(["--keys".into(), k.into()]);
-                        }
-                    }
-                }
-                args.extend(tags);
-            }
-            JobKind::Retention => {
-                let r = src.retention.clone().ok_or_else(|| {
-                    format!("source {:?} has no [sources.retention] rules", src.name)
+    /// The engine request for an assignment, with this agent's settings.
+    pub fn request(&self, job: &AssignJob) -> Result<OperationRequest, Refusal> {
+        let kind = job
+            .operation
+            .as_ref()
+            .and_then(|o| o.kind.as_ref())
+            .ok_or_else(|| {
+                Refusal::new(
+                    ErrorKind::InvalidInput,
+                    false,
+                    "the assignment names no operation: is the coordinator newer than this agent? upgrade the agent",
+                )
+            })?;
+        let operation = match kind {
+            operation::Kind::Backup(b) => Operation::Backup {
+                source: b.source.clone(),
+                spec: self.source(&b.source)?.spec(),
+                full: b.level == BackupLevel::Full as i32,
+            },
+            operation::Kind::Retention(r) => {
+                let src = self.source(&r.source)?;
+                let rules = src.retention.as_ref().ok_or_else(|| {
+                    Refusal::new(
+                        ErrorKind::InvalidInput,
+                        false,
+                        format!(
+                            "source {:?} has no [sources.retention] rules: add them to agent.toml",
+                            src.name
+                        ),
+                    )
                 })?;
-                args.extend([
-                    "forget".into(),
-                    "--tag".into(),
-                    format!("source={}", src.name).into(),
-                ]);
-                for (flag, n) in [
-                    ("--keep-last", r.keep_last),
-                    ("--keep-hourly", r.keep_hourly),
-                    ("--keep-daily", r.keep_daily),
-                    ("--keep-weekly", r.keep_weekly),
-                    ("--keep-monthly", r.keep_monthly),
-                    ("--keep-yearly", r.keep_yearly),
-                ] {
-                    if n > 0 {
-                        args.extend([flag.into(), n.to_string().into()]);
-                    }
+                Operation::Retention {
+                    source: src.name.clone(),
+                    policy: rules.policy(),
                 }
-                if let Some(within) = &r.keep_within {
-                    args.extend(["--keep-within".into(), within.into()]);
-                }
-                args.push("--prune".into());
             }
-            JobKind::Verify => args.push("verify".into()),
-            JobKind::Unspecified => return Err("the job names no kind".into()),
-        }
-        Ok(args)
+            operation::Kind::Verify(v) => Operation::Verify {
+                read_data: v.read_data,
+            },
+        };
+        Ok(OperationRequest {
+            job_id: job.job_id.clone(),
+            origin: Origin {
+                region: Some(self.config.region.clone()),
+                agent: Some(self.config.id.clone()),
+            },
+            repository: self.config.repository.spec(),
+            lock_wait_secs: 60,
+            operation,
+        })
     }
 
     /// Starts a job; its progress and result go to `uplink`.
@@ -173,22 +178,30 @@ impl JobRunner {
         job: AssignJob,
         epoch: u64,
         uplink: Uplink,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err("the agent is shutting down: it takes no new job".into());
+            return Err(Refusal::new(
+                ErrorKind::Io,
+                true,
+                "the agent is shutting down: it takes no new job",
+            ));
         }
-        let args = self.command_line(&job)?;
+        let request = self.request(&job)?;
         {
             let running = self
                 .running
                 .lock()
-                .map_err(|_| "job table poisoned".to_string())?;
+                .map_err(|_| Refusal::new(ErrorKind::Io, true, "job table poisoned"))?;
             if running.contains_key(&job.job_id) {
                 // Already running (an assignment repeated after a reconnect).
                 return Ok(());
             }
             if running.len() as u32 >= self.config.max_jobs {
-                return Err(format!("busy: {} jobs running (max_jobs)", running.len()));
+                return Err(Refusal::new(
+                    ErrorKind::Locked,
+                    true,
+                    format!("busy: {} jobs running (max_jobs)", running.len()),
+                ));
             }
         }
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -196,135 +209,178 @@ impl JobRunner {
             r.insert(job.job_id.clone(), Some(stop_tx));
         }
         let me = self.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let result = me.run(&job, args, stop_rx, &uplink).await;
-            let kind = JobKind::try_from(job.kind)
-                .unwrap_or(JobKind::Unspecified)
-                .as_str_name();
-            let outcome = if result.success {
-                "succeeded"
-            } else {
-                "failed"
-            };
-            metrics::counter!("seawall_agent_jobs_total", "kind" => kind, "outcome" => outcome)
-                .increment(1);
-            metrics::histogram!("seawall_agent_job_duration_seconds", "kind" => kind)
-                .record(started.elapsed().as_secs_f64());
-            let _ = uplink.send(AgentMessage {
-                body: Some(agent_message::Body::Result(JobResult { epoch, ..result })),
-            });
-            // Only now: a stopping agent waits for its table to empty and
-            // then for the results queued to be acknowledged.
-            if let Ok(mut r) = me.running.lock() {
-                r.remove(&job.job_id);
+        let span = tracing::info_span!("job", job = %job.job_id, epoch);
+        tokio::spawn(
+            async move {
+                let kind = job_kind(&request.operation);
+                let outcome = me.run(&request, stop_rx, &uplink).await;
+                let label = match outcome.status {
+                    crate::engine::operation::Status::Succeeded => "succeeded",
+                    crate::engine::operation::Status::SucceededWithWarnings => {
+                        "succeeded_with_warnings"
+                    }
+                    crate::engine::operation::Status::Failed => "failed",
+                    crate::engine::operation::Status::Cancelled => "cancelled",
+                };
+                tracing::info!(outcome = label, secs = outcome.duration_secs, "job ended");
+                metrics::counter!("seawall_agent_jobs_total", "kind" => kind, "outcome" => label)
+                    .increment(1);
+                metrics::histogram!("seawall_agent_job_duration_seconds", "kind" => kind)
+                    .record(outcome.duration_secs);
+                let _ = uplink.send(AgentMessage {
+                    body: Some(agent_message::Body::Result(to_proto(
+                        &job.job_id,
+                        epoch,
+                        &outcome,
+                    ))),
+                });
+                // Only now: a stopping agent waits for its table to empty and
+                // then for the results queued to be acknowledged.
+                if let Ok(mut r) = me.running.lock() {
+                    r.remove(&job.job_id);
+                }
             }
-        });
+            .instrument(span),
+        );
         Ok(())
     }
 
+    /// Runs `request` in a child and returns its outcome, whatever happens.
     async fn run(
         &self,
-        job: &AssignJob,
-        args: Vec<OsString>,
+        request: &OperationRequest,
         stop: oneshot::Receiver<()>,
         uplink: &Uplink,
-    ) -> JobResult {
-        let started = Instant::now();
-        let failed = |error: String| JobResult {
-            job_id: job.job_id.clone(),
-            success: false,
-            error,
-            duration_secs: started.elapsed().as_secs_f64(),
-            finished_unix_ms: chrono::Utc::now().timestamp_millis(),
-            ..Default::default()
+    ) -> OperationOutcome {
+        let started = std::time::Instant::now();
+        let ended = |kind, retryable, message: String| {
+            let mut o = OperationOutcome::failed(kind, retryable, message);
+            o.duration_secs = started.elapsed().as_secs_f64();
+            o
+        };
+        let input = match serde_json::to_vec(request) {
+            Ok(v) => v,
+            Err(e) => return ended(ErrorKind::InvalidInput, false, format!("request: {e}")),
         };
         let mut child = match tokio::process::Command::new(&self.exe)
-            .args(&args)
+            .arg(CHILD_COMMAND)
             .env("SEAWALL_PROGRESS", "json")
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
         {
             Ok(c) => c,
-            Err(e) => return failed(format!("cannot start {}: {e}", self.exe.display())),
+            Err(e) => {
+                return ended(
+                    ErrorKind::Io,
+                    true,
+                    format!("cannot start {}: {e}", self.exe.display()),
+                )
+            }
         };
+        if let Some(mut stdin) = child.stdin.take() {
+            if let Err(e) = stdin.write_all(&input).await {
+                let _ = child.start_kill();
+                return ended(
+                    ErrorKind::Io,
+                    true,
+                    format!("handing the request to the child: {e}"),
+                );
+            }
+            // Dropped here: the child reads to the end of its input.
+        }
         let mut stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let progress_up = uplink.clone();
-        let job_id = job.job_id.clone();
-        // Progress lines are forwarded; other lines are kept for the error.
-        let tail = tokio::spawn(async move {
-            let mut tail: VecDeque<String> = VecDeque::new();
-            let Some(stderr) = stderr else { return tail };
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if let Some(p) = v.get("progress") {
-                        let get = |k: &str| p.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+        let job_id = request.job_id.clone();
+        // Progress lines are forwarded; other lines are logged and the last
+        // ones kept, in case the child dies without an outcome.
+        let tail = tokio::spawn(
+            async move {
+                let mut tail: VecDeque<String> = VecDeque::new();
+                let Some(stderr) = stderr else { return tail };
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(p) = progress_line(&line, &job_id) {
                         let _ = progress_up.send(AgentMessage {
-                            body: Some(agent_message::Body::Progress(JobProgress {
-                                job_id: job_id.clone(),
-                                bytes_done: get("bytes_done"),
-                                bytes_total: get("bytes_total"),
-                                files_done: get("files_done"),
-                            })),
+                            body: Some(agent_message::Body::Progress(p)),
                         });
                         continue;
                     }
+                    tracing::debug!(child = %line);
+                    tail.push_back(line);
+                    if tail.len() > 20 {
+                        tail.pop_front();
+                    }
                 }
-                tail.push_back(line);
-                if tail.len() > 20 {
-                    tail.pop_front();
-                }
+                tail
             }
-            tail
-        });
-        let mut out = String::new();
+            .in_current_span(),
+        );
+        let mut out = Vec::new();
         let read_out = async {
             if let Some(s) = stdout.as_mut() {
-                let _ = s.read_to_string(&mut out).await;
+                let _ = s.read_to_end(&mut out).await;
             }
         };
         let status = tokio::select! {
             _ = stop => {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
-                return failed("cancelled".into());
+                let mut o = ended(ErrorKind::Io, true, "cancelled before its end".into());
+                o.status = crate::engine::operation::Status::Cancelled;
+                return o;
             }
             (_, status) = async { tokio::join!(read_out, child.wait()) } => status,
         };
         let tail = tail.await.unwrap_or_default();
-        match status {
-            Ok(s) if s.success() => {
-                let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_default();
-                let summary = &v["summary"];
-                JobResult {
-                    job_id: job.job_id.clone(),
-                    success: true,
-                    snapshot_id: v["snapshot"].as_str().unwrap_or_default().to_string(),
-                    bytes_read: summary["bytes_read"].as_u64().unwrap_or(0),
-                    bytes_added: summary["bytes_added"].as_u64().unwrap_or(0),
-                    duration_secs: started.elapsed().as_secs_f64(),
-                    finished_unix_ms: chrono::Utc::now().timestamp_millis(),
-                    ..Default::default()
-                }
-            }
-            Ok(s) => failed(format!(
-                "{} (exit {}): {}",
-                job.job_id,
-                s.code()
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "by signal".into()),
-                tail.iter()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .cloned()
-                    .unwrap_or_default()
-            )),
-            Err(e) => failed(format!("waiting for the job: {e}")),
+        if let Ok(outcome) = serde_json::from_slice::<OperationOutcome>(&out) {
+            return outcome;
         }
+        let last = tail
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .cloned()
+            .unwrap_or_default();
+        let how = match status {
+            Ok(s) => s
+                .code()
+                .map(|c| format!("exit {c}"))
+                .unwrap_or_else(|| "killed by a signal".into()),
+            Err(e) => format!("not waited for: {e}"),
+        };
+        // A process that died without an outcome (out of memory, killed)
+        // may well succeed on the next try.
+        ended(
+            ErrorKind::Io,
+            true,
+            format!("the operation's process ended without a result ({how}): {last}"),
+        )
     }
+}
+
+/// The kind of an engine operation, as the contract names it (metric label).
+fn job_kind(op: &Operation) -> &'static str {
+    let kind = match op {
+        Operation::Backup { .. } => JobKind::Backup,
+        Operation::Retention { .. } => JobKind::Retention,
+        Operation::Verify { .. } => JobKind::Verify,
+    };
+    seawall_proto::kinds::name(kind)
+}
+
+/// A progress line of the child, as the coordinator takes it.
+fn progress_line(line: &str, job_id: &str) -> Option<JobProgress> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let p = v.get("progress")?;
+    let get = |k: &str| p.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+    Some(JobProgress {
+        job_id: job_id.to_string(),
+        bytes_done: get("bytes_done"),
+        bytes_total: get("bytes_total"),
+        files_done: get("files_done"),
+    })
 }

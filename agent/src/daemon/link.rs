@@ -322,17 +322,14 @@ impl Link {
             Some(coordinator_message::Body::Recorded(r)) => return Ok(Next::Recorded(r.job_id)),
             Some(coordinator_message::Body::Assign(job)) => {
                 let job_id = job.job_id.clone();
-                tracing::info!(job = %job_id, source = %job.source, epoch = msg.epoch, "job assigned");
-                if let Err(reason) = self.jobs.start(job, msg.epoch, uplink.clone()) {
+                tracing::info!(job = %job_id, epoch = msg.epoch, operation = ?job.operation, "job assigned");
+                if let Err(refusal) = self.jobs.start(job, msg.epoch, uplink.clone()) {
+                    tracing::warn!(job = %job_id, reason = %refusal.message, "job refused");
                     // Through the uplink, so it is resent until acknowledged.
                     let _ = uplink.send(AgentMessage {
-                        body: Some(agent_message::Body::Result(seawall_proto::v1::JobResult {
-                            job_id,
-                            epoch: msg.epoch,
-                            success: false,
-                            error: reason,
-                            ..Default::default()
-                        })),
+                        body: Some(agent_message::Body::Result(super::result::refused(
+                            &job_id, msg.epoch, &refusal,
+                        ))),
                     });
                 }
             }

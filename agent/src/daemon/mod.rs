@@ -7,6 +7,7 @@ pub mod config;
 pub mod epoch;
 pub mod jobs;
 pub mod link;
+pub mod result;
 
 use config::AgentConfig;
 use seawall_common::tls::{Identity, TlsPem};

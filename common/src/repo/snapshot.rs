@@ -58,6 +58,16 @@ pub struct BackupSummary {
     pub warnings: Vec<String>,
 }
 
+/// Where a backup was taken from: the agent and region that ran it (both
+/// empty for a manual run; the manifest's hostname is always set).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Region of the agent.
+    pub region: Option<String>,
+    /// The agent's id.
+    pub agent: Option<String>,
+}
+
 /// The manifest of one backup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

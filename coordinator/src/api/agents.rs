@@ -5,14 +5,14 @@
 //! stamped with its epoch.
 
 use crate::auth::peer_identity;
-use crate::core::{Coordinator, Lead};
+use crate::core::{AttemptFailure, Coordinator, Lead};
 use crate::records::{agent_key, now_ms, AgentRecord, JobState};
 use crate::registry::{next_session_id, Session};
 use seawall_common::tls::Identity;
 use seawall_proto::v1::agent_service_server::AgentService;
 use seawall_proto::v1::{
-    agent_message, coordinator_message, AgentMessage, CoordinatorMessage, Hello, Redirect,
-    ResultRecorded, Welcome,
+    agent_message, coordinator_message, AgentMessage, CoordinatorMessage, Hello, OperationStatus,
+    Redirect, ResultRecorded, Welcome,
 };
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -134,7 +134,8 @@ impl AgentService for AgentApi {
             connected_ms: session.connected_ms,
             coordinator: coord.me.id.clone(),
         };
-        let value = serde_json::to_vec(&record).unwrap_or_default();
+        let value = serde_json::to_vec(&record)
+            .map_err(|e| Status::internal(format!("registration not encoded: {e}")))?;
         coord
             .store
             .put_bound(lead.fence(), &agent_key(&region, &name), &value)
@@ -153,9 +154,12 @@ impl AgentService for AgentApi {
         coord.wake.notify_one();
         tracing::info!(agent = %name, region = %region, "agent connected");
 
+        // Both tasks belong to this term's tree: a lost lead stops them
+        // (and the stream with them) before the next term starts.
+        let tree = lead.tree.clone();
         let reader_coord = coord.clone();
         let reader_session = session.clone();
-        tokio::spawn(async move {
+        tree.spawn(async move {
             let lost = lead.leadership.lost();
             tokio::pin!(lost);
             loop {
@@ -186,7 +190,7 @@ impl AgentService for AgentApi {
         let ping_tx = tx;
         let every = coord.config.heartbeat;
         let ping_coord = coord.clone();
-        tokio::spawn(async move {
+        tree.spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(lead) = ping_coord.lead() else { break };
@@ -219,7 +223,11 @@ async fn reconcile(coord: &Coordinator, lead: &Lead, session: &Session, hello: &
     for job in mine {
         if !hello.running_jobs.contains(&job) {
             let _ = coord
-                .job_failed(lead, &job, "the agent restarted while running it")
+                .job_failed(
+                    lead,
+                    &job,
+                    &AttemptFailure::transient("the agent restarted while running it"),
+                )
                 .await;
         }
     }
@@ -275,10 +283,16 @@ async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, msg: AgentM
                     Some(n.saturating_sub(1))
                 })
                 .ok();
-            let outcome = if r.success {
+            let span = tracing::info_span!("job", job = %r.job_id, epoch = r.epoch, agent = %session.agent_id);
+            let _entered = span.enter();
+            let succeeded = r.status == OperationStatus::Succeeded as i32
+                || r.status == OperationStatus::SucceededWithWarnings as i32;
+            let outcome = if succeeded {
                 coord.job_succeeded(lead, &r.job_id, &r).await
             } else {
-                coord.job_failed(lead, &r.job_id, &r.error).await
+                coord
+                    .job_failed(lead, &r.job_id, &AttemptFailure::reported(&r))
+                    .await
             };
             match outcome {
                 Ok(()) => recorded(lead, session, &r.job_id).await,
@@ -302,7 +316,9 @@ async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, msg: AgentM
             // A newer epoch means another replica leads: its fence stops our
             // writes, and our lease check stops us; nothing to settle here.
             if r.newest_epoch <= lead.epoch() {
-                let _ = coord.job_failed(lead, &r.job_id, &r.reason).await;
+                let _ = coord
+                    .job_failed(lead, &r.job_id, &AttemptFailure::transient(r.reason))
+                    .await;
             }
         }
         Some(agent_message::Body::Hello(_)) | None => {}

@@ -55,6 +55,9 @@ fn job_message(j: &JobRecord) -> Job {
         bytes_done: j.bytes_done,
         bytes_added: j.bytes_added,
         epoch: j.epoch.max(0) as u64,
+        error_kind: j.error_kind.clone().unwrap_or_default(),
+        warning_count: j.warning_count,
+        warnings: j.warnings.clone(),
     }
 }
 
@@ -158,6 +161,11 @@ impl OperatorService for OperatorApi {
             jobs_running: running as u32,
             sources,
             store: self.coord.store.kind().into(),
+            workers: if lead.is_some() {
+                self.coord.workers.snapshot()
+            } else {
+                Vec::new()
+            },
         }))
     }
 

@@ -1,0 +1,108 @@
+//! The engine's operation outcome in the contract's terms, as the agent
+//! reports it to the leader.
+
+use crate::engine::operation::{OperationOutcome, Output, Status};
+use seawall_proto::v1::{
+    operation_result, BackupOutput, ErrorKind as WireKind, OperationResult, OperationStatus,
+    RetentionOutput, VerifyOutput,
+};
+
+/// The engine's error kind on the wire.
+pub fn wire_kind(kind: seawall_common::ErrorKind) -> WireKind {
+    use seawall_common::ErrorKind as K;
+    match kind {
+        K::NotFound => WireKind::NotFound,
+        K::Unreachable => WireKind::Unreachable,
+        K::Denied => WireKind::Denied,
+        K::Corrupt => WireKind::Corrupt,
+        K::WrongKey => WireKind::WrongKey,
+        K::Locked => WireKind::Locked,
+        K::InvalidInput => WireKind::InvalidInput,
+        K::NoSpace => WireKind::NoSpace,
+        K::Io => WireKind::Io,
+        K::Conflict => WireKind::Conflict,
+    }
+}
+
+/// `outcome` of job `job_id`, answering a command of `epoch`.
+pub fn to_proto(job_id: &str, epoch: u64, outcome: &OperationOutcome) -> OperationResult {
+    let status = match outcome.status {
+        Status::Succeeded => OperationStatus::Succeeded,
+        Status::SucceededWithWarnings => OperationStatus::SucceededWithWarnings,
+        Status::Failed => OperationStatus::Failed,
+        Status::Cancelled => OperationStatus::Cancelled,
+    };
+    let output = outcome.output.as_ref().map(|o| match o {
+        Output::Backup {
+            snapshot_id,
+            backup_type,
+            bytes_read,
+            bytes_added,
+            files_new,
+            files_changed,
+            files_unchanged,
+        } => operation_result::Output::Backup(BackupOutput {
+            snapshot_id: snapshot_id.clone(),
+            bytes_read: *bytes_read,
+            bytes_added: *bytes_added,
+            files_new: *files_new,
+            files_changed: *files_changed,
+            files_unchanged: *files_unchanged,
+            backup_type: backup_type.clone(),
+        }),
+        Output::Retention {
+            kept,
+            removed,
+            packs_removed,
+            bytes_freed,
+        } => operation_result::Output::Retention(RetentionOutput {
+            snapshots_kept: *kept,
+            snapshots_removed: *removed,
+            packs_removed: *packs_removed,
+            bytes_freed: *bytes_freed,
+        }),
+        Output::Verify {
+            snapshots,
+            packs_read,
+            bytes_read,
+            problems,
+            problem_count,
+        } => operation_result::Output::Verify(VerifyOutput {
+            snapshots: *snapshots,
+            packs_read: *packs_read,
+            bytes_read: *bytes_read,
+            problems: problems.clone(),
+            problem_count: *problem_count,
+        }),
+    });
+    let failure = outcome.failure.as_ref();
+    OperationResult {
+        job_id: job_id.to_string(),
+        epoch,
+        status: status as i32,
+        error_kind: failure
+            .map(|f| wire_kind(f.kind) as i32)
+            .unwrap_or(WireKind::Unspecified as i32),
+        retryable: failure.is_some_and(|f| f.retryable),
+        error: failure.map(|f| f.message.clone()).unwrap_or_default(),
+        warnings: outcome.warnings.clone(),
+        warning_count: outcome.warning_count,
+        duration_secs: outcome.duration_secs,
+        finished_unix_ms: outcome.finished_unix_ms,
+        output,
+    }
+}
+
+/// A result for a job that was refused before it started.
+pub fn refused(job_id: &str, epoch: u64, refusal: &super::jobs::Refusal) -> OperationResult {
+    OperationResult {
+        job_id: job_id.to_string(),
+        epoch,
+        status: OperationStatus::Failed as i32,
+        error_kind: wire_kind(refusal.kind) as i32,
+        retryable: refusal.retryable,
+        error: refusal.message.clone(),
+        finished_unix_ms: chrono::Utc::now().timestamp_millis(),
+        ..Default::default()
+    }
+}

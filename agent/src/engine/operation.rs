@@ -1,0 +1,484 @@
+//! Typed operations: what the agent daemon asks the engine to do for a job
+//! (backup, retention, verify), and what comes back: a status that tells a
+//! saved-with-warnings backup from a failure, the error's kind and whether a
+//! retry can help, and a typed output per operation. The daemon runs a
+//! request in a child process (`seawall run-operation` reads it as JSON on
+//! stdin and writes the outcome on stdout) for crash containment and
+//! cancellation; the child calls the same engine functions as the CLI.
+
+use crate::engine::files::{backup_files, BackupOptions, ParentChoice};
+use crate::engine::forget::{forget, KeepPolicy};
+use crate::engine::postgres::{
+    backup_logical, backup_physical, LogicalOptions, PgTools, PhysicalOptions,
+};
+use crate::engine::progress::Progress;
+use crate::engine::redis::keys::{backup_redis_keys, KeySelection, KeysOptions};
+use crate::engine::redis::{backup_redis, RedisOptions};
+use crate::engine::repository::RepositorySpec;
+use crate::engine::stream::StreamSettings;
+use seawall_common::repo::snapshot::{Origin, Snapshot};
+use seawall_common::{Error, ErrorKind, Id, Repository, Result};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Warnings and problems carried back in full at most this many; the
+/// counts are always exact.
+pub const SAMPLE: usize = 20;
+
+/// One operation with everything needed to run it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationRequest {
+    /// The job it runs for (tags the snapshot, names the logs).
+    pub job_id: String,
+    /// The agent and region, recorded in manifests.
+    pub origin: Origin,
+    /// The region's repository.
+    pub repository: RepositorySpec,
+    /// How long to wait for a conflicting repository lock.
+    pub lock_wait_secs: u64,
+    /// What to do.
+    pub operation: Operation,
+}
+
+/// The work itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Operation {
+    /// Back up a source.
+    Backup {
+        /// The source's name (tags its snapshots `source=<name>`).
+        source: String,
+        /// How to read it.
+        spec: SourceSpec,
+        /// Read everything instead of reusing the parent snapshot.
+        full: bool,
+    },
+    /// Forget by the source's rules, then prune.
+    Retention {
+        /// The source's name: only its snapshots are considered.
+        source: String,
+        /// What to keep.
+        policy: KeepPolicy,
+    },
+    /// Check the repository.
+    Verify {
+        /// Read every pack.
+        read_data: bool,
+    },
+}
+
+/// A source, as the engine reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceSpec {
+    /// Files and directories.
+    Files {
+        /// Paths to back up.
+        paths: Vec<PathBuf>,
+        /// Exclusion globs.
+        exclude: Vec<String>,
+    },
+    /// A PostgreSQL server.
+    Postgres {
+        /// Connection string.
+        dsn: String,
+        /// Base backup instead of logical dumps.
+        physical: bool,
+        /// Directory of the PostgreSQL programs.
+        pg_bin: Option<PathBuf>,
+    },
+    /// A Redis server.
+    Redis {
+        /// redis[s]:// URL.
+        url: String,
+        /// Key patterns; empty for a whole RDB.
+        keys: Vec<String>,
+    },
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Done.
+    Succeeded,
+    /// Done and saved, with warnings to look at; not to be retried.
+    SucceededWithWarnings,
+    /// Not done.
+    Failed,
+    /// Stopped before its end by the daemon (an operator's cancel, or the
+    /// agent stopping).
+    Cancelled,
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// Whether trying again, without a change by the operator, can succeed.
+    pub retryable: bool,
+    /// The sentence naming the problem and the fix.
+    pub message: String,
+}
+
+impl From<&Error> for Failure {
+    fn from(e: &Error) -> Failure {
+        Failure {
+            kind: e.kind(),
+            retryable: e.kind().is_retryable(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// What an operation produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Output {
+    /// A saved snapshot.
+    Backup {
+        /// Its id.
+        snapshot_id: String,
+        /// "full" or "incremental".
+        backup_type: String,
+        /// Bytes read from the source.
+        bytes_read: u64,
+        /// Bytes the repository grew by.
+        bytes_added: u64,
+        /// Files new, changed and unchanged (files sources).
+        files_new: u64,
+        /// Files changed since the parent.
+        files_changed: u64,
+        /// Files reused from the parent.
+        files_unchanged: u64,
+    },
+    /// Retention's effect.
+    Retention {
+        /// Snapshots kept.
+        kept: u32,
+        /// Snapshots removed.
+        removed: u32,
+        /// Packs deleted by prune.
+        packs_removed: u64,
+        /// Bytes freed by prune.
+        bytes_freed: u64,
+    },
+    /// What verify checked.
+    Verify {
+        /// Snapshots checked.
+        snapshots: u32,
+        /// Packs read.
+        packs_read: u64,
+        /// Bytes read.
+        bytes_read: u64,
+        /// The first problems.
+        problems: Vec<String>,
+        /// How many problems.
+        problem_count: u32,
+    },
+}
+
+/// An operation's end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationOutcome {
+    /// How it ended.
+    pub status: Status,
+    /// Why it failed (when it did).
+    pub failure: Option<Failure>,
+    /// The first warnings.
+    pub warnings: Vec<String>,
+    /// How many warnings.
+    pub warning_count: u32,
+    /// Seconds it took.
+    pub duration_secs: f64,
+    /// When its data was read (ms since the epoch).
+    pub finished_unix_ms: i64,
+    /// What it produced (also on failure where there is something: a
+    /// verify's problems).
+    pub output: Option<Output>,
+}
+
+/// Runs `req`, reporting progress to `progress`; never fails: a failure
+/// is an outcome.
+pub async fn run(req: &OperationRequest, progress: Arc<Progress>) -> OperationOutcome {
+    let started = Instant::now();
+    let (status, failure, warnings, output) = match execute(req, progress).await {
+        Ok(Done {
+            output,
+            warnings,
+            failure: Some(failure),
+        }) => (Status::Failed, Some(failure), warnings, Some(output)),
+        Ok(Done {
+            output, warnings, ..
+        }) if !warnings.is_empty() => (Status::SucceededWithWarnings, None, warnings, Some(output)),
+        Ok(Done { output, .. }) => (Status::Succeeded, None, vec![], Some(output)),
+        Err(e) => (Status::Failed, Some(Failure::from(&e)), vec![], None),
+    };
+    OperationOutcome {
+        status,
+        failure,
+        warning_count: warnings.len() as u32,
+        warnings: warnings.into_iter().take(SAMPLE).collect(),
+        duration_secs: started.elapsed().as_secs_f64(),
+        finished_unix_ms: chrono::Utc::now().timestamp_millis(),
+        output,
+    }
+}
+
+/// What an operation that ran to its end found.
+struct Done {
+    output: Output,
+    warnings: Vec<String>,
+    /// Set when the work ran but its finding is a failure (verify found damage).
+    failure: Option<Failure>,
+}
+
+async fn execute(req: &OperationRequest, progress: Arc<Progress>) -> Result<Done> {
+    let repo = req.repository.open().await?;
+    let lock_wait = Duration::from_secs(req.lock_wait_secs);
+    match &req.operation {
+        Operation::Backup { source, spec, full } => {
+            backup(repo, req, source, spec, *full, lock_wait, progress).await
+        }
+        Operation::Retention { source, policy } => {
+            let tags = [format!("source={source}")];
+            let forgotten = forget(&repo, *policy, &tags, false).await?;
+            let pruned = crate::engine::prune::prune(repo, false, lock_wait).await?;
+            Ok(Done {
+                output: Output::Retention {
+                    kept: forgotten.kept.len() as u32,
+                    removed: forgotten.removed.len() as u32,
+                    packs_removed: pruned.packs_deleted + pruned.unindexed_packs_deleted,
+                    bytes_freed: pruned.bytes_freed,
+                },
+                warnings: vec![],
+                failure: None,
+            })
+        }
+        Operation::Verify { read_data } => {
+            let report = crate::engine::verify::verify(repo, *read_data, cores()).await?;
+            let problems: Vec<String> = report
+                .problems
+                .iter()
+                .map(|p| format!("{} {}", p.object, p.problem))
+                .collect();
+            let failure = (!problems.is_empty()).then(|| Failure {
+                kind: ErrorKind::Corrupt,
+                retryable: false,
+                message: format!(
+                    "the repository is damaged: {} problem(s), the first: {}; run `seawall verify` to see them all and `seawall repair` as docs/operations.md says",
+                    problems.len(),
+                    problems[0]
+                ),
+            });
+            Ok(Done {
+                output: Output::Verify {
+                    snapshots: report.snapshots as u32,
+                    packs_read: report.packs_read as u64,
+                    bytes_read: report.bytes_read,
+                    problem_count: problems.len() as u32,
+                    problems: problems.into_iter().take(SAMPLE).collect(),
+                },
+                warnings: vec![],
+                failure,
+            })
+        }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+async fn backup(
+    repo: Arc<Repository>,
+    req: &OperationRequest,
+    source: &str,
+    spec: &SourceSpec,
+    full: bool,
+    lock_wait: Duration,
+    progress: Arc<Progress>,
+) -> Result<Done> {
+    let tags = vec![format!("source={source}"), format!("job={}", req.job_id)];
+    let settings = StreamSettings {
+        lock_wait,
+        origin: req.origin.clone(),
+        ..StreamSettings::default()
+    };
+    let (id, snap) = match spec {
+        SourceSpec::Files { paths, exclude } => {
+            let outcome = backup_files(
+                repo,
+                BackupOptions {
+                    paths: paths.clone(),
+                    excludes: exclude.clone(),
+                    tags,
+                    parent: if full {
+                        ParentChoice::None
+                    } else {
+                        ParentChoice::Auto
+                    },
+                    lock_wait,
+                    origin: req.origin.clone(),
+                    ..BackupOptions::default()
+                },
+                progress,
+            )
+            .await?;
+            (outcome.id, outcome.snapshot)
+        }
+        SourceSpec::Postgres {
+            dsn,
+            physical: true,
+            pg_bin,
+        } => {
+            let opts = PhysicalOptions {
+                dsn: dsn.clone(),
+                fast_checkpoint: true,
+                tags,
+                tools: PgTools {
+                    bin_dir: pg_bin.clone(),
+                },
+                settings,
+            };
+            backup_physical(repo, opts, progress).await?
+        }
+        SourceSpec::Postgres { dsn, pg_bin, .. } => {
+            let opts = LogicalOptions {
+                dsn: dsn.clone(),
+                databases: vec![],
+                globals: true,
+                tags,
+                jobs: cores(),
+                split_min_bytes: crate::engine::postgres::logical::SPLIT_MIN_BYTES,
+                tools: PgTools {
+                    bin_dir: pg_bin.clone(),
+                },
+                settings,
+            };
+            backup_logical(repo, opts, progress).await?
+        }
+        SourceSpec::Redis { url, keys } if !keys.is_empty() => {
+            let opts = KeysOptions {
+                url: url.clone(),
+                tls: Default::default(),
+                selection: KeySelection::from_args(keys, None)?,
+                tags,
+                settings,
+            };
+            backup_redis_keys(repo, opts, progress).await?
+        }
+        SourceSpec::Redis { url, .. } => {
+            let opts = RedisOptions {
+                url: url.clone(),
+                tls: Default::default(),
+                diskless: false,
+                tags,
+                settings,
+            };
+            backup_redis(repo, opts, progress).await?
+        }
+    };
+    Ok(backup_done(id, &snap))
+}
+
+fn backup_done(id: Id, snap: &Snapshot) -> Done {
+    let s = &snap.summary;
+    Done {
+        output: Output::Backup {
+            snapshot_id: id.to_hex(),
+            backup_type: serde_json::to_value(snap.backup_type)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            bytes_read: s.bytes_read,
+            bytes_added: s.bytes_added,
+            files_new: s.files_new,
+            files_changed: s.files_changed,
+            files_unchanged: s.files_unchanged,
+        },
+        warnings: s.warnings.clone(),
+        failure: None,
+    }
+}
+
+impl OperationOutcome {
+    /// The outcome of an operation that could not be run or whose process
+    /// did not report (crashed, killed).
+    pub fn failed(kind: ErrorKind, retryable: bool, message: impl Into<String>) -> Self {
+        OperationOutcome {
+            status: Status::Failed,
+            failure: Some(Failure {
+                kind,
+                retryable,
+                message: message.into(),
+            }),
+            warnings: vec![],
+            warning_count: 0,
+            duration_secs: 0.0,
+            finished_unix_ms: chrono::Utc::now().timestamp_millis(),
+            output: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_survives_the_trip_to_the_child_and_back() {
+        let req = OperationRequest {
+            job_id: "nightly-1".into(),
+            origin: Origin {
+                region: Some("eu-west-1".into()),
+                agent: Some("db-1".into()),
+            },
+            repository: RepositorySpec {
+                repo: "/srv/repo".into(),
+                password_file: Some("/etc/seawall/pass".into()),
+                ..Default::default()
+            },
+            lock_wait_secs: 60,
+            operation: Operation::Backup {
+                source: "app".into(),
+                spec: SourceSpec::Files {
+                    paths: vec!["/srv/app".into()],
+                    exclude: vec!["*.tmp".into()],
+                },
+                full: false,
+            },
+        };
+        let text = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            serde_json::from_str::<OperationRequest>(&text).unwrap(),
+            req
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_repository_is_a_failure_with_its_kind_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::env::set_var("SEAWALL_PASSWORD", "pw");
+        let req = OperationRequest {
+            job_id: "j".into(),
+            origin: Origin::default(),
+            repository: RepositorySpec {
+                repo: dir.path().join("none").display().to_string(),
+                ..Default::default()
+            },
+            lock_wait_secs: 1,
+            operation: Operation::Verify { read_data: false },
+        };
+        let out = run(&req, Arc::new(Progress::default())).await;
+        assert_eq!(out.status, Status::Failed);
+        let f = out.failure.unwrap();
+        assert_eq!(f.kind, ErrorKind::NotFound, "{}", f.message);
+        assert!(!f.retryable);
+    }
+}

@@ -1,0 +1,209 @@
+//! The restore plan: every directory, file and symlink to create, read from
+//! the snapshot's trees, and the blobs each pack must deliver to which files.
+
+use crate::engine::progress::Progress;
+use seawall_common::repo::index::BlobLocation;
+use seawall_common::repo::tree::{Node, NodeKind};
+use seawall_common::{Id, Repository, Result};
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// A file to restore.
+pub struct PlannedFile {
+    /// Path relative to the target.
+    pub rel: PathBuf,
+    /// Its node, with content and metadata.
+    pub node: Node,
+}
+
+/// Everything a restore creates, made from the trees before any data is read.
+pub struct Plan {
+    /// Directories, parents before children.
+    pub dirs: Vec<(PathBuf, Node)>,
+    /// Files in tree order.
+    pub files: Vec<PlannedFile>,
+    /// Symlinks.
+    pub links: Vec<(PathBuf, Node)>,
+}
+
+/// One place a blob goes: a file and an offset in it.
+#[derive(Clone, Copy)]
+pub struct Use {
+    /// Index into the plan's files.
+    pub file: usize,
+    /// Byte offset in that file.
+    pub offset: u64,
+}
+
+/// One pack to read and what to do with its blobs.
+pub struct PackJob {
+    /// The pack.
+    pub pack: Id,
+    /// Start of the range to read (the first needed blob).
+    pub start: u64,
+    /// End of the range (after the last needed blob).
+    pub end: u64,
+    /// Needed blobs in pack order, with every use.
+    pub blobs: Vec<(Id, BlobLocation, Vec<Use>)>,
+    /// Lowest file index served, to finish files in order.
+    first_file: usize,
+}
+
+impl Plan {
+    /// Walks the trees below `root`, keeping what `include` selects.
+    pub async fn from_trees(
+        repo: &Repository,
+        root: Id,
+        include: &[String],
+        progress: &Progress,
+    ) -> Result<Plan> {
+        let includes: Vec<PathBuf> = include
+            .iter()
+            .map(|i| PathBuf::from(i.trim_start_matches('/')))
+            .collect();
+        let mut plan = Plan {
+            dirs: vec![],
+            files: vec![],
+            links: vec![],
+        };
+        let mut stack = vec![(PathBuf::new(), root)];
+        while let Some((rel, tree_id)) = stack.pop() {
+            let tree = repo.load_tree(&tree_id).await?;
+            for node in tree.nodes.into_iter().rev() {
+                let path = rel.join(std::ffi::OsStr::from_bytes(node.raw_name()));
+                if !wanted(&path, &includes) {
+                    continue;
+                }
+                match node.kind {
+                    NodeKind::Dir => {
+                        if let Some(sub) = node.subtree {
+                            stack.push((path.clone(), sub));
+                        }
+                        plan.dirs.push((path, node));
+                    }
+                    NodeKind::File => {
+                        Progress::add(&progress.bytes_total, node.size);
+                        Progress::add(&progress.files_total, 1);
+                        plan.files.push(PlannedFile { rel: path, node });
+                    }
+                    NodeKind::Symlink => plan.links.push((path, node)),
+                }
+            }
+        }
+        progress
+            .totals_final
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Parents sort before their children: each directory is created after its parent.
+        plan.dirs.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(plan)
+    }
+}
+
+fn wanted(path: &Path, includes: &[PathBuf]) -> bool {
+    includes.is_empty()
+        || includes
+            .iter()
+            .any(|i| path.starts_with(i) || i.starts_with(path))
+}
+
+/// Groups every needed blob by pack so each pack is read once. Returns the
+/// jobs in the order of the files they serve, and the files whose blobs no
+/// index lists.
+pub fn group_by_pack(
+    repo: &Repository,
+    files: &[PlannedFile],
+) -> (Vec<PackJob>, Vec<(usize, String)>) {
+    let index = repo.index();
+    let mut jobs: HashMap<Id, PackJob> = HashMap::new();
+    let mut seen: HashMap<Id, (Id, usize)> = HashMap::new();
+    let mut missing = Vec::new();
+    for (fi, f) in files.iter().enumerate() {
+        let mut offset = 0u64;
+        for id in &f.node.content {
+            let Some(loc) = index.get(id) else {
+                missing.push((
+                    fi,
+                    format!("blob {} is missing from the repository", id.short()),
+                ));
+                break;
+            };
+            let use_ = Use { file: fi, offset };
+            offset += loc.raw_length as u64;
+            if let Some((pack, pos)) = seen.get(id) {
+                if let Some(job) = jobs.get_mut(pack) {
+                    job.blobs[*pos].2.push(use_);
+                }
+                continue;
+            }
+            let job = jobs.entry(loc.pack).or_insert_with(|| PackJob {
+                pack: loc.pack,
+                start: u64::MAX,
+                end: 0,
+                blobs: vec![],
+                first_file: fi,
+            });
+            seen.insert(*id, (loc.pack, job.blobs.len()));
+            job.blobs.push((*id, *loc, vec![use_]));
+            job.start = job.start.min(loc.offset as u64);
+            job.end = job.end.max(loc.offset as u64 + loc.length as u64);
+        }
+    }
+    let mut jobs: Vec<PackJob> = jobs.into_values().collect();
+    for j in &mut jobs {
+        j.blobs.sort_by_key(|b| b.1.offset);
+    }
+    jobs.sort_by_key(|j| j.first_file);
+    (jobs, missing)
+}
+
+/// Pack jobs split into one contiguous run per worker. Each worker goes
+/// through its own run in file order, so files finish soon after they start,
+/// while different workers create files in different directories instead of
+/// queueing on one directory's lock; a worker whose run is done helps another.
+pub struct JobQueues {
+    runs: Vec<std::sync::Mutex<Vec<PackJob>>>,
+}
+
+impl JobQueues {
+    /// Splits `jobs` (in file order) into `workers` runs.
+    pub fn new(jobs: Vec<PackJob>, workers: usize) -> JobQueues {
+        let workers = workers.max(1);
+        let per = jobs.len().div_ceil(workers).max(1);
+        let mut runs: Vec<Vec<PackJob>> = (0..workers).map(|_| Vec::new()).collect();
+        for (i, job) in jobs.into_iter().enumerate() {
+            runs[(i / per).min(workers - 1)].push(job);
+        }
+        JobQueues {
+            runs: runs
+                .into_iter()
+                .map(|mut r| {
+                    // Popped from the end: reverse so the first files come first.
+                    r.reverse();
+                    std::sync::Mutex::new(r)
+                })
+                .collect(),
+        }
+    }
+
+    /// The next job for worker `w`: from its own run, else from the fullest other run.
+    pub fn next(&self, w: usize) -> Option<PackJob> {
+        let own = w % self.runs.len();
+        if let Some(job) = self.runs[own]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+        {
+            return Some(job);
+        }
+        let busiest = (0..self.runs.len())
+            .max_by_key(|&i| self.runs[i].lock().unwrap_or_else(|p| p.into_inner()).len())?;
+        // Take from the far end of another run, away from where its worker is.
+        let mut run = self.runs[busiest].lock().unwrap_or_else(|p| p.into_inner());
+        if run.is_empty() {
+            None
+        } else {
+            Some(run.remove(0))
+        }
+    }
+}

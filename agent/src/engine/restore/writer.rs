@@ -1,0 +1,239 @@
+//! Writing restored files. A file is created at its first blob and kept open
+//! until its last, then its metadata is set through the open descriptor and
+//! it is closed: one open per file, and no path lookups for metadata. A file
+//! that cannot be completed is removed and named, never left torn.
+
+use super::plan::{PackJob, PlannedFile};
+use super::shown;
+use super::RestoreSummary;
+use crate::engine::progress::Progress;
+use seawall_common::crypto::MasterKey;
+use seawall_common::repo::blob;
+use seawall_common::{Error, Result};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+/// Open descriptors kept between blobs at most; beyond, files are reopened per blob.
+const MAX_OPEN: usize = 1024;
+
+/// Whether this process may restore ownership.
+pub fn running_as_root() -> bool {
+    // /proc/self belongs to the effective user: no unsafe geteuid call needed.
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+#[derive(Default)]
+struct State {
+    handle: Option<File>,
+    created: bool,
+    done: bool,
+    error: Option<String>,
+}
+
+struct Slot {
+    planned: PlannedFile,
+    remaining: AtomicUsize,
+    state: Mutex<State>,
+}
+
+/// Every file of the plan with its write state.
+pub struct Files {
+    target: PathBuf,
+    slots: Vec<Slot>,
+    open: AtomicUsize,
+    as_root: bool,
+}
+
+impl Files {
+    /// Write states for the planned files.
+    pub fn new(target: PathBuf, files: Vec<PlannedFile>, as_root: bool) -> Files {
+        let slots = files
+            .into_iter()
+            .map(|planned| Slot {
+                remaining: AtomicUsize::new(planned.node.content.len()),
+                planned,
+                state: Mutex::new(State::default()),
+            })
+            .collect();
+        Files {
+            target,
+            slots,
+            open: AtomicUsize::new(0),
+            as_root,
+        }
+    }
+
+    /// Marks a file failed; it will be removed and named.
+    pub fn fail(&self, fi: usize, why: String) {
+        if let Some(slot) = self.slots.get(fi) {
+            let mut st = slot.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.handle.take().is_some() {
+                self.open.fetch_sub(1, Ordering::Relaxed);
+            }
+            st.error.get_or_insert(why);
+        }
+    }
+
+    /// Decodes the blobs of one pack and writes them everywhere they belong.
+    pub fn write_pack(
+        &self,
+        key: &MasterKey,
+        job: &PackJob,
+        data: Result<bytes::Bytes>,
+        progress: &Progress,
+    ) {
+        let data = match data {
+            Ok(d) => d,
+            Err(e) => {
+                for (_, _, uses) in &job.blobs {
+                    for u in uses {
+                        self.fail(u.file, format!("pack {} unreadable: {e}", job.pack.short()));
+                    }
+                }
+                return;
+            }
+        };
+        for (id, loc, uses) in &job.blobs {
+            let from = (loc.offset as u64 - job.start) as usize;
+            let decoded = data
+                .get(from..from + loc.length as usize)
+                .ok_or_else(|| Error::corrupt("pack is shorter than the index says"))
+                .and_then(|sealed| blob::decode(key, loc.kind, id, sealed, loc.raw_length));
+            match decoded {
+                Ok(plain) => {
+                    for u in uses {
+                        if let Err(why) = self.write(u.file, u.offset, &plain) {
+                            self.fail(u.file, why);
+                        } else {
+                            Progress::add(&progress.bytes_done, plain.len() as u64);
+                        }
+                    }
+                }
+                Err(e) => {
+                    for u in uses {
+                        self.fail(u.file, format!("pack {} is damaged: {e}", job.pack.short()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn write(&self, fi: usize, offset: u64, data: &[u8]) -> std::result::Result<(), String> {
+        let slot = &self.slots[fi];
+        let mut st = slot.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.error.is_some() {
+            return Ok(());
+        }
+        if st.handle.is_none() {
+            st.handle = Some(self.open_file(slot, !st.created)?);
+            st.created = true;
+            self.open.fetch_add(1, Ordering::Relaxed);
+        }
+        let file = st.handle.as_ref().ok_or("no handle")?;
+        file.write_all_at(data, offset)
+            .map_err(|e| format!("writing: {e}"))?;
+        if slot.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let file = st.handle.take().ok_or("no handle")?;
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            self.finish(&slot.planned, &file)?;
+            st.done = true;
+        } else if self.open.load(Ordering::Relaxed) > MAX_OPEN {
+            st.handle = None;
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn open_file(&self, slot: &Slot, create: bool) -> std::result::Result<File, String> {
+        let path = self.target.join(&slot.planned.rel);
+        let mut opts = OpenOptions::new();
+        opts.write(true).custom_flags(libc::O_NOFOLLOW);
+        if create {
+            opts.create(true).truncate(true);
+        }
+        opts.open(&path).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                format!(
+                    "{} is an existing symlink; refusing to write through it",
+                    path.display()
+                )
+            } else {
+                format!("creating {}: {e}", path.display())
+            }
+        })
+    }
+
+    /// Sets size, owner, mode and times through the open descriptor.
+    fn finish(&self, planned: &PlannedFile, file: &File) -> std::result::Result<(), String> {
+        let node = &planned.node;
+        let fail = |what: &str, e: std::io::Error| format!("{what}: {e}");
+        file.set_len(node.size)
+            .map_err(|e| fail("setting size", e))?;
+        if self.as_root {
+            std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid))
+                .map_err(|e| fail("chown", e))?;
+        }
+        // chown clears setuid bits, so the mode goes after it.
+        file.set_permissions(std::fs::Permissions::from_mode(node.mode))
+            .map_err(|e| fail("chmod", e))?;
+        let mtime = unix_time(node.mtime, node.mtime_nsec);
+        file.set_times(
+            std::fs::FileTimes::new()
+                .set_modified(mtime)
+                .set_accessed(mtime),
+        )
+        .map_err(|e| fail("setting times", e))
+    }
+
+    /// Creates empty files, removes failed ones and counts the rest.
+    pub fn finish_all(&self) -> Result<RestoreSummary> {
+        let mut s = RestoreSummary::default();
+        for slot in &self.slots {
+            let mut st = slot.state.lock().unwrap_or_else(|p| p.into_inner());
+            let path = self.target.join(&slot.planned.rel);
+            if st.error.is_none() && !st.done && slot.planned.node.content.is_empty() {
+                match self
+                    .open_file(slot, true)
+                    .and_then(|f| self.finish(&slot.planned, &f))
+                {
+                    Ok(()) => st.done = true,
+                    Err(why) => st.error = Some(why),
+                }
+            }
+            if !st.done && st.error.is_none() {
+                st.error = Some("not every blob arrived".into());
+            }
+            match st.error.clone() {
+                Some(why) => {
+                    st.handle = None;
+                    if st.created {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    s.failed
+                        .push(format!("{}: {why}", shown(&slot.planned.rel)));
+                }
+                None => {
+                    s.files += 1;
+                    s.bytes += slot.planned.node.size;
+                }
+            }
+        }
+        s.failed.sort();
+        Ok(s)
+    }
+}
+
+fn unix_time(secs: i64, nsec: u32) -> SystemTime {
+    if secs >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nsec)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+            + Duration::from_nanos(nsec as u64)
+    }
+}

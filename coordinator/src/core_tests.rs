@@ -1,0 +1,301 @@
+//! The coordinator core on the embedded store with paused time: dispatch,
+//! retries by error kind, a new leader picking up the jobs, and a lost lead
+//! stopping every worker. The store is wrapped to count write attempts and
+//! to hand out a leadership the test can take away.
+
+use crate::config::{CoordinatorConfig, JobKind, Level};
+use crate::core::{AttemptFailure, Coordinator};
+use crate::records::{JobRecord, JobState};
+use crate::registry::{next_session_id, Session};
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{Entry, Fence, LeaderInfo, Leadership, StateStore, StoreResult};
+use async_trait::async_trait;
+use seawall_proto::v1::{coordinator_message, operation, BackupLevel};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The embedded store, counting writes, with a leadership the test controls.
+struct TestStore {
+    inner: EmbeddedStore,
+    writes: AtomicUsize,
+    campaigns: AtomicUsize,
+    lost: Mutex<Option<watch::Receiver<bool>>>,
+}
+
+impl TestStore {
+    fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl StateStore for TestStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+    async fn get(&self, key: &str) -> StoreResult<Option<Entry>> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<Entry>> {
+        self.inner.list(prefix).await
+    }
+    async fn put_with(
+        &self,
+        fence: &Fence,
+        key: &str,
+        value: &[u8],
+        expected: Option<i64>,
+        extra: &[(String, Vec<u8>)],
+    ) -> StoreResult<i64> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner
+            .put_with(fence, key, value, expected, extra)
+            .await
+    }
+    async fn put_bound(&self, fence: &Fence, key: &str, value: &[u8]) -> StoreResult<i64> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.put_bound(fence, key, value).await
+    }
+    async fn delete(&self, fence: &Fence, key: &str) -> StoreResult<()> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete(fence, key).await
+    }
+    async fn campaign(&self, me: &LeaderInfo) -> StoreResult<Leadership> {
+        // The first campaign wins with a leadership the test can take
+        // away; later ones wait for ever (another replica leads).
+        if self.campaigns.fetch_add(1, Ordering::SeqCst) > 0 {
+            std::future::pending::<()>().await;
+        }
+        let won = self.inner.campaign(me).await?;
+        let lost = self
+            .lost
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(|| watch::channel(false).1);
+        let (_keep, deadline) =
+            watch::channel(tokio::time::Instant::now() + Duration::from_secs(365 * 86400));
+        std::mem::forget(_keep);
+        Ok(Leadership::new(won.fence.clone(), lost, deadline))
+    }
+    async fn resign(&self, leadership: &Leadership) -> StoreResult<()> {
+        self.inner.resign(leadership).await
+    }
+    async fn leader(&self) -> StoreResult<Option<LeaderInfo>> {
+        self.inner.leader().await
+    }
+    fn lease_ttl(&self) -> Duration {
+        self.inner.lease_ttl()
+    }
+}
+
+fn config(schedules: &str) -> CoordinatorConfig {
+    toml::from_str(&format!(
+        "id = \"c1\"\nlisten = \"127.0.0.1:7443\"\n[tls]\nca = \"ca.pem\"\ncert = \"c1.pem\"\nkey = \"c1.key\"\n{schedules}"
+    ))
+    .unwrap()
+}
+
+struct Setup {
+    coord: Arc<Coordinator>,
+    store: Arc<TestStore>,
+    lose: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(schedules: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let (lose, lost) = watch::channel(false);
+    let store = Arc::new(TestStore {
+        inner: EmbeddedStore::open(&dir.path().join("state.redb")).unwrap(),
+        writes: AtomicUsize::new(0),
+        campaigns: AtomicUsize::new(0),
+        lost: Mutex::new(Some(lost)),
+    });
+    let coord = Arc::new(Coordinator::new(config(schedules), store.clone(), None));
+    Setup {
+        coord,
+        store,
+        lose,
+        _dir: dir,
+    }
+}
+
+/// A connected agent of `region` serving `source`, and its command stream.
+fn agent(
+    coord: &Coordinator,
+    region: &str,
+    source: &str,
+) -> tokio::sync::mpsc::Receiver<Result<seawall_proto::v1::CoordinatorMessage, tonic::Status>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    coord.registry.insert(Arc::new(Session {
+        session_id: next_session_id(),
+        agent_id: format!("{region}-agent"),
+        region: region.into(),
+        sources: vec![source.into()],
+        version: "test".into(),
+        hostname: "h".into(),
+        connected_ms: 0,
+        last_heartbeat_ms: 0.into(),
+        running: 0.into(),
+        outbox: tx,
+    }));
+    rx
+}
+
+fn backup_job(id: &str) -> JobRecord {
+    JobRecord {
+        level: Some(Level::Full),
+        retries: 2,
+        retry_backoff_ms: 1000,
+        ..JobRecord::pending(id.into(), "eu".into(), "app".into(), JobKind::Backup)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn losing_the_lead_stops_every_worker_within_a_second_and_nothing_more_is_written() {
+    // A schedule firing every second keeps the scheduler writing.
+    let s = setup(
+        "[[schedules]]\nname = \"often\"\nregion = \"eu\"\nsource = \"app\"\ncron = \"* * * * * *\"\n",
+    );
+    let leading = tokio::spawn(crate::server::lead_loop(s.coord.clone()));
+    // The embedded store's I/O runs on blocking threads, which paused time
+    // does not wait for: poll for the scheduler's writes instead.
+    for _ in 0..600 {
+        if s.store.writes() > 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(s.coord.lead().is_some());
+    let names: Vec<String> = s
+        .coord
+        .workers
+        .snapshot()
+        .into_iter()
+        .map(|w| w.name)
+        .collect();
+    assert_eq!(names, ["dispatcher", "history", "scheduler"]);
+    assert!(s.coord.workers.snapshot().iter().all(|w| w.running));
+    assert!(s.store.writes() > 2, "the scheduler wrote nothing");
+
+    s.lose.send(true).unwrap();
+    let lost_at = tokio::time::Instant::now();
+    while s.coord.workers.any_running() {
+        assert!(
+            lost_at.elapsed() < Duration::from_secs(1),
+            "workers still running: {:?}",
+            s.coord.workers.snapshot()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(s.coord.lead().is_none());
+    let written = s.store.writes();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        s.store.writes(),
+        written,
+        "a write was attempted after the lead was lost"
+    );
+    leading.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_is_dispatched_as_a_typed_operation_and_retried_only_when_a_retry_can_help() {
+    let s = setup("");
+    let leadership = s.store.campaign(&s.coord.me).await.unwrap();
+    let lead = s.coord.take_lead(leadership).await.unwrap();
+    // No agent of the region: nothing is sent.
+    s.coord
+        .create_job(&lead, backup_job("j1"), "test")
+        .await
+        .unwrap();
+    assert_eq!(s.coord.dispatch(&lead).await, 0);
+
+    let mut commands = agent(&s.coord, "eu", "app");
+    assert_eq!(s.coord.dispatch(&lead).await, 1);
+    let sent = commands.recv().await.unwrap().unwrap();
+    let Some(coordinator_message::Body::Assign(assign)) = sent.body else {
+        panic!("not an assignment: {sent:?}")
+    };
+    let Some(operation::Kind::Backup(b)) = assign.operation.and_then(|o| o.kind) else {
+        panic!("not a backup operation")
+    };
+    assert_eq!(
+        (b.source.as_str(), b.level),
+        ("app", BackupLevel::Full as i32)
+    );
+    assert_eq!(sent.epoch, lead.epoch());
+
+    // An unreachable bucket: retried after the backoff, as attempt 2.
+    let unreachable = AttemptFailure {
+        message: "bucket unreachable".into(),
+        kind: Some("unreachable".into()),
+        retryable: true,
+    };
+    s.coord.job_failed(&lead, "j1", &unreachable).await.unwrap();
+    let (job, _) = s.coord.active_job(&lead, "j1").unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Pending, 2));
+    assert_eq!(
+        s.coord.dispatch(&lead).await,
+        0,
+        "dispatched before its backoff"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(s.coord.dispatch(&lead).await, 1);
+
+    // A wrong password: failed at once, attempts left or not.
+    let wrong_key = AttemptFailure {
+        message: "the password does not open the repository".into(),
+        kind: Some("wrong_key".into()),
+        retryable: false,
+    };
+    s.coord.job_failed(&lead, "j1", &wrong_key).await.unwrap();
+    assert!(s.coord.active_job(&lead, "j1").is_none());
+    let stored: JobRecord =
+        serde_json::from_slice(&s.store.get("jobs/j1").await.unwrap().unwrap().value).unwrap();
+    assert_eq!(stored.state, JobState::Failed);
+    assert_eq!(stored.attempt, 2);
+    assert_eq!(stored.error_kind.as_deref(), Some("wrong_key"));
+    assert!(
+        stored.history.last().unwrap().note.contains("not retried"),
+        "{:?}",
+        stored.history
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_leader_takes_up_the_jobs_its_predecessor_left() {
+    let s = setup("");
+    let leadership = s.store.campaign(&s.coord.me).await.unwrap();
+    let lead = s.coord.take_lead(leadership).await.unwrap();
+    s.coord
+        .create_job(&lead, backup_job("left"), "test")
+        .await
+        .unwrap();
+    let _commands = agent(&s.coord, "eu", "app");
+    assert_eq!(s.coord.dispatch(&lead).await, 1);
+    s.coord.step_down();
+
+    // Another replica over the same store finds the running job and, when
+    // its agent's hello does not list it, retries it.
+    let next = Coordinator::new(config(""), s.store.clone(), None);
+    let won = s.store.inner.campaign(&next.me).await.unwrap();
+    let lead2 = next.take_lead(won).await.unwrap();
+    assert!(lead2.epoch() > lead.epoch());
+    let (job, _) = next
+        .active_job(&lead2, "left")
+        .expect("the job was not taken up");
+    assert_eq!(job.state, JobState::Running);
+    next.job_failed(
+        &lead2,
+        "left",
+        &AttemptFailure::transient("the agent restarted while running it"),
+    )
+    .await
+    .unwrap();
+    let (job, _) = next.active_job(&lead2, "left").unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Pending, 2));
+}

@@ -82,37 +82,9 @@ pub struct SourceConfig {
     /// Name jobs and schedules use.
     pub name: String,
     /// What it is.
-    pub kind: SourceKind,
+    pub kind: SourceSpec,
     /// Retention rules for retention jobs.
     pub retention: Option<Retention>,
-}
-
-/// Source kinds and their settings.
-#[derive(Debug, Clone)]
-pub enum SourceKind {
-    /// Files and directories.
-    Files {
-        /// Paths to back up.
-        paths: Vec<PathBuf>,
-        /// Exclusion globs.
-        exclude: Vec<String>,
-    },
-    /// A PostgreSQL server.
-    Postgres {
-        /// Connection string (prefer a .pgpass file for the password).
-        dsn: String,
-        /// Base backups instead of logical dumps.
-        physical: bool,
-        /// Directory of the PostgreSQL programs.
-        pg_bin: Option<PathBuf>,
-    },
-    /// A Redis server.
-    Redis {
-        /// redis[s]:// URL.
-        url: String,
-        /// Key patterns (application state); empty for a whole RDB.
-        keys: Vec<String>,
-    },
 }
 
 /// A `[[sources]]` table as written. Each kind is its own struct variant so
@@ -157,7 +129,7 @@ impl From<SourceTable> for SourceConfig {
                 paths,
                 exclude,
                 retention,
-            } => (name, SourceKind::Files { paths, exclude }, retention),
+            } => (name, SourceSpec::Files { paths, exclude }, retention),
             SourceTable::Postgres {
                 name,
                 dsn,
@@ -166,7 +138,7 @@ impl From<SourceTable> for SourceConfig {
                 retention,
             } => (
                 name,
-                SourceKind::Postgres {
+                SourceSpec::Postgres {
                     dsn,
                     physical,
                     pg_bin,
@@ -178,7 +150,7 @@ impl From<SourceTable> for SourceConfig {
                 url,
                 keys,
                 retention,
-            } => (name, SourceKind::Redis { url, keys }, retention),
+            } => (name, SourceSpec::Redis { url, keys }, retention),
         };
         SourceConfig {
             name,
@@ -253,25 +225,7 @@ impl RepositoryConfig {
 impl SourceConfig {
     /// The source as the engine reads it.
     pub fn spec(&self) -> SourceSpec {
-        match &self.kind {
-            SourceKind::Files { paths, exclude } => SourceSpec::Files {
-                paths: paths.clone(),
-                exclude: exclude.clone(),
-            },
-            SourceKind::Postgres {
-                dsn,
-                physical,
-                pg_bin,
-            } => SourceSpec::Postgres {
-                dsn: dsn.clone(),
-                physical: *physical,
-                pg_bin: pg_bin.clone(),
-            },
-            SourceKind::Redis { url, keys } => SourceSpec::Redis {
-                url: url.clone(),
-                keys: keys.clone(),
-            },
-        }
+        self.kind.clone()
     }
 }
 
@@ -286,19 +240,6 @@ impl Retention {
             monthly: self.keep_monthly,
             yearly: self.keep_yearly,
             within_secs: self.keep_within.map_or(0, |d| d.as_secs()),
-        }
-    }
-}
-
-impl SourceKind {
-    /// The kind's name, as the hello reports it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            SourceKind::Files { .. } => "files",
-            SourceKind::Postgres { physical: true, .. } => "postgres-physical",
-            SourceKind::Postgres { .. } => "postgres",
-            SourceKind::Redis { keys, .. } if !keys.is_empty() => "redis-keys",
-            SourceKind::Redis { .. } => "redis",
         }
     }
 }
@@ -352,7 +293,7 @@ impl AgentConfig {
             if !names.insert(&s.name) {
                 problems.push(format!("source {:?} is defined twice", s.name));
             }
-            if let SourceKind::Files { paths, .. } = &s.kind {
+            if let SourceSpec::Files { paths, .. } = &s.kind {
                 if paths.is_empty() {
                     problems.push(format!("source {:?} lists no paths", s.name));
                 }
@@ -433,7 +374,7 @@ keys = ["agent:*"]
         assert_eq!(kinds, ["files", "postgres-physical", "redis-keys"]);
         assert_eq!(config.sources[0].retention.as_ref().unwrap().keep_daily, 7);
         match &config.sources[0].kind {
-            SourceKind::Files { exclude, .. } => assert_eq!(exclude, &["*.tmp"]),
+            SourceSpec::Files { exclude, .. } => assert_eq!(exclude, &["*.tmp"]),
             other => panic!("{other:?}"),
         }
     }

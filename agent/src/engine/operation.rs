@@ -98,6 +98,19 @@ pub enum SourceSpec {
     },
 }
 
+impl SourceSpec {
+    /// The kind's name, as an agent's hello reports it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceSpec::Files { .. } => "files",
+            SourceSpec::Postgres { physical: true, .. } => "postgres-physical",
+            SourceSpec::Postgres { .. } => "postgres",
+            SourceSpec::Redis { keys, .. } if !keys.is_empty() => "redis-keys",
+            SourceSpec::Redis { .. } => "redis",
+        }
+    }
+}
+
 /// How an operation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

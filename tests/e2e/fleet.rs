@@ -711,6 +711,30 @@ fn a_backup_of_a_file_that_keeps_changing_succeeds_with_warnings_and_counts() {
     );
     let table = f.human(&["jobs"]);
     assert!(table.contains("succeeded_with_warnings"), "{table}");
+    // The leader's workers are all up, with no error to show.
+    let status = f.json(&["status"]);
+    let workers: Vec<(&str, bool, u64)> = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap(),
+                w["running"].as_bool().unwrap(),
+                w["failures_in_a_row"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        workers,
+        [
+            ("dispatcher", true, 0),
+            ("history", true, 0),
+            ("scheduler", true, 0)
+        ],
+        "{status}"
+    );
+    assert!(f.human(&["status"]).contains("worker scheduler"));
     // Its backup record is written, so the RPO gauge moves.
     assert!(
         f.backups().iter().any(|b| b["job_id"] == id),

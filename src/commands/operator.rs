@@ -375,7 +375,7 @@ pub async fn jobs(g: &Global, a: JobsArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     println!(
-        "{:<42} {:<10} {:<12} {:<10} {:<9} {:<12} {:>3} {:>10} SNAPSHOT/ERROR",
+        "{:<42} {:<10} {:<12} {:<10} {:<23} {:<12} {:>3} {:>10} SNAPSHOT/ERROR",
         "JOB", "REGION", "SOURCE", "KIND", "STATE", "AGENT", "TRY", "ADDED"
     );
     for j in &r.jobs {

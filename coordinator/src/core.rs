@@ -399,14 +399,18 @@ impl Coordinator {
         self.save_job(lead, job.clone(), rev).await?;
         self.audit(lead, actor, format!("cancelled job {job_id}: {reason}"))
             .await;
-        if let Some(session) = running_on.and_then(|a| self.registry.get(&a)) {
+        if let Some(session) = running_on.and_then(|a| self.registry.get(&job.region, &a)) {
             let cancel = CoordinatorMessage {
                 epoch: lead.epoch(),
                 body: Some(coordinator_message::Body::Cancel(CancelJob {
                     job_id: job_id.to_string(),
                 })),
             };
-            let _ = session.outbox.send(Ok(cancel)).await;
+            // Never wait on an agent that does not read its stream: the
+            // job is cancelled in the store either way.
+            if session.outbox.try_send(Ok(cancel)).is_err() {
+                tracing::warn!(job = %job_id, agent = %session.agent_id, "cancellation not sent: the agent's stream is full or closed");
+            }
         }
         Ok(job)
     }
@@ -492,15 +496,27 @@ impl Coordinator {
                 operation: Some(operation_for(&job)),
             })),
         };
-        // Record the assignment first: a crash between the two leaves a
-        // running job the timeout or the agent's hello settles, never a job
-        // run twice.
+        // A place in the agent's queue first, without waiting: an agent
+        // that does not read its stream must not hold up dispatch to every
+        // other agent. Its job stays pending for the next pass (or another
+        // agent of the region).
+        let Ok(slot) = session.outbox.try_reserve() else {
+            tracing::warn!(job = %job.job_id, agent = %session.agent_id, "the agent's stream is full or closed: assignment deferred");
+            return false;
+        };
+        // Record the assignment, then send it: a crash between the two
+        // leaves a running job the timeout or the agent's hello settles,
+        // never a job run twice.
         let job_id = job.job_id.clone();
         if let Err(e) = self.save_job(lead, job, rev).await {
             tracing::warn!(job = %job_id, error = %e, "assignment not recorded");
             return false;
         }
-        lead.leadership.is_valid() && session.outbox.send(Ok(assign)).await.is_ok()
+        if !lead.leadership.is_valid() {
+            return false;
+        }
+        slot.send(Ok(assign));
+        true
     }
 
     /// Settles a job after a failed attempt: retried after backoff when a

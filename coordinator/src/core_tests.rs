@@ -299,3 +299,117 @@ async fn a_new_leader_takes_up_the_jobs_its_predecessor_left() {
     let (job, _) = next.active_job(&lead2, "left").unwrap();
     assert_eq!((job.state, job.attempt), (JobState::Pending, 2));
 }
+
+/// An agent session with a command queue of `capacity`, and its receiver.
+fn agent_with(
+    coord: &Coordinator,
+    name: &str,
+    region: &str,
+    source: &str,
+    capacity: usize,
+) -> (
+    Arc<Session>,
+    tokio::sync::mpsc::Receiver<Result<seawall_proto::v1::CoordinatorMessage, tonic::Status>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+    let session = Arc::new(Session {
+        session_id: next_session_id(),
+        agent_id: name.into(),
+        region: region.into(),
+        sources: vec![source.into()],
+        version: "test".into(),
+        hostname: "h".into(),
+        connected_ms: 0,
+        last_heartbeat_ms: 0.into(),
+        running: 0.into(),
+        outbox: tx,
+    });
+    coord.registry.insert(session.clone());
+    (session, rx)
+}
+
+fn job_in(id: &str, region: &str) -> JobRecord {
+    JobRecord::pending(id.into(), region.into(), "app".into(), JobKind::Backup)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_that_reads_nothing_holds_up_no_other_regions_dispatch() {
+    let s = setup("");
+    let leadership = s.store.campaign(&s.coord.me).await.unwrap();
+    let lead = s.coord.take_lead(leadership).await.unwrap();
+    // eu's agent has a queue of one, already full, and never reads it.
+    let (stuck, _never_read) = agent_with(&s.coord, "db-1", "eu", "app", 1);
+    stuck.outbox.try_send(Err(tonic::Status::ok(""))).unwrap();
+    let (_us, mut us_commands) = agent_with(&s.coord, "db-2", "us", "app", 8);
+    s.coord
+        .create_job(&lead, job_in("eu-job", "eu"), "test")
+        .await
+        .unwrap();
+    s.coord
+        .create_job(&lead, job_in("us-job", "us"), "test")
+        .await
+        .unwrap();
+    let sent = tokio::time::timeout(Duration::from_secs(2), s.coord.dispatch(&lead))
+        .await
+        .expect("dispatch waited on the stuck agent");
+    assert_eq!(sent, 1);
+    assert!(us_commands.try_recv().is_ok());
+    // The stuck agent's job was not recorded as running: it waits.
+    let (eu, _) = s.coord.active_job(&lead, "eu-job").unwrap();
+    assert_eq!(eu.state, JobState::Pending);
+}
+
+#[tokio::test(start_paused = true)]
+async fn agents_of_the_same_name_in_two_regions_keep_their_own_jobs() {
+    let s = setup("");
+    let leadership = s.store.campaign(&s.coord.me).await.unwrap();
+    let lead = s.coord.take_lead(leadership).await.unwrap();
+    let (eu, _eu_rx) = agent_with(&s.coord, "db-1", "eu", "app", 8);
+    let (us, _us_rx) = agent_with(&s.coord, "db-1", "us", "app", 8);
+    assert_eq!(s.coord.registry.len(), 2, "one replaced the other");
+    let job = JobRecord {
+        retries: 2,
+        ..job_in("eu-job", "eu")
+    };
+    s.coord.create_job(&lead, job, "test").await.unwrap();
+    assert_eq!(s.coord.dispatch(&lead).await, 1);
+    let (job, _) = s.coord.active_job(&lead, "eu-job").unwrap();
+    assert_eq!(job.state, JobState::Running);
+
+    // us/db-1 refuses eu/db-1's job, with a huge reason: ignored.
+    let refusal = |reason: String| seawall_proto::v1::AgentMessage {
+        body: Some(seawall_proto::v1::agent_message::Body::Refused(
+            seawall_proto::v1::CommandRefused {
+                job_id: "eu-job".into(),
+                epoch: 1,
+                newest_epoch: 0,
+                reason,
+            },
+        )),
+    };
+    let written = s.store.writes();
+    crate::api::agents::handle(&s.coord, &lead, &us, refusal("x".repeat(1 << 20))).await;
+    assert_eq!(
+        s.store.writes(),
+        written,
+        "a foreign refusal wrote something"
+    );
+    let (job, _) = s.coord.active_job(&lead, "eu-job").unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Running, 1));
+
+    // Its own agent's refusal counts, its reason capped in the audit log.
+    crate::api::agents::handle(&s.coord, &lead, &eu, refusal("y".repeat(1 << 20))).await;
+    let (job, _) = s.coord.active_job(&lead, "eu-job").unwrap();
+    assert_eq!(job.state, JobState::Pending);
+    let longest = s
+        .store
+        .list("audit/")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.value.len())
+        .max()
+        .unwrap();
+    assert!(longest < 2048, "an audit line of {longest} bytes");
+    assert!(job.error.unwrap().len() < 2048);
+}

@@ -24,6 +24,9 @@ pub struct Pruned {
     pub backups: usize,
     /// Audit lines.
     pub audit: usize,
+    /// Whether more is left for the next pass (a pass deletes at most
+    /// `MAX_DELETES_PER_PASS`); it then runs at once.
+    pub more: bool,
 }
 
 /// Prunes at once and then every quarter of `history_keep` (at most hourly)
@@ -56,7 +59,13 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                     "history pruned"
                 )
             }
-            Ok(crate::workers::Next::After(every))
+            // A backlog (a history grown past one pass) is worked off
+            // pass after pass, not one pass per interval.
+            Ok(crate::workers::Next::After(if p.more {
+                Duration::from_millis(100)
+            } else {
+                every
+            }))
         }
     });
 }
@@ -79,7 +88,10 @@ pub async fn prune(coord: &Coordinator, lead: &Lead, cutoff_ms: i64) -> Result<P
             doomed.push((e.key, "audit"));
         }
     }
-    let mut pruned = Pruned::default();
+    let mut pruned = Pruned {
+        more: doomed.len() > MAX_DELETES_PER_PASS,
+        ..Pruned::default()
+    };
     for (key, kind) in doomed.into_iter().take(MAX_DELETES_PER_PASS) {
         if !lead.leadership.is_valid() {
             return Err(ActError::NotLeader);

@@ -43,38 +43,43 @@ pub fn next_session_id() -> u64 {
     NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The connected agents.
+/// The connected agents, by region and name: an agent is its certificate's
+/// (region, name) pair, so `db-1` of one region never replaces `db-1` of
+/// another.
 #[derive(Debug, Default)]
 pub struct Registry {
-    sessions: RwLock<HashMap<String, Arc<Session>>>,
+    sessions: RwLock<HashMap<(String, String), Arc<Session>>>,
+}
+
+fn key(region: &str, agent_id: &str) -> (String, String) {
+    (region.to_string(), agent_id.to_string())
 }
 
 impl Registry {
     /// Adds a session; returns the one it replaces (same agent reconnecting).
     pub fn insert(&self, s: Arc<Session>) -> Option<Arc<Session>> {
         let mut map = self.sessions.write().unwrap_or_else(|p| p.into_inner());
-        let old = map.insert(s.agent_id.clone(), s);
+        let old = map.insert(key(&s.region, &s.agent_id), s);
         metrics::gauge!("seawall_agents_connected").set(map.len() as f64);
         old
     }
 
     /// Removes the agent's session if it is still `session_id`.
-    pub fn remove(&self, agent_id: &str, session_id: u64) -> bool {
+    pub fn remove(&self, region: &str, agent_id: &str, session_id: u64) -> bool {
         let mut map = self.sessions.write().unwrap_or_else(|p| p.into_inner());
-        let same = map
-            .get(agent_id)
-            .is_some_and(|s| s.session_id == session_id);
+        let k = key(region, agent_id);
+        let same = map.get(&k).is_some_and(|s| s.session_id == session_id);
         if same {
-            map.remove(agent_id);
+            map.remove(&k);
         }
         metrics::gauge!("seawall_agents_connected").set(map.len() as f64);
         same
     }
 
     /// One agent's session.
-    pub fn get(&self, agent_id: &str) -> Option<Arc<Session>> {
+    pub fn get(&self, region: &str, agent_id: &str) -> Option<Arc<Session>> {
         let map = self.sessions.read().unwrap_or_else(|p| p.into_inner());
-        map.get(agent_id).cloned()
+        map.get(&key(region, agent_id)).cloned()
     }
 
     /// Every session.

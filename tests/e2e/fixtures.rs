@@ -15,7 +15,21 @@ pub const SECRET_KEY: &str = "seawalltestsecret";
 
 /// Path of the `seawall` binary under test.
 pub fn bin() -> &'static str {
+    no_metadata_service();
     env!("CARGO_BIN_EXE_seawall")
+}
+
+/// Every process a test starts inherits `AWS_EC2_METADATA_DISABLED=true`:
+/// with no credentials, the AWS SDK would otherwise ask the EC2 metadata
+/// address, and no test may send traffic beyond loopback.
+pub fn no_metadata_service() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::env::set_var("AWS_EC2_METADATA_DISABLED", "true"));
+    assert_eq!(
+        std::env::var("AWS_EC2_METADATA_DISABLED").as_deref(),
+        Ok("true"),
+        "tests must not let the AWS SDK reach the EC2 metadata service"
+    );
 }
 
 /// A free TCP port on 127.0.0.1, drawn at random below the kernel's

@@ -100,6 +100,7 @@ impl Daemon {
         let child = Command::new(bin())
             .args(&self.args)
             .env("SEAWALL_LOG", "info")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -293,3 +293,89 @@ fn a_leader_whose_lease_is_taken_away_stops_every_worker_within_a_second() {
     let log = ha.replica(&old).daemon.log_text();
     assert!(!log.contains("worker step failed"), "{log}");
 }
+
+#[test]
+fn a_replica_leads_and_prunes_a_history_larger_than_one_etcd_response() {
+    use seawall_coordinator::config::JobKind;
+    use seawall_coordinator::records::{JobRecord, JobState};
+    use seawall_coordinator::store::etcd::EtcdStore;
+    use seawall_coordinator::store::{LeaderInfo, StateStore};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let etcd = EtcdCluster::start(&dir.join("etcd"), 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // 7,000 settled jobs of about 900 bytes, three days old: 6 MiB, more
+    // than the 4 MiB one etcd response may carry.
+    const JOBS: usize = 7_000;
+    let store = rt.block_on(async {
+        let store = EtcdStore::connect(&etcd.endpoints(), "/big", Duration::from_secs(10))
+            .await
+            .unwrap();
+        let seed = LeaderInfo {
+            id: "seed".into(),
+            address: "seed:1".into(),
+            epoch: 0,
+        };
+        let lead = store.campaign(&seed).await.unwrap();
+        let old = chrono::Utc::now().timestamp_millis() - 3 * 86_400_000;
+        let record = |i: usize| {
+            let mut j = JobRecord::pending(
+                format!("nightly-{i:06}"),
+                "eu-west-1".into(),
+                "files".into(),
+                JobKind::Backup,
+            );
+            j.enter(JobState::Succeeded, 1, "x".repeat(500));
+            j.state = JobState::Succeeded;
+            j.created_ms = old;
+            j.finished_ms = Some(old);
+            for e in &mut j.history {
+                e.at_ms = old;
+            }
+            (
+                format!("jobs/{}", j.job_id),
+                serde_json::to_vec(&j).unwrap(),
+            )
+        };
+        let all: Vec<(String, Vec<u8>)> = (0..JOBS).map(record).collect();
+        assert!(all.iter().map(|(_, v)| v.len()).sum::<usize>() > 6 << 20);
+        for batch in all.chunks(100) {
+            let (first, rest) = batch.split_first().unwrap();
+            store
+                .put_with(&lead.fence, &first.0, &first.1, None, rest)
+                .await
+                .unwrap();
+        }
+        store.resign(&lead).await.unwrap();
+        store
+    });
+    let count = |store: &EtcdStore| rt.block_on(store.list("jobs/")).unwrap().len();
+    assert_eq!(count(&store), JOBS);
+
+    let pki = Pki::new(&dir.join("pki"));
+    let endpoints = etcd
+        .endpoints()
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = format!(
+        "history_keep = \"1d\"\n[etcd]\nendpoints = [{endpoints}]\nprefix = \"/big\"\nlease_ttl = \"{TTL_SECS}s\"\n"
+    );
+    let replica = start_replica(&pki, dir, "c1", &config, "", false);
+    let addr = replica.address();
+    let started = Instant::now();
+    eventually(30, "the replica leading", || {
+        let out = op(&pki, &addr, &["status"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["is_leader"] == true).then_some(())
+    });
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let jobs = op_json(&pki, &addr, &["jobs", "--limit", "5"]);
+    assert_eq!(jobs.as_array().unwrap().len(), 5, "{jobs}");
+    // The history pruner gets through it.
+    eventually(120, "the old history pruned", || {
+        (count(&store) == 0).then_some(())
+    });
+}

@@ -60,6 +60,18 @@ fn check_hello(hello: &Hello, region: &str, name: &str) -> Result<(), Status> {
             "hello lists too many sources or jobs",
         ));
     }
+    let too_long = hello.version.len() > 128
+        || hello.hostname.len() > 255
+        || hello
+            .sources
+            .iter()
+            .any(|s| s.name.len() > 128 || s.kind.len() > 64)
+        || hello.running_jobs.iter().any(|j| j.len() > MAX_JOB_ID);
+    if too_long {
+        return Err(Status::invalid_argument(
+            "hello carries an over-long version, hostname, source name or job id",
+        ));
+    }
     Ok(())
 }
 
@@ -177,7 +189,7 @@ impl AgentService for AgentApi {
                 }
             }
             let s = &reader_session;
-            if reader_coord.registry.remove(&s.agent_id, s.session_id) {
+            if reader_coord.registry.remove(&s.region, &s.agent_id, s.session_id) {
                 if let Some(lead) = reader_coord.lead() {
                     let key = agent_key(&s.region, &s.agent_id);
                     let _ = reader_coord.store.delete(lead.fence(), &key).await;
@@ -213,9 +225,7 @@ async fn reconcile(coord: &Coordinator, lead: &Lead, session: &Session, hello: &
     let mine: Vec<String> = match lead.active.lock() {
         Ok(active) => active
             .values()
-            .filter(|(j, _)| {
-                j.state == JobState::Running && j.agent_id.as_deref() == Some(&session.agent_id)
-            })
+            .filter(|(j, _)| j.state == JobState::Running && assigned_to(j, session))
             .map(|(j, _)| j.job_id.clone())
             .collect(),
         Err(_) => return,
@@ -233,7 +243,7 @@ async fn reconcile(coord: &Coordinator, lead: &Lead, session: &Session, hello: &
     }
 }
 
-async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, msg: AgentMessage) {
+pub(crate) async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, msg: AgentMessage) {
     match msg.body {
         Some(agent_message::Body::Heartbeat(h)) => {
             session.last_heartbeat_ms.store(now_ms(), Ordering::Relaxed);
@@ -241,7 +251,7 @@ async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, msg: AgentM
         }
         Some(agent_message::Body::Progress(p)) => {
             if let Some((mut job, rev)) = coord.active_job(lead, &p.job_id) {
-                if job.agent_id.as_deref() != Some(&session.agent_id) {
+                if !assigned_to(&job, session) {
                     return;
                 }
                 job.bytes_done = p.bytes_done;
@@ -283,6 +293,12 @@ async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, msg: AgentM
                     Some(n.saturating_sub(1))
                 })
                 .ok();
+            let mut r = r;
+            r.error = capped(&r.error, MAX_ERROR);
+            r.warnings.truncate(20);
+            for w in &mut r.warnings {
+                *w = capped(w, MAX_WARNING);
+            }
             let span = tracing::info_span!("job", job = %r.job_id, epoch = r.epoch, agent = %session.agent_id);
             let _entered = span.enter();
             let succeeded = r.status == OperationStatus::Succeeded as i32
@@ -302,14 +318,26 @@ async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, msg: AgentM
             }
         }
         Some(agent_message::Body::Refused(r)) => {
-            tracing::warn!(agent = %session.agent_id, job = %r.job_id, epoch = r.epoch, newest = r.newest_epoch, reason = %r.reason, "agent refused a command");
+            let reason = capped(&r.reason, MAX_REASON);
+            let job_id = capped(&r.job_id, MAX_JOB_ID);
+            // Only a refusal of a job this agent was given counts: another
+            // agent's job, or one already settled, is left as it is.
+            let Some((job, _)) = coord.active_job(lead, &r.job_id) else {
+                tracing::warn!(agent = %session.agent_id, job = %job_id, "refusal for a job that is not active; ignored");
+                return;
+            };
+            if !assigned_to(&job, session) {
+                tracing::warn!(agent = %session.agent_id, region = %session.region, job = %job_id, "refusal for a job this agent was not given; ignored");
+                return;
+            }
+            tracing::warn!(agent = %session.agent_id, job = %job_id, epoch = r.epoch, newest = r.newest_epoch, %reason, "agent refused a command");
             coord
                 .audit(
                     lead,
                     &session.agent_id,
                     format!(
-                        "refused command for job {} (epoch {} < {}): {}",
-                        r.job_id, r.epoch, r.newest_epoch, r.reason
+                        "refused command for job {job_id} (epoch {} < {}): {reason}",
+                        r.epoch, r.newest_epoch
                     ),
                 )
                 .await;
@@ -317,12 +345,38 @@ async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, msg: AgentM
             // writes, and our lease check stops us; nothing to settle here.
             if r.newest_epoch <= lead.epoch() {
                 let _ = coord
-                    .job_failed(lead, &r.job_id, &AttemptFailure::transient(r.reason))
+                    .job_failed(lead, &r.job_id, &AttemptFailure::transient(reason))
                     .await;
             }
         }
         Some(agent_message::Body::Hello(_)) | None => {}
     }
+}
+
+/// Whether `job` was assigned to this session's agent (name and region).
+fn assigned_to(job: &crate::records::JobRecord, session: &Session) -> bool {
+    job.region == session.region && job.agent_id.as_deref() == Some(session.agent_id.as_str())
+}
+
+/// Longest refusal reason kept (agent-supplied text goes into the store).
+const MAX_REASON: usize = 512;
+/// Longest job id echoed from an agent.
+const MAX_JOB_ID: usize = 256;
+/// Longest error message of a result kept.
+pub const MAX_ERROR: usize = 4096;
+/// Longest single warning kept.
+pub const MAX_WARNING: usize = 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
+pub fn capped(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes cut)", &text[..end], text.len() - end)
 }
 
 /// Tells the agent a job's result needs no resending.

@@ -184,7 +184,7 @@ impl OperatorService for OperatorApi {
         let agents = records
             .into_iter()
             .map(|a| {
-                let live = self.coord.registry.get(&a.agent_id);
+                let live = self.coord.registry.get(&a.region, &a.agent_id);
                 Agent {
                     last_heartbeat_unix_ms: live
                         .as_ref()

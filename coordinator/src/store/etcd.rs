@@ -65,6 +65,24 @@ where
     }
 }
 
+/// Keys per page of a listing: well under the 4 MiB response limit even
+/// for records of several KiB.
+const LIST_PAGE: i64 = 256;
+
+/// The end of the key range holding every key that starts with `prefix`
+/// (etcd's convention: the prefix with its last byte below 0xff raised).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte 0xff: to the end of the keyspace.
+    vec![0]
+}
+
 impl EtcdStore {
     /// Connects to `endpoints`; keys live under `prefix`.
     pub async fn connect(endpoints: &[String], prefix: &str, ttl: Duration) -> StoreResult<Self> {
@@ -231,23 +249,45 @@ impl StateStore for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<Entry>> {
-        let c = self.client.clone();
-        let full = self.full(prefix);
-        let resp = timed("list", || {
-            let (mut c, full) = (c.clone(), full.clone());
-            async move { c.get(full, Some(GetOptions::new().with_prefix())).await }
-        })
-        .await?;
+        // In pages, all at the first page's revision: one response holding a
+        // whole prefix outgrows the client's 4 MiB message limit once the
+        // history does (some 5,000 job records), and then no replica could
+        // take the lead or prune that history.
+        let full = self.full(prefix).into_bytes();
+        let end = prefix_end(&full);
         let strip = self.prefix.len() + 1;
-        Ok(resp
-            .kvs()
-            .iter()
-            .map(|kv| Entry {
+        let mut out = Vec::new();
+        let mut from = full;
+        let mut at_revision = 0;
+        loop {
+            let c = self.client.clone();
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE)
+                .with_revision(at_revision);
+            let resp = timed("list", || {
+                let (mut c, from, options) = (c.clone(), from.clone(), options.clone());
+                async move { c.get(from, Some(options)).await }
+            })
+            .await?;
+            if at_revision == 0 {
+                at_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            let kvs = resp.kvs();
+            out.extend(kvs.iter().map(|kv| Entry {
                 key: String::from_utf8_lossy(&kv.key()[strip.min(kv.key().len())..]).into_owned(),
                 value: kv.value().to_vec(),
                 revision: kv.mod_revision(),
-            })
-            .collect())
+            }));
+            match kvs.last() {
+                Some(last) if resp.more() => {
+                    // The next page starts just after the last key.
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
     }
 
     async fn put_with(
@@ -395,5 +435,17 @@ impl StateStore for EtcdStore {
 
     fn lease_ttl(&self) -> Duration {
         self.ttl
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn the_range_of_a_prefix_ends_just_past_it() {
+        assert_eq!(prefix_end(b"/seawall/jobs/"), b"/seawall/jobs0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
     }
 }

@@ -75,6 +75,13 @@ impl MasterKey {
     }
 }
 
+/// Most memory a key file may ask Argon2 for: 1 GiB (the default is 64 MiB).
+pub const MAX_KDF_MEMORY_KIB: u64 = 1024 * 1024;
+/// Most Argon2 passes a key file may ask for.
+pub const MAX_KDF_PASSES: u64 = 16;
+/// Most Argon2 lanes a key file may ask for.
+pub const MAX_KDF_LANES: u64 = 16;
+
 /// Argon2id parameters stored beside a wrapped key.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KdfParams {
@@ -103,6 +110,31 @@ impl KdfParams {
         }
     }
 
+    /// Refuses parameters no key file Seawall writes has, before any memory
+    /// is allocated for them: a planted key file with a 4 TiB memory cost
+    /// must be an error, not an aborted process.
+    pub fn check_bounds(&self) -> Result<()> {
+        let bounds = [
+            (
+                "m_cost (KiB)",
+                u64::from(self.m_cost),
+                8 * u64::from(self.p_cost.max(1)),
+                MAX_KDF_MEMORY_KIB,
+            ),
+            ("t_cost", u64::from(self.t_cost), 1, MAX_KDF_PASSES),
+            ("p_cost", u64::from(self.p_cost), 1, MAX_KDF_LANES),
+            ("salt length", self.salt.len() as u64, 8, 64),
+        ];
+        for (what, value, min, max) in bounds {
+            if value < min || value > max {
+                return Err(Error::corrupt(format!(
+                    "key file has Argon2 {what} = {value}, outside {min}..={max}: it was not written by seawall; move it out of keys/"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Derives the 32-byte key-encryption key from `password`.
     pub fn derive(&self, password: &[u8]) -> Result<[u8; 32]> {
         if self.algorithm != "argon2id" {
@@ -111,6 +143,7 @@ impl KdfParams {
                 format!("key file uses unknown KDF {:?}", self.algorithm),
             ));
         }
+        self.check_bounds()?;
         let params = argon2::Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32))
             .map_err(|e| Error::corrupt(format!("key file has invalid Argon2 parameters: {e}")))?;
         let argon =
@@ -219,6 +252,33 @@ mod tests {
             t_cost: 1,
             ..KdfParams::default_fresh()
         }
+    }
+
+    #[test]
+    fn out_of_bounds_kdf_parameters_are_refused_before_any_allocation() {
+        for bad in [
+            KdfParams {
+                m_cost: u32::MAX,
+                ..cheap_kdf()
+            },
+            KdfParams {
+                t_cost: 1_000_000,
+                ..cheap_kdf()
+            },
+            KdfParams {
+                p_cost: 0,
+                ..cheap_kdf()
+            },
+            KdfParams {
+                salt: vec![],
+                ..cheap_kdf()
+            },
+        ] {
+            let err = bad.derive(b"pw").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt);
+            assert!(err.to_string().contains("outside"), "{err}");
+        }
+        assert!(cheap_kdf().derive(b"pw").is_ok());
     }
 
     #[test]

@@ -230,3 +230,39 @@ fn blob_position(repo_dir: &Path, file: &Path) -> (PathBuf, u64) {
         unreachable!("{} not in the snapshot", file.display())
     })
 }
+
+#[test]
+fn hostile_repository_objects_are_refused_or_ignored_not_obeyed() {
+    let (work, src, repo, _) = setup();
+    let repo_dir = work.path().join("repo");
+    // A planted key file asking Argon2 for 4 TiB, listed before the good one.
+    let good = files_in(&repo_dir.join("keys"))[0].clone();
+    let mut key: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&good).unwrap()).unwrap();
+    key["kdf"]["m_cost"] = serde_json::json!(u32::MAX);
+    let planted = repo_dir.join("keys").join("0".repeat(64));
+    std::fs::write(&planted, serde_json::to_vec(&key).unwrap()).unwrap();
+    // A lock file that no seawall wrote.
+    std::fs::create_dir_all(repo_dir.join("locks")).unwrap();
+    std::fs::write(repo_dir.join("locks").join("f".repeat(64)), b"garbage").unwrap();
+
+    // The repository still opens with the good key, and a backup is not
+    // blocked by the garbage lock.
+    repo.ok(&["snapshots"]);
+    let (second, _) = repo.backup(&[&src]);
+    assert!(!second.is_empty());
+    // `unlock` clears the garbage.
+    repo.ok(&["unlock"]);
+    assert!(files_in(&repo_dir.join("locks")).is_empty());
+
+    // A config whose chunker bounds would make the chunker panic is one
+    // clear line naming the parameter.
+    std::fs::remove_file(&planted).unwrap();
+    let config_path = repo_dir.join("config");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["chunker"]["min"] = serde_json::json!(2_000_000);
+    std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let line = one_error_line(&repo.run(&["backup", "files", src.to_str().unwrap()]));
+    assert!(line.contains("chunker.min = 2000000"), "{line}");
+}

@@ -155,6 +155,12 @@ async fn find_conflict(repo: &Repository, own: &str, exclusive: bool) -> Result<
             Ok(i) => i,
             // Removed between list and read: it no longer conflicts.
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            // Not sealed with this repository's key: no seawall wrote it,
+            // so it locks nothing. `seawall unlock` removes it.
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                tracing::warn!(lock = %listed.name, error = %e, "ignoring a lock file that does not open; `seawall unlock` removes it");
+                continue;
+            }
             Err(e) => return Err(e),
         };
         if !info.is_stale() && (exclusive || info.exclusive) {

@@ -10,27 +10,51 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// Writes `text` to `path` with `mode`, through a new temporary file in the
+/// same directory: a replaced key (`--force`) gets the new file's mode, not
+/// the old file's, and a reader never sees half a file.
 fn write(path: &Path, text: &str, mode: u32, force: bool) -> anyhow::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).mode(mode);
-    if force {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
+    let exists = || {
+        anyhow::anyhow!(
+            "{} exists: give --force to replace it, or another --name",
+            path.display()
+        )
+    };
+    if !force && path.exists() {
+        return Err(exists());
     }
-    let mut file = options.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            anyhow::anyhow!(
-                "{} exists: give --force to replace it, or another --name",
-                path.display()
-            )
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{:08x}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("new"),
+        rand::random::<u32>()
+    ));
+    let written = (|| -> anyhow::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+        file.write_all(text.as_bytes())
+            .and_then(|_| file.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        if force {
+            std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
         } else {
-            anyhow::anyhow!("cannot write {}: {e}", path.display())
+            // A link fails if the name appeared meanwhile: never overwrite.
+            std::fs::hard_link(&tmp, path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    exists()
+                } else {
+                    anyhow::anyhow!("cannot write {}: {e}", path.display())
+                }
+            })?;
         }
-    })?;
-    file.write_all(text.as_bytes())
-        .and_then(|_| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written
 }
 
 fn save(dir: &Path, stem: &str, issued: &Issued, force: bool) -> anyhow::Result<[PathBuf; 2]> {

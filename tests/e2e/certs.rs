@@ -77,6 +77,8 @@ fn certs_issue_identities_for_every_role() {
         &["agent", "--name", "x", "--region", "EU West"],
     ));
     assert!(err.contains("region"), "{err}");
+    // A replaced key is 0600 whatever the mode of the file it replaces.
+    std::fs::set_permissions(dir.join("eu-1.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
     assert!(certs(
         &dir,
         &[
@@ -91,6 +93,7 @@ fn certs_issue_identities_for_every_role() {
     .status
     .success());
     assert_ne!(std::fs::read(dir.join("eu-1.key")).unwrap(), before);
+    assert_eq!(mode("eu-1.key"), 0o600);
 
     // A key others can read is refused when loaded.
     std::fs::set_permissions(

@@ -237,6 +237,12 @@ fn hostile_repository_objects_are_refused_or_ignored_not_obeyed() {
     let repo_dir = work.path().join("repo");
     // A planted key file asking Argon2 for 4 TiB, listed before the good one.
     let good = files_in(&repo_dir.join("keys"))[0].clone();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&good).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "a local key file others may read"
+    );
     let mut key: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&good).unwrap()).unwrap();
     key["kdf"]["m_cost"] = serde_json::json!(u32::MAX);

@@ -67,25 +67,58 @@ fn read_range_sync(path: &Path, offset: u64, len: u64) -> Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+/// Creates `dir` and any missing parents, each made durable in its own
+/// parent: a file renamed into a directory that a crash forgets is lost.
+fn create_dirs_durably(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs_durably(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        // Another writer made it meanwhile: it is as good.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(Error::io(dir.display(), e)),
+    }
+    match dir.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+/// Makes a directory's entries durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
+}
+
+/// Writes `path` whole or not at all (a temporary file renamed over it),
+/// created with `mode`.
+fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().ok_or_else(|| {
         Error::new(
             ErrorKind::InvalidInput,
             format!("{} has no parent", path.display()),
         )
     })?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+    create_dirs_durably(dir)?;
     let tmp = dir.join(format!(".tmp-{}", crate::id::Id::random().short()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| Error::io(tmp.display(), e))?;
         f.write_all(data).map_err(|e| Error::io(tmp.display(), e))?;
         f.sync_all().map_err(|e| Error::io(tmp.display(), e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))?;
         // The rename is durable only once the directory entry is.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        sync_dir(dir)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -216,7 +249,11 @@ impl Storage for LocalStorage {
 
     async fn write(&self, kind: FileKind, name: &str, data: Bytes) -> Result<()> {
         let path = self.full(kind, name)?;
-        blocking(move || write_atomic(&path, &data)).await
+        // Key files are the one secret-bearing kind: owner-only. The rest
+        // is sealed and follows the umask, so that a repository shared by
+        // a group (root's backups, postgres's wal-fetch) stays readable.
+        let mode = if kind == FileKind::Key { 0o600 } else { 0o666 };
+        blocking(move || write_atomic(&path, &data, mode)).await
     }
 
     async fn remove(&self, kind: FileKind, name: &str) -> Result<()> {

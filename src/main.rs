@@ -45,6 +45,12 @@ fn init_logging(verbose: u8, quiet: bool) {
         (false, 1) => "info",
         (false, _) => "debug",
     };
+    // The AWS SDK warns at length about each credential provider it tries
+    // and fails; Seawall's own error says what is missing, once. -v shows them.
+    let default = match verbose {
+        0 => format!("{default},aws_config=error,aws_smithy_runtime=error"),
+        _ => default.to_string(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SEAWALL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colours only on a terminal: a journal or log file gets plain text.

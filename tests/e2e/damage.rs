@@ -272,3 +272,42 @@ fn hostile_repository_objects_are_refused_or_ignored_not_obeyed() {
     let line = one_error_line(&repo.run(&["backup", "files", src.to_str().unwrap()]));
     assert!(line.contains("chunker.min = 2000000"), "{line}");
 }
+
+#[test]
+fn an_s3_repository_with_no_credentials_anywhere_says_so_in_one_line() {
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let repo = Repo {
+        url: "s3://bucket/repo".into(),
+        env: vec![
+            (
+                "SEAWALL_S3_ENDPOINT".into(),
+                format!("http://127.0.0.1:{port}"),
+            ),
+            ("SEAWALL_S3_PATH_STYLE".into(), "true".into()),
+            // No profile files either.
+            ("HOME".into(), home.path().display().to_string()),
+        ],
+    };
+    let mut cmd = repo.cmd(&["snapshots"]);
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_CONFIG_FILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().unwrap();
+    let line = one_error_line(&out);
+    assert!(line.contains("no S3 credentials were found"), "{line}");
+    assert!(line.contains("AWS_ACCESS_KEY_ID"), "{line}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("WARN"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

@@ -208,6 +208,9 @@ impl S3Storage {
     }
 }
 
+/// What to say when the standard credential chain found nothing.
+const NO_CREDENTIALS: &str = "no S3 credentials were found: give --s3-access-key-id with --s3-secret-access-key-file (in agent.toml: s3_access_key_id and s3_secret_access_key_file), or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials, or run on a host with an instance role";
+
 /// Turns an SDK error into a Seawall error with a kind and a fix.
 fn classify<E>(
     endpoint: &str,
@@ -221,6 +224,12 @@ where
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code().map(str::to_string);
     let detail = DisplayErrorContext(&err).to_string();
+    // The SDK reports a credential chain that found nothing as a failure
+    // to send; say what is missing instead of blaming the endpoint.
+    if matches!(err, SdkError::DispatchFailure(_)) && detail.contains("credential") {
+        return Error::new(ErrorKind::InvalidInput, format!("{what}: {NO_CREDENTIALS}"))
+            .with_source(err);
+    }
     let (kind, hint) = match (&err, status, code.as_deref()) {
         (SdkError::DispatchFailure(_), _, _) | (SdkError::TimeoutError(_), _, _) => (
             ErrorKind::Unreachable,

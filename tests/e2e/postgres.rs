@@ -762,3 +762,57 @@ fn recovery_follows_a_timeline_switch_in_the_archive() {
     stop_datadir(&again);
     assert_eq!(got, "a on timeline 1,b on timeline 2");
 }
+
+#[test]
+fn no_postgresql_program_sees_the_password_on_its_command_line() {
+    const SECRET: &str = "Pa55-word-in-the-dsn";
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = PgCluster::start(&tmp.path().join("pg"), "");
+    populate(&pg, "app");
+    let repo = PgRepo::init(&tmp.path().join("r"));
+    // Each PostgreSQL program through a wrapper that records its argv.
+    let wrap = tmp.path().join("wrap");
+    pg_dir(&wrap);
+    let log = wrap.join("argv.log");
+    for program in [
+        "pg_dump",
+        "pg_dumpall",
+        "pg_basebackup",
+        "psql",
+        "pg_restore",
+    ] {
+        let script = wrap.join(program);
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$0 $*\" >> '{}'\nexec '{}' \"$@\"\n",
+                log.display(),
+                pg_bin().join(program).display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    // The DSN, password included, reaches seawall through the environment
+    // (as an agent's comes through its configuration), not its argv.
+    let dsn = format!("{} password={SECRET}", pg.dsn("postgres"));
+    for extra in [&[][..], &["--physical"][..]] {
+        let mut cmd = repo.cmd(&[&["backup", "postgres"][..], extra].concat());
+        cmd.env("SEAWALL_PG_BIN", &wrap).env("SEAWALL_PG_DSN", &dsn);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let argv = std::fs::read_to_string(&log).unwrap();
+    for program in ["pg_dump ", "pg_dumpall ", "pg_basebackup "] {
+        assert!(argv.contains(program), "{program} did not run: {argv}");
+    }
+    assert!(
+        !argv.contains(SECRET),
+        "a password on a command line:\n{argv}"
+    );
+}

@@ -196,8 +196,13 @@ pub async fn check_postgres(
 
 async fn run_amcheck(dsn: &str, tools: &PgTools) -> Result<CheckResult> {
     let mut cmd = tools.async_command("pg_amcheck")?;
-    // The positional argument may be a whole connection string.
-    cmd.arg("--install-missing").arg(dsn);
+    // The positional argument may be a whole connection string; its
+    // password goes in the environment, never on the command line.
+    let (bare, password) = super::conn::split_password(dsn);
+    cmd.arg("--install-missing").arg(bare);
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
     let out = cmd
         .output()
         .await

@@ -68,6 +68,128 @@ pub fn with_database(dsn: &str, db: &str) -> String {
     format!("{trimmed} dbname='{quoted}'")
 }
 
+/// The DSN without its password, and the password: programs get the first
+/// on their command line and the second in `PGPASSWORD`, so no password is
+/// ever readable in `/proc/<pid>/cmdline`.
+pub fn split_password(dsn: &str) -> (String, Option<String>) {
+    let trimmed = dsn.trim();
+    for scheme in ["postgresql://", "postgres://"] {
+        if let Some(rest) = trimmed.strip_prefix(scheme) {
+            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(authority_end);
+            if let Some((userinfo, hosts)) = authority.rsplit_once('@') {
+                if let Some((user, password)) = userinfo.split_once(':') {
+                    return (
+                        format!("{scheme}{user}@{hosts}{tail}"),
+                        Some(percent_decode(password)),
+                    );
+                }
+            }
+            return (trimmed.to_string(), None);
+        }
+    }
+    // key=value: values are bare or single-quoted with backslash escapes.
+    let mut kept = Vec::new();
+    let mut password = None;
+    let mut chars = trimmed.chars().peekable();
+    while chars.peek().is_some() {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut raw = String::new();
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            raw.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'=') {
+            chars.next();
+            raw.push('=');
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+            if chars.peek() == Some(&'\'') {
+                raw.push('\'');
+                chars.next();
+                while let Some(c) = chars.next() {
+                    raw.push(c);
+                    match c {
+                        '\\' => {
+                            if let Some(n) = chars.next() {
+                                raw.push(n);
+                                value.push(n);
+                            }
+                        }
+                        '\'' => break,
+                        c => value.push(c),
+                    }
+                }
+            } else {
+                while let Some(&c) = chars.peek() {
+                    if c.is_whitespace() {
+                        break;
+                    }
+                    raw.push(c);
+                    value.push(c);
+                    chars.next();
+                }
+            }
+        }
+        if key == "password" {
+            password = Some(value);
+        } else if !raw.is_empty() {
+            kept.push(raw);
+        }
+    }
+    (kept.join(" "), password)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Hands `dsn` to a PostgreSQL program as `--dbname`, its password (if
+/// any) in the program's environment instead.
+pub fn pass_dsn(cmd: &mut std::process::Command, dsn: &str) {
+    let (bare, password) = split_password(dsn);
+    cmd.arg(format!("--dbname={bare}"));
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+}
+
+/// [`pass_dsn`] for a tokio command.
+pub fn pass_dsn_async(cmd: &mut tokio::process::Command, dsn: &str) {
+    let (bare, password) = split_password(dsn);
+    cmd.arg(format!("--dbname={bare}"));
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+}
+
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -143,6 +265,36 @@ pub async fn databases(client: &Client) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_is_taken_out_of_every_dsn_form() {
+        assert_eq!(
+            split_password("host=db port=5432 password=s3cret user=app"),
+            (
+                "host=db port=5432 user=app".to_string(),
+                Some("s3cret".to_string())
+            )
+        );
+        assert_eq!(
+            split_password("host=db password = 'a b\\'c' dbname=x"),
+            ("host=db dbname=x".to_string(), Some("a b'c".to_string()))
+        );
+        assert_eq!(
+            split_password("postgresql://app:p%40ss@db:5432/app?sslmode=require"),
+            (
+                "postgresql://app@db:5432/app?sslmode=require".to_string(),
+                Some("p@ss".to_string())
+            )
+        );
+        assert_eq!(
+            split_password("postgres://app@db/app"),
+            ("postgres://app@db/app".to_string(), None)
+        );
+        assert_eq!(
+            split_password("host=/run/postgresql user=postgres"),
+            ("host=/run/postgresql user=postgres".to_string(), None)
+        );
+    }
 
     #[test]
     fn with_database_rewrites_both_forms() {

@@ -93,8 +93,8 @@ async fn dump_all(
     let mut streams = Vec::new();
     if opts.globals {
         let mut cmd = opts.tools.command("pg_dumpall")?;
-        cmd.arg("--globals-only")
-            .arg(format!("--dbname={}", opts.dsn));
+        cmd.arg("--globals-only");
+        conn::pass_dsn(&mut cmd, &opts.dsn);
         streams.push(dump_one(backup, cmd, GLOBALS_STREAM, "pg_dumpall --globals-only").await?);
     }
     for db in databases {
@@ -110,9 +110,8 @@ async fn dump_all(
             (None, None, vec![])
         };
         let mut cmd = opts.tools.command("pg_dump")?;
-        cmd.arg("--format=custom")
-            .arg("--compress=0")
-            .arg(format!("--dbname={db_dsn}"));
+        cmd.arg("--format=custom").arg("--compress=0");
+        conn::pass_dsn(&mut cmd, &db_dsn);
         if let Some(s) = &snapshot {
             cmd.arg(format!("--snapshot={s}"));
         }
@@ -131,8 +130,8 @@ async fn dump_all(
                     .arg(format!(
                         "--snapshot={}",
                         snapshot.as_deref().unwrap_or_default()
-                    ))
-                    .arg(format!("--dbname={db_dsn}"));
+                    ));
+                conn::pass_dsn(c, &db_dsn);
             }
             let what = format!("pg_dump of table {} in database {db:?}", t.table);
             async move { dump_one(backup, cmd?, &stream_name, &what).await }
@@ -296,8 +295,8 @@ pub async fn restore_logical(
             .find(|s| s.name == GLOBALS_STREAM)
             .ok_or_else(|| Error::new(ErrorKind::NotFound, "the snapshot has no globals dump"))?;
         let mut cmd = opts.tools.async_command("psql")?;
-        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=0"])
-            .arg(format!("--dbname={admin_dsn}"));
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=0"]);
+        conn::pass_dsn_async(&mut cmd, &admin_dsn);
         let stderr = feed(repo.clone(), cmd, globals, "psql (globals)", &progress).await?;
         report.warnings.extend(
             stderr
@@ -375,9 +374,8 @@ async fn restore_database(
     };
     let pg_restore = |section: Option<&str>| -> Result<tokio::process::Command> {
         let mut cmd = opts.tools.async_command("pg_restore")?;
-        cmd.arg("--exit-on-error")
-            .arg("--single-transaction")
-            .arg(format!("--dbname={target_dsn}"));
+        cmd.arg("--exit-on-error").arg("--single-transaction");
+        conn::pass_dsn_async(&mut cmd, &target_dsn);
         if let Some(s) = section {
             cmd.arg(format!("--section={s}"));
         }

@@ -84,22 +84,22 @@ pub async fn backup_physical(
     let facts = conn::server_facts(&client).await?;
     drop(client);
     let mut cmd = opts.tools.command("pg_basebackup")?;
-    cmd.arg(format!("--dbname={}", opts.dsn))
-        .args([
-            "--pgdata=-",
-            "--format=tar",
-            "--wal-method=fetch",
-            "--verbose",
-        ])
-        .arg("--label=seawall")
-        .arg(format!(
-            "--checkpoint={}",
-            if opts.fast_checkpoint {
-                "fast"
-            } else {
-                "spread"
-            }
-        ));
+    conn::pass_dsn(&mut cmd, &opts.dsn);
+    cmd.args([
+        "--pgdata=-",
+        "--format=tar",
+        "--wal-method=fetch",
+        "--verbose",
+    ])
+    .arg("--label=seawall")
+    .arg(format!(
+        "--checkpoint={}",
+        if opts.fast_checkpoint {
+            "fast"
+        } else {
+            "spread"
+        }
+    ));
     let backup = StreamBackup::begin(repo, opts.settings.clone(), progress).await?;
     let saver = backup.saver();
     let params = backup.params();

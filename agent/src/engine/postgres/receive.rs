@@ -53,15 +53,15 @@ pub async fn stream_wal(
         .create(&opts.dir)
         .map_err(|e| Error::io(opts.dir.display(), e))?;
     let mut create = opts.tools.async_command("pg_receivewal")?;
+    super::conn::pass_dsn_async(&mut create, &opts.dsn);
     create
-        .arg(format!("--dbname={}", opts.dsn))
         .arg(format!("--slot={}", opts.slot))
         .args(["--create-slot", "--if-not-exists"]);
     super::tools::output(create, "pg_receivewal --create-slot").await?;
 
     let mut cmd = opts.tools.async_command("pg_receivewal")?;
-    cmd.arg(format!("--dbname={}", opts.dsn))
-        .arg(format!("--slot={}", opts.slot))
+    super::conn::pass_dsn_async(&mut cmd, &opts.dsn);
+    cmd.arg(format!("--slot={}", opts.slot))
         .arg(format!("--directory={}", opts.dir.display()))
         .arg("--synchronous")
         .arg("--no-password")

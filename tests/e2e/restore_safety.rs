@@ -9,6 +9,7 @@ use seawall_common::repo::snapshot::{BackupSummary, BackupType, Snapshot};
 use seawall_common::repo::BlobType;
 use seawall_common::storage::FileKind;
 use std::path::Path;
+use std::process::Command;
 
 /// Writes a snapshot whose root tree is `tree_json`, bypassing every check a
 /// real backup makes, as an attacker with the key (or a bug) could.
@@ -160,4 +161,62 @@ fn duplicate_names_in_a_tree_are_refused() {
     let target = work.path().join("target");
     let line = one_error_line(&repo.run(&["restore", "latest", "--to", target.to_str().unwrap()]));
     assert!(line.contains("not unique"), "{line}");
+}
+
+#[test]
+fn a_private_file_is_private_from_the_moment_it_is_restored() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let secret = src.join("secret.key");
+    // Large and incompressible enough that the restore takes a while to write it.
+    let mut data = vec![0u8; 192 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(&secret, &data).unwrap();
+    drop(data);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let repo = Repo::local(&work.path().join("repo"));
+    repo.ok(&["init"]);
+    repo.backup(&[&src]);
+
+    // Restore with umask 0, watching the file's mode the whole time.
+    let target = work.path().join("restored");
+    let restored_secret = restored(&target, &secret);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "umask 0; exec '{}' restore latest --to '{}'",
+            bin(),
+            target.display()
+        ))
+        .env("SEAWALL_REPOSITORY", &repo.url)
+        .env("SEAWALL_PASSWORD", PASSWORD);
+    let mut child = cmd.spawn().unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        if let Ok(m) = std::fs::symlink_metadata(&restored_secret) {
+            seen.insert(m.permissions().mode() & 0o777);
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(
+        !seen.is_empty(),
+        "the restore was never seen writing the file"
+    );
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [0o600],
+        "the secret file had another mode while it was restored"
+    );
 }

@@ -61,6 +61,31 @@ fn safe_relative(p: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Refuses an entry whose way into `dir` passes through a symlink: an
+/// earlier entry `x -> /elsewhere` must not let a later `x/f` write outside
+/// the data directory.
+fn refuse_symlinked_parents(dir: &Path, rel: &Path) -> Result<()> {
+    let mut at = dir.to_path_buf();
+    let parents = rel.parent().map(|p| p.components().count()).unwrap_or(0);
+    for c in rel.components().take(parents) {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Error::corrupt(format!(
+                    "base backup entry {} goes through the symlink {}; refusing it (nothing is written outside {})",
+                    rel.display(),
+                    at.display(),
+                    dir.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(at.display(), e)),
+        }
+    }
+    Ok(())
+}
+
 /// Unpacks `reader` (a pg_basebackup tar) into `dir` and verifies it.
 pub fn unpack_and_verify<R: Read>(reader: R, dir: &Path) -> Result<Unpacked> {
     let mut archive = tar::Archive::new(reader);
@@ -82,6 +107,7 @@ pub fn unpack_and_verify<R: Read>(reader: R, dir: &Path) -> Result<Unpacked> {
         if rel.as_os_str().is_empty() {
             continue;
         }
+        refuse_symlinked_parents(dir, &rel)?;
         let dest = dir.join(&rel);
         let mode = entry.header().mode().unwrap_or(0o600) & 0o7777;
         match entry.header().entry_type() {
@@ -98,7 +124,14 @@ pub fn unpack_and_verify<R: Read>(reader: R, dir: &Path) -> Result<Unpacked> {
                 if key == "backup_manifest" {
                     let mut data = Vec::new();
                     entry.read_to_end(&mut data).map_err(|e| io(&dest, e))?;
-                    std::fs::write(&dest, &data).map_err(|e| io(&dest, e))?;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&dest)
+                        .and_then(|mut f| f.write_all(&data))
+                        .map_err(|e| io(&dest, e))?;
                     manifest = Some(data);
                     continue;
                 }
@@ -190,6 +223,35 @@ fn check(manifest: &[u8], sums: &HashMap<String, (u64, u32)>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_symlink_in_the_tar_cannot_carry_a_later_entry_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        link.set_mode(0o777);
+        b.append_link(&mut link, "x", outside.path()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o600);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, "x/f", &b"evil"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let err = unpack_and_verify(&tar[..], &data).unwrap_err();
+        assert!(
+            err.to_string().contains("goes through the symlink"),
+            "{err}"
+        );
+        assert!(
+            !outside.path().join("f").exists(),
+            "written outside the target"
+        );
+    }
 
     fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());

@@ -155,7 +155,10 @@ impl Files {
         let mut opts = OpenOptions::new();
         opts.write(true).custom_flags(libc::O_NOFOLLOW);
         if create {
-            opts.create(true).truncate(true);
+            // Owner-only from the first instant: the file's own mode is
+            // set by `finish`, once its content is in place, so a secret
+            // file is never open to others while it is restored.
+            opts.create(true).truncate(true).mode(0o600);
         }
         opts.open(&path).map_err(|e| {
             if e.raw_os_error() == Some(libc::ELOOP) {

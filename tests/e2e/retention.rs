@@ -78,3 +78,49 @@ fn dir_size(dir: &std::path::Path) -> u64 {
     }
     n
 }
+
+#[test]
+fn prune_spares_a_pack_no_index_lists_until_it_is_older_than_any_lock() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 20, 1024 * 1024, 9);
+    let repo_dir = work.path().join("repo");
+    let repo = Repo::local(&repo_dir);
+    repo.ok(&["init"]);
+    repo.backup(&[&src]);
+    // A pack that no index lists yet: what a backup still writing (whose
+    // lock prune could not see) leaves until its index is written.
+    let data = repo_dir.join("data");
+    let some_pack = std::fs::read_dir(
+        data.join(
+            std::fs::read_dir(&data)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .file_name(),
+        ),
+    )
+    .unwrap()
+    .next()
+    .unwrap()
+    .unwrap()
+    .path();
+    let orphan_dir = data.join("ab");
+    std::fs::create_dir_all(&orphan_dir).unwrap();
+    let orphan = orphan_dir.join(format!("ab{}", "0".repeat(62)));
+    std::fs::copy(&some_pack, &orphan).unwrap();
+
+    let out = repo.json(&["prune"]);
+    assert_eq!(out["unindexed_packs_deleted"], 0, "{out}");
+    assert_eq!(out["unindexed_packs_kept"], 1, "{out}");
+    assert!(orphan.exists());
+
+    // Older than the lock TTL (30 minutes): a crash's leftover, freed.
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    filetime::set_file_mtime(&orphan, filetime::FileTime::from_system_time(hour_ago)).unwrap();
+    let out = repo.json(&["prune"]);
+    assert_eq!(out["unindexed_packs_deleted"], 1, "{out}");
+    assert!(!orphan.exists());
+    repo.ok(&["verify", "--read-data"]);
+}

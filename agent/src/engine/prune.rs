@@ -29,6 +29,9 @@ pub struct PruneReport {
     pub packs_repacked: u64,
     /// Packs no index named (left by interrupted backups), deleted.
     pub unindexed_packs_deleted: u64,
+    /// Packs no index names yet that are too young to delete (a backup may
+    /// still be writing them).
+    pub unindexed_packs_kept: u64,
     /// Temporary files of writes a crash interrupted, deleted.
     pub temporaries_deleted: u64,
     /// Bytes freed.
@@ -157,14 +160,25 @@ async fn prune_locked(repo: &Arc<Repository>, dry_run: bool) -> Result<PruneRepo
             }
         }
     }
-    let unindexed: Vec<(Id, u64)> = repo
-        .storage()
-        .list(FileKind::Pack)
-        .await?
-        .into_iter()
-        .filter_map(|l| l.name.parse::<Id>().ok().map(|id| (id, l.size)))
-        .filter(|(id, _)| !seen_packs.contains(id))
-        .collect();
+    // A pack no index lists is an interrupted backup's leftover only once
+    // it is older than any lock could still be valid: younger, it may be a
+    // live backup's (one whose lock refresh failed and that prune could not
+    // see), whose index is still to come.
+    let young_before = std::time::SystemTime::now() - seawall_common::repo::lock::LOCK_TTL;
+    let mut unindexed: Vec<(Id, u64)> = Vec::new();
+    for l in repo.storage().list(FileKind::Pack).await? {
+        let Ok(id) = l.name.parse::<Id>() else {
+            continue;
+        };
+        if seen_packs.contains(&id) {
+            continue;
+        }
+        if l.modified.is_some_and(|m| m < young_before) {
+            unindexed.push((id, l.size));
+        } else {
+            report.unindexed_packs_kept += 1;
+        }
+    }
     report.packs_deleted = delete.len() as u64;
     report.packs_repacked = repack.len() as u64;
     report.unindexed_packs_deleted = unindexed.len() as u64;

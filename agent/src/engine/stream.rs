@@ -346,6 +346,10 @@ impl StreamBackup {
                 ..BackupSummary::default()
             },
         };
+        // The commit point: only while the lock still protects the packs.
+        if let Some(lock) = &self.lock {
+            lock.check()?;
+        }
         let (id, len) = self.repo.write_json(FileKind::Snapshot, &snapshot).await?;
         snapshot.summary.bytes_added += len;
         Ok((id, snapshot))

@@ -17,6 +17,29 @@ pub const LOCK_TTL: Duration = Duration::from_secs(30 * 60);
 /// How often a holder refreshes its lock.
 pub const LOCK_REFRESH: Duration = Duration::from_secs(5 * 60);
 
+/// A lock's timing: how long it is valid, how often it is refreshed, and
+/// how long before its expiry the holder stops trusting it (clocks of
+/// other hosts may run ahead).
+#[derive(Debug, Clone, Copy)]
+pub struct LockTimes {
+    /// Validity without a refresh.
+    pub ttl: Duration,
+    /// Refresh interval.
+    pub refresh: Duration,
+    /// Safety margin before the written expiry.
+    pub margin: Duration,
+}
+
+impl Default for LockTimes {
+    fn default() -> Self {
+        LockTimes {
+            ttl: LOCK_TTL,
+            refresh: LOCK_REFRESH,
+            margin: LOCK_REFRESH,
+        }
+    }
+}
+
 /// The content of a lock file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +61,11 @@ pub struct LockInfo {
 impl LockInfo {
     /// A lock of this process, valid for [`LOCK_TTL`] from now.
     pub fn fresh(exclusive: bool, operation: &str) -> LockInfo {
+        Self::valid_for(exclusive, operation, LOCK_TTL)
+    }
+
+    /// A lock of this process, valid for `ttl` from now.
+    pub fn valid_for(exclusive: bool, operation: &str, ttl: Duration) -> LockInfo {
         let now = Utc::now();
         LockInfo {
             exclusive,
@@ -45,7 +73,7 @@ impl LockInfo {
             pid: std::process::id(),
             operation: operation.to_string(),
             created: now,
-            expires: now + chrono::Duration::from_std(LOCK_TTL).unwrap_or_default(),
+            expires: now + chrono::Duration::from_std(ttl).unwrap_or_default(),
         }
     }
 
@@ -68,6 +96,9 @@ pub struct RepoLock {
     repo: Arc<Repository>,
     name: Arc<tokio::sync::Mutex<String>>,
     refresher: tokio::task::JoinHandle<()>,
+    /// The expiry of the last lock file written.
+    held_until: Arc<std::sync::Mutex<DateTime<Utc>>>,
+    margin: Duration,
 }
 
 impl RepoLock {
@@ -78,21 +109,37 @@ impl RepoLock {
         operation: &str,
         wait: Duration,
     ) -> Result<RepoLock> {
+        Self::acquire_with(repo, exclusive, operation, wait, LockTimes::default()).await
+    }
+
+    /// [`acquire`](Self::acquire) with other timings.
+    pub async fn acquire_with(
+        repo: Arc<Repository>,
+        exclusive: bool,
+        operation: &str,
+        wait: Duration,
+        times: LockTimes,
+    ) -> Result<RepoLock> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match Self::try_acquire(&repo, exclusive, operation).await {
-                Ok(name) => {
+            match Self::try_acquire(&repo, exclusive, operation, times.ttl).await {
+                Ok((name, expires)) => {
                     let name = Arc::new(tokio::sync::Mutex::new(name));
+                    let held_until = Arc::new(std::sync::Mutex::new(expires));
                     let refresher = tokio::spawn(refresh_loop(
                         repo.clone(),
                         name.clone(),
+                        held_until.clone(),
                         exclusive,
                         operation.to_string(),
+                        times,
                     ));
                     return Ok(RepoLock {
                         repo,
                         name,
                         refresher,
+                        held_until,
+                        margin: times.margin,
                     });
                 }
                 Err(e)
@@ -105,12 +152,17 @@ impl RepoLock {
         }
     }
 
-    async fn try_acquire(repo: &Repository, exclusive: bool, operation: &str) -> Result<String> {
-        let info = LockInfo::fresh(exclusive, operation);
+    async fn try_acquire(
+        repo: &Repository,
+        exclusive: bool,
+        operation: &str,
+        ttl: Duration,
+    ) -> Result<(String, DateTime<Utc>)> {
+        let info = LockInfo::valid_for(exclusive, operation, ttl);
         let (own, _) = repo.write_json(FileKind::Lock, &info).await?;
         let own = own.to_hex();
         match find_conflict(repo, &own, exclusive).await {
-            Ok(None) => Ok(own),
+            Ok(None) => Ok((own, info.expires)),
             Ok(Some(other)) => {
                 repo.storage().remove(FileKind::Lock, &own).await?;
                 Err(Error::new(
@@ -130,6 +182,25 @@ impl RepoLock {
                 Err(e)
             }
         }
+    }
+
+    /// Whether the lock still protects its holder: the expiry last written
+    /// is more than the margin away. A holder whose refreshes kept failing
+    /// must stop before a prune elsewhere may take its lock for stale, and
+    /// above all before it commits a snapshot whose packs prune may delete.
+    pub fn check(&self) -> Result<()> {
+        let until = *self.held_until.lock().unwrap_or_else(|p| p.into_inner());
+        let margin = chrono::Duration::from_std(self.margin).unwrap_or_default();
+        if until - margin > Utc::now() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Locked,
+            format!(
+                "the repository lock could not be refreshed and lapses at {}: stopping before the snapshot is written (a prune elsewhere may take the lock for stale); check the storage and run the backup again",
+                until.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+        ))
     }
 
     /// Removes the lock.
@@ -173,17 +244,20 @@ async fn find_conflict(repo: &Repository, own: &str, exclusive: bool) -> Result<
 async fn refresh_loop(
     repo: Arc<Repository>,
     name: Arc<tokio::sync::Mutex<String>>,
+    held_until: Arc<std::sync::Mutex<DateTime<Utc>>>,
     exclusive: bool,
     operation: String,
+    times: LockTimes,
 ) {
     loop {
-        tokio::time::sleep(LOCK_REFRESH).await;
-        let info = LockInfo::fresh(exclusive, &operation);
+        tokio::time::sleep(times.refresh).await;
+        let info = LockInfo::valid_for(exclusive, &operation, times.ttl);
         let mut current = name.lock().await;
         match repo.write_json(FileKind::Lock, &info).await {
             Ok((id, _)) => {
                 let old = std::mem::replace(&mut *current, id.to_hex());
                 let _ = repo.storage().remove(FileKind::Lock, &old).await;
+                *held_until.lock().unwrap_or_else(|p| p.into_inner()) = info.expires;
             }
             Err(e) => tracing::warn!(error = %e, "could not refresh repository lock"),
         }
@@ -211,4 +285,52 @@ pub async fn remove_stale(repo: &Repository, all: bool) -> Result<usize> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::LocalStorage;
+
+    #[tokio::test]
+    async fn a_lock_whose_refreshes_fail_stops_protecting_before_it_lapses() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let storage: Arc<dyn crate::storage::Storage> = Arc::new(LocalStorage::new(&root));
+        let repo = Arc::new(
+            Repository::init_with_kdf(
+                storage,
+                b"pw",
+                crate::crypto::KdfParams {
+                    m_cost: 64,
+                    t_cost: 1,
+                    ..crate::crypto::KdfParams::default_fresh()
+                },
+            )
+            .await
+            .unwrap(),
+        );
+        let times = LockTimes {
+            ttl: Duration::from_secs(3),
+            refresh: Duration::from_millis(300),
+            margin: Duration::from_secs(1),
+        };
+        let lock = RepoLock::acquire_with(repo.clone(), false, "backup", Duration::ZERO, times)
+            .await
+            .unwrap();
+        // Refreshes succeed: still valid well past the first TTL.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        lock.check().unwrap();
+        // The locks folder becomes unwritable (a file where it was).
+        std::fs::rename(root.join("locks"), root.join("locks-away")).unwrap();
+        std::fs::write(root.join("locks"), b"not a folder").unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let err = lock.check().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Locked);
+        assert!(
+            err.to_string()
+                .contains("stopping before the snapshot is written"),
+            "{err}"
+        );
+    }
 }

@@ -153,7 +153,11 @@ fn stale_temporaries(
     Ok(())
 }
 
-fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> Result<()> {
+fn walk(
+    dir: &Path,
+    rel: &str,
+    out: &mut Vec<(String, u64, Option<std::time::SystemTime>)>,
+) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -169,7 +173,7 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> Result<()> {
         if meta.is_dir() {
             walk(&entry.path(), &child_rel, out)?;
         } else if meta.is_file() {
-            out.push((child_rel, meta.len()));
+            out.push((child_rel, meta.len(), meta.modified().ok()));
         }
     }
     Ok(())
@@ -202,6 +206,7 @@ impl ReadStorage for LocalStorage {
                 Some(size) => vec![Listed {
                     name: String::new(),
                     size,
+                    modified: None,
                 }],
                 None => vec![],
             });
@@ -212,8 +217,12 @@ impl ReadStorage for LocalStorage {
             walk(&root.join(kind.dir()), kind.dir(), &mut found)?;
             Ok(found
                 .into_iter()
-                .filter_map(|(rel, size)| {
-                    kind.name_from_path(&rel).map(|name| Listed { name, size })
+                .filter_map(|(rel, size, modified)| {
+                    kind.name_from_path(&rel).map(|name| Listed {
+                        name,
+                        size,
+                        modified,
+                    })
                 })
                 .collect())
         })

@@ -92,6 +92,8 @@ pub struct Listed {
     pub name: String,
     /// Its size in bytes.
     pub size: u64,
+    /// When it was last written, where the storage says.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// Reading a repository's files.

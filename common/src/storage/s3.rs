@@ -350,6 +350,9 @@ impl ReadStorage for S3Storage {
                     found.push(Listed {
                         name,
                         size: obj.size().unwrap_or(0).max(0) as u64,
+                        modified: obj
+                            .last_modified()
+                            .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
                     });
                 }
             }

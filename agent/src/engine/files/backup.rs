@@ -113,8 +113,8 @@ pub async fn backup_files(
         paths,
         excludes,
         progress,
-        started,
-        time,
+        (started, time),
+        &lock,
     )
     .await;
     let released = lock.release().await;
@@ -129,8 +129,8 @@ async fn run(
     paths: Vec<PathBuf>,
     excludes: Excludes,
     progress: Arc<Progress>,
-    started: Instant,
-    time: chrono::DateTime<chrono::Utc>,
+    (started, time): (Instant, chrono::DateTime<chrono::Utc>),
+    lock: &RepoLock,
 ) -> Result<BackupOutcome> {
     repo.load_index().await?;
     let path_strings: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
@@ -257,6 +257,8 @@ async fn run(
         facts: BTreeMap::new(),
         summary,
     };
+    // The commit point: only while the lock still protects the packs.
+    lock.check()?;
     let (id, len) = repo.write_json(FileKind::Snapshot, &snapshot).await?;
     let mut snapshot = snapshot;
     snapshot.summary.bytes_added += len;

@@ -546,7 +546,9 @@ impl Coordinator {
                 .saturating_mul(1 << (job.attempt - 1).min(16));
             job.not_before_ms = now_ms() + delay;
             job.attempt += 1;
-            job.agent_id = None;
+            // The agent stays named until another is assigned: a result it
+            // sends late (after a timeout) is a real one and is recorded,
+            // not dropped as a stranger's.
             job.enter(
                 JobState::Pending,
                 epoch,

@@ -413,3 +413,52 @@ async fn agents_of_the_same_name_in_two_regions_keep_their_own_jobs() {
     assert!(longest < 2048, "an audit line of {longest} bytes");
     assert!(job.error.unwrap().len() < 2048);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_late_result_after_a_timeout_is_recorded_not_dropped() {
+    let s = setup("");
+    let leadership = s.store.campaign(&s.coord.me).await.unwrap();
+    let lead = s.coord.take_lead(leadership).await.unwrap();
+    let (eu, _rx) = agent_with(&s.coord, "db-1", "eu", "app", 8);
+    let job = JobRecord {
+        retries: 2,
+        ..job_in("slow", "eu")
+    };
+    s.coord.create_job(&lead, job, "test").await.unwrap();
+    assert_eq!(s.coord.dispatch(&lead).await, 1);
+    // The leader gave up waiting and queued a retry...
+    s.coord
+        .job_failed(
+            &lead,
+            "slow",
+            &AttemptFailure::transient("no news within job_timeout"),
+        )
+        .await
+        .unwrap();
+    // ...when the agent's real result arrives.
+    let result = seawall_proto::v1::AgentMessage {
+        body: Some(seawall_proto::v1::agent_message::Body::Result(
+            seawall_proto::v1::OperationResult {
+                job_id: "slow".into(),
+                epoch: lead.epoch(),
+                status: seawall_proto::v1::OperationStatus::Succeeded as i32,
+                output: Some(seawall_proto::v1::operation_result::Output::Backup(
+                    seawall_proto::v1::BackupOutput {
+                        snapshot_id: "ab".repeat(32),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            },
+        )),
+    };
+    crate::api::agents::handle(&s.coord, &lead, &eu, result).await;
+    assert!(
+        s.coord.active_job(&lead, "slow").is_none(),
+        "the result was dropped"
+    );
+    let stored: JobRecord =
+        serde_json::from_slice(&s.store.get("jobs/slow").await.unwrap().unwrap().value).unwrap();
+    assert_eq!(stored.state, JobState::Succeeded);
+    assert_eq!(s.store.list("backups/").await.unwrap().len(), 1);
+}

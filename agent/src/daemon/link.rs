@@ -17,6 +17,26 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
+/// Redirects followed at once before the backoff applies to them too.
+const FREE_REDIRECTS: u32 = 2;
+
+/// Where a redirect sends the agent: to the leader it names, unless that
+/// leader's epoch is older than one this agent has already obeyed (a
+/// replica with a stale view), in which case the agent tries the next
+/// configured address.
+fn redirect(r: &seawall_proto::v1::Redirect, epoch: u64, newest: u64) -> Ended {
+    if r.leader_address.is_empty() {
+        return Ended::Next("no leader elected yet".into());
+    }
+    if epoch < newest {
+        return Ended::Next(format!(
+            "a redirect to {} at epoch {epoch}, older than {newest}, the newest this agent has obeyed: ignored",
+            r.leader_address
+        ));
+    }
+    Ended::Redirect(r.leader_address.clone())
+}
+
 /// Shortest and longest wait between connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -91,6 +111,7 @@ impl Link {
         let mut index = 0usize;
         let mut target: Option<String> = None;
         let mut backoff = BACKOFF_MIN;
+        let mut redirects = 0u32;
         // Results are sent again after a reconnect until the leader
         // acknowledges them (it ignores results for jobs already settled).
         let mut unconfirmed: Vec<AgentMessage> = Vec::new();
@@ -108,10 +129,17 @@ impl Link {
                 Ok(Ended::Redirect(to)) => {
                     tracing::info!(from = %url, to = %to, "redirected to the leader");
                     target = Some(to);
-                    backoff = BACKOFF_MIN;
-                    continue;
+                    redirects += 1;
+                    // Replicas that send each other's agents back and
+                    // forth (a leader change in flight) are not followed
+                    // in a tight loop.
+                    if redirects <= FREE_REDIRECTS {
+                        backoff = BACKOFF_MIN;
+                        continue;
+                    }
                 }
                 Ok(Ended::Next(why)) => {
+                    redirects = 0;
                     tracing::warn!(coordinator = %url, %why, "connection ended");
                     metrics::gauge!("seawall_agent_connected").set(0.0);
                 }
@@ -278,11 +306,7 @@ impl Link {
         tx: &mpsc::Sender<AgentMessage>,
     ) -> Result<Next, String> {
         if let Some(coordinator_message::Body::Redirect(r)) = &msg.body {
-            return Ok(Next::End(if r.leader_address.is_empty() {
-                Ended::Next("no leader elected yet".into())
-            } else {
-                Ended::Redirect(r.leader_address.clone())
-            }));
+            return Ok(Next::End(redirect(r, msg.epoch, self.epoch.newest())));
         }
         let verdict = self.epoch.check(msg.epoch).map_err(|e| e.to_string())?;
         if let Verdict::Refuse(newest) = verdict {
@@ -347,4 +371,23 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seawall_proto::v1::Redirect;
+
+    #[test]
+    fn a_redirect_to_an_older_leader_than_one_obeyed_is_not_followed() {
+        let r = Redirect {
+            leader_id: "c2".into(),
+            leader_address: "c2:7443".into(),
+        };
+        assert!(matches!(redirect(&r, 7, 7), Ended::Redirect(a) if a == "c2:7443"));
+        assert!(matches!(redirect(&r, 9, 7), Ended::Redirect(_)));
+        assert!(matches!(redirect(&r, 5, 7), Ended::Next(why) if why.contains("older")));
+        let none = Redirect::default();
+        assert!(matches!(redirect(&none, 9, 7), Ended::Next(why) if why.contains("no leader")));
+    }
 }

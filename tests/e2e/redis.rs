@@ -675,3 +675,38 @@ fn keys_of_a_cluster_are_read_from_every_primary_and_restored_to_the_owners() {
     assert!((86_000..=86_400).contains(&ttl), "{got}");
     assert_eq!(lines[3], "0", "{got}");
 }
+
+#[test]
+fn a_redis_password_can_come_from_a_file_or_the_environment_not_the_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = RedisServer::start(&tmp.path().join("src"), &[]);
+    src.cli(&["CONFIG", "SET", "requirepass", "from-a-file"]);
+    let repo = Repo::local(&tmp.path().join("repo"));
+    repo.ok(&["init"]);
+    let url = format!("redis://127.0.0.1:{}", src.port);
+    // No password anywhere: the server's refusal, named.
+    let err = one_error_line(&repo.run(&["backup", "redis", "--url", &url]));
+    assert!(err.to_lowercase().contains("auth"), "{err}");
+    // From a file others cannot read.
+    let file = tmp.path().join("redis.pass");
+    std::fs::write(&file, "from-a-file\n").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut cmd = repo.cmd(&["--json", "backup", "redis", "--url", &url]);
+    cmd.env("SEAWALL_REDIS_PASSWORD_FILE", &file);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // From redis-cli's variable.
+    let mut cmd = repo.cmd(&["--json", "backup", "redis", "--url", &url]);
+    cmd.env("REDISCLI_AUTH", "from-a-file");
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(repo.json(&["snapshots"]).as_array().map(Vec::len), Some(2));
+}

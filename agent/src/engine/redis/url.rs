@@ -45,6 +45,32 @@ fn pct_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The Redis password when the URL has none: the file named by
+/// `SEAWALL_REDIS_PASSWORD_FILE` (owner-only), else `REDISCLI_AUTH`.
+fn password_from_environment() -> Result<Option<String>> {
+    if let Some(path) = std::env::var_os("SEAWALL_REDIS_PASSWORD_FILE").filter(|p| !p.is_empty()) {
+        let bytes = seawall_common::secret::read_secret_file(
+            std::path::Path::new(&path),
+            "SEAWALL_REDIS_PASSWORD_FILE",
+        )?;
+        return Ok(Some(String::from_utf8_lossy(&bytes).trim_end().to_string()));
+    }
+    Ok(std::env::var("REDISCLI_AUTH")
+        .ok()
+        .filter(|p| !p.is_empty()))
+}
+
+fn pct_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 impl RedisUrl {
     /// Parses a URL, or says how to write one.
     pub fn parse(url: &str) -> Result<RedisUrl> {
@@ -84,13 +110,24 @@ impl RedisUrl {
         if host.is_empty() {
             return Err(bad("has no host"));
         }
-        let (user, password) = match auth {
+        let (user, mut password) = match auth {
             Some(a) => match a.split_once(':') {
                 Some((u, p)) => ((!u.is_empty()).then(|| pct_decode(u)), Some(pct_decode(p))),
                 None => (None, Some(pct_decode(a))),
             },
             None => (None, None),
         };
+        let mut raw = url.to_string();
+        if password.is_none() {
+            // Kept out of the URL, where it would show on command lines and
+            // in process listings: from a file, or redis-cli's variable.
+            password = password_from_environment()?;
+            if let Some(p) = &password {
+                let scheme = if tls { "rediss" } else { "redis" };
+                let user = user.as_deref().map(pct_encode).unwrap_or_default();
+                raw = format!("{scheme}://{user}:{}@{hostpart}", pct_encode(p));
+            }
+        }
         Ok(RedisUrl {
             target: Target {
                 host: host.trim_matches(['[', ']']).to_string(),
@@ -99,7 +136,7 @@ impl RedisUrl {
                 password,
             },
             db,
-            raw: url.to_string(),
+            raw,
             tls,
         })
     }

@@ -14,6 +14,3 @@ pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod workers;
-
-#[cfg(test)]
-mod core_tests;

@@ -20,20 +20,25 @@ struct Ha {
     repo: std::path::PathBuf,
 }
 
-fn start(prefix: &str) -> Ha {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let etcd = EtcdCluster::start(&dir.join("etcd"), 3);
-    let pki = Pki::new(&dir.join("pki"));
+/// A replica's `[etcd]` section for `etcd`, keys under `prefix`.
+fn etcd_section(etcd: &EtcdCluster, prefix: &str) -> String {
     let endpoints = etcd
         .endpoints()
         .iter()
         .map(|e| format!("\"{e}\""))
         .collect::<Vec<_>>()
         .join(", ");
-    let store = format!(
+    format!(
         "[etcd]\nendpoints = [{endpoints}]\nprefix = \"{prefix}\"\nlease_ttl = \"{TTL_SECS}s\"\n"
-    );
+    )
+}
+
+fn start(prefix: &str) -> Ha {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let etcd = EtcdCluster::start(&dir.join("etcd"), 3);
+    let pki = Pki::new(&dir.join("pki"));
+    let store = etcd_section(&etcd, prefix);
     let schedules = "[[schedules]]\nname = \"eu-files\"\nregion = \"eu-west-1\"\nsource = \"files\"\ncron = \"*/3 * * * * *\"\n";
     let replicas: Vec<Replica> = ["c1", "c2", "c3"]
         .iter()
@@ -354,15 +359,7 @@ fn a_replica_leads_and_prunes_a_history_larger_than_one_etcd_response() {
     assert_eq!(count(&store), JOBS);
 
     let pki = Pki::new(&dir.join("pki"));
-    let endpoints = etcd
-        .endpoints()
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let config = format!(
-        "history_keep = \"1d\"\n[etcd]\nendpoints = [{endpoints}]\nprefix = \"/big\"\nlease_ttl = \"{TTL_SECS}s\"\n"
-    );
+    let config = format!("history_keep = \"1d\"\n{}", etcd_section(&etcd, "/big"));
     let replica = start_replica(&pki, dir, "c1", &config, "", false);
     let addr = replica.address();
     let started = Instant::now();

@@ -4,6 +4,7 @@
 pub mod files;
 pub mod forget;
 pub mod operation;
+pub mod percent;
 pub mod pipeline;
 pub mod postgres;
 pub mod progress;

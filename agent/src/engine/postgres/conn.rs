@@ -1,6 +1,7 @@
 //! Connecting to PostgreSQL and reading the facts a backup records. DSNs
 //! are never logged or stored: they may hold a password.
 
+use crate::engine::percent;
 use seawall_common::{Error, ErrorKind, Result};
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
@@ -61,7 +62,7 @@ pub fn with_database(dsn: &str, db: &str) -> String {
         return format!(
             "{}{authority}/{}{query}",
             &trimmed[..scheme_end],
-            percent_encode(db)
+            percent::encode(db)
         );
     }
     let quoted = db.replace('\\', "\\\\").replace('\'', "\\'");
@@ -81,7 +82,7 @@ pub fn split_password(dsn: &str) -> (String, Option<String>) {
                 if let Some((user, password)) = userinfo.split_once(':') {
                     return (
                         format!("{scheme}{user}@{hosts}{tail}"),
-                        Some(percent_decode(password)),
+                        Some(percent::decode(password)),
                     );
                 }
             }
@@ -152,25 +153,6 @@ pub fn split_password(dsn: &str) -> (String, Option<String>) {
     (kept.join(" "), password)
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Hands `dsn` to a PostgreSQL program as `--dbname`, its password (if
 /// any) in the program's environment instead.
 pub fn pass_dsn(cmd: &mut std::process::Command, dsn: &str) {
@@ -183,22 +165,7 @@ pub fn pass_dsn(cmd: &mut std::process::Command, dsn: &str) {
 
 /// [`pass_dsn`] for a tokio command.
 pub fn pass_dsn_async(cmd: &mut tokio::process::Command, dsn: &str) {
-    let (bare, password) = split_password(dsn);
-    cmd.arg(format!("--dbname={bare}"));
-    if let Some(p) = password {
-        cmd.env("PGPASSWORD", p);
-    }
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    pass_dsn(cmd.as_std_mut(), dsn);
 }
 
 /// Connects; the connection runs on its own task until the client is dropped.

@@ -2,6 +2,7 @@
 //! password never reaches a log or a manifest.
 
 use super::sync::Target;
+use crate::engine::percent;
 use seawall_common::{Error, ErrorKind, Result};
 
 /// A parsed Redis URL (its Debug form leaves the password out).
@@ -27,24 +28,6 @@ impl std::fmt::Debug for RedisUrl {
     }
 }
 
-fn pct_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The Redis password when the URL has none: the file named by
 /// `SEAWALL_REDIS_PASSWORD_FILE` (owner-only), else `REDISCLI_AUTH`.
 fn password_from_environment() -> Result<Option<String>> {
@@ -58,17 +41,6 @@ fn password_from_environment() -> Result<Option<String>> {
     Ok(std::env::var("REDISCLI_AUTH")
         .ok()
         .filter(|p| !p.is_empty()))
-}
-
-fn pct_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 impl RedisUrl {
@@ -112,8 +84,11 @@ impl RedisUrl {
         }
         let (user, mut password) = match auth {
             Some(a) => match a.split_once(':') {
-                Some((u, p)) => ((!u.is_empty()).then(|| pct_decode(u)), Some(pct_decode(p))),
-                None => (None, Some(pct_decode(a))),
+                Some((u, p)) => (
+                    (!u.is_empty()).then(|| percent::decode(u)),
+                    Some(percent::decode(p)),
+                ),
+                None => (None, Some(percent::decode(a))),
             },
             None => (None, None),
         };
@@ -124,8 +99,8 @@ impl RedisUrl {
             password = password_from_environment()?;
             if let Some(p) = &password {
                 let scheme = if tls { "rediss" } else { "redis" };
-                let user = user.as_deref().map(pct_encode).unwrap_or_default();
-                raw = format!("{scheme}://{user}:{}@{hostpart}", pct_encode(p));
+                let user = user.as_deref().map(percent::encode).unwrap_or_default();
+                raw = format!("{scheme}://{user}:{}@{hostpart}", percent::encode(p));
             }
         }
         Ok(RedisUrl {

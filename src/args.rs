@@ -128,6 +128,10 @@ pub enum Command {
     Backups(BackupsArgs),
     /// The coordinator's audit log, newest first.
     Audit(AuditArgs),
+    /// Revoke a certificate: every coordinator replica refuses it from now on.
+    Revoke(RevokeArgs),
+    /// Certificates revoked so far.
+    Revoked(OperatorArgs),
     /// Show what Seawall does, on a local sample, with timings.
     Demo(DemoArgs),
     /// Generate or change benchmark data (for bench/).
@@ -246,6 +250,23 @@ pub struct JobsArgs {
     pub op: OperatorArgs,
 }
 
+/// `revoke`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["fingerprint", "pem"])))]
+pub struct RevokeArgs {
+    /// SHA-256 fingerprint of the certificate (as `seawall certs` and `seawall agents --json` print it).
+    pub fingerprint: Option<String>,
+    /// The certificate's PEM file instead of its fingerprint.
+    #[arg(long, value_name = "FILE")]
+    pub pem: Option<PathBuf>,
+    /// Why, for the audit log.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
 /// `audit`.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
@@ -281,8 +302,12 @@ pub struct CertsArgs {
     #[arg(long, default_value = "certs")]
     pub dir: PathBuf,
     /// Days the certificate is valid (default: 3650 for the CA, 365 otherwise).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "valid_for")]
     pub days: Option<u32>,
+    /// How long the certificate is valid, as a duration ("6h", "30m"): for
+    /// short-lived certificates that are renewed on disk.
+    #[arg(long, value_parser = duration_arg)]
+    pub valid_for: Option<std::time::Duration>,
     /// Replace files that exist.
     #[arg(long)]
     pub force: bool,
@@ -796,4 +821,14 @@ pub struct DemoArgs {
 /// A duration flag ("30d", "12h"), with the form named when it is not one.
 fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
     seawall_common::duration::parse(s)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_command_line_definition_is_consistent() {
+        // clap checks names, groups and conflicts only when a command is
+        // parsed; this checks every subcommand at once.
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -37,6 +37,11 @@ impl OperatorAuth {
         OperatorAuth { token }
     }
 
+    /// Whether a token is configured.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// The caller's name, or UNAUTHENTICATED / PERMISSION_DENIED.
     pub fn check<T>(&self, req: &Request<T>) -> Result<String, Status> {
         match peer_identity(req) {

@@ -41,8 +41,19 @@ pub struct CoordinatorConfig {
         with = "seawall_common::duration::serde_text"
     )]
     pub history_keep: Duration,
-    /// This replica's certificate, key and the CA.
+    /// This replica's certificate, key and the CA (re-read when they
+    /// change on disk).
     pub tls: TlsFiles,
+    /// Connections open at once, handshaking or established (lowered to
+    /// what the open-file limit allows).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time a client has to finish its TLS handshake.
+    #[serde(
+        default = "default_handshake_timeout",
+        with = "seawall_common::duration::serde_text"
+    )]
+    pub handshake_timeout: Duration,
     /// A file holding a token operators may present instead of a certificate.
     #[serde(default)]
     pub operator_token_file: Option<PathBuf>,
@@ -151,6 +162,14 @@ pub struct ScheduleConfig {
     /// Run retention for the source after each successful backup.
     #[serde(default)]
     pub retention_after: bool,
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_heartbeat() -> Duration {

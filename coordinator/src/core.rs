@@ -61,6 +61,8 @@ pub struct Coordinator {
     pub root: tokio_util::sync::CancellationToken,
     /// The leader workers' health.
     pub workers: crate::workers::Board,
+    /// Certificates refused however valid their signature.
+    pub revoked: Arc<crate::revocation::Revocations>,
     lead: RwLock<Option<Arc<Lead>>>,
 }
 
@@ -191,6 +193,7 @@ impl Coordinator {
             wake: Notify::new(),
             root: tokio_util::sync::CancellationToken::new(),
             workers: crate::workers::Board::default(),
+            revoked: Arc::default(),
             lead: RwLock::new(None),
         }
     }
@@ -270,6 +273,46 @@ impl Coordinator {
         if let Err(e) = written {
             tracing::warn!(error = %e, "audit entry not written");
         }
+    }
+
+    /// Records a certificate as revoked and applies it at once; false in
+    /// the pair when it was revoked already.
+    pub async fn revoke(
+        &self,
+        lead: &Lead,
+        fingerprint: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(crate::revocation::Revocation, bool), ActError> {
+        use crate::revocation::{key, Revocation};
+        let key = key(fingerprint);
+        if let Some(e) = self.store.get(&key).await? {
+            if let Ok(r) = serde_json::from_slice::<Revocation>(&e.value) {
+                self.revoked.insert(r.clone());
+                return Ok((r, false));
+            }
+        }
+        let r = Revocation {
+            fingerprint: fingerprint.to_string(),
+            reason: if reason.is_empty() {
+                "no reason given".into()
+            } else {
+                reason.to_string()
+            },
+            by: actor.to_string(),
+            at_ms: now_ms(),
+        };
+        self.store
+            .put_bound(lead.fence(), &key, &serde_json::to_vec(&r)?)
+            .await?;
+        self.revoked.insert(r.clone());
+        self.audit(
+            lead,
+            actor,
+            format!("revoked certificate {fingerprint}: {}", r.reason),
+        )
+        .await;
+        Ok((r, true))
     }
 
     /// Creates a job unless one with its id exists; true when created.
@@ -996,6 +1039,9 @@ mod tests {
             last_heartbeat_ms: 0.into(),
             running: 0.into(),
             outbox: tx,
+            fingerprint: String::new(),
+            cert_expires_ms: i64::MAX,
+            ended: Default::default(),
         });
         coord.registry.insert(session.clone());
         (session, rx)

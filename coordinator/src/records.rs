@@ -45,6 +45,12 @@ pub struct AgentRecord {
     pub connected_ms: i64,
     /// The replica it is connected to.
     pub coordinator: String,
+    /// SHA-256 fingerprint of the certificate it connected with.
+    #[serde(default)]
+    pub cert_fingerprint: String,
+    /// When that certificate expires (ms since the epoch).
+    #[serde(default)]
+    pub cert_expires_ms: Option<i64>,
 }
 
 /// Where a job is.

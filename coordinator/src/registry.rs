@@ -34,6 +34,13 @@ pub struct Session {
     pub running: AtomicU32,
     /// Where commands go.
     pub outbox: Outbox,
+    /// The SHA-256 fingerprint of its certificate.
+    pub fingerprint: String,
+    /// When its certificate expires (ms since the epoch): the session ends
+    /// then, and the agent reconnects with its renewed certificate.
+    pub cert_expires_ms: i64,
+    /// Cancelled to end the session (revoked or expired certificate).
+    pub ended: tokio_util::sync::CancellationToken,
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);

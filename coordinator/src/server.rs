@@ -11,6 +11,9 @@ use crate::records::{now_ms, JobState};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::etcd::EtcdStore;
 use crate::store::StateStore;
+use crate::transport::gate::Gate;
+use crate::transport::listener::{fitted_cap, incoming, raise_open_files, Limits};
+use crate::transport::server_tls::ServerTls;
 use seawall_common::tls::{Identity, TlsPem};
 use seawall_proto::codec::TRANSPORT_LIMIT;
 use seawall_proto::v1::agent_service_server::AgentServiceServer;
@@ -18,7 +21,17 @@ use seawall_proto::v1::operator_service_server::OperatorServiceServer;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Certificate, Server, ServerTlsConfig};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+
+/// Streams one connection may have open at once (an agent uses one).
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+/// Largest header block accepted.
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// Body bytes buffered per stream before the client must wait.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// Body bytes buffered per connection before the client must wait.
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 /// Opens the store the configuration names.
 pub async fn open_store(
@@ -80,7 +93,8 @@ pub async fn run(
     dev: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let pem = load_identity(&config)?;
+    // Refuse a wrong certificate before connecting to anything.
+    load_identity(&config)?;
     let addr = tokio::net::lookup_host(&config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("listen address {:?}: {e}", config.listen))?
@@ -94,11 +108,20 @@ pub async fn run(
     let store = open_store(&config, dev).await?;
     let coord = Arc::new(Coordinator::new(config, store, token));
 
-    let tls = ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(&pem.cert, &pem.key))
-        .client_ca_root(Certificate::from_pem(&pem.ca))
-        // Operators may use a token instead; every service checks identity itself.
-        .client_auth_optional(true);
+    let tls = ServerTls::load(&coord.config.tls, &coord.config.id)?;
+    tls.spawn_reloader(coord.root.clone());
+    coord
+        .revoked
+        .spawn_refresher(coord.store.clone(), coord.root.clone());
+    let open_files = raise_open_files();
+    let limits = Limits {
+        max_connections: fitted_cap(coord.config.max_connections, open_files),
+        handshake_timeout: coord.config.handshake_timeout,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let incoming = incoming(listener, tls, limits, coord.root.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AgentServiceServer<AgentApi>>().await;
     health
@@ -117,22 +140,36 @@ pub async fn run(
         // Stop the leader's work before the server drains its streams.
         serving_coord.root.cancel();
     };
-    tracing::info!(id = %coord.me.id, %addr, store = coord.store.kind(), "coordinator listening");
+    tracing::info!(id = %coord.me.id, %addr, store = coord.store.kind(), max_connections = limits.max_connections, "coordinator listening");
+    let agents = AgentServiceServer::new(AgentApi::new(coord.clone()))
+        .max_decoding_message_size(TRANSPORT_LIMIT);
+    let operators = OperatorServiceServer::new(OperatorApi::new(coord.clone()))
+        .max_decoding_message_size(TRANSPORT_LIMIT);
     let served = Server::builder()
-        .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(
-            AgentServiceServer::new(AgentApi::new(coord.clone()))
-                .max_decoding_message_size(TRANSPORT_LIMIT),
-        )
-        .add_service(
-            OperatorServiceServer::new(OperatorApi::new(coord.clone()))
-                .max_decoding_message_size(TRANSPORT_LIMIT),
-        )
-        .add_service(health_service)
-        .add_service(reflection)
-        .serve_with_shutdown(addr, shutdown)
+        // Bounds what one connection can make the replica hold: streams,
+        // headers, and flow-control windows of buffered body.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .http2_max_header_list_size(Some(MAX_HEADER_LIST))
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .add_service(InterceptedService::new(
+            agents,
+            Gate::certificates(coord.revoked.clone()),
+        ))
+        .add_service(InterceptedService::new(
+            operators,
+            Gate::operators(coord.revoked.clone(), coord.operator_auth.clone()),
+        ))
+        // Health stays open to probes without certificates; its requests
+        // are a service name.
+        .add_service(health_service.max_decoding_message_size(4096))
+        .add_service(InterceptedService::new(
+            reflection,
+            Gate::operators(coord.revoked.clone(), coord.operator_auth.clone()),
+        ))
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     coord.root.cancel();
     let _ = leading.await;

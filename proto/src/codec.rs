@@ -1,7 +1,8 @@
 //! The codec every Seawall service uses: prost, but a message that does not
-//! decode, or is larger than [`MAX_MESSAGE`], is answered with
-//! `INVALID_ARGUMENT` naming the problem (tonic's own answers are INTERNAL
-//! and OUT_OF_RANGE), so a bad client learns it sent bad input.
+//! decode is answered with `INVALID_ARGUMENT` naming the problem (tonic's
+//! own answer is INTERNAL), so a bad client learns it sent bad input. A
+//! message larger than [`MAX_MESSAGE`] is refused by tonic from its length
+//! prefix (OUT_OF_RANGE), before any of it is buffered.
 
 use bytes::Buf;
 use prost::Message;
@@ -9,12 +10,13 @@ use std::marker::PhantomData;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
-/// The largest message a Seawall service accepts. Servers set tonic's own
-/// limit above it so that this codec, not tonic, refuses larger ones.
+/// The largest message a Seawall service accepts.
 pub const MAX_MESSAGE: usize = 1024 * 1024;
 
-/// tonic's limit on servers using this codec.
-pub const TRANSPORT_LIMIT: usize = 64 * 1024 * 1024;
+/// tonic's limit on servers using this codec: the same, because tonic
+/// reserves a buffer of the declared length as soon as it reads the
+/// prefix, so a higher limit lets a client make the server allocate it.
+pub const TRANSPORT_LIMIT: usize = MAX_MESSAGE;
 
 /// Prost with strict decoding.
 #[derive(Debug)]

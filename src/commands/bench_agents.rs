@@ -66,7 +66,13 @@ pub async fn run(a: BenchAgentsArgs) -> Result<u8> {
             region: region.clone(),
             name: name.clone(),
         };
-        let leaf = issue(&ca_text, &ca_key_text, &id, &[], 2)?;
+        let leaf = issue(
+            &ca_text,
+            &ca_key_text,
+            &id,
+            &[],
+            seawall_common::tls::issue::days(2),
+        )?;
         let ch = channel(
             &a.coordinator,
             &ca,

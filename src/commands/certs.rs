@@ -4,7 +4,8 @@
 
 use crate::args::{CertsArgs, CertsWhat, Global};
 use anyhow::Context;
-use seawall_common::tls::issue::{issue, new_ca, Issued};
+use seawall_common::tls::certinfo::pem_fingerprint;
+use seawall_common::tls::issue::{days, issue, new_ca, Issued};
 use seawall_common::tls::{check_label, Identity};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -71,7 +72,7 @@ pub fn run(g: &Global, a: CertsArgs) -> anyhow::Result<u8> {
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
     let (identity, hosts) = match a.what {
         CertsWhat::Ca { name } => {
-            let ca = new_ca(&name, a.days.unwrap_or(3650))?;
+            let ca = new_ca(&name, validity(a.valid_for, a.days, 3650))?;
             let [cert, key] = save(&a.dir, "ca", &ca, a.force)?;
             if !g.quiet {
                 println!("created the CA {} (key {})", cert.display(), key.display());
@@ -98,7 +99,14 @@ pub fn run(g: &Global, a: CertsArgs) -> anyhow::Result<u8> {
         })
     };
     let (ca_cert, ca_key) = (read("ca.pem")?, read("ca.key")?);
-    let issued = issue(&ca_cert, &ca_key, &identity, &hosts, a.days.unwrap_or(365))?;
+    let issued = issue(
+        &ca_cert,
+        &ca_key,
+        &identity,
+        &hosts,
+        validity(a.valid_for, a.days, 365),
+    )?;
+    let fingerprint = pem_fingerprint(issued.cert_pem.as_bytes())?;
     let [cert, key] = save(&a.dir, identity.name(), &issued, a.force)?;
     if g.json {
         crate::output::json(&serde_json::json!({
@@ -106,6 +114,7 @@ pub fn run(g: &Global, a: CertsArgs) -> anyhow::Result<u8> {
             "cert": cert,
             "key": key,
             "ca": a.dir.join("ca.pem"),
+            "fingerprint": fingerprint,
         }))?;
     } else if !g.quiet {
         println!(
@@ -114,6 +123,16 @@ pub fn run(g: &Global, a: CertsArgs) -> anyhow::Result<u8> {
             cert.display(),
             key.display()
         );
+        println!("fingerprint (revoke it by this): {fingerprint}");
     }
     Ok(0)
+}
+
+/// The validity the flags ask for, `default_days` when neither is given.
+fn validity(
+    valid_for: Option<std::time::Duration>,
+    d: Option<u32>,
+    default_days: u32,
+) -> std::time::Duration {
+    valid_for.unwrap_or_else(|| days(d.unwrap_or(default_days)))
 }

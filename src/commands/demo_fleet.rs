@@ -61,7 +61,7 @@ pub fn run(work: &Path, data: &Path, say: &dyn Fn(String)) -> Result<()> {
     let exe = std::env::current_exe().context("finding the seawall binary")?;
     let pki = work.join("pki");
     std::fs::create_dir_all(&pki)?;
-    let ca = new_ca("Seawall demo CA", 30)?;
+    let ca = new_ca("Seawall demo CA", seawall_common::tls::issue::days(30))?;
     save(&pki, "ca", &ca)?;
     let hosts = vec!["127.0.0.1".to_string()];
     let ids = [
@@ -86,7 +86,13 @@ pub fn run(work: &Path, data: &Path, say: &dyn Fn(String)) -> Result<()> {
         save(
             &pki,
             name,
-            &issue(&ca.cert_pem, &ca.key_pem, id, &hosts, 30)?,
+            &issue(
+                &ca.cert_pem,
+                &ca.key_pem,
+                id,
+                &hosts,
+                seawall_common::tls::issue::days(30),
+            )?,
         )?;
     }
     let port = free_port()?;

@@ -3,7 +3,9 @@
 //! each with `--json`. A trigger sent to a follower is sent again to the
 //! leader the follower names.
 
-use crate::args::{AgentsArgs, AuditArgs, BackupArgs, BackupsArgs, Global, JobsArgs, OperatorArgs};
+use crate::args::{
+    AgentsArgs, AuditArgs, BackupArgs, BackupsArgs, Global, JobsArgs, OperatorArgs, RevokeArgs,
+};
 use crate::output::size;
 use seawall_proto::v1::operator_service_client::OperatorServiceClient;
 use seawall_proto::v1::*;
@@ -233,21 +235,102 @@ pub async fn agents(g: &Global, a: AgentsArgs) -> anyhow::Result<u8> {
             "hostname": x.hostname, "sources": x.sources,
             "connected_unix_ms": x.connected_unix_ms,
             "last_heartbeat_unix_ms": x.last_heartbeat_unix_ms, "running_jobs": x.running_jobs,
+            "cert_fingerprint": x.cert_fingerprint, "cert_expires_unix_ms": x.cert_expires_unix_ms,
         })).collect::<Vec<_>>())?;
         return Ok(0);
     }
     println!(
-        "{:<16} {:<12} {:<20} {:>4} SOURCES",
-        "AGENT", "REGION", "CONNECTED", "JOBS"
+        "{:<16} {:<12} {:<20} {:<20} {:>4} SOURCES",
+        "AGENT", "REGION", "CONNECTED", "CERT EXPIRES", "JOBS"
     );
     for x in &r.agents {
         println!(
-            "{:<16} {:<12} {:<20} {:>4} {}",
+            "{:<16} {:<12} {:<20} {:<20} {:>4} {}",
             x.agent_id,
             x.region,
             when(x.connected_unix_ms),
+            when(x.cert_expires_unix_ms),
             x.running_jobs,
             x.sources.join(",")
+        );
+    }
+    Ok(0)
+}
+
+/// `seawall revoke`.
+pub async fn revoke(g: &Global, a: RevokeArgs) -> anyhow::Result<u8> {
+    let fingerprint = match (&a.fingerprint, &a.pem) {
+        (_, Some(path)) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            seawall_common::tls::certinfo::pem_fingerprint(&pem)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        (Some(fp), None) => fp.clone(),
+        (None, None) => anyhow::bail!("give a fingerprint or --pem FILE"),
+    };
+    let mut op = Op::connect(&a.op, &a.op.coordinator).await?;
+    let r = op
+        .client
+        .revoke_certificate(op.req(RevokeCertificateRequest {
+            fingerprint,
+            reason: a.reason,
+        }))
+        .await
+        .map_err(failed)?
+        .into_inner();
+    let revoked = r.revoked.unwrap_or_default();
+    if g.json {
+        crate::output::json(&json!({
+            "fingerprint": revoked.fingerprint, "reason": revoked.reason, "by": revoked.by,
+            "at_unix_ms": revoked.at_unix_ms, "newly": r.newly,
+        }))?;
+    } else if !g.quiet {
+        if r.newly {
+            println!("revoked {}", revoked.fingerprint);
+        } else {
+            println!(
+                "{} was revoked already, at {} by {}",
+                revoked.fingerprint,
+                when(revoked.at_unix_ms),
+                revoked.by
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// `seawall revoked`.
+pub async fn revoked(g: &Global, a: OperatorArgs) -> anyhow::Result<u8> {
+    let mut op = Op::connect(&a, &a.coordinator).await?;
+    let r = op
+        .client
+        .list_revoked(op.req(ListRevokedRequest {}))
+        .await
+        .map_err(failed)?
+        .into_inner();
+    if g.json {
+        crate::output::json(
+            &r.revoked
+                .iter()
+                .map(|x| {
+                    json!({
+                        "fingerprint": x.fingerprint, "reason": x.reason, "by": x.by,
+                        "at_unix_ms": x.at_unix_ms,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        return Ok(0);
+    }
+    println!("{:<64} {:<20} {:<20} REASON", "FINGERPRINT", "AT", "BY");
+    for x in &r.revoked {
+        println!(
+            "{:<64} {:<20} {:<20} {}",
+            x.fingerprint,
+            when(x.at_unix_ms),
+            x.by,
+            x.reason
         );
     }
     Ok(0)

@@ -9,6 +9,7 @@ mod fixtures;
 mod fleet_fixture;
 mod pg_fixture;
 
+mod cert_rotation;
 mod certs;
 mod concurrency;
 mod crash;
@@ -18,6 +19,7 @@ mod docs;
 mod files;
 mod fleet;
 mod fleet_ha;
+mod hostile_network;
 mod postgres;
 mod redis;
 mod restore_safety;

@@ -3,10 +3,10 @@
 //! mark before it is obeyed. A follower's redirect is followed; a silent or
 //! lost coordinator is left for the next address, with backoff.
 
+use super::certs::{AgentTls, RELOAD_EVERY};
 use super::config::AgentConfig;
 use super::epoch::{EpochGuard, Verdict};
 use super::jobs::JobRunner;
-use seawall_common::tls::TlsPem;
 use seawall_proto::v1::agent_service_client::AgentServiceClient;
 use seawall_proto::v1::{
     agent_message, coordinator_message, AgentMessage, CommandRefused, CoordinatorMessage,
@@ -71,8 +71,8 @@ pub fn host_of(url: &str) -> String {
 pub struct Link {
     /// The configuration.
     pub config: Arc<AgentConfig>,
-    /// Certificates.
-    pub tls: TlsPem,
+    /// Certificates, renewed from disk.
+    pub tls: Arc<AgentTls>,
     /// The epoch mark.
     pub epoch: Arc<EpochGuard>,
     /// Running jobs.
@@ -99,6 +99,8 @@ enum Ended {
     Redirect(String),
     /// Try the next configured address.
     Next(String),
+    /// The certificate was renewed: connect to the same address with it.
+    Renewed,
 }
 
 impl Link {
@@ -122,6 +124,7 @@ impl Link {
                 a
             });
             let url = url_of(&address);
+            let started = std::time::Instant::now();
             match self
                 .session(&url, &uplink, &mut upstream, &mut unconfirmed)
                 .await
@@ -138,10 +141,21 @@ impl Link {
                         continue;
                     }
                 }
+                Ok(Ended::Renewed) => {
+                    metrics::gauge!("seawall_agent_connected").set(0.0);
+                    target = Some(address);
+                    backoff = BACKOFF_MIN;
+                    continue;
+                }
                 Ok(Ended::Next(why)) => {
                     redirects = 0;
                     tracing::warn!(coordinator = %url, %why, "connection ended");
                     metrics::gauge!("seawall_agent_connected").set(0.0);
+                    // A session that lasted was a success: the next
+                    // attempt starts from the shortest wait again.
+                    if started.elapsed() > Duration::from_secs(30) {
+                        backoff = BACKOFF_MIN;
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(coordinator = %url, error = %e, "cannot reach coordinator");
@@ -162,9 +176,13 @@ impl Link {
         upstream: &mut mpsc::UnboundedReceiver<AgentMessage>,
         unconfirmed: &mut Vec<AgentMessage>,
     ) -> Result<Ended, String> {
+        // Files renewed while disconnected (a revoked or expired
+        // certificate replaced) are used by this attempt.
+        self.tls.renewed().await;
+        let pem = self.tls.current();
         let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.tls.ca))
-            .identity(Identity::from_pem(&self.tls.cert, &self.tls.key))
+            .ca_certificate(Certificate::from_pem(&pem.ca))
+            .identity(Identity::from_pem(&pem.cert, &pem.key))
             .domain_name(host_of(url));
         let channel = Endpoint::from_shared(url.to_string())
             .map_err(|e| format!("{url} is not a valid address: {e}"))?
@@ -230,6 +248,8 @@ impl Link {
         let mut heartbeat = Duration::from_secs(5);
         let mut welcomed = false;
         let mut tick = tokio::time::interval(heartbeat);
+        let mut renewal = tokio::time::interval(RELOAD_EVERY);
+        renewal.tick().await;
         loop {
             let silence = heartbeat * 3;
             tokio::select! {
@@ -275,6 +295,13 @@ impl Link {
                     }
                     if tx.send(m).await.is_err() {
                         return Ok(Ended::Next("the stream to the coordinator closed".into()));
+                    }
+                }
+                _ = renewal.tick() => {
+                    // A renewed certificate is used at once, not when the
+                    // old one has expired and the coordinator ends the stream.
+                    if self.tls.renewed().await {
+                        return Ok(Ended::Renewed);
                     }
                 }
                 _ = tick.tick() => {

@@ -3,6 +3,7 @@
 //! region's repository, and refuses any command whose epoch is older than
 //! the newest it has seen.
 
+pub mod certs;
 pub mod config;
 pub mod epoch;
 pub mod jobs;
@@ -69,8 +70,8 @@ pub async fn run(
     let jobs = Arc::new(jobs::JobRunner::new(exe, config.clone()));
     let (uplink, upstream) = tokio::sync::mpsc::unbounded_channel();
     let link = link::Link {
+        tls: certs::AgentTls::new(config.tls.clone(), tls),
         config: config.clone(),
-        tls,
         epoch,
         jobs: jobs.clone(),
         unacked: std::sync::atomic::AtomicUsize::new(0),

@@ -23,15 +23,20 @@ fn failed(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::InvalidInput, format!("{what}: {e}"))
 }
 
-fn validity(params: &mut CertificateParams, days: u32) {
+fn validity(params: &mut CertificateParams, valid_for: std::time::Duration) {
     let now = OffsetDateTime::now_utc();
     // An hour of slack for clocks that run a little behind.
     params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(i64::from(days));
+    params.not_after = now + Duration::seconds(valid_for.as_secs().min(i64::MAX as u64) as i64);
 }
 
-/// Creates a CA named `name`, valid for `days`.
-pub fn new_ca(name: &str, days: u32) -> Result<Issued> {
+/// `days` as a validity period.
+pub fn days(days: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::from(days) * 86_400)
+}
+
+/// Creates a CA named `name`, valid for `valid_for`.
+pub fn new_ca(name: &str, valid_for: std::time::Duration) -> Result<Issued> {
     let key = KeyPair::generate().map_err(|e| failed("generating the CA key", e))?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -40,7 +45,7 @@ pub fn new_ca(name: &str, days: u32) -> Result<Issued> {
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    validity(&mut params, days);
+    validity(&mut params, valid_for);
     let cert = params
         .self_signed(&key)
         .map_err(|e| failed("signing the CA certificate", e))?;
@@ -57,7 +62,7 @@ pub fn issue(
     ca_key_pem: &str,
     identity: &Identity,
     hosts: &[String],
-    days: u32,
+    valid_for: std::time::Duration,
 ) -> Result<Issued> {
     let ca_key = KeyPair::from_pem(ca_key_pem).map_err(|e| failed("reading the CA key", e))?;
     let ca_params = CertificateParams::from_ca_cert_pem(ca_cert_pem)
@@ -100,7 +105,7 @@ pub fn issue(
         _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     params.use_authority_key_identifier_extension = true;
-    validity(&mut params, days);
+    validity(&mut params, valid_for);
     let cert = params
         .signed_by(&key, &ca, &ca_key)
         .map_err(|e| failed("signing the certificate", e))?;
@@ -116,22 +121,22 @@ mod tests {
 
     #[test]
     fn issued_certificates_carry_their_identity() {
-        let ca = new_ca("test CA", 30).unwrap();
+        let ca = new_ca("test CA", days(30)).unwrap();
         let id = Identity::Agent {
             region: "eu-west-1".into(),
             name: "db-1".into(),
         };
-        let leaf = issue(&ca.cert_pem, &ca.key_pem, &id, &[], 30).unwrap();
+        let leaf = issue(&ca.cert_pem, &ca.key_pem, &id, &[], days(30)).unwrap();
         let der = rustls_pki_types::CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes());
         assert_eq!(Identity::from_der(&der.unwrap()).unwrap(), id);
-        let other = new_ca("other", 30).unwrap();
-        let err = issue(&ca.cert_pem, &other.key_pem, &id, &[], 30)
+        let other = new_ca("other", days(30)).unwrap();
+        let err = issue(&ca.cert_pem, &other.key_pem, &id, &[], days(30))
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("does not belong"), "{err}");
         let coord = Identity::Coordinator { name: "c1".into() };
         let hosts = ["localhost".to_string(), "127.0.0.1".to_string()];
-        assert!(issue(&ca.cert_pem, &ca.key_pem, &coord, &hosts, 30).is_ok());
+        assert!(issue(&ca.cert_pem, &ca.key_pem, &coord, &hosts, days(30)).is_ok());
     }
 }

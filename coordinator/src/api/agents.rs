@@ -8,6 +8,7 @@ use crate::auth::peer_identity;
 use crate::core::{AttemptFailure, Coordinator, Lead};
 use crate::records::{agent_key, now_ms, AgentRecord, JobState};
 use crate::registry::{next_session_id, Session};
+use seawall_common::tls::certinfo::{fingerprint, not_after};
 use seawall_common::tls::Identity;
 use seawall_proto::v1::agent_service_server::AgentService;
 use seawall_proto::v1::{
@@ -95,6 +96,13 @@ impl AgentService for AgentApi {
                     "no agent certificate: agents connect with mutual TLS (seawall certs agent)",
                 )),
             };
+        let leaf = request.peer_certs().and_then(|c| c.first().cloned());
+        let fingerprint = leaf.as_deref().map(fingerprint).unwrap_or_default();
+        let cert_expires_ms = leaf
+            .as_deref()
+            .and_then(|d| not_after(d).ok())
+            .map(|s| s.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.next())
             .await
@@ -136,6 +144,9 @@ impl AgentService for AgentApi {
             last_heartbeat_ms: now_ms().into(),
             running: (hello.running_jobs.len() as u32).into(),
             outbox: tx.clone(),
+            fingerprint: fingerprint.clone(),
+            cert_expires_ms,
+            ended: lead.tree.token.child_token(),
         });
         let record = AgentRecord {
             agent_id: name.clone(),
@@ -145,6 +156,8 @@ impl AgentService for AgentApi {
             sources: session.sources.clone(),
             connected_ms: session.connected_ms,
             coordinator: coord.me.id.clone(),
+            cert_fingerprint: fingerprint,
+            cert_expires_ms: (cert_expires_ms != i64::MAX).then_some(cert_expires_ms),
         };
         let value = serde_json::to_vec(&record)
             .map_err(|e| Status::internal(format!("registration not encoded: {e}")))?;
@@ -164,6 +177,10 @@ impl AgentService for AgentApi {
         };
         let _ = tx.send(Ok(welcome)).await;
         coord.wake.notify_one();
+        if cert_expires_ms != i64::MAX {
+            metrics::gauge!("seawall_agent_certificate_expiry_timestamp_seconds", "region" => region.clone(), "agent" => name.clone())
+                .set(cert_expires_ms as f64 / 1000.0);
+        }
         tracing::info!(agent = %name, region = %region, "agent connected");
 
         // Both tasks belong to this term's tree: a lost lead stops them
@@ -174,9 +191,11 @@ impl AgentService for AgentApi {
         tree.spawn(async move {
             let lost = lead.leadership.lost();
             tokio::pin!(lost);
+            let ended = reader_session.ended.clone();
             loop {
                 let msg = tokio::select! {
                     _ = &mut lost => break,
+                    _ = ended.cancelled() => break,
                     m = inbound.next() => m,
                 };
                 match msg {
@@ -202,9 +221,21 @@ impl AgentService for AgentApi {
         let ping_tx = tx;
         let every = coord.config.heartbeat;
         let ping_coord = coord.clone();
+        let ping_session = session.clone();
         tree.spawn(async move {
             loop {
-                tokio::time::sleep(every).await;
+                tokio::select! {
+                    _ = ping_session.ended.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                // A certificate revoked or expired since the handshake
+                // ends the stream within one heartbeat.
+                if let Some(why) = certificate_ended(&ping_coord, &ping_session) {
+                    tracing::warn!(agent = %ping_session.agent_id, region = %ping_session.region, %why, "ending the agent's session");
+                    let _ = ping_tx.send(Err(Status::unauthenticated(why))).await;
+                    ping_session.ended.cancel();
+                    break;
+                }
                 let Some(lead) = ping_coord.lead() else { break };
                 let ping = CoordinatorMessage {
                     epoch: lead.epoch(),
@@ -217,6 +248,20 @@ impl AgentService for AgentApi {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// Why a session's certificate no longer admits it, if it does not.
+fn certificate_ended(coord: &Coordinator, session: &Session) -> Option<String> {
+    if coord.revoked.is_revoked(&session.fingerprint) {
+        return Some(format!(
+            "certificate {} is revoked: use a newly issued one (seawall certs)",
+            session.fingerprint
+        ));
+    }
+    (now_ms() >= session.cert_expires_ms).then(|| {
+        "the certificate this session was opened with has expired: reconnect with the renewed one"
+            .to_string()
+    })
 }
 
 /// Jobs this replica thinks the agent runs but the agent does not list

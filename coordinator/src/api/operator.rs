@@ -5,6 +5,7 @@
 use crate::config::{JobKind, Level};
 use crate::core::{ActError, Coordinator, Lead};
 use crate::records::{now_ms, AgentRecord, BackupRecord, JobRecord, JobState, ScheduleState};
+use crate::revocation::{normalise, Revocation};
 use crate::scheduler::{next_slot, parse_cron, parse_tz};
 use seawall_common::tls::check_label;
 use seawall_proto::v1::operator_service_server::OperatorService;
@@ -58,6 +59,15 @@ fn job_message(j: &JobRecord) -> Job {
         error_kind: j.error_kind.clone().unwrap_or_default(),
         warning_count: j.warning_count,
         warnings: j.warnings.clone(),
+    }
+}
+
+fn revoked_message(r: Revocation) -> Revoked {
+    Revoked {
+        fingerprint: r.fingerprint,
+        reason: r.reason,
+        by: r.by,
+        at_unix_ms: r.at_ms,
     }
 }
 
@@ -202,6 +212,8 @@ impl OperatorService for OperatorApi {
                     hostname: a.hostname,
                     sources: a.sources,
                     connected_unix_ms: a.connected_ms,
+                    cert_fingerprint: a.cert_fingerprint,
+                    cert_expires_unix_ms: a.cert_expires_ms.unwrap_or(0),
                 }
             })
             .collect();
@@ -431,6 +443,51 @@ impl OperatorService for OperatorApi {
             },
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
+    }
+
+    async fn revoke_certificate(
+        &self,
+        request: Request<RevokeCertificateRequest>,
+    ) -> Result<Response<RevokeCertificateReply>, Status> {
+        let actor = self.coord.operator_auth.check(&request)?;
+        let req = request.into_inner();
+        let fingerprint = normalise(&req.fingerprint).map_err(Status::invalid_argument)?;
+        if req.reason.len() > 1024 {
+            return Err(Status::invalid_argument(
+                "reason must be at most 1024 characters",
+            ));
+        }
+        let lead = self.leader_only().await?;
+        let (revoked, newly) = self
+            .coord
+            .revoke(&lead, &fingerprint, &actor, &req.reason)
+            .await?;
+        Ok(Response::new(RevokeCertificateReply {
+            revoked: Some(revoked_message(revoked)),
+            newly,
+        }))
+    }
+
+    async fn list_revoked(
+        &self,
+        request: Request<ListRevokedRequest>,
+    ) -> Result<Response<ListRevokedReply>, Status> {
+        self.coord.operator_auth.check(&request)?;
+        // From the store, not the cache: a replica that just started has
+        // not read it yet.
+        self.coord
+            .revoked
+            .refresh(self.coord.store.as_ref())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let revoked = self
+            .coord
+            .revoked
+            .list()
+            .into_iter()
+            .map(revoked_message)
+            .collect();
+        Ok(Response::new(ListRevokedReply { revoked }))
     }
 
     type WatchJobStream = JobStream;

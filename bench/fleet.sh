@@ -61,6 +61,8 @@ key = "$W/pki/$1.key"
 endpoints = [$3]
 prefix = "/bench-$1"
 lease_ttl = "$4"
+# loopback-only etcd started by this script
+allow_plaintext = true
 EOT
 }
 

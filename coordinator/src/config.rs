@@ -80,6 +80,75 @@ pub struct EtcdConfig {
     /// TTL of the leadership lease.
     #[serde(default = "default_ttl", with = "seawall_common::duration::serde_text")]
     pub lease_ttl: Duration,
+    /// CA that signed the members' certificates (needed for `https://`).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate, for members run with `--client-cert-auth`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key (owner-only).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// etcd user, when etcd authentication is enabled.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// File holding that user's password (owner-only).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Allows `http://` endpoints: the fleet's state and its fencing then
+    /// travel in clear text, for a test setup or a sealed network only.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+}
+
+impl EtcdConfig {
+    /// What is wrong with how etcd is reached, one line per problem.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.endpoints.is_empty() {
+            problems.push("[etcd] endpoints is empty: list the members' client URLs".into());
+        }
+        let plain: Vec<&String> = self
+            .endpoints
+            .iter()
+            .filter(|e| !e.starts_with("https://"))
+            .collect();
+        for e in &plain {
+            if !e.starts_with("http://") {
+                problems.push(format!(
+                    "[etcd] endpoint {e:?} has no scheme: write https://HOST:PORT"
+                ));
+            }
+        }
+        if !plain.is_empty() && plain.len() < self.endpoints.len() {
+            problems.push(
+                "[etcd] endpoints mix https:// and http://: use https:// for every member".into(),
+            );
+        } else if !plain.is_empty() && !self.allow_plaintext {
+            problems.push(format!(
+                "[etcd] endpoint {} is plain text: anyone on the path could read and forge the fleet's state and its fencing; use https:// with [etcd] ca (and cert/key when etcd requires client certificates), or set allow_plaintext = true for a test setup",
+                plain[0]
+            ));
+        }
+        if plain.is_empty() && self.ca.is_none() && !self.endpoints.is_empty() {
+            problems.push(
+                "[etcd] endpoints are https:// but no ca is set: give the CA that signed the members' certificates".into(),
+            );
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            problems.push("[etcd] cert and key go together: give both or neither".into());
+        }
+        if self.user.is_some() != self.password_file.is_some() {
+            problems.push("[etcd] user and password_file go together: give both or neither".into());
+        }
+        if !plain.is_empty() && (self.ca.is_some() || self.cert.is_some()) {
+            problems.push(
+                "[etcd] ca/cert/key are set but the endpoints are http://: write them as https://"
+                    .into(),
+            );
+        }
+        problems
+    }
 }
 
 /// The embedded store.
@@ -258,6 +327,9 @@ impl CoordinatorConfig {
             Duration::from_secs(300),
         ));
         if let Some(etcd) = &self.etcd {
+            for p in etcd.problems() {
+                note(Err(p));
+            }
             note(within(
                 "lease_ttl",
                 etcd.lease_ttl,
@@ -324,6 +396,43 @@ mod tests {
         let config: CoordinatorConfig = toml::from_str(&text)?;
         config.check()?;
         Ok(config)
+    }
+
+    #[test]
+    fn etcd_in_plain_text_or_half_configured_tls_is_refused() {
+        // The [tls] table follows, so [etcd] must come last in the text.
+        let etcd = |body: &str| {
+            let text = format!(
+                "id = \"c1\"\nlisten = \"127.0.0.1:7443\"\n[tls]\nca = \"ca.pem\"\ncert = \"c1.pem\"\nkey = \"c1.key\"\n[etcd]\n{body}\n"
+            );
+            let config: CoordinatorConfig = toml::from_str(&text).expect("parses");
+            config
+                .check()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let err = etcd("endpoints = [\"http://e:2379\"]");
+        assert!(
+            err.contains("plain text") && err.contains("allow_plaintext"),
+            "{err}"
+        );
+        assert_eq!(
+            etcd("endpoints = [\"http://e:2379\"]\nallow_plaintext = true"),
+            ""
+        );
+        let err = etcd("endpoints = [\"https://e:2379\"]");
+        assert!(err.contains("no ca"), "{err}");
+        let err = etcd("endpoints = [\"https://e:2379\"]\nca = \"ca.pem\"\ncert = \"c.pem\"");
+        assert!(err.contains("cert and key go together"), "{err}");
+        let err = etcd("endpoints = [\"https://e:2379\", \"http://f:2379\"]\nca = \"ca.pem\"");
+        assert!(err.contains("mix"), "{err}");
+        let err = etcd("endpoints = [\"e:2379\"]\nallow_plaintext = true");
+        assert!(err.contains("no scheme"), "{err}");
+        assert_eq!(
+            etcd("endpoints = [\"https://e:2379\"]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"c.key\""),
+            ""
+        );
     }
 
     #[test]

@@ -6,10 +6,11 @@
 use crate::api::agents::AgentApi;
 use crate::api::operator::OperatorApi;
 use crate::config::CoordinatorConfig;
+use crate::config::EtcdConfig;
 use crate::core::{Coordinator, Lead};
 use crate::records::{now_ms, JobState};
 use crate::store::embedded::EmbeddedStore;
-use crate::store::etcd::EtcdStore;
+use crate::store::etcd::{EtcdAccess, EtcdStore};
 use crate::store::StateStore;
 use crate::transport::gate::Gate;
 use crate::transport::listener::{fitted_cap, incoming, raise_open_files, Limits};
@@ -49,9 +50,39 @@ pub async fn open_store(
     let Some(etcd) = &config.etcd else {
         anyhow::bail!("the configuration has no [etcd] section: add one, or run with --dev for the embedded store");
     };
+    let access = etcd_access(etcd)?;
     Ok(Arc::new(
-        EtcdStore::connect(&etcd.endpoints, &etcd.prefix, etcd.lease_ttl).await?,
+        EtcdStore::connect_with(&etcd.endpoints, &etcd.prefix, etcd.lease_ttl, access).await?,
     ))
+}
+
+/// Reads the files `[etcd]` names for TLS and etcd's users.
+fn etcd_access(etcd: &EtcdConfig) -> anyhow::Result<EtcdAccess> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the [etcd] {what} {}: {e}", path.display()))
+    };
+    let ca = etcd.ca.as_deref().map(|p| read(p, "ca")).transpose()?;
+    let identity = match (&etcd.cert, &etcd.key) {
+        (Some(cert), Some(key)) => {
+            let key = seawall_common::secret::read_secret_file(key, "[etcd] key")?;
+            Some((read(cert, "cert")?, key))
+        }
+        _ => None,
+    };
+    let user = match (&etcd.user, &etcd.password_file) {
+        (Some(user), Some(file)) => {
+            let bytes = seawall_common::secret::read_secret_file(file, "[etcd] password_file")?;
+            let password = String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", file.display()))?;
+            Some((
+                user.clone(),
+                password.trim_end_matches(['\r', '\n']).to_string(),
+            ))
+        }
+        _ => None,
+    };
+    Ok(EtcdAccess { ca, identity, user })
 }
 
 /// The operator token, when the configuration names a file for it.

@@ -41,7 +41,15 @@ pub async fn coordinator(a: CoordinatorArgs) -> anyhow::Result<u8> {
                 // shows at --check rather than as a replica that never leads.
                 let store = seawall_coordinator::server::open_store(&config, false).await?;
                 let leader = store.leader().await.map_err(|err| {
-                    anyhow::anyhow!("etcd at {} does not answer: {err}", e.endpoints.join(","))
+                    let hint = if e.ca.is_some() {
+                        "check the endpoints, that [etcd] ca signed the members' certificates, and that cert/key are set if etcd requires client certificates"
+                    } else {
+                        "check the endpoints and that etcd runs"
+                    };
+                    anyhow::anyhow!(
+                        "etcd at {} does not answer ({hint}): {err}",
+                        e.endpoints.join(",")
+                    )
                 })?;
                 format!(
                     "etcd {} (reachable; {})",

@@ -133,18 +133,81 @@ fn kubernetes_coordinator_config_passes_check_with_the_pod_name_and_address() {
     pki.certs(&["coordinator", "--name", pod, "--host", "localhost"]);
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("deploy/kubernetes/coordinator-statefulset.yaml");
-    // The manifest's etcd members, replaced by one started here.
-    let etcd = crate::etcd_fixture::EtcdCluster::start(&tmp.path().join("etcd"), 1);
-    etcd.wait_healthy();
-    let manifest_endpoints = "\"http://etcd-0.etcd.seawall.svc:2379\", \"http://etcd-1.etcd.seawall.svc:2379\", \"http://etcd-2.etcd.seawall.svc:2379\"";
+    // The manifest's etcd members, replaced by one started here that, like
+    // the manifest's, serves TLS and requires client certificates. Seawall's
+    // CA signs its certificate; the pod's certificate is the client's.
+    pki.certs(&["coordinator", "--name", "etcd", "--host", "127.0.0.1"]);
+    let d = &pki.dir;
+    let etcd = crate::etcd_fixture::EtcdCluster::start_tls(
+        &tmp.path().join("etcd"),
+        1,
+        crate::etcd_fixture::EtcdTls {
+            ca: d.join("ca.pem"),
+            cert: d.join("etcd.pem"),
+            key: d.join("etcd.key"),
+            client_cert: d.join(format!("{pod}.pem")),
+            client_key: d.join(format!("{pod}.key")),
+        },
+    );
+    let manifest_endpoints = "\"https://etcd-0.etcd.seawall.svc:2379\", \"https://etcd-1.etcd.seawall.svc:2379\", \"https://etcd-2.etcd.seawall.svc:2379\"";
     let text = with_certs(&config_map_data(&manifest, "coordinator.toml"), &pki, pod);
     assert!(text.contains(manifest_endpoints), "{text}");
+    let text = text
+        .replace(manifest_endpoints, &format!("\"{}\"", etcd.endpoints()[0]))
+        .replace(
+            "/etc/seawall/etcd/ca.crt",
+            &format!("{}/ca.pem", d.display()),
+        )
+        .replace(
+            "/etc/seawall/etcd/tls.crt",
+            &format!("{}/{pod}.pem", d.display()),
+        )
+        .replace(
+            "/etc/seawall/etcd/tls.key",
+            &format!("{}/{pod}.key", d.display()),
+        );
     let config = tmp.path().join("coordinator.toml");
-    std::fs::write(
-        &config,
-        text.replace(manifest_endpoints, &format!("\"{}\"", etcd.endpoints()[0])),
-    )
-    .unwrap();
+    std::fs::write(&config, &text).unwrap();
+    let variant = |name: &str, text: String| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let check = |path: &Path| {
+        refused(&[
+            "coordinator",
+            "--config",
+            path.to_str().unwrap(),
+            "--id",
+            pod,
+            "--check",
+        ])
+    };
+    // Without the client certificate, etcd refuses the replica.
+    let at = text.find("[etcd]").expect("[etcd] section");
+    let etcd_part: Vec<&str> = text[at..]
+        .lines()
+        .filter(|l| !l.starts_with("cert = ") && !l.starts_with("key = "))
+        .collect();
+    let anonymous = variant(
+        "anonymous.toml",
+        format!("{}{}\n", &text[..at], etcd_part.join("\n")),
+    );
+    let err = check(&anonymous);
+    assert!(
+        err.contains("does not answer") && err.contains("client certificates"),
+        "{err}"
+    );
+    // Plain text is refused unless allowed, naming the setting.
+    let plain = variant(
+        "plain.toml",
+        text.replace("https://127.0.0.1", "http://127.0.0.1"),
+    );
+    let err = check(&plain);
+    assert!(
+        err.contains("plain text") && err.contains("allow_plaintext"),
+        "{err}"
+    );
     let address = format!("{pod}.seawall-coordinator.seawall.svc:7443");
     let text = checked(&[
         "coordinator",
@@ -172,7 +235,7 @@ fn kubernetes_coordinator_config_passes_check_with_the_pod_name_and_address() {
         &dead,
         std::fs::read_to_string(&config).unwrap().replace(
             &etcd.endpoints()[0],
-            &format!("http://127.0.0.1:{dead_port}"),
+            &format!("https://127.0.0.1:{dead_port}"),
         ),
     )
     .unwrap();

@@ -17,15 +17,47 @@ struct Member {
     child: Option<Child>,
 }
 
+/// TLS for the members' client port, which then requires client
+/// certificates signed by `ca` (etcd's `--client-cert-auth`).
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// The CA for both sides.
+    pub ca: PathBuf,
+    /// The members' server certificate and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// A client certificate and key for the fixture's own health checks.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
 /// A running etcd cluster.
 pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
+    tls: Option<EtcdTls>,
 }
 
 impl EtcdCluster {
     /// Starts `n` members under `dir` and waits until the cluster is healthy.
     pub fn start(dir: &Path, n: usize) -> EtcdCluster {
+        Self::start_with(dir, n, None)
+    }
+
+    /// Starts `n` members serving clients over TLS with client certificates.
+    pub fn start_tls(dir: &Path, n: usize, tls: EtcdTls) -> EtcdCluster {
+        Self::start_with(dir, n, Some(tls))
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    fn start_with(dir: &Path, n: usize, tls: Option<EtcdTls>) -> EtcdCluster {
         require("etcd");
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -44,6 +76,7 @@ impl EtcdCluster {
         let mut cluster = EtcdCluster {
             members,
             initial_cluster,
+            tls,
         };
         for i in 0..n {
             cluster.launch(i, "new");
@@ -55,6 +88,19 @@ impl EtcdCluster {
     /// Starts member `i`; `state` is "new" for a first start, "existing" after.
     fn launch(&mut self, i: usize, state: &str) {
         let initial = self.initial_cluster.clone();
+        let scheme = self.scheme();
+        let tls_args: Vec<std::ffi::OsString> = match &self.tls {
+            Some(t) => vec![
+                "--client-cert-auth".into(),
+                "--trusted-ca-file".into(),
+                t.ca.clone().into(),
+                "--cert-file".into(),
+                t.cert.clone().into(),
+                "--key-file".into(),
+                t.key.clone().into(),
+            ],
+            None => Vec::new(),
+        };
         let m = &mut self.members[i];
         std::fs::create_dir_all(&m.dir).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -62,7 +108,7 @@ impl EtcdCluster {
             .create(true)
             .open(m.dir.join("etcd.log"))
             .unwrap();
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let client = format!("{scheme}://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let child = Command::new(require("etcd"))
             .args(["--name", &m.name, "--data-dir"])
@@ -86,6 +132,7 @@ impl EtcdCluster {
                 state,
             ])
             .args(["--initial-cluster-token", "seawall-test"])
+            .args(&tls_args)
             // Fast elections on loopback.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .stdout(Stdio::null())
@@ -99,7 +146,7 @@ impl EtcdCluster {
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
             .collect()
     }
 
@@ -109,13 +156,25 @@ impl EtcdCluster {
             .members
             .iter()
             .filter(|m| m.child.is_some())
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
             .collect();
+        let tls_args: Vec<std::ffi::OsString> = match &self.tls {
+            Some(t) => vec![
+                "--cacert".into(),
+                t.ca.clone().into(),
+                "--cert".into(),
+                t.client_cert.clone().into(),
+                "--key".into(),
+                t.client_key.clone().into(),
+            ],
+            None => Vec::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ok = Command::new(require("etcdctl"))
                 .env("ETCDCTL_API", "3")
                 .args(["--endpoints", &running.join(","), "endpoint", "health"])
+                .args(&tls_args)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()

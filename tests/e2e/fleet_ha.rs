@@ -29,7 +29,7 @@ fn etcd_section(etcd: &EtcdCluster, prefix: &str) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "[etcd]\nendpoints = [{endpoints}]\nprefix = \"{prefix}\"\nlease_ttl = \"{TTL_SECS}s\"\n"
+        "[etcd]\nendpoints = [{endpoints}]\nprefix = \"{prefix}\"\nlease_ttl = \"{TTL_SECS}s\"\nallow_plaintext = true\n"
     )
 }
 
@@ -375,4 +375,41 @@ fn a_replica_leads_and_prunes_a_history_larger_than_one_etcd_response() {
     eventually(120, "the old history pruned", || {
         (count(&store) == 0).then_some(())
     });
+}
+
+#[test]
+fn a_replica_leads_through_an_etcd_that_requires_client_certificates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = Pki::new(&dir.join("pki"));
+    // Seawall's CA signs etcd's server certificate too; the fixture's own
+    // health checks use the operator's (client-auth) certificate.
+    pki.certs(&["coordinator", "--name", "etcd", "--host", "127.0.0.1"]);
+    let d = &pki.dir;
+    let etcd = EtcdCluster::start_tls(
+        &dir.join("etcd"),
+        1,
+        crate::etcd_fixture::EtcdTls {
+            ca: d.join("ca.pem"),
+            cert: d.join("etcd.pem"),
+            key: d.join("etcd.key"),
+            client_cert: d.join("ops.pem"),
+            client_key: d.join("ops.key"),
+        },
+    );
+    assert!(etcd.endpoints()[0].starts_with("https://"));
+    let store = format!(
+        "[etcd]\nendpoints = [\"{}\"]\nprefix = \"/tls\"\nlease_ttl = \"{TTL_SECS}s\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        etcd.endpoints()[0],
+        d.join("ca.pem").display(),
+        d.join("c1.pem").display(),
+        d.join("c1.key").display()
+    );
+    let c = start_replica(&pki, dir, "c1", &store, "", false);
+    let status = eventually(30, "c1 to lead through etcd over TLS", || {
+        let out = op(&pki, &c.address(), &["status"]);
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (s["is_leader"] == true).then_some(s)
+    });
+    assert_eq!(status["store"], "etcd", "{status}");
 }

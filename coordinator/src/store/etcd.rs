@@ -83,16 +83,61 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// How this replica proves itself to etcd and checks etcd's members:
+/// TLS (the members' CA, and a client certificate when etcd runs with
+/// `--client-cert-auth`), and etcd's own users.
+#[derive(Default)]
+pub struct EtcdAccess {
+    /// The CA that signed the members' certificates, PEM.
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate and key, PEM.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// User name and password.
+    pub user: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for EtcdAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdAccess")
+            .field("tls", &self.ca.is_some())
+            .field("client_certificate", &self.identity.is_some())
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
 impl EtcdStore {
-    /// Connects to `endpoints`; keys live under `prefix`.
+    /// Connects to `endpoints` in plain text with no credentials (tests);
+    /// keys live under `prefix`.
     pub async fn connect(endpoints: &[String], prefix: &str, ttl: Duration) -> StoreResult<Self> {
+        Self::connect_with(endpoints, prefix, ttl, EtcdAccess::default()).await
+    }
+
+    /// Connects to `endpoints` with `access`; keys live under `prefix`.
+    pub async fn connect_with(
+        endpoints: &[String],
+        prefix: &str,
+        ttl: Duration,
+        access: EtcdAccess,
+    ) -> StoreResult<Self> {
         // No request timeout on the client: a campaign waits as long as
         // another replica leads. Other calls are bounded by `timed`. HTTP/2
         // pings no more often than etcd's --grpc-keepalive-min-time (5 s),
         // or etcd closes the connection for too many pings.
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some(ca) = access.ca {
+            let mut tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(ca));
+            if let Some((cert, key)) = access.identity {
+                tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(tls);
+        }
+        if let Some((user, password)) = access.user {
+            options = options.with_user(user, password);
+        }
         let client = Client::connect(endpoints, Some(options))
             .await
             .map_err(|e| unavailable(&format!("connect to {}", endpoints.join(",")), e))?;

@@ -50,6 +50,14 @@ pub fn pg_dir(path: &Path) {
     }
 }
 
+/// Gives a file to the PostgreSQL user (a server key must be its own).
+pub fn pg_own(path: &Path) {
+    if let Some(u) = pg_user() {
+        let st = Command::new("chown").arg(u).arg(path).status().unwrap();
+        assert!(st.success());
+    }
+}
+
 fn check(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),

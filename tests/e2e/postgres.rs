@@ -816,3 +816,92 @@ fn no_postgresql_program_sees_the_password_on_its_command_line() {
         "a password on a command line:\n{argv}"
     );
 }
+
+#[test]
+fn seawalls_own_connection_follows_sslmode_as_libpq_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A server certificate for localhost from a private CA, and another CA
+    // that did not sign it.
+    let pki = crate::fleet_fixture::Pki::new(&tmp.path().join("pki"));
+    pki.certs(&["coordinator", "--name", "pg", "--host", "localhost"]);
+    let other = crate::fleet_fixture::Pki::new(&tmp.path().join("other"));
+    let tls = tmp.path().join("pgtls");
+    crate::pg_fixture::pg_dir(&tls);
+    for (from, to, mode) in [
+        ("pg.pem", "server.crt", 0o644),
+        ("pg.key", "server.key", 0o600),
+        ("ca.pem", "ca.pem", 0o644),
+    ] {
+        let path = tls.join(to);
+        std::fs::copy(pki.dir.join(from), &path).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .unwrap();
+        crate::pg_fixture::pg_own(&path);
+    }
+    std::fs::copy(other.dir.join("ca.pem"), tls.join("other-ca.pem")).unwrap();
+    let pg = PgCluster::start(
+        &tmp.path().join("pg"),
+        &format!(
+            "listen_addresses = '127.0.0.1'\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            tls.join("server.crt").display(),
+            tls.join("server.key").display()
+        ),
+    );
+    // Over TCP, only TLS connections are let in.
+    std::fs::write(
+        pg.data.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 reject\n",
+    )
+    .unwrap();
+    let reload = crate::pg_fixture::as_pg(&pg_bin().join("pg_ctl"))
+        .arg("-D")
+        .arg(&pg.data)
+        .arg("reload")
+        .status()
+        .unwrap();
+    assert!(reload.success());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let repo = PgRepo::init(&tmp.path().join("r"));
+    let tcp = format!(
+        "host=localhost port={} user=postgres dbname=postgres",
+        pg.port
+    );
+
+    let verified = format!(
+        "{tcp} sslmode=verify-full sslrootcert={}",
+        tls.join("ca.pem").display()
+    );
+    let v = repo.json(&["backup", "postgres", "--dsn", &verified]);
+    assert_eq!(v["facts"]["mode"], "logical", "{v}");
+    // The URL form, with TLS parameters in its query.
+    let url = format!(
+        "postgresql://postgres@localhost:{}/postgres?sslmode=verify-ca&sslrootcert={}",
+        pg.port,
+        tls.join("ca.pem").display()
+    );
+    let v = repo.json(&[
+        "backup",
+        "postgres",
+        "--dsn",
+        &url,
+        "--database",
+        "postgres",
+    ]);
+    assert_eq!(v["facts"]["mode"], "logical", "{v}");
+
+    for (dsn, expect) in [
+        (format!("{tcp} sslmode=disable"), "sslmode=disable"),
+        (
+            format!(
+                "{tcp} sslmode=verify-full sslrootcert={}",
+                tls.join("other-ca.pem").display()
+            ),
+            "sslrootcert",
+        ),
+        (format!("{tcp} sslmode=verify-full"), "sslrootcert"),
+    ] {
+        let out = repo.run(&["backup", "postgres", "--dsn", &dsn]);
+        let err = crate::fixtures::one_error_line(&out);
+        assert!(err.contains(expect), "{dsn}: {err}");
+    }
+}

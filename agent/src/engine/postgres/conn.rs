@@ -1,6 +1,7 @@
 //! Connecting to PostgreSQL and reading the facts a backup records. DSNs
 //! are never logged or stored: they may hold a password.
 
+use super::tls;
 use crate::engine::percent;
 use seawall_common::{Error, ErrorKind, Result};
 use tokio_postgres::config::Host;
@@ -22,8 +23,11 @@ pub struct ServerFacts {
 }
 
 /// Parses a DSN (key=value or URL) to check it before any program sees it.
+/// libpq's TLS parameters, which tokio-postgres does not know, are read
+/// separately ([`tls::settings`]).
 pub fn parse(dsn: &str) -> Result<Config> {
-    dsn.parse::<Config>().map_err(|e| {
+    let (rest, _) = take_params(dsn, tls::KEYS);
+    rest.parse::<Config>().map_err(|e| {
         Error::new(
             ErrorKind::InvalidInput,
             format!("--dsn is not a valid PostgreSQL connection string ({e}); write it as 'host=H port=P user=U dbname=D' or postgresql://U@H:P/D"),
@@ -73,25 +77,58 @@ pub fn with_database(dsn: &str, db: &str) -> String {
 /// on their command line and the second in `PGPASSWORD`, so no password is
 /// ever readable in `/proc/<pid>/cmdline`.
 pub fn split_password(dsn: &str) -> (String, Option<String>) {
+    let (bare, taken) = take_params(dsn, &["password"]);
+    (bare, taken.into_iter().next().map(|(_, v)| v))
+}
+
+/// The DSN without the parameters named in `keys`, and those parameters'
+/// values (decoded), in the order found. Both DSN forms are read: a URL's
+/// password from its user info or its query, anything else from its query;
+/// key=value pairs bare or single-quoted with backslash escapes.
+pub fn take_params(dsn: &str, keys: &[&str]) -> (String, Vec<(String, String)>) {
     let trimmed = dsn.trim();
+    let mut taken = Vec::new();
     for scheme in ["postgresql://", "postgres://"] {
-        if let Some(rest) = trimmed.strip_prefix(scheme) {
-            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-            let (authority, tail) = rest.split_at(authority_end);
+        let Some(rest) = trimmed.strip_prefix(scheme) else {
+            continue;
+        };
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (mut authority, tail) = rest.split_at(authority_end);
+        let mut user_kept = String::new();
+        if keys.contains(&"password") {
             if let Some((userinfo, hosts)) = authority.rsplit_once('@') {
                 if let Some((user, password)) = userinfo.split_once(':') {
-                    return (
-                        format!("{scheme}{user}@{hosts}{tail}"),
-                        Some(percent::decode(password)),
-                    );
+                    taken.push(("password".to_string(), percent::decode(password)));
+                    user_kept = format!("{user}@");
+                    authority = hosts;
                 }
             }
-            return (trimmed.to_string(), None);
         }
+        let (path, query) = match tail.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (tail, None),
+        };
+        let mut kept_query = Vec::new();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = percent::decode(k);
+            if keys.contains(&key.as_str()) {
+                taken.push((key, percent::decode(v)));
+            } else {
+                kept_query.push(pair);
+            }
+        }
+        let query = if kept_query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", kept_query.join("&"))
+        };
+        return (
+            format!("{scheme}{user_kept}{authority}{path}{query}"),
+            taken,
+        );
     }
-    // key=value: values are bare or single-quoted with backslash escapes.
     let mut kept = Vec::new();
-    let mut password = None;
     let mut chars = trimmed.chars().peekable();
     while chars.peek().is_some() {
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
@@ -144,13 +181,13 @@ pub fn split_password(dsn: &str) -> (String, Option<String>) {
                 }
             }
         }
-        if key == "password" {
-            password = Some(value);
+        if keys.contains(&key.as_str()) {
+            taken.push((key, value));
         } else if !raw.is_empty() {
             kept.push(raw);
         }
     }
-    (kept.join(" "), password)
+    (kept.join(" "), taken)
 }
 
 /// Hands `dsn` to a PostgreSQL program as `--dbname`, its password (if
@@ -168,21 +205,57 @@ pub fn pass_dsn_async(cmd: &mut tokio::process::Command, dsn: &str) {
     pass_dsn(cmd.as_std_mut(), dsn);
 }
 
-/// Connects; the connection runs on its own task until the client is dropped.
+/// Connects, with TLS as the DSN's (or the environment's) `sslmode` says,
+/// as libpq would; the connection runs on its own task until the client is
+/// dropped.
 pub async fn connect(dsn: &str) -> Result<Client> {
-    let cfg = parse(dsn)?;
-    let (client, connection) = cfg.connect(NoTls).await.map_err(|e| {
+    let mut cfg = parse(dsn)?;
+    let (_, params) = take_params(dsn, tls::KEYS);
+    let settings = tls::settings(&params)?;
+    let unreachable = |e: tokio_postgres::Error| {
+        let hint = match settings.mode {
+            tls::Mode::VerifyCa | tls::Mode::VerifyFull => {
+                "; check --dsn, that the server runs, and that sslrootcert signed its certificate"
+            }
+            tls::Mode::Require => "; check --dsn, that the server runs and that it has ssl = on",
+            _ => "; check --dsn and that the server is running",
+        };
         Error::new(
             ErrorKind::Unreachable,
-            format!("cannot connect to PostgreSQL at {}: {e}; check --dsn and that the server is running", describe(dsn).unwrap_or_default()),
+            format!(
+                "cannot connect to PostgreSQL at {} (sslmode={}): {e}{hint}",
+                describe(dsn).unwrap_or_default(),
+                settings.mode.name()
+            ),
         )
-    })?;
+    };
+    let client = match settings.connector()? {
+        None => {
+            cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, connection) = cfg.connect(NoTls).await.map_err(unreachable)?;
+            spawn_connection(connection);
+            client
+        }
+        Some(tls) => {
+            cfg.ssl_mode(settings.mode.tokio_mode());
+            let (client, connection) = cfg.connect(tls).await.map_err(unreachable)?;
+            spawn_connection(connection);
+            client
+        }
+    };
+    Ok(client)
+}
+
+fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "PostgreSQL connection closed");
         }
     });
-    Ok(client)
 }
 
 /// A query error as a Seawall error.

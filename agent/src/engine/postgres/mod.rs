@@ -13,6 +13,7 @@ pub mod receive;
 pub mod recovery;
 pub mod spool;
 pub mod tables;
+pub mod tls;
 pub mod tools;
 pub mod unpack;
 pub mod walcmd;

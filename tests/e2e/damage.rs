@@ -261,6 +261,31 @@ fn hostile_repository_objects_are_refused_or_ignored_not_obeyed() {
     repo.ok(&["unlock"]);
     assert!(files_in(&repo_dir.join("locks")).is_empty());
 
+    // A 3 GiB (sparse) file among the snapshots is refused from its size:
+    // with the address space capped at 1 GiB, reading it whole would fail.
+    let huge = repo_dir.join("snapshots").join("e".repeat(64));
+    std::fs::File::create(&huge)
+        .and_then(|f| f.set_len(3 << 30))
+        .unwrap();
+    let out = std::process::Command::new("prlimit")
+        .arg(format!("--as={}", 1u64 << 30))
+        .arg("--")
+        .arg(crate::fixtures::bin())
+        .arg("snapshots")
+        .env("SEAWALL_REPOSITORY", &repo.url)
+        .env("SEAWALL_PASSWORD", crate::fixtures::PASSWORD)
+        .env_remove("SEAWALL_PASSWORD_FILE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("snapshots/{}", "e".repeat(64)))
+            && stderr.contains("more than a snapshots file may be"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("memory allocation"), "{stderr}");
+    std::fs::remove_file(&huge).unwrap();
+
     // A config whose chunker bounds would make the chunker panic is one
     // clear line naming the parameter.
     std::fs::remove_file(&planted).unwrap();

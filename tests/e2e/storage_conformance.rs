@@ -103,6 +103,25 @@ async fn suite(s: Arc<dyn Storage>) {
             .unwrap(),
         None
     );
+
+    // A file larger than its kind may be is refused from its size, by
+    // every backend, naming the file and the limit.
+    let max = FileKind::Lock.max_size();
+    s.write(
+        FileKind::Lock,
+        "oversized",
+        bytes::Bytes::from(vec![b'x'; max as usize + 1]),
+    )
+    .await
+    .unwrap();
+    let err = s.read(FileKind::Lock, "oversized").await.unwrap_err();
+    assert_eq!(err.kind(), seawall_common::ErrorKind::Corrupt, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("locks/oversized") && text.contains(&max.to_string()),
+        "{text}"
+    );
+    s.remove(FileKind::Lock, "oversized").await.unwrap();
 }
 
 fn s3_opts(server: &S3Server, sse: Option<&str>) -> S3Options {

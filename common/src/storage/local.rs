@@ -186,11 +186,29 @@ impl ReadStorage for LocalStorage {
     }
 
     async fn read(&self, kind: FileKind, name: &str) -> Result<Bytes> {
+        use std::io::Read;
         let path = self.full(kind, name)?;
+        let (location, name) = (self.location(), name.to_string());
         blocking(move || {
-            std::fs::read(&path)
-                .map(Bytes::from)
-                .map_err(|e| Error::io(path.display(), e))
+            let file = std::fs::File::open(&path).map_err(|e| Error::io(path.display(), e))?;
+            let size = file
+                .metadata()
+                .map_err(|e| Error::io(path.display(), e))?
+                .len();
+            // Checked on the open file, and the read bounded too: a file
+            // swapped or grown after the check is still cut off.
+            let max = kind.max_size();
+            if size > max {
+                return Err(kind.oversized(&name, size, &location));
+            }
+            let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            file.take(max + 1)
+                .read_to_end(&mut data)
+                .map_err(|e| Error::io(path.display(), e))?;
+            if data.len() as u64 > max {
+                return Err(kind.oversized(&name, data.len() as u64, &location));
+            }
+            Ok(Bytes::from(data))
         })
         .await
     }

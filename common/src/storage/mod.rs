@@ -72,6 +72,35 @@ impl FileKind {
         }
     }
 
+    /// The largest file of this kind the format allows. A larger one is not
+    /// Seawall's (or was tampered with) and is refused before it is read,
+    /// so a hostile object cannot make a reader allocate its size.
+    pub fn max_size(self) -> u64 {
+        const KIB: u64 = 1024;
+        const MIB: u64 = 1024 * KIB;
+        match self {
+            FileKind::Config | FileKind::Key | FileKind::Lock => 64 * KIB,
+            FileKind::Snapshot => 64 * MIB,
+            // Packs close at 128 MiB at most, plus one blob of up to 16 MiB
+            // and their headers.
+            FileKind::Pack => 256 * MIB,
+            // A consolidated index (prune, repair) lists every pack.
+            FileKind::Index => 1024 * MIB,
+            // PostgreSQL WAL segments are at most 1 GiB.
+            FileKind::Wal => 1024 * MIB + 64 * KIB,
+        }
+    }
+
+    /// The error for a file of `size` bytes over [`FileKind::max_size`].
+    pub fn oversized(self, name: &str, size: u64, location: &str) -> crate::Error {
+        crate::Error::corrupt(format!(
+            "{location}/{} is {size} bytes, more than a {} file may be ({} bytes): it is not one Seawall wrote; move it out of the repository (or restore it from a replica)",
+            self.path(name),
+            self.dir(),
+            self.max_size()
+        ))
+    }
+
     /// The name of a file of this kind from its relative path, the inverse of [`FileKind::path`].
     pub fn name_from_path(self, path: &str) -> Option<String> {
         let rest = path.strip_prefix(self.dir())?.strip_prefix('/')?;

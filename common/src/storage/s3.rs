@@ -275,13 +275,32 @@ impl ReadStorage for S3Storage {
             .send()
             .await
             .map_err(|e| self.fail(&format!("reading {key}"), e))?;
-        let body = out.body.collect().await.map_err(|e| {
-            Error::new(
-                ErrorKind::Unreachable,
-                format!("reading {key}: body interrupted: {e}"),
-            )
-        })?;
-        Ok(body.into_bytes())
+        let max = kind.max_size();
+        let declared = out.content_length().and_then(|n| u64::try_from(n).ok());
+        if let Some(size) = declared.filter(|n| *n > max) {
+            return Err(kind.oversized(name, size, &self.location()));
+        }
+        // Read in chunks up to the cap, whatever the length header said.
+        let mut body = out.body;
+        let mut data = Vec::with_capacity(usize::try_from(declared.unwrap_or(0)).unwrap_or(0));
+        loop {
+            match body.try_next().await {
+                Ok(Some(chunk)) => {
+                    data.extend_from_slice(&chunk);
+                    if data.len() as u64 > max {
+                        return Err(kind.oversized(name, data.len() as u64, &self.location()));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(Error::new(
+                        ErrorKind::Unreachable,
+                        format!("reading {key}: body interrupted: {e}"),
+                    ))
+                }
+            }
+        }
+        Ok(Bytes::from(data))
     }
 
     async fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Bytes> {

@@ -17,7 +17,14 @@ pub async fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<u8> {
         yearly: a.keep_yearly,
         within_secs: a.keep_within.map_or(0, |d| d.as_secs()),
     };
-    let report = forget(&repo, policy, &a.tag, a.dry_run).await?;
+    let report = forget(
+        &repo,
+        policy,
+        &a.tag,
+        a.dry_run,
+        Duration::from_secs(g.lock_wait),
+    )
+    .await?;
     let pruned = if a.prune && !a.dry_run {
         Some(
             seawall_agent::engine::prune::prune(repo, false, Duration::from_secs(g.lock_wait))

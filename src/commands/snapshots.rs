@@ -19,6 +19,16 @@ pub async fn run(g: &Global, a: SnapshotsArgs) -> anyhow::Result<u8> {
                 && a.tag.iter().all(|t| s.tags.contains(t))
         })
         .collect();
+    // Snapshots removed or planted behind Seawall's back are named here
+    // too, not only by verify.
+    match repo.head_check().await {
+        Ok(check) => {
+            for alarm in check.alarms() {
+                eprintln!("warning: {alarm}");
+            }
+        }
+        Err(e) => eprintln!("warning: the head cannot be checked: {e}"),
+    }
     if g.json {
         let mut list = Vec::with_capacity(snaps.len());
         for (id, s) in &snaps {

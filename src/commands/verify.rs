@@ -43,6 +43,22 @@ pub async fn run(g: &Global, a: VerifyArgs) -> anyhow::Result<u8> {
                 report.unindexed_packs
             );
         }
+        match report.head_generation {
+            None => println!(
+                "no head yet: the next backup records which snapshots the repository holds"
+            ),
+            Some(_) if !report.unrecorded_snapshots.is_empty() => println!(
+                "{} snapshots are not recorded in the head (saved while another backup recorded its own, or put here from outside): {}",
+                report.unrecorded_snapshots.len(),
+                report
+                    .unrecorded_snapshots
+                    .iter()
+                    .map(|s| &s[..8])
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some(_) => {}
+        }
         for p in &report.problems {
             eprintln!("damaged: {} {}", p.object, p.problem);
             if !p.snapshots.is_empty() {

@@ -336,3 +336,55 @@ fn an_s3_repository_with_no_credentials_anywhere_says_so_in_one_line() {
     assert!(!stderr.contains("WARN"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn a_deleted_newest_snapshot_and_one_copied_under_another_name_are_named() {
+    let (work, src, repo, first) = setup();
+    let snaps = work.path().join("repo").join("snapshots");
+    std::fs::write(src.join("new.txt"), "a later change").unwrap();
+    let (second, _) = repo.backup(&[&src]);
+    let out = repo.run(&["verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Legitimate removal leaves no alarm: forget updates the head.
+    let (third, _) = repo.backup(&[&src]);
+    repo.ok(&["forget", "--keep-last", "2"]);
+    assert!(!snaps.join(&first).exists());
+    let out = repo.run(&["verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A rollback: the newest snapshot's file deleted behind Seawall's back.
+    std::fs::remove_file(snaps.join(&third)).unwrap();
+    let out = repo.run(&["verify"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&third) && stderr.contains("recorded in the head but its file is gone"),
+        "{stderr}"
+    );
+    let listed = repo.run(&["snapshots"]);
+    let warned = String::from_utf8_lossy(&listed.stderr);
+    assert!(
+        warned.contains(&third[..8]) && warned.contains("rollback"),
+        "{warned}"
+    );
+
+    // A replay: a snapshot copied under another name.
+    let planted = "a".repeat(64);
+    std::fs::copy(snaps.join(&second), snaps.join(&planted)).unwrap();
+    let out = repo.run(&["verify"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("snapshots/{planted}"))
+            && stderr.contains("not named by the hash of its bytes"),
+        "{stderr}"
+    );
+}

@@ -4,11 +4,13 @@
 //! Data goes only when `prune` runs.
 
 use chrono::{DateTime, Datelike, Utc};
+use seawall_common::repo::lock::RepoLock;
 use seawall_common::repo::snapshot::Snapshot;
 use seawall_common::storage::FileKind;
 use seawall_common::{Error, ErrorKind, Id, Repository, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 /// How many snapshots to keep per rule.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -104,12 +106,15 @@ pub struct ForgetReport {
 /// Applies `policy` to each group of the snapshots carrying every tag in
 /// `tags` (all snapshots when empty; an agent tags each source's snapshots
 /// `source=<name>`, so each source keeps its own policy); removes what it
-/// does not keep unless `dry_run`.
+/// does not keep unless `dry_run`. Removal holds the exclusive lock (as
+/// restic's does), so the head it updates is not overwritten meanwhile by a
+/// backup's.
 pub async fn forget(
-    repo: &Repository,
+    repo: &Arc<Repository>,
     policy: KeepPolicy,
     tags: &[String],
     dry_run: bool,
+    lock_wait: std::time::Duration,
 ) -> Result<ForgetReport> {
     if policy.is_empty() {
         return Err(Error::new(
@@ -117,6 +122,11 @@ pub async fn forget(
             "no retention rule given: pass at least one of --keep-last/--keep-hourly/--keep-daily/--keep-weekly/--keep-monthly/--keep-yearly/--keep-within",
         ));
     }
+    let lock = if dry_run {
+        None
+    } else {
+        Some(RepoLock::acquire(repo.clone(), true, "forget", lock_wait).await?)
+    };
     let snaps = repo.snapshots().await?;
     let mut groups: BTreeMap<GroupKey, Vec<(Id, DateTime<Utc>)>> = BTreeMap::new();
     for (id, s) in snaps
@@ -126,21 +136,39 @@ pub async fn forget(
         groups.entry(group_key(s)).or_default().push((*id, s.time));
     }
     let mut report = ForgetReport::default();
-    for members in groups.values() {
-        let keep = policy.keep(members);
-        for (id, _) in members {
-            if keep.contains(id) {
-                report.kept.push(id.to_hex());
-            } else {
-                if !dry_run {
-                    repo.storage()
-                        .remove(FileKind::Snapshot, &id.to_hex())
-                        .await?;
+    let mut removed = Vec::new();
+    let outcome: Result<()> = async {
+        for members in groups.values() {
+            let keep = policy.keep(members);
+            for (id, _) in members {
+                if keep.contains(id) {
+                    report.kept.push(id.to_hex());
+                } else {
+                    if let Some(lock) = &lock {
+                        lock.check()?;
+                        repo.storage()
+                            .remove(FileKind::Snapshot, &id.to_hex())
+                            .await?;
+                        removed.push(*id);
+                    }
+                    report.removed.push(id.to_hex());
                 }
-                report.removed.push(id.to_hex());
             }
         }
+        Ok(())
     }
+    .await;
+    // What was deleted leaves the head even when a later removal failed.
+    let recorded = if removed.is_empty() {
+        Ok(())
+    } else {
+        repo.head_remove(&removed).await
+    };
+    if let Some(lock) = lock {
+        lock.release().await?;
+    }
+    outcome?;
+    recorded?;
     Ok(report)
 }
 

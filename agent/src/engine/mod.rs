@@ -15,3 +15,16 @@ pub mod repository;
 pub mod restore;
 pub mod stream;
 pub mod verify;
+
+/// Records a committed snapshot in the repository's head. The snapshot is
+/// already the commit point, so a failure here does not fail the backup:
+/// it is logged, and `verify` lists the snapshot as not recorded.
+pub async fn record_in_head(
+    repo: &seawall_common::Repository,
+    id: seawall_common::Id,
+    time: chrono::DateTime<chrono::Utc>,
+) {
+    if let Err(e) = repo.head_add(id, time).await {
+        tracing::warn!(snapshot = %id.short(), error = %e, "snapshot saved but not recorded in the head");
+    }
+}

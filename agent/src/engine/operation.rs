@@ -258,7 +258,7 @@ async fn execute(req: &OperationRequest, progress: Arc<Progress>) -> Result<Done
         }
         Operation::Retention { source, policy } => {
             let tags = [format!("source={source}")];
-            let forgotten = forget(&repo, *policy, &tags, false).await?;
+            let forgotten = forget(&repo, *policy, &tags, false, lock_wait).await?;
             let pruned = crate::engine::prune::prune(repo, false, lock_wait).await?;
             Ok(Done {
                 output: Output::Retention {

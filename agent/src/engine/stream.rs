@@ -351,6 +351,7 @@ impl StreamBackup {
             lock.check()?;
         }
         let (id, len) = self.repo.write_json(FileKind::Snapshot, &snapshot).await?;
+        crate::engine::record_in_head(&self.repo, id, snapshot.time).await;
         snapshot.summary.bytes_added += len;
         Ok((id, snapshot))
     }

@@ -46,6 +46,12 @@ pub struct VerifyReport {
     pub wal_files: usize,
     /// WAL files read and checked.
     pub wal_files_read: usize,
+    /// The head's generation; `None` when the repository has no head yet
+    /// (last written by a version before heads: the next backup adds one).
+    pub head_generation: Option<u64>,
+    /// Snapshots the head does not list: saved by two backups at once, or
+    /// put into the repository from outside. A note, not damage.
+    pub unrecorded_snapshots: Vec<String>,
     /// Problems found; empty means the repository is whole.
     pub problems: Vec<Problem>,
 }
@@ -282,6 +288,29 @@ pub async fn verify(
             object,
             problem,
             snapshots,
+            files: vec![],
+        });
+    }
+    // Snapshots deleted or planted behind Seawall's back.
+    let head = repo.head_check().await?;
+    report.head_generation = head.generation;
+    report.unrecorded_snapshots = head.unrecorded.iter().map(Id::to_hex).collect();
+    for (id, time) in &head.missing {
+        report.problems.push(Problem {
+            object: format!("snapshot {}", id.to_hex()),
+            problem: format!(
+                "of {} is recorded in the head but its file is gone: deleted outside Seawall (a rollback?); restore it from a replica",
+                time.format("%Y-%m-%d %H:%M:%S")
+            ),
+            snapshots: vec![id.to_hex()],
+            files: vec![],
+        });
+    }
+    for name in &head.misnamed {
+        report.problems.push(Problem {
+            object: format!("snapshots/{name}"),
+            problem: "is not named by the hash of its bytes: a snapshot copied or replayed under another name; remove it".into(),
+            snapshots: vec![],
             files: vec![],
         });
     }

@@ -3,6 +3,7 @@
 
 pub mod blob;
 pub mod config;
+pub mod head;
 pub mod index;
 pub mod lock;
 pub mod pack;

@@ -219,7 +219,7 @@ impl ReadStorage for LocalStorage {
     }
 
     async fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
-        if kind == FileKind::Config {
+        if kind.is_single() {
             return Ok(match self.size(kind, "").await? {
                 Some(size) => vec![Listed {
                     name: String::new(),
@@ -264,7 +264,7 @@ impl Storage for LocalStorage {
         let root = self.root.clone();
         blocking(move || {
             for kind in FileKind::ALL {
-                if kind != FileKind::Config {
+                if !kind.is_single() {
                     let dir = root.join(kind.dir());
                     std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
                 }

@@ -33,11 +33,13 @@ pub enum FileKind {
     Lock,
     /// `wal/<timeline>/<segment>`: archived PostgreSQL WAL.
     Wal,
+    /// The single `head` file: which snapshots the repository holds.
+    Head,
 }
 
 impl FileKind {
     /// Every kind, in the order `init` creates their folders.
-    pub const ALL: [FileKind; 7] = [
+    pub const ALL: [FileKind; 8] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Pack,
@@ -45,7 +47,14 @@ impl FileKind {
         FileKind::Snapshot,
         FileKind::Lock,
         FileKind::Wal,
+        FileKind::Head,
     ];
+
+    /// Whether this kind is one file at the top (`config`, `head`), named
+    /// `""`, rather than a folder of files.
+    pub fn is_single(self) -> bool {
+        matches!(self, FileKind::Config | FileKind::Head)
+    }
 
     /// The folder (or, for config, the file) this kind lives under.
     pub fn dir(self) -> &'static str {
@@ -57,13 +66,14 @@ impl FileKind {
             FileKind::Snapshot => "snapshots",
             FileKind::Lock => "locks",
             FileKind::Wal => "wal",
+            FileKind::Head => "head",
         }
     }
 
     /// The path of `name` relative to the repository root.
     pub fn path(self, name: &str) -> String {
         match self {
-            FileKind::Config => "config".to_string(),
+            FileKind::Config | FileKind::Head => self.dir().to_string(),
             FileKind::Pack => {
                 let fan = name.get(..2).unwrap_or("00");
                 format!("data/{fan}/{name}")
@@ -80,7 +90,7 @@ impl FileKind {
         const MIB: u64 = 1024 * KIB;
         match self {
             FileKind::Config | FileKind::Key | FileKind::Lock => 64 * KIB,
-            FileKind::Snapshot => 64 * MIB,
+            FileKind::Snapshot | FileKind::Head => 64 * MIB,
             // Packs close at 128 MiB at most, plus one blob of up to 16 MiB
             // and their headers.
             FileKind::Pack => 256 * MIB,

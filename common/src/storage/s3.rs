@@ -360,8 +360,8 @@ impl ReadStorage for S3Storage {
             for obj in out.contents() {
                 let Some(key) = obj.key() else { continue };
                 let rel = self.rel(key);
-                let name = if kind == FileKind::Config {
-                    (rel == "config").then(String::new)
+                let name = if kind.is_single() {
+                    (rel == kind.dir()).then(String::new)
                 } else {
                     kind.name_from_path(rel)
                 };

@@ -260,6 +260,7 @@ async fn run(
     // The commit point: only while the lock still protects the packs.
     lock.check()?;
     let (id, len) = repo.write_json(FileKind::Snapshot, &snapshot).await?;
+    crate::engine::record_in_head(&repo, id, snapshot.time).await;
     let mut snapshot = snapshot;
     snapshot.summary.bytes_added += len;
     Ok(BackupOutcome { id, snapshot })

@@ -24,5 +24,6 @@ mod postgres;
 mod redis;
 mod restore_safety;
 mod retention;
+mod secrets;
 mod state_store;
 mod storage_conformance;

@@ -7,13 +7,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A redis-server on a free port, stopped on drop.
-struct RedisServer {
-    port: u16,
+pub(crate) struct RedisServer {
+    pub(crate) port: u16,
     child: Child,
 }
 
 impl RedisServer {
-    fn start(dir: &Path, extra: &[&str]) -> RedisServer {
+    pub(crate) fn start(dir: &Path, extra: &[&str]) -> RedisServer {
         let bin = require("redis-server");
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port();
@@ -58,7 +58,7 @@ impl RedisServer {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    fn cli(&self, args: &[&str]) -> String {
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
         self.try_cli(args)
             .unwrap_or_else(|| panic!("redis-cli {} failed", args.first().unwrap_or(&"")))
     }

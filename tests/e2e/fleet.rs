@@ -884,3 +884,115 @@ fn a_job_no_retry_can_mend_fails_once_and_an_unreachable_bucket_is_retried() {
     let human = f.human(&["jobs"]);
     assert!(human.contains("[wrong_key]"), "{human}");
 }
+
+#[test]
+fn an_agent_that_never_reads_its_stream_does_not_hold_up_another_regions_jobs() {
+    use seawall_proto::v1::{SourceInfo, TriggerBackupRequest, WatchJobRequest};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = Pki::new(&dir.join("pki"));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), "x".repeat(1000)).unwrap();
+    let store = format!("[dev]\nstate = \"{}\"\n", dir.join("state.redb").display());
+    let c = start_replica(&pki, dir, "c1", &store, "", true);
+    let addr = c.address();
+    let _eu = start_agent(
+        &pki,
+        dir,
+        "eu-1",
+        "eu-west-1",
+        std::slice::from_ref(&addr),
+        &data,
+    );
+    pki.certs(&["agent", "--name", "us-1", "--region", "us-east-1"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // The stuck agent: a one-kilobyte receive window it never drains.
+        let read = |f: &str| std::fs::read(pki.dir.join(f)).unwrap();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("ca.pem")))
+            .identity(Identity::from_pem(read("us-1.pem"), read("us-1.key")))
+            .domain_name("127.0.0.1");
+        let stuck = Endpoint::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .initial_stream_window_size(Some(1024))
+            .initial_connection_window_size(Some(1024))
+            .connect()
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel::<AgentMessage>(4);
+        tx.send(AgentMessage {
+            body: Some(agent_message::Body::Hello(Hello {
+                agent_id: "us-1".into(),
+                region: "us-east-1".into(),
+                version: "test".into(),
+                sources: vec![SourceInfo {
+                    name: "files".into(),
+                    kind: "files".into(),
+                }],
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap();
+        let _never_read = AgentServiceClient::new(stuck)
+            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap();
+
+        // Enough jobs for it to fill its window and its queue.
+        let mut ops = OperatorServiceClient::new(channel(&pki, &addr, Some("ops")).await);
+        for _ in 0..120 {
+            ops.trigger_backup(TriggerBackupRequest {
+                region: "us-east-1".into(),
+                source: "files".into(),
+                level: String::new(),
+            })
+            .await
+            .unwrap();
+        }
+        eventually(30, "the stuck agent's queue to fill", || {
+            c.daemon
+                .log_text()
+                .contains("stream is full or closed")
+                .then_some(())
+        });
+
+        // A job in another region is handed to its agent at once.
+        let started = std::time::Instant::now();
+        let job = ops
+            .trigger_backup(TriggerBackupRequest {
+                region: "eu-west-1".into(),
+                source: "files".into(),
+                level: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap();
+        let mut watch = ops
+            .watch_job(WatchJobRequest {
+                job_id: job.job_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        loop {
+            let update = tokio::time::timeout(Duration::from_secs(5), watch.message())
+                .await
+                .expect("job news within 5 s")
+                .unwrap()
+                .expect("the job's stream ended before it was assigned");
+            if update.state != "pending" {
+                break;
+            }
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "assigned after {took:?}");
+        drop(tx);
+    });
+}

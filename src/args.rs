@@ -194,6 +194,10 @@ pub struct AgentArgs {
     /// Check the configuration and certificate, print what the agent would serve, and exit.
     #[arg(long)]
     pub check: bool,
+    /// Set the agent's epoch mark to EPOCH and exit (with the agent stopped):
+    /// recovery after a forged epoch, when the coordinator says so.
+    #[arg(long, value_name = "EPOCH", conflicts_with = "check")]
+    pub reset_epoch: Option<u64>,
 }
 
 /// How operator commands reach and prove themselves to the coordinator.

@@ -83,6 +83,15 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<u8> {
     let exe = std::env::current_exe()
         .map_err(|e| anyhow::anyhow!("cannot find the seawall binary to run jobs with: {e}"))?;
     let prepared = seawall_agent::daemon::prepare(&a.config, a.id.as_deref())?;
+    if let Some(epoch) = a.reset_epoch {
+        let dir = &prepared.config.state_dir;
+        let old = seawall_agent::daemon::epoch::reset(dir, epoch)?;
+        println!(
+            "epoch mark in {} set to {epoch} (was {old}); start the agent again",
+            dir.display()
+        );
+        return Ok(0);
+    }
     if a.check {
         let c = &prepared.config;
         // Open the repository the way jobs will (password, storage), so a

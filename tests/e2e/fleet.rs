@@ -996,3 +996,83 @@ fn an_agent_that_never_reads_its_stream_does_not_hold_up_another_regions_jobs() 
         drop(tx);
     });
 }
+
+#[test]
+fn an_agent_that_obeyed_a_forged_epoch_is_named_and_recovers_with_reset_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = Pki::new(&dir.join("pki"));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), "x".repeat(1000)).unwrap();
+    let store = format!("[dev]\nstate = \"{}\"\n", dir.join("state.redb").display());
+    let c = start_replica(&pki, dir, "c1", &store, "", true);
+    let addr = c.address();
+    let epoch = eventually(20, "a leader", || {
+        let s = op_json(&pki, &addr, &["status"]);
+        (s["is_leader"] == true).then(|| s["epoch"].as_u64().unwrap())
+    });
+    // The agent once obeyed a coordinator that was never elected, with an
+    // epoch far above the real leader's.
+    let state = dir.join("state-eu-1");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("epoch"), (1u64 << 40).to_string()).unwrap();
+    let mut agent = start_agent(
+        &pki,
+        dir,
+        "eu-1",
+        "eu-west-1",
+        std::slice::from_ref(&addr),
+        &data,
+    );
+    eventually(20, "the agent to be refused, naming the way out", || {
+        agent.log_text().contains("--reset-epoch").then_some(())
+    });
+    assert_eq!(
+        op_json(&pki, &addr, &["agents"]).as_array().map(Vec::len),
+        Some(0)
+    );
+    let audit = op_json(&pki, &addr, &["audit"]);
+    assert!(audit.to_string().contains("never elected"), "{audit}");
+
+    // Stopped, reset to the leader's epoch, started: it works again.
+    agent.kill9();
+    let out = std::process::Command::new(bin())
+        .args(["agent", "--config"])
+        .arg(dir.join("eu-1.toml"))
+        .args(["--reset-epoch", &epoch.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("epoch")).unwrap().trim(),
+        epoch.to_string()
+    );
+    agent.restart();
+    eventually(20, "the agent to connect again", || {
+        let a = op_json(&pki, &addr, &["agents"]);
+        (a.as_array().map(Vec::len) == Some(1)).then_some(())
+    });
+    let out = op(
+        &pki,
+        &addr,
+        &[
+            "backup",
+            "--now",
+            "--region",
+            "eu-west-1",
+            "--source",
+            "files",
+            "--wait",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -20,7 +20,13 @@ pub enum Verdict {
     Obey,
     /// Refuse it: the agent has seen this newer epoch.
     Refuse(u64),
+    /// Refuse it: no store issues such an epoch (etcd revisions are
+    /// signed 64-bit numbers), so it is forged; the mark is not raised.
+    Impossible,
 }
+
+/// The largest epoch a store can issue: etcd's revision is an i64.
+pub const MAX_EPOCH: u64 = i64::MAX as u64;
 
 impl EpochGuard {
     /// Loads the mark from `state_dir/epoch` (0 when absent).
@@ -54,6 +60,9 @@ impl EpochGuard {
             .newest
             .lock()
             .map_err(|_| Error::corrupt("epoch mark poisoned"))?;
+        if epoch > MAX_EPOCH {
+            return Ok(Verdict::Impossible);
+        }
         if epoch < *newest {
             return Ok(Verdict::Refuse(*newest));
         }
@@ -63,6 +72,17 @@ impl EpochGuard {
         }
         Ok(Verdict::Obey)
     }
+}
+
+/// Sets the mark of the agent whose state is in `state_dir` to `epoch`,
+/// for an operator recovering from a forged epoch (the coordinator names
+/// the epoch to set); returns the mark it replaced. Run it with the agent
+/// stopped.
+pub fn reset(state_dir: &std::path::Path, epoch: u64) -> Result<u64> {
+    let guard = EpochGuard::open(state_dir)?;
+    let old = guard.newest();
+    guard.persist(epoch)?;
+    Ok(old)
 }
 
 impl EpochGuard {
@@ -100,6 +120,17 @@ mod tests {
         let g = EpochGuard::open(dir.path()).unwrap();
         assert_eq!(g.newest(), 5);
         assert_eq!(g.check(3).unwrap(), Verdict::Refuse(5));
+        assert_eq!(g.check(9).unwrap(), Verdict::Obey);
+        // A forged epoch beyond any etcd revision does not move the mark.
+        assert_eq!(g.check(u64::MAX).unwrap(), Verdict::Impossible);
+        assert_eq!(g.newest(), 9);
+        drop(g);
+        // An operator lowers a mark a forged (but possible) epoch raised.
+        let g = EpochGuard::open(dir.path()).unwrap();
+        assert_eq!(g.check(1 << 40).unwrap(), Verdict::Obey);
+        drop(g);
+        assert_eq!(reset(dir.path(), 9).unwrap(), 1 << 40);
+        let g = EpochGuard::open(dir.path()).unwrap();
         assert_eq!(g.check(9).unwrap(), Verdict::Obey);
     }
 }

@@ -336,6 +336,17 @@ impl Link {
             return Ok(Next::End(redirect(r, msg.epoch, self.epoch.newest())));
         }
         let verdict = self.epoch.check(msg.epoch).map_err(|e| e.to_string())?;
+        if verdict == Verdict::Impossible {
+            metrics::counter!("seawall_agent_refused_commands_total").increment(1);
+            tracing::error!(
+                epoch = msg.epoch,
+                "refused a command with an epoch no store issues: a forged command? disconnecting"
+            );
+            return Ok(Next::End(Ended::Next(format!(
+                "the coordinator sent epoch {}, beyond any etcd revision",
+                msg.epoch
+            ))));
+        }
         if let Verdict::Refuse(newest) = verdict {
             metrics::counter!("seawall_agent_refused_commands_total").increment(1);
             let job_id = match &msg.body {

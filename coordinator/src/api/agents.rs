@@ -132,6 +132,27 @@ impl AgentService for AgentApi {
             return Ok(Response::new(Box::pin(once)));
         };
 
+        // An agent whose mark is above this leader's epoch obeyed someone
+        // the election never chose (a forged epoch), unless this replica
+        // was deposed: the store says which.
+        if hello.newest_epoch > lead.epoch() {
+            let leader = coord.store.leader().await.ok().flatten();
+            let deposed = leader.as_ref().is_some_and(|l| {
+                l.id != coord.me.id && u64::try_from(l.epoch).unwrap_or(0) >= hello.newest_epoch
+            });
+            if !deposed {
+                let why = format!(
+                    "agent {region}/{name} has obeyed epoch {}, above the elected leader's {}: a coordinator that was never elected commanded it (revoke that certificate), and the agent refuses the real leader until its mark is reset: stop it and run `seawall agent --config ... --reset-epoch {}`",
+                    hello.newest_epoch,
+                    lead.epoch(),
+                    lead.epoch()
+                );
+                tracing::error!(agent = %name, region = %region, "{why}");
+                metrics::counter!("seawall_agents_forged_epoch_total").increment(1);
+                coord.audit(&lead, "coordinator", why.clone()).await;
+                return Err(Status::failed_precondition(why));
+            }
+        }
         let (tx, rx) = mpsc::channel(OUTBOX);
         let session = Arc::new(Session {
             session_id: next_session_id(),

@@ -276,3 +276,58 @@ fn kubernetes_coordinator_config_passes_check_with_the_pod_name_and_address() {
     ]);
     assert!(err.contains("[dev]"), "{err}");
 }
+
+#[test]
+fn the_issuer_policy_signs_what_the_manifests_ask_and_no_operator_identity() {
+    // Each csi volume's request is matched against the CertificateRequestPolicy
+    // objects the way approver-policy does (wildcards, usages a subset), with
+    // ${POD_NAME} as the pods would be named; forged requests match none.
+    let script = r#"
+import sys, yaml, fnmatch
+def load(path):
+    return [d for d in yaml.safe_load_all(open(path)) if d]
+policies = [d for d in load(sys.argv[1]) if d['kind'] == 'CertificateRequestPolicy']
+def allowed(req):
+    for p in policies:
+        a = p['spec']['allowed']
+        ok = all(any(fnmatch.fnmatchcase(u, v) for v in a.get('uris', {}).get('values', [])) for u in req['uris'])
+        ok = ok and all(any(fnmatch.fnmatchcase(d, v) for v in a.get('dnsNames', {}).get('values', [])) for d in req['dns'])
+        ok = ok and fnmatch.fnmatchcase(req['cn'], a.get('commonName', {}).get('value', ''))
+        ok = ok and set(req['usages']) <= set(a.get('usages', []))
+        if ok:
+            return p['metadata']['name']
+    return None
+requests = []
+for path, pod in ((sys.argv[2], 'seawall-agent-x7k2p'), (sys.argv[3], 'seawall-coordinator-1')):
+    for d in load(path):
+        spec = d.get('spec', {}).get('template', {}).get('spec', {})
+        for v in spec.get('volumes', []):
+            csi = v.get('csi')
+            if not csi or csi.get('driver') != 'csi.cert-manager.io':
+                continue
+            attrs = {k.split('/')[-1]: str(x).replace('${POD_NAME}', pod) for k, x in csi['volumeAttributes'].items()}
+            split = lambda k: [x.strip() for x in attrs.get(k, '').split(',') if x.strip()]
+            requests.append({'uris': split('uri-sans'), 'dns': split('dns-names'), 'cn': attrs.get('common-name', ''), 'usages': split('key-usages')})
+assert len(requests) == 2, requests
+for r in requests:
+    assert allowed(r), ('a manifest asks for what no policy allows', r)
+for forged in ('seawall://operator/admin', 'seawall://agent/us-east-1/x', 'seawall://coordinator/evil'):
+    r = {'uris': [forged], 'dns': [], 'cn': 'seawall-coordinator-0', 'usages': ['digital signature']}
+    assert not allowed(r), ('a forged identity is allowed', forged, allowed(r))
+print('ok')
+"#;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir.join("certificate-policy.yaml"))
+        .arg(dir.join("agent-daemonset.yaml"))
+        .arg(dir.join("coordinator-statefulset.yaml"))
+        .output()
+        .expect("python3 (scripts/setup.sh installs it with moto)");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -126,6 +126,47 @@ impl PgCluster {
         self.stopped = false;
     }
 
+    /// Gives user postgres `password` and requires it over TCP (SCRAM);
+    /// the Unix socket stays trusted for the fixture's own tools. The
+    /// cluster must listen on 127.0.0.1.
+    pub fn require_password(&self, password: &str) {
+        self.sql(
+            "postgres",
+            &format!("SET password_encryption = 'scram-sha-256'; ALTER USER postgres PASSWORD '{password}'"),
+        );
+        std::fs::write(
+            self.data.join("pg_hba.conf"),
+            "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        let reload = as_pg(&pg_bin().join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("reload")
+            .status()
+            .unwrap();
+        assert!(reload.success());
+        // The reload is asynchronous: wait until a password-less TCP
+        // connection is refused.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new(pg_bin().join("psql"))
+                .args(["-X", "-w", "-c", "select 1", "-d"])
+                .arg(format!(
+                    "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                    self.port
+                ))
+                .env_remove("PGPASSWORD")
+                .output()
+                .unwrap();
+            if !out.status.success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "pg_hba.conf was not reloaded");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Connection string for database `db`.
     pub fn dsn(&self, db: &str) -> String {
         format!(

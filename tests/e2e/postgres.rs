@@ -905,3 +905,59 @@ fn seawalls_own_connection_follows_sslmode_as_libpq_does() {
         assert!(err.contains(expect), "{dsn}: {err}");
     }
 }
+
+#[test]
+fn a_password_can_come_from_pgpassword_or_a_password_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = PgCluster::start(&tmp.path().join("pg"), "listen_addresses = '127.0.0.1'\n");
+    pg.require_password("from-the-environment");
+    let repo = PgRepo::init(&tmp.path().join("r"));
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        pg.port
+    );
+    let backup = |env: &[(&str, &std::ffi::OsStr)]| {
+        let mut cmd = repo.cmd(&[
+            "backup",
+            "postgres",
+            "--dsn",
+            &dsn,
+            "--database",
+            "postgres",
+        ]);
+        cmd.env_remove("PGPASSWORD").env_remove("PGPASSFILE");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    // No password anywhere: the server's refusal, named.
+    let err = crate::fixtures::one_error_line(&backup(&[]));
+    assert!(err.contains("password"), "{err}");
+    // From the environment, for Seawall's own connection and pg_dump alike.
+    let out = backup(&[("PGPASSWORD", "from-the-environment".as_ref())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // From a password file readable by its owner only.
+    let passfile = tmp.path().join("r").join("pgpass");
+    std::fs::write(
+        &passfile,
+        format!("127.0.0.1:{}:*:postgres:from-the-environment\n", pg.port),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &passfile,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    crate::pg_fixture::pg_own(&passfile);
+    let out = backup(&[("PGPASSFILE", passfile.as_os_str())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

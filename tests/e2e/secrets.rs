@@ -4,7 +4,7 @@
 //! every local user), however briefly it runs.
 
 use crate::fleet_fixture::{eventually, op, op_json, start_agent_with, start_replica, Pki};
-use crate::pg_fixture::{as_pg, pg_bin, PgCluster};
+use crate::pg_fixture::PgCluster;
 use crate::redis::RedisServer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,27 +36,9 @@ fn command_lines_with(needles: &[&str]) -> Vec<String> {
 fn no_password_is_on_a_command_line_while_database_backups_run() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let pg = PgCluster::start(
-        &dir.join("pg"),
-        "listen_addresses = '127.0.0.1'\npassword_encryption = 'scram-sha-256'\n",
-    );
+    let pg = PgCluster::start(&dir.join("pg"), "listen_addresses = '127.0.0.1'\n");
     pg.tool("pgbench", &["-i", "-s", "2", "-q", &pg.dsn("postgres")]);
-    pg.sql(
-        "postgres",
-        &format!("ALTER USER postgres PASSWORD '{PG_PASSWORD}'"),
-    );
-    std::fs::write(
-        pg.data.join("pg_hba.conf"),
-        "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
-    )
-    .unwrap();
-    let reload = as_pg(&pg_bin().join("pg_ctl"))
-        .arg("-D")
-        .arg(&pg.data)
-        .arg("reload")
-        .status()
-        .unwrap();
-    assert!(reload.success());
+    pg.require_password(PG_PASSWORD);
     let redis = RedisServer::start(&dir.join("redis"), &[]);
     redis.cli(&["DEBUG", "POPULATE", "200000", "key", "64"]);
     redis.cli(&["CONFIG", "SET", "requirepass", REDIS_PASSWORD]);

@@ -210,6 +210,13 @@ pub fn pass_dsn_async(cmd: &mut tokio::process::Command, dsn: &str) {
 /// dropped.
 pub async fn connect(dsn: &str) -> Result<Client> {
     let mut cfg = parse(dsn)?;
+    if cfg.get_password().is_none() {
+        // Where libpq (and so pg_dump) finds it: PGPASSWORD, then the
+        // password file.
+        if let Some(p) = password_from_environment(&cfg) {
+            cfg.password(p);
+        }
+    }
     let (_, params) = take_params(dsn, tls::KEYS);
     let settings = tls::settings(&params)?;
     let unreachable = |e: tokio_postgres::Error| {
@@ -220,10 +227,26 @@ pub async fn connect(dsn: &str) -> Result<Client> {
             tls::Mode::Require => "; check --dsn, that the server runs and that it has ssl = on",
             _ => "; check --dsn and that the server is running",
         };
+        // tokio-postgres puts the useful part ("password missing") in
+        // the source.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        let (kind, hint) = if text.contains("password missing") {
+            (
+                ErrorKind::Denied,
+                "; the server wants a password: give it in PGPASSWORD, a password file (PGPASSFILE or ~/.pgpass, mode 0600) or the DSN",
+            )
+        } else {
+            (ErrorKind::Unreachable, hint)
+        };
         Error::new(
-            ErrorKind::Unreachable,
+            kind,
             format!(
-                "cannot connect to PostgreSQL at {} (sslmode={}): {e}{hint}",
+                "cannot connect to PostgreSQL at {} (sslmode={}): {text}{hint}",
                 describe(dsn).unwrap_or_default(),
                 settings.mode.name()
             ),
@@ -244,6 +267,71 @@ pub async fn connect(dsn: &str) -> Result<Client> {
         }
     };
     Ok(client)
+}
+
+/// The password libpq would use for `cfg` when the DSN has none:
+/// `PGPASSWORD`, else the matching line of `PGPASSFILE` (or `~/.pgpass`),
+/// which libpq ignores, as this does, when others may read it.
+fn password_from_environment(cfg: &Config) -> Option<String> {
+    if let Some(p) = std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()) {
+        return Some(p);
+    }
+    let path = std::env::var_os("PGPASSFILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))?;
+    if !path.exists() {
+        return None;
+    }
+    let text = seawall_common::secret::read_secret_file(&path, "PGPASSFILE")
+        .map_err(|e| tracing::warn!(error = %e, "password file ignored"))
+        .ok()?;
+    let host = match cfg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        // libpq matches a socket directory's connections as "localhost".
+        Some(Host::Unix(_)) | None => "localhost".to_string(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432).to_string();
+    let user = cfg.get_user().unwrap_or_default().to_string();
+    let dbname = cfg.get_dbname().unwrap_or(&user).to_string();
+    pgpass_lookup(
+        &String::from_utf8_lossy(&text),
+        &[&host, &port, &dbname, &user],
+    )
+}
+
+/// The password of the first `.pgpass` line matching `want` (host, port,
+/// database, user): fields separated by `:`, `*` matching anything, `\`
+/// escaping `:` and `\`.
+fn pgpass_lookup(text: &str, want: &[&str; 4]) -> Option<String> {
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let mut fields = vec![String::new()];
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        fields.last_mut()?.push(n);
+                    }
+                }
+                ':' if fields.len() < 5 => fields.push(String::new()),
+                c => fields.last_mut()?.push(c),
+            }
+        }
+        if fields.len() != 5 {
+            continue;
+        }
+        if fields[..4]
+            .iter()
+            .zip(want)
+            .all(|(f, w)| f == "*" || f == w)
+        {
+            return fields.pop();
+        }
+    }
+    None
 }
 
 fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
@@ -304,6 +392,23 @@ pub async fn databases(client: &Client) -> Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn pgpass_lines_match_as_libpq_reads_them() {
+        let text = "# comment\ndb.example:5432:app:bob:first\n*:*:*:alice:p\\:w\\\\d\nlocalhost:5433:*:*:sock\n";
+        let want = |h, p, d, u| pgpass_lookup(text, &[h, p, d, u]);
+        assert_eq!(
+            want("db.example", "5432", "app", "bob").as_deref(),
+            Some("first")
+        );
+        assert_eq!(want("db.example", "5432", "other", "bob"), None);
+        assert_eq!(want("x", "1", "y", "alice").as_deref(), Some("p:w\\d"));
+        assert_eq!(
+            want("localhost", "5433", "z", "carol").as_deref(),
+            Some("sock")
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -100,6 +100,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Remove stale locks.
     Unlock(UnlockArgs),
+    /// Copy what another region's replica of this repository lacks (--check: only compare).
+    Mirror(MirrorArgs),
     /// Repair repository metadata.
     Repair(RepairArgs),
     /// Archive a PostgreSQL WAL file (use as archive_command = 'seawall wal-push %p').
@@ -252,6 +254,32 @@ pub struct JobsArgs {
     /// Connection.
     #[command(flatten)]
     pub op: OperatorArgs,
+}
+
+/// `mirror`.
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// The repository to copy from (default: --repo).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The replica to copy into: a path, file:///PATH or s3://BUCKET/PREFIX.
+    #[arg(long)]
+    pub to: String,
+    /// The target's S3 endpoint, when it is not the source's.
+    #[arg(long)]
+    pub to_s3_endpoint: Option<String>,
+    /// The target's S3 region, when it is not the source's.
+    #[arg(long)]
+    pub to_s3_region: Option<String>,
+    /// Also delete from the target what the source no longer holds (its retention).
+    #[arg(long, conflicts_with = "check")]
+    pub prune: bool,
+    /// Compare only: name what the target lacks or holds differently, and the snapshots that hurts.
+    #[arg(long)]
+    pub check: bool,
+    /// Objects copied at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
 }
 
 /// `revoke`.

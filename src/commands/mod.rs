@@ -9,6 +9,7 @@ mod demo_fleet;
 mod forget;
 mod init;
 mod maintenance;
+mod mirror;
 mod operator;
 mod postgres;
 mod redis;
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Forget(a) => forget::run(&g, a).await,
         Command::Prune(a) => maintenance::prune(&g, a).await,
         Command::Unlock(a) => maintenance::unlock(&g, a).await,
+        Command::Mirror(a) => mirror::run(&g, a).await,
         Command::Repair(a) => maintenance::repair(&g, a).await,
         Command::WalPush(a) => postgres::push(&g, a).await,
         Command::WalFetch(a) => postgres::fetch(&g, a).await,

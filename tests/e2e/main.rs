@@ -20,6 +20,7 @@ mod files;
 mod fleet;
 mod fleet_ha;
 mod hostile_network;
+mod mirror;
 mod postgres;
 mod redis;
 mod restore_safety;

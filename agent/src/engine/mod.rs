@@ -3,6 +3,7 @@
 
 pub mod files;
 pub mod forget;
+pub mod mirror;
 pub mod operation;
 pub mod percent;
 pub mod pipeline;

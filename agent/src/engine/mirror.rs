@@ -1,0 +1,285 @@
+//! Mirroring a repository into another region's storage: the target
+//! becomes a byte-for-byte replica (the same config, keys, packs, index,
+//! WAL, snapshots and head), so the same password opens it and it alone can
+//! restore every source. Objects are copied by name, what the target holds
+//! already is skipped, and the order keeps the target readable at every
+//! moment: keys and config first, then packs, index and WAL, snapshots
+//! only once everything they need is there, and the head last. A copy is
+//! checked before it is written (a content-addressed object must hash to
+//! its name), so a damaged source object is named, not spread. Nothing is
+//! deleted in the target unless asked (`prune`), and then snapshots go
+//! first, so a reader never finds a snapshot whose data is gone.
+
+use futures_util::stream::{self, StreamExt};
+use seawall_common::storage::{FileKind, Listed, Storage};
+use seawall_common::{Error, ErrorKind, Id, Result};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// How a mirror run behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct MirrorOptions {
+    /// Delete from the target what the source no longer holds.
+    pub prune: bool,
+    /// Compare only: copy and delete nothing (for targets that S3
+    /// replication fills).
+    pub check_only: bool,
+    /// Objects copied at once.
+    pub concurrency: usize,
+}
+
+impl Default for MirrorOptions {
+    fn default() -> Self {
+        MirrorOptions {
+            prune: false,
+            check_only: false,
+            concurrency: 8,
+        }
+    }
+}
+
+/// One object the target lacks, or holds differently.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Gap {
+    /// Its path in the repository.
+    pub object: String,
+    /// What is wrong ("missing", "differs: 100 bytes, the source has 120").
+    pub problem: String,
+}
+
+/// What a run did, per kind of file.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MirrorReport {
+    /// Objects copied, by folder.
+    pub copied: BTreeMap<String, u64>,
+    /// Bytes copied.
+    pub bytes_copied: u64,
+    /// Objects the target held already.
+    pub present: u64,
+    /// Objects deleted from the target (`prune`).
+    pub pruned: u64,
+    /// With `check_only`: what the target lacks or holds differently.
+    pub gaps: Vec<Gap>,
+    /// Seconds the run took.
+    pub duration_secs: f64,
+}
+
+/// The order objects are copied in; the reverse is the order of deletion.
+const ORDER: [FileKind; 8] = [
+    FileKind::Key,
+    FileKind::Config,
+    FileKind::Pack,
+    FileKind::Index,
+    FileKind::Wal,
+    FileKind::Snapshot,
+    FileKind::Lock,
+    FileKind::Head,
+];
+
+/// Whether a kind's names are the BLAKE3 hash of the bytes.
+fn content_addressed(kind: FileKind) -> bool {
+    matches!(
+        kind,
+        FileKind::Key | FileKind::Pack | FileKind::Index | FileKind::Snapshot
+    )
+}
+
+/// Copies what `to` lacks from `from`.
+pub async fn mirror(
+    from: Arc<dyn Storage>,
+    to: Arc<dyn Storage>,
+    opts: MirrorOptions,
+) -> Result<MirrorReport> {
+    let started = std::time::Instant::now();
+    check_same_repository(from.as_ref(), to.as_ref()).await?;
+    if !opts.check_only {
+        to.create().await?;
+    }
+    let mut report = MirrorReport::default();
+    let bytes = Arc::new(AtomicU64::new(0));
+    let mut wanted: HashMap<FileKind, Vec<Listed>> = HashMap::new();
+    for kind in ORDER {
+        // Locks belong to the processes of the source's region.
+        if kind == FileKind::Lock {
+            continue;
+        }
+        let source = from.list(kind).await?;
+        let target: HashMap<String, u64> = to
+            .list(kind)
+            .await?
+            .into_iter()
+            .map(|l| (l.name, l.size))
+            .collect();
+        let mut todo = Vec::new();
+        for l in &source {
+            let copy = match target.get(&l.name) {
+                None => {
+                    if opts.check_only {
+                        report.gaps.push(Gap {
+                            object: kind.path(&l.name),
+                            problem: "missing".into(),
+                        });
+                    }
+                    true
+                }
+                // Objects never change once written (the head aside): a
+                // different size is a damaged copy, replaced by the source's.
+                Some(size) if *size != l.size => {
+                    report.gaps.push(Gap {
+                        object: kind.path(&l.name),
+                        problem: format!("differs: {size} bytes, the source has {}", l.size),
+                    });
+                    true
+                }
+                Some(_) if kind.is_single() => {
+                    // config and head are compared by content.
+                    let same = from.read(kind, "").await? == to.read(kind, "").await?;
+                    if !same && opts.check_only {
+                        report.gaps.push(Gap {
+                            object: kind.path(""),
+                            problem: "differs from the source's".into(),
+                        });
+                    }
+                    !same
+                }
+                Some(_) => {
+                    report.present += 1;
+                    false
+                }
+            };
+            if copy {
+                todo.push(l.clone());
+            }
+        }
+        wanted.insert(kind, source);
+        if opts.check_only {
+            continue;
+        }
+        let copied = copy_all(&from, &to, kind, todo, opts.concurrency, &bytes).await?;
+        if copied > 0 {
+            *report.copied.entry(kind.dir().to_string()).or_default() += copied;
+        }
+    }
+    if opts.prune && !opts.check_only {
+        report.pruned = prune_target(to.as_ref(), &wanted).await?;
+    }
+    report.gaps.sort();
+    report.bytes_copied = bytes.load(Ordering::Relaxed);
+    report.duration_secs = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Refuses a target that is another repository.
+async fn check_same_repository(from: &dyn Storage, to: &dyn Storage) -> Result<()> {
+    let source = from.read(FileKind::Config, "").await.map_err(|e| {
+        e.context(format!(
+            "{} is not a repository (no readable config)",
+            from.location()
+        ))
+    })?;
+    let target = match to.read(FileKind::Config, "").await {
+        Ok(c) => c,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let id = |bytes: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(str::to_string))
+    };
+    if id(&source) != id(&target) {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "{} holds another repository (id {}), not a replica of {} (id {}): mirror into an empty location or a replica of the same repository",
+                to.location(),
+                id(&target).unwrap_or_default(),
+                from.location(),
+                id(&source).unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Copies `todo` of one kind, `concurrency` at a time; how many.
+async fn copy_all(
+    from: &Arc<dyn Storage>,
+    to: &Arc<dyn Storage>,
+    kind: FileKind,
+    todo: Vec<Listed>,
+    concurrency: usize,
+    bytes: &Arc<AtomicU64>,
+) -> Result<u64> {
+    let results: Vec<Result<()>> = stream::iter(todo)
+        .map(|l| {
+            let (from, to, bytes) = (from.clone(), to.clone(), bytes.clone());
+            async move {
+                let data = from.read(kind, &l.name).await?;
+                if content_addressed(kind) {
+                    let name = l.name.clone();
+                    let data = data.clone();
+                    let ok = tokio::task::spawn_blocking(move || {
+                        name.parse::<Id>().is_ok_and(|id| Id::of_file(&data) == id)
+                    })
+                    .await
+                    .unwrap_or(false);
+                    if !ok {
+                        return Err(Error::corrupt(format!(
+                            "{}/{} in the source does not hash to its name: it is damaged there, so it was not copied; run `seawall verify` on the source",
+                            from.location(),
+                            kind.path(&l.name)
+                        )));
+                    }
+                }
+                bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                to.write(kind, &l.name, data).await
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut copied = 0;
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok(()) => copied += 1,
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(e);
+                }
+            }
+        }
+    }
+    match first_error {
+        // What was copied stays; the next run copies the rest.
+        Some(e) => Err(e),
+        None => Ok(copied),
+    }
+}
+
+/// Deletes from the target what the source no longer holds: snapshots
+/// first, then index, packs and WAL, so no snapshot ever lacks its data.
+async fn prune_target(to: &dyn Storage, wanted: &HashMap<FileKind, Vec<Listed>>) -> Result<u64> {
+    let mut pruned = 0;
+    for kind in [
+        FileKind::Snapshot,
+        FileKind::Index,
+        FileKind::Pack,
+        FileKind::Wal,
+    ] {
+        let keep: std::collections::HashSet<&str> = wanted
+            .get(&kind)
+            .map(|l| l.iter().map(|l| l.name.as_str()).collect())
+            .unwrap_or_default();
+        for l in to.list(kind).await? {
+            if !keep.contains(l.name.as_str()) {
+                to.remove(kind, &l.name).await?;
+                pruned += 1;
+            }
+        }
+    }
+    Ok(pruned)
+}

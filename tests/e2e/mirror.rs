@@ -1,0 +1,147 @@
+//! Mirroring a region's repository into another region's bucket: a run
+//! killed with -9 is finished by the next without copying anything twice,
+//! a damaged replica is named (with the snapshots it hurts) and mended, and
+//! the replica alone restores the data.
+
+use crate::fixtures::{assert_same_tree, make_tree, restored, Repo, S3Kind, S3Server};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Files under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_mirror_resumes_after_kill_names_what_it_lacks_and_restores_alone() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 400, 96 * 1024 * 1024, 31);
+    let primary = Repo::local(&work.path().join("primary"));
+    primary.ok(&["init"]);
+    primary.backup(&[&src]);
+    std::fs::write(src.join("later.txt"), "written after the first backup").unwrap();
+    primary.backup(&[&src]);
+
+    let server = S3Server::start(S3Kind::S3sFs);
+    server.create_bucket_blocking("dr-replica");
+    let replica = Repo::s3(&server, "dr-replica");
+    let mirror = |args: &[&str]| {
+        let mut cmd = primary.cmd(&["--json", "mirror", "--to", &replica.url]);
+        cmd.args(args);
+        for (k, v) in &replica.env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    let objects = server
+        .dir
+        .path()
+        .join("data")
+        .join("dr-replica")
+        .join("repo");
+
+    // Killed once its first pack has landed.
+    let mut child = mirror(&["--concurrency", "1"]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while files_under(&objects.join("data")).is_empty() {
+        assert!(Instant::now() < deadline, "no pack reached the replica");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The check says what is missing, and the snapshots that hurts.
+    let check = mirror(&["--check"]).output().unwrap();
+    assert!(!check.status.success(), "the replica cannot be whole yet");
+    let behind: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    let gaps = behind["mirror"]["gaps"].as_array().unwrap().len() as u64;
+    let present = behind["mirror"]["present"].as_u64().unwrap();
+    assert!(gaps > 0 && present > 0, "{behind}");
+
+    // The next run copies exactly what was missing, nothing twice.
+    let out = mirror(&[]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let copied: u64 = run["mirror"]["copied"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(copied, gaps, "{run}");
+    let again: serde_json::Value =
+        serde_json::from_slice(&mirror(&[]).output().unwrap().stdout).unwrap();
+    assert_eq!(again["mirror"]["copied"], serde_json::json!({}), "{again}");
+    replica.ok(&["verify", "--read-data"]);
+
+    // One pack lost in the replica: named, with the snapshots it hurts,
+    // then mended by the next run.
+    let pack = files_under(&objects.join("data"))
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .unwrap();
+    std::fs::remove_file(&pack).unwrap();
+    let check = mirror(&["--check"]).output().unwrap();
+    assert!(!check.status.success());
+    let found: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    let name = pack.file_name().unwrap().to_string_lossy().to_string();
+    let gaps = found["mirror"]["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{found}");
+    assert!(
+        gaps[0]["object"].as_str().unwrap().ends_with(&name) && gaps[0]["problem"] == "missing",
+        "{found}"
+    );
+    let hurt = found["target_verify"]["problems"].as_array().unwrap();
+    assert!(
+        hurt.iter()
+            .any(|p| !p["snapshots"].as_array().unwrap().is_empty()),
+        "the snapshots the lost pack hurts are named: {found}"
+    );
+    let out = mirror(&[]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    replica.ok(&["verify"]);
+
+    // Retention in the primary reaches the replica only when asked.
+    primary.ok(&["forget", "--keep-last", "1", "--prune"]);
+    let out = mirror(&[]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(replica.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    let out = mirror(&["--prune"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(replica.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    replica.ok(&["verify"]);
+
+    // The primary region is gone: the replica alone restores the data.
+    std::fs::remove_dir_all(work.path().join("primary")).unwrap();
+    let target = work.path().join("restored");
+    replica.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    assert_same_tree(&src, &restored(&target, &src));
+}

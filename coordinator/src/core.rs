@@ -10,8 +10,8 @@ use crate::store::{Fence, LeaderInfo, Leadership, StateStore, StoreError};
 use futures_util::StreamExt;
 use seawall_proto::v1::{
     coordinator_message, operation, AssignJob, BackupLevel, BackupOperation, CancelJob,
-    CoordinatorMessage, Operation, OperationResult, OperationStatus, RetentionOperation,
-    VerifyOperation,
+    CoordinatorMessage, MirrorOperation, Operation, OperationResult, OperationStatus,
+    RetentionOperation, VerifyOperation,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -164,6 +164,10 @@ pub fn operation_for(job: &JobRecord) -> Operation {
         }),
         JobKind::Retention => operation::Kind::Retention(RetentionOperation {
             source: job.source.clone(),
+        }),
+        JobKind::Mirror => operation::Kind::Mirror(MirrorOperation {
+            name: job.source.clone(),
+            prune: false,
         }),
         JobKind::Verify | JobKind::Unspecified => {
             operation::Kind::Verify(VerifyOperation { read_data: false })

@@ -1076,3 +1076,90 @@ fn an_agent_that_obeyed_a_forged_epoch_is_named_and_recovers_with_reset_epoch() 
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_mirror_schedule_keeps_the_other_regions_replica_current() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = Pki::new(&dir.join("pki"));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), "state that matters\n".repeat(1000)).unwrap();
+    let store = format!("[dev]\nstate = \"{}\"\n", dir.join("state.redb").display());
+    let schedule = "[[schedules]]\nname = \"us-mirror\"\nregion = \"us-east-1\"\nsource = \"eu\"\nkind = \"mirror\"\ncron = \"*/2 * * * * *\"\n";
+    let c = start_replica(&pki, dir, "c1", &store, schedule, true);
+    let addr = c.address();
+    let _eu = start_agent(
+        &pki,
+        dir,
+        "eu-1",
+        "eu-west-1",
+        std::slice::from_ref(&addr),
+        &data,
+    );
+    // The secondary region's agent: its repository is a replica of the
+    // primary's, empty until the first mirror run.
+    let replica = dir.join("replica-us");
+    let mirrors = format!(
+        "[[mirrors]]\nname = \"eu\"\nfrom = \"{}\"\n",
+        dir.join("repo-eu-1").display()
+    );
+    let _us = start_agent_on(
+        &pki,
+        dir,
+        "us-1",
+        "us-east-1",
+        std::slice::from_ref(&addr),
+        &mirrors,
+        Some(&format!(
+            "repo = \"{}\"\npassword_file = \"{}\"",
+            replica.display(),
+            dir.join("us-1.password").display()
+        )),
+    );
+    let out = op(
+        &pki,
+        &addr,
+        &[
+            "backup",
+            "--now",
+            "--region",
+            "eu-west-1",
+            "--source",
+            "files",
+            "--wait",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let primary = crate::fixtures::Repo::local(&dir.join("repo-eu-1"));
+    let original = primary
+        .cmd(&["--json", "snapshots"])
+        .env("SEAWALL_PASSWORD", "fleet test password")
+        .output()
+        .unwrap();
+    let original: serde_json::Value = serde_json::from_slice(&original.stdout).unwrap();
+    // The replica, opened with the primary's password, holds the snapshot.
+    let replica_repo = crate::fixtures::Repo::local(&replica);
+    let listed = eventually(30, "the snapshot to reach the replica", || {
+        let out = replica_repo
+            .cmd(&["--json", "snapshots"])
+            .env("SEAWALL_PASSWORD", "fleet test password")
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v.as_array()?.len() == 1).then_some(v)
+    });
+    assert_eq!(listed[0]["id"], original[0]["id"], "{listed}");
+    let jobs = op_json(&pki, &addr, &["jobs", "--region", "us-east-1"]);
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["kind"] == "mirror" && j["state"] == "succeeded"),
+        "{jobs}"
+    );
+}

@@ -41,6 +41,55 @@ pub struct AgentConfig {
     /// What this agent backs up.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// Other regions' repositories this agent's repository replicates
+    /// (mirror jobs name them).
+    #[serde(default)]
+    pub mirrors: Vec<MirrorConfig>,
+}
+
+/// Another region's repository, copied into this agent's by mirror jobs.
+/// Copying is by object, so no password is needed: the replica opens with
+/// the source's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// Name mirror schedules use as their `source`.
+    pub name: String,
+    /// Path, file:// or s3:// URL of the repository copied from.
+    pub from: String,
+    /// S3-compatible endpoint of `from`.
+    #[serde(default)]
+    pub s3_endpoint: Option<String>,
+    /// S3 region of `from`.
+    #[serde(default)]
+    pub s3_region: Option<String>,
+    /// Path-style addressing.
+    #[serde(default)]
+    pub s3_path_style: bool,
+    /// Access key id (else the standard AWS chain).
+    #[serde(default)]
+    pub s3_access_key_id: Option<String>,
+    /// File holding the secret access key (owner-only).
+    #[serde(default)]
+    pub s3_secret_access_key_file: Option<PathBuf>,
+    /// Delete from this agent's repository what `from` no longer holds.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+impl MirrorConfig {
+    /// The repository copied from.
+    pub fn spec(&self) -> RepositorySpec {
+        RepositorySpec {
+            repo: self.from.clone(),
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_region: self.s3_region.clone(),
+            s3_path_style: self.s3_path_style,
+            s3_access_key_id: self.s3_access_key_id.clone(),
+            s3_secret_access_key_file: self.s3_secret_access_key_file.clone(),
+            ..RepositorySpec::default()
+        }
+    }
 }
 
 /// The repository, as the `seawall` commands take it.

@@ -159,6 +159,27 @@ impl JobRunner {
             operation::Kind::Verify(v) => Operation::Verify {
                 read_data: v.read_data,
             },
+            operation::Kind::Mirror(m) => {
+                let mirror = self
+                    .config
+                    .mirrors
+                    .iter()
+                    .find(|x| x.name == m.name)
+                    .ok_or_else(|| {
+                        Refusal::new(
+                            ErrorKind::InvalidInput,
+                            false,
+                            format!(
+                                "agent {} has no [[mirrors]] entry {:?}: add it to agent.toml or fix the schedule",
+                                self.config.id, m.name
+                            ),
+                        )
+                    })?;
+                Operation::Mirror {
+                    from: mirror.spec(),
+                    prune: mirror.prune || m.prune,
+                }
+            }
         };
         Ok(OperationRequest {
             job_id: job.job_id.clone(),
@@ -368,6 +389,7 @@ fn job_kind(op: &Operation) -> &'static str {
         Operation::Backup { .. } => JobKind::Backup,
         Operation::Retention { .. } => JobKind::Retention,
         Operation::Verify { .. } => JobKind::Verify,
+        Operation::Mirror { .. } => JobKind::Mirror,
     };
     seawall_proto::kinds::name(kind)
 }

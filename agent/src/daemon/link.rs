@@ -223,6 +223,8 @@ impl Link {
             region: self.config.region.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             hostname: hostname(),
+            // Mirror entries are served like sources, so the coordinator
+            // hands a mirror schedule's jobs to an agent that has it.
             sources: self
                 .config
                 .sources
@@ -231,6 +233,10 @@ impl Link {
                     name: s.name.clone(),
                     kind: s.kind.name().into(),
                 })
+                .chain(self.config.mirrors.iter().map(|m| SourceInfo {
+                    name: m.name.clone(),
+                    kind: "mirror".into(),
+                }))
                 .collect(),
             newest_epoch: self.epoch.newest(),
             running_jobs: running,

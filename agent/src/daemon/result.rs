@@ -3,8 +3,8 @@
 
 use crate::engine::operation::{OperationOutcome, Output, Status};
 use seawall_proto::v1::{
-    operation_result, BackupOutput, ErrorKind as WireKind, OperationResult, OperationStatus,
-    RetentionOutput, VerifyOutput,
+    operation_result, BackupOutput, ErrorKind as WireKind, MirrorOutput, OperationResult,
+    OperationStatus, RetentionOutput, VerifyOutput,
 };
 
 /// The engine's error kind on the wire.
@@ -60,6 +60,19 @@ pub fn to_proto(job_id: &str, epoch: u64, outcome: &OperationOutcome) -> Operati
             snapshots_removed: *removed,
             packs_removed: *packs_removed,
             bytes_freed: *bytes_freed,
+        }),
+        Output::Mirror {
+            copied,
+            bytes,
+            present,
+            pruned,
+            replaced,
+        } => operation_result::Output::Mirror(MirrorOutput {
+            objects_copied: *copied,
+            bytes_copied: *bytes,
+            objects_present: *present,
+            objects_pruned: *pruned,
+            replaced: replaced.clone(),
         }),
         Output::Verify {
             snapshots,

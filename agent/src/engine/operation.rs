@@ -67,6 +67,13 @@ pub enum Operation {
         /// Read every pack.
         read_data: bool,
     },
+    /// Make the request's repository a replica of `from`.
+    Mirror {
+        /// The repository copied from (another region's).
+        from: crate::engine::repository::RepositorySpec,
+        /// Delete what `from` no longer holds.
+        prune: bool,
+    },
 }
 
 /// A source, as the engine reads it.
@@ -179,6 +186,19 @@ pub enum Output {
         /// Bytes freed by prune.
         bytes_freed: u64,
     },
+    /// What a mirror run copied.
+    Mirror {
+        /// Objects copied.
+        copied: u64,
+        /// Bytes copied.
+        bytes: u64,
+        /// Objects the replica held already.
+        present: u64,
+        /// Objects deleted (prune).
+        pruned: u64,
+        /// Damaged objects of the replica that were replaced.
+        replaced: Vec<String>,
+    },
     /// What verify checked.
     Verify {
         /// Snapshots checked.
@@ -249,14 +269,53 @@ struct Done {
     failure: Option<Failure>,
 }
 
+/// Copies what the request's repository lacks from `from`.
+async fn mirror_into(
+    req: &OperationRequest,
+    from: &crate::engine::repository::RepositorySpec,
+    prune: bool,
+) -> Result<Done> {
+    let opts = crate::engine::mirror::MirrorOptions {
+        prune,
+        check_only: false,
+        concurrency: 8,
+    };
+    let report =
+        crate::engine::mirror::mirror(from.storage().await?, req.repository.storage().await?, opts)
+            .await?;
+    Ok(Done {
+        output: Output::Mirror {
+            copied: report.copied.values().sum(),
+            bytes: report.bytes_copied,
+            present: report.present,
+            pruned: report.pruned,
+            replaced: report
+                .gaps
+                .iter()
+                .take(SAMPLE)
+                .map(|g| format!("{} {}", g.object, g.problem))
+                .collect(),
+        },
+        warnings: report
+            .gaps
+            .iter()
+            .map(|g| format!("replaced {} in the replica: {}", g.object, g.problem))
+            .collect(),
+        failure: None,
+    })
+}
+
 async fn execute(req: &OperationRequest, progress: Arc<Progress>) -> Result<Done> {
-    let repo = req.repository.open().await?;
     let lock_wait = Duration::from_secs(req.lock_wait_secs);
     match &req.operation {
         Operation::Backup { source, spec, full } => {
+            let repo = req.repository.open().await?;
             backup(repo, req, source, spec, *full, lock_wait, progress).await
         }
+        // A replica is written by name, not opened: the first run finds it empty.
+        Operation::Mirror { from, prune } => mirror_into(req, from, *prune).await,
         Operation::Retention { source, policy } => {
+            let repo = req.repository.open().await?;
             let tags = [format!("source={source}")];
             let forgotten = forget(&repo, *policy, &tags, false, lock_wait).await?;
             let pruned = crate::engine::prune::prune(repo, false, lock_wait).await?;
@@ -272,6 +331,7 @@ async fn execute(req: &OperationRequest, progress: Arc<Progress>) -> Result<Done
             })
         }
         Operation::Verify { read_data } => {
+            let repo = req.repository.open().await?;
             let report = crate::engine::verify::verify(repo, *read_data, cores()).await?;
             let problems: Vec<String> = report
                 .problems

@@ -961,3 +961,52 @@ fn a_password_can_come_from_pgpassword_or_a_password_file() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_other_regions_replica_alone_restores_to_a_point_in_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = PgRepo::init(&tmp.path().join("r"));
+    let pg = PgCluster::start(&tmp.path().join("pg"), &archiving(&repo));
+    pg.sql("postgres", "CREATE TABLE marker (t text)");
+    repo.ok(&[
+        "backup",
+        "postgres",
+        "--physical",
+        "--dsn",
+        &pg.dsn("postgres"),
+    ]);
+    pg.sql("postgres", "INSERT INTO marker (t) VALUES ('first')");
+    pg.sql("postgres", "INSERT INTO marker (t) VALUES ('second')");
+    pg.switch_and_archive();
+
+    // The other region's replica, filled by mirror; the primary's
+    // repository is then lost.
+    let elsewhere = tmp.path().join("other-region");
+    pg_dir(&elsewhere);
+    let replica = PgRepo {
+        dir: elsewhere.join("repo"),
+        password_file: repo.password_file.clone(),
+        spool: elsewhere.join("spool"),
+    };
+    repo.ok(&["mirror", "--to", &replica.dir.display().to_string()]);
+    std::fs::rename(&repo.dir, tmp.path().join("r").join("lost")).unwrap();
+
+    let restores = tmp.path().join("restores");
+    pg_dir(&restores);
+    let latest = restores.join("l");
+    let port = crate::fixtures::free_port();
+    let out = replica.ok(&[
+        "restore",
+        "latest",
+        "--pg-datadir",
+        &latest.display().to_string(),
+        "--latest",
+        "--start",
+        "--pg-port",
+        &port.to_string(),
+    ]);
+    assert!(out.contains("promoted"), "{out}");
+    let got = markers(&latest, port);
+    stop_datadir(&latest);
+    assert_eq!(got, "first,second");
+}

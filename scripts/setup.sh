@@ -18,13 +18,14 @@ command -v pgbackrest >/dev/null    || need_apt+=(pgbackrest)
 command -v /usr/bin/time >/dev/null || need_apt+=(time)
 command -v bc >/dev/null           || need_apt+=(bc)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
+command -v promtool >/dev/null      || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # Debian starts packaged daemons on install; the tests start their own.
-  for svc in redis-server etcd postgresql; do
+  for svc in redis-server etcd postgresql prometheus prometheus-node-exporter; do
     (systemctl stop "$svc" || service "$svc" stop) >/dev/null 2>&1 || true
   done
 fi

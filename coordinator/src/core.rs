@@ -670,6 +670,9 @@ impl Coordinator {
         metrics::counter!("seawall_jobs_total", &labels).increment(1);
         metrics::histogram!("seawall_job_duration_seconds", "kind" => kind_name(job.kind))
             .record(result.duration_secs);
+        if job.kind == JobKind::Mirror {
+            crate::metrics::mirror_succeeded(&job.region, &job.source, now_ms());
+        }
         let finished = job.clone();
         let Some(backup) = backup.filter(|_| finished.kind == JobKind::Backup) else {
             self.save_job(lead, job, rev).await?;

@@ -10,6 +10,8 @@
 //! | `seawall_backup_bytes_added_total` | counter | region, source |
 //! | `seawall_backup_last_success_timestamp_seconds` | gauge | region, source |
 //! | `seawall_backup_age_seconds` | gauge (the RPO alert's figure) | region, source |
+//! | `seawall_mirror_last_success_timestamp_seconds` | gauge | region, source (the mirror entry) |
+//! | `seawall_schedule_interval_seconds` | gauge (time between two slots) | schedule, kind, region, source |
 //! | `seawall_etcd_errors_total` | counter | op |
 //! | `seawall_history_pruned_total` | counter | kind (jobs, backups, audit) |
 
@@ -55,6 +57,28 @@ pub fn refresh_ages() {
                 .set((now - at).max(0) as f64 / 1000.0);
         }
     }
+}
+
+/// Records a successful mirror run into `region`'s repository.
+pub fn mirror_succeeded(region: &str, source: &str, at_ms: i64) {
+    let labels = [
+        ("region", region.to_string()),
+        ("source", source.to_string()),
+    ];
+    metrics::gauge!("seawall_mirror_last_success_timestamp_seconds", &labels)
+        .set(at_ms as f64 / 1000.0);
+}
+
+/// The time between two slots of a schedule, so alerts can say "older than
+/// its schedule allows" without knowing cron.
+pub fn schedule_interval(schedule: &str, kind: &str, region: &str, source: &str, secs: f64) {
+    let labels = [
+        ("schedule", schedule.to_string()),
+        ("kind", kind.to_string()),
+        ("region", region.to_string()),
+        ("source", source.to_string()),
+    ];
+    metrics::gauge!("seawall_schedule_interval_seconds", &labels).set(secs);
 }
 
 /// Leadership gauges.

@@ -118,6 +118,20 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
             })
         })
         .collect();
+    let now = now_ms();
+    for c in &compiled {
+        let first = next_slot(&c.cron, c.tz, now);
+        let second = first.and_then(|f| next_slot(&c.cron, c.tz, f));
+        if let (Some(a), Some(b)) = (first, second) {
+            crate::metrics::schedule_interval(
+                &c.config.name,
+                seawall_proto::kinds::name(c.config.kind),
+                &c.config.region,
+                &c.config.source,
+                (b - a) as f64 / 1000.0,
+            );
+        }
+    }
     let state = Arc::new(tokio::sync::Mutex::new((compiled, HashMap::new())));
     let board = coord.workers.clone();
     let tree = lead.tree.clone();

@@ -331,3 +331,61 @@ print('ok')
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_shipped_alerting_rules_pass_promtool_and_name_metrics_seawall_exports() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
+    let promtool = crate::fixtures::require("promtool");
+    for args in [
+        vec!["check", "rules", "seawall-rules.yml"],
+        vec!["test", "rules", "seawall-rules.test.yml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every metric a rule names is one the code exports (a renamed metric
+    // would leave an alert that can never fire).
+    let rules = std::fs::read_to_string(dir.join("seawall-rules.yml")).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut code = String::new();
+    for sub in ["coordinator/src", "agent/src", "common/src"] {
+        for file in walk_rs(&root.join(sub)) {
+            code.push_str(&std::fs::read_to_string(file).unwrap());
+        }
+    }
+    let mut names: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("seawall_"))
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 8, "{names:?}");
+    for name in names {
+        assert!(
+            code.contains(&format!("\"{name}\"")),
+            "the rules use {name}, which no code exports"
+        );
+    }
+}
+
+fn walk_rs(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_rs(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}

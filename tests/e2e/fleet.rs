@@ -1086,7 +1086,7 @@ fn a_mirror_schedule_keeps_the_other_regions_replica_current() {
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("a.txt"), "state that matters\n".repeat(1000)).unwrap();
     let store = format!("[dev]\nstate = \"{}\"\n", dir.join("state.redb").display());
-    let schedule = "[[schedules]]\nname = \"us-mirror\"\nregion = \"us-east-1\"\nsource = \"eu\"\nkind = \"mirror\"\ncron = \"*/2 * * * * *\"\n";
+    let schedule = "[[schedules]]\nname = \"us-mirror\"\nregion = \"us-east-1\"\nsource = \"eu\"\nkind = \"mirror\"\ncron = \"*/2 * * * * *\"\n\n[[schedules]]\nname = \"ap-check\"\nregion = \"ap-southeast-1\"\nsource = \"eu\"\nkind = \"mirror\"\ncron = \"*/2 * * * * *\"\n";
     let c = start_replica(&pki, dir, "c1", &store, schedule, true);
     let addr = c.address();
     let _eu = start_agent(
@@ -1162,4 +1162,51 @@ fn a_mirror_schedule_keeps_the_other_regions_replica_current() {
             .any(|j| j["kind"] == "mirror" && j["state"] == "succeeded"),
         "{jobs}"
     );
+
+    // A third region whose replica S3 replication fills: its agent only
+    // checks. Empty, the check fails naming what is missing; once the
+    // objects arrived, it passes.
+    let filled = dir.join("replica-ap");
+    let check_only = format!(
+        "[[mirrors]]\nname = \"eu\"\nfrom = \"{}\"\ncheck_only = true\n",
+        dir.join("repo-eu-1").display()
+    );
+    let _ap = start_agent_on(
+        &pki,
+        dir,
+        "ap-1",
+        "ap-southeast-1",
+        std::slice::from_ref(&addr),
+        &check_only,
+        Some(&format!(
+            "repo = \"{}\"\npassword_file = \"{}\"",
+            filled.display(),
+            dir.join("ap-1.password").display()
+        )),
+    );
+    let ap_jobs = |state: &str, text: &str| {
+        let jobs = op_json(&pki, &addr, &["jobs", "--region", "ap-southeast-1"]);
+        jobs.as_array()?
+            .iter()
+            .any(|j| {
+                j["kind"] == "mirror"
+                    && j["state"] == state
+                    && j["error"].as_str().unwrap_or_default().contains(text)
+            })
+            .then_some(())
+    };
+    eventually(30, "a failed check naming what has not arrived", || {
+        ap_jobs("failed", "lacks")
+    });
+    assert!(!filled.join("config").exists(), "a check-only job copied");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(dir.join("repo-eu-1"))
+        .arg(&filled)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    eventually(30, "a passing check once the objects arrived", || {
+        ap_jobs("succeeded", "")
+    });
 }

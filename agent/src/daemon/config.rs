@@ -75,6 +75,10 @@ pub struct MirrorConfig {
     /// Delete from this agent's repository what `from` no longer holds.
     #[serde(default)]
     pub prune: bool,
+    /// Copy nothing: S3 replication fills this agent's repository, and the
+    /// job only checks that everything arrived (it fails naming what did not).
+    #[serde(default)]
+    pub check_only: bool,
 }
 
 impl MirrorConfig {

@@ -178,6 +178,7 @@ impl JobRunner {
                 Operation::Mirror {
                     from: mirror.spec(),
                     prune: mirror.prune || m.prune,
+                    check_only: mirror.check_only,
                 }
             }
         };

@@ -73,6 +73,9 @@ pub enum Operation {
         from: crate::engine::repository::RepositorySpec,
         /// Delete what `from` no longer holds.
         prune: bool,
+        /// Compare only (something else, such as S3 replication, copies).
+        #[serde(default)]
+        check_only: bool,
     },
 }
 
@@ -274,10 +277,11 @@ async fn mirror_into(
     req: &OperationRequest,
     from: &crate::engine::repository::RepositorySpec,
     prune: bool,
+    check_only: bool,
 ) -> Result<Done> {
     let opts = crate::engine::mirror::MirrorOptions {
         prune,
-        check_only: false,
+        check_only,
         concurrency: 8,
     };
     let report =
@@ -296,12 +300,25 @@ async fn mirror_into(
                 .map(|g| format!("{} {}", g.object, g.problem))
                 .collect(),
         },
-        warnings: report
-            .gaps
-            .iter()
-            .map(|g| format!("replaced {} in the replica: {}", g.object, g.problem))
-            .collect(),
-        failure: None,
+        warnings: if check_only {
+            vec![]
+        } else {
+            report
+                .gaps
+                .iter()
+                .map(|g| format!("replaced {} in the replica: {}", g.object, g.problem))
+                .collect()
+        },
+        failure: (check_only && !report.gaps.is_empty()).then(|| Failure {
+            kind: ErrorKind::NotFound,
+            retryable: false,
+            message: format!(
+                "the replica lacks {} object(s) its source holds, the first: {} {}; check the bucket replication, or mirror it",
+                report.gaps.len(),
+                report.gaps[0].object,
+                report.gaps[0].problem
+            ),
+        }),
     })
 }
 
@@ -313,7 +330,11 @@ async fn execute(req: &OperationRequest, progress: Arc<Progress>) -> Result<Done
             backup(repo, req, source, spec, *full, lock_wait, progress).await
         }
         // A replica is written by name, not opened: the first run finds it empty.
-        Operation::Mirror { from, prune } => mirror_into(req, from, *prune).await,
+        Operation::Mirror {
+            from,
+            prune,
+            check_only,
+        } => mirror_into(req, from, *prune, *check_only).await,
         Operation::Retention { source, policy } => {
             let repo = req.repository.open().await?;
             let tags = [format!("source={source}")];

@@ -763,8 +763,12 @@ pub struct RestoreArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Read and check every pack, not only the structure.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "read_data_subset")]
     pub read_data: bool,
+    /// Read only part of the packs: n/t (the n-th of t fixed parts; run 1/t
+    /// to t/t to read them all) or P% (a random P percent).
+    #[arg(long, value_name = "SUBSET")]
+    pub read_data_subset: Option<seawall_agent::engine::verify::DataSubset>,
     /// Packs read at once.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,

@@ -7,7 +7,12 @@ use crate::repo_open;
 /// Checks the repository; exits non-zero when anything is damaged.
 pub async fn run(g: &Global, a: VerifyArgs) -> anyhow::Result<u8> {
     let repo = repo_open::open(g).await?;
-    let report = seawall_agent::engine::verify::verify(repo, a.read_data, a.threads).await?;
+    use seawall_agent::engine::verify::ReadData;
+    let read = match a.read_data_subset {
+        Some(subset) => ReadData::Subset(subset),
+        None => ReadData::from(a.read_data),
+    };
+    let report = seawall_agent::engine::verify::verify(repo, read, a.threads).await?;
     if g.json {
         crate::output::json(&report)?;
     } else {
@@ -16,7 +21,7 @@ pub async fn run(g: &Global, a: VerifyArgs) -> anyhow::Result<u8> {
             report.snapshots,
             report.packs,
             report.blobs,
-            if a.read_data {
+            if read != ReadData::No {
                 format!(
                     "; read {} packs ({})",
                     report.packs_read,
@@ -30,7 +35,7 @@ pub async fn run(g: &Global, a: VerifyArgs) -> anyhow::Result<u8> {
             println!(
                 "{} archived WAL files{}",
                 report.wal_files,
-                if a.read_data {
+                if read == ReadData::All {
                     format!(", {} read", report.wal_files_read)
                 } else {
                     String::new()

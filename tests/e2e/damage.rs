@@ -388,3 +388,49 @@ fn a_deleted_newest_snapshot_and_one_copied_under_another_name_are_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn read_data_subsets_partition_the_packs_and_one_of_them_finds_the_damage() {
+    // Enough data for several packs.
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 100, 4 * 1024 * 1024, 22);
+    let mut rng = crate::fixtures::Rng(7);
+    std::fs::write(src.join("random.bin"), rng.bytes(72 * 1024 * 1024, false)).unwrap();
+    let repo_dir = work.path().join("repo");
+    let repo = Repo::local(&repo_dir);
+    repo.ok(&["init"]);
+    repo.backup(&[&src]);
+    let (biggest, at) = blob_position(&repo_dir, &src.join("large.bin"));
+    let mut data = std::fs::read(&biggest).unwrap();
+    data[at as usize] ^= 0x01;
+    std::fs::write(&biggest, &data).unwrap();
+
+    let total = files_in(&repo_dir.join("data")).len() as u64;
+    assert!(total >= 3, "{total} packs");
+    let mut read = 0;
+    let mut found = 0;
+    for part in ["1/3", "2/3", "3/3"] {
+        let out = repo.run(&["--json", "verify", "--read-data-subset", part]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        read += report["packs_read"].as_u64().unwrap();
+        let problems = report["problems"].as_array().unwrap();
+        if !problems.is_empty() {
+            found += 1;
+            assert!(!out.status.success());
+            let name = biggest.file_name().unwrap().to_str().unwrap();
+            assert!(problems[0]["object"].as_str().unwrap().contains(name));
+        }
+    }
+    // Every pack read exactly once over the three runs, and the damage in
+    // exactly one of them.
+    assert_eq!(read, total);
+    assert_eq!(found, 1);
+    let out = repo.run(&["--json", "verify", "--read-data-subset", "50%"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["packs_read"].as_u64().unwrap() <= total);
+    let out = repo.run(&["verify", "--read-data-subset", "4/3"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("\"4/3\" is not n/t"), "{stderr}");
+}

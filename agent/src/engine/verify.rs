@@ -56,12 +56,85 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
 }
 
-/// Checks the repository; reads every pack when `read_data`.
+/// Which packs `verify` reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    /// None: structure only.
+    No,
+    /// Every pack (and every archived WAL file).
+    All,
+    /// Part of the packs, so a large repository is read over several runs.
+    Subset(DataSubset),
+}
+
+impl From<bool> for ReadData {
+    fn from(all: bool) -> ReadData {
+        if all {
+            ReadData::All
+        } else {
+            ReadData::No
+        }
+    }
+}
+
+/// restic's `--read-data-subset` forms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DataSubset {
+    /// `n/t`: the n-th of t fixed parts (by pack id), so t runs with n = 1..t
+    /// read every pack once.
+    Part {
+        /// Which part, 1-based.
+        n: u64,
+        /// Of how many.
+        of: u64,
+    },
+    /// `P%`: a random P percent of the packs, new each run.
+    Percent(f64),
+}
+
+impl std::str::FromStr for DataSubset {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<DataSubset, String> {
+        let bad =
+            || format!("{text:?} is not n/t (1 <= n <= t, as 2/7) or P% (0 < P <= 100, as 10%)");
+        if let Some(p) = text.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            return (p > 0.0 && p <= 100.0)
+                .then_some(DataSubset::Percent(p))
+                .ok_or_else(bad);
+        }
+        let (n, t) = text.split_once('/').ok_or_else(bad)?;
+        let n: u64 = n.trim().parse().map_err(|_| bad())?;
+        let of: u64 = t.trim().parse().map_err(|_| bad())?;
+        (n >= 1 && n <= of)
+            .then_some(DataSubset::Part { n, of })
+            .ok_or_else(bad)
+    }
+}
+
+impl DataSubset {
+    /// Whether this subset reads `pack`.
+    pub fn selects(&self, pack: &Id) -> bool {
+        match *self {
+            DataSubset::Part { n, of } => {
+                let mut first = [0u8; 8];
+                first.copy_from_slice(&pack.0[..8]);
+                u64::from_le_bytes(first) % of == n - 1
+            }
+            DataSubset::Percent(p) => rand::random::<f64>() * 100.0 < p,
+        }
+    }
+}
+
+/// Checks the repository, reading the packs `read` names.
 pub async fn verify(
     repo: Arc<Repository>,
-    read_data: bool,
+    read: impl Into<ReadData>,
     threads: usize,
 ) -> Result<VerifyReport> {
+    let read = read.into();
+    let read_data = read != ReadData::No;
     let mut report = VerifyReport::default();
     repo.load_index().await?;
     let index = repo.index().clone();
@@ -108,6 +181,10 @@ pub async fn verify(
             .packs()
             .keys()
             .filter(|p| !bad.contains(p))
+            .filter(|p| match read {
+                ReadData::Subset(subset) => subset.selects(p),
+                _ => true,
+            })
             .copied()
             .collect();
         let queue = Arc::new(std::sync::Mutex::new(queue));
@@ -279,7 +356,12 @@ pub async fn verify(
         });
     }
     let wal =
-        crate::engine::postgres::continuity::check_archive(repo.clone(), &snapshots, read_data)
+        // WAL files are read whole with --read-data only, not with a subset.
+        crate::engine::postgres::continuity::check_archive(
+            repo.clone(),
+            &snapshots,
+            read == ReadData::All,
+        )
             .await?;
     report.wal_files = wal.files;
     report.wal_files_read = wal.files_read;

@@ -102,6 +102,8 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Copy what another region's replica of this repository lacks (--check: only compare).
     Mirror(MirrorArgs),
+    /// The repository's passwords: list, add, remove, change (no data is rewritten).
+    Key(KeyArgs),
     /// Repair repository metadata.
     Repair(RepairArgs),
     /// Archive a PostgreSQL WAL file (use as archive_command = 'seawall wal-push %p').
@@ -254,6 +256,38 @@ pub struct JobsArgs {
     /// Connection.
     #[command(flatten)]
     pub op: OperatorArgs,
+}
+
+/// `key`.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub what: KeyWhat,
+}
+
+/// `key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyWhat {
+    /// List the key files; the one the password opened is marked.
+    List,
+    /// Add a password (another key file wrapping the same master key).
+    Add {
+        /// File holding the new password (owner-only); else SEAWALL_NEW_PASSWORD.
+        #[arg(long, env = "SEAWALL_NEW_PASSWORD_FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+    /// Remove a key file by id (at least 4 digits); not the one in use, not the last.
+    Remove {
+        /// The key's id, from `key list`.
+        id: String,
+    },
+    /// Change the password in use: add the new one, remove the old one's key file.
+    Passwd {
+        /// File holding the new password (owner-only); else SEAWALL_NEW_PASSWORD.
+        #[arg(long, env = "SEAWALL_NEW_PASSWORD_FILE")]
+        new_password_file: Option<PathBuf>,
+    },
 }
 
 /// `mirror`.

@@ -8,6 +8,7 @@ mod demo;
 mod demo_fleet;
 mod forget;
 mod init;
+mod keys;
 mod maintenance;
 mod mirror;
 mod operator;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Prune(a) => maintenance::prune(&g, a).await,
         Command::Unlock(a) => maintenance::unlock(&g, a).await,
         Command::Mirror(a) => mirror::run(&g, a).await,
+        Command::Key(a) => keys::run(&g, a).await,
         Command::Repair(a) => maintenance::repair(&g, a).await,
         Command::WalPush(a) => postgres::push(&g, a).await,
         Command::WalFetch(a) => postgres::fetch(&g, a).await,

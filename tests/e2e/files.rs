@@ -281,3 +281,112 @@ fn s3_credentials_from_flags_and_a_secret_file() {
         "{line}"
     );
 }
+
+#[test]
+fn passwords_are_added_removed_and_changed_without_rewriting_data() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 50, 1024 * 1024, 5);
+    let dir = work.path().join("repo");
+    let repo = Repo::local(&dir);
+    repo.ok(&["init"]);
+    repo.backup(&[&src]);
+    let data_before = dir_digest(&dir.join("data"));
+    let with = |password: &str, args: &[&str]| {
+        repo.cmd(args)
+            .env("SEAWALL_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let first = crate::fixtures::PASSWORD;
+
+    // A second password opens the same repository.
+    let out = repo
+        .cmd(&["key", "add"])
+        .env("SEAWALL_NEW_PASSWORD", "second password")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(with("second password", &["snapshots"]).status.success());
+    let keys: serde_json::Value =
+        serde_json::from_slice(&with("second password", &["--json", "key", "list"]).stdout)
+            .unwrap();
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let (mine, other): (Vec<_>, Vec<_>) = keys.iter().partition(|k| k["current"] == true);
+    let second_id = mine[0]["id"].as_str().unwrap().to_string();
+    let first_id = other[0]["id"].as_str().unwrap().to_string();
+
+    // The key in use cannot remove itself; another password can.
+    let line = one_error_line(&with(
+        "second password",
+        &["key", "remove", &second_id[..8]],
+    ));
+    assert!(line.contains("the given password opened"), "{line}");
+    let out = with("second password", &["key", "remove", &first_id[..8]]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = one_error_line(&with(first, &["snapshots"]));
+    assert!(line.to_lowercase().contains("password"), "{line}");
+    // A third password, then passwd from it.
+    let out = repo
+        .cmd(&["key", "add"])
+        .env("SEAWALL_PASSWORD", "second password")
+        .env("SEAWALL_NEW_PASSWORD", "third password")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let keys: serde_json::Value =
+        serde_json::from_slice(&with("third password", &["--json", "key", "list"]).stdout).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 2);
+
+    // passwd: the new one opens, the old one no longer does.
+    let out = repo
+        .cmd(&["key", "passwd"])
+        .env("SEAWALL_PASSWORD", "third password")
+        .env("SEAWALL_NEW_PASSWORD", "fourth password")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!with("third password", &["snapshots"]).status.success());
+    assert!(with("fourth password", &["snapshots"]).status.success());
+    let keys: serde_json::Value =
+        serde_json::from_slice(&with("fourth password", &["--json", "key", "list"]).stdout)
+            .unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 2);
+    // Remove the other until one is left; the last is refused.
+    let other = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(with("fourth password", &["key", "remove", &other[..8]])
+        .status
+        .success());
+    let current = serde_json::from_slice::<serde_json::Value>(
+        &with("fourth password", &["--json", "key", "list"]).stdout,
+    )
+    .unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let line = one_error_line(&with("fourth password", &["key", "remove", &current[..8]]));
+    assert!(line.contains("last key"), "{line}");
+    // No pack was rewritten.
+    assert_eq!(dir_digest(&dir.join("data")), data_before);
+}

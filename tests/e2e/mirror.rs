@@ -139,6 +139,43 @@ fn a_mirror_resumes_after_kill_names_what_it_lacks_and_restores_alone() {
     assert_eq!(replica.json(&["snapshots"]).as_array().unwrap().len(), 1);
     replica.ok(&["verify"]);
 
+    // A password retired in the primary stops opening the replica at the
+    // next run.
+    let add = primary
+        .cmd(&["key", "add"])
+        .env("SEAWALL_NEW_PASSWORD", "temporary password")
+        .output()
+        .unwrap();
+    assert!(add.status.success());
+    assert!(mirror(&[]).output().unwrap().status.success());
+    let opens = |password: &str| {
+        let mut cmd = replica.cmd(&["snapshots"]);
+        cmd.env("SEAWALL_PASSWORD", password);
+        cmd.output().unwrap().status.success()
+    };
+    assert!(opens("temporary password"));
+    let keys: serde_json::Value = serde_json::from_slice(
+        &primary
+            .cmd(&["--json", "key", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let temporary = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    primary.ok(&["key", "remove", &temporary[..8]]);
+    assert!(mirror(&[]).output().unwrap().status.success());
+    assert!(!opens("temporary password"));
+    assert!(opens(crate::fixtures::PASSWORD));
+
     // The primary region is gone: the replica alone restores the data.
     std::fs::remove_dir_all(work.path().join("primary")).unwrap();
     let target = work.path().join("restored");

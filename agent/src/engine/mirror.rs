@@ -8,7 +8,9 @@
 //! checked before it is written (a content-addressed object must hash to
 //! its name), so a damaged source object is named, not spread. Nothing is
 //! deleted in the target unless asked (`prune`), and then snapshots go
-//! first, so a reader never finds a snapshot whose data is gone.
+//! first, so a reader never finds a snapshot whose data is gone; key files
+//! the source removed go always, so a retired password stops opening the
+//! replica too.
 
 use futures_util::stream::{self, StreamExt};
 use seawall_common::storage::{FileKind, Listed, Storage};
@@ -162,8 +164,31 @@ pub async fn mirror(
             *report.copied.entry(kind.dir().to_string()).or_default() += copied;
         }
     }
+    // A password removed from the source must stop opening the replica, so
+    // key files go without --prune (never all of them).
+    let source_keys: std::collections::HashSet<&str> = wanted
+        .get(&FileKind::Key)
+        .map(|l| l.iter().map(|l| l.name.as_str()).collect())
+        .unwrap_or_default();
+    if !source_keys.is_empty() {
+        for l in to.list(FileKind::Key).await? {
+            if source_keys.contains(l.name.as_str()) {
+                continue;
+            }
+            if opts.check_only {
+                report.gaps.push(Gap {
+                    object: FileKind::Key.path(&l.name),
+                    problem: "was removed from the source: its password still opens this replica"
+                        .into(),
+                });
+            } else {
+                to.remove(FileKind::Key, &l.name).await?;
+                report.pruned += 1;
+            }
+        }
+    }
     if opts.prune && !opts.check_only {
-        report.pruned = prune_target(to.as_ref(), &wanted).await?;
+        report.pruned += prune_target(to.as_ref(), &wanted).await?;
     }
     report.gaps.sort();
     report.bytes_copied = bytes.load(Ordering::Relaxed);

@@ -5,6 +5,7 @@ pub mod blob;
 pub mod config;
 pub mod head;
 pub mod index;
+pub mod keys;
 pub mod lock;
 pub mod pack;
 mod repository;

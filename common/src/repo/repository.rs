@@ -30,6 +30,8 @@ pub struct Repository {
     key: MasterKey,
     config: RepoConfig,
     index: RwLock<MasterIndex>,
+    /// The key file the password opened.
+    key_file: String,
 }
 
 impl std::fmt::Debug for Repository {
@@ -71,12 +73,9 @@ impl Repository {
         let key_file = KeyFile::wrap(&key, password, kdf)?;
         let key_json = serde_json::to_vec_pretty(&key_file)
             .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("encoding key file: {e}")))?;
+        let key_file = Id::of_file(&key_json).to_hex();
         storage
-            .write(
-                FileKind::Key,
-                &Id::of_file(&key_json).to_hex(),
-                Bytes::from(key_json),
-            )
+            .write(FileKind::Key, &key_file, Bytes::from(key_json))
             .await?;
         let config_json = serde_json::to_vec_pretty(&config)
             .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("encoding config: {e}")))?;
@@ -89,6 +88,7 @@ impl Repository {
             key,
             config,
             index: RwLock::new(MasterIndex::default()),
+            key_file,
         })
     }
 
@@ -140,12 +140,18 @@ impl Repository {
                         key,
                         config,
                         index: RwLock::new(MasterIndex::default()),
+                        key_file: listed.name,
                     })
                 }
                 Err(e) => last_err = Some(e),
             }
         }
         Err(last_err.unwrap_or_else(|| Error::new(ErrorKind::WrongKey, "wrong password")))
+    }
+
+    /// The name of the key file the password opened.
+    pub fn key_file(&self) -> &str {
+        &self.key_file
     }
 
     /// The storage underneath.

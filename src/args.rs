@@ -104,6 +104,12 @@ pub enum Command {
     Mirror(MirrorArgs),
     /// The repository's passwords: list, add, remove, change (no data is rewritten).
     Key(KeyArgs),
+    /// List what a snapshot holds, everything under PATH (default: all).
+    Ls(LsArgs),
+    /// Write a file or database stream to stdout (a directory as tar).
+    Dump(DumpArgs),
+    /// Logical size of the snapshots against what the repository stores.
+    Stats,
     /// Repair repository metadata.
     Repair(RepairArgs),
     /// Archive a PostgreSQL WAL file (use as archive_command = 'seawall wal-push %p').
@@ -256,6 +262,28 @@ pub struct JobsArgs {
     /// Connection.
     #[command(flatten)]
     pub op: OperatorArgs,
+}
+
+/// `ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Snapshot id (4+ digits) or `latest`.
+    pub snapshot: String,
+    /// A path in the snapshot, or `stream:NAME`.
+    #[arg(default_value = "/")]
+    pub path: String,
+    /// Only the entries directly under PATH.
+    #[arg(long)]
+    pub no_recursive: bool,
+}
+
+/// `dump`.
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Snapshot id (4+ digits) or `latest`.
+    pub snapshot: String,
+    /// A file, a directory (written as tar) or `stream:NAME`.
+    pub path: String,
 }
 
 /// `key`.

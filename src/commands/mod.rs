@@ -2,6 +2,7 @@
 
 mod backup;
 mod bench_agents;
+mod browse;
 mod certs;
 mod daemons;
 mod demo;
@@ -35,6 +36,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Unlock(a) => maintenance::unlock(&g, a).await,
         Command::Mirror(a) => mirror::run(&g, a).await,
         Command::Key(a) => keys::run(&g, a).await,
+        Command::Ls(a) => browse::ls(&g, a).await,
+        Command::Dump(a) => browse::dump(&g, a).await,
+        Command::Stats => browse::stats(&g).await,
         Command::Repair(a) => maintenance::repair(&g, a).await,
         Command::WalPush(a) => postgres::push(&g, a).await,
         Command::WalFetch(a) => postgres::fetch(&g, a).await,

@@ -70,6 +70,8 @@ fn split(line: &str) -> Vec<String> {
                 }
             }
             (None, '#') if !has_word => break,
+            // A shell redirection or pipe ends the command.
+            (None, '>' | '|' | '<') if !has_word => break,
             (None, c) if c.is_whitespace() => {
                 if has_word {
                     words.push(std::mem::take(&mut word));

@@ -390,3 +390,70 @@ fn passwords_are_added_removed_and_changed_without_rewriting_data() {
     // No pack was rewritten.
     assert_eq!(dir_digest(&dir.join("data")), data_before);
 }
+
+#[test]
+fn a_snapshot_is_listed_and_dumped_without_a_restore() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 60, 3 * 1024 * 1024, 8);
+    let repo = Repo::local(&work.path().join("repo"));
+    repo.ok(&["init"]);
+    repo.backup(&[&src]);
+    let root = src.display().to_string();
+
+    // ls: every entry, with the large file's size.
+    let entries = repo.json(&["ls", "latest"]);
+    let entries = entries.as_array().unwrap();
+    let large = entries
+        .iter()
+        .find(|e| e["path"] == format!("{root}/large.bin"))
+        .expect("large.bin listed");
+    assert_eq!(
+        large["size"].as_u64().unwrap(),
+        std::fs::metadata(src.join("large.bin")).unwrap().len()
+    );
+    let files = entries.iter().filter(|e| e["kind"] == "file").count() as u64;
+    assert_eq!(files, 60 + tree_extra_files());
+    // One level only.
+    let top = repo.json(&["ls", "latest", &root, "--no-recursive"]);
+    assert!(top.as_array().unwrap().iter().all(|e| e["path"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(&format!("{root}/"))
+        .is_some_and(|rest| !rest.contains('/'))));
+
+    // dump: a file byte for byte, a directory as a tar that extracts to it.
+    let out = repo.run(&["dump", "latest", &format!("{root}/large.bin")]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, std::fs::read(src.join("large.bin")).unwrap());
+    let tar = work.path().join("src.tar");
+    std::fs::write(&tar, repo.run(&["dump", "latest", &root]).stdout).unwrap();
+    let unpacked = work.path().join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let st = std::process::Command::new("tar")
+        .arg("-xpf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let relative = |dir: &Path| dir_digest(dir).replace(&dir.display().to_string(), "");
+    assert_eq!(relative(&unpacked), relative(&src));
+    let line = one_error_line(&repo.run(&["dump", "latest", "/no/such/file"]));
+    assert!(line.contains("not in the snapshot"), "{line}");
+
+    // stats: a second, unchanged backup doubles what restores give and
+    // adds almost nothing stored.
+    let one = repo.json(&["stats"]);
+    repo.backup(&[&src]);
+    let two = repo.json(&["stats"]);
+    assert_eq!(
+        two["logical_bytes"].as_u64().unwrap(),
+        2 * one["logical_bytes"].as_u64().unwrap()
+    );
+    assert!(
+        two["stored_bytes"].as_u64().unwrap() < one["stored_bytes"].as_u64().unwrap() * 11 / 10
+    );
+    assert!(two["ratio"].as_f64().unwrap() > one["ratio"].as_f64().unwrap() * 1.8);
+}

@@ -710,3 +710,26 @@ fn a_redis_password_can_come_from_a_file_or_the_environment_not_the_url() {
     );
     assert_eq!(repo.json(&["snapshots"]).as_array().map(Vec::len), Some(2));
 }
+
+#[test]
+fn an_rdb_stream_is_listed_and_dumped_without_a_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = RedisServer::start(&tmp.path().join("src"), &[]);
+    src.cli(&["DEBUG", "POPULATE", "5000", "key", "32"]);
+    let repo = Repo::local(&tmp.path().join("repo"));
+    repo.ok(&["init"]);
+    repo.json(&["backup", "redis", "--url", &src.url()]);
+    let listed = repo.json(&["ls", "latest"]);
+    let entry = &listed.as_array().unwrap()[0];
+    assert_eq!(entry["kind"], "stream");
+    let name = entry["path"].as_str().unwrap();
+    let out = repo.run(&["dump", "latest", name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len() as u64, entry["size"].as_u64().unwrap());
+    // An RDB file starts with its magic.
+    assert!(out.stdout.starts_with(b"REDIS"));
+}

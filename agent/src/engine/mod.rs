@@ -1,6 +1,7 @@
 //! The backup engine: sources, pipeline, restore, verify, retention, and
 //! the typed operations the CLI and the agent daemon run through it.
 
+pub mod browse;
 pub mod files;
 pub mod forget;
 pub mod mirror;

@@ -1,0 +1,74 @@
+//! `seawall ls`, `dump` and `stats`: a repository looked into, not restored.
+
+use crate::args::{DumpArgs, Global, LsArgs};
+use crate::output::size;
+use crate::repo_open;
+use seawall_agent::engine::browse;
+
+/// `seawall ls`.
+pub async fn ls(g: &Global, a: LsArgs) -> anyhow::Result<u8> {
+    let repo = repo_open::open(g).await?;
+    repo.load_index().await?;
+    let (_, snap) = repo.find_snapshot(&a.snapshot).await?;
+    let entries = browse::list(&repo, &snap, &a.path, !a.no_recursive).await?;
+    if g.json {
+        crate::output::json(&entries)?;
+        return Ok(0);
+    }
+    for e in entries {
+        let when = chrono::DateTime::from_timestamp(e.mtime, 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        let kind = match e.kind {
+            "dir" => 'd',
+            "symlink" => 'l',
+            "stream" => 's',
+            _ => '-',
+        };
+        match &e.target {
+            Some(t) => println!(
+                "{kind}{:04o} {:>10} {when} {} -> {t}",
+                e.mode, e.size, e.path
+            ),
+            None => println!("{kind}{:04o} {:>10} {when} {}", e.mode, e.size, e.path),
+        }
+    }
+    Ok(0)
+}
+
+/// `seawall dump`.
+pub async fn dump(g: &Global, a: DumpArgs) -> anyhow::Result<u8> {
+    let repo = repo_open::open(g).await?;
+    repo.load_index().await?;
+    let (_, snap) = repo.find_snapshot(&a.snapshot).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    browse::dump(&repo, &snap, &a.path, &mut out).await?;
+    std::io::Write::flush(&mut out)?;
+    Ok(0)
+}
+
+/// `seawall stats`.
+pub async fn stats(g: &Global) -> anyhow::Result<u8> {
+    let repo = repo_open::open(g).await?;
+    let s = browse::stats(&repo).await?;
+    if g.json {
+        crate::output::json(&s)?;
+        return Ok(0);
+    }
+    println!("{} snapshots", s.snapshots);
+    println!(
+        "logical size (what restores give): {}",
+        size(s.logical_bytes)
+    );
+    println!(
+        "distinct content:                  {}",
+        size(s.unique_bytes)
+    );
+    println!(
+        "stored (packs):                    {}",
+        size(s.stored_bytes)
+    );
+    println!("logical / stored:                  {:.2}x", s.ratio);
+    Ok(0)
+}

@@ -110,6 +110,12 @@ pub enum Command {
     Dump(DumpArgs),
     /// Logical size of the snapshots against what the repository stores.
     Stats,
+    /// Which snapshots hold a path matching a glob (`*.conf`, `/srv/**/key`).
+    Find(FindArgs),
+    /// What changed between two snapshots.
+    Diff(DiffArgs),
+    /// Change the tags of snapshots (each is rewritten under a new id).
+    Tag(TagArgs),
     /// Repair repository metadata.
     Repair(RepairArgs),
     /// Archive a PostgreSQL WAL file (use as archive_command = 'seawall wal-push %p').
@@ -275,6 +281,39 @@ pub struct LsArgs {
     /// Only the entries directly under PATH.
     #[arg(long)]
     pub no_recursive: bool,
+}
+
+/// `find`.
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// A glob matched against each entry's path and name.
+    pub pattern: String,
+}
+
+/// `diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older snapshot.
+    pub from: String,
+    /// The newer snapshot.
+    pub to: String,
+}
+
+/// `tag`.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Snapshots (ids of 4+ digits, or `latest`).
+    #[arg(required = true)]
+    pub snapshots: Vec<String>,
+    /// Add this tag (repeat).
+    #[arg(long)]
+    pub add: Vec<String>,
+    /// Remove this tag (repeat).
+    #[arg(long)]
+    pub remove: Vec<String>,
+    /// Replace all tags with these (repeat).
+    #[arg(long)]
+    pub set: Vec<String>,
 }
 
 /// `dump`.

@@ -1,6 +1,6 @@
 //! `seawall ls`, `dump` and `stats`: a repository looked into, not restored.
 
-use crate::args::{DumpArgs, Global, LsArgs};
+use crate::args::{DiffArgs, DumpArgs, FindArgs, Global, LsArgs, TagArgs};
 use crate::output::size;
 use crate::repo_open;
 use seawall_agent::engine::browse;
@@ -70,5 +70,82 @@ pub async fn stats(g: &Global) -> anyhow::Result<u8> {
         size(s.stored_bytes)
     );
     println!("logical / stored:                  {:.2}x", s.ratio);
+    Ok(0)
+}
+
+/// `seawall find`.
+pub async fn find(g: &Global, a: FindArgs) -> anyhow::Result<u8> {
+    let repo = repo_open::open(g).await?;
+    let found = browse::find(&repo, &a.pattern).await?;
+    if g.json {
+        crate::output::json(&found)?;
+    } else {
+        for f in &found {
+            println!(
+                "{} {} {:>10} {}",
+                &f.snapshot[..8],
+                f.time.format("%Y-%m-%d %H:%M:%S"),
+                f.entry.size,
+                f.entry.path
+            );
+        }
+    }
+    Ok(if found.is_empty() { 1 } else { 0 })
+}
+
+/// `seawall diff`.
+pub async fn diff(g: &Global, a: DiffArgs) -> anyhow::Result<u8> {
+    let repo = repo_open::open(g).await?;
+    repo.load_index().await?;
+    let (_, from) = repo.find_snapshot(&a.from).await?;
+    let (_, to) = repo.find_snapshot(&a.to).await?;
+    let changes = browse::diff(&repo, &from, &to).await?;
+    if g.json {
+        crate::output::json(&changes)?;
+        return Ok(0);
+    }
+    for c in &changes {
+        let mark = match c.change {
+            "added" => '+',
+            "removed" => '-',
+            "changed" => 'M',
+            "type" => 'T',
+            _ => 'U',
+        };
+        println!("{mark} {}", c.path);
+    }
+    Ok(0)
+}
+
+/// `seawall tag`.
+pub async fn tag(g: &Global, a: TagArgs) -> anyhow::Result<u8> {
+    let repo = repo_open::open(g).await?;
+    let change = seawall_agent::engine::tag::TagChange {
+        add: a.add,
+        remove: a.remove,
+        set: (!a.set.is_empty()).then_some(a.set),
+    };
+    let done = seawall_agent::engine::tag::retag(
+        &repo,
+        &a.snapshots,
+        &change,
+        std::time::Duration::from_secs(g.lock_wait),
+    )
+    .await?;
+    if g.json {
+        crate::output::json(
+            &done
+                .iter()
+                .map(|(o, n)| serde_json::json!({ "old": o.to_hex(), "new": n.to_hex() }))
+                .collect::<Vec<_>>(),
+        )?;
+    } else if !g.quiet {
+        for (o, n) in &done {
+            println!("{} is now {}", o.short(), n.short());
+        }
+        if done.is_empty() {
+            println!("no tags changed");
+        }
+    }
     Ok(0)
 }

@@ -457,3 +457,85 @@ fn a_snapshot_is_listed_and_dumped_without_a_restore() {
     );
     assert!(two["ratio"].as_f64().unwrap() > one["ratio"].as_f64().unwrap() * 1.8);
 }
+
+#[test]
+fn find_diff_and_tag_work_on_stored_snapshots() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 20, 64 * 1024, 9);
+    std::fs::write(src.join("app.conf"), "version 1").unwrap();
+    std::fs::write(src.join("gone.txt"), "soon removed").unwrap();
+    std::fs::write(src.join("same.txt"), "same content").unwrap();
+    let repo = Repo::local(&work.path().join("repo"));
+    repo.ok(&["init"]);
+    let (first, _) = repo.backup(&[&src]);
+    std::fs::write(src.join("app.conf"), "version 2").unwrap();
+    std::fs::remove_file(src.join("gone.txt")).unwrap();
+    std::fs::write(src.join("new.txt"), "added").unwrap();
+    let later = filetime::FileTime::from_unix_time(1_700_000_000, 0);
+    filetime::set_file_mtime(src.join("same.txt"), later).unwrap();
+    let (second, _) = repo.backup(&[&src]);
+    let root = src.display().to_string();
+
+    // find: both snapshots hold app.conf; only the first gone.txt.
+    let found = repo.json(&["find", "*.conf"]);
+    assert_eq!(found.as_array().unwrap().len(), 2, "{found}");
+    let found = repo.json(&["find", "gone.txt"]);
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["snapshot"], first);
+    assert!(!repo.run(&["find", "nothing-like-this"]).status.success());
+
+    // diff: added, removed, changed, metadata only.
+    let changes = repo.json(&["diff", &first[..8], &second[..8]]);
+    let of = |path: &str| {
+        changes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["path"] == format!("{root}/{path}"))
+            .map(|c| c["change"].as_str().unwrap().to_string())
+    };
+    assert_eq!(of("new.txt").as_deref(), Some("added"));
+    assert_eq!(of("gone.txt").as_deref(), Some("removed"));
+    assert_eq!(of("app.conf").as_deref(), Some("changed"));
+    assert_eq!(of("same.txt").as_deref(), Some("metadata"));
+    assert_eq!(of("large.bin"), None);
+
+    // tag: a retagged snapshot keeps its content under a new id, and the
+    // head follows (verify stays clean).
+    let done = repo.json(&["tag", &second[..8], "--add", "keep", "--add", "release"]);
+    let new = done[0]["new"].as_str().unwrap().to_string();
+    let snaps = repo.json(&["snapshots"]);
+    let tagged = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == new)
+        .expect("the retagged snapshot");
+    let tags: Vec<&str> = tagged["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        tags.contains(&"keep") && tags.contains(&"release"),
+        "{tags:?}"
+    );
+    assert_eq!(snaps.as_array().unwrap().len(), 2);
+    let done = repo.json(&["tag", &new[..8], "--remove", "release"]);
+    assert_eq!(done.as_array().unwrap().len(), 1);
+    let out = repo.run(&["verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let target = work.path().join("restored");
+    repo.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(restored(&target, &src).join("app.conf")).unwrap(),
+        "version 2"
+    );
+}

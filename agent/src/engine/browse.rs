@@ -346,3 +346,129 @@ pub async fn stats(repo: &Repository) -> Result<Stats> {
     };
     Ok(s)
 }
+
+/// A path found by `find`, in one snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct FoundIn {
+    /// The snapshot's id.
+    pub snapshot: String,
+    /// Its time.
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// The entry.
+    pub entry: Entry,
+}
+
+/// Every entry, in every snapshot, whose path or name matches `pattern`
+/// (a glob: `*.conf`, `/srv/**/secret`).
+pub async fn find(repo: &Repository, pattern: &str) -> Result<Vec<FoundIn>> {
+    let glob = globset::GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .build()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("{pattern:?} is not a glob pattern: {e}"),
+            )
+        })?
+        .compile_matcher();
+    repo.load_index().await?;
+    let mut out = Vec::new();
+    for (id, snap) in repo.snapshots().await? {
+        if snap.tree.is_none() {
+            continue;
+        }
+        for e in list(repo, &snap, "/", true).await? {
+            let name = e.path.rsplit('/').next().unwrap_or_default();
+            if glob.is_match(&e.path) || glob.is_match(name) {
+                out.push(FoundIn {
+                    snapshot: id.to_hex(),
+                    time: snap.time,
+                    entry: e,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One difference between two snapshots.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Change {
+    /// The path.
+    pub path: String,
+    /// "added", "removed", "changed" (content), "type" (file became
+    /// directory...) or "metadata" (same content, other mode, owner or time).
+    pub change: &'static str,
+}
+
+/// What changed from snapshot `a` to snapshot `b`.
+pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Vec<Change>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(String::new(), a.tree, b.tree)];
+    while let Some((prefix, left, right)) = stack.pop() {
+        let load = |t: Option<Id>| async move {
+            match t {
+                Some(id) => repo.load_tree(&id).await.map(|t| t.nodes),
+                None => Ok(Vec::new()),
+            }
+        };
+        let (l, r) = (load(left).await?, load(right).await?);
+        let mut names: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
+        names.extend(l.iter().map(|n| n.raw_name().to_vec()));
+        names.extend(r.iter().map(|n| n.raw_name().to_vec()));
+        for name in names {
+            let find = |v: &[Node]| v.iter().find(|n| n.raw_name() == name.as_slice()).cloned();
+            let (x, y) = (find(&l), find(&r));
+            let shown = String::from_utf8_lossy(&name).into_owned();
+            let path = format!("{prefix}/{shown}");
+            match (x, y) {
+                (None, Some(n)) => {
+                    out.push(Change {
+                        path: path.clone(),
+                        change: "added",
+                    });
+                    if let Some(sub) = n.subtree {
+                        stack.push((path, None, Some(sub)));
+                    }
+                }
+                (Some(n), None) => {
+                    out.push(Change {
+                        path: path.clone(),
+                        change: "removed",
+                    });
+                    if let Some(sub) = n.subtree {
+                        stack.push((path, Some(sub), None));
+                    }
+                }
+                (Some(x), Some(y)) => {
+                    if x.kind != y.kind {
+                        out.push(Change {
+                            path: path.clone(),
+                            change: "type",
+                        });
+                    } else if x.content != y.content || x.link_target != y.link_target {
+                        out.push(Change {
+                            path: path.clone(),
+                            change: "changed",
+                        });
+                    } else if (x.mode, x.uid, x.gid, x.mtime, x.mtime_nsec)
+                        != (y.mode, y.uid, y.gid, y.mtime, y.mtime_nsec)
+                        && x.kind != NodeKind::Dir
+                    {
+                        out.push(Change {
+                            path: path.clone(),
+                            change: "metadata",
+                        });
+                    }
+                    // An identical subtree id holds no change below it.
+                    if x.subtree != y.subtree && (x.subtree.is_some() || y.subtree.is_some()) {
+                        stack.push((path, x.subtree, y.subtree));
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -16,6 +16,7 @@ pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod stream;
+pub mod tag;
 pub mod verify;
 
 /// Records a committed snapshot in the repository's head. The snapshot is

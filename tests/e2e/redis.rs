@@ -14,9 +14,13 @@ pub(crate) struct RedisServer {
 
 impl RedisServer {
     pub(crate) fn start(dir: &Path, extra: &[&str]) -> RedisServer {
+        Self::start_on(dir, free_port(), extra)
+    }
+
+    /// [`RedisServer::start`] on a given port.
+    fn start_on(dir: &Path, port: u16, extra: &[&str]) -> RedisServer {
         let bin = require("redis-server");
         std::fs::create_dir_all(dir).unwrap();
-        let port = free_port();
         let child = Command::new(bin)
             .args([
                 "--port",
@@ -561,10 +565,24 @@ fn tls_with_an_acl_user_for_rdb_and_keys() {
 
 /// Three primaries in cluster mode, all 16384 slots assigned.
 fn start_cluster(dir: &Path) -> Vec<RedisServer> {
+    // A cluster node also listens on its port + 10000 (the cluster bus):
+    // both must be free, or the node cannot join and the cluster never
+    // becomes ok.
+    let bus_free = |port: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+    };
     let nodes: Vec<RedisServer> = (0..3)
         .map(|i| {
-            RedisServer::start(
+            let port = loop {
+                let p = free_port();
+                if bus_free(p) {
+                    break p;
+                }
+            };
+            RedisServer::start_on(
                 &dir.join(format!("node{i}")),
+                port,
                 &["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"],
             )
         })

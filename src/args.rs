@@ -722,6 +722,23 @@ pub struct CheckArgs {
 pub enum CheckWhat {
     /// A PostgreSQL database: row counts, checks from a file, pg_amcheck.
     Postgres(PgCheckArgs),
+    /// Where a PostgreSQL or Redis server stands in its replication: role, positions, lag.
+    Replication(ReplicationCheckArgs),
+}
+
+/// `check replication`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("store").required(true).args(["dsn", "url"])))]
+pub struct ReplicationCheckArgs {
+    /// A PostgreSQL server (primary or standby).
+    #[arg(long, env = "SEAWALL_PG_DSN", hide_env_values = true)]
+    pub dsn: Option<String>,
+    /// A Redis server (master or replica).
+    #[arg(long, env = "SEAWALL_REDIS_URL", hide_env_values = true)]
+    pub url: Option<String>,
+    /// TLS files for rediss:// URLs.
+    #[command(flatten)]
+    pub tls: RedisTlsArgs,
 }
 
 /// `check postgres`.

@@ -15,6 +15,7 @@ mod mirror;
 mod operator;
 mod postgres;
 mod redis;
+mod replication;
 mod restore;
 mod run_operation;
 mod snapshots;
@@ -48,6 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::WalStream(a) => postgres::stream(&g, a).await,
         Command::Check(a) => match a.what {
             CheckWhat::Postgres(p) => postgres::check(&g, p).await,
+            CheckWhat::Replication(r) => replication::check(&g, r).await,
         },
         Command::Certs(a) => certs::run(&g, a),
         Command::Coordinator(a) => daemons::coordinator(a).await,

@@ -23,6 +23,7 @@ mod hostile_network;
 mod mirror;
 mod postgres;
 mod redis;
+mod replication;
 mod restore_safety;
 mod retention;
 mod secrets;

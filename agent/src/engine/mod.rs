@@ -13,6 +13,7 @@ pub mod progress;
 pub mod prune;
 pub mod redis;
 pub mod repair;
+pub mod replication;
 pub mod repository;
 pub mod restore;
 pub mod stream;

@@ -96,16 +96,38 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<u8> {
         let c = &prepared.config;
         // Open the repository the way jobs will (password, storage), so a
         // wrong password or an unreachable bucket shows now, not at 02:00.
-        let repo = c.repository.spec().open().await.map_err(|e| {
-            anyhow::anyhow!(
+        // A standby region's replica is empty until its first mirror run.
+        let snapshots = match c.repository.spec().open().await {
+            Ok(repo) => format!("{} snapshots", repo.snapshots().await?.len()),
+            Err(e) if e.kind() == seawall_common::ErrorKind::NotFound && !c.mirrors.is_empty() => {
+                "empty: the first mirror run fills it".to_string()
+            }
+            Err(e) => anyhow::bail!(
                 "{}: the repository {} does not open: {e}",
                 a.config.display(),
                 c.repository.repo
-            )
-        })?;
-        let snapshots = repo.snapshots().await?.len();
+            ),
+        };
+        // Each mirror's source must be readable from here, or its jobs
+        // would fail at their first run.
+        let mut mirrors = Vec::new();
+        for m in &c.mirrors {
+            let storage = m.spec().storage().await?;
+            storage
+                .read(seawall_common::storage::FileKind::Config, "")
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: mirror {:?} cannot read the repository {}: {e}",
+                        a.config.display(),
+                        m.name,
+                        m.from
+                    )
+                })?;
+            mirrors.push(format!("{} (from {})", m.name, m.from));
+        }
         println!(
-            "{}: agent {} in region {}, certificate matches; repository {} opens ({snapshots} snapshots); sources: {}",
+            "{}: agent {} in region {}, certificate matches; repository {} opens ({snapshots}); sources: {}",
             a.config.display(),
             c.id,
             c.region,
@@ -116,6 +138,9 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<u8> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        if !mirrors.is_empty() {
+            println!("mirrors (sources readable): {}", mirrors.join(", "));
+        }
         return Ok(0);
     }
     seawall_agent::daemon::run(prepared, exe, shutdown_signal()).await?;

@@ -1199,6 +1199,41 @@ fn a_mirror_schedule_keeps_the_other_regions_replica_current() {
         ap_jobs("failed", "lacks")
     });
     assert!(!filled.join("config").exists(), "a check-only job copied");
+    // --check accepts the empty replica and reads each mirror's source...
+    let config = dir.join("ap-1.toml");
+    let out = std::process::Command::new(bin())
+        .args(["agent", "--check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("empty: the first mirror run fills it")
+            && text.contains("mirrors (sources readable): eu"),
+        "{text}"
+    );
+    // ...and names a mirror whose source it cannot read.
+    let broken = dir.join("ap-broken.toml");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&config).unwrap().replace(
+            &dir.join("repo-eu-1").display().to_string(),
+            "/nonexistent/repo",
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["agent", "--check", "--config"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    let line = crate::fixtures::one_error_line(&out);
+    assert!(line.contains("mirror \"eu\""), "{line}");
     let copied = std::process::Command::new("cp")
         .arg("-r")
         .arg(dir.join("repo-eu-1"))

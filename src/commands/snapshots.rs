@@ -6,9 +6,13 @@ use crate::repo_open;
 /// Lists snapshots, oldest first, filtered by where they came from.
 pub async fn run(g: &Global, a: SnapshotsArgs) -> anyhow::Result<u8> {
     let repo = repo_open::open(g).await?;
-    let snaps: Vec<_> = repo
-        .snapshots()
-        .await?
+    // Each file is read once for the listing and the head check; a head
+    // that cannot be read still leaves the listing, with a warning.
+    let (all, check) = match repo.snapshots_checked().await {
+        Ok((all, check)) => (all, Ok(check)),
+        Err(e) => (repo.snapshots().await?, Err(e)),
+    };
+    let snaps: Vec<_> = all
         .into_iter()
         .filter(|(_, s)| {
             a.region
@@ -21,7 +25,7 @@ pub async fn run(g: &Global, a: SnapshotsArgs) -> anyhow::Result<u8> {
         .collect();
     // Snapshots removed or planted behind Seawall's back are named here
     // too, not only by verify.
-    match repo.head_check().await {
+    match check {
         Ok(check) => {
             for alarm in check.alarms() {
                 eprintln!("warning: {alarm}");

@@ -4,7 +4,7 @@
 //! certificate ends its session within a heartbeat and is refused after;
 //! expiry is exported as a metric.
 
-use crate::fleet_fixture::{eventually, op, op_json, start_agent, start_replica, Pki};
+use crate::fleet_fixture::{backup_now, eventually, op, op_json, start_agent, start_replica, Pki};
 use std::time::{Duration, Instant};
 
 /// How long the first certificates live.
@@ -23,27 +23,6 @@ fn expires_in(agent: &serde_json::Value) -> Duration {
     let at = agent["cert_expires_unix_ms"].as_i64().unwrap_or(0);
     let now = chrono::Utc::now().timestamp_millis();
     Duration::from_millis(u64::try_from(at - now).unwrap_or(0))
-}
-
-fn backup_succeeds(pki: &Pki, addr: &str) {
-    let out = op(
-        pki,
-        addr,
-        &[
-            "backup",
-            "--now",
-            "--region",
-            "eu-west-1",
-            "--source",
-            "files",
-            "--wait",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -132,7 +111,7 @@ fn renewed_certificates_are_picked_up_and_a_revoked_one_is_refused_within_a_hear
     if let Some(wait) = expired_at.checked_sub(t0.elapsed()) {
         std::thread::sleep(wait);
     }
-    backup_succeeds(&pki, &addr);
+    backup_now(&pki, &addr, "eu-west-1", "files");
     let metrics = crate::fleet::http_get(c.metrics_port, "/metrics");
     for series in [
         "seawall_certificate_expiry_timestamp_seconds{holder=\"coordinator\"}",
@@ -189,6 +168,6 @@ fn renewed_certificates_are_picked_up_and_a_revoked_one_is_refused_within_a_hear
         the_agent(&pki, &addr)
     });
     assert_ne!(back["cert_fingerprint"], renewed["cert_fingerprint"]);
-    backup_succeeds(&pki, &addr);
+    backup_now(&pki, &addr, "eu-west-1", "files");
     assert!(!c.daemon.log_text().contains("panicked"));
 }

@@ -16,32 +16,6 @@ fn setup() -> (tempfile::TempDir, PathBuf, Repo, String) {
     (work, src, repo, id)
 }
 
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in walk(dir) {
-        if e.is_file() {
-            out.push(e);
-        }
-    }
-    out.sort();
-    out
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn a_flipped_byte_in_a_pack_is_found_named_and_contained() {
     let (work, src, repo, id) = setup();
@@ -143,7 +117,7 @@ fn truncated_snapshot_or_index_is_named() {
     assert_eq!(before, dir_digest(&repo_dir));
     std::fs::write(&snap, &data).unwrap();
 
-    let index = files_in(&repo_dir.join("index")).pop().unwrap();
+    let index = files_under(&repo_dir.join("index")).pop().unwrap();
     let data = std::fs::read(&index).unwrap();
     std::fs::write(&index, &data[..data.len() - 7]).unwrap();
     let before = dir_digest(&repo_dir);
@@ -236,7 +210,7 @@ fn hostile_repository_objects_are_refused_or_ignored_not_obeyed() {
     let (work, src, repo, _) = setup();
     let repo_dir = work.path().join("repo");
     // A planted key file asking Argon2 for 4 TiB, listed before the good one.
-    let good = files_in(&repo_dir.join("keys"))[0].clone();
+    let good = files_under(&repo_dir.join("keys"))[0].clone();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&good).unwrap().permissions().mode() & 0o777,
@@ -259,7 +233,7 @@ fn hostile_repository_objects_are_refused_or_ignored_not_obeyed() {
     assert!(!second.is_empty());
     // `unlock` clears the garbage.
     repo.ok(&["unlock"]);
-    assert!(files_in(&repo_dir.join("locks")).is_empty());
+    assert!(files_under(&repo_dir.join("locks")).is_empty());
 
     // A 3 GiB (sparse) file among the snapshots is refused from its size:
     // with the address space capped at 1 GiB, reading it whole would fail.
@@ -406,7 +380,7 @@ fn read_data_subsets_partition_the_packs_and_one_of_them_finds_the_damage() {
     data[at as usize] ^= 0x01;
     std::fs::write(&biggest, &data).unwrap();
 
-    let total = files_in(&repo_dir.join("data")).len() as u64;
+    let total = files_under(&repo_dir.join("data")).len() as u64;
     assert!(total >= 3, "{total} packs");
     let mut read = 0;
     let mut found = 0;

@@ -358,7 +358,10 @@ fn the_shipped_alerting_rules_pass_promtool_and_name_metrics_seawall_exports() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut code = String::new();
     for sub in ["coordinator/src", "agent/src", "common/src"] {
-        for file in walk_rs(&root.join(sub)) {
+        for file in crate::fixtures::files_under(&root.join(sub))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        {
             code.push_str(&std::fs::read_to_string(file).unwrap());
         }
     }
@@ -375,17 +378,4 @@ fn the_shipped_alerting_rules_pass_promtool_and_name_metrics_seawall_exports() {
             "the rules use {name}, which no code exports"
         );
     }
-}
-
-fn walk_rs(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk_rs(&p));
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -446,6 +446,23 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     assert!(count > 0);
 }
 
+/// Every file under `dir`, recursively, sorted; none when it is missing.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Where a backed-up absolute path lands under a restore target.
 pub fn restored(target: &Path, source: &Path) -> PathBuf {
     target.join(source.strip_prefix("/").unwrap())

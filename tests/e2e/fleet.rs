@@ -1057,24 +1057,7 @@ fn an_agent_that_obeyed_a_forged_epoch_is_named_and_recovers_with_reset_epoch() 
         let a = op_json(&pki, &addr, &["agents"]);
         (a.as_array().map(Vec::len) == Some(1)).then_some(())
     });
-    let out = op(
-        &pki,
-        &addr,
-        &[
-            "backup",
-            "--now",
-            "--region",
-            "eu-west-1",
-            "--source",
-            "files",
-            "--wait",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    backup_now(&pki, &addr, "eu-west-1", "files");
 }
 
 #[test]
@@ -1117,24 +1100,7 @@ fn a_mirror_schedule_keeps_the_other_regions_replica_current() {
             dir.join("us-1.password").display()
         )),
     );
-    let out = op(
-        &pki,
-        &addr,
-        &[
-            "backup",
-            "--now",
-            "--region",
-            "eu-west-1",
-            "--source",
-            "files",
-            "--wait",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    backup_now(&pki, &addr, "eu-west-1", "files");
     let primary = crate::fixtures::Repo::local(&dir.join("repo-eu-1"));
     let original = primary
         .cmd(&["--json", "snapshots"])

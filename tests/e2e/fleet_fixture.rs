@@ -337,6 +337,22 @@ pub fn op(pki: &Pki, coordinator: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Triggers a backup of `source` in `region` and waits for it; it must succeed.
+pub fn backup_now(pki: &Pki, coordinator: &str, region: &str, source: &str) {
+    let out = op(
+        pki,
+        coordinator,
+        &[
+            "backup", "--now", "--region", region, "--source", source, "--wait",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "backup of {region}/{source}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs an operator command and parses its JSON.
 pub fn op_json(pki: &Pki, coordinator: &str, args: &[&str]) -> serde_json::Value {
     let out = op(pki, coordinator, args);

@@ -3,25 +3,8 @@
 //! a damaged replica is named (with the snapshots it hurts) and mended, and
 //! the replica alone restores the data.
 
-use crate::fixtures::{assert_same_tree, make_tree, restored, Repo, S3Kind, S3Server};
-use std::path::Path;
+use crate::fixtures::{assert_same_tree, files_under, make_tree, restored, Repo, S3Kind, S3Server};
 use std::time::{Duration, Instant};
-
-/// Files under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn a_mirror_resumes_after_kill_names_what_it_lacks_and_restores_alone() {

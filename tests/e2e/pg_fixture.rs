@@ -50,6 +50,30 @@ pub fn pg_dir(path: &Path) {
     }
 }
 
+/// Runs SQL through psql against `dsn`; returns unaligned tuples-only output.
+pub fn psql_dsn(dsn: &str, sql: &str) -> String {
+    let out = Command::new(pg_bin().join("psql"))
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(dsn)
+        .arg("-c")
+        .arg(sql)
+        .output()
+        .unwrap();
+    check(out, &format!("psql {sql:?}")).trim().to_string()
+}
+
+/// [`psql_dsn`] on database postgres of the server whose socket is in
+/// `socket_dir` (a cluster the tests started by hand, or restored).
+pub fn psql_at(socket_dir: &Path, port: u16, sql: &str) -> String {
+    psql_dsn(
+        &format!(
+            "host={} port={port} user=postgres dbname=postgres",
+            socket_dir.display()
+        ),
+        sql,
+    )
+}
+
 /// Gives a file to the PostgreSQL user (a server key must be its own).
 pub fn pg_own(path: &Path) {
     if let Some(u) = pg_user() {
@@ -178,14 +202,7 @@ impl PgCluster {
 
     /// Runs SQL through psql; returns unaligned tuples-only output.
     pub fn sql(&self, db: &str, sql: &str) -> String {
-        let out = Command::new(pg_bin().join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(self.dsn(db))
-            .arg("-c")
-            .arg(sql)
-            .output()
-            .unwrap();
-        check(out, &format!("psql {sql:?}")).trim().to_string()
+        psql_dsn(&self.dsn(db), sql)
     }
 
     /// Runs a PostgreSQL client program against this server.

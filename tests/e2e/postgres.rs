@@ -230,22 +230,29 @@ sql = "SELECT id FROM fleet.tasks WHERE agent_id NOT IN (SELECT id FROM fleet.ag
 }
 
 /// Waits until a restored copy answers, then returns its marker rows.
+/// Restores the newest backup with all archived WAL into `datadir` and
+/// starts it on a free port; the command's output and the port.
+fn restore_latest_started(repo: &PgRepo, datadir: &Path) -> (String, u16) {
+    let port = crate::fixtures::free_port();
+    let out = repo.ok(&[
+        "restore",
+        "latest",
+        "--pg-datadir",
+        &datadir.display().to_string(),
+        "--latest",
+        "--start",
+        "--pg-port",
+        &port.to_string(),
+    ]);
+    (out, port)
+}
+
 fn markers(data: &Path, port: u16) -> String {
-    let out = std::process::Command::new(pg_bin().join("psql"))
-        .args(["-X", "-A", "-t", "-d"])
-        .arg(format!(
-            "host={} port={port} user=postgres dbname=postgres",
-            data.display()
-        ))
-        .args(["-c", "SELECT string_agg(t, ',' ORDER BY t) FROM marker"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    crate::pg_fixture::psql_at(
+        data,
+        port,
+        "SELECT string_agg(t, ',' ORDER BY t) FROM marker",
+    )
 }
 
 #[test]
@@ -301,17 +308,7 @@ fn point_in_time_restore_between_two_markers_and_to_latest() {
     );
 
     let latest = restores.join("l");
-    let port = crate::fixtures::free_port();
-    repo.ok(&[
-        "restore",
-        "latest",
-        "--pg-datadir",
-        &latest.display().to_string(),
-        "--latest",
-        "--start",
-        "--pg-port",
-        &port.to_string(),
-    ]);
+    let (_, port) = restore_latest_started(&repo, &latest);
     let got = markers(&latest, port);
     stop_datadir(&latest);
     assert_eq!(got, "first,second");
@@ -746,17 +743,7 @@ fn recovery_follows_a_timeline_switch_in_the_archive() {
 
     // From the same base backup, the latest state is on timeline 2.
     let again = restores.join("again");
-    let port = crate::fixtures::free_port();
-    let out = repo.ok(&[
-        "restore",
-        "latest",
-        "--pg-datadir",
-        &again.display().to_string(),
-        "--latest",
-        "--start",
-        "--pg-port",
-        &port.to_string(),
-    ]);
+    let (out, port) = restore_latest_started(&repo, &again);
     assert!(out.contains("timeline 2"), "{out}");
     let got = markers(&again, port);
     stop_datadir(&again);
@@ -994,17 +981,7 @@ fn the_other_regions_replica_alone_restores_to_a_point_in_time() {
     let restores = tmp.path().join("restores");
     pg_dir(&restores);
     let latest = restores.join("l");
-    let port = crate::fixtures::free_port();
-    let out = replica.ok(&[
-        "restore",
-        "latest",
-        "--pg-datadir",
-        &latest.display().to_string(),
-        "--latest",
-        "--start",
-        "--pg-port",
-        &port.to_string(),
-    ]);
+    let (out, port) = restore_latest_started(&replica, &latest);
     assert!(out.contains("promoted"), "{out}");
     let got = markers(&latest, port);
     stop_datadir(&latest);

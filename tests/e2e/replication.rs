@@ -4,9 +4,9 @@
 
 use crate::fixtures::bin;
 use crate::fleet_fixture::eventually;
-use crate::pg_fixture::{as_pg, pg_bin, pg_dir, stop_datadir, PgCluster};
+use crate::pg_fixture::{as_pg, pg_bin, pg_dir, psql_at, stop_datadir, PgCluster};
 use crate::redis::RedisServer;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// Stops a data directory's server when dropped, also on failure.
@@ -28,24 +28,6 @@ fn state(args: &[&str]) -> Option<serde_json::Value> {
         return None;
     }
     serde_json::from_slice(&out.stdout).ok()
-}
-
-fn psql(socket: &Path, port: u16, sql: &str) -> String {
-    let out = Command::new(pg_bin().join("psql"))
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(format!(
-            "host={} port={port} user=postgres dbname=postgres",
-            socket.display()
-        ))
-        .args(["-c", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]
@@ -105,14 +87,14 @@ fn postgres_replay_lag_matches_the_standbys_own_figures() {
 
     // Replay paused while the primary writes: the lag grows and equals
     // what the standby itself computes.
-    psql(&root, port, "SELECT pg_wal_replay_pause()");
+    psql_at(&root, port, "SELECT pg_wal_replay_pause()");
     primary.sql(
         "postgres",
         "CREATE TABLE filler AS SELECT g, md5(g::text) FROM generate_series(1, 200000) g",
     );
     let lagging = eventually(30, "the replay lag to show and settle", || {
         let a = state(&["--dsn", &standby_dsn])?;
-        let own = psql(
+        let own = psql_at(
             &root,
             port,
             "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::int8",
@@ -131,7 +113,7 @@ fn postgres_replay_lag_matches_the_standbys_own_figures() {
     );
 
     // Resumed: it catches up.
-    psql(&root, port, "SELECT pg_wal_replay_resume()");
+    psql_at(&root, port, "SELECT pg_wal_replay_resume()");
     eventually(30, "the standby to catch up", || {
         let a = state(&["--dsn", &standby_dsn])?;
         (a["replay_lag_bytes"] == 0 && a["replay_paused"] == false).then_some(())

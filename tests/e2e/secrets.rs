@@ -3,7 +3,7 @@
 //! machine shows either password in `/proc/<pid>/cmdline` (readable by
 //! every local user), however briefly it runs.
 
-use crate::fleet_fixture::{eventually, op, op_json, start_agent_with, start_replica, Pki};
+use crate::fleet_fixture::{backup_now, eventually, op_json, start_agent_with, start_replica, Pki};
 use crate::pg_fixture::PgCluster;
 use crate::redis::RedisServer;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,24 +86,7 @@ fn no_password_is_on_a_command_line_while_database_backups_run() {
         .unwrap();
     assert!(canary.success());
     for source in ["db", "cache"] {
-        let out = op(
-            &pki,
-            &addr,
-            &[
-                "backup",
-                "--now",
-                "--region",
-                "eu-west-1",
-                "--source",
-                source,
-                "--wait",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{source}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        backup_now(&pki, &addr, "eu-west-1", source);
     }
     stop.store(true, Ordering::Relaxed);
     let scans = watcher.join().unwrap();

@@ -13,8 +13,9 @@
 //! can also put an older head back together with the older snapshots;
 //! that needs the bucket's versioning or object lock to catch.
 
-use super::repository::Repository;
+use super::repository::{file_aad, Repository};
 use super::sealed;
+use super::snapshot::Snapshot;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::Id;
 use crate::storage::FileKind;
@@ -144,6 +145,20 @@ impl Repository {
     /// Compares the head with the snapshot files: each file's name against
     /// the hash of its bytes, and the head's list against what is there.
     pub async fn head_check(&self) -> Result<HeadCheck> {
+        self.read_snapshot_files(false)
+            .await
+            .map(|(_, check)| check)
+    }
+
+    /// Every snapshot, oldest first, and the head check, reading each
+    /// snapshot file once (a listing needs both; on S3 each read is a
+    /// request). A damaged manifest is an error naming it, as in
+    /// [`Repository::snapshots`].
+    pub async fn snapshots_checked(&self) -> Result<(Vec<(Id, Snapshot)>, HeadCheck)> {
+        self.read_snapshot_files(true).await
+    }
+
+    async fn read_snapshot_files(&self, decode: bool) -> Result<(Vec<(Id, Snapshot)>, HeadCheck)> {
         let head = self.read_head().await?;
         let listed = self.storage().list(FileKind::Snapshot).await?;
         let mut check = HeadCheck {
@@ -151,15 +166,38 @@ impl Repository {
             ..HeadCheck::default()
         };
         let mut present = std::collections::BTreeSet::new();
+        let mut snapshots = Vec::new();
         for l in &listed {
             let data = self.storage().read(FileKind::Snapshot, &l.name).await?;
-            match l.name.parse::<Id>() {
-                Ok(id) if Id::of_file(&data) == id => {
-                    present.insert(id);
-                }
-                _ => check.misnamed.push(l.name.clone()),
+            let Ok(id) = l.name.parse::<Id>() else {
+                // Not named by an id: not a snapshot at all.
+                check.misnamed.push(l.name.clone());
+                continue;
+            };
+            if Id::of_file(&data) == id {
+                present.insert(id);
+            } else {
+                check.misnamed.push(l.name.clone());
+            }
+            if decode {
+                let key = self.key().clone();
+                let what = format!("snapshots {}", l.name);
+                let snap: Snapshot = tokio::task::spawn_blocking(move || {
+                    sealed::open_json(&key, file_aad(FileKind::Snapshot), &data, &what)
+                })
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("decoding stopped: {e}")))?
+                .map_err(|e| {
+                    e.context(format!(
+                        "snapshot {} cannot be read (`seawall forget {}` removes it)",
+                        id.short(),
+                        id.short()
+                    ))
+                })?;
+                snapshots.push((id, snap));
             }
         }
+        snapshots.sort_by_key(|(_, s)| s.time);
         if let Some(head) = head {
             for (id, time) in &head.snapshots {
                 if !present.contains(id) {
@@ -172,6 +210,6 @@ impl Repository {
                 .copied()
                 .collect();
         }
-        Ok(check)
+        Ok((snapshots, check))
     }
 }

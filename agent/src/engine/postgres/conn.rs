@@ -26,13 +26,19 @@ pub struct ServerFacts {
 /// libpq's TLS parameters, which tokio-postgres does not know, are read
 /// separately ([`tls::settings`]).
 pub fn parse(dsn: &str) -> Result<Config> {
-    let (rest, _) = take_params(dsn, tls::KEYS);
-    rest.parse::<Config>().map_err(|e| {
+    parse_with_tls(dsn).map(|(cfg, _)| cfg)
+}
+
+/// [`parse`], and the TLS parameters taken out of the DSN.
+fn parse_with_tls(dsn: &str) -> Result<(Config, Vec<(String, String)>)> {
+    let (rest, params) = take_params(dsn, tls::KEYS);
+    let cfg = rest.parse::<Config>().map_err(|e| {
         Error::new(
             ErrorKind::InvalidInput,
             format!("--dsn is not a valid PostgreSQL connection string ({e}); write it as 'host=H port=P user=U dbname=D' or postgresql://U@H:P/D"),
         )
-    })
+    })?;
+    Ok((cfg, params))
 }
 
 /// Where a DSN points, without credentials: the identity stored in manifests.
@@ -209,7 +215,7 @@ pub fn pass_dsn_async(cmd: &mut tokio::process::Command, dsn: &str) {
 /// as libpq would; the connection runs on its own task until the client is
 /// dropped.
 pub async fn connect(dsn: &str) -> Result<Client> {
-    let mut cfg = parse(dsn)?;
+    let (mut cfg, params) = parse_with_tls(dsn)?;
     if cfg.get_password().is_none() {
         // Where libpq (and so pg_dump) finds it: PGPASSWORD, then the
         // password file.
@@ -217,7 +223,6 @@ pub async fn connect(dsn: &str) -> Result<Client> {
             cfg.password(p);
         }
     }
-    let (_, params) = take_params(dsn, tls::KEYS);
     let settings = tls::settings(&params)?;
     let unreachable = |e: tokio_postgres::Error| {
         let hint = match settings.mode {

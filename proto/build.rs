@@ -5,10 +5,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .codec_path("crate::codec::StrictCodec")
+        // Replication reports are kept in the store and printed by
+        // `seawall replication --json` as they are.
+        .type_attribute(
+            ".seawall.v1.ServiceReplication",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
+        .type_attribute(
+            ".seawall.v1.StoreReplication",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
+        .type_attribute(
+            ".seawall.v1.PostgresReplication",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
+        .type_attribute(
+            ".seawall.v1.PostgresStandby",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
+        .type_attribute(
+            ".seawall.v1.RedisReplication",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
+        .type_attribute(
+            ".seawall.v1.RedisReplicaSeen",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
         .file_descriptor_set_path(out.join("seawall_v1_descriptor.bin"))
         .compile_protos(
             &[
                 "seawall/v1/operation.proto",
+                "seawall/v1/probe.proto",
                 "seawall/v1/agent.proto",
                 "seawall/v1/operator.proto",
             ],

@@ -148,6 +148,8 @@ pub enum Command {
     Revoke(RevokeArgs),
     /// Certificates revoked so far.
     Revoked(OperatorArgs),
+    /// Each service's replication: lag, canaries and a verdict against its RPO.
+    Replication(ReplicationArgs),
     /// Show what Seawall does, on a local sample, with timings.
     Demo(DemoArgs),
     /// Generate or change benchmark data (for bench/).
@@ -409,6 +411,17 @@ pub struct AuditArgs {
     /// Only entries from the last DURATION ("1h", "7d").
     #[arg(long, value_parser = duration_arg)]
     pub since: Option<std::time::Duration>,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `replication`.
+#[derive(Debug, Args)]
+pub struct ReplicationArgs {
+    /// Only this service.
+    #[arg(long)]
+    pub service: Option<String>,
     /// Connection.
     #[command(flatten)]
     pub op: OperatorArgs,

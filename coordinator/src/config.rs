@@ -66,6 +66,15 @@ pub struct CoordinatorConfig {
     /// What runs when.
     #[serde(default)]
     pub schedules: Vec<ScheduleConfig>,
+    /// The regions and what each is for.
+    #[serde(default)]
+    pub regions: Vec<crate::topology::RegionConfig>,
+    /// The protected services: their stores per region and objectives.
+    #[serde(default)]
+    pub services: Vec<crate::topology::ServiceConfig>,
+    /// How the replication checks run.
+    #[serde(default)]
+    pub replication: crate::topology::ReplicationConfig,
 }
 
 /// The etcd cluster.
@@ -369,6 +378,9 @@ impl CoordinatorConfig {
             if s.kind != JobKind::Backup && s.level.is_some() {
                 note(Err(of("level goes with kind = \"backup\" only".into())));
             }
+        }
+        for p in crate::topology::problems(&self.regions, &self.services, &self.replication) {
+            note(Err(p));
         }
         match problems.len() {
             0 => Ok(()),

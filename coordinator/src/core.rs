@@ -63,6 +63,8 @@ pub struct Coordinator {
     pub workers: crate::workers::Board,
     /// Certificates refused however valid their signature.
     pub revoked: Arc<crate::revocation::Revocations>,
+    /// Replication probes awaiting their agents' answers.
+    pub probes: crate::replication::ask::Pending,
     lead: RwLock<Option<Arc<Lead>>>,
 }
 
@@ -198,6 +200,7 @@ impl Coordinator {
             root: tokio_util::sync::CancellationToken::new(),
             workers: crate::workers::Board::default(),
             revoked: Arc::default(),
+            probes: Default::default(),
             lead: RwLock::new(None),
         }
     }

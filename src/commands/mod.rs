@@ -62,6 +62,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Audit(a) => operator::audit(&g, a).await,
         Command::Revoke(a) => operator::revoke(&g, a).await,
         Command::Revoked(a) => operator::revoked(&g, a).await,
+        Command::Replication(a) => operator::replication(&g, a).await,
         Command::Demo(a) => demo::run(&g, a).await,
         Command::BenchData(a) => demo::bench_data(a).await,
         Command::BenchAgents(a) => bench_agents::run(a).await,

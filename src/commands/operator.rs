@@ -1,10 +1,11 @@
 //! The operator commands, over gRPC to a coordinator replica: `status`,
-//! `agents`, `schedules`, `jobs [--watch]`, `backups` and `backup --now`,
+//! `agents`, `schedules`, `jobs [--watch]`, `backups`, `replication` and `backup --now`,
 //! each with `--json`. A trigger sent to a follower is sent again to the
 //! leader the follower names.
 
 use crate::args::{
-    AgentsArgs, AuditArgs, BackupArgs, BackupsArgs, Global, JobsArgs, OperatorArgs, RevokeArgs,
+    AgentsArgs, AuditArgs, BackupArgs, BackupsArgs, Global, JobsArgs, OperatorArgs,
+    ReplicationArgs, RevokeArgs,
 };
 use crate::output::size;
 use seawall_proto::v1::operator_service_client::OperatorServiceClient;
@@ -609,4 +610,92 @@ pub async fn backup_now(g: &Global, a: BackupArgs) -> anyhow::Result<u8> {
         return watch(g, &mut op, &job.job_id).await;
     }
     Ok(0)
+}
+
+fn millis(ms: Option<i64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(ms) if ms < 10_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        Some(ms) => {
+            humantime::format_duration(Duration::from_secs(ms.max(0) as u64 / 1000)).to_string()
+        }
+    }
+}
+
+/// `seawall replication`: every service's stores, lag and verdict. Exits 1
+/// when a service is not "ok", so a script can gate on it.
+pub async fn replication(g: &Global, a: ReplicationArgs) -> anyhow::Result<u8> {
+    let mut op = Op::connect(&a.op, &a.op.coordinator).await?;
+    let r = op
+        .client
+        .get_replication(op.req(GetReplicationRequest {
+            service: a.service.unwrap_or_default(),
+        }))
+        .await
+        .map_err(failed)?
+        .into_inner();
+    let healthy = r.services.iter().all(|s| s.verdict == "ok");
+    if g.json {
+        crate::output::json(&json!({
+            "interval_ms": r.interval_ms,
+            "services": r.services,
+        }))?;
+        return Ok(if healthy { 0 } else { 1 });
+    }
+    if r.services.is_empty() {
+        println!("no services: [[regions]] and [[services]] in coordinator.toml describe them (docs/configuration.md)");
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    for s in &r.services {
+        let age = if s.checked_unix_ms > 0 {
+            format!("checked {} ago", millis(Some(now - s.checked_unix_ms)))
+        } else {
+            "never checked".into()
+        };
+        println!(
+            "{}: {} (exposure {}, RPO {}, RTO {}; {age})",
+            s.service,
+            s.verdict.to_uppercase(),
+            millis(s.exposure_ms),
+            millis(Some(s.rpo_ms)),
+            millis(Some(s.rto_ms)),
+        );
+        println!(
+            "  {:<12} {:<8} {:<9} {:<20} {:<9} {:>12} {:>8} {:>9} {:>9}  POSITION",
+            "REGION",
+            "ROLE",
+            "KIND",
+            "AGENT/SOURCE",
+            "VERDICT",
+            "LAG BYTES",
+            "LAG",
+            "CANARY",
+            "DELAY"
+        );
+        for st in &s.stores {
+            println!(
+                "  {:<12} {:<8} {:<9} {:<20} {:<9} {:>12} {:>8} {:>9} {:>9}  {}",
+                st.region,
+                st.role,
+                st.kind,
+                format!("{}/{}", st.agent, st.source),
+                st.verdict,
+                st.lag_bytes
+                    .map(|b| b.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                millis(st.lag_secs.map(|x| (x * 1000.0) as i64)),
+                millis(st.canary_exposure_ms),
+                millis(st.canary_delay_ms),
+                if st.position.is_empty() {
+                    "-"
+                } else {
+                    &st.position
+                },
+            );
+            for why in &st.reasons {
+                println!("      {why}");
+            }
+        }
+    }
+    Ok(if healthy { 0 } else { 1 })
 }

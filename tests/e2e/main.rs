@@ -7,6 +7,7 @@
 mod etcd_fixture;
 mod fixtures;
 mod fleet_fixture;
+mod link_cut;
 mod pg_fixture;
 
 mod cert_rotation;
@@ -24,6 +25,7 @@ mod mirror;
 mod postgres;
 mod redis;
 mod replication;
+mod replication_checks;
 mod restore_safety;
 mod retention;
 mod secrets;

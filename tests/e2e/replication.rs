@@ -18,6 +18,72 @@ impl Drop for Running {
     }
 }
 
+/// A streaming standby of a primary, made with `pg_basebackup -R` and
+/// started on a free port; stopped when dropped, also on failure.
+pub struct Standby {
+    /// Its directory (the socket lives here).
+    pub root: PathBuf,
+    /// Its port.
+    pub port: u16,
+    /// Its DSN.
+    pub dsn: String,
+    _running: Running,
+}
+
+impl Standby {
+    /// Clones `primary` into `root` and starts the standby.
+    pub fn start(root: &std::path::Path, primary: &PgCluster) -> Standby {
+        pg_dir(root);
+        let data = root.join("data");
+        let made = as_pg(&pg_bin().join("pg_basebackup"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-R", "-X", "stream", "-d", &primary.dsn("postgres")])
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let port = crate::fixtures::free_port();
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str(&format!(
+            "\nport = {port}\nunix_socket_directories = '{}'\n",
+            root.display()
+        ));
+        std::fs::write(&conf, text).unwrap();
+        let started = as_pg(&pg_bin().join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(root.join("server.log"))
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        assert!(
+            started.status.success(),
+            "{}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        Standby {
+            root: root.to_path_buf(),
+            port,
+            dsn: format!(
+                "host={} port={port} user=postgres dbname=postgres",
+                root.display()
+            ),
+            _running: Running(data),
+        }
+    }
+
+    /// Runs SQL on the standby.
+    pub fn sql(&self, sql: &str) -> String {
+        psql_at(&self.root, self.port, sql)
+    }
+}
+
 fn state(args: &[&str]) -> Option<serde_json::Value> {
     let out = Command::new(bin())
         .args(["--json", "check", "replication"])
@@ -34,46 +100,8 @@ fn state(args: &[&str]) -> Option<serde_json::Value> {
 fn postgres_replay_lag_matches_the_standbys_own_figures() {
     let tmp = tempfile::tempdir().unwrap();
     let primary = PgCluster::start(&tmp.path().join("primary"), "");
-    let root = tmp.path().join("standby");
-    pg_dir(&root);
-    let data = root.join("data");
-    let made = as_pg(&pg_bin().join("pg_basebackup"))
-        .arg("-D")
-        .arg(&data)
-        .args(["-R", "-X", "stream", "-d", &primary.dsn("postgres")])
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let port = crate::fixtures::free_port();
-    let conf = data.join("postgresql.conf");
-    let mut text = std::fs::read_to_string(&conf).unwrap();
-    text.push_str(&format!(
-        "\nport = {port}\nunix_socket_directories = '{}'\n",
-        root.display()
-    ));
-    std::fs::write(&conf, text).unwrap();
-    let started = as_pg(&pg_bin().join("pg_ctl"))
-        .arg("-D")
-        .arg(&data)
-        .arg("-l")
-        .arg(root.join("server.log"))
-        .args(["-w", "start"])
-        .output()
-        .unwrap();
-    assert!(
-        started.status.success(),
-        "{}",
-        String::from_utf8_lossy(&started.stderr)
-    );
-    let _standby = Running(data.clone());
-    let standby_dsn = format!(
-        "host={} port={port} user=postgres dbname=postgres",
-        root.display()
-    );
+    let standby = Standby::start(&tmp.path().join("standby"), &primary);
+    let (root, port, standby_dsn) = (standby.root.clone(), standby.port, standby.dsn.clone());
 
     // Both sides, as each sees itself.
     let p = eventually(30, "the standby to stream", || {

@@ -77,6 +77,8 @@ pub struct Link {
     pub epoch: Arc<EpochGuard>,
     /// Running jobs.
     pub jobs: Arc<JobRunner>,
+    /// Answers the leader's replication probes.
+    pub prober: Arc<super::probes::Prober>,
     /// Results sent or queued but not yet acknowledged by a leader.
     pub unacked: std::sync::atomic::AtomicUsize,
 }
@@ -404,6 +406,17 @@ impl Link {
             Some(coordinator_message::Body::Cancel(c)) => {
                 tracing::info!(job = %c.job_id, epoch = msg.epoch, "job cancelled by the coordinator: stopping it");
                 self.jobs.cancel(&c.job_id);
+            }
+            Some(coordinator_message::Body::Probe(p)) => {
+                // Answered beside the stream, never in its way; an answer
+                // is not resent after a reconnect (the next round asks again).
+                let (prober, up) = (self.prober.clone(), uplink.clone());
+                tokio::spawn(async move {
+                    let reply = prober.answer(p).await;
+                    let _ = up.send(AgentMessage {
+                        body: Some(agent_message::Body::ProbeReply(reply)),
+                    });
+                });
             }
             Some(coordinator_message::Body::Redirect(_)) | None => {}
         }

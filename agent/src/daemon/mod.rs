@@ -8,6 +8,7 @@ pub mod config;
 pub mod epoch;
 pub mod jobs;
 pub mod link;
+pub mod probes;
 pub mod result;
 
 use config::AgentConfig;
@@ -74,6 +75,7 @@ pub async fn run(
         config: config.clone(),
         epoch,
         jobs: jobs.clone(),
+        prober: Arc::new(probes::Prober::new(config.clone())),
         unacked: std::sync::atomic::AtomicUsize::new(0),
     };
     tracing::info!(agent = %config.id, region = %config.region, "agent starting");

@@ -2,6 +2,7 @@
 //! the typed operations the CLI and the agent daemon run through it.
 
 pub mod browse;
+pub mod canary;
 pub mod files;
 pub mod forget;
 pub mod mirror;

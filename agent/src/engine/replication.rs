@@ -61,6 +61,10 @@ pub struct PgStandby {
     pub flush_lag_bytes: Option<i64>,
     /// The standby's last reply, seconds since the epoch.
     pub reply_time: Option<f64>,
+    /// How long ago the newest WAL it has replayed was written on the
+    /// primary (PostgreSQL's `replay_lag`; empty once it has caught up
+    /// and the primary is idle).
+    pub replay_lag_secs: Option<f64>,
 }
 
 fn query(e: tokio_postgres::Error) -> Error {
@@ -69,7 +73,11 @@ fn query(e: tokio_postgres::Error) -> Error {
 
 /// Reads `dsn`'s replication state.
 pub async fn postgres(dsn: &str) -> Result<PgReplication> {
-    let client = conn::connect(dsn).await?;
+    postgres_on(&conn::connect(dsn).await?).await
+}
+
+/// Reads the replication state of the server `client` is connected to.
+pub async fn postgres_on(client: &tokio_postgres::Client) -> Result<PgReplication> {
     let standby: bool = client
         .query_one("SELECT pg_is_in_recovery()", &[])
         .await
@@ -107,7 +115,8 @@ pub async fn postgres(dsn: &str) -> Result<PgReplication> {
                     sent_lsn::text, write_lsn::text, flush_lsn::text, replay_lsn::text,
                     pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::int8,
                     pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn)::int8,
-                    extract(epoch from reply_time)::float8
+                    extract(epoch from reply_time)::float8,
+                    extract(epoch from replay_lag)::float8
              FROM pg_stat_replication ORDER BY application_name",
             &[],
         )
@@ -128,6 +137,7 @@ pub async fn postgres(dsn: &str) -> Result<PgReplication> {
                 replay_lag_bytes: r.get(7),
                 flush_lag_bytes: r.get(8),
                 reply_time: r.get(9),
+                replay_lag_secs: r.get(10),
             })
             .collect(),
     })
@@ -176,14 +186,23 @@ pub struct RedisReplica {
 pub async fn redis(url: &str, tls: &RedisTls) -> Result<RedisReplication> {
     let endpoint = Endpoint::new(url, tls)?;
     let mut con = endpoint.connection().await?;
+    redis_on(&mut con, &endpoint.describe()).await
+}
+
+/// Reads the replication state of the Redis server `con` reaches
+/// (`describe` names it in errors).
+pub async fn redis_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    describe: &str,
+) -> Result<RedisReplication> {
     let info: String = redis::cmd("INFO")
         .arg("replication")
-        .query_async(&mut con)
+        .query_async(con)
         .await
         .map_err(|e| {
             Error::new(
                 ErrorKind::Unreachable,
-                format!("INFO replication on {}: {e}", endpoint.describe()),
+                format!("INFO replication on {describe}: {e}"),
             )
         })?;
     parse_redis_info(&info)

@@ -415,6 +415,11 @@ pub(crate) async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, 
                     .await;
             }
         }
+        Some(agent_message::Body::ProbeReply(reply)) => {
+            if !coord.probes.deliver(session, reply) {
+                tracing::debug!(agent = %session.agent_id, "a probe answer arrived after its deadline; dropped");
+            }
+        }
         Some(agent_message::Body::Hello(_)) | None => {}
     }
 }

@@ -490,6 +490,27 @@ impl OperatorService for OperatorApi {
         Ok(Response::new(ListRevokedReply { revoked }))
     }
 
+    async fn get_replication(
+        &self,
+        request: Request<GetReplicationRequest>,
+    ) -> Result<Response<GetReplicationReply>, Status> {
+        self.coord.operator_auth.check(&request)?;
+        let wanted = request.into_inner().service;
+        if !wanted.is_empty() && !self.coord.config.services.iter().any(|s| s.name == wanted) {
+            return Err(Status::not_found(format!(
+                "no service {wanted:?} in the topology; [[services]] in coordinator.toml lists them"
+            )));
+        }
+        let mut services = crate::replication::stored(&self.coord).await?;
+        if !wanted.is_empty() {
+            services.retain(|s| s.service == wanted);
+        }
+        Ok(Response::new(GetReplicationReply {
+            services,
+            interval_ms: self.coord.config.replication.interval.as_millis() as i64,
+        }))
+    }
+
     type WatchJobStream = JobStream;
 
     async fn watch_job(

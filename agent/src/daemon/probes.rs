@@ -1,0 +1,346 @@
+//! Answers the leader's probes: the replication state of the agent's
+//! PostgreSQL and Redis sources, and canary writes and reads. Connections
+//! are kept between rounds (a probe every few seconds must not cost a
+//! connection each time); one that fails is dropped and made again. Every
+//! store gets the probe's deadline: one that has not answered by then is
+//! reported unreachable, never as "no lag".
+
+use super::config::AgentConfig;
+use crate::engine::canary::{self, Marker};
+use crate::engine::operation::SourceSpec;
+use crate::engine::postgres::conn;
+use crate::engine::redis::{connect::Endpoint, RedisTls};
+use crate::engine::replication::{self, PgReplication, RedisReplication};
+use seawall_common::{Error, ErrorKind, Result};
+use seawall_proto::v1::{
+    CanaryMarker, PostgresReplication, PostgresStandby, ProbeReply, ProbeRequest, RedisReplicaSeen,
+    StoreProbe, StoreReport,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Probe rounds answered at once; a further one is refused at once (the
+/// stores are not keeping up and piling on would not help).
+const CONCURRENT_ROUNDS: usize = 2;
+/// Longest deadline honoured, whatever the request says.
+const MAX_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The agent's prober.
+pub struct Prober {
+    config: Arc<AgentConfig>,
+    pg: Mutex<HashMap<String, Arc<tokio_postgres::Client>>>,
+    redis: Mutex<HashMap<String, redis::aio::MultiplexedConnection>>,
+    rounds: Arc<tokio::sync::Semaphore>,
+}
+
+impl Prober {
+    /// A prober for `config`'s sources.
+    pub fn new(config: Arc<AgentConfig>) -> Self {
+        Prober {
+            config,
+            pg: Mutex::default(),
+            redis: Mutex::default(),
+            rounds: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_ROUNDS)),
+        }
+    }
+
+    /// Answers one request: every store in parallel, each within the deadline.
+    pub async fn answer(&self, request: ProbeRequest) -> ProbeReply {
+        let deadline =
+            Duration::from_millis(u64::from(request.deadline_ms.max(100))).min(MAX_DEADLINE);
+        let Ok(_permit) = self.rounds.clone().try_acquire_owned() else {
+            let busy = Error::new(
+                ErrorKind::Locked,
+                "the agent is still answering earlier probes: its stores are slow to respond",
+            );
+            return ProbeReply {
+                probe_id: request.probe_id,
+                reports: request.probes.iter().map(|p| failed(p, &busy, 0)).collect(),
+            };
+        };
+        let reports =
+            futures_util::future::join_all(request.probes.iter().map(|p| self.one(p, deadline)))
+                .await;
+        ProbeReply {
+            probe_id: request.probe_id,
+            reports,
+        }
+    }
+
+    async fn one(&self, probe: &StoreProbe, deadline: Duration) -> StoreReport {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(deadline, self.read(probe)).await;
+        let took = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
+        match answer {
+            Ok(Ok(mut report)) => {
+                report.took_ms = took;
+                report
+            }
+            Ok(Err(e)) => failed(probe, &e, took),
+            Err(_) => {
+                // The connection may be the stuck part: make a new one next time.
+                self.forget(&probe.source);
+                let e = Error::new(
+                    ErrorKind::Unreachable,
+                    format!(
+                        "{} did not answer within {deadline:?}: unreachable",
+                        probe.source
+                    ),
+                );
+                failed(probe, &e, took)
+            }
+        }
+    }
+
+    fn forget(&self, source: &str) {
+        if let Ok(mut pg) = self.pg.lock() {
+            pg.remove(source);
+        }
+        if let Ok(mut r) = self.redis.lock() {
+            r.remove(source);
+        }
+    }
+
+    async fn read(&self, probe: &StoreProbe) -> Result<StoreReport> {
+        let source = self
+            .config
+            .sources
+            .iter()
+            .find(|s| s.name == probe.source)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "this agent has no source {:?}: the coordinator's topology names a source its agent.toml lacks",
+                        probe.source
+                    ),
+                )
+            })?;
+        match &source.kind {
+            SourceSpec::Postgres { dsn, .. } => self.postgres(probe, dsn).await,
+            SourceSpec::Redis { url, .. } => self.redis(probe, url).await,
+            SourceSpec::Files { .. } => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{} is a files source: it has no replication to check (name a postgres or redis source)",
+                    probe.source
+                ),
+            )),
+        }
+    }
+
+    async fn pg_client(&self, source: &str, dsn: &str) -> Result<Arc<tokio_postgres::Client>> {
+        let cached = self
+            .pg
+            .lock()
+            .ok()
+            .and_then(|m| m.get(source).cloned())
+            .filter(|c| !c.is_closed());
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let client = Arc::new(conn::connect(dsn).await?);
+        if let Ok(mut m) = self.pg.lock() {
+            m.insert(source.to_string(), client.clone());
+        }
+        Ok(client)
+    }
+
+    async fn postgres(&self, probe: &StoreProbe, dsn: &str) -> Result<StoreReport> {
+        let client = self.pg_client(&probe.source, dsn).await?;
+        let mut report = StoreReport {
+            source: probe.source.clone(),
+            ..Default::default()
+        };
+        if probe.replication {
+            match replication::postgres_on(&client).await {
+                Ok(state) => report.postgres = Some(pg_message(state)),
+                Err(e) => {
+                    self.forget(&probe.source);
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(m) = &probe.canary_write {
+            let marker = Marker {
+                seq: m.seq,
+                written_unix_ms: m.written_unix_ms,
+            };
+            match canary::pg_write(&client, &m.service, marker).await {
+                Ok(()) => report.canary = Some(m.clone()),
+                Err(e) => report.canary_error = e.to_string(),
+            }
+        }
+        if !probe.canary_read.is_empty() {
+            match canary::pg_read(&client, &probe.canary_read).await {
+                Ok(seen) => report.canary = seen.map(|m| marker_message(&probe.canary_read, m)),
+                Err(e) => report.canary_error = e.to_string(),
+            }
+        }
+        Ok(report)
+    }
+
+    async fn redis(&self, probe: &StoreProbe, url: &str) -> Result<StoreReport> {
+        let cached = self
+            .redis
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&probe.source).cloned());
+        let was_cached = cached.is_some();
+        let endpoint = Endpoint::new(url, &RedisTls::default())?;
+        let con = match cached {
+            Some(c) => c,
+            None => endpoint.connection().await?,
+        };
+        match self.redis_once(probe, con.clone(), &endpoint).await {
+            Ok(report) => {
+                if let Ok(mut m) = self.redis.lock() {
+                    m.insert(probe.source.clone(), con);
+                }
+                Ok(report)
+            }
+            // A server restarted since the last round broke the kept
+            // connection: one fresh attempt before calling it unreachable.
+            Err(_) if was_cached => {
+                self.forget(&probe.source);
+                let fresh = endpoint.connection().await?;
+                let report = self.redis_once(probe, fresh.clone(), &endpoint).await?;
+                if let Ok(mut m) = self.redis.lock() {
+                    m.insert(probe.source.clone(), fresh);
+                }
+                Ok(report)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn redis_once(
+        &self,
+        probe: &StoreProbe,
+        mut con: redis::aio::MultiplexedConnection,
+        endpoint: &Endpoint,
+    ) -> Result<StoreReport> {
+        let mut report = StoreReport {
+            source: probe.source.clone(),
+            ..Default::default()
+        };
+        if probe.replication {
+            let state = replication::redis_on(&mut con, &endpoint.describe()).await?;
+            report.redis = Some(redis_message(state));
+        }
+        if let Some(m) = &probe.canary_write {
+            let marker = Marker {
+                seq: m.seq,
+                written_unix_ms: m.written_unix_ms,
+            };
+            match canary::redis_write(&mut con, &m.service, marker).await {
+                Ok(()) => report.canary = Some(m.clone()),
+                Err(e) => report.canary_error = e.to_string(),
+            }
+        }
+        if !probe.canary_read.is_empty() {
+            match canary::redis_read(&mut con, &probe.canary_read).await {
+                Ok(seen) => report.canary = seen.map(|m| marker_message(&probe.canary_read, m)),
+                Err(e) => report.canary_error = e.to_string(),
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn failed(probe: &StoreProbe, e: &Error, took_ms: u32) -> StoreReport {
+    StoreReport {
+        source: probe.source.clone(),
+        error: e.to_string(),
+        error_kind: super::result::wire_kind(e.kind()) as i32,
+        took_ms,
+        ..Default::default()
+    }
+}
+
+fn marker_message(service: &str, m: Marker) -> CanaryMarker {
+    CanaryMarker {
+        service: service.to_string(),
+        seq: m.seq,
+        written_unix_ms: m.written_unix_ms,
+    }
+}
+
+fn pg_message(state: PgReplication) -> PostgresReplication {
+    match state {
+        PgReplication::Primary {
+            current_lsn,
+            standbys,
+        } => PostgresReplication {
+            in_recovery: false,
+            current_lsn,
+            standbys: standbys
+                .into_iter()
+                .map(|s| PostgresStandby {
+                    name: s.name,
+                    client_addr: s.client_addr,
+                    state: s.state,
+                    sent_lsn: s.sent_lsn.unwrap_or_default(),
+                    flush_lsn: s.flush_lsn.unwrap_or_default(),
+                    replay_lsn: s.replay_lsn.unwrap_or_default(),
+                    replay_lag_bytes: s.replay_lag_bytes,
+                    flush_lag_bytes: s.flush_lag_bytes,
+                    reply_unix_secs: s.reply_time,
+                    replay_lag_secs: s.replay_lag_secs,
+                })
+                .collect(),
+            ..Default::default()
+        },
+        PgReplication::Standby {
+            receive_lsn,
+            replay_lsn,
+            replay_lag_bytes,
+            last_replay_age_secs,
+            replay_paused,
+            receiver,
+        } => PostgresReplication {
+            in_recovery: true,
+            receive_lsn: receive_lsn.unwrap_or_default(),
+            replay_lsn: replay_lsn.unwrap_or_default(),
+            replay_lag_bytes,
+            last_replay_age_secs,
+            replay_paused,
+            receiver: receiver.unwrap_or_default(),
+            ..Default::default()
+        },
+    }
+}
+
+fn redis_message(state: RedisReplication) -> seawall_proto::v1::RedisReplication {
+    match state {
+        RedisReplication::Master { offset, replicas } => seawall_proto::v1::RedisReplication {
+            master: true,
+            offset,
+            replicas: replicas
+                .into_iter()
+                .map(|r| RedisReplicaSeen {
+                    address: r.address,
+                    state: r.state,
+                    offset: r.offset,
+                    lag_bytes: r.lag_bytes,
+                    lag_secs: r.lag_secs,
+                })
+                .collect(),
+            ..Default::default()
+        },
+        RedisReplication::Replica {
+            master,
+            link,
+            last_io_secs,
+            offset,
+        } => seawall_proto::v1::RedisReplication {
+            master: false,
+            offset,
+            master_address: master,
+            link,
+            last_io_secs,
+            replicas: Vec::new(),
+        },
+    }
+}

@@ -1,0 +1,530 @@
+//! From what the stores answered to a verdict per store and per service.
+//! Pure: the worker gathers the answers, this decides. A store that did not
+//! answer is "broken" with its last known position, never "no lag"; a
+//! figure past the RPO is "at risk".
+
+use crate::topology::{RegionConfig, RegionRole, ServiceConfig, StoreConfig, StoreKind};
+use seawall_proto::v1::{ServiceReplication, StoreReplication, StoreReport};
+
+/// All is well.
+pub const OK: &str = "ok";
+/// A figure passed the RPO.
+pub const AT_RISK: &str = "at risk";
+/// A store cannot play its part (unreachable, link down, wrong role).
+pub const BROKEN: &str = "broken";
+/// Never checked.
+pub const UNKNOWN: &str = "unknown";
+
+/// How bad a verdict is, for ordering and for the gauge (0 ok, 1 at risk,
+/// 2 broken, 3 unknown).
+pub fn severity(verdict: &str) -> u8 {
+    match verdict {
+        OK => 0,
+        AT_RISK => 1,
+        BROKEN => 2,
+        _ => 3,
+    }
+}
+
+/// What one store said this round.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Its replication state (and the canary written, on a primary), or
+    /// why it could not be read.
+    pub answer: Result<StoreReport, String>,
+    /// When the answer came.
+    pub at_ms: i64,
+    /// The canary read (standbys of a service with canaries), and when.
+    pub canary: Option<(Result<StoreReport, String>, i64)>,
+}
+
+/// A WAL position as a byte offset ("16/B374D848").
+pub fn lsn(text: &str) -> Option<i64> {
+    let (hi, lo) = text.split_once('/')?;
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    i64::try_from((hi << 32) | lo).ok()
+}
+
+fn report_of(r: &Result<StoreReport, String>) -> Result<&StoreReport, String> {
+    match r {
+        Ok(rep) if rep.error.is_empty() => Ok(rep),
+        Ok(rep) => Err(rep.error.clone()),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+fn secs(ms: i64) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(
+        ms.max(0) as u64 / 1000 * 1000,
+    ))
+    .to_string()
+}
+
+/// The service's replication from this round's answers (`seen`, one per
+/// store in `service.stores` order) and the previous report.
+pub fn assess(
+    regions: &[RegionConfig],
+    service: &ServiceConfig,
+    seen: &[Seen],
+    previous: Option<&ServiceReplication>,
+    canary_written: Option<(u64, i64)>,
+    now_ms: i64,
+) -> ServiceReplication {
+    let rpo_ms = service.rpo.as_millis() as i64;
+    let before = |st: &StoreConfig| -> Option<&StoreReplication> {
+        previous?.stores.iter().find(|p| {
+            p.region == st.region
+                && p.agent == st.agent
+                && p.source == st.source
+                && p.kind == st.kind.name()
+        })
+    };
+    // The primaries' positions, which the standbys are measured against.
+    let primary_of = |kind: StoreKind| -> Option<&StoreReport> {
+        service.stores.iter().zip(seen).find_map(|(st, s)| {
+            (st.kind == kind
+                && crate::topology::store_role(regions, st) == Some(RegionRole::Primary))
+            .then(|| report_of(&s.answer).ok())
+            .flatten()
+        })
+    };
+    let mut stores = Vec::new();
+    for (st, s) in service.stores.iter().zip(seen) {
+        let role = crate::topology::store_role(regions, st);
+        let mut out = StoreReplication {
+            region: st.region.clone(),
+            role: if role == Some(RegionRole::Primary) {
+                "primary"
+            } else {
+                "standby"
+            }
+            .into(),
+            kind: st.kind.name().into(),
+            agent: st.agent.clone(),
+            source: st.source.clone(),
+            verdict: OK.into(),
+            ..Default::default()
+        };
+        let prev = before(st);
+        let mut verdict = OK;
+        let mut worse = |v: &'static str, why: String, reasons: &mut Vec<String>| {
+            if severity(v) > severity(verdict) {
+                verdict = v;
+            }
+            reasons.push(why);
+        };
+        let mut reasons = Vec::new();
+        match report_of(&s.answer) {
+            Err(e) => {
+                // Where it stood last is kept: "broken at 0/3000060".
+                if let Some(p) = prev {
+                    out.position = p.position.clone();
+                    out.answered_unix_ms = p.answered_unix_ms;
+                }
+                worse(BROKEN, format!("unreachable: {e}"), &mut reasons);
+            }
+            Ok(rep) => {
+                out.answered_unix_ms = s.at_ms;
+                out.took_ms = rep.took_ms;
+                let primary_side = role == Some(RegionRole::Primary);
+                match st.kind {
+                    StoreKind::Postgres => match &rep.postgres {
+                        None => worse(
+                            BROKEN,
+                            "no PostgreSQL state in the answer".into(),
+                            &mut reasons,
+                        ),
+                        Some(pg) if primary_side => {
+                            out.position = pg.current_lsn.clone();
+                            if pg.in_recovery {
+                                out.position = pg.replay_lsn.clone();
+                                worse(BROKEN, "in recovery: the primary region's PostgreSQL is a standby (failed over elsewhere?)".into(), &mut reasons);
+                            } else if pg.standbys.is_empty()
+                                && service.stores.iter().any(|o| {
+                                    o.kind == StoreKind::Postgres
+                                        && crate::topology::store_role(regions, o)
+                                            == Some(RegionRole::Standby)
+                                })
+                            {
+                                reasons.push("no standby is streaming from it".into());
+                            }
+                        }
+                        Some(pg) => {
+                            out.position = pg.replay_lsn.clone();
+                            if !pg.in_recovery {
+                                out.position = pg.current_lsn.clone();
+                                worse(BROKEN, "not in recovery: it accepts writes of its own (promoted?) and no longer follows the primary".into(), &mut reasons);
+                            } else {
+                                if pg.receiver != "streaming" {
+                                    let r = if pg.receiver.is_empty() {
+                                        "not running"
+                                    } else {
+                                        pg.receiver.as_str()
+                                    };
+                                    worse(BROKEN, format!("WAL receiver {r}: the standby is not streaming from the primary"), &mut reasons);
+                                }
+                                if pg.replay_paused {
+                                    reasons.push("replay is paused (SELECT pg_wal_replay_resume() resumes it)".into());
+                                }
+                                let replay = lsn(&pg.replay_lsn);
+                                let primary = primary_of(StoreKind::Postgres)
+                                    .and_then(|p| p.postgres.as_ref())
+                                    .filter(|p| !p.in_recovery);
+                                let lag = match primary {
+                                    Some(p) => {
+                                        lsn(&p.current_lsn).zip(replay).map(|(c, r)| (c - r).max(0))
+                                    }
+                                    None => {
+                                        reasons.push("primary unreachable: only WAL this standby received is counted".into());
+                                        Some(pg.replay_lag_bytes.max(0))
+                                    }
+                                };
+                                out.lag_bytes = lag;
+                                // The primary's replay_lag for this standby
+                                // (its row is the one whose replay position
+                                // is nearest this standby's own).
+                                let row_lag = primary.and_then(|p| {
+                                    p.standbys
+                                        .iter()
+                                        .min_by_key(|row| match (lsn(&row.replay_lsn), replay) {
+                                            (Some(a), Some(b)) => (a - b).abs(),
+                                            _ => i64::MAX,
+                                        })
+                                        .and_then(|row| row.replay_lag_secs)
+                                });
+                                out.lag_secs = match (lag, row_lag) {
+                                    (_, Some(secs)) => Some(secs),
+                                    (Some(0), None) => Some(0.0),
+                                    _ => None,
+                                };
+                            }
+                        }
+                    },
+                    StoreKind::Redis => match &rep.redis {
+                        None => worse(BROKEN, "no Redis state in the answer".into(), &mut reasons),
+                        Some(r) if primary_side => {
+                            out.position = r.offset.to_string();
+                            if !r.master {
+                                worse(BROKEN, format!("a replica of {}: the primary region's Redis is not a master", r.master_address), &mut reasons);
+                            }
+                        }
+                        Some(r) => {
+                            out.position = r.offset.to_string();
+                            if r.master {
+                                worse(
+                                    BROKEN,
+                                    "a master, not a replica: it no longer follows the primary"
+                                        .into(),
+                                    &mut reasons,
+                                );
+                            } else {
+                                if r.link != "up" {
+                                    worse(
+                                        BROKEN,
+                                        format!(
+                                            "link to its master {} is {} (last offset {})",
+                                            r.master_address, r.link, r.offset
+                                        ),
+                                        &mut reasons,
+                                    );
+                                }
+                                let master = primary_of(StoreKind::Redis)
+                                    .and_then(|p| p.redis.as_ref())
+                                    .filter(|m| m.master);
+                                out.lag_bytes = master.map(|m| (m.offset - r.offset).max(0));
+                                out.lag_secs = match out.lag_bytes {
+                                    Some(0) => Some(0.0),
+                                    _ => None,
+                                };
+                                if master.is_none() {
+                                    reasons.push("master unreachable: lag in bytes unknown".into());
+                                }
+                            }
+                        }
+                    },
+                }
+                if primary_side && service.canary {
+                    if !rep.canary_error.is_empty() {
+                        worse(
+                            AT_RISK,
+                            format!("canary not written: {}", rep.canary_error),
+                            &mut reasons,
+                        );
+                    } else if let Some(m) = &rep.canary {
+                        out.canary_seq = m.seq;
+                    }
+                }
+            }
+        }
+        out.postgres = report_of(&s.answer).ok().and_then(|r| r.postgres.clone());
+        out.redis = report_of(&s.answer).ok().and_then(|r| r.redis.clone());
+        if let Some((read, read_at)) = &s.canary {
+            match report_of(read) {
+                Err(e) => reasons.push(format!("canary not read: {e}")),
+                Ok(rep) if !rep.canary_error.is_empty() => {
+                    reasons.push(format!("canary not read: {}", rep.canary_error))
+                }
+                Ok(rep) => match &rep.canary {
+                    None => {
+                        // Nothing visible yet: the exposure is at least the
+                        // time since canaries began.
+                        reasons.push("no canary has arrived yet".into());
+                    }
+                    Some(m) => {
+                        out.canary_seq = m.seq;
+                        out.canary_exposure_ms = Some((read_at - m.written_unix_ms).max(0));
+                        out.canary_delay_ms = match prev {
+                            Some(p) if p.canary_seq == m.seq => p.canary_delay_ms,
+                            _ => Some((read_at - m.written_unix_ms).max(0)),
+                        };
+                    }
+                },
+            }
+        }
+        let behind_ms = [
+            out.lag_secs.map(|s| (s * 1000.0) as i64),
+            out.canary_exposure_ms,
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        if let Some(ms) = behind_ms {
+            if ms > rpo_ms {
+                worse(
+                    AT_RISK,
+                    format!("{} behind, over the RPO of {}", secs(ms), secs(rpo_ms)),
+                    &mut reasons,
+                );
+            }
+        }
+        out.verdict = verdict.into();
+        out.reasons = reasons;
+        stores.push(out);
+    }
+    let verdict = stores
+        .iter()
+        .map(|s| s.verdict.as_str())
+        .max_by_key(|v| severity(v))
+        .unwrap_or(OK)
+        .to_string();
+    let exposure_ms = stores
+        .iter()
+        .filter(|s| s.role == "standby")
+        .filter_map(|s| {
+            [
+                s.lag_secs.map(|x| (x * 1000.0) as i64),
+                s.canary_exposure_ms,
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+        })
+        .max();
+    ServiceReplication {
+        service: service.name.clone(),
+        verdict,
+        rpo_ms,
+        rto_ms: service.rto.as_millis() as i64,
+        exposure_ms,
+        checked_unix_ms: now_ms,
+        stores,
+        canary_seq: canary_written.map(|c| c.0).unwrap_or(0),
+        canary_written_unix_ms: canary_written.map(|c| c.1).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{ServiceConfig, StoreConfig};
+    use seawall_proto::v1::{CanaryMarker, PostgresReplication, RedisReplication};
+    use std::time::Duration;
+
+    fn topology() -> (Vec<RegionConfig>, ServiceConfig) {
+        let regions = vec![
+            RegionConfig {
+                name: "west".into(),
+                role: RegionRole::Primary,
+            },
+            RegionConfig {
+                name: "east".into(),
+                role: RegionRole::Standby,
+            },
+        ];
+        let store = |region: &str, kind| StoreConfig {
+            region: region.into(),
+            kind,
+            agent: "a".into(),
+            source: "s".into(),
+        };
+        let service = ServiceConfig {
+            name: "shop".into(),
+            rpo: Duration::from_secs(10),
+            rto: Duration::from_secs(60),
+            canary: true,
+            stores: vec![
+                store("west", StoreKind::Postgres),
+                store("east", StoreKind::Postgres),
+                store("west", StoreKind::Redis),
+                store("east", StoreKind::Redis),
+            ],
+        };
+        (regions, service)
+    }
+
+    fn pg(primary: bool, lsn_text: &str) -> StoreReport {
+        StoreReport {
+            postgres: Some(PostgresReplication {
+                in_recovery: !primary,
+                current_lsn: if primary {
+                    lsn_text.into()
+                } else {
+                    String::new()
+                },
+                replay_lsn: if primary {
+                    String::new()
+                } else {
+                    lsn_text.into()
+                },
+                receiver: if primary {
+                    String::new()
+                } else {
+                    "streaming".into()
+                },
+                last_replay_age_secs: Some(42.0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn redis(master: bool, offset: i64, link: &str) -> StoreReport {
+        StoreReport {
+            redis: Some(RedisReplication {
+                master,
+                offset,
+                link: link.into(),
+                master_address: "10.0.0.1:6379".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn seen(answer: Result<StoreReport, String>) -> Seen {
+        Seen {
+            answer,
+            at_ms: 1_000,
+            canary: None,
+        }
+    }
+
+    #[test]
+    fn lag_is_measured_against_the_primary_and_judged_against_the_rpo() {
+        let (regions, service) = topology();
+        let mut standby_pg = seen(Ok(pg(false, "0/1000000")));
+        let canary = |written| StoreReport {
+            canary: Some(CanaryMarker {
+                service: "shop".into(),
+                seq: 7,
+                written_unix_ms: written,
+            }),
+            ..Default::default()
+        };
+        standby_pg.canary = Some((Ok(canary(900)), 1_000));
+        let all = vec![
+            seen(Ok(pg(true, "0/1000100"))),
+            standby_pg,
+            seen(Ok(redis(true, 5000, ""))),
+            seen(Ok(redis(false, 4000, "up"))),
+        ];
+        let r = assess(&regions, &service, &all, None, Some((7, 900)), 1_000);
+        assert_eq!(r.verdict, OK, "{r:?}");
+        assert_eq!(r.stores[1].lag_bytes, Some(0x100));
+        // Bytes behind but no replay_lag from the primary: seconds unknown,
+        // not the standby's time since its last replayed commit.
+        assert_eq!(r.stores[1].lag_secs, None);
+        assert_eq!(r.stores[1].canary_exposure_ms, Some(100));
+        assert_eq!(r.stores[3].lag_bytes, Some(1000));
+
+        // The canary 20 s old on a 10 s RPO: at risk, saying by how much.
+        let mut late = all.clone();
+        late[1].canary = Some((Ok(canary(900)), 20_900));
+        let r = assess(&regions, &service, &late, None, Some((9, 20_000)), 20_900);
+        assert_eq!(r.verdict, AT_RISK);
+        assert!(
+            r.stores[1]
+                .reasons
+                .iter()
+                .any(|x| x.contains("over the RPO of 10s")),
+            "{:?}",
+            r.stores[1].reasons
+        );
+        assert_eq!(r.exposure_ms, Some(20_000));
+
+        // With the primary's replay_lag for this standby, seconds are known.
+        let mut timed = all.clone();
+        if let Ok(p) = &mut timed[0].answer {
+            if let Some(pg) = &mut p.postgres {
+                pg.standbys.push(seawall_proto::v1::PostgresStandby {
+                    replay_lsn: "0/1000000".into(),
+                    replay_lag_secs: Some(1.5),
+                    ..Default::default()
+                });
+            }
+        }
+        let r = assess(&regions, &service, &timed, None, Some((7, 900)), 1_000);
+        assert_eq!(r.stores[1].lag_secs, Some(1.5));
+    }
+
+    #[test]
+    fn an_unreachable_store_is_broken_with_its_last_position_never_zero_lag() {
+        let (regions, service) = topology();
+        let first = vec![
+            seen(Ok(pg(true, "0/2000000"))),
+            seen(Ok(pg(false, "0/2000000"))),
+            seen(Ok(redis(true, 10, ""))),
+            seen(Ok(redis(false, 10, "up"))),
+        ];
+        let before = assess(&regions, &service, &first, None, None, 1_000);
+        let mut now = first.clone();
+        now[3] = seen(Err("agent east/a is not connected: unreachable".into()));
+        let mut stopped = pg(false, "0/2000000");
+        if let Some(p) = &mut stopped.postgres {
+            p.receiver = String::new();
+        }
+        now[1] = seen(Ok(stopped));
+        let r = assess(&regions, &service, &now, Some(&before), None, 2_000);
+        assert_eq!(r.verdict, BROKEN);
+        assert_eq!(r.stores[3].lag_bytes, None);
+        assert_eq!(r.stores[3].position, "10");
+        assert!(r.stores[3].reasons[0].starts_with("unreachable"));
+        assert!(r.stores[1]
+            .reasons
+            .iter()
+            .any(|x| x.contains("not streaming")));
+
+        let mut down = first.clone();
+        down[3] = seen(Ok(redis(false, 8, "down")));
+        let r = assess(&regions, &service, &down, None, None, 2_000);
+        assert_eq!(r.stores[3].verdict, BROKEN);
+        assert!(
+            r.stores[3].reasons[0].contains("is down (last offset 8)"),
+            "{:?}",
+            r.stores[3].reasons
+        );
+
+        let mut promoted = first;
+        promoted[1] = seen(Ok(pg(true, "0/3000000")));
+        let r = assess(&regions, &service, &promoted, None, None, 2_000);
+        assert!(r.stores[1].reasons[0].contains("not in recovery"));
+    }
+
+    #[test]
+    fn lsns_read_as_byte_offsets() {
+        assert_eq!(lsn("0/3000060"), Some(0x3000060));
+        assert_eq!(lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
+        assert_eq!(lsn("nonsense"), None);
+    }
+}

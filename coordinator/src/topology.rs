@@ -1,0 +1,338 @@
+//! The fleet's topology in `coordinator.toml`: regions with their role, and
+//! the protected services with their stores per region and objectives. The
+//! replication checks read it, and so will failover. A topology that does
+//! not add up (a standby without a primary, two primaries, a store in a
+//! region that holds only backups) is refused with the fix named.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// What a region is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegionRole {
+    /// Serves the service: its stores are the primaries.
+    Primary,
+    /// A hot standby: stores replicate from the primary region's.
+    Standby,
+    /// Holds backups only (mirrored repositories), no live stores.
+    Cold,
+}
+
+/// One region.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// Its name, as agents' certificates write it.
+    pub name: String,
+    /// What it is for.
+    pub role: RegionRole,
+}
+
+/// The kinds of live store whose replication is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A PostgreSQL server (streaming replication).
+    Postgres,
+    /// A Redis server (master and replica).
+    Redis,
+}
+
+impl StoreKind {
+    /// Its name in reports and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Postgres => "postgres",
+            StoreKind::Redis => "redis",
+        }
+    }
+}
+
+/// One store of a service in one region, reached by one agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The region it lives in; its role makes the store a primary or a standby.
+    pub region: String,
+    /// What it is.
+    pub kind: StoreKind,
+    /// The agent of that region that reaches it.
+    pub agent: String,
+    /// That agent's source (its DSN or URL stays in the agent's configuration).
+    pub source: String,
+}
+
+/// A protected service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Its name.
+    pub name: String,
+    /// Most data it may lose (default 5 min: the runbook's database-failure row).
+    #[serde(default = "default_rpo", with = "seawall_common::duration::serde_text")]
+    pub rpo: Duration,
+    /// Longest it may be down (default 15 min: the same row).
+    #[serde(default = "default_rto", with = "seawall_common::duration::serde_text")]
+    pub rto: Duration,
+    /// Write a canary marker into each primary store every check and read it
+    /// in the other regions (creates the `seawall` schema in PostgreSQL).
+    #[serde(default)]
+    pub canary: bool,
+    /// Its stores.
+    #[serde(default)]
+    pub stores: Vec<StoreConfig>,
+}
+
+/// How the replication checks run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// Time between two rounds of checks.
+    #[serde(
+        default = "default_interval",
+        with = "seawall_common::duration::serde_text"
+    )]
+    pub interval: Duration,
+    /// How long a store has to answer (default: 80% of the interval).
+    #[serde(
+        default,
+        deserialize_with = "seawall_common::duration::serde_text::option::deserialize"
+    )]
+    pub deadline: Option<Duration>,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            interval: default_interval(),
+            deadline: None,
+        }
+    }
+}
+
+impl ReplicationConfig {
+    /// The deadline each store has.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+            .unwrap_or(self.interval.mul_f64(0.8))
+            .max(Duration::from_millis(100))
+    }
+}
+
+fn default_rpo() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_rto() -> Duration {
+    Duration::from_secs(900)
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// What is wrong with a topology, one line per problem.
+pub fn problems(
+    regions: &[RegionConfig],
+    services: &[ServiceConfig],
+    replication: &ReplicationConfig,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut roles: BTreeMap<&str, RegionRole> = BTreeMap::new();
+    for r in regions {
+        if roles.insert(&r.name, r.role).is_some() {
+            out.push(format!("[[regions]] {:?} is listed twice", r.name));
+        }
+    }
+    let primaries: Vec<&str> = regions
+        .iter()
+        .filter(|r| r.role == RegionRole::Primary)
+        .map(|r| r.name.as_str())
+        .collect();
+    if primaries.len() > 1 {
+        out.push(format!(
+            "[[regions]] {} are all primary: one region serves at a time; make the others standby or cold",
+            primaries.join(", ")
+        ));
+    }
+    if !services.is_empty() && primaries.is_empty() {
+        out.push(
+            "[[services]] are configured but no [[regions]] entry has role = \"primary\"".into(),
+        );
+    }
+    if replication.interval < Duration::from_millis(500) {
+        out.push("[replication] interval is under 500ms: checks would load the stores for nothing; use 5s".into());
+    }
+    if replication.deadline() > replication.interval {
+        out.push("[replication] deadline is longer than the interval: rounds would overlap".into());
+    }
+    let mut names = BTreeSet::new();
+    for s in services {
+        let at = format!("[[services]] {:?}", s.name);
+        if !names.insert(&s.name) {
+            out.push(format!("{at} is listed twice"));
+        }
+        if s.rpo.is_zero() || s.rto.is_zero() {
+            out.push(format!("{at}: rpo and rto must be above zero"));
+        }
+        let mut seen = BTreeSet::new();
+        for st in &s.stores {
+            if !seen.insert((&st.region, &st.agent, &st.source)) {
+                out.push(format!(
+                    "{at}: store {}/{}/{} is listed twice",
+                    st.region, st.agent, st.source
+                ));
+            }
+            match roles.get(st.region.as_str()) {
+                None => out.push(format!(
+                    "{at}: store {} names region {:?}, which no [[regions]] entry declares",
+                    st.source, st.region
+                )),
+                Some(RegionRole::Cold) => out.push(format!(
+                    "{at}: store {} is in region {:?}, which is cold (backups only): a live {} there would have no role; make the region standby or remove the store",
+                    st.source,
+                    st.region,
+                    st.kind.name()
+                )),
+                Some(_) => {}
+            }
+        }
+        for kind in [StoreKind::Postgres, StoreKind::Redis] {
+            let in_role = |role: RegionRole| -> Vec<&StoreConfig> {
+                s.stores
+                    .iter()
+                    .filter(|st| st.kind == kind && roles.get(st.region.as_str()) == Some(&role))
+                    .collect()
+            };
+            let primary = in_role(RegionRole::Primary);
+            let standby = in_role(RegionRole::Standby);
+            if primary.len() > 1 {
+                out.push(format!(
+                    "{at}: two {} primaries ({}): a service has one writable {} in its primary region",
+                    kind.name(),
+                    primary
+                        .iter()
+                        .map(|p| format!("{}/{}", p.agent, p.source))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    kind.name()
+                ));
+            }
+            if primary.is_empty() {
+                if let Some(sb) = standby.first() {
+                    out.push(format!(
+                        "{at}: the {} standby {} in {} has no primary: add the primary region's {} store",
+                        kind.name(),
+                        sb.source,
+                        sb.region,
+                        kind.name()
+                    ));
+                }
+            }
+        }
+        if s.canary
+            && !s.stores.is_empty()
+            && s.stores
+                .iter()
+                .all(|st| roles.get(st.region.as_str()) != Some(&RegionRole::Primary))
+        {
+            out.push(format!(
+                "{at}: canary = true needs a store in the primary region to write to"
+            ));
+        }
+    }
+    out
+}
+
+/// A store's role, from its region's.
+pub fn store_role(regions: &[RegionConfig], store: &StoreConfig) -> Option<RegionRole> {
+    regions
+        .iter()
+        .find(|r| r.name == store.region)
+        .map(|r| r.role)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(name: &str, role: RegionRole) -> RegionConfig {
+        RegionConfig {
+            name: name.into(),
+            role,
+        }
+    }
+
+    fn store(region: &str, kind: StoreKind, source: &str) -> StoreConfig {
+        StoreConfig {
+            region: region.into(),
+            kind,
+            agent: format!("{region}-agent"),
+            source: source.into(),
+        }
+    }
+
+    fn service(stores: Vec<StoreConfig>) -> ServiceConfig {
+        ServiceConfig {
+            name: "shop".into(),
+            rpo: default_rpo(),
+            rto: default_rto(),
+            canary: true,
+            stores,
+        }
+    }
+
+    #[test]
+    fn a_topology_that_does_not_add_up_is_refused_with_the_fix() {
+        let regions = vec![
+            region("west", RegionRole::Primary),
+            region("east", RegionRole::Standby),
+            region("eu", RegionRole::Cold),
+        ];
+        let r = ReplicationConfig::default();
+        let good = service(vec![
+            store("west", StoreKind::Postgres, "db"),
+            store("east", StoreKind::Postgres, "db"),
+            store("west", StoreKind::Redis, "cache"),
+            store("east", StoreKind::Redis, "cache"),
+        ]);
+        assert!(problems(&regions, &[good], &r).is_empty());
+
+        let orphan = service(vec![store("east", StoreKind::Redis, "cache")]);
+        let p = problems(&regions, &[orphan], &r).join("\n");
+        assert!(p.contains("has no primary"), "{p}");
+        assert!(
+            p.contains("canary = true needs a store in the primary region"),
+            "{p}"
+        );
+
+        let two = service(vec![
+            store("west", StoreKind::Postgres, "a"),
+            store("west", StoreKind::Postgres, "b"),
+        ]);
+        assert!(problems(&regions, &[two], &r)
+            .join("\n")
+            .contains("two postgres primaries"));
+
+        let cold = service(vec![
+            store("west", StoreKind::Postgres, "a"),
+            store("eu", StoreKind::Postgres, "a"),
+        ]);
+        assert!(problems(&regions, &[cold], &r)
+            .join("\n")
+            .contains("cold (backups only)"));
+
+        let unknown = service(vec![store("mars", StoreKind::Postgres, "a")]);
+        assert!(problems(&regions, &[unknown], &r)
+            .join("\n")
+            .contains("no [[regions]] entry declares"));
+
+        let both = vec![
+            region("west", RegionRole::Primary),
+            region("east", RegionRole::Primary),
+        ];
+        assert!(problems(&both, &[], &r)
+            .join("\n")
+            .contains("are all primary"));
+    }
+}

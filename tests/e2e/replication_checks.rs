@@ -1,0 +1,314 @@
+//! The leader's replication checks across two "regions" on this machine:
+//! a PostgreSQL primary with a `pg_basebackup -R` standby, a Redis master
+//! with a replica reaching it through a link the test can cut, one agent per
+//! region, a dev coordinator with the topology. The figures `seawall
+//! replication` shows must agree with the servers' own, and the verdicts
+//! must follow what is done to them.
+
+use crate::fleet::http_get;
+use crate::fleet_fixture::*;
+use crate::link_cut::LinkCut;
+use crate::pg_fixture::PgCluster;
+use crate::redis::RedisServer;
+use crate::replication::Standby;
+use std::process::Command;
+
+/// RPO of the test's service: short, so "at risk" comes quickly.
+const RPO_SECS: i64 = 4;
+
+fn replication(pki: &Pki, addr: &str) -> Option<serde_json::Value> {
+    let out = op(pki, addr, &["replication", "--service", "shop"]);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .map(|v| v["services"][0].clone())
+}
+
+fn store<'a>(service: &'a serde_json::Value, region: &str, kind: &str) -> &'a serde_json::Value {
+    service["stores"]
+        .as_array()
+        .and_then(|s| {
+            s.iter()
+                .find(|x| x["region"] == region && x["kind"] == kind)
+        })
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+fn topology() -> String {
+    format!(
+        r#"
+[replication]
+interval = "1s"
+
+[[regions]]
+name = "west"
+role = "primary"
+
+[[regions]]
+name = "east"
+role = "standby"
+
+[[services]]
+name = "shop"
+rpo = "{RPO_SECS}s"
+rto = "1m"
+canary = true
+
+[[services.stores]]
+region = "west"
+kind = "postgres"
+agent = "w1"
+source = "db"
+
+[[services.stores]]
+region = "east"
+kind = "postgres"
+agent = "e1"
+source = "db"
+
+[[services.stores]]
+region = "west"
+kind = "redis"
+agent = "w1"
+source = "cache"
+
+[[services.stores]]
+region = "east"
+kind = "redis"
+agent = "e1"
+source = "cache"
+"#
+    )
+}
+
+fn sources(dsn: &str, redis_port: u16) -> String {
+    format!(
+        "[[sources]]\nname = \"db\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{redis_port}\"\n"
+    )
+}
+
+#[test]
+fn lag_canaries_and_verdicts_follow_the_stores_across_two_regions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let primary = PgCluster::start(&dir.join("pg-west"), "");
+    let standby = Standby::start(&dir.join("pg-east"), &primary);
+    let master = RedisServer::start(&dir.join("redis-west"), &[]);
+    let link = LinkCut::new(master.port);
+    let replica = RedisServer::start(
+        &dir.join("redis-east"),
+        &[
+            "--replicaof",
+            "127.0.0.1",
+            &link.port.to_string(),
+            "--repl-timeout",
+            "60",
+        ],
+    );
+
+    let pki = Pki::new(&dir.join("pki"));
+    let store_section = format!(
+        "[dev]\nstate = \"{}\"\n{}",
+        dir.join("state.redb").display(),
+        topology()
+    );
+    let c = start_replica(&pki, dir, "c1", &store_section, "", true);
+    let addr = c.address();
+    let _w1 = start_agent_with(
+        &pki,
+        dir,
+        "w1",
+        "west",
+        std::slice::from_ref(&addr),
+        &sources(&primary.dsn("postgres"), master.port),
+    );
+    let mut e1 = start_agent_with(
+        &pki,
+        dir,
+        "e1",
+        "east",
+        std::slice::from_ref(&addr),
+        &sources(&standby.dsn, replica.port),
+    );
+
+    // Healthy: every store ok, the canary seen in the east within the RPO.
+    let healthy = eventually(
+        60,
+        "every store of shop to be ok with a canary seen",
+        || {
+            let s = replication(&pki, &addr)?;
+            let seen = store(&s, "east", "postgres")["canary_exposure_ms"]
+                .as_i64()
+                .is_some()
+                && store(&s, "east", "redis")["canary_exposure_ms"]
+                    .as_i64()
+                    .is_some();
+            (s["verdict"] == "ok" && seen).then_some(s)
+        },
+    );
+    let pg_east = store(&healthy, "east", "postgres");
+    assert_eq!(pg_east["role"], "standby", "{healthy}");
+    assert!(
+        pg_east["canary_delay_ms"].as_i64().unwrap() < RPO_SECS * 1000,
+        "{healthy}"
+    );
+    assert_eq!(store(&healthy, "west", "postgres")["role"], "primary");
+    // The canary really is a row in the primary, replicated to the standby.
+    let seq = standby.sql("SELECT seq FROM seawall.canary WHERE service = 'shop'");
+    assert!(seq.parse::<u64>().unwrap() > 0, "{seq}");
+    assert!(master.cli(&["GET", "seawall:canary:shop"]).contains(':'));
+
+    // Replay paused while the primary writes: the byte lag grows and matches
+    // pg_wal_lsn_diff; the canary ages; the verdict turns "at risk".
+    standby.sql("SELECT pg_wal_replay_pause()");
+    primary.sql(
+        "postgres",
+        "CREATE TABLE filler AS SELECT g, md5(g::text) FROM generate_series(1, 200000) g",
+    );
+    let truth = || -> i64 {
+        let current = primary.sql("postgres", "SELECT pg_current_wal_lsn()");
+        standby
+            .sql(&format!(
+                "SELECT pg_wal_lsn_diff('{current}', pg_last_wal_replay_lsn())::int8"
+            ))
+            .parse()
+            .unwrap()
+    };
+    let lagging = eventually(30, "the reported lag to match pg_wal_lsn_diff", || {
+        let expected = truth();
+        let s = replication(&pki, &addr)?;
+        let lag = store(&s, "east", "postgres")["lag_bytes"].as_i64()?;
+        // Within what one interval of canary writes adds to the WAL.
+        (expected > 1_000_000 && (lag - expected).abs() < 64 * 1024).then_some(s)
+    });
+    assert!(
+        store(&lagging, "east", "postgres")["reasons"]
+            .to_string()
+            .contains("replay is paused"),
+        "{lagging}"
+    );
+    let at_risk = eventually(30, "the verdict to turn at risk past the RPO", || {
+        let s = replication(&pki, &addr)?;
+        (s["verdict"] == "at risk").then_some(s)
+    });
+    let pg_east = store(&at_risk, "east", "postgres");
+    assert_eq!(pg_east["verdict"], "at risk", "{at_risk}");
+    assert!(pg_east["canary_exposure_ms"].as_i64().unwrap() > RPO_SECS * 1000);
+    assert!(
+        pg_east["reasons"].to_string().contains("over the RPO"),
+        "{at_risk}"
+    );
+    assert!(at_risk["exposure_ms"].as_i64().unwrap() > RPO_SECS * 1000);
+    // The metrics say the same.
+    let metrics = http_get(c.metrics_port, "/metrics");
+    assert!(
+        metrics.contains("seawall_replication_verdict{service=\"shop\"} 1"),
+        "{metrics}"
+    );
+
+    // Resumed: ok again within two intervals (and a margin for the replay).
+    standby.sql("SELECT pg_wal_replay_resume()");
+    eventually(10, "the verdict to return to ok after the resume", || {
+        let s = replication(&pki, &addr)?;
+        (s["verdict"] == "ok").then_some(())
+    });
+
+    // The Redis link cut: broken, saying the link is down and the last
+    // offset; restored: ok again.
+    link.cut();
+    let cut = eventually(90, "the Redis replica to show its link down", || {
+        let s = replication(&pki, &addr)?;
+        let r = store(&s, "east", "redis").clone();
+        (r["verdict"] == "broken").then_some(r)
+    });
+    assert!(
+        cut["reasons"].to_string().contains("is down (last offset"),
+        "{cut}"
+    );
+    assert!(
+        cut["position"].as_str().unwrap().parse::<i64>().unwrap() > 0,
+        "{cut}"
+    );
+    link.restore();
+    eventually(
+        60,
+        "the Redis replica to be ok after the link returns",
+        || {
+            let s = replication(&pki, &addr)?;
+            (s["verdict"] == "ok").then_some(())
+        },
+    );
+
+    // The east agent gone: its stores are broken and unreachable, with
+    // their last positions, never "no lag"; the gauges say NaN, not 0.
+    e1.kill9();
+    let gone = eventually(30, "the east stores to be unreachable", || {
+        let s = replication(&pki, &addr)?;
+        let pg = store(&s, "east", "postgres").clone();
+        (pg["verdict"] == "broken").then_some(s)
+    });
+    let pg_east = store(&gone, "east", "postgres");
+    assert!(
+        pg_east["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("unreachable"),
+        "{gone}"
+    );
+    assert!(pg_east["lag_bytes"].is_null(), "{gone}");
+    assert!(!pg_east["position"].as_str().unwrap().is_empty(), "{gone}");
+    let metrics = http_get(c.metrics_port, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("seawall_replication_lag_bytes")
+                && l.contains("region=\"east\"")
+                && l.contains("kind=\"postgres\"")
+                && l.ends_with("NaN")),
+        "{metrics}"
+    );
+    // The plain view names the verdict and exits non-zero.
+    let plain = Command::new(crate::fixtures::bin())
+        .arg("replication")
+        .args(pki.operator_flags(&addr))
+        .output()
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&plain.stdout);
+    assert!(text.contains("shop: BROKEN"), "{text}");
+    e1.restart();
+    eventually(
+        60,
+        "the east stores to be ok once the agent is back",
+        || {
+            let s = replication(&pki, &addr)?;
+            (s["verdict"] == "ok").then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_topology_that_does_not_add_up_is_refused_before_anything_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = Pki::new(&dir.join("pki"));
+    pki.certs(&["coordinator", "--name", "c1", "--host", "127.0.0.1"]);
+    let config = dir.join("c1.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "id = \"c1\"\nlisten = \"127.0.0.1:1\"\n{}\n[dev]\nstate = \"{}\"\n[[regions]]\nname = \"west\"\nrole = \"primary\"\n[[regions]]\nname = \"east\"\nrole = \"standby\"\n[[regions]]\nname = \"eu\"\nrole = \"cold\"\n[[services]]\nname = \"shop\"\n[[services.stores]]\nregion = \"east\"\nkind = \"redis\"\nagent = \"e1\"\nsource = \"cache\"\n[[services.stores]]\nregion = \"eu\"\nkind = \"postgres\"\nagent = \"x1\"\nsource = \"db\"\n",
+            pki.tls_toml("c1"),
+            dir.join("state.redb").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(crate::fixtures::bin())
+        .args(["coordinator", "--dev", "--check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no primary"), "{err}");
+    assert!(err.contains("cold (backups only)"), "{err}");
+}

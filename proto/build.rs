@@ -31,6 +31,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".seawall.v1.RedisReplicaSeen",
             "#[derive(serde::Serialize, serde::Deserialize)]",
         )
+        .type_attribute(
+            ".seawall.v1.RepositoryReplication",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
+        .type_attribute(
+            ".seawall.v1.SourceHead",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
+        .type_attribute(
+            ".seawall.v1.RepositoryGap",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
         .file_descriptor_set_path(out.join("seawall_v1_descriptor.bin"))
         .compile_protos(
             &[

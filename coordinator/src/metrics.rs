@@ -21,6 +21,9 @@
 //! | `seawall_replication_lag_seconds` | gauge (NaN: unknown) | service, region, kind, source |
 //! | `seawall_replication_canary_exposure_seconds` | gauge (age of the newest canary visible; NaN: none) | service, region, kind, source |
 //! | `seawall_replication_canary_delay_seconds` | gauge (write to visible) | service, region, kind, source |
+//! | `seawall_replication_repository_verdict` | gauge (0 ok, 1 at risk, 2 broken, 3 not read) | service, region |
+//! | `seawall_replication_repository_behind_seconds` | gauge (newest backups older than the primary's; NaN: unknown) | service, region |
+//! | `seawall_replication_repository_gaps` | gauge (objects of the primary's repository missing or different) | service, region |
 //! | `seawall_etcd_errors_total` | counter | op |
 //! | `seawall_history_pruned_total` | counter | kind (jobs, backups, audit) |
 
@@ -119,6 +122,24 @@ pub fn replication(r: &seawall_proto::v1::ServiceReplication) {
                 .set(or_nan(s.canary_exposure_ms.map(|m| m as f64 / 1000.0)));
             metrics::gauge!("seawall_replication_canary_delay_seconds", &labels)
                 .set(or_nan(s.canary_delay_ms.map(|m| m as f64 / 1000.0)));
+        }
+    }
+    for repo in &r.repositories {
+        let labels = [
+            ("service", r.service.clone()),
+            ("region", repo.region.clone()),
+        ];
+        metrics::gauge!("seawall_replication_repository_verdict", &labels).set(f64::from(
+            crate::replication::assess::severity(&repo.verdict),
+        ));
+        if repo.role != "primary" {
+            metrics::gauge!("seawall_replication_repository_behind_seconds", &labels).set(
+                repo.behind_ms
+                    .map(|m| m as f64 / 1000.0)
+                    .unwrap_or(f64::NAN),
+            );
+            metrics::gauge!("seawall_replication_repository_gaps", &labels)
+                .set(f64::from(repo.gap_count));
         }
     }
 }

@@ -83,6 +83,44 @@ pub struct ServiceConfig {
     /// Its stores.
     #[serde(default)]
     pub stores: Vec<StoreConfig>,
+    /// The repositories its backups are in, one per region.
+    #[serde(default)]
+    pub repositories: Vec<RepositoryAt>,
+    /// Its sources as the repositories name them (their snapshots'
+    /// `source=` tag); default: the sources of its primary-region stores.
+    #[serde(default)]
+    pub backups: Vec<String>,
+}
+
+impl ServiceConfig {
+    /// The sources whose backups are compared across regions.
+    pub fn backup_sources(&self, regions: &[RegionConfig]) -> Vec<String> {
+        if !self.backups.is_empty() {
+            return self.backups.clone();
+        }
+        let mut out: Vec<String> = self
+            .stores
+            .iter()
+            .filter(|s| store_role(regions, s) == Some(RegionRole::Primary))
+            .map(|s| s.source.clone())
+            .collect();
+        out.dedup();
+        out
+    }
+}
+
+/// A region's repository, read by one of its agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryAt {
+    /// The region.
+    pub region: String,
+    /// The agent whose `[repository]` it is.
+    pub agent: String,
+    /// That agent's `[[mirrors]]` entry that copies the primary region's
+    /// repository (named so the check can say what has not arrived).
+    #[serde(default)]
+    pub mirror: Option<String>,
 }
 
 /// How the replication checks run.
@@ -95,6 +133,13 @@ pub struct ReplicationConfig {
         with = "seawall_common::duration::serde_text"
     )]
     pub interval: Duration,
+    /// Time between two reads of the repositories (listing a bucket costs
+    /// requests: less often than the stores).
+    #[serde(
+        default = "default_repository_interval",
+        with = "seawall_common::duration::serde_text"
+    )]
+    pub repository_interval: Duration,
     /// How long a store has to answer (default: 80% of the interval).
     #[serde(
         default,
@@ -107,6 +152,7 @@ impl Default for ReplicationConfig {
     fn default() -> Self {
         ReplicationConfig {
             interval: default_interval(),
+            repository_interval: default_repository_interval(),
             deadline: None,
         }
     }
@@ -126,6 +172,9 @@ fn default_rpo() -> Duration {
 }
 fn default_rto() -> Duration {
     Duration::from_secs(900)
+}
+fn default_repository_interval() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_interval() -> Duration {
     Duration::from_secs(5)
@@ -279,6 +328,8 @@ mod tests {
             rto: default_rto(),
             canary: true,
             stores,
+            repositories: Vec::new(),
+            backups: Vec::new(),
         }
     }
 

@@ -696,6 +696,32 @@ pub async fn replication(g: &Global, a: ReplicationArgs) -> anyhow::Result<u8> {
                 println!("      {why}");
             }
         }
+        if !s.repositories.is_empty() {
+            println!(
+                "  {:<12} {:<8} {:<20} {:<9} {:>10} {:>9} {:>6}  NEWEST WAL",
+                "REGION", "ROLE", "REPOSITORY AGENT", "VERDICT", "BEHIND", "SNAPSHOTS", "GAPS"
+            );
+        }
+        for repo in &s.repositories {
+            println!(
+                "  {:<12} {:<8} {:<20} {:<9} {:>10} {:>9} {:>6}  {}",
+                repo.region,
+                repo.role,
+                repo.agent,
+                repo.verdict,
+                millis(repo.behind_ms),
+                repo.snapshots_behind,
+                repo.gap_count,
+                if repo.newest_wal.is_empty() {
+                    "-"
+                } else {
+                    &repo.newest_wal
+                },
+            );
+            for why in &repo.reasons {
+                println!("      {why}");
+            }
+        }
     }
     Ok(if healthy { 0 } else { 1 })
 }

@@ -312,3 +312,141 @@ fn a_topology_that_does_not_add_up_is_refused_before_anything_starts() {
     assert!(err.contains("has no primary"), "{err}");
     assert!(err.contains("cold (backups only)"), "{err}");
 }
+
+fn repositories(pki: &Pki, addr: &str) -> Option<Vec<serde_json::Value>> {
+    let out = op(pki, addr, &["replication", "--service", "docs"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["services"][0]["repositories"].as_array().cloned()
+}
+
+#[test]
+fn a_backup_reaches_the_other_regions_repository_and_a_gap_names_the_source_it_hurts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), "documents that matter\n".repeat(5000)).unwrap();
+    let pki = Pki::new(&dir.join("pki"));
+    let west_repo = dir.join("repo-w1");
+    let east_repo = dir.join("east-repo");
+    let topology = r#"
+[replication]
+interval = "1s"
+repository_interval = "1s"
+
+[[regions]]
+name = "west"
+role = "primary"
+
+[[regions]]
+name = "east"
+role = "standby"
+
+[[services]]
+name = "docs"
+rpo = "1h"
+backups = ["files"]
+
+[[services.repositories]]
+region = "west"
+agent = "w1"
+
+[[services.repositories]]
+region = "east"
+agent = "e1"
+mirror = "from-west"
+"#;
+    let store_section = format!(
+        "[dev]\nstate = \"{}\"\n{topology}",
+        dir.join("state.redb").display()
+    );
+    let c = start_replica(&pki, dir, "c1", &store_section, "", true);
+    let addr = c.address();
+    let _w1 = start_agent(&pki, dir, "w1", "west", std::slice::from_ref(&addr), &data);
+    // The east agent's repository is a replica of the west's (same
+    // password), which no mirror run has created yet.
+    let _e1 = start_agent_on(
+        &pki,
+        dir,
+        "e1",
+        "east",
+        std::slice::from_ref(&addr),
+        &format!(
+            "[[mirrors]]\nname = \"from-west\"\nfrom = \"{}\"\n",
+            west_repo.display()
+        ),
+        Some(&format!(
+            "repo = \"{}\"\npassword_file = \"{}\"",
+            east_repo.display(),
+            dir.join("w1.password").display()
+        )),
+    );
+    backup_now(&pki, &addr, "west", "files");
+
+    // The east lacks it: at risk, naming what is missing and the source.
+    let behind = eventually(30, "the east repository to be reported behind", || {
+        let r = repositories(&pki, &addr)?;
+        (r[1]["verdict"] == "at risk" && r[0]["verdict"] == "ok").then_some(r)
+    });
+    let west_snapshot = behind[0]["sources"][0]["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!west_snapshot.is_empty(), "{behind:?}");
+    let east = &behind[1];
+    assert_eq!(east["snapshots_behind"], 1, "{east}");
+    assert!(east["gap_count"].as_u64().unwrap() > 0, "{east}");
+    assert_eq!(east["sources_hurt"], serde_json::json!(["files"]), "{east}");
+    assert!(
+        east["reasons"]
+            .to_string()
+            .contains("no backup of files here"),
+        "{east}"
+    );
+
+    // A mirror run brings it over: the east holds the same newest snapshot.
+    let mirrored = Command::new(crate::fixtures::bin())
+        .args(["-q", "-r"])
+        .arg(&west_repo)
+        .args(["mirror", "--to"])
+        .arg(&east_repo)
+        .output()
+        .unwrap();
+    assert!(
+        mirrored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mirrored.stderr)
+    );
+    let caught_up = eventually(30, "the east repository to be ok after the mirror", || {
+        let r = repositories(&pki, &addr)?;
+        (r[1]["verdict"] == "ok").then_some(r)
+    });
+    assert_eq!(
+        caught_up[1]["sources"][0]["snapshot_id"],
+        west_snapshot.as_str()
+    );
+    assert_eq!(caught_up[1]["behind_ms"], 0, "{caught_up:?}");
+    assert_eq!(caught_up[1]["gap_count"], 0, "{caught_up:?}");
+
+    // One pack removed from the east's copy: named, with the source it hurts.
+    let pack = crate::fixtures::files_under(&east_repo.join("data"))
+        .into_iter()
+        .next()
+        .expect("a pack in the replica");
+    std::fs::remove_file(&pack).unwrap();
+    let damaged = eventually(30, "the missing pack to be named", || {
+        let r = repositories(&pki, &addr)?;
+        (r[1]["verdict"] == "at risk").then_some(r)
+    });
+    let east = &damaged[1];
+    let name = pack.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        east["gaps"].as_array().unwrap().iter().any(|g| g["object"]
+            .as_str()
+            .unwrap()
+            .ends_with(&name)
+            && g["problem"] == "missing"),
+        "{east}"
+    );
+    assert_eq!(east["sources_hurt"], serde_json::json!(["files"]), "{east}");
+}

@@ -3,7 +3,8 @@
 //! are kept between rounds (a probe every few seconds must not cost a
 //! connection each time); one that fails is dropped and made again. Every
 //! store gets the probe's deadline: one that has not answered by then is
-//! reported unreachable, never as "no lag".
+//! reported unreachable, never as "no lag". The repository is read for its
+//! newest snapshots and compared with the repositories it mirrors.
 
 use super::config::AgentConfig;
 use crate::engine::canary::{self, Marker};
@@ -11,10 +12,12 @@ use crate::engine::operation::SourceSpec;
 use crate::engine::postgres::conn;
 use crate::engine::redis::{connect::Endpoint, RedisTls};
 use crate::engine::replication::{self, PgReplication, RedisReplication};
-use seawall_common::{Error, ErrorKind, Result};
+use crate::engine::repo_state;
+use seawall_common::{Error, ErrorKind, Repository, Result};
 use seawall_proto::v1::{
-    CanaryMarker, PostgresReplication, PostgresStandby, ProbeReply, ProbeRequest, RedisReplicaSeen,
-    StoreProbe, StoreReport,
+    CanaryMarker, MirrorComparison, PostgresReplication, PostgresStandby, ProbeReply, ProbeRequest,
+    RedisReplicaSeen, RepositoryGap, RepositoryProbe, RepositoryReport, SourceHead, StoreProbe,
+    StoreReport,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +26,8 @@ use std::time::{Duration, Instant};
 /// Probe rounds answered at once; a further one is refused at once (the
 /// stores are not keeping up and piling on would not help).
 const CONCURRENT_ROUNDS: usize = 2;
+/// Gaps listed one by one in an answer (the count has them all).
+const MAX_GAPS: usize = 20;
 /// Longest deadline honoured, whatever the request says.
 const MAX_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -32,6 +37,7 @@ pub struct Prober {
     pg: Mutex<HashMap<String, Arc<tokio_postgres::Client>>>,
     redis: Mutex<HashMap<String, redis::aio::MultiplexedConnection>>,
     rounds: Arc<tokio::sync::Semaphore>,
+    repo: tokio::sync::Mutex<Option<Arc<Repository>>>,
 }
 
 impl Prober {
@@ -42,6 +48,7 @@ impl Prober {
             pg: Mutex::default(),
             redis: Mutex::default(),
             rounds: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_ROUNDS)),
+            repo: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -57,15 +64,141 @@ impl Prober {
             return ProbeReply {
                 probe_id: request.probe_id,
                 reports: request.probes.iter().map(|p| failed(p, &busy, 0)).collect(),
+                repository: request.repository.as_ref().map(|_| RepositoryReport {
+                    error: busy.to_string(),
+                    error_kind: super::result::wire_kind(busy.kind()) as i32,
+                    ..Default::default()
+                }),
             };
         };
-        let reports =
-            futures_util::future::join_all(request.probes.iter().map(|p| self.one(p, deadline)))
-                .await;
+        let stores =
+            futures_util::future::join_all(request.probes.iter().map(|p| self.one(p, deadline)));
+        let repository = async {
+            match &request.repository {
+                Some(r) => Some(self.repository(r, deadline).await),
+                None => None,
+            }
+        };
+        let (reports, repository) = tokio::join!(stores, repository);
         ProbeReply {
             probe_id: request.probe_id,
             reports,
+            repository,
         }
+    }
+
+    /// The agent's repository, opened once (a password's key derivation
+    /// is deliberately slow) and again after a failure.
+    async fn own_repository(&self) -> Result<Arc<Repository>> {
+        let mut slot = self.repo.lock().await;
+        if let Some(r) = slot.as_ref() {
+            return Ok(r.clone());
+        }
+        let repo = self.config.repository.spec().open().await?;
+        *slot = Some(repo.clone());
+        Ok(repo)
+    }
+
+    async fn repository(&self, probe: &RepositoryProbe, deadline: Duration) -> RepositoryReport {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(deadline, self.read_repository(probe)).await;
+        let took_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
+        let failed = |e: Error| RepositoryReport {
+            error: e.to_string(),
+            error_kind: super::result::wire_kind(e.kind()) as i32,
+            took_ms,
+            ..Default::default()
+        };
+        match answer {
+            Ok(Ok(mut r)) => {
+                r.took_ms = took_ms;
+                r
+            }
+            Ok(Err(e)) => {
+                *self.repo.lock().await = None;
+                failed(e)
+            }
+            Err(_) => failed(Error::new(
+                ErrorKind::Unreachable,
+                format!("the repository did not answer within {deadline:?}: unreachable"),
+            )),
+        }
+    }
+
+    async fn read_repository(&self, probe: &RepositoryProbe) -> Result<RepositoryReport> {
+        // A replica that no mirror run has created yet holds nothing: that
+        // is a finding (every source missing), not an unreachable store.
+        let repo = match self.own_repository().await {
+            Ok(r) => Some(r),
+            Err(e) if e.kind() == ErrorKind::NotFound && !probe.mirrors.is_empty() => None,
+            Err(e) => return Err(e),
+        };
+        let state = match &repo {
+            Some(r) => repo_state::state(r, &probe.sources).await?,
+            None => repo_state::State {
+                heads: Vec::new(),
+                newest_wal: None,
+                wal_files: 0,
+            },
+        };
+        let mut mirrors = Vec::new();
+        for name in &probe.mirrors {
+            let Some(m) = self.config.mirrors.iter().find(|m| &m.name == name) else {
+                mirrors.push(MirrorComparison {
+                    mirror: name.clone(),
+                    error: format!("this agent has no [[mirrors]] entry {name:?}: the topology names one its agent.toml lacks"),
+                    ..Default::default()
+                });
+                continue;
+            };
+            let compared = async {
+                let from = m.spec().storage().await?;
+                let to = match &repo {
+                    Some(r) => r.storage().clone(),
+                    None => self.config.repository.spec().storage().await?,
+                };
+                let password = self.config.repository.spec().password()?;
+                repo_state::compare(from, to, repo.clone(), &password).await
+            };
+            mirrors.push(match compared.await {
+                Ok(c) => MirrorComparison {
+                    mirror: name.clone(),
+                    error: String::new(),
+                    gap_count: c.gaps.len().min(u32::MAX as usize) as u32,
+                    gaps: c
+                        .gaps
+                        .into_iter()
+                        .take(MAX_GAPS)
+                        .map(|g| RepositoryGap {
+                            object: g.object,
+                            problem: g.problem,
+                        })
+                        .collect(),
+                    sources_hurt: c.sources_hurt,
+                },
+                Err(e) => MirrorComparison {
+                    mirror: name.clone(),
+                    error: format!("{} cannot be compared: {e}", m.from),
+                    ..Default::default()
+                },
+            });
+        }
+        Ok(RepositoryReport {
+            heads: state
+                .heads
+                .into_iter()
+                .map(|h| SourceHead {
+                    source: h.source,
+                    snapshot_id: h.newest.as_ref().map(|n| n.0.clone()).unwrap_or_default(),
+                    time_unix_ms: h.newest.map(|n| n.1).unwrap_or(0),
+                    snapshots: h.snapshots,
+                })
+                .collect(),
+            newest_wal: state.newest_wal.unwrap_or_default(),
+            wal_files: state.wal_files,
+            mirrors,
+            ..Default::default()
+        })
     }
 
     async fn one(&self, probe: &StoreProbe, deadline: Duration) -> StoreReport {

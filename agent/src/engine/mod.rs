@@ -15,6 +15,7 @@ pub mod prune;
 pub mod redis;
 pub mod repair;
 pub mod replication;
+pub mod repo_state;
 pub mod repository;
 pub mod restore;
 pub mod stream;

@@ -5,7 +5,7 @@
 
 use crate::registry::{Registry, Session};
 use seawall_proto::v1::{
-    coordinator_message, CoordinatorMessage, ProbeReply, ProbeRequest, StoreProbe,
+    coordinator_message, CoordinatorMessage, ProbeReply, ProbeRequest, RepositoryProbe, StoreProbe,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +49,7 @@ impl Pending {
         session: &Session,
         epoch: u64,
         probes: Vec<StoreProbe>,
+        repository: Option<RepositoryProbe>,
         deadline: Duration,
     ) -> Result<ProbeReply, String> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
@@ -63,6 +64,7 @@ impl Pending {
                 probe_id: id,
                 deadline_ms: deadline.as_millis().min(u128::from(u32::MAX)) as u32,
                 probes,
+                repository,
             })),
         };
         let margin = Duration::from_millis(500).max(deadline / 4);

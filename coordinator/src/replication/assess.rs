@@ -4,7 +4,7 @@
 //! figure past the RPO is "at risk".
 
 use crate::topology::{RegionConfig, RegionRole, ServiceConfig, StoreConfig, StoreKind};
-use seawall_proto::v1::{ServiceReplication, StoreReplication, StoreReport};
+use seawall_proto::v1::{RepositoryReplication, ServiceReplication, StoreReplication, StoreReport};
 
 /// All is well.
 pub const OK: &str = "ok";
@@ -69,6 +69,7 @@ pub fn assess(
     seen: &[Seen],
     previous: Option<&ServiceReplication>,
     canary_written: Option<(u64, i64)>,
+    repositories: Vec<RepositoryReplication>,
     now_ms: i64,
 ) -> ServiceReplication {
     let rpo_ms = service.rpo.as_millis() as i64;
@@ -305,6 +306,7 @@ pub fn assess(
     let verdict = stores
         .iter()
         .map(|s| s.verdict.as_str())
+        .chain(repositories.iter().map(|r| r.verdict.as_str()))
         .max_by_key(|v| severity(v))
         .unwrap_or(OK)
         .to_string();
@@ -331,6 +333,7 @@ pub fn assess(
         stores,
         canary_seq: canary_written.map(|c| c.0).unwrap_or(0),
         canary_written_unix_ms: canary_written.map(|c| c.1).unwrap_or(0),
+        repositories,
     }
 }
 
@@ -369,6 +372,8 @@ mod tests {
                 store("west", StoreKind::Redis),
                 store("east", StoreKind::Redis),
             ],
+            repositories: Vec::new(),
+            backups: Vec::new(),
         };
         (regions, service)
     }
@@ -439,7 +444,15 @@ mod tests {
             seen(Ok(redis(true, 5000, ""))),
             seen(Ok(redis(false, 4000, "up"))),
         ];
-        let r = assess(&regions, &service, &all, None, Some((7, 900)), 1_000);
+        let r = assess(
+            &regions,
+            &service,
+            &all,
+            None,
+            Some((7, 900)),
+            Vec::new(),
+            1_000,
+        );
         assert_eq!(r.verdict, OK, "{r:?}");
         assert_eq!(r.stores[1].lag_bytes, Some(0x100));
         // Bytes behind but no replay_lag from the primary: seconds unknown,
@@ -451,7 +464,15 @@ mod tests {
         // The canary 20 s old on a 10 s RPO: at risk, saying by how much.
         let mut late = all.clone();
         late[1].canary = Some((Ok(canary(900)), 20_900));
-        let r = assess(&regions, &service, &late, None, Some((9, 20_000)), 20_900);
+        let r = assess(
+            &regions,
+            &service,
+            &late,
+            None,
+            Some((9, 20_000)),
+            Vec::new(),
+            20_900,
+        );
         assert_eq!(r.verdict, AT_RISK);
         assert!(
             r.stores[1]
@@ -474,7 +495,15 @@ mod tests {
                 });
             }
         }
-        let r = assess(&regions, &service, &timed, None, Some((7, 900)), 1_000);
+        let r = assess(
+            &regions,
+            &service,
+            &timed,
+            None,
+            Some((7, 900)),
+            Vec::new(),
+            1_000,
+        );
         assert_eq!(r.stores[1].lag_secs, Some(1.5));
     }
 
@@ -487,7 +516,7 @@ mod tests {
             seen(Ok(redis(true, 10, ""))),
             seen(Ok(redis(false, 10, "up"))),
         ];
-        let before = assess(&regions, &service, &first, None, None, 1_000);
+        let before = assess(&regions, &service, &first, None, None, Vec::new(), 1_000);
         let mut now = first.clone();
         now[3] = seen(Err("agent east/a is not connected: unreachable".into()));
         let mut stopped = pg(false, "0/2000000");
@@ -495,7 +524,15 @@ mod tests {
             p.receiver = String::new();
         }
         now[1] = seen(Ok(stopped));
-        let r = assess(&regions, &service, &now, Some(&before), None, 2_000);
+        let r = assess(
+            &regions,
+            &service,
+            &now,
+            Some(&before),
+            None,
+            Vec::new(),
+            2_000,
+        );
         assert_eq!(r.verdict, BROKEN);
         assert_eq!(r.stores[3].lag_bytes, None);
         assert_eq!(r.stores[3].position, "10");
@@ -507,7 +544,7 @@ mod tests {
 
         let mut down = first.clone();
         down[3] = seen(Ok(redis(false, 8, "down")));
-        let r = assess(&regions, &service, &down, None, None, 2_000);
+        let r = assess(&regions, &service, &down, None, None, Vec::new(), 2_000);
         assert_eq!(r.stores[3].verdict, BROKEN);
         assert!(
             r.stores[3].reasons[0].contains("is down (last offset 8)"),
@@ -517,7 +554,7 @@ mod tests {
 
         let mut promoted = first;
         promoted[1] = seen(Ok(pg(true, "0/3000000")));
-        let r = assess(&regions, &service, &promoted, None, None, 2_000);
+        let r = assess(&regions, &service, &promoted, None, None, Vec::new(), 2_000);
         assert!(r.stores[1].reasons[0].contains("not in recovery"));
     }
 

@@ -6,6 +6,7 @@
 
 pub mod ask;
 pub mod assess;
+pub mod repositories;
 
 use crate::core::{Coordinator, Lead};
 use crate::records::now_ms;
@@ -39,16 +40,19 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
         return;
     }
     let memory = Arc::new(tokio::sync::Mutex::new(Memory::default()));
+    let latest = repositories::Latest::default();
+    repositories::start(coord.clone(), lead.clone(), latest.clone());
     let (board, tree) = (coord.workers.clone(), lead.tree.clone());
     crate::workers::spawn_worker(&tree, &board, "replication", move || {
-        let (coord, lead, memory) = (coord.clone(), lead.clone(), memory.clone());
+        let (coord, lead, memory, latest) =
+            (coord.clone(), lead.clone(), memory.clone(), latest.clone());
         async move {
             if !lead.leadership.is_valid() {
                 return Ok(crate::workers::Next::Stop);
             }
             let started = Instant::now();
             let mut memory = memory.lock().await;
-            round(&coord, &lead, &mut memory).await?;
+            round(&coord, &lead, &mut memory, &latest).await?;
             let interval = coord.config.replication.interval;
             Ok(crate::workers::Next::After(
                 interval.saturating_sub(started.elapsed()),
@@ -84,7 +88,7 @@ async fn ask_all(
                 Err(e) => Err(e),
                 Ok(session) => coord
                     .probes
-                    .ask(&session, lead.epoch(), probes, deadline)
+                    .ask(&session, lead.epoch(), probes, None, deadline)
                     .await
                     .map_err(|e| format!("agent {region}/{agent}: {e}"))
                     .and_then(|reply| {
@@ -118,7 +122,12 @@ async fn ask_all(
         .collect()
 }
 
-async fn round(coord: &Coordinator, lead: &Lead, memory: &mut Memory) -> Result<(), String> {
+async fn round(
+    coord: &Coordinator,
+    lead: &Lead,
+    memory: &mut Memory,
+    latest: &repositories::Latest,
+) -> Result<(), String> {
     let config = &coord.config;
     if !memory.loaded {
         load(coord, memory).await?;
@@ -203,6 +212,7 @@ async fn round(coord: &Coordinator, lead: &Lead, memory: &mut Memory) -> Result<
         ask_all(coord, lead, reads).await
     };
     let now = now_ms();
+    let repository_answers = latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut reports = Vec::new();
     for (si, service) in config.services.iter().enumerate() {
         let seen: Vec<Seen> = (0..service.stores.len())
@@ -224,6 +234,7 @@ async fn round(coord: &Coordinator, lead: &Lead, memory: &mut Memory) -> Result<
             &seen,
             memory.previous.get(&service.name),
             memory.canary.get(&service.name).copied(),
+            repositories::assess_all(&config.regions, service, &repository_answers),
             now,
         );
         crate::metrics::replication(&report);

@@ -15,8 +15,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// The newest answer of each (region, agent) repository, and when it came.
-pub type Latest = Arc<Mutex<HashMap<(String, String), (Result<RepositoryReport, String>, i64)>>>;
+/// Each (region, agent) repository's newest answer, and when it came.
+pub type Answers = HashMap<(String, String), (Result<RepositoryReport, String>, i64)>;
+
+/// [`Answers`], shared between the repository reads and the store rounds.
+pub type Latest = Arc<Mutex<Answers>>;
 
 /// Starts the repository reads for `lead`'s term, if any service names
 /// repositories; `latest` is where the answers go.
@@ -124,7 +127,7 @@ fn secs(ms: i64) -> String {
 pub fn assess_all(
     regions: &[RegionConfig],
     service: &ServiceConfig,
-    latest: &HashMap<(String, String), (Result<RepositoryReport, String>, i64)>,
+    latest: &Answers,
 ) -> Vec<RepositoryReplication> {
     let sources = service.backup_sources(regions);
     let role_of = |region: &str| regions.iter().find(|r| r.name == region).map(|r| r.role);

@@ -229,10 +229,9 @@ sql = "SELECT id FROM fleet.tasks WHERE agent_id NOT IN (SELECT id FROM fleet.ag
         .any(|t| t["table"] == "fleet.tasks" && t["rows"] == 5000));
 }
 
-/// Waits until a restored copy answers, then returns its marker rows.
 /// Restores the newest backup with all archived WAL into `datadir` and
 /// starts it on a free port; the command's output and the port.
-fn restore_latest_started(repo: &PgRepo, datadir: &Path) -> (String, u16) {
+pub(crate) fn restore_latest_started(repo: &PgRepo, datadir: &Path) -> (String, u16) {
     let port = crate::fixtures::free_port();
     let out = repo.ok(&[
         "restore",
@@ -247,7 +246,8 @@ fn restore_latest_started(repo: &PgRepo, datadir: &Path) -> (String, u16) {
     (out, port)
 }
 
-fn markers(data: &Path, port: u16) -> String {
+/// The restored copy's marker rows, in order, comma-separated.
+pub(crate) fn markers(data: &Path, port: u16) -> String {
     crate::pg_fixture::psql_at(
         data,
         port,

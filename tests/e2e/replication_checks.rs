@@ -450,3 +450,85 @@ mirror = "from-west"
     );
     assert_eq!(east["sources_hurt"], serde_json::json!(["files"]), "{east}");
 }
+
+#[test]
+fn wal_reaches_the_standby_regions_repository_continuously_and_replays_from_it_alone() {
+    use crate::pg_fixture::{archiving, pg_dir, stop_datadir, PgRepo};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let repo = PgRepo::init(&dir.join("west"));
+    let pg = PgCluster::start(&dir.join("pg"), &archiving(&repo));
+    pg.sql("postgres", "CREATE TABLE marker (t text)");
+    repo.ok(&[
+        "backup",
+        "postgres",
+        "--physical",
+        "--dsn",
+        &pg.dsn("postgres"),
+    ]);
+    pg.sql("postgres", "INSERT INTO marker (t) VALUES ('first')");
+    pg.switch_and_archive();
+
+    // The east's replica, made by a first mirror run; from then on its
+    // agent follows the WAL archive every second.
+    let east = dir.join("east");
+    pg_dir(&east);
+    let replica = PgRepo {
+        dir: east.join("repo"),
+        password_file: repo.password_file.clone(),
+        spool: east.join("spool"),
+    };
+    repo.ok(&["mirror", "--to", &replica.dir.display().to_string()]);
+    let pki = Pki::new(&dir.join("pki"));
+    let _e1 = start_agent_on(
+        &pki,
+        dir,
+        "e1",
+        "east",
+        &["127.0.0.1:1".to_string()],
+        &format!(
+            "[[mirrors]]\nname = \"from-west\"\nfrom = \"{}\"\nwal_every = \"1s\"\n",
+            repo.dir.display()
+        ),
+        Some(&format!(
+            "repo = \"{}\"\npassword_file = \"{}\"",
+            replica.dir.display(),
+            repo.password_file.display()
+        )),
+    );
+
+    // A commit, its segment archived in the west: it reaches the east
+    // within seconds, with no mirror job run.
+    pg.sql("postgres", "INSERT INTO marker (t) VALUES ('second')");
+    let segment = pg.switch_and_archive();
+    eventually(
+        15,
+        "the newest WAL segment in the east's repository",
+        || {
+            crate::fixtures::files_under(&replica.dir.join("wal"))
+                .iter()
+                .any(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy() == segment)
+                })
+                .then_some(())
+        },
+    );
+
+    // The west's repository lost: the east's alone replays to the commit.
+    std::fs::rename(&repo.dir, dir.join("west").join("lost")).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "postgres"])
+        .arg(&east)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let restored = dir.join("restored");
+    pg_dir(&restored);
+    let data = restored.join("data");
+    let (out, port) = crate::postgres::restore_latest_started(&replica, &data);
+    assert!(out.contains("promoted"), "{out}");
+    let got = crate::postgres::markers(&data, port);
+    stop_datadir(&data);
+    assert_eq!(got, "first,second");
+}

@@ -79,6 +79,14 @@ pub struct MirrorConfig {
     /// job only checks that everything arrived (it fails naming what did not).
     #[serde(default)]
     pub check_only: bool,
+    /// Also copy new WAL this often, between mirror jobs, so this region's
+    /// repository can be replayed to within moments of the primary's
+    /// archive (off when absent).
+    #[serde(
+        default,
+        deserialize_with = "seawall_common::duration::serde_text::option::deserialize"
+    )]
+    pub wal_every: Option<std::time::Duration>,
 }
 
 impl MirrorConfig {
@@ -349,6 +357,19 @@ impl AgentConfig {
             if let SourceSpec::Files { paths, .. } = &s.kind {
                 if paths.is_empty() {
                     problems.push(format!("source {:?} lists no paths", s.name));
+                }
+            }
+        }
+        for m in &config.mirrors {
+            if let Some(every) = m.wal_every {
+                if every < std::time::Duration::from_secs(1) {
+                    problems.push(format!("mirror {:?}: wal_every is under 1s: every run lists the archive; use 5s or more", m.name));
+                }
+                if m.check_only {
+                    problems.push(format!(
+                        "mirror {:?}: wal_every copies WAL, check_only copies nothing: choose one",
+                        m.name
+                    ));
                 }
             }
         }

@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod link;
 pub mod probes;
 pub mod result;
+pub mod wal_follow;
 
 use config::AgentConfig;
 use seawall_common::tls::{Identity, TlsPem};
@@ -79,6 +80,7 @@ pub async fn run(
         unacked: std::sync::atomic::AtomicUsize::new(0),
     };
     tracing::info!(agent = %config.id, region = %config.region, "agent starting");
+    wal_follow::start(&config);
     let grace = config.shutdown_grace;
     let serving = link.run(uplink, upstream);
     tokio::pin!(serving);

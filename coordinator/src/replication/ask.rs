@@ -111,3 +111,99 @@ pub fn session_of(registry: &Registry, region: &str, agent: &str) -> Result<Arc<
         "agent {region}/{agent} is not connected: unreachable"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::next_session_id;
+
+    fn session(
+        region: &str,
+        agent: &str,
+    ) -> (
+        Arc<Session>,
+        tokio::sync::mpsc::Receiver<Result<CoordinatorMessage, tonic::Status>>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let s = Arc::new(Session {
+            session_id: next_session_id(),
+            agent_id: agent.into(),
+            region: region.into(),
+            sources: vec!["db".into()],
+            version: String::new(),
+            hostname: String::new(),
+            connected_ms: 0,
+            last_heartbeat_ms: 0.into(),
+            running: 0.into(),
+            outbox: tx,
+            fingerprint: String::new(),
+            cert_expires_ms: i64::MAX,
+            ended: Default::default(),
+        });
+        (s, rx)
+    }
+
+    #[test]
+    fn an_agent_named_in_the_wrong_region_is_told_apart_from_a_missing_one() {
+        let registry = Registry::default();
+        let (s, _rx) = session("east", "db-1");
+        registry.insert(s);
+        assert!(session_of(&registry, "east", "db-1").is_ok());
+        let wrong = session_of(&registry, "west", "db-1").expect_err("wrong region");
+        assert!(
+            wrong.contains("connected in region east, not west"),
+            "{wrong}"
+        );
+        let missing = session_of(&registry, "west", "db-2").expect_err("missing");
+        assert!(
+            missing.contains("is not connected: unreachable"),
+            "{missing}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_counts_only_from_the_session_asked_and_a_late_one_is_dropped() {
+        let pending = Pending::default();
+        let (asked, mut rx) = session("east", "db-1");
+        let (other, _rx2) = session("east", "db-2");
+        let waiting = {
+            let asked = asked.clone();
+            let pending = &pending;
+            async move {
+                pending
+                    .ask(&asked, 7, Vec::new(), None, Duration::from_millis(300))
+                    .await
+            }
+        };
+        let answering = async {
+            let Some(Ok(msg)) = rx.recv().await else {
+                panic!("no probe sent")
+            };
+            assert_eq!(msg.epoch, 7);
+            let Some(coordinator_message::Body::Probe(p)) = msg.body else {
+                panic!("not a probe")
+            };
+            let reply = ProbeReply {
+                probe_id: p.probe_id,
+                ..Default::default()
+            };
+            // Another agent cannot answer for it; the one asked can.
+            assert!(!pending.deliver(&other, reply.clone()));
+            assert!(pending.deliver(&asked, reply));
+        };
+        let (answer, ()) = tokio::join!(waiting, answering);
+        assert!(answer.is_ok());
+        // Nobody answers: the deadline and its margin, then an error.
+        let silent = pending
+            .ask(&asked, 7, Vec::new(), None, Duration::from_millis(100))
+            .await;
+        assert!(silent.expect_err("silent").starts_with("no answer within"));
+        assert!(!pending.deliver(
+            &asked,
+            ProbeReply {
+                probe_id: 2,
+                ..Default::default()
+            }
+        ));
+    }
+}

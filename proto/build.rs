@@ -43,11 +43,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".seawall.v1.RepositoryGap",
             "#[derive(serde::Serialize, serde::Deserialize)]",
         )
+        .type_attribute(
+            ".seawall.v1.Failover",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
+        .type_attribute(
+            ".seawall.v1.FailoverStep",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
+        .type_attribute(
+            ".seawall.v1.FailoverPlan",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
+        // Evidence in a stable order in the journal.
+        .btree_map(".seawall.v1.FailoverStep.evidence")
         .file_descriptor_set_path(out.join("seawall_v1_descriptor.bin"))
         .compile_protos(
             &[
                 "seawall/v1/operation.proto",
                 "seawall/v1/probe.proto",
+                "seawall/v1/action.proto",
                 "seawall/v1/agent.proto",
                 "seawall/v1/operator.proto",
             ],

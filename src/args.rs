@@ -150,6 +150,8 @@ pub enum Command {
     Revoked(OperatorArgs),
     /// Each service's replication: lag, canaries and a verdict against its RPO.
     Replication(ReplicationArgs),
+    /// Move a service's primary to another region, and follow or stop failovers.
+    Failover(FailoverArgs),
     /// Show what Seawall does, on a local sample, with timings.
     Demo(DemoArgs),
     /// Generate or change benchmark data (for bench/).
@@ -411,6 +413,91 @@ pub struct AuditArgs {
     /// Only entries from the last DURATION ("1h", "7d").
     #[arg(long, value_parser = duration_arg)]
     pub since: Option<std::time::Duration>,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `failover`.
+#[derive(Debug, Args)]
+pub struct FailoverArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub what: FailoverWhat,
+}
+
+/// `failover` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FailoverWhat {
+    /// What a failover would do, the lag and the expected loss; nothing is changed.
+    Plan(FailoverStartArgs),
+    /// Start a failover; --wait follows it to its end.
+    Run(FailoverStartArgs),
+    /// A failover's steps, evidence and achieved RTO/RPO (the newest without ID).
+    Status(FailoverStatusArgs),
+    /// Failovers, newest first.
+    List(FailoverListArgs),
+    /// Stop a running failover before its next step (what was done stays done).
+    Abort(FailoverAbortArgs),
+}
+
+/// `failover plan` and `failover run`.
+#[derive(Debug, Args)]
+pub struct FailoverStartArgs {
+    /// The service (as [[services]] names it).
+    pub service: String,
+    /// The region to fail over to.
+    #[arg(long)]
+    pub to: String,
+    /// Planned: fence the old primary and let the standby catch up first (zero loss).
+    #[arg(long)]
+    pub switchover: bool,
+    /// Go on although the standby lags beyond the service's bound (the loss is recorded).
+    #[arg(long)]
+    pub allow_data_loss: bool,
+    /// Follow the failover until it ends (run only); exit 0 when it succeeded.
+    #[arg(long)]
+    pub wait: bool,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `failover status`.
+#[derive(Debug, Args)]
+pub struct FailoverStatusArgs {
+    /// The failover's id (default: the newest).
+    pub id: Option<String>,
+    /// Print it again at every change until it ends.
+    #[arg(long)]
+    pub watch: bool,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `failover list`.
+#[derive(Debug, Args)]
+pub struct FailoverListArgs {
+    /// Only this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `failover abort`.
+#[derive(Debug, Args)]
+pub struct FailoverAbortArgs {
+    /// The failover's id.
+    pub id: String,
+    /// Why (kept in the record and the audit log).
+    #[arg(long)]
+    pub reason: Option<String>,
     /// Connection.
     #[command(flatten)]
     pub op: OperatorArgs,

@@ -57,6 +57,8 @@ pub struct Coordinator {
     pub operator_auth: OperatorAuth,
     /// Wakes the dispatcher.
     pub wake: Notify,
+    /// Wakes the failover worker (a failover started or aborted).
+    pub failover_wake: Notify,
     /// Cancelled when the replica shuts down; every term's tree hangs on it.
     pub root: tokio_util::sync::CancellationToken,
     /// The leader workers' health.
@@ -64,7 +66,9 @@ pub struct Coordinator {
     /// Certificates refused however valid their signature.
     pub revoked: Arc<crate::revocation::Revocations>,
     /// Replication probes awaiting their agents' answers.
-    pub probes: crate::replication::ask::Pending,
+    pub probes: crate::replication::ask::Pending<seawall_proto::v1::ProbeReply>,
+    /// Failover actions awaiting their agents' answers.
+    pub actions: crate::replication::ask::Pending<seawall_proto::v1::ActionReply>,
     lead: RwLock<Option<Arc<Lead>>>,
 }
 
@@ -197,10 +201,12 @@ impl Coordinator {
             registry: Registry::default(),
             operator_auth: OperatorAuth::new(token),
             wake: Notify::new(),
+            failover_wake: Notify::new(),
             root: tokio_util::sync::CancellationToken::new(),
             workers: crate::workers::Board::default(),
             revoked: Arc::default(),
             probes: Default::default(),
+            actions: Default::default(),
             lead: RwLock::new(None),
         }
     }

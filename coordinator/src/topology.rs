@@ -90,6 +90,83 @@ pub struct ServiceConfig {
     /// `source=` tag); default: the sources of its primary-region stores.
     #[serde(default)]
     pub backups: Vec<String>,
+    /// A failover goes ahead without `--allow-data-loss` only while the
+    /// standby trails by at most this many bytes (WAL or Redis stream).
+    #[serde(default = "default_max_lag_bytes")]
+    pub max_lag_bytes: u64,
+    /// ... and at most this long (default: the RPO).
+    #[serde(
+        default,
+        deserialize_with = "seawall_common::duration::serde_text::option::deserialize"
+    )]
+    pub max_lag: Option<Duration>,
+    /// Go on with a failover when the old primary region cannot be reached
+    /// to be fenced (its stores may still take writes there: only for a
+    /// region known to be down).
+    #[serde(default)]
+    pub failover_unfenced: bool,
+    /// How long a switchover waits for the standby to replay the old
+    /// primary's last write.
+    #[serde(
+        default = "default_catch_up",
+        with = "seawall_common::duration::serde_text"
+    )]
+    pub catch_up_timeout: Duration,
+    /// A check file (as `seawall check postgres --checks` takes it) run on
+    /// the promoted PostgreSQL, on its agent's host.
+    #[serde(default)]
+    pub check_file: Option<String>,
+    /// The DNS record clients find the service by.
+    #[serde(default)]
+    pub dns: Option<DnsConfig>,
+}
+
+/// A Route 53 record whose value Seawall owns: one value per region, and a
+/// failover points the record at the new primary region's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// The hosted zone.
+    pub zone_id: String,
+    /// The record's name ("db.shop.example.com.").
+    pub name: String,
+    /// Its type: A, AAAA or CNAME.
+    #[serde(default = "default_record_type", rename = "type")]
+    pub record_type: String,
+    /// Its TTL in seconds (clients keep the old answer this long).
+    #[serde(default = "default_ttl")]
+    pub ttl: i64,
+    /// The record's value when each region is the primary.
+    pub values: BTreeMap<String, String>,
+    /// Route 53 endpoint (a VPC endpoint or a test server; default AWS's).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The AWS region the client signs for.
+    #[serde(default = "default_aws_region")]
+    pub aws_region: String,
+    /// Access key id (else the standard AWS chain: environment, profile,
+    /// instance role).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// File holding the secret access key (owner-only).
+    #[serde(default)]
+    pub secret_access_key_file: Option<std::path::PathBuf>,
+}
+
+fn default_max_lag_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+fn default_catch_up() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_record_type() -> String {
+    "CNAME".into()
+}
+fn default_ttl() -> i64 {
+    60
+}
+fn default_aws_region() -> String {
+    "us-east-1".into()
 }
 
 impl ServiceConfig {
@@ -330,6 +407,12 @@ mod tests {
             stores,
             repositories: Vec::new(),
             backups: Vec::new(),
+            max_lag_bytes: 16 << 20,
+            max_lag: None,
+            failover_unfenced: false,
+            catch_up_timeout: std::time::Duration::from_secs(30),
+            check_file: None,
+            dns: None,
         }
     }
 

@@ -16,8 +16,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Request, Status};
 
 /// A connection to one replica, with the operator's credentials.
-struct Op {
-    client: OperatorServiceClient<Channel>,
+pub(super) struct Op {
+    /// The gRPC client.
+    pub(super) client: OperatorServiceClient<Channel>,
     token: Option<String>,
 }
 
@@ -31,7 +32,8 @@ fn read(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 impl Op {
-    async fn connect(a: &OperatorArgs, address: &str) -> anyhow::Result<Op> {
+    /// Connects to the replica at `address`.
+    pub(super) async fn connect(a: &OperatorArgs, address: &str) -> anyhow::Result<Op> {
         let Some(ca) = &a.ca else {
             anyhow::bail!("give --ca FILE (the Seawall CA certificate; or SEAWALL_CA)");
         };
@@ -79,7 +81,8 @@ impl Op {
         })
     }
 
-    fn req<T>(&self, msg: T) -> Request<T> {
+    /// A request carrying the operator's token and a deadline.
+    pub(super) fn req<T>(&self, msg: T) -> Request<T> {
         let mut r = Request::new(msg);
         r.set_timeout(Duration::from_secs(30));
         if let Some(t) = &self.token {
@@ -91,11 +94,13 @@ impl Op {
     }
 }
 
-fn failed(s: Status) -> anyhow::Error {
+/// A refusal, in words.
+pub(super) fn failed(s: Status) -> anyhow::Error {
     anyhow::anyhow!("the coordinator refused: {} ({:?})", s.message(), s.code())
 }
 
-fn when(ms: i64) -> String {
+/// A time as operators read it.
+pub(super) fn when(ms: i64) -> String {
     if ms <= 0 {
         return "-".into();
     }
@@ -563,7 +568,7 @@ pub async fn backups(g: &Global, a: BackupsArgs) -> anyhow::Result<u8> {
 }
 
 /// The leader's address, when `s` is a follower's refusal naming it.
-fn leader_named(s: &tonic::Status) -> Option<String> {
+pub(super) fn leader_named(s: &tonic::Status) -> Option<String> {
     if s.code() != Code::FailedPrecondition {
         return None;
     }
@@ -612,7 +617,8 @@ pub async fn backup_now(g: &Global, a: BackupArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn millis(ms: Option<i64>) -> String {
+/// A duration in milliseconds as operators read it.
+pub(super) fn millis(ms: Option<i64>) -> String {
     match ms {
         None => "-".into(),
         Some(ms) if ms < 10_000 => format!("{:.1}s", ms as f64 / 1000.0),

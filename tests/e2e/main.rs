@@ -17,6 +17,7 @@ mod crash;
 mod damage;
 mod deploy;
 mod docs;
+mod failover;
 mod files;
 mod fleet;
 mod fleet_ha;

@@ -407,6 +407,19 @@ impl Link {
                 tracing::info!(job = %c.job_id, epoch = msg.epoch, "job cancelled by the coordinator: stopping it");
                 self.jobs.cancel(&c.job_id);
             }
+            Some(coordinator_message::Body::Action(a)) => {
+                tracing::info!(action = a.action_id, source = %a.source, epoch = msg.epoch, kind = ?a.action, "failover action");
+                let (config, up) = (self.config.clone(), uplink.clone());
+                tokio::spawn(async move {
+                    let reply = super::actions::answer(config, a).await;
+                    if !reply.error.is_empty() {
+                        tracing::warn!(action = reply.action_id, error = %reply.error, "failover action failed");
+                    }
+                    let _ = up.send(AgentMessage {
+                        body: Some(agent_message::Body::ActionReply(reply)),
+                    });
+                });
+            }
             Some(coordinator_message::Body::Probe(p)) => {
                 // Answered beside the stream, never in its way; an answer
                 // is not resent after a reconnect (the next round asks again).

@@ -3,6 +3,7 @@
 //! region's repository, and refuses any command whose epoch is older than
 //! the newest it has seen.
 
+pub mod actions;
 pub mod certs;
 pub mod config;
 pub mod epoch;

@@ -11,6 +11,7 @@ pub mod percent;
 pub mod pipeline;
 pub mod postgres;
 pub mod progress;
+pub mod promotion;
 pub mod prune;
 pub mod redis;
 pub mod repair;

@@ -416,8 +416,13 @@ pub(crate) async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, 
             }
         }
         Some(agent_message::Body::ProbeReply(reply)) => {
-            if !coord.probes.deliver(session, reply) {
+            if !coord.probes.deliver(session, reply.probe_id, reply) {
                 tracing::debug!(agent = %session.agent_id, "a probe answer arrived after its deadline; dropped");
+            }
+        }
+        Some(agent_message::Body::ActionReply(reply)) => {
+            if !coord.actions.deliver(session, reply.action_id, reply) {
+                tracing::warn!(agent = %session.agent_id, "a failover action's answer arrived after its deadline; dropped");
             }
         }
         Some(agent_message::Body::Hello(_)) | None => {}

@@ -72,6 +72,29 @@ fn revoked_message(r: Revocation) -> Revoked {
 }
 
 impl OperatorApi {
+    /// The service a failover request names and its primary region now.
+    async fn failover_target(
+        &self,
+        req: &FailoverRequest,
+    ) -> Result<(&crate::topology::ServiceConfig, String), Status> {
+        let service = self
+            .coord
+            .config
+            .services
+            .iter()
+            .find(|s| s.name == req.service)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no service {:?} in the topology ([[services]] in coordinator.toml)",
+                    req.service
+                ))
+            })?;
+        let from = crate::failover::primaries::current(&self.coord, service)
+            .await?
+            .ok_or_else(|| Status::failed_precondition("the topology has no primary region"))?;
+        Ok((service, from))
+    }
+
     /// The lead, or FAILED_PRECONDITION naming the leader (also in the
     /// `seawall-leader` metadata entry, for clients that follow it).
     async fn leader_only(&self) -> Result<Arc<Lead>, Status> {
@@ -509,6 +532,159 @@ impl OperatorService for OperatorApi {
             services,
             interval_ms: self.coord.config.replication.interval.as_millis() as i64,
         }))
+    }
+
+    async fn plan_failover(
+        &self,
+        request: Request<FailoverRequest>,
+    ) -> Result<Response<FailoverPlan>, Status> {
+        self.coord.operator_auth.check(&request)?;
+        let req = request.into_inner();
+        let lead = self.leader_only().await?;
+        let (service, from) = self.failover_target(&req).await?;
+        let assessed =
+            crate::failover::plan::assess(&self.coord, &lead, service, &from, &req).await;
+        Ok(Response::new(assessed.plan))
+    }
+
+    async fn start_failover(
+        &self,
+        request: Request<FailoverRequest>,
+    ) -> Result<Response<Failover>, Status> {
+        let actor = self.coord.operator_auth.check(&request)?;
+        let req = request.into_inner();
+        let lead = self.leader_only().await?;
+        let (service, from) = self.failover_target(&req).await?;
+        let running = crate::failover::steps::all(&self.coord)
+            .await?
+            .into_iter()
+            .find(|f| f.service == req.service && !crate::failover::steps::is_final(f));
+        if let Some(f) = running {
+            return Err(Status::failed_precondition(format!(
+                "failover {} of {} is still running: `seawall failover status {}`",
+                f.id, f.service, f.id
+            )));
+        }
+        let assessed =
+            crate::failover::plan::assess(&self.coord, &lead, service, &from, &req).await;
+        if !assessed.plan.refusals.is_empty() {
+            metrics::counter!("seawall_failovers_total", "service" => req.service.clone(), "outcome" => "refused").increment(1);
+            self.coord
+                .audit(
+                    &lead,
+                    &actor,
+                    format!(
+                        "failover of {} to {} refused: {}",
+                        req.service,
+                        req.to,
+                        assessed.plan.refusals.join("; ")
+                    ),
+                )
+                .await;
+            return Err(Status::failed_precondition(format!(
+                "failover refused: {}",
+                assessed.plan.refusals.join("; ")
+            )));
+        }
+        let f = crate::failover::steps::create(&self.coord, &lead, &req, &actor, &assessed).await?;
+        Ok(Response::new(f))
+    }
+
+    async fn get_failover(
+        &self,
+        request: Request<GetFailoverRequest>,
+    ) -> Result<Response<Failover>, Status> {
+        self.coord.operator_auth.check(&request)?;
+        let id = request.into_inner().id;
+        let found = if id.is_empty() {
+            crate::failover::steps::all(&self.coord)
+                .await?
+                .into_iter()
+                .next()
+        } else {
+            crate::failover::steps::load(&self.coord, &id)
+                .await?
+                .map(|(f, _)| f)
+        };
+        found.map(Response::new).ok_or_else(|| {
+            Status::not_found(if id.is_empty() {
+                "no failover has been run".to_string()
+            } else {
+                format!("no failover {id}: `seawall failover list` names them")
+            })
+        })
+    }
+
+    async fn list_failovers(
+        &self,
+        request: Request<ListFailoversRequest>,
+    ) -> Result<Response<ListFailoversReply>, Status> {
+        self.coord.operator_auth.check(&request)?;
+        let req = request.into_inner();
+        let mut failovers: Vec<Failover> = crate::failover::steps::all(&self.coord)
+            .await?
+            .into_iter()
+            .filter(|f| req.service.is_empty() || f.service == req.service)
+            .collect();
+        failovers.truncate(if req.limit == 0 {
+            50
+        } else {
+            req.limit as usize
+        });
+        Ok(Response::new(ListFailoversReply { failovers }))
+    }
+
+    async fn abort_failover(
+        &self,
+        request: Request<AbortFailoverRequest>,
+    ) -> Result<Response<Failover>, Status> {
+        let actor = self.coord.operator_auth.check(&request)?;
+        let req = request.into_inner();
+        let lead = self.leader_only().await?;
+        loop {
+            let Some((mut f, rev)) = crate::failover::steps::load(&self.coord, &req.id).await?
+            else {
+                return Err(Status::not_found(format!("no failover {}", req.id)));
+            };
+            if crate::failover::steps::is_final(&f) {
+                return Err(Status::failed_precondition(format!(
+                    "failover {} is {} already",
+                    f.id, f.state
+                )));
+            }
+            f.abort_requested = true;
+            f.error = format!(
+                "abort requested by {actor}{}",
+                if req.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", req.reason)
+                }
+            );
+            let value = serde_json::to_vec(&f).map_err(|e| Status::internal(e.to_string()))?;
+            match self
+                .coord
+                .store
+                .put(
+                    lead.fence(),
+                    &crate::failover::steps::key(&f.id),
+                    &value,
+                    Some(rev),
+                )
+                .await
+            {
+                Ok(_) => {
+                    self.coord
+                        .audit(&lead, &actor, format!("failover {}: {}", f.id, f.error))
+                        .await;
+                    self.coord.failover_wake.notify_one();
+                    return Ok(Response::new(f));
+                }
+                // The driver wrote a step in between: read it again.
+                Err(crate::store::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     type WatchJobStream = JobStream;

@@ -13,23 +13,32 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// Probes sent and not yet answered.
-#[derive(Default)]
-pub struct Pending {
+/// Requests sent down agent streams and not yet answered: probes, or a
+/// failover's actions (`R` is the answer's type).
+pub struct Pending<R> {
     next: AtomicU64,
-    waiting: Mutex<HashMap<u64, (u64, oneshot::Sender<ProbeReply>)>>,
+    waiting: Mutex<HashMap<u64, (u64, oneshot::Sender<R>)>>,
 }
 
-impl Pending {
-    /// Hands an answer to whoever waits for it, if it came from the session
-    /// the probe went to; returns whether anyone did.
-    pub fn deliver(&self, session: &Session, reply: ProbeReply) -> bool {
+impl<R> Default for Pending<R> {
+    fn default() -> Self {
+        Pending {
+            next: AtomicU64::new(0),
+            waiting: Mutex::default(),
+        }
+    }
+}
+
+impl<R> Pending<R> {
+    /// Hands answer `id` to whoever waits for it, if it came from the
+    /// session the request went to; returns whether anyone did.
+    pub fn deliver(&self, session: &Session, id: u64, reply: R) -> bool {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        match waiting.get(&reply.probe_id) {
+        match waiting.get(&id) {
             Some((sid, _)) if *sid == session.session_id => {}
             _ => return false,
         }
-        match waiting.remove(&reply.probe_id) {
+        match waiting.remove(&id) {
             Some((_, tx)) => tx.send(reply).is_ok(),
             None => false,
         }
@@ -42,31 +51,22 @@ impl Pending {
             .remove(&id);
     }
 
-    /// Sends `probes` to `session` and waits for the answer, at most
-    /// `deadline` plus a margin for the way back.
-    pub async fn ask(
+    /// Sends the message `make` builds for a fresh id to `session` and
+    /// waits for the answer, at most `deadline` plus a margin for the way
+    /// back.
+    pub async fn request(
         &self,
         session: &Session,
-        epoch: u64,
-        probes: Vec<StoreProbe>,
-        repository: Option<RepositoryProbe>,
+        make: impl FnOnce(u64) -> CoordinatorMessage,
         deadline: Duration,
-    ) -> Result<ProbeReply, String> {
+    ) -> Result<R, String> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
         self.waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, (session.session_id, tx));
-        let msg = CoordinatorMessage {
-            epoch,
-            body: Some(coordinator_message::Body::Probe(ProbeRequest {
-                probe_id: id,
-                deadline_ms: deadline.as_millis().min(u128::from(u32::MAX)) as u32,
-                probes,
-                repository,
-            })),
-        };
+        let msg = make(id);
         let margin = Duration::from_millis(500).max(deadline / 4);
         // A full outbox (an agent that does not read) waits no longer than
         // the answer would have.
@@ -87,6 +87,38 @@ impl Pending {
                 humantime::format_duration(deadline + margin)
             )),
         }
+    }
+}
+
+/// The deadline as the wire carries it.
+pub fn deadline_ms(deadline: Duration) -> u32 {
+    deadline.as_millis().min(u128::from(u32::MAX)) as u32
+}
+
+impl Pending<ProbeReply> {
+    /// Sends `probes` to `session` and waits for the answer.
+    pub async fn ask(
+        &self,
+        session: &Session,
+        epoch: u64,
+        probes: Vec<StoreProbe>,
+        repository: Option<RepositoryProbe>,
+        deadline: Duration,
+    ) -> Result<ProbeReply, String> {
+        self.request(
+            session,
+            |id| CoordinatorMessage {
+                epoch,
+                body: Some(coordinator_message::Body::Probe(ProbeRequest {
+                    probe_id: id,
+                    deadline_ms: deadline_ms(deadline),
+                    probes,
+                    repository,
+                })),
+            },
+            deadline,
+        )
+        .await
     }
 }
 
@@ -163,7 +195,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_counts_only_from_the_session_asked_and_a_late_one_is_dropped() {
-        let pending = Pending::default();
+        let pending = Pending::<ProbeReply>::default();
         let (asked, mut rx) = session("east", "db-1");
         let (other, _rx2) = session("east", "db-2");
         let waiting = {
@@ -188,8 +220,8 @@ mod tests {
                 ..Default::default()
             };
             // Another agent cannot answer for it; the one asked can.
-            assert!(!pending.deliver(&other, reply.clone()));
-            assert!(pending.deliver(&asked, reply));
+            assert!(!pending.deliver(&other, p.probe_id, reply.clone()));
+            assert!(pending.deliver(&asked, p.probe_id, reply));
         };
         let (answer, ()) = tokio::join!(waiting, answering);
         assert!(answer.is_ok());
@@ -198,12 +230,6 @@ mod tests {
             .ask(&asked, 7, Vec::new(), None, Duration::from_millis(100))
             .await;
         assert!(silent.expect_err("silent").starts_with("no answer within"));
-        assert!(!pending.deliver(
-            &asked,
-            ProbeReply {
-                probe_id: 2,
-                ..Default::default()
-            }
-        ));
+        assert!(!pending.deliver(&asked, 2, ProbeReply::default()));
     }
 }

@@ -374,6 +374,12 @@ mod tests {
             ],
             repositories: Vec::new(),
             backups: Vec::new(),
+            max_lag_bytes: 16 << 20,
+            max_lag: None,
+            failover_unfenced: false,
+            catch_up_timeout: std::time::Duration::from_secs(30),
+            check_file: None,
+            dns: None,
         };
         (regions, service)
     }

@@ -132,6 +132,20 @@ async fn round(
     if !memory.loaded {
         load(coord, memory).await?;
     }
+    // Roles as failovers left them: a service's primary may have moved.
+    let moved = crate::failover::primaries::moved(coord)
+        .await
+        .map_err(|e| format!("reading the services' primary regions: {e}"))?;
+    let regions: Vec<Vec<crate::topology::RegionConfig>> = config
+        .services
+        .iter()
+        .map(|s| {
+            crate::failover::primaries::effective(
+                &config.regions,
+                moved.get(&s.name).map(String::as_str),
+            )
+        })
+        .collect();
     let asked_ms = now_ms();
     // Phase one: every store's replication state; the primaries write
     // this round's canary.
@@ -146,7 +160,7 @@ async fn round(
             seqs.insert(si, seq);
         }
         for (ti, store) in service.stores.iter().enumerate() {
-            let primary = store_role(&config.regions, store) == Some(RegionRole::Primary);
+            let primary = store_role(&regions[si], store) == Some(RegionRole::Primary);
             let probe = StoreProbe {
                 source: store.source.clone(),
                 replication: true,
@@ -189,7 +203,7 @@ async fn round(
             continue;
         }
         for (ti, store) in service.stores.iter().enumerate() {
-            if store_role(&config.regions, store) == Some(RegionRole::Standby) {
+            if store_role(&regions[si], store) == Some(RegionRole::Standby) {
                 reads.push((
                     store.region.clone(),
                     store.agent.clone(),
@@ -229,12 +243,12 @@ async fn round(
             })
             .collect();
         let report = assess::assess(
-            &config.regions,
+            &regions[si],
             service,
             &seen,
             memory.previous.get(&service.name),
             memory.canary.get(&service.name).copied(),
-            repositories::assess_all(&config.regions, service, &repository_answers),
+            repositories::assess_all(&regions[si], service, &repository_answers),
             now,
         );
         crate::metrics::replication(&report);

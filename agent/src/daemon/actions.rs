@@ -1,0 +1,145 @@
+//! Carries out a failover's actions on the agent's stores (fence, catch
+//! up, promote, post-check, rejoin), each within its deadline, each on a
+//! fresh connection (a failover is rare; a kept connection may be the one
+//! the fence just ended). The epoch was checked before this is reached.
+
+use super::config::AgentConfig;
+use crate::engine::operation::SourceSpec;
+use crate::engine::postgres::check::{check_postgres, ChecksFile};
+use crate::engine::postgres::conn;
+use crate::engine::postgres::tools::PgTools;
+use crate::engine::promotion::{self, Done};
+use crate::engine::redis::{connect::Endpoint, RedisTls};
+use seawall_common::{Error, ErrorKind, Result};
+use seawall_proto::v1::{action_request::Action, ActionReply, ActionRequest};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest deadline honoured, whatever the request says.
+const MAX_DEADLINE: Duration = Duration::from_secs(600);
+/// Redis writes stay paused this long when the request names no time.
+const DEFAULT_PAUSE: Duration = Duration::from_secs(300);
+
+/// Runs one action and says how it went.
+pub async fn answer(config: Arc<AgentConfig>, request: ActionRequest) -> ActionReply {
+    let deadline = Duration::from_millis(u64::from(request.deadline_ms.max(100))).min(MAX_DEADLINE);
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(
+        deadline + Duration::from_secs(1),
+        run(&config, &request, deadline),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(Error::new(
+            ErrorKind::Unreachable,
+            format!("{} did not finish within {deadline:?}", request.source),
+        ))
+    });
+    let took_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
+    match outcome {
+        Ok(done) => ActionReply {
+            action_id: request.action_id,
+            already_done: done.already,
+            detail: done.detail,
+            lsn: done.lsn,
+            timeline: done.timeline,
+            offset: done.offset,
+            took_ms,
+            ..Default::default()
+        },
+        Err(e) => ActionReply {
+            action_id: request.action_id,
+            error: e.to_string(),
+            error_kind: super::result::wire_kind(e.kind()) as i32,
+            took_ms,
+            ..Default::default()
+        },
+    }
+}
+
+async fn run(config: &AgentConfig, request: &ActionRequest, deadline: Duration) -> Result<Done> {
+    let source = config
+        .sources
+        .iter()
+        .find(|s| s.name == request.source)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("this agent has no source {:?}", request.source),
+            )
+        })?;
+    let Some(action) = &request.action else {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "an action request without an action",
+        ));
+    };
+    match &source.kind {
+        SourceSpec::Postgres { dsn, pg_bin, .. } => {
+            let client = conn::connect(dsn).await?;
+            match action {
+                Action::Fence(_) => promotion::pg_fence(&client).await,
+                Action::CatchUp(c) => promotion::pg_catch_up(&client, &c.lsn, deadline).await,
+                Action::Promote(_) => promotion::pg_promote(&client, deadline).await,
+                Action::PostCheck(p) => {
+                    let mut done = promotion::pg_post_check(&client, &p.service).await?;
+                    if !p.check_file.is_empty() {
+                        let checks = ChecksFile::load(Path::new(&p.check_file))?;
+                        let tools = PgTools {
+                            bin_dir: pg_bin.clone(),
+                        };
+                        let report = check_postgres(dsn, &checks, false, &tools).await?;
+                        let failed: Vec<String> = report
+                            .checks
+                            .iter()
+                            .filter(|c| !c.ok)
+                            .map(|c| format!("{}: {}", c.name, c.detail))
+                            .collect();
+                        if !failed.is_empty() {
+                            return Err(Error::new(
+                                ErrorKind::Corrupt,
+                                format!(
+                                    "the check file {} fails on the promoted server: {}",
+                                    p.check_file,
+                                    failed.join("; ")
+                                ),
+                            ));
+                        }
+                        done.detail.push_str(&format!(
+                            "; check file {}: {} check(s) passed",
+                            p.check_file,
+                            report.checks.len()
+                        ));
+                    }
+                    Ok(done)
+                }
+                Action::Rejoin(_) => promotion::pg_rejoin(&client).await,
+            }
+        }
+        SourceSpec::Redis { url, .. } => {
+            let endpoint = Endpoint::new(url, &RedisTls::default())?;
+            let mut con = endpoint.connection().await?;
+            match action {
+                Action::Fence(f) => {
+                    let pause = match f.redis_pause_ms {
+                        0 => DEFAULT_PAUSE,
+                        ms => Duration::from_millis(u64::from(ms)),
+                    };
+                    promotion::redis_fence(&mut con, pause).await
+                }
+                Action::CatchUp(c) => promotion::redis_catch_up(&mut con, c.offset, deadline).await,
+                Action::Promote(_) => promotion::redis_promote(&mut con).await,
+                Action::PostCheck(p) => promotion::redis_post_check(&mut con, &p.service).await,
+                Action::Rejoin(r) => promotion::redis_rejoin(&mut con, &r.redis_master).await,
+            }
+        }
+        SourceSpec::Files { .. } => Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} is a files source: nothing to fence or promote",
+                request.source
+            ),
+        )),
+    }
+}

@@ -1,0 +1,205 @@
+//! Moving a service's DNS record in Route 53 to the new primary region. One
+//! `ChangeResourceRecordSets` batch DELETEs the record exactly as Seawall
+//! expects to find it (the old region's value) and CREATEs the new one:
+//! Route 53 applies both or neither, so a record someone else changed makes
+//! the flip fail loudly instead of being overwritten. Then the change is
+//! waited for until INSYNC.
+
+use crate::topology::DnsConfig;
+use aws_sdk_route53::types::{
+    Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
+};
+use aws_sdk_route53::Client;
+use std::time::{Duration, Instant};
+
+/// What the flip did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flipped {
+    /// The record pointed at the new region already (a repeated step).
+    pub already: bool,
+    /// The change's id, when one was made.
+    pub change_id: Option<String>,
+    /// The value the record has now.
+    pub value: String,
+}
+
+/// A Route 53 client for `dns` (its endpoint, signing region and keys, or
+/// the standard AWS chain).
+pub async fn client(dns: &DnsConfig) -> Result<Client, String> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(dns.aws_region.clone()));
+    if let Some(endpoint) = &dns.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if let (Some(id), Some(file)) = (&dns.access_key_id, &dns.secret_access_key_file) {
+        let secret = seawall_common::secret::read_secret_file(file, "Route 53 secret key")
+            .map_err(|e| e.to_string())?;
+        let secret =
+            String::from_utf8(secret).map_err(|_| format!("{} is not UTF-8", file.display()))?;
+        loader = loader.credentials_provider(aws_sdk_route53::config::Credentials::new(
+            id.clone(),
+            secret.trim().to_string(),
+            None,
+            None,
+            "seawall-config",
+        ));
+    }
+    Ok(Client::new(&loader.load().await))
+}
+
+fn record_type(dns: &DnsConfig) -> RrType {
+    RrType::from(dns.record_type.as_str())
+}
+
+/// The name as Route 53 returns it (fully qualified, with the final dot).
+fn fqdn(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_string()
+    } else {
+        format!("{name}.")
+    }
+}
+
+fn why(e: impl std::fmt::Display + std::fmt::Debug) -> String {
+    let text = format!("{e:?}");
+    // The SDK's Display is terse ("service error"); the Debug form carries
+    // Route 53's own message.
+    match text.find("message: Some(\"") {
+        Some(i) => {
+            let rest = &text[i + 15..];
+            rest.split('"').next().unwrap_or(rest).to_string()
+        }
+        None => e.to_string(),
+    }
+}
+
+/// The record's current values (empty when there is none).
+pub async fn current(client: &Client, dns: &DnsConfig) -> Result<Vec<String>, String> {
+    let out = client
+        .list_resource_record_sets()
+        .hosted_zone_id(&dns.zone_id)
+        .start_record_name(fqdn(&dns.name))
+        .start_record_type(record_type(dns))
+        .max_items(1)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "reading {} from Route 53 zone {}: {}",
+                dns.name,
+                dns.zone_id,
+                why(e)
+            )
+        })?;
+    Ok(out
+        .resource_record_sets()
+        .iter()
+        .find(|r| r.name() == fqdn(&dns.name) && r.r#type() == &record_type(dns))
+        .map(|r| {
+            r.resource_records()
+                .iter()
+                .map(|v| v.value().to_string())
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+fn record(dns: &DnsConfig, value: &str) -> Result<ResourceRecordSet, String> {
+    ResourceRecordSet::builder()
+        .name(fqdn(&dns.name))
+        .r#type(record_type(dns))
+        .ttl(dns.ttl)
+        .resource_records(
+            ResourceRecord::builder()
+                .value(value)
+                .build()
+                .map_err(|e| e.to_string())?,
+        )
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Points the record from `from`'s value to `to`'s, failing when it holds
+/// anything else, and waits for the change to be INSYNC (at most `wait`).
+pub async fn flip(
+    client: &Client,
+    dns: &DnsConfig,
+    from: &str,
+    to: &str,
+    wait: Duration,
+) -> Result<Flipped, String> {
+    let now = current(client, dns).await?;
+    if now == [to.to_string()] {
+        return Ok(Flipped {
+            already: true,
+            change_id: None,
+            value: to.to_string(),
+        });
+    }
+    if now != [from.to_string()] {
+        return Err(format!(
+            "{} {} holds {:?}, not the old primary's {from:?}: someone else changed it, so Seawall does not overwrite it; point it at {to:?} by hand or restore it and run the step again",
+            dns.record_type,
+            dns.name,
+            now
+        ));
+    }
+    let batch = ChangeBatch::builder()
+        .comment(format!("seawall failover: {from} -> {to}"))
+        .changes(
+            Change::builder()
+                .action(ChangeAction::Delete)
+                .resource_record_set(record(dns, from)?)
+                .build()
+                .map_err(|e| e.to_string())?,
+        )
+        .changes(
+            Change::builder()
+                .action(ChangeAction::Create)
+                .resource_record_set(record(dns, to)?)
+                .build()
+                .map_err(|e| e.to_string())?,
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+    let out = client
+        .change_resource_record_sets()
+        .hosted_zone_id(&dns.zone_id)
+        .change_batch(batch)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "Route 53 refused the change of {} (the record changed since it was read?): {}",
+                dns.name,
+                why(e)
+            )
+        })?;
+    let id = out
+        .change_info()
+        .map(|c| c.id().to_string())
+        .unwrap_or_default();
+    let started = Instant::now();
+    loop {
+        let status = client
+            .get_change()
+            .id(&id)
+            .send()
+            .await
+            .map_err(|e| format!("reading change {id}: {}", why(e)))?;
+        if status.change_info().map(|c| c.status()) == Some(&ChangeStatus::Insync) {
+            break;
+        }
+        if started.elapsed() > wait {
+            return Err(format!(
+                "change {id} was not INSYNC within {wait:?}: Route 53 has it; the step waits again when resumed"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(Flipped {
+        already: false,
+        change_id: Some(id),
+        value: to.to_string(),
+    })
+}

@@ -1,0 +1,338 @@
+//! What a failover would do and whether it may: the live state of both
+//! regions' stores (read now, through their agents), the lag, the expected
+//! loss, and the refusals (the lag gate, a standby that does not follow, an
+//! old primary that cannot be fenced). `failover plan` shows it; `failover
+//! run` is refused while it refuses.
+
+use crate::core::{Coordinator, Lead};
+use crate::replication::assess::lsn;
+use crate::topology::{RegionRole, ServiceConfig, StoreConfig, StoreKind};
+use seawall_proto::v1::{FailoverPlan, FailoverRequest, StoreProbe, StoreReport};
+use std::time::Duration;
+
+/// How long a store has to answer a plan's probe.
+const PROBE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// A plan, with what the workflow keeps of it.
+pub struct Assessment {
+    /// The plan as operators see it.
+    pub plan: FailoverPlan,
+    /// Bytes the standby trails by (the worst store), when known.
+    pub expected_loss_bytes: Option<i64>,
+    /// Whether the old primary region's agents answered.
+    pub from_reachable: bool,
+}
+
+/// Reads one store's replication state through its agent, now.
+pub async fn probe(
+    coord: &Coordinator,
+    lead: &Lead,
+    store: &StoreConfig,
+) -> Result<StoreReport, String> {
+    let session =
+        crate::replication::ask::session_of(&coord.registry, &store.region, &store.agent)?;
+    let reply = coord
+        .probes
+        .ask(
+            &session,
+            lead.epoch(),
+            vec![StoreProbe {
+                source: store.source.clone(),
+                replication: true,
+                ..Default::default()
+            }],
+            None,
+            PROBE_DEADLINE,
+        )
+        .await?;
+    let report = reply
+        .reports
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("agent {}/{} sent no report", store.region, store.agent))?;
+    if report.error.is_empty() {
+        Ok(report)
+    } else {
+        Err(report.error)
+    }
+}
+
+/// The stores of `service` in `region`.
+pub fn stores_in<'a>(service: &'a ServiceConfig, region: &str) -> Vec<&'a StoreConfig> {
+    service
+        .stores
+        .iter()
+        .filter(|s| s.region == region)
+        .collect()
+}
+
+/// The store of `kind` in `region`.
+pub fn store_of<'a>(
+    service: &'a ServiceConfig,
+    region: &str,
+    kind: StoreKind,
+) -> Option<&'a StoreConfig> {
+    service
+        .stores
+        .iter()
+        .find(|s| s.region == region && s.kind == kind)
+}
+
+fn mib(bytes: i64) -> String {
+    if bytes < 1 << 20 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    }
+}
+
+/// Assesses a failover of `service` from `from` to `req.to`.
+pub async fn assess(
+    coord: &Coordinator,
+    lead: &Lead,
+    service: &ServiceConfig,
+    from: &str,
+    req: &FailoverRequest,
+) -> Assessment {
+    let to = req.to.as_str();
+    let mut plan = FailoverPlan {
+        service: service.name.clone(),
+        from: from.to_string(),
+        to: to.to_string(),
+        switchover: req.switchover,
+        ..Default::default()
+    };
+    let refuse = |why: String, plan: &mut FailoverPlan| plan.refusals.push(why);
+    match coord.config.regions.iter().find(|r| r.name == to) {
+        None => refuse(format!("region {to:?} is not in the topology ([[regions]])"), &mut plan),
+        Some(r) if r.role == RegionRole::Cold => refuse(
+            format!("region {to} is cold (backups only): it has no live stores to promote; restore there instead"),
+            &mut plan,
+        ),
+        Some(_) => {}
+    }
+    if to == from {
+        refuse(
+            format!("{to} is already {}'s primary region", service.name),
+            &mut plan,
+        );
+    }
+    let kinds: Vec<StoreKind> = stores_in(service, from).iter().map(|s| s.kind).collect();
+    for kind in &kinds {
+        if store_of(service, to, *kind).is_none() {
+            refuse(
+                format!(
+                    "{to} has no {} store for {}: nothing to promote",
+                    kind.name(),
+                    service.name
+                ),
+                &mut plan,
+            );
+        }
+    }
+    // Both regions' stores, read now.
+    let pairs: Vec<(StoreKind, Option<&StoreConfig>, Option<&StoreConfig>)> = kinds
+        .iter()
+        .map(|k| (*k, store_of(service, from, *k), store_of(service, to, *k)))
+        .collect();
+    let reads = futures_util::future::join_all(pairs.iter().map(|(_, a, b)| async move {
+        let a = match a {
+            Some(a) => Some(probe(coord, lead, a).await),
+            None => None,
+        };
+        let b = match b {
+            Some(b) => Some(probe(coord, lead, b).await),
+            None => None,
+        };
+        (a, b)
+    }))
+    .await;
+    let report = crate::replication::stored(coord)
+        .await
+        .ok()
+        .and_then(|all| all.into_iter().find(|r| r.service == service.name));
+    let mut from_reachable = true;
+    let mut worst_bytes: Option<i64> = None;
+    let mut unknown = false;
+    for ((kind, a, b), (ra, rb)) in pairs.iter().zip(reads) {
+        let (Some(a), Some(b)) = (a, b) else { continue };
+        let a_state = match ra {
+            Some(Ok(r)) => Some(r),
+            Some(Err(e)) => {
+                from_reachable = false;
+                plan.notes.push(format!(
+                    "{from}'s {} ({}/{}) is unreachable: {e}",
+                    kind.name(),
+                    a.agent,
+                    a.source
+                ));
+                None
+            }
+            None => None,
+        };
+        let b_state = match rb {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                refuse(
+                    format!(
+                        "{to}'s {} ({}/{}) is unreachable: {e}",
+                        kind.name(),
+                        b.agent,
+                        b.source
+                    ),
+                    &mut plan,
+                );
+                continue;
+            }
+            None => continue,
+        };
+        let bytes = match kind {
+            StoreKind::Postgres => {
+                let Some(pg) = &b_state.postgres else {
+                    continue;
+                };
+                if !pg.in_recovery {
+                    refuse(format!("{to}'s PostgreSQL is not in recovery: it does not follow {from} (promoted already? see `seawall failover status`)"), &mut plan);
+                    continue;
+                }
+                match a_state
+                    .as_ref()
+                    .and_then(|r| r.postgres.as_ref())
+                    .filter(|p| !p.in_recovery)
+                {
+                    Some(p) => lsn(&p.current_lsn)
+                        .zip(lsn(&pg.replay_lsn))
+                        .map(|(c, r)| (c - r).max(0)),
+                    None => None,
+                }
+            }
+            StoreKind::Redis => {
+                let Some(r) = &b_state.redis else { continue };
+                if r.master {
+                    refuse(
+                        format!("{to}'s Redis is a master: it does not follow {from}"),
+                        &mut plan,
+                    );
+                    continue;
+                }
+                a_state
+                    .as_ref()
+                    .and_then(|s| s.redis.as_ref())
+                    .filter(|m| m.master)
+                    .map(|m| (m.offset - r.offset).max(0))
+            }
+        };
+        match bytes {
+            Some(n) => {
+                plan.notes
+                    .push(format!("{}: {to} trails {from} by {}", kind.name(), mib(n)));
+                worst_bytes = Some(worst_bytes.unwrap_or(0).max(n));
+            }
+            None => unknown = true,
+        }
+    }
+    plan.lag_bytes = worst_bytes;
+    // Seconds: the replication checks' figures for the new region's stores
+    // (canary exposure, replay lag), aged by the report's age when the old
+    // region cannot be asked.
+    let now = crate::records::now_ms();
+    if let Some(r) = &report {
+        let secs = r
+            .stores
+            .iter()
+            .filter(|s| s.region == to)
+            .filter_map(|s| {
+                [
+                    s.lag_secs.map(|x| (x * 1000.0) as i64),
+                    s.canary_exposure_ms,
+                ]
+                .into_iter()
+                .flatten()
+                .max()
+            })
+            .max();
+        if let Some(ms) = secs {
+            let aged = if from_reachable {
+                ms
+            } else {
+                ms + (now - r.checked_unix_ms).max(0)
+            };
+            plan.lag_secs = Some(aged as f64 / 1000.0);
+            plan.expected_loss_ms = Some(aged);
+        }
+    }
+    let bound_ms = service.max_lag.unwrap_or(service.rpo).as_millis() as i64;
+    if let Some(b) = worst_bytes {
+        if b > service.max_lag_bytes as i64 && !req.allow_data_loss {
+            refuse(format!("the standby trails by {}, over the bound of {} (max_lag_bytes): wait for it to catch up, or pass --allow-data-loss and lose it", mib(b), mib(service.max_lag_bytes as i64)), &mut plan);
+        }
+    }
+    if let Some(ms) = plan.expected_loss_ms {
+        if ms > bound_ms && !req.allow_data_loss {
+            refuse(format!("the standby is {:.1} s behind, over the bound of {:.0} s (max_lag, default the RPO): wait, or pass --allow-data-loss", ms as f64 / 1000.0, bound_ms as f64 / 1000.0), &mut plan);
+        }
+    }
+    if !from_reachable {
+        if req.switchover {
+            refuse(format!("a switchover fences {from} and waits for {to} to catch up, so it needs {from} reachable; for a region that is down, run without --switchover"), &mut plan);
+        } else if !service.failover_unfenced {
+            refuse(format!("{from} cannot be reached to be fenced, so its stores may still take writes: set failover_unfenced = true for {} (only for a region known to be down) or bring {from}'s agents back", service.name), &mut plan);
+        }
+        if unknown && plan.expected_loss_ms.is_none() && !req.allow_data_loss {
+            refuse(format!("with {from} unreachable and no replication figures, the loss is unknown: pass --allow-data-loss to accept it"), &mut plan);
+        }
+    }
+    // The steps, in words.
+    let names = |kind| {
+        let a = store_of(service, from, kind).map(|s| format!("{}/{}", s.agent, s.source));
+        let b = store_of(service, to, kind).map(|s| format!("{}/{}", s.agent, s.source));
+        (a, b)
+    };
+    plan.steps.push(format!(
+        "precheck: {to}'s agents connected, its standbys following, lag within the bound"
+    ));
+    plan.steps.push(if from_reachable {
+        format!("fence: {from}'s PostgreSQL read-only with client sessions ended, its Redis writes paused")
+    } else {
+        format!("fence: not possible ({from} unreachable): recorded as not fenced")
+    });
+    plan.steps.push(if req.switchover {
+        format!("catch up: wait until {to} has replayed {from}'s last LSN and reached its Redis offset (at most {})", humantime::format_duration(service.catch_up_timeout))
+    } else {
+        "catch up: skipped (not a switchover: promote what the standby has)".into()
+    });
+    if let (_, Some(b)) = names(StoreKind::Postgres) {
+        plan.steps.push(format!(
+            "promote postgres: pg_promote on {b}, waited for; the new timeline and LSN recorded"
+        ));
+    }
+    if let (_, Some(b)) = names(StoreKind::Redis) {
+        plan.steps.push(format!(
+            "promote redis: REPLICAOF NO ONE on {b}; the offset recorded"
+        ));
+    }
+    plan.steps.push(match &service.dns {
+        Some(d) => format!(
+            "dns: {} {} from {:?} to {:?} in zone {} (one batch: DELETE the exact old record, CREATE the new), waited for INSYNC",
+            d.record_type,
+            d.name,
+            d.values.get(from).cloned().unwrap_or_default(),
+            d.values.get(to).cloned().unwrap_or_default(),
+            d.zone_id
+        ),
+        None => "dns: skipped (no [services.dns])".into(),
+    });
+    plan.steps.push(format!(
+        "post-check: a write and a read through {to}'s promoted stores{}",
+        service
+            .check_file
+            .as_ref()
+            .map(|f| format!(", and the check file {f}"))
+            .unwrap_or_default()
+    ));
+    Assessment {
+        plan,
+        expected_loss_bytes: worst_bytes,
+        from_reachable,
+    }
+}

@@ -1,0 +1,562 @@
+//! Failover across two "regions" on this machine: a PostgreSQL primary with
+//! a `pg_basebackup -R` standby, a Redis master with a replica, one agent
+//! per region, a dev coordinator with the topology, and moto's server for
+//! Route 53 (through the real aws-sdk-route53 client). Load generators write
+//! to the primaries while the failover runs; what they saw acknowledged is
+//! checked in the new primaries.
+
+use crate::fixtures::{S3Kind, S3Server};
+use crate::fleet_fixture::*;
+use crate::pg_fixture::PgCluster;
+use crate::redis::RedisServer;
+use crate::replication::Standby;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+const ZONE: &str = "shop.example.com.";
+const RECORD: &str = "db.shop.example.com.";
+const WEST: &str = "db-west.example.com";
+const EAST: &str = "db-east.example.com";
+
+/// Two regions' servers, agents, coordinator and Route 53.
+struct World {
+    _tmp: tempfile::TempDir,
+    pki: Pki,
+    addr: String,
+    primary: PgCluster,
+    standby: Standby,
+    master: RedisServer,
+    replica: RedisServer,
+    route53: S3Server,
+    zone_id: String,
+    _c: Replica,
+    _w1: Daemon,
+    _e1: Daemon,
+}
+
+async fn route53(endpoint: &str) -> aws_sdk_route53::Client {
+    let creds = aws_sdk_route53::config::Credentials::new("testing", "testing", None, None, "test");
+    let conf = aws_sdk_route53::config::Builder::new()
+        .behavior_version(aws_sdk_route53::config::BehaviorVersion::latest())
+        .region(aws_sdk_route53::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(creds)
+        .build();
+    aws_sdk_route53::Client::from_conf(conf)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+/// The record's values as Route 53 holds them.
+fn record_values(endpoint: &str, zone: &str) -> Vec<String> {
+    rt().block_on(async {
+        let out = route53(endpoint)
+            .await
+            .list_resource_record_sets()
+            .hosted_zone_id(zone)
+            .send()
+            .await
+            .unwrap();
+        out.resource_record_sets()
+            .iter()
+            .filter(|r| r.name() == RECORD)
+            .flat_map(|r| r.resource_records().iter().map(|v| v.value().to_string()))
+            .collect()
+    })
+}
+
+/// Sets the record to `value` (UPSERT), as an operator by hand would.
+fn set_record(endpoint: &str, zone: &str, value: &str) {
+    use aws_sdk_route53::types::*;
+    rt().block_on(async {
+        route53(endpoint)
+            .await
+            .change_resource_record_sets()
+            .hosted_zone_id(zone)
+            .change_batch(
+                ChangeBatch::builder()
+                    .changes(
+                        Change::builder()
+                            .action(ChangeAction::Upsert)
+                            .resource_record_set(
+                                ResourceRecordSet::builder()
+                                    .name(RECORD)
+                                    .r#type(RrType::Cname)
+                                    .ttl(30)
+                                    .resource_records(
+                                        ResourceRecord::builder().value(value).build().unwrap(),
+                                    )
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+impl World {
+    fn start() -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let primary = PgCluster::start(&dir.join("pg-west"), "");
+        let standby = Standby::start(&dir.join("pg-east"), &primary);
+        let master = RedisServer::start(&dir.join("redis-west"), &[]);
+        let master_port = master.port.to_string();
+        let replica = RedisServer::start(
+            &dir.join("redis-east"),
+            &["--replicaof", "127.0.0.1", &master_port],
+        );
+        let route53_server = S3Server::start(S3Kind::Moto);
+        let zone_id = rt().block_on(async {
+            let c = route53(&route53_server.endpoint).await;
+            let zone = c
+                .create_hosted_zone()
+                .name(ZONE)
+                .caller_reference(format!("seawall-{}", std::process::id()))
+                .send()
+                .await
+                .unwrap();
+            zone.hosted_zone()
+                .unwrap()
+                .id()
+                .trim_start_matches("/hostedzone/")
+                .to_string()
+        });
+        set_record(&route53_server.endpoint, &zone_id, WEST);
+        let secret = dir.join("route53.secret");
+        std::fs::write(&secret, "testing").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let topology = format!(
+            r#"
+[replication]
+interval = "1s"
+
+[[regions]]
+name = "west"
+role = "primary"
+
+[[regions]]
+name = "east"
+role = "standby"
+
+[[services]]
+name = "shop"
+rpo = "30s"
+canary = true
+catch_up_timeout = "20s"
+
+[services.dns]
+zone_id = "{zone_id}"
+name = "{RECORD}"
+type = "CNAME"
+ttl = 30
+endpoint = "{}"
+access_key_id = "testing"
+secret_access_key_file = "{}"
+
+[services.dns.values]
+west = "{WEST}"
+east = "{EAST}"
+
+[[services.stores]]
+region = "west"
+kind = "postgres"
+agent = "w1"
+source = "db"
+
+[[services.stores]]
+region = "east"
+kind = "postgres"
+agent = "e1"
+source = "db"
+
+[[services.stores]]
+region = "west"
+kind = "redis"
+agent = "w1"
+source = "cache"
+
+[[services.stores]]
+region = "east"
+kind = "redis"
+agent = "e1"
+source = "cache"
+"#,
+            route53_server.endpoint,
+            secret.display()
+        );
+        let pki = Pki::new(&dir.join("pki"));
+        let store = format!(
+            "[dev]\nstate = \"{}\"\n{topology}",
+            dir.join("state.redb").display()
+        );
+        let c = start_replica(&pki, &dir, "c1", &store, "", true);
+        let addr = c.address();
+        let sources = |dsn: &str, port: u16| {
+            format!("[[sources]]\nname = \"db\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n")
+        };
+        let w1 = start_agent_with(
+            &pki,
+            &dir,
+            "w1",
+            "west",
+            std::slice::from_ref(&addr),
+            &sources(&primary.dsn("postgres"), master.port),
+        );
+        let e1 = start_agent_with(
+            &pki,
+            &dir,
+            "e1",
+            "east",
+            std::slice::from_ref(&addr),
+            &sources(&standby.dsn, replica.port),
+        );
+        let w = World {
+            _tmp: tmp,
+            pki,
+            addr,
+            primary,
+            standby,
+            master,
+            replica,
+            route53: route53_server,
+            zone_id,
+            _c: c,
+            _w1: w1,
+            _e1: e1,
+        };
+        eventually(60, "shop's replication to be ok", || {
+            let out = op(&w.pki, &w.addr, &["replication", "--service", "shop"]);
+            out.status.success().then_some(())
+        });
+        w
+    }
+
+    fn failover(&self, args: &[&str]) -> (bool, serde_json::Value, String) {
+        let out = op(&self.pki, &self.addr, &[&["failover"], args].concat());
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (
+            out.status.success(),
+            json,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+}
+
+/// Writes rows 1, 2, 3... to a table, one autocommitted INSERT each, and
+/// counts those PostgreSQL acknowledged (in order: one session).
+struct PgLoad {
+    child: Child,
+    acked: Arc<AtomicU64>,
+}
+
+impl PgLoad {
+    fn start(pg: &PgCluster) -> PgLoad {
+        pg.sql(
+            "postgres",
+            "CREATE TABLE IF NOT EXISTS load (n bigint PRIMARY KEY)",
+        );
+        let mut child = Command::new(crate::pg_fixture::pg_bin().join("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &pg.dsn("postgres"),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for n in 1.. {
+                if writeln!(stdin, "INSERT INTO load VALUES ({n}) RETURNING n;").is_err() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
+        let acked = Arc::new(AtomicU64::new(0));
+        let seen = acked.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(n) = line.trim().parse::<u64>() {
+                    seen.store(n, Ordering::SeqCst);
+                }
+            }
+        });
+        PgLoad { child, acked }
+    }
+
+    fn acked(&self) -> u64 {
+        self.acked.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for PgLoad {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SET load:1, load:2... through one redis-cli session; counts the OKs.
+struct RedisLoad {
+    child: Child,
+    acked: Arc<AtomicU64>,
+}
+
+impl RedisLoad {
+    fn start(port: u16) -> RedisLoad {
+        let mut child = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for n in 1.. {
+                if writeln!(stdin, "SET load:{n} {n}").is_err() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
+        let acked = Arc::new(AtomicU64::new(0));
+        let seen = acked.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.trim() == "OK" {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        RedisLoad { child, acked }
+    }
+
+    fn acked(&self) -> u64 {
+        self.acked.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RedisLoad {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_planned_switchover_loses_no_acknowledged_write_and_moves_dns() {
+    let w = World::start();
+
+    // The plan changes nothing and says what will happen.
+    let (ok, plan, err) = w.failover(&["plan", "shop", "--to", "east", "--switchover"]);
+    assert!(ok, "{err} {plan}");
+    assert_eq!(plan["refusals"], serde_json::json!([]), "{plan}");
+    assert!(plan["steps"].to_string().contains("pg_promote"), "{plan}");
+    assert_eq!(w.standby.sql("SELECT pg_is_in_recovery()"), "t");
+
+    let pg_load = PgLoad::start(&w.primary);
+    let redis_load = RedisLoad::start(w.master.port);
+    eventually(30, "the load generators to be acknowledged", || {
+        (pg_load.acked() > 200 && redis_load.acked() > 200).then_some(())
+    });
+
+    let started = std::time::Instant::now();
+    let (ok, f, err) = w.failover(&["run", "shop", "--to", "east", "--switchover", "--wait"]);
+    let wall = started.elapsed();
+    assert!(ok, "{err}\n{f:#}");
+    assert_eq!(f["state"], "succeeded", "{f:#}");
+    let pg_acked = pg_load.acked();
+    let redis_acked = redis_load.acked();
+    drop(pg_load);
+    drop(redis_load);
+
+    // Zero loss: every write acknowledged in the west is in the east.
+    let present: u64 = w
+        .standby
+        .sql(&format!("SELECT count(*) FROM load WHERE n <= {pg_acked}"))
+        .parse()
+        .unwrap();
+    assert_eq!(
+        present, pg_acked,
+        "PostgreSQL writes acknowledged in the west missing in the east"
+    );
+    let keys = w.replica.cli(&["EVAL", "local n = 0 for i = 1, tonumber(ARGV[1]) do n = n + redis.call('EXISTS', 'load:' .. i) end return n", "0", &redis_acked.to_string()]);
+    assert_eq!(
+        keys.trim(),
+        redis_acked.to_string(),
+        "Redis writes acknowledged in the west missing in the east"
+    );
+
+    // The east is the primary; the west refuses writes.
+    assert_eq!(w.standby.sql("SELECT pg_is_in_recovery()"), "f");
+    w.standby.sql("INSERT INTO load VALUES (-1)");
+    assert!(w
+        .replica
+        .cli(&["INFO", "replication"])
+        .contains("role:master"));
+    let refused = Command::new(crate::pg_fixture::pg_bin().join("psql"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-d",
+            &w.primary.dsn("postgres"),
+            "-c",
+            "INSERT INTO load VALUES (-2)",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("read-only"),
+        "{refused:?}"
+    );
+
+    // DNS answers the east.
+    assert_eq!(
+        record_values(&w.route53.endpoint, &w.zone_id),
+        vec![EAST.to_string()]
+    );
+
+    // The journal: every step with its evidence, and the figures.
+    let steps = f["steps"].as_array().unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "precheck",
+            "fence",
+            "catch up",
+            "promote postgres",
+            "promote redis",
+            "dns",
+            "post-check"
+        ]
+    );
+    assert!(steps.iter().all(|s| s["state"] == "done"), "{f:#}");
+    assert!(
+        steps[1]["evidence"]["postgres_fence_lsn"].is_string(),
+        "{f:#}"
+    );
+    assert!(
+        steps[3]["evidence"]["postgres_promoted_timeline"]
+            .as_str()
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+            >= 2
+    );
+    assert_eq!(f["lsn_gap_bytes"], 0, "{f:#}");
+    assert_eq!(f["offset_gap"], 0, "{f:#}");
+    assert_eq!(f["rpo_ms"], 0, "{f:#}");
+    let rto = f["rto_ms"].as_i64().unwrap();
+    assert!(
+        rto > 0 && (rto as u128) <= wall.as_millis() + 500,
+        "RTO {rto} ms, wall {wall:?}"
+    );
+
+    // The replication checks follow the new roles: the east is the
+    // primary, the old primary no longer follows anyone.
+    let after = eventually(20, "the replication checks to see the new roles", || {
+        let out = op(&w.pki, &w.addr, &["replication", "--service", "shop"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let s = v["services"][0].clone();
+        let east = s["stores"]
+            .as_array()?
+            .iter()
+            .find(|x| x["region"] == "east" && x["kind"] == "postgres")?
+            .clone();
+        (east["role"] == "primary").then_some(s)
+    });
+    let west_pg = after["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["region"] == "west" && x["kind"] == "postgres")
+        .unwrap();
+    assert_eq!(west_pg["role"], "standby", "{after:#}");
+    assert!(
+        west_pg["reasons"].to_string().contains("not in recovery"),
+        "{after:#}"
+    );
+
+    // The plan now refuses the same move.
+    let (ok, plan, _) = w.failover(&["plan", "shop", "--to", "east"]);
+    assert!(!ok);
+    assert!(plan["refusals"].to_string().contains("already"), "{plan}");
+}
+
+#[test]
+fn the_lag_gate_refuses_a_lagging_standby_and_a_dns_record_changed_by_hand_stops_the_flip() {
+    let w = World::start();
+    // Replay paused while the primary writes far past the 16 MiB bound.
+    w.standby.sql("SELECT pg_wal_replay_pause()");
+    w.primary.sql(
+        "postgres",
+        "CREATE TABLE filler AS SELECT g, repeat(md5(g::text), 8) AS pad FROM generate_series(1, 120000) g",
+    );
+    let (ok, _, err) = w.failover(&["run", "shop", "--to", "east"]);
+    assert!(!ok);
+    assert!(
+        err.contains("trails by") && err.contains("max_lag_bytes"),
+        "{err}"
+    );
+    let audit = op_json(&w.pki, &w.addr, &["audit", "--limit", "5"]);
+    assert!(audit.to_string().contains("refused"), "{audit}");
+
+    // Someone points the record elsewhere by hand: with the loss accepted,
+    // the failover promotes, then stops at the DNS step without
+    // overwriting the record.
+    set_record(&w.route53.endpoint, &w.zone_id, "maintenance.example.com");
+    let (_, f, err) = w.failover(&["run", "shop", "--to", "east", "--allow-data-loss", "--wait"]);
+    assert_eq!(f["state"], "failed", "{err}\n{f:#}");
+    assert!(
+        f["error"]
+            .as_str()
+            .unwrap()
+            .contains("someone else changed it"),
+        "{f:#}"
+    );
+    let dns = f["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "dns")
+        .unwrap()
+        .clone();
+    assert_eq!(dns["state"], "failed", "{f:#}");
+    assert_eq!(
+        record_values(&w.route53.endpoint, &w.zone_id),
+        vec!["maintenance.example.com".to_string()]
+    );
+    assert!(
+        f["expected_loss_bytes"].as_i64().unwrap() > 16 << 20,
+        "{f:#}"
+    );
+    assert_eq!(w.standby.sql("SELECT pg_is_in_recovery()"), "f");
+}

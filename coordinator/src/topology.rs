@@ -62,6 +62,11 @@ pub struct StoreConfig {
     pub agent: String,
     /// That agent's source (its DSN or URL stays in the agent's configuration).
     pub source: String,
+    /// host:port other regions reach it at. Redis: after a failover the
+    /// old master is made a replica of the new one at this address (without
+    /// it, the old master's writes stay paused instead).
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 /// A protected service.
@@ -395,6 +400,7 @@ mod tests {
             kind,
             agent: format!("{region}-agent"),
             source: source.into(),
+            address: None,
         }
     }
 

@@ -32,7 +32,7 @@ struct World {
     route53: S3Server,
     zone_id: String,
     _c: Replica,
-    _w1: Daemon,
+    w1: Daemon,
     _e1: Daemon,
 }
 
@@ -107,6 +107,11 @@ fn set_record(endpoint: &str, zone: &str, value: &str) {
 
 impl World {
     fn start() -> World {
+        World::start_with("")
+    }
+
+    /// With `extra` added to the service's table.
+    fn start_with(extra: &str) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let primary = PgCluster::start(&dir.join("pg-west"), "");
@@ -156,6 +161,7 @@ name = "shop"
 rpo = "30s"
 canary = true
 catch_up_timeout = "20s"
+{extra}
 
 [services.dns]
 zone_id = "{zone_id}"
@@ -187,15 +193,19 @@ region = "west"
 kind = "redis"
 agent = "w1"
 source = "cache"
+address = "127.0.0.1:{}"
 
 [[services.stores]]
 region = "east"
 kind = "redis"
 agent = "e1"
 source = "cache"
+address = "127.0.0.1:{}"
 "#,
             route53_server.endpoint,
-            secret.display()
+            secret.display(),
+            master.port,
+            replica.port
         );
         let pki = Pki::new(&dir.join("pki"));
         let store = format!(
@@ -234,7 +244,7 @@ source = "cache"
             route53: route53_server,
             zone_id,
             _c: c,
-            _w1: w1,
+            w1,
             _e1: e1,
         };
         eventually(60, "shop's replication to be ok", || {
@@ -559,4 +569,122 @@ fn the_lag_gate_refuses_a_lagging_standby_and_a_dns_record_changed_by_hand_stops
         "{f:#}"
     );
     assert_eq!(w.standby.sql("SELECT pg_is_in_recovery()"), "f");
+}
+
+#[test]
+fn with_route53_unanswering_the_dns_step_waits_saying_so_and_finishes_when_it_returns() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let w = World::start();
+    let moto = Pid::from_raw(w.route53.pid());
+    kill(moto, Signal::SIGSTOP).unwrap();
+    struct Resume(Pid);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGCONT);
+        }
+    }
+    let resume = Resume(moto);
+    let (ok, f, err) = w.failover(&["run", "shop", "--to", "east"]);
+    assert!(ok, "{err}");
+    let id = f["id"].as_str().unwrap().to_string();
+    let waiting = eventually(60, "the DNS step to say it waits for Route 53", || {
+        let (_, f, _) = w.failover(&["status", &id]);
+        let dns = f["steps"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "dns")?
+            .clone();
+        (dns["state"] == "running" && dns["detail"].as_str()?.starts_with("waiting: attempt"))
+            .then_some(f)
+    });
+    assert_eq!(waiting["state"], "running", "{waiting:#}");
+    let promoted = waiting["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "promote postgres")
+        .unwrap()
+        .clone();
+    assert_eq!(promoted["state"], "done", "{waiting:#}");
+    drop(resume);
+    let done = eventually(90, "the failover to finish once Route 53 answers", || {
+        let (_, f, _) = w.failover(&["status", &id]);
+        (f["state"] != "running").then_some(f)
+    });
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(
+        record_values(&w.route53.endpoint, &w.zone_id),
+        vec![EAST.to_string()]
+    );
+    let dns = done["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "dns")
+        .unwrap()
+        .clone();
+    assert!(dns["attempts"].as_u64().unwrap() >= 2, "{done:#}");
+}
+
+#[test]
+fn an_old_primary_cut_off_during_the_failover_is_fenced_when_its_agent_returns() {
+    let mut w = World::start_with("failover_unfenced = true");
+    // The west region's agent is gone: the failover cannot fence its stores.
+    w.w1.kill9();
+    let (ok, f, err) = w.failover(&["run", "shop", "--to", "east", "--wait"]);
+    assert!(ok, "{err}\n{f:#}");
+    assert_eq!(f["state"], "succeeded", "{f:#}");
+    let fence = f["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "fence")
+        .unwrap()
+        .clone();
+    assert!(
+        fence["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not fenced: unreachable"),
+        "{f:#}"
+    );
+    // Split brain in the making: the old primary still takes writes.
+    w.primary.sql("postgres", "CREATE TABLE stray (n int)");
+    w.master.cli(&["SET", "stray", "1"]);
+
+    // The agent returns: before anything else its stores are fenced.
+    w.w1.restart();
+    eventually(30, "the old PostgreSQL primary to refuse writes", || {
+        let out = Command::new(crate::pg_fixture::pg_bin().join("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-d",
+                &w.primary.dsn("postgres"),
+                "-c",
+                "INSERT INTO stray VALUES (1)",
+            ])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stderr)
+            .contains("read-only")
+            .then_some(())
+    });
+    let info = eventually(30, "the old Redis master to follow the new one", || {
+        let info = w.master.cli(&["INFO", "replication"]);
+        info.contains("role:slave").then_some(info)
+    });
+    assert!(
+        info.contains(&format!("master_port:{}", w.replica.port)),
+        "{info}"
+    );
+    let refused = w.master.try_cli(&["SET", "stray", "2"]);
+    assert!(
+        refused.as_deref().is_none_or(|r| r.contains("READONLY")),
+        "{refused:?}"
+    );
+    let audit = op_json(&w.pki, &w.addr, &["audit", "--limit", "20"]);
+    assert!(audit.to_string().contains("rejoin"), "{audit}");
 }

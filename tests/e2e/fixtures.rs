@@ -139,6 +139,11 @@ impl S3Server {
         }
     }
 
+    /// The server's process id (to stop it with SIGSTOP and resume it).
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     /// An SDK client for direct checks.
     pub async fn client(&self) -> aws_sdk_s3::Client {
         let creds =

@@ -51,7 +51,7 @@ impl RedisServer {
         s
     }
 
-    fn try_cli(&self, args: &[&str]) -> Option<String> {
+    pub(crate) fn try_cli(&self, args: &[&str]) -> Option<String> {
         let out = Command::new(require("redis-cli"))
             .args(["-p", &self.port.to_string()])
             .args(args)

@@ -203,6 +203,14 @@ impl AgentService for AgentApi {
                 .set(cert_expires_ms as f64 / 1000.0);
         }
         tracing::info!(agent = %name, region = %region, "agent connected");
+        // An old primary back after a failover is fenced before it can
+        // take a write.
+        {
+            let (coord, lead, session) = (coord.clone(), lead.clone(), session.clone());
+            lead.tree.clone().spawn(async move {
+                crate::failover::rejoin::on_connect(&coord, &lead, &session).await;
+            });
+        }
 
         // Both tasks belong to this term's tree: a lost lead stops them
         // (and the stream with them) before the next term starts.

@@ -26,8 +26,16 @@ pub struct Flipped {
 /// A Route 53 client for `dns` (its endpoint, signing region and keys, or
 /// the standard AWS chain).
 pub async fn client(dns: &DnsConfig) -> Result<Client, String> {
+    // A Route 53 that does not answer must not hang the step: each call
+    // gives up, and the step tries again with backoff.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(5))
+        .operation_timeout(Duration::from_secs(15))
+        .build();
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(dns.aws_region.clone()));
+        .region(aws_config::Region::new(dns.aws_region.clone()))
+        .timeout_config(timeouts);
     if let Some(endpoint) = &dns.endpoint {
         loader = loader.endpoint_url(endpoint);
     }

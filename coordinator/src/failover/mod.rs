@@ -9,4 +9,5 @@
 pub mod dns;
 pub mod plan;
 pub mod primaries;
+pub mod rejoin;
 pub mod steps;

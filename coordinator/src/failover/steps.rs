@@ -247,8 +247,9 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
 }
 
 /// Why a step did not finish.
-struct StepError {
-    message: String,
+pub(super) struct StepError {
+    /// What went wrong.
+    pub(super) message: String,
     /// Another attempt may succeed (an agent reconnecting, Route 53 back).
     retry: bool,
 }
@@ -440,7 +441,7 @@ async fn drive(coord: &Coordinator, lead: &Lead, id: &str) -> Result<(), ActErro
 }
 
 /// Sends `action` for `store` to its agent and waits for the answer.
-async fn act(
+pub(super) async fn act(
     coord: &Coordinator,
     lead: &Lead,
     store: &StoreConfig,

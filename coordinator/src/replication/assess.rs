@@ -360,6 +360,7 @@ mod tests {
             kind,
             agent: "a".into(),
             source: "s".into(),
+            address: None,
         };
         let service = ServiceConfig {
             name: "shop".into(),

@@ -1,0 +1,85 @@
+//! The demoted side of a failover. When an agent connects, the leader
+//! looks at each service whose primary is in another region: a store of
+//! this agent that still acts as a primary there (an old primary the
+//! failover could not fence, back after a partition) is fenced at once:
+//! PostgreSQL read-only with its sessions ended, Redis made a replica of
+//! the new master (or its writes paused when the topology gives no address
+//! for it). A demoted primary never takes writes again until failback.
+
+use super::plan::{probe, store_of};
+use super::primaries;
+use super::steps::act;
+use crate::core::{Coordinator, Lead};
+use crate::registry::Session;
+use crate::topology::StoreKind;
+use seawall_proto::v1::{action_request::Action, FenceAction, RejoinAction};
+use std::time::Duration;
+
+/// Fences whatever of `session`'s stores acts as a primary outside its
+/// service's primary region; returns what was done, one line each.
+pub async fn on_connect(coord: &Coordinator, lead: &Lead, session: &Session) -> Vec<String> {
+    let mut done = Vec::new();
+    for service in &coord.config.services {
+        let Ok(Some(primary)) = primaries::current(coord, service).await else {
+            continue;
+        };
+        if primary == session.region {
+            continue;
+        }
+        for store in service
+            .stores
+            .iter()
+            .filter(|s| s.region == session.region && s.agent == session.agent_id)
+        {
+            let Ok(state) = probe(coord, lead, store).await else {
+                continue;
+            };
+            let acts_as_primary = match store.kind {
+                StoreKind::Postgres => state.postgres.as_ref().is_some_and(|p| !p.in_recovery),
+                StoreKind::Redis => state.redis.as_ref().is_some_and(|r| r.master),
+            };
+            if !acts_as_primary {
+                continue;
+            }
+            let new_master =
+                store_of(service, &primary, StoreKind::Redis).and_then(|s| s.address.clone());
+            let action = match (store.kind, new_master) {
+                (StoreKind::Redis, Some(master)) => Action::Rejoin(RejoinAction {
+                    redis_master: master,
+                }),
+                (StoreKind::Redis, None) => Action::Fence(FenceAction {
+                    redis_pause_ms: u32::MAX,
+                }),
+                (StoreKind::Postgres, _) => Action::Rejoin(RejoinAction::default()),
+            };
+            let line = match act(coord, lead, store, action, Duration::from_secs(30)).await {
+                Ok(reply) => format!(
+                    "{}'s {} ({}/{}) still acted as a primary although {} is {}'s primary region: {}",
+                    session.region,
+                    store.kind.name(),
+                    store.agent,
+                    store.source,
+                    primary,
+                    service.name,
+                    reply.detail
+                ),
+                Err(e) => format!(
+                    "{}'s {} ({}/{}) still acts as a primary and could not be fenced: {}",
+                    session.region,
+                    store.kind.name(),
+                    store.agent,
+                    store.source,
+                    e.message
+                ),
+            };
+            tracing::warn!(service = %service.name, "{line}");
+            metrics::counter!("seawall_rejoins_total", "service" => service.name.clone())
+                .increment(1);
+            coord
+                .audit(lead, "failover", format!("rejoin: {line}"))
+                .await;
+            done.push(line);
+        }
+    }
+    done
+}

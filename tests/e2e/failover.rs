@@ -31,7 +31,8 @@ struct World {
     replica: RedisServer,
     route53: S3Server,
     zone_id: String,
-    _c: Replica,
+    replicas: Vec<Replica>,
+    etcd: Option<crate::etcd_fixture::EtcdCluster>,
     w1: Daemon,
     _e1: Daemon,
 }
@@ -112,6 +113,16 @@ impl World {
 
     /// With `extra` added to the service's table.
     fn start_with(extra: &str) -> World {
+        World::build(extra, false)
+    }
+
+    /// Three coordinator replicas on a 3-member etcd (lease TTL 4 s)
+    /// instead of one dev replica.
+    fn start_ha() -> World {
+        World::build("", true)
+    }
+
+    fn build(extra: &str, ha: bool) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let primary = PgCluster::start(&dir.join("pg-west"), "");
@@ -208,12 +219,34 @@ address = "127.0.0.1:{}"
             replica.port
         );
         let pki = Pki::new(&dir.join("pki"));
-        let store = format!(
-            "[dev]\nstate = \"{}\"\n{topology}",
-            dir.join("state.redb").display()
-        );
-        let c = start_replica(&pki, &dir, "c1", &store, "", true);
-        let addr = c.address();
+        let (etcd, replicas) = if ha {
+            let etcd = crate::etcd_fixture::EtcdCluster::start(&dir.join("etcd"), 3);
+            let endpoints = etcd
+                .endpoints()
+                .iter()
+                .map(|e| format!("\"{e}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let store = format!(
+                "[etcd]\nendpoints = [{endpoints}]\nprefix = \"/failover\"\nlease_ttl = \"4s\"\nallow_plaintext = true\n{topology}"
+            );
+            let replicas = ["c1", "c2", "c3"]
+                .iter()
+                .map(|id| start_replica(&pki, &dir, id, &store, "", false))
+                .collect::<Vec<_>>();
+            (Some(etcd), replicas)
+        } else {
+            let store = format!(
+                "[dev]\nstate = \"{}\"\n{topology}",
+                dir.join("state.redb").display()
+            );
+            (
+                None,
+                vec![start_replica(&pki, &dir, "c1", &store, "", true)],
+            )
+        };
+        let addr = replicas[0].address();
+        let all: Vec<String> = replicas.iter().map(Replica::address).collect();
         let sources = |dsn: &str, port: u16| {
             format!("[[sources]]\nname = \"db\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n")
         };
@@ -222,7 +255,7 @@ address = "127.0.0.1:{}"
             &dir,
             "w1",
             "west",
-            std::slice::from_ref(&addr),
+            &all,
             &sources(&primary.dsn("postgres"), master.port),
         );
         let e1 = start_agent_with(
@@ -230,7 +263,7 @@ address = "127.0.0.1:{}"
             &dir,
             "e1",
             "east",
-            std::slice::from_ref(&addr),
+            &all,
             &sources(&standby.dsn, replica.port),
         );
         let w = World {
@@ -243,7 +276,8 @@ address = "127.0.0.1:{}"
             replica,
             route53: route53_server,
             zone_id,
-            _c: c,
+            replicas,
+            etcd,
             w1,
             _e1: e1,
         };
@@ -687,4 +721,90 @@ fn an_old_primary_cut_off_during_the_failover_is_fenced_when_its_agent_returns()
     );
     let audit = op_json(&w.pki, &w.addr, &["audit", "--limit", "20"]);
     assert!(audit.to_string().contains("rejoin"), "{audit}");
+}
+
+#[test]
+fn a_new_leader_finishes_a_failover_whose_leader_was_killed_between_promotion_and_dns() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let mut w = World::start_ha();
+    assert!(w.etcd.is_some());
+    let status = op_json(&w.pki, &w.addr, &["status"]);
+    let leader = status["leader_id"].as_str().unwrap().to_string();
+    // Route 53 does not answer: the failover stops at the DNS step.
+    let moto = Pid::from_raw(w.route53.pid());
+    kill(moto, Signal::SIGSTOP).unwrap();
+    struct Resume(Pid);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGCONT);
+        }
+    }
+    let resume = Resume(moto);
+    let (ok, f, err) = w.failover(&["run", "shop", "--to", "east"]);
+    assert!(ok, "{err}");
+    let id = f["id"].as_str().unwrap().to_string();
+    let other = w
+        .replicas
+        .iter()
+        .find(|r| r.id != leader)
+        .unwrap()
+        .address();
+    let status_of = |addr: &str| -> Option<serde_json::Value> {
+        let out = op(&w.pki, addr, &["failover", "status", &id]);
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    eventually(60, "the failover to wait at the DNS step", || {
+        let f = status_of(&other)?;
+        let dns = f["steps"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "dns")?
+            .clone();
+        (dns["state"] == "running").then_some(())
+    });
+
+    // The leader dies between the promotion and the DNS change.
+    w.replicas
+        .iter_mut()
+        .find(|r| r.id == leader)
+        .unwrap()
+        .daemon
+        .kill9();
+    let new_leader = eventually(30, "another replica to lead", || {
+        let s = op_json(&w.pki, &other, &["status"]);
+        let id = s["leader_id"].as_str()?.to_string();
+        (!id.is_empty() && id != leader).then_some(id)
+    });
+    assert_ne!(new_leader, leader);
+    drop(resume);
+    let done = eventually(90, "the new leader to finish the failover", || {
+        let f = status_of(&other)?;
+        (f["state"] != "running").then_some(f)
+    });
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(
+        record_values(&w.route53.endpoint, &w.zone_id),
+        vec![EAST.to_string()]
+    );
+    // Driven by two leaders, the promotion done once, no gap in the journal.
+    assert_eq!(done["epochs"].as_array().unwrap().len(), 2, "{done:#}");
+    let steps = done["steps"].as_array().unwrap();
+    let promote = steps
+        .iter()
+        .find(|s| s["name"] == "promote postgres")
+        .unwrap();
+    assert_eq!(promote["attempts"], 1, "{done:#}");
+    let mut last_end = 0;
+    for s in steps {
+        assert!(s["state"] == "done" || s["state"] == "skipped", "{done:#}");
+        let (start, end) = (
+            s["started_unix_ms"].as_i64().unwrap(),
+            s["ended_unix_ms"].as_i64().unwrap(),
+        );
+        assert!(start >= last_end && end >= start, "{done:#}");
+        last_end = end;
+    }
+    let log = std::fs::read_to_string(w.standby.root.join("server.log")).unwrap();
+    assert_eq!(log.matches("received promote request").count(), 1, "{log}");
 }

@@ -5,6 +5,7 @@
 //! PostgreSQL read-only with its sessions ended, Redis made a replica of
 //! the new master (or its writes paused when the topology gives no address
 //! for it). A demoted primary never takes writes again until failback.
+//! Services with a failover running are left to it.
 
 use super::plan::{probe, store_of};
 use super::primaries;
@@ -19,7 +20,25 @@ use std::time::Duration;
 /// service's primary region; returns what was done, one line each.
 pub async fn on_connect(coord: &Coordinator, lead: &Lead, session: &Session) -> Vec<String> {
     let mut done = Vec::new();
-    for service in &coord.config.services {
+    // A service in the middle of a failover has a promoted store outside
+    // the recorded primary region on purpose: the workflow owns it.
+    let running: Vec<String> = match super::steps::all(coord).await {
+        Ok(all) => all
+            .into_iter()
+            .filter(|f| !super::steps::is_final(f))
+            .map(|f| f.service)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "failovers not read: no rejoin check for this agent now");
+            return done;
+        }
+    };
+    for service in coord
+        .config
+        .services
+        .iter()
+        .filter(|s| !running.contains(&s.name))
+    {
         let Ok(Some(primary)) = primaries::current(coord, service).await else {
             continue;
         };

@@ -401,6 +401,25 @@ impl CoordinatorConfig {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_documented_coordinator_toml_reads_and_checks() {
+        // docs/fleet.md shows every key; it must stay a valid file.
+        let doc = include_str!("../../docs/fleet.md");
+        let from = doc.find("## 2. Coordinator").expect("section");
+        let block = doc[from..]
+            .split("```toml")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("toml block");
+        let config: CoordinatorConfig = toml::from_str(block).expect("the documented file parses");
+        config
+            .check()
+            .expect("the documented file passes the checks");
+        assert_eq!(config.services.len(), 1);
+        assert!(config.services[0].dns.is_some());
+        assert_eq!(config.regions.len(), 3);
+    }
+
     fn parse(extra: &str) -> anyhow::Result<CoordinatorConfig> {
         let text = format!(
             "id = \"c1\"\nlisten = \"127.0.0.1:7443\"\n{extra}\n[tls]\nca = \"ca.pem\"\ncert = \"c1.pem\"\nkey = \"c1.key\"\n"

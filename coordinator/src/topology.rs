@@ -124,6 +124,38 @@ pub struct ServiceConfig {
     /// The DNS record clients find the service by.
     #[serde(default)]
     pub dns: Option<DnsConfig>,
+    /// Fail over without an operator when the primary region is down.
+    #[serde(default)]
+    pub auto_failover: Option<AutoFailover>,
+}
+
+/// Automatic failover: the primary region is declared down only when its
+/// agents are silent AND another region's agent cannot reach its stores,
+/// for `after` checks in a row, while this coordinator holds its etcd
+/// quorum. One signal alone never triggers it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoFailover {
+    /// The region to fail over to (default: the one standby region with
+    /// stores of every kind).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Time between two checks.
+    #[serde(
+        default = "default_auto_interval",
+        with = "seawall_common::duration::serde_text"
+    )]
+    pub interval: Duration,
+    /// Checks in a row with both signals before the region is declared down.
+    #[serde(default = "default_auto_after")]
+    pub after: u32,
+}
+
+fn default_auto_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_auto_after() -> u32 {
+    3
 }
 
 /// A Route 53 record whose value Seawall owns: one value per region, and a
@@ -419,6 +451,7 @@ mod tests {
             catch_up_timeout: std::time::Duration::from_secs(30),
             check_file: None,
             dns: None,
+            auto_failover: None,
         }
     }
 

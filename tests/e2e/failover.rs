@@ -106,6 +106,64 @@ fn set_record(endpoint: &str, zone: &str, value: &str) {
     });
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Stops (SIGSTOP) every process of a region's servers and agent, and
+/// continues them when dropped, also when the test fails.
+struct Frozen(Vec<i32>);
+
+impl Frozen {
+    fn pids_of_postgres(data: &std::path::Path) -> Vec<i32> {
+        let pid_file = std::fs::read_to_string(data.join("postmaster.pid")).unwrap();
+        let postmaster: i32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let ppid: i32 = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            if ppid == postmaster {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn freeze(pids: Vec<i32>) -> Frozen {
+        for p in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*p),
+                nix::sys::signal::Signal::SIGSTOP,
+            );
+        }
+        Frozen(pids)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*p),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
+    }
+}
+
 impl World {
     fn start() -> World {
         World::start_with("")
@@ -125,7 +183,8 @@ impl World {
     fn build(extra: &str, ha: bool) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let primary = PgCluster::start(&dir.join("pg-west"), "");
+        // Also on 127.0.0.1: the automatic failover's reach probe dials it.
+        let primary = PgCluster::start(&dir.join("pg-west"), "listen_addresses = '127.0.0.1'");
         let standby = Standby::start(&dir.join("pg-east"), &primary);
         let master = RedisServer::start(&dir.join("redis-west"), &[]);
         let master_port = master.port.to_string();
@@ -192,12 +251,14 @@ region = "west"
 kind = "postgres"
 agent = "w1"
 source = "db"
+address = "127.0.0.1:{}"
 
 [[services.stores]]
 region = "east"
 kind = "postgres"
 agent = "e1"
 source = "db"
+address = "127.0.0.1:{}"
 
 [[services.stores]]
 region = "west"
@@ -215,6 +276,8 @@ address = "127.0.0.1:{}"
 "#,
             route53_server.endpoint,
             secret.display(),
+            primary.port,
+            standby.port,
             master.port,
             replica.port
         );
@@ -304,6 +367,8 @@ address = "127.0.0.1:{}"
 struct PgLoad {
     child: Child,
     acked: Arc<AtomicU64>,
+    /// When each row was acknowledged (ms since the epoch), by row.
+    times: Arc<std::sync::Mutex<Vec<i64>>>,
 }
 
 impl PgLoad {
@@ -338,16 +403,22 @@ impl PgLoad {
             }
         });
         let acked = Arc::new(AtomicU64::new(0));
-        let seen = acked.clone();
+        let times: Arc<std::sync::Mutex<Vec<i64>>> = Arc::default();
+        let (seen, at) = (acked.clone(), times.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Ok(n) = line.trim().parse::<u64>() {
+                    at.lock().unwrap().push(now_ms());
                     seen.store(n, Ordering::SeqCst);
                 }
             }
         });
-        PgLoad { child, acked }
+        PgLoad {
+            child,
+            acked,
+            times,
+        }
     }
 
     fn acked(&self) -> u64 {
@@ -807,4 +878,88 @@ fn a_new_leader_finishes_a_failover_whose_leader_was_killed_between_promotion_an
     }
     let log = std::fs::read_to_string(w.standby.root.join("server.log")).unwrap();
     assert_eq!(log.matches("received promote request").count(), 1, "{log}");
+}
+
+#[test]
+fn a_region_cut_off_is_failed_over_automatically_with_the_loss_and_rto_it_reports() {
+    let w = World::start_with("[services.auto_failover]\nafter = 3\ninterval = \"1s\"");
+    let pg_load = PgLoad::start(&w.primary);
+    let redis_load = RedisLoad::start(w.master.port);
+    eventually(30, "the load generators to be acknowledged", || {
+        (pg_load.acked() > 200 && redis_load.acked() > 200).then_some(())
+    });
+    // One signal alone does nothing: the west agent gone, its stores up.
+    let mut w = w;
+    w.w1.kill9();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let none = op(&w.pki, &w.addr, &["failover", "list"]);
+    assert_eq!(String::from_utf8_lossy(&none.stdout).trim(), "[]");
+    w.w1.restart();
+    eventually(30, "shop's replication to be ok again", || {
+        op(&w.pki, &w.addr, &["replication", "--service", "shop"])
+            .status
+            .success()
+            .then_some(())
+    });
+
+    // The whole west region stops: its agent, PostgreSQL and Redis.
+    let mut pids = Frozen::pids_of_postgres(&w.primary.data);
+    pids.push(w.master.pid());
+    pids.push(w.w1.pid());
+    let cut = now_ms();
+    let frozen = Frozen::freeze(pids);
+    let acked_before_cut = pg_load.acked();
+    let f = eventually(60, "an automatic failover to finish", || {
+        let out = op(&w.pki, &w.addr, &["failover", "list"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let f = list.as_array()?.first()?.clone();
+        (f["state"] != "running").then_some(f)
+    });
+    let wall = now_ms() - cut;
+    assert_eq!(f["state"], "succeeded", "{f:#}");
+    assert_eq!(f["automatic"], true, "{f:#}");
+    assert_eq!(f["requested_by"], "automatic", "{f:#}");
+    assert!(
+        f["steps"][1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("declared down"),
+        "{f:#}"
+    );
+
+    // The loss the load generator measured: rows acknowledged in the west
+    // that the east lacks, as time.
+    let acked = pg_load.acked().max(acked_before_cut);
+    let present: u64 = w
+        .standby
+        .sql(&format!(
+            "SELECT coalesce(max(n), 0) FROM load WHERE n <= {acked}"
+        ))
+        .parse()
+        .unwrap();
+    let times = pg_load.times.lock().unwrap().clone();
+    let lost_ms = if present >= acked {
+        0
+    } else {
+        times[acked as usize - 1] - times[present as usize]
+    };
+    let rpo = f["rpo_ms"].as_i64().expect("an RPO from the canaries");
+    assert!(
+        (rpo - lost_ms).abs() <= 1000,
+        "reported RPO {rpo} ms, measured loss {lost_ms} ms"
+    );
+    // The RTO from the fault to the post-checks, against the wall clock.
+    let rto = f["rto_ms"].as_i64().unwrap();
+    assert!(
+        (rto - wall).abs() <= 1500,
+        "reported RTO {rto} ms, wall clock {wall} ms"
+    );
+    assert_eq!(
+        record_values(&w.route53.endpoint, &w.zone_id),
+        vec![EAST.to_string()]
+    );
+    eprintln!("automatic failover: RTO {rto} ms (wall {wall} ms), RPO {rpo} ms (measured loss {lost_ms} ms, {} of {acked} rows)", acked - present.min(acked));
+    drop(frozen);
+    drop(pg_load);
+    drop(redis_load);
 }

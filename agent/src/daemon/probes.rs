@@ -203,6 +203,19 @@ impl Prober {
 
     async fn one(&self, probe: &StoreProbe, deadline: Duration) -> StoreReport {
         let started = Instant::now();
+        if !probe.reach_address.is_empty() {
+            let outcome =
+                crate::engine::reach::reach(&probe.reach_address, &probe.reach_kind, deadline)
+                    .await;
+            let took_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
+            return StoreReport {
+                source: probe.reach_address.clone(),
+                reached: outcome.is_ok(),
+                error: outcome.err().map(|e| e.to_string()).unwrap_or_default(),
+                took_ms,
+                ..Default::default()
+            };
+        }
         let answer = tokio::time::timeout(deadline, self.read(probe)).await;
         let took = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
         match answer {

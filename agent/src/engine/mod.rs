@@ -13,6 +13,7 @@ pub mod postgres;
 pub mod progress;
 pub mod promotion;
 pub mod prune;
+pub mod reach;
 pub mod redis;
 pub mod repair;
 pub mod replication;

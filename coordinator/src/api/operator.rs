@@ -543,7 +543,7 @@ impl OperatorService for OperatorApi {
         let lead = self.leader_only().await?;
         let (service, from) = self.failover_target(&req).await?;
         let assessed =
-            crate::failover::plan::assess(&self.coord, &lead, service, &from, &req).await;
+            crate::failover::plan::assess(&self.coord, &lead, service, &from, &req, false).await;
         Ok(Response::new(assessed.plan))
     }
 
@@ -566,7 +566,7 @@ impl OperatorService for OperatorApi {
             )));
         }
         let assessed =
-            crate::failover::plan::assess(&self.coord, &lead, service, &from, &req).await;
+            crate::failover::plan::assess(&self.coord, &lead, service, &from, &req, false).await;
         if !assessed.plan.refusals.is_empty() {
             metrics::counter!("seawall_failovers_total", "service" => req.service.clone(), "outcome" => "refused").increment(1);
             self.coord
@@ -586,7 +586,8 @@ impl OperatorService for OperatorApi {
                 assessed.plan.refusals.join("; ")
             )));
         }
-        let f = crate::failover::steps::create(&self.coord, &lead, &req, &actor, &assessed).await?;
+        let f = crate::failover::steps::create(&self.coord, &lead, &req, &actor, &assessed, None)
+            .await?;
         Ok(Response::new(f))
     }
 

@@ -6,6 +6,7 @@
 //! stopped and repeats at most the step that was in flight (every step is
 //! idempotent).
 
+pub mod auto;
 pub mod dns;
 pub mod plan;
 pub mod primaries;

@@ -86,13 +86,15 @@ fn mib(bytes: i64) -> String {
     }
 }
 
-/// Assesses a failover of `service` from `from` to `req.to`.
+/// Assesses a failover of `service` from `from` to `req.to`; `from_down`:
+/// the region was declared down (its stores are not asked again).
 pub async fn assess(
     coord: &Coordinator,
     lead: &Lead,
     service: &ServiceConfig,
     from: &str,
     req: &FailoverRequest,
+    from_down: bool,
 ) -> Assessment {
     let to = req.to.as_str();
     let mut plan = FailoverPlan {
@@ -137,6 +139,7 @@ pub async fn assess(
         .collect();
     let reads = futures_util::future::join_all(pairs.iter().map(|(_, a, b)| async move {
         let a = match a {
+            Some(_) if from_down => Some(Err("the region was declared down".to_string())),
             Some(a) => Some(probe(coord, lead, a).await),
             None => None,
         };
@@ -275,7 +278,7 @@ pub async fn assess(
     if !from_reachable {
         if req.switchover {
             refuse(format!("a switchover fences {from} and waits for {to} to catch up, so it needs {from} reachable; for a region that is down, run without --switchover"), &mut plan);
-        } else if !service.failover_unfenced {
+        } else if !service.failover_unfenced && service.auto_failover.is_none() {
             refuse(format!("{from} cannot be reached to be fenced, so its stores may still take writes: set failover_unfenced = true for {} (only for a region known to be down) or bring {from}'s agents back", service.name), &mut plan);
         }
         if unknown && plan.expected_loss_ms.is_none() && !req.allow_data_loss {

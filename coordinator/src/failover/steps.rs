@@ -56,6 +56,8 @@ pub fn is_final(f: &Failover) -> bool {
 
 /// How long a store action may take.
 const ACTION_DEADLINE: Duration = Duration::from_secs(30);
+/// How long fencing a store may take (a reachable one takes milliseconds).
+const FENCE_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a promotion may take.
 const PROMOTE_DEADLINE: Duration = Duration::from_secs(60);
 /// Attempts of a post-check before the failover is called failed.
@@ -123,6 +125,7 @@ pub async fn create(
     req: &FailoverRequest,
     who: &str,
     assessed: &Assessment,
+    detected_ms: Option<i64>,
 ) -> Result<Failover, ActError> {
     let started = now_ms();
     let mut evidence = BTreeMap::new();
@@ -172,6 +175,8 @@ pub async fn create(
         expected_loss_bytes: assessed.expected_loss_bytes,
         expected_loss_ms: assessed.plan.expected_loss_ms,
         epochs: vec![lead.epoch()],
+        automatic: detected_ms.is_some(),
+        detected_unix_ms: detected_ms.unwrap_or(0),
         ..Default::default()
     };
     save(
@@ -525,14 +530,29 @@ async fn run_step(
         "fence" => {
             let mut evidence = BTreeMap::new();
             let mut details = Vec::new();
+            if f.automatic {
+                // Declared down by two signals: asking it again only costs
+                // time; its agent fences it when it returns.
+                for store in stores_in(service, &f.from) {
+                    evidence.insert(format!("{}_fenced", store.kind.name()), "false".into());
+                }
+                return Ok(done(
+                    format!("not fenced: {} was declared down (its stores are fenced when its agent returns)", f.from),
+                    evidence,
+                ));
+            }
             for store in stores_in(service, &f.from) {
                 let action = Action::Fence(FenceAction { redis_pause_ms: 0 });
-                match act(coord, lead, store, action, ACTION_DEADLINE).await {
+                match act(coord, lead, store, action, FENCE_DEADLINE).await {
                     Ok(reply) => {
                         evidence_of(store.kind, "fence", &reply, &mut evidence);
                         details.push(format!("{}: {}", store.kind.name(), reply.detail));
                     }
-                    Err(e) if e.retry && service.failover_unfenced && !f.switchover => {
+                    Err(e)
+                        if e.retry
+                            && (service.failover_unfenced || f.automatic)
+                            && !f.switchover =>
+                    {
                         evidence.insert(format!("{}_fenced", store.kind.name()), "false".into());
                         details.push(format!(
                             "{}: not fenced: unreachable ({})",
@@ -756,7 +776,13 @@ async fn finish(
         .map(|s| s.ended_unix_ms)
         .filter(|t| *t > 0)
         .unwrap_or(now);
-    f.rto_ms = Some(post_checked - f.started_unix_ms);
+    // An automatic failover's clock starts when the fault was first seen.
+    let from = if f.automatic && f.detected_unix_ms > 0 {
+        f.detected_unix_ms
+    } else {
+        f.started_unix_ms
+    };
+    f.rto_ms = Some(post_checked - from);
     let gap =
         |fence: Option<&String>, promoted: Option<&String>, parse: fn(&str) -> Option<i64>| {
             let (a, b) = (parse(fence?)?, parse(promoted?)?);

@@ -381,6 +381,7 @@ mod tests {
             catch_up_timeout: std::time::Duration::from_secs(30),
             check_file: None,
             dns: None,
+            auto_failover: None,
         };
         (regions, service)
     }

@@ -169,7 +169,7 @@ async fn round(
                     seq,
                     written_unix_ms: asked_ms,
                 }),
-                canary_read: String::new(),
+                ..Default::default()
             };
             asks.push((
                 store.region.clone(),

@@ -1,0 +1,270 @@
+//! Automatic failover, for services that opt in. The primary region is
+//! declared down only when two independent signals agree, `after` checks in
+//! a row, while this coordinator still holds its etcd quorum:
+//!
+//! 1. every agent of the region's stores is silent (no session, or no
+//!    heartbeat for two intervals), and
+//! 2. the target region's agent cannot get an answer from any of the
+//!    region's stores at their addresses (a protocol exchange, so a hung
+//!    server counts as down).
+//!
+//! An agent that died beside a healthy database, or a database that is
+//! down while its agent still reports, is one signal: nothing happens.
+//! The failover then runs like an operator's, unfenced (the region is
+//! down), and its RTO counts from when the region's agents were last heard
+//! from (or, when none had a session, the first check that saw both signals).
+
+use super::plan::{store_of, stores_in};
+use super::{primaries, steps};
+use crate::core::{Coordinator, Lead};
+use crate::records::now_ms;
+use crate::topology::{RegionRole, ServiceConfig};
+use seawall_proto::v1::{FailoverRequest, StoreProbe};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a reach probe waits for the other region's store.
+const REACH_DEADLINE: Duration = Duration::from_millis(500);
+
+/// The region `service` fails over to from `primary`.
+pub fn target(coord: &Coordinator, service: &ServiceConfig, primary: &str) -> Option<String> {
+    if let Some(to) = service.auto_failover.as_ref().and_then(|a| a.to.clone()) {
+        if to != primary {
+            return Some(to);
+        }
+    }
+    let kinds: Vec<_> = stores_in(service, primary).iter().map(|s| s.kind).collect();
+    let mut candidates: Vec<String> = coord
+        .config
+        .regions
+        .iter()
+        .filter(|r| r.name != primary && r.role != RegionRole::Cold)
+        .filter(|r| {
+            kinds
+                .iter()
+                .all(|k| store_of(service, &r.name, *k).is_some())
+        })
+        .map(|r| r.name.clone())
+        .collect();
+    // The configured primary first, when a failover moved away from it.
+    candidates
+        .sort_by_key(|r| r != &primaries::configured(&coord.config.regions).unwrap_or_default());
+    candidates.into_iter().next()
+}
+
+/// What the two signals say about a region.
+struct Verdict {
+    down: bool,
+    /// What was seen, for the log and the audit line.
+    seen: String,
+    /// When the region's agents were last heard from (the fault's start,
+    /// as near as the coordinator can tell).
+    silent_since: Option<i64>,
+}
+
+fn up(seen: String) -> Verdict {
+    Verdict {
+        down: false,
+        seen,
+        silent_since: None,
+    }
+}
+
+/// Whether both signals say `region` is down.
+async fn region_down(
+    coord: &Coordinator,
+    lead: &Lead,
+    service: &ServiceConfig,
+    region: &str,
+    to: &str,
+) -> Verdict {
+    let silence_ms = (coord.config.heartbeat.as_millis() as i64) * 2 + 1000;
+    let now = now_ms();
+    let mut silent_since: Option<i64> = None;
+    for store in stores_in(service, region) {
+        if let Ok(s) = crate::replication::ask::session_of(&coord.registry, region, &store.agent) {
+            let last = s
+                .last_heartbeat_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if now - last <= silence_ms {
+                return up(format!("agent {region}/{} still reports", store.agent));
+            }
+            silent_since = Some(silent_since.unwrap_or(0).max(last));
+        }
+    }
+    // Every store of the region at once: a hung one costs its deadline.
+    let checks = stores_in(service, region)
+        .into_iter()
+        .map(|store| async move {
+            let Some(address) = &store.address else {
+                return Err(format!("{region}/{} has no address to check", store.source));
+            };
+            let Some(checker) = store_of(service, to, store.kind) else {
+                return Err(format!(
+                    "{to} has no {} store to check from",
+                    store.kind.name()
+                ));
+            };
+            let session = crate::replication::ask::session_of(&coord.registry, to, &checker.agent)
+                .map_err(|_| {
+                    format!(
+                        "{to}'s agent {} is not connected: cannot confirm",
+                        checker.agent
+                    )
+                })?;
+            let probe = StoreProbe {
+                reach_address: address.clone(),
+                reach_kind: store.kind.name().into(),
+                ..Default::default()
+            };
+            match coord
+                .probes
+                .ask(&session, lead.epoch(), vec![probe], None, REACH_DEADLINE)
+                .await
+            {
+                Ok(reply) if reply.reports.first().is_some_and(|r| !r.reached) => Ok(()),
+                Ok(_) => Err(format!(
+                    "{region}'s {} at {address} answers",
+                    store.kind.name()
+                )),
+                Err(e) => Err(format!("{to}'s agent did not answer the check: {e}")),
+            }
+        });
+    for outcome in futures_util::future::join_all(checks).await {
+        if let Err(seen) = outcome {
+            return up(seen);
+        }
+    }
+    Verdict {
+        down: true,
+        seen: format!("{region}'s agents silent and its stores unreachable from {to}"),
+        silent_since,
+    }
+}
+
+/// Starts the watchdog for `lead`'s term, if any service opts in.
+pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
+    let watched: Vec<usize> = coord
+        .config
+        .services
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.auto_failover.is_some())
+        .map(|(i, _)| i)
+        .collect();
+    if watched.is_empty() {
+        return;
+    }
+    let interval = watched
+        .iter()
+        .filter_map(|i| {
+            coord.config.services[*i]
+                .auto_failover
+                .as_ref()
+                .map(|a| a.interval)
+        })
+        .min()
+        .unwrap_or(Duration::from_secs(1));
+    // Checks in a row with both signals, and when the first was.
+    let streaks: Arc<tokio::sync::Mutex<HashMap<String, (u32, i64)>>> = Arc::default();
+    let (board, tree) = (coord.workers.clone(), lead.tree.clone());
+    crate::workers::spawn_worker(&tree, &board, "auto failover", move || {
+        let (coord, lead, streaks, watched) = (
+            coord.clone(),
+            lead.clone(),
+            streaks.clone(),
+            watched.clone(),
+        );
+        async move {
+            if !lead.leadership.is_valid() {
+                return Ok(crate::workers::Next::Stop);
+            }
+            let running: Vec<String> = steps::all(&coord)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter(|f| !steps::is_final(f))
+                .map(|f| f.service)
+                .collect();
+            let started = std::time::Instant::now();
+            let mut streaks = streaks.lock().await;
+            for i in &watched {
+                let service = &coord.config.services[*i];
+                let Some(auto) = &service.auto_failover else {
+                    continue;
+                };
+                if running.contains(&service.name) {
+                    streaks.remove(&service.name);
+                    continue;
+                }
+                let primary = primaries::current(&coord, service)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .unwrap_or_default();
+                let Some(to) = target(&coord, service, &primary) else {
+                    continue;
+                };
+                let verdict = region_down(&coord, &lead, service, &primary, &to).await;
+                let (down, seen) = (verdict.down, verdict.seen.clone());
+                // The third condition: this replica still holds the quorum
+                // (a leader cut off from etcd must not act on what it sees).
+                let quorum = lead.leadership.is_valid()
+                    && matches!(coord.store.leader().await, Ok(Some(l)) if l.id == coord.me.id);
+                if !(down && quorum) {
+                    streaks.remove(&service.name);
+                    continue;
+                }
+                let streak = streaks
+                    .entry(service.name.clone())
+                    .or_insert((0, verdict.silent_since.unwrap_or_else(now_ms)));
+                streak.0 += 1;
+                tracing::warn!(service = %service.name, region = %primary, checks = streak.0, needed = auto.after, "{seen}");
+                if streak.0 < auto.after {
+                    continue;
+                }
+                let detected = streak.1;
+                streaks.remove(&service.name);
+                let req = FailoverRequest {
+                    service: service.name.clone(),
+                    to: to.clone(),
+                    switchover: false,
+                    allow_data_loss: false,
+                };
+                let assessed =
+                    super::plan::assess(&coord, &lead, service, &primary, &req, true).await;
+                if !assessed.plan.refusals.is_empty() {
+                    metrics::counter!("seawall_failovers_total", "service" => service.name.clone(), "outcome" => "refused").increment(1);
+                    coord
+                        .audit(
+                            &lead,
+                            "automatic failover",
+                            format!(
+                                "{primary} declared down ({seen}), but the failover of {} to {to} is refused: {}",
+                                service.name,
+                                assessed.plan.refusals.join("; ")
+                            ),
+                        )
+                        .await;
+                    continue;
+                }
+                coord
+                    .audit(
+                        &lead,
+                        "automatic failover",
+                        format!(
+                            "{primary} declared down after {} checks: {seen}",
+                            auto.after
+                        ),
+                    )
+                    .await;
+                steps::create(&coord, &lead, &req, "automatic", &assessed, Some(detected))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(crate::workers::Next::After(
+                interval.saturating_sub(started.elapsed()),
+            ))
+        }
+    });
+}

@@ -393,6 +393,84 @@ pub fn problems(
                 }
             }
         }
+        let mut repo_regions = BTreeSet::new();
+        for r in &s.repositories {
+            if !repo_regions.insert(&r.region) {
+                out.push(format!(
+                    "{at}: two repositories in region {:?}: a region has one repository",
+                    r.region
+                ));
+            }
+            match roles.get(r.region.as_str()) {
+                None => out.push(format!(
+                    "{at}: repository of agent {} names region {:?}, which no [[regions]] entry declares",
+                    r.agent, r.region
+                )),
+                Some(RegionRole::Primary) if r.mirror.is_some() => out.push(format!(
+                    "{at}: the primary region's repository ({}) is what the others mirror: remove its mirror",
+                    r.region
+                )),
+                Some(_) => {}
+            }
+        }
+        if !s.repositories.is_empty()
+            && !s
+                .repositories
+                .iter()
+                .any(|r| roles.get(r.region.as_str()) == Some(&RegionRole::Primary))
+        {
+            out.push(format!(
+                "{at}: no repository in the primary region: the others are compared with it, so add it"
+            ));
+        }
+        if let Some(dns) = &s.dns {
+            if !["A", "AAAA", "CNAME"].contains(&dns.record_type.as_str()) {
+                out.push(format!(
+                    "{at}: [services.dns] type {:?}: use A, AAAA or CNAME",
+                    dns.record_type
+                ));
+            }
+            if !(1..=300).contains(&dns.ttl) {
+                out.push(format!("{at}: [services.dns] ttl {} s: clients keep the old answer that long after a failover; use 60 or less", dns.ttl));
+            }
+            for region in s.stores.iter().map(|st| &st.region) {
+                if !dns.values.contains_key(region) {
+                    out.push(format!("{at}: [services.dns.values] has no value for region {region:?}: a failover there could not move the record"));
+                }
+            }
+            if dns.access_key_id.is_some() != dns.secret_access_key_file.is_some() {
+                out.push(format!("{at}: [services.dns] access_key_id and secret_access_key_file go together: give both, or neither for the standard AWS chain"));
+            }
+            for region in dns.values.keys() {
+                if !roles.contains_key(region.as_str()) {
+                    out.push(format!("{at}: [services.dns.values] names region {region:?}, which no [[regions]] entry declares"));
+                }
+            }
+        }
+        if let Some(auto) = &s.auto_failover {
+            if auto.after == 0 {
+                out.push(format!(
+                    "{at}: [services.auto_failover] after = 0 would fail over on no evidence; use 3"
+                ));
+            }
+            if auto.interval < Duration::from_millis(200) {
+                out.push(format!(
+                    "{at}: [services.auto_failover] interval under 200ms; use 1s"
+                ));
+            }
+            for st in &s.stores {
+                if st.address.is_none() {
+                    out.push(format!("{at}: auto_failover needs address on every store (another region's agent checks it answers before a region is declared down); {}/{} has none", st.region, st.source));
+                }
+            }
+            if let Some(to) = &auto.to {
+                if !s.stores.iter().any(|st| &st.region == to) {
+                    out.push(format!(
+                        "{at}: [services.auto_failover] to = {to:?} has no stores of the service"
+                    ));
+                }
+            }
+        }
         if s.canary
             && !s.stores.is_empty()
             && s.stores
@@ -499,6 +577,57 @@ mod tests {
         assert!(problems(&regions, &[unknown], &r)
             .join("\n")
             .contains("no [[regions]] entry declares"));
+
+        let mut dns_wrong = service(vec![
+            store("west", StoreKind::Postgres, "a"),
+            store("east", StoreKind::Postgres, "a"),
+        ]);
+        dns_wrong.dns = Some(DnsConfig {
+            zone_id: "Z1".into(),
+            name: "db.example.com.".into(),
+            record_type: "MX".into(),
+            ttl: 3600,
+            values: [("west".to_string(), "w".to_string())]
+                .into_iter()
+                .collect(),
+            endpoint: None,
+            aws_region: "us-east-1".into(),
+            access_key_id: Some("AKIA".into()),
+            secret_access_key_file: None,
+        });
+        dns_wrong.auto_failover = Some(AutoFailover {
+            to: None,
+            interval: Duration::from_secs(1),
+            after: 0,
+        });
+        let p = problems(&regions, &[dns_wrong], &r).join("\n");
+        for expected in [
+            "use A, AAAA or CNAME",
+            "ttl 3600 s",
+            "no value for region \"east\"",
+            "go together",
+            "after = 0",
+            "auto_failover needs address on every store",
+        ] {
+            assert!(p.contains(expected), "{expected}: {p}");
+        }
+
+        let mut repos = service(vec![store("west", StoreKind::Postgres, "a")]);
+        repos.repositories = vec![
+            RepositoryAt {
+                region: "east".into(),
+                agent: "e".into(),
+                mirror: Some("m".into()),
+            },
+            RepositoryAt {
+                region: "east".into(),
+                agent: "e2".into(),
+                mirror: None,
+            },
+        ];
+        let p = problems(&regions, &[repos], &r).join("\n");
+        assert!(p.contains("two repositories in region"), "{p}");
+        assert!(p.contains("no repository in the primary region"), "{p}");
 
         let both = vec![
             region("west", RegionRole::Primary),

@@ -208,6 +208,9 @@ pub async fn create(
 /// Starts the leader's failover worker: it drives every running failover,
 /// one task each, resuming those a previous leader left.
 pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
+    if coord.config.services.is_empty() {
+        return;
+    }
     let driving: Arc<Mutex<HashSet<String>>> = Arc::default();
     let (board, tree) = (coord.workers.clone(), lead.tree.clone());
     crate::workers::spawn_worker(&tree, &board, "failover", move || {

@@ -165,6 +165,11 @@ fn default_auto_after() -> u32 {
 pub struct DnsConfig {
     /// The hosted zone.
     pub zone_id: String,
+    /// "plain": a record whose value Seawall owns; "failover": PRIMARY and
+    /// SECONDARY failover records with a health check on the PRIMARY,
+    /// which Seawall inverts to make Route 53 answer the SECONDARY.
+    #[serde(default = "default_style")]
+    pub style: String,
     /// The record's name ("db.shop.example.com.").
     pub name: String,
     /// Its type: A, AAAA or CNAME.
@@ -195,6 +200,9 @@ fn default_max_lag_bytes() -> u64 {
 }
 fn default_catch_up() -> Duration {
     Duration::from_secs(30)
+}
+fn default_style() -> String {
+    "plain".into()
 }
 fn default_record_type() -> String {
     "CNAME".into()
@@ -424,6 +432,12 @@ pub fn problems(
             ));
         }
         if let Some(dns) = &s.dns {
+            if !["plain", "failover"].contains(&dns.style.as_str()) {
+                out.push(format!(
+                    "{at}: [services.dns] style {:?}: use plain or failover",
+                    dns.style
+                ));
+            }
             if !["A", "AAAA", "CNAME"].contains(&dns.record_type.as_str()) {
                 out.push(format!(
                     "{at}: [services.dns] type {:?}: use A, AAAA or CNAME",
@@ -584,6 +598,7 @@ mod tests {
         ]);
         dns_wrong.dns = Some(DnsConfig {
             zone_id: "Z1".into(),
+            style: "plain".into(),
             name: "db.example.com.".into(),
             record_type: "MX".into(),
             ttl: 3600,

@@ -70,6 +70,91 @@ fn record_values(endpoint: &str, zone: &str) -> Vec<String> {
     })
 }
 
+/// The PRIMARY record (west, with a health check) and the SECONDARY
+/// (east), as a user provisions them ahead.
+fn create_failover_records(endpoint: &str, zone: &str) {
+    use aws_sdk_route53::types::*;
+    rt().block_on(async {
+        let c = route53(endpoint).await;
+        let check = c
+            .create_health_check()
+            .caller_reference(format!("seawall-hc-{}", std::process::id()))
+            .health_check_config(
+                HealthCheckConfig::builder()
+                    .r#type(HealthCheckType::Tcp)
+                    .ip_address("192.0.2.10")
+                    .port(5432)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let check_id = check.health_check().unwrap().id().to_string();
+        let record = |value: &str, role: ResourceRecordSetFailover, id: &str| {
+            let mut b = ResourceRecordSet::builder()
+                .name(RECORD)
+                .r#type(RrType::Cname)
+                .ttl(30)
+                .set_identifier(id)
+                .failover(role)
+                .resource_records(ResourceRecord::builder().value(value).build().unwrap());
+            if id == "west" {
+                b = b.health_check_id(&check_id);
+            }
+            b.build().unwrap()
+        };
+        c.change_resource_record_sets()
+            .hosted_zone_id(zone)
+            .change_batch(
+                ChangeBatch::builder()
+                    .changes(
+                        Change::builder()
+                            .action(ChangeAction::Create)
+                            .resource_record_set(record(
+                                WEST,
+                                ResourceRecordSetFailover::Primary,
+                                "west",
+                            ))
+                            .build()
+                            .unwrap(),
+                    )
+                    .changes(
+                        Change::builder()
+                            .action(ChangeAction::Create)
+                            .resource_record_set(record(
+                                EAST,
+                                ResourceRecordSetFailover::Secondary,
+                                "east",
+                            ))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+/// Whether each health check of the zone's records is inverted.
+fn health_checks_inverted(endpoint: &str) -> Vec<bool> {
+    rt().block_on(async {
+        let c = route53(endpoint).await;
+        let out = c.list_health_checks().send().await.unwrap();
+        out.health_checks()
+            .iter()
+            .map(|h| {
+                h.health_check_config()
+                    .and_then(|c| c.inverted())
+                    .unwrap_or(false)
+            })
+            .collect()
+    })
+}
+
 /// Sets the record to `value` (UPSERT), as an operator by hand would.
 fn set_record(endpoint: &str, zone: &str, value: &str) {
     use aws_sdk_route53::types::*;
@@ -171,16 +256,22 @@ impl World {
 
     /// With `extra` added to the service's table.
     fn start_with(extra: &str) -> World {
-        World::build(extra, false)
+        World::build(extra, false, false)
     }
 
     /// Three coordinator replicas on a 3-member etcd (lease TTL 4 s)
     /// instead of one dev replica.
     fn start_ha() -> World {
-        World::build("", true)
+        World::build("", true, false)
     }
 
-    fn build(extra: &str, ha: bool) -> World {
+    /// PRIMARY/SECONDARY failover records with a health check on the
+    /// PRIMARY, instead of a plain record.
+    fn start_with_failover_records() -> World {
+        World::build("", false, true)
+    }
+
+    fn build(extra: &str, ha: bool, failover_records: bool) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         // Also on 127.0.0.1: the automatic failover's reach probe dials it.
@@ -208,7 +299,13 @@ impl World {
                 .trim_start_matches("/hostedzone/")
                 .to_string()
         });
-        set_record(&route53_server.endpoint, &zone_id, WEST);
+        let style = if failover_records {
+            create_failover_records(&route53_server.endpoint, &zone_id);
+            "failover"
+        } else {
+            set_record(&route53_server.endpoint, &zone_id, WEST);
+            "plain"
+        };
         let secret = dir.join("route53.secret");
         std::fs::write(&secret, "testing").unwrap();
         std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
@@ -234,6 +331,7 @@ catch_up_timeout = "20s"
 {extra}
 
 [services.dns]
+style = "{style}"
 zone_id = "{zone_id}"
 name = "{RECORD}"
 type = "CNAME"
@@ -962,4 +1060,29 @@ fn a_region_cut_off_is_failed_over_automatically_with_the_loss_and_rto_it_report
     drop(frozen);
     drop(pg_load);
     drop(redis_load);
+}
+
+#[test]
+fn with_failover_records_the_primarys_health_check_is_inverted_and_the_records_left_alone() {
+    let w = World::start_with_failover_records();
+    assert_eq!(health_checks_inverted(&w.route53.endpoint), vec![false]);
+    let before = record_values(&w.route53.endpoint, &w.zone_id);
+    let (ok, f, err) = w.failover(&["run", "shop", "--to", "east", "--switchover", "--wait"]);
+    assert!(ok, "{err}\n{f:#}");
+    assert_eq!(f["state"], "succeeded", "{f:#}");
+    // What Seawall wrote: the PRIMARY's health check inverted, so Route 53
+    // answers the SECONDARY; the records themselves untouched.
+    assert_eq!(health_checks_inverted(&w.route53.endpoint), vec![true]);
+    assert_eq!(record_values(&w.route53.endpoint, &w.zone_id), before);
+    let dns = f["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "dns")
+        .unwrap()
+        .clone();
+    assert!(
+        dns["detail"].as_str().unwrap().contains("inverted=true"),
+        "{f:#}"
+    );
 }

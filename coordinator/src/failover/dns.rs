@@ -1,13 +1,21 @@
-//! Moving a service's DNS record in Route 53 to the new primary region. One
-//! `ChangeResourceRecordSets` batch DELETEs the record exactly as Seawall
-//! expects to find it (the old region's value) and CREATEs the new one:
-//! Route 53 applies both or neither, so a record someone else changed makes
-//! the flip fail loudly instead of being overwritten. Then the change is
-//! waited for until INSYNC.
+//! Moving a service's DNS record in Route 53 to the new primary region, in
+//! the style the user has:
+//!
+//! - a plain record whose value Seawall owns: one `ChangeResourceRecordSets`
+//!   batch DELETEs the record exactly as Seawall expects to find it (the old
+//!   region's value) and CREATEs the new one. Route 53 applies both or
+//!   neither, so a record someone else changed makes the flip fail loudly
+//!   instead of being overwritten. Then the change is waited for (INSYNC).
+//! - PRIMARY/SECONDARY failover records with a health check on the PRIMARY
+//!   (provisioned ahead): the records are not touched; the PRIMARY's health
+//!   check is inverted, a data-plane change AWS recommends for a manual
+//!   failover, so Route 53 answers the SECONDARY, and un-inverted to answer
+//!   the PRIMARY again.
 
 use crate::topology::DnsConfig;
 use aws_sdk_route53::types::{
-    Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
+    Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet,
+    ResourceRecordSetFailover, RrType,
 };
 use aws_sdk_route53::Client;
 use std::time::{Duration, Instant};
@@ -127,9 +135,112 @@ fn record(dns: &DnsConfig, value: &str) -> Result<ResourceRecordSet, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Points the record from `from`'s value to `to`'s, failing when it holds
-/// anything else, and waits for the change to be INSYNC (at most `wait`).
+/// Makes Route 53 answer `to`'s value instead of `from`'s, in the record
+/// style `dns` names.
 pub async fn flip(
+    client: &Client,
+    dns: &DnsConfig,
+    from: &str,
+    to: &str,
+    wait: Duration,
+) -> Result<Flipped, String> {
+    if dns.style == "failover" {
+        return flip_failover_records(client, dns, to).await;
+    }
+    flip_plain(client, dns, from, to, wait).await
+}
+
+/// Failover records: inverts (or restores) the PRIMARY's health check so
+/// Route 53 answers the record holding `to`.
+async fn flip_failover_records(
+    client: &Client,
+    dns: &DnsConfig,
+    to: &str,
+) -> Result<Flipped, String> {
+    let out = client
+        .list_resource_record_sets()
+        .hosted_zone_id(&dns.zone_id)
+        .start_record_name(fqdn(&dns.name))
+        .start_record_type(record_type(dns))
+        .max_items(10)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "reading {} from Route 53 zone {}: {}",
+                dns.name,
+                dns.zone_id,
+                why(e)
+            )
+        })?;
+    let sets: Vec<&ResourceRecordSet> = out
+        .resource_record_sets()
+        .iter()
+        .filter(|r| r.name() == fqdn(&dns.name) && r.r#type() == &record_type(dns))
+        .collect();
+    let of = |which: ResourceRecordSetFailover| sets.iter().find(|r| r.failover() == Some(&which));
+    let (Some(primary), Some(secondary)) = (
+        of(ResourceRecordSetFailover::Primary),
+        of(ResourceRecordSetFailover::Secondary),
+    ) else {
+        return Err(format!(
+            "{} {} has no PRIMARY and SECONDARY failover records: create them (docs/operations.md, Failover) or use style = \"plain\"",
+            dns.record_type, dns.name
+        ));
+    };
+    let holds = |r: &ResourceRecordSet| r.resource_records().iter().any(|v| v.value() == to);
+    let invert = if holds(secondary) {
+        true
+    } else if holds(primary) {
+        false
+    } else {
+        return Err(format!(
+            "neither failover record of {} holds {to:?}: someone else changed them, so Seawall changes nothing",
+            dns.name
+        ));
+    };
+    let Some(check) = primary.health_check_id() else {
+        return Err(format!(
+            "the PRIMARY record of {} has no health check: Seawall moves failover records through it, so attach one",
+            dns.name
+        ));
+    };
+    let now = client
+        .get_health_check()
+        .health_check_id(check)
+        .send()
+        .await
+        .map_err(|e| format!("reading health check {check}: {}", why(e)))?;
+    let inverted = now
+        .health_check()
+        .and_then(|h| h.health_check_config())
+        .and_then(|c| c.inverted())
+        .unwrap_or(false);
+    if inverted == invert {
+        return Ok(Flipped {
+            already: true,
+            change_id: Some(format!("healthcheck/{check} inverted={invert}")),
+            value: to.to_string(),
+        });
+    }
+    client
+        .update_health_check()
+        .health_check_id(check)
+        .inverted(invert)
+        .send()
+        .await
+        .map_err(|e| format!("updating health check {check}: {}", why(e)))?;
+    Ok(Flipped {
+        already: false,
+        change_id: Some(format!("healthcheck/{check} inverted={invert}")),
+        value: to.to_string(),
+    })
+}
+
+/// Points the plain record from `from`'s value to `to`'s, failing when it
+/// holds anything else, and waits for the change to be INSYNC (at most
+/// `wait`).
+async fn flip_plain(
     client: &Client,
     dns: &DnsConfig,
     from: &str,

@@ -315,6 +315,11 @@ pub async fn assess(
         ));
     }
     plan.steps.push(match &service.dns {
+        Some(d) if d.style == "failover" => format!(
+            "dns: the failover records of {} keep their values; the PRIMARY's health check is inverted (or the inversion cleared) so Route 53 answers {:?}",
+            d.name,
+            d.values.get(to).cloned().unwrap_or_default()
+        ),
         Some(d) => format!(
             "dns: {} {} from {:?} to {:?} in zone {} (one batch: DELETE the exact old record, CREATE the new), waited for INSYNC",
             d.record_type,

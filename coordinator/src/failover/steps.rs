@@ -658,14 +658,23 @@ async fn run_step(
             if let Some(id) = &flipped.change_id {
                 evidence.insert("change_id".into(), id.clone());
             }
+            let how = if d.style == "failover" {
+                format!(
+                    "the failover records of {} answer {to} ({})",
+                    d.name,
+                    flipped.change_id.clone().unwrap_or_default()
+                )
+            } else {
+                format!(
+                    "{} {} now {to} (was {from}), change INSYNC",
+                    d.record_type, d.name
+                )
+            };
             Ok(done(
                 if flipped.already {
-                    format!("{} {} already pointed at {to}", d.record_type, d.name)
+                    format!("already: {how}")
                 } else {
-                    format!(
-                        "{} {} now {to} (was {from}), change INSYNC",
-                        d.record_type, d.name
-                    )
+                    how
                 },
                 evidence,
             ))

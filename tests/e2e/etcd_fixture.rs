@@ -59,6 +59,49 @@ impl EtcdCluster {
 
     fn start_with(dir: &Path, n: usize, tls: Option<EtcdTls>) -> EtcdCluster {
         require("etcd");
+        // A port chosen free can be taken by another test's server before
+        // etcd binds it: a member that dies at start is tried again on
+        // fresh ports.
+        for _ in 0..3 {
+            let mut cluster = Self::launch_all(dir, n, tls.clone());
+            if cluster.started() {
+                cluster.wait_healthy();
+                return cluster;
+            }
+            for m in &mut cluster.members {
+                if let Some(mut c) = m.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                let _ = std::fs::remove_dir_all(&m.dir);
+            }
+        }
+        panic!(
+            "etcd members kept dying at start (ports taken?): see {}",
+            dir.display()
+        );
+    }
+
+    /// Whether every member is still running once the cluster answers (or
+    /// after 10 s).
+    fn started(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for m in &mut self.members {
+                if let Some(c) = &mut m.child {
+                    if matches!(c.try_wait(), Ok(Some(_))) {
+                        return false;
+                    }
+                }
+            }
+            if self.healthy() || Instant::now() > deadline {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn launch_all(dir: &Path, n: usize, tls: Option<EtcdTls>) -> EtcdCluster {
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -81,7 +124,6 @@ impl EtcdCluster {
         for i in 0..n {
             cluster.launch(i, "new");
         }
-        cluster.wait_healthy();
         cluster
     }
 
@@ -150,8 +192,8 @@ impl EtcdCluster {
             .collect()
     }
 
-    /// Waits until every running member reports healthy.
-    pub fn wait_healthy(&self) {
+    /// Whether every running member reports healthy now.
+    fn healthy(&self) -> bool {
         let running: Vec<String> = self
             .members
             .iter()
@@ -169,18 +211,22 @@ impl EtcdCluster {
             ],
             None => Vec::new(),
         };
+        Command::new(require("etcdctl"))
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &running.join(","), "endpoint", "health"])
+            .args(&tls_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Waits until every running member reports healthy.
+    pub fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = Command::new(require("etcdctl"))
-                .env("ETCDCTL_API", "3")
-                .args(["--endpoints", &running.join(","), "endpoint", "health"])
-                .args(&tls_args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if ok {
+            if self.healthy() {
                 return;
             }
             if Instant::now() > deadline {

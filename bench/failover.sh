@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# Failover timings: a planned switchover (fence, catch up, promote PostgreSQL
+# and Redis, flip a Route 53 record in moto, post-checks) and an unplanned
+# failover (the whole primary region stopped with SIGSTOP, detected by the
+# two-signal rule, then the same steps), each RUNS times (default 3) on a
+# fresh pair of regions: a PostgreSQL 15 primary with a pg_basebackup
+# standby, a Redis master with a replica, one agent per region, a --dev
+# coordinator with a 1 s heartbeat. Prints min / median / max of the total
+# and of each step, against the anchors measured on this kind of machine
+# (Patroni 4.1: switchover 3.3 s, host loss 20-30 s at its defaults; Redis
+# Sentinel 5.5 s at down-after-milliseconds 5000) and the goals (switchover
+# under 3 s with zero loss, unplanned under 10 s including detection).
+#
+#   bench/failover.sh [--runs N] [--work DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+export AWS_EC2_METADATA_DISABLED=true
+
+RUNS=3
+WORK=${TMPDIR:-/tmp}/seawall-failoverbench
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) RUNS=$2; shift 2 ;;
+    --work) WORK=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 64 ;;
+  esac
+done
+PGBIN=${SEAWALL_PG_BIN:-/usr/lib/postgresql/15/bin}
+for t in redis-server redis-cli python3 moto_server "$PGBIN/initdb" "$PGBIN/pg_basebackup"; do
+  command -v "$t" >/dev/null || { echo "$t missing: run scripts/setup.sh" >&2; exit 1; }
+done
+cargo build --release --quiet
+S=$PWD/target/release/seawall
+rm -rf "$WORK"; mkdir -p "$WORK"; chmod 755 "$WORK"
+PIDS=()
+STOPPED=()
+as_pg() { runuser -u postgres -- "$@"; }
+stop_world() {
+  for p in "${STOPPED[@]}"; do kill -CONT "$p" 2>/dev/null || true; done
+  STOPPED=()
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  PIDS=()
+  for d in "$W"/pg-*/data; do
+    [ -d "$d" ] && as_pg "$PGBIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true
+  done
+  true
+}
+cleanup() { exec 2>/dev/null; [ -n "${W:-}" ] && stop_world; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+"$S" certs --dir "$WORK/pki" -q ca
+"$S" certs --dir "$WORK/pki" -q operator --name ops
+"$S" certs --dir "$WORK/pki" -q coordinator --name c1 --host 127.0.0.1
+"$S" certs --dir "$WORK/pki" -q agent --name w1 --region west
+"$S" certs --dir "$WORK/pki" -q agent --name e1 --region east
+printf testing > "$WORK/route53.secret"; chmod 600 "$WORK/route53.secret"
+
+# world DIR: both regions, moto with the record, coordinator, agents.
+world() {
+  W=$1; mkdir -p "$W"; chmod 755 "$W"
+  PG1=$(port); PG2=$(port); R1=$(port); R2=$(port); MOTO=$(port); CP=$(port)
+  mkdir -p "$W/pg-west" "$W/pg-east"; chown postgres "$W/pg-west" "$W/pg-east"
+  as_pg "$PGBIN/initdb" -A trust -U postgres --no-sync -D "$W/pg-west/data" >/dev/null
+  printf "port = $PG1\nunix_socket_directories = '$W/pg-west'\nlisten_addresses = '127.0.0.1'\n" >> "$W/pg-west/data/postgresql.conf"
+  as_pg "$PGBIN/pg_ctl" -D "$W/pg-west/data" -l "$W/pg-west/server.log" -w start >/dev/null
+  as_pg "$PGBIN/pg_basebackup" -D "$W/pg-east/data" -R -X stream -d "host=$W/pg-west port=$PG1 user=postgres"
+  printf "port = $PG2\nunix_socket_directories = '$W/pg-east'\n" >> "$W/pg-east/data/postgresql.conf"
+  as_pg "$PGBIN/pg_ctl" -D "$W/pg-east/data" -l "$W/pg-east/server.log" -w start >/dev/null
+  redis-server --port "$R1" --bind 127.0.0.1 --dir "$W" --save "" --appendonly no >"$W/redis1.log" 2>&1 &
+  PIDS+=($!); REDIS1=$!
+  redis-server --port "$R2" --bind 127.0.0.1 --dir "$W" --save "" --appendonly no --replicaof 127.0.0.1 "$R1" >"$W/redis2.log" 2>&1 &
+  PIDS+=($!)
+  moto_server -H 127.0.0.1 -p "$MOTO" >"$W/moto.log" 2>&1 &
+  PIDS+=($!)
+  until (exec 3<>/dev/tcp/127.0.0.1/$MOTO) 2>/dev/null; do sleep 0.1; done
+  ZONE=$(python3 - "$MOTO" <<'EOT'
+import sys, urllib.request
+base = f"http://127.0.0.1:{sys.argv[1]}/2013-04-01"
+def call(path, body):
+    req = urllib.request.Request(base + path, data=body.encode(), method="POST")
+    return urllib.request.urlopen(req).read().decode()
+out = call("/hostedzone", '<CreateHostedZoneRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><Name>shop.example.com.</Name><CallerReference>bench</CallerReference></CreateHostedZoneRequest>')
+zone = out.split("<Id>/hostedzone/")[1].split("<")[0]
+call(f"/hostedzone/{zone}/rrset", '<ChangeResourceRecordSetsRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ChangeBatch><Changes><Change><Action>CREATE</Action><ResourceRecordSet><Name>db.shop.example.com.</Name><Type>CNAME</Type><TTL>30</TTL><ResourceRecords><ResourceRecord><Value>db-west.example.com</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change></Changes></ChangeBatch></ChangeResourceRecordSetsRequest>')
+print(zone)
+EOT
+)
+  cat > "$W/c1.toml" <<EOF
+id = "c1"
+listen = "127.0.0.1:$CP"
+heartbeat = "1s"
+[tls]
+ca = "$WORK/pki/ca.pem"
+cert = "$WORK/pki/c1.pem"
+key = "$WORK/pki/c1.key"
+[dev]
+state = "$W/state.redb"
+[replication]
+interval = "1s"
+[[regions]]
+name = "west"
+role = "primary"
+[[regions]]
+name = "east"
+role = "standby"
+[[services]]
+name = "shop"
+rpo = "30s"
+canary = true
+[services.auto_failover]
+after = 3
+interval = "1s"
+[services.dns]
+zone_id = "$ZONE"
+name = "db.shop.example.com."
+type = "CNAME"
+ttl = 30
+endpoint = "http://127.0.0.1:$MOTO"
+access_key_id = "testing"
+secret_access_key_file = "$WORK/route53.secret"
+[services.dns.values]
+west = "db-west.example.com"
+east = "db-east.example.com"
+[[services.stores]]
+region = "west"
+kind = "postgres"
+agent = "w1"
+source = "db"
+address = "127.0.0.1:$PG1"
+[[services.stores]]
+region = "east"
+kind = "postgres"
+agent = "e1"
+source = "db"
+address = "127.0.0.1:$PG2"
+[[services.stores]]
+region = "west"
+kind = "redis"
+agent = "w1"
+source = "cache"
+address = "127.0.0.1:$R1"
+[[services.stores]]
+region = "east"
+kind = "redis"
+agent = "e1"
+source = "cache"
+address = "127.0.0.1:$R2"
+EOF
+  "$S" coordinator --dev --config "$W/c1.toml" 2>"$W/c1.log" &
+  PIDS+=($!)
+  until (exec 3<>/dev/tcp/127.0.0.1/$CP) 2>/dev/null; do sleep 0.1; done
+  for a in "w1 west pg-west $PG1 $R1" "e1 east pg-east $PG2 $R2"; do
+    set -- $a
+    printf 'bench password' > "$W/$1.password"; chmod 600 "$W/$1.password"
+    "$S" -q -r "$W/repo-$1" --password-file "$W/$1.password" init
+    cat > "$W/$1.toml" <<EOF
+id = "$1"
+region = "$2"
+coordinators = ["127.0.0.1:$CP"]
+state_dir = "$W/state-$1"
+[tls]
+ca = "$WORK/pki/ca.pem"
+cert = "$WORK/pki/$1.pem"
+key = "$WORK/pki/$1.key"
+[repository]
+repo = "$W/repo-$1"
+password_file = "$W/$1.password"
+[[sources]]
+name = "db"
+kind = "postgres"
+dsn = "host=$W/$3 port=$4 user=postgres dbname=postgres"
+[[sources]]
+name = "cache"
+kind = "redis"
+url = "redis://127.0.0.1:$5"
+EOF
+    "$S" agent --config "$W/$1.toml" 2>"$W/$1.log" &
+    PIDS+=($!)
+    [ "$1" = w1 ] && AGENT1=$!
+  done
+  T0=$(date +%s)
+  until op replication --service shop >/dev/null 2>&1; do
+    [ $(( $(date +%s) - T0 )) -gt 60 ] && { echo "replication not ok after 60 s" >&2; exit 1; }
+    sleep 0.5
+  done
+}
+op() { "$S" --json "$@" --coordinator "127.0.0.1:$CP" --ca "$WORK/pki/ca.pem" --cert "$WORK/pki/ops.pem" --key "$WORK/pki/ops.key"; }
+
+for i in $(seq 1 "$RUNS"); do
+  echo "== switchover $i/$RUNS"
+  world "$WORK/switchover-$i"
+  op failover run shop --to east --switchover --wait > "$W/failover.json" || { cat "$W/failover.json" >&2; exit 1; }
+  cp "$W/failover.json" "$WORK/switchover-$i.json"
+  stop_world
+done
+for i in $(seq 1 "$RUNS"); do
+  echo "== unplanned $i/$RUNS: the west region stopped (agent, PostgreSQL, Redis)"
+  world "$WORK/unplanned-$i"
+  POSTMASTER=$(head -1 "$W/pg-west/data/postmaster.pid")
+  STOPPED=("$POSTMASTER" $(pgrep -P "$POSTMASTER" || true) "$REDIS1" "$AGENT1")
+  CUT=$(date +%s%3N)
+  for p in "${STOPPED[@]}"; do kill -STOP "$p"; done
+  until op failover list > "$W/list.json" 2>/dev/null && python3 -c 'import json,sys; l=json.load(open(sys.argv[1])); sys.exit(0 if l and l[0]["state"]!="running" else 1)' "$W/list.json"; do sleep 0.1; done
+  DONE=$(date +%s%3N)
+  python3 - "$W/list.json" "$CUT" "$DONE" > "$WORK/unplanned-$i.json" <<'EOT'
+import json, sys
+f = json.load(open(sys.argv[1]))[0]
+f["wall_ms"] = int(sys.argv[3]) - int(sys.argv[2])
+print(json.dumps(f))
+EOT
+  stop_world
+done
+
+python3 - "$WORK" "$RUNS" <<'EOT'
+import json, statistics, sys
+work, runs = sys.argv[1], int(sys.argv[2])
+def load(kind):
+    return [json.load(open(f"{work}/{kind}-{i}.json")) for i in range(1, runs + 1)]
+def row(name, values, goal=""):
+    values = sorted(values)
+    print(f"  {name:<28} {values[0]/1000:7.2f} {statistics.median(values)/1000:7.2f} {values[-1]/1000:7.2f}  {goal}")
+for kind, goal in (("switchover", "goal < 3 s, zero loss; Patroni switchover 3.3 s"),
+                   ("unplanned", "goal < 10 s incl. detection; Patroni 20-30 s, Sentinel 5.5 s (Redis only)")):
+    fs = load(kind)
+    assert all(f["state"] == "succeeded" for f in fs), [f.get("error") for f in fs]
+    print(f"{kind} ({runs} runs)                  min  median     max  (seconds)")
+    row("RTO reported", [f["rto_ms"] for f in fs], goal)
+    if kind == "unplanned":
+        row("wall clock, fault to done", [f["wall_ms"] for f in fs])
+        row("detection (fault to start)", [f["started_unix_ms"] - f["detected_unix_ms"] for f in fs])
+    for step in [s["name"] for s in fs[0]["steps"]]:
+        took = []
+        for f in fs:
+            s = next(x for x in f["steps"] if x["name"] == step)
+            took.append(max(0, s["ended_unix_ms"] - s["started_unix_ms"]))
+        row(f"  {step}", took)
+    print(f"  RPO reported (ms): {[f.get('rpo_ms') for f in fs]}; WAL gap (bytes): {[f.get('lsn_gap_bytes') for f in fs]}; Redis offset gap: {[f.get('offset_gap') for f in fs]}")
+EOT
+echo "work directory: $WORK (remove it when done)"

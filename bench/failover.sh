@@ -69,21 +69,19 @@ world() {
   printf "port = $PG2\nunix_socket_directories = '$W/pg-east'\n" >> "$W/pg-east/data/postgresql.conf"
   as_pg "$PGBIN/pg_ctl" -D "$W/pg-east/data" -l "$W/pg-east/server.log" -w start >/dev/null
   redis-server --port "$R1" --bind 127.0.0.1 --dir "$W" --save "" --appendonly no >"$W/redis1.log" 2>&1 &
-  PIDS+=($!); REDIS1=$!
+  PIDS+=($!); REDIS1=$!; disown
   redis-server --port "$R2" --bind 127.0.0.1 --dir "$W" --save "" --appendonly no --replicaof 127.0.0.1 "$R1" >"$W/redis2.log" 2>&1 &
-  PIDS+=($!)
+  PIDS+=($!); disown
   moto_server -H 127.0.0.1 -p "$MOTO" >"$W/moto.log" 2>&1 &
-  PIDS+=($!)
+  PIDS+=($!); disown
   until (exec 3<>/dev/tcp/127.0.0.1/$MOTO) 2>/dev/null; do sleep 0.1; done
   ZONE=$(python3 - "$MOTO" <<'EOT'
-import sys, urllib.request
-base = f"http://127.0.0.1:{sys.argv[1]}/2013-04-01"
-def call(path, body):
-    req = urllib.request.Request(base + path, data=body.encode(), method="POST")
-    return urllib.request.urlopen(req).read().decode()
-out = call("/hostedzone", '<CreateHostedZoneRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><Name>shop.example.com.</Name><CallerReference>bench</CallerReference></CreateHostedZoneRequest>')
-zone = out.split("<Id>/hostedzone/")[1].split("<")[0]
-call(f"/hostedzone/{zone}/rrset", '<ChangeResourceRecordSetsRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ChangeBatch><Changes><Change><Action>CREATE</Action><ResourceRecordSet><Name>db.shop.example.com.</Name><Type>CNAME</Type><TTL>30</TTL><ResourceRecords><ResourceRecord><Value>db-west.example.com</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change></Changes></ChangeBatch></ChangeResourceRecordSetsRequest>')
+import sys, boto3
+c = boto3.client("route53", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}",
+                 aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+zone = c.create_hosted_zone(Name="shop.example.com.", CallerReference="bench")["HostedZone"]["Id"].split("/")[-1]
+c.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [{"Action": "CREATE", "ResourceRecordSet": {
+    "Name": "db.shop.example.com.", "Type": "CNAME", "TTL": 30, "ResourceRecords": [{"Value": "db-west.example.com"}]}}]})
 print(zone)
 EOT
 )
@@ -149,7 +147,7 @@ source = "cache"
 address = "127.0.0.1:$R2"
 EOF
   "$S" coordinator --dev --config "$W/c1.toml" 2>"$W/c1.log" &
-  PIDS+=($!)
+  PIDS+=($!); disown
   until (exec 3<>/dev/tcp/127.0.0.1/$CP) 2>/dev/null; do sleep 0.1; done
   for a in "w1 west pg-west $PG1 $R1" "e1 east pg-east $PG2 $R2"; do
     set -- $a
@@ -177,7 +175,7 @@ kind = "redis"
 url = "redis://127.0.0.1:$5"
 EOF
     "$S" agent --config "$W/$1.toml" 2>"$W/$1.log" &
-    PIDS+=($!)
+    PIDS+=($!); disown
     [ "$1" = w1 ] && AGENT1=$!
   done
   T0=$(date +%s)
@@ -229,7 +227,7 @@ for kind, goal in (("switchover", "goal < 3 s, zero loss; Patroni switchover 3.3
     row("RTO reported", [f["rto_ms"] for f in fs], goal)
     if kind == "unplanned":
         row("wall clock, fault to done", [f["wall_ms"] for f in fs])
-        row("detection (fault to start)", [f["started_unix_ms"] - f["detected_unix_ms"] for f in fs])
+        row("detection (last heard to start)", [f["started_unix_ms"] - f["detected_unix_ms"] for f in fs])
     for step in [s["name"] for s in fs[0]["steps"]]:
         took = []
         for f in fs:

@@ -21,6 +21,8 @@ pub struct Assessment {
     pub expected_loss_bytes: Option<i64>,
     /// Whether the old primary region's agents answered.
     pub from_reachable: bool,
+    /// When the assessment began: a failover's clock starts here.
+    pub asked_ms: i64,
 }
 
 /// Reads one store's replication state through its agent, now.
@@ -96,6 +98,7 @@ pub async fn assess(
     req: &FailoverRequest,
     from_down: bool,
 ) -> Assessment {
+    let asked_ms = crate::records::now_ms();
     let to = req.to.as_str();
     let mut plan = FailoverPlan {
         service: service.name.clone(),
@@ -342,5 +345,6 @@ pub async fn assess(
         plan,
         expected_loss_bytes: worst_bytes,
         from_reachable,
+        asked_ms,
     }
 }

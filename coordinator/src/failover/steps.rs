@@ -127,7 +127,9 @@ pub async fn create(
     assessed: &Assessment,
     detected_ms: Option<i64>,
 ) -> Result<Failover, ActError> {
-    let started = now_ms();
+    // The precheck is the first step: the clock starts when it began.
+    let started = assessed.asked_ms;
+    let prechecked = now_ms();
     let mut evidence = BTreeMap::new();
     if let Some(b) = assessed.expected_loss_bytes {
         evidence.insert("lag_bytes".into(), b.to_string());
@@ -143,7 +145,7 @@ pub async fn create(
             name: name.to_string(),
             state: if i == 0 { "done" } else { "pending" }.into(),
             started_unix_ms: if i == 0 { started } else { 0 },
-            ended_unix_ms: if i == 0 { started } else { 0 },
+            ended_unix_ms: if i == 0 { prechecked } else { 0 },
             detail: if i == 0 {
                 if assessed.plan.notes.is_empty() {
                     "passed".into()

@@ -34,7 +34,7 @@ struct World {
     replicas: Vec<Replica>,
     etcd: Option<crate::etcd_fixture::EtcdCluster>,
     w1: Daemon,
-    _e1: Daemon,
+    e1: Daemon,
 }
 
 async fn route53(endpoint: &str) -> aws_sdk_route53::Client {
@@ -440,7 +440,7 @@ address = "127.0.0.1:{}"
             replicas,
             etcd,
             w1,
-            _e1: e1,
+            e1,
         };
         eventually(60, "shop's replication to be ok", || {
             let out = op(&w.pki, &w.addr, &["replication", "--service", "shop"]);
@@ -1085,4 +1085,100 @@ fn with_failover_records_the_primarys_health_check_is_inverted_and_the_records_l
         dns["detail"].as_str().unwrap().contains("inverted=true"),
         "{f:#}"
     );
+}
+
+#[test]
+fn a_leader_stopped_mid_failover_and_continued_after_it_changes_nothing() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let w = World::start_ha();
+    let status = op_json(&w.pki, &w.addr, &["status"]);
+    let leader = status["leader_id"].as_str().unwrap().to_string();
+    let leader_pid = Pid::from_raw(
+        w.replicas
+            .iter()
+            .find(|r| r.id == leader)
+            .unwrap()
+            .daemon
+            .pid(),
+    );
+    struct Resume(Vec<Pid>);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = kill(*p, Signal::SIGCONT);
+            }
+        }
+    }
+    let moto = Pid::from_raw(w.route53.pid());
+    let _resume = Resume(vec![moto, leader_pid]);
+    kill(moto, Signal::SIGSTOP).unwrap();
+    let (ok, f, err) = w.failover(&["run", "shop", "--to", "east"]);
+    assert!(ok, "{err}");
+    let id = f["id"].as_str().unwrap().to_string();
+    let other = w
+        .replicas
+        .iter()
+        .find(|r| r.id != leader)
+        .unwrap()
+        .address();
+    let status_of = |addr: &str| -> Option<serde_json::Value> {
+        let out = op(&w.pki, addr, &["failover", "status", &id]);
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    eventually(60, "the failover to wait at the DNS step", || {
+        let f = status_of(&other)?;
+        let dns = f["steps"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "dns")?
+            .clone();
+        (dns["state"] == "running").then_some(())
+    });
+
+    // The leader stops past its lease; another takes over and finishes.
+    kill(leader_pid, Signal::SIGSTOP).unwrap();
+    eventually(30, "another replica to lead", || {
+        let s = op_json(&w.pki, &other, &["status"]);
+        let id = s["leader_id"].as_str()?.to_string();
+        (!id.is_empty() && id != leader).then_some(())
+    });
+    kill(moto, Signal::SIGCONT).unwrap();
+    let done = eventually(90, "the new leader to finish the failover", || {
+        let f = status_of(&other)?;
+        (f["state"] != "running").then_some(f)
+    });
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+
+    // The old leader continues: it must not write the record, move DNS or
+    // command an agent under its old epoch.
+    kill(leader_pid, Signal::SIGCONT).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let after = status_of(&other).unwrap();
+    assert_eq!(
+        after, done,
+        "the failover record changed after the old leader continued"
+    );
+    assert_eq!(
+        record_values(&w.route53.endpoint, &w.zone_id),
+        vec![EAST.to_string()]
+    );
+    let old_log = w
+        .replicas
+        .iter()
+        .find(|r| r.id == leader)
+        .unwrap()
+        .daemon
+        .log_text();
+    assert!(
+        old_log.contains("leadership lost") || old_log.contains("stopped acting"),
+        "{old_log}"
+    );
+    for agent in [&w.w1, &w.e1] {
+        let log = agent.log_text();
+        assert!(
+            !log.contains("refused a command from a deposed leader"),
+            "{log}"
+        );
+    }
 }

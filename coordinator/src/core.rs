@@ -1058,6 +1058,7 @@ mod tests {
             fingerprint: String::new(),
             cert_expires_ms: i64::MAX,
             ended: Default::default(),
+            ready: true.into(),
         });
         coord.registry.insert(session.clone());
         (session, rx)

@@ -41,6 +41,9 @@ pub struct Session {
     pub cert_expires_ms: i64,
     /// Cancelled to end the session (revoked or expired certificate).
     pub ended: tokio_util::sync::CancellationToken,
+    /// Set once the leader has checked the agent's stores after it
+    /// connected (an old primary is fenced first): no job goes to it before.
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -117,6 +120,7 @@ impl Registry {
         let map = self.sessions.read().unwrap_or_else(|p| p.into_inner());
         map.values()
             .filter(|s| s.region == region && s.sources.iter().any(|x| x == source))
+            .filter(|s| s.ready.load(Ordering::Relaxed))
             .min_by_key(|s| s.running.load(Ordering::Relaxed))
             .cloned()
     }

@@ -168,6 +168,7 @@ impl AgentService for AgentApi {
             fingerprint: fingerprint.clone(),
             cert_expires_ms,
             ended: lead.tree.token.child_token(),
+            ready: false.into(),
         });
         let record = AgentRecord {
             agent_id: name.clone(),
@@ -209,6 +210,8 @@ impl AgentService for AgentApi {
             let (coord, lead, session) = (coord.clone(), lead.clone(), session.clone());
             lead.tree.clone().spawn(async move {
                 crate::failover::rejoin::on_connect(&coord, &lead, &session).await;
+                session.ready.store(true, Ordering::Relaxed);
+                coord.wake.notify_one();
             });
         }
 

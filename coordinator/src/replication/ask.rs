@@ -171,6 +171,7 @@ mod tests {
             fingerprint: String::new(),
             cert_expires_ms: i64::MAX,
             ended: Default::default(),
+            ready: true.into(),
         });
         (s, rx)
     }

@@ -3,7 +3,9 @@
 //! electing a new leader (which loads the jobs) stay fast in a fleet that
 //! runs for years. The newest backup record of every source is kept however
 //! old, because the RPO figure (`seawall_backup_age_seconds`) is computed
-//! from it, and jobs still pending or running are never touched.
+//! from it, and jobs still pending or running are never touched. Settled
+//! failovers go the same way, except each service's newest (its last
+//! achieved RTO and RPO); a running one is never touched.
 
 use crate::core::{ActError, Coordinator, Lead};
 use crate::records::{now_ms, BackupRecord, JobRecord};
@@ -24,6 +26,8 @@ pub struct Pruned {
     pub backups: usize,
     /// Audit lines.
     pub audit: usize,
+    /// Settled failover records (never a service's newest).
+    pub failovers: usize,
     /// Whether more is left for the next pass (a pass deletes at most
     /// `MAX_DELETES_PER_PASS`); it then runs at once.
     pub more: bool,
@@ -48,7 +52,12 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                 .await
                 .map_err(|e| format!("history not pruned: {e}"))?;
             if p != Pruned::default() {
-                for (kind, n) in [("jobs", p.jobs), ("backups", p.backups), ("audit", p.audit)] {
+                for (kind, n) in [
+                    ("jobs", p.jobs),
+                    ("backups", p.backups),
+                    ("audit", p.audit),
+                    ("failovers", p.failovers),
+                ] {
                     metrics::counter!("seawall_history_pruned_total", "kind" => kind)
                         .increment(n as u64);
                 }
@@ -56,6 +65,7 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                     jobs = p.jobs,
                     backups = p.backups,
                     audit = p.audit,
+                    failovers = p.failovers,
                     "history pruned"
                 )
             }
@@ -88,6 +98,10 @@ pub async fn prune(coord: &Coordinator, lead: &Lead, cutoff_ms: i64) -> Result<P
             doomed.push((e.key, "audit"));
         }
     }
+    let failovers = coord.store.list(crate::failover::steps::PREFIX).await?;
+    for key in old_failovers(&failovers, cutoff_ms) {
+        doomed.push((key, "failovers"));
+    }
     let mut pruned = Pruned {
         more: doomed.len() > MAX_DELETES_PER_PASS,
         ..Pruned::default()
@@ -100,6 +114,7 @@ pub async fn prune(coord: &Coordinator, lead: &Lead, cutoff_ms: i64) -> Result<P
         match kind {
             "jobs" => pruned.jobs += 1,
             "backups" => pruned.backups += 1,
+            "failovers" => pruned.failovers += 1,
             _ => pruned.audit += 1,
         }
     }
@@ -131,6 +146,29 @@ fn old_backups(entries: &[Entry], cutoff_ms: i64) -> Vec<String> {
         .filter(|e| !kept.contains(e.key.as_str()))
         .filter(|e| key_time_ms(&e.key).is_some_and(|at| at < cutoff_ms))
         .map(|e| e.key.clone())
+        .collect()
+}
+
+/// Settled failover records that finished before the cutoff, except each
+/// service's newest.
+fn old_failovers(entries: &[Entry], cutoff_ms: i64) -> Vec<String> {
+    let records: Vec<(&str, seawall_proto::v1::Failover)> = entries
+        .iter()
+        .filter_map(|e| Some((e.key.as_str(), serde_json::from_slice(&e.value).ok()?)))
+        .collect();
+    let mut newest: std::collections::HashMap<&str, i64> = Default::default();
+    for (_, f) in &records {
+        let at = newest
+            .entry(f.service.as_str())
+            .or_insert(f.started_unix_ms);
+        *at = (*at).max(f.started_unix_ms);
+    }
+    records
+        .iter()
+        .filter(|(_, f)| crate::failover::steps::is_final(f))
+        .filter(|(_, f)| newest.get(f.service.as_str()) != Some(&f.started_unix_ms))
+        .filter(|(_, f)| f.finished_unix_ms < cutoff_ms)
+        .map(|(k, _)| k.to_string())
         .collect()
 }
 
@@ -173,6 +211,36 @@ mod tests {
         let old = old_backups(&entries, 5_000);
         assert_eq!(old, vec![entries[0].key.clone(), entries[1].key.clone()]);
         assert!(old_backups(&entries, 500).is_empty());
+    }
+
+    #[test]
+    fn settled_failovers_go_but_each_services_newest_and_running_ones_stay() {
+        let f = |service: &str, started: i64, state: &str| {
+            let f = seawall_proto::v1::Failover {
+                id: format!("{service}-{started}"),
+                service: service.into(),
+                state: state.into(),
+                started_unix_ms: started,
+                finished_unix_ms: started + 10,
+                ..Default::default()
+            };
+            Entry {
+                key: crate::failover::steps::key(&f.id),
+                value: serde_json::to_vec(&f).unwrap(),
+                revision: 1,
+            }
+        };
+        let entries = vec![
+            f("shop", 1_000, "succeeded"),
+            f("shop", 2_000, "failed"),
+            f("shop", 3_000, "succeeded"),
+            f("cart", 1_500, "succeeded"),
+            f("stock", 1_000, "running"),
+            f("stock", 4_000, "succeeded"),
+        ];
+        let old = old_failovers(&entries, 5_000);
+        assert_eq!(old, vec![entries[0].key.clone(), entries[1].key.clone()]);
+        assert!(old_failovers(&entries, 500).is_empty());
     }
 
     #[test]

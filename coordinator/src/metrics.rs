@@ -25,7 +25,7 @@
 //! | `seawall_replication_repository_behind_seconds` | gauge (newest backups older than the primary's; NaN: unknown) | service, region |
 //! | `seawall_replication_repository_gaps` | gauge (objects of the primary's repository missing or different) | service, region |
 //! | `seawall_etcd_errors_total` | counter | op |
-//! | `seawall_history_pruned_total` | counter | kind (jobs, backups, audit) |
+//! | `seawall_history_pruned_total` | counter | kind (jobs, backups, audit, failovers) |
 
 use crate::records::{now_ms, BackupRecord};
 use std::collections::HashMap;

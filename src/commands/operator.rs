@@ -160,6 +160,7 @@ pub async fn status(g: &Global, a: OperatorArgs) -> anyhow::Result<u8> {
             "leader_address": s.leader_address, "epoch": s.epoch,
             "agents_connected": s.agents_connected, "jobs_running": s.jobs_running,
             "store": s.store,
+            "failovers_running": s.failovers_running,
             "sources": s.sources.iter().map(|x| json!({
                 "region": x.region, "source": x.source, "last_success_job": x.last_success_job,
                 "last_success_unix_ms": x.last_success_unix_ms, "last_snapshot_id": x.last_snapshot_id,
@@ -190,6 +191,9 @@ pub async fn status(g: &Global, a: OperatorArgs) -> anyhow::Result<u8> {
         "{} agents connected, {} jobs running",
         s.agents_connected, s.jobs_running
     );
+    for f in &s.failovers_running {
+        println!("FAILOVER RUNNING {f}");
+    }
     for w in &s.workers {
         let health = match (w.running, w.failures_in_a_row) {
             (false, _) => "stopped".to_string(),

@@ -802,6 +802,12 @@ fn with_route53_unanswering_the_dns_step_waits_saying_so_and_finishes_when_it_re
             .then_some(f)
     });
     assert_eq!(waiting["state"], "running", "{waiting:#}");
+    let status = op_json(&w.pki, &w.addr, &["status"]);
+    let shown = status["failovers_running"].to_string();
+    assert!(
+        shown.contains(&id) && shown.contains("step dns (running)"),
+        "{status:#}"
+    );
     let promoted = waiting["steps"]
         .as_array()
         .unwrap()

@@ -181,7 +181,25 @@ impl OperatorService for OperatorApi {
                 last_outcome: "succeeded".into(),
             })
             .collect();
+        let failovers_running = crate::failover::steps::all(&self.coord)
+            .await?
+            .into_iter()
+            .filter(|f| !crate::failover::steps::is_final(f))
+            .map(|f| {
+                let step = f
+                    .steps
+                    .iter()
+                    .find(|s| s.state == "running" || s.state == "pending")
+                    .map(|s| format!("{} ({})", s.name, s.state))
+                    .unwrap_or_else(|| "finishing".into());
+                format!(
+                    "{}: {} {} -> {}, step {step}",
+                    f.id, f.service, f.from, f.to
+                )
+            })
+            .collect();
         Ok(Response::new(StatusReply {
+            failovers_running,
             replica_id: self.coord.me.id.clone(),
             is_leader: lead.is_some(),
             leader_id: leader.as_ref().map(|l| l.id.clone()).unwrap_or_default(),

@@ -774,32 +774,49 @@ fn the_lag_gate_refuses_a_lagging_standby_and_a_dns_record_changed_by_hand_stops
     assert_eq!(w.standby.sql("SELECT pg_is_in_recovery()"), "f");
 }
 
+/// The step called `name` of a failover's JSON.
+fn step<'a>(f: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    f["steps"].as_array()?.iter().find(|s| s["name"] == name)
+}
+
+impl World {
+    /// Stops moto (Route 53 no longer answers) until the guard is dropped.
+    fn freeze_route53(&self) -> Frozen {
+        Frozen::freeze(vec![self.route53.pid()])
+    }
+
+    /// Failover `id` as the replica at `addr` reports it.
+    fn failover_at(&self, addr: &str, id: &str) -> Option<serde_json::Value> {
+        let out = op(&self.pki, addr, &["failover", "status", id]);
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Starts a failover to the east with Route 53 stopped and waits until
+    /// it stands at the DNS step; the failover's id and the guard that
+    /// resumes Route 53.
+    fn failover_stuck_at_dns(&self, addr: &str) -> (String, Frozen) {
+        let route53 = self.freeze_route53();
+        let (ok, f, err) = self.failover(&["run", "shop", "--to", "east"]);
+        assert!(ok, "{err}");
+        let id = f["id"].as_str().unwrap().to_string();
+        eventually(60, "the failover to wait at the DNS step", || {
+            let f = self.failover_at(addr, &id)?;
+            (step(&f, "dns")?["state"] == "running").then_some(())
+        });
+        (id, route53)
+    }
+}
+
 #[test]
 fn with_route53_unanswering_the_dns_step_waits_saying_so_and_finishes_when_it_returns() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
     let w = World::start();
-    let moto = Pid::from_raw(w.route53.pid());
-    kill(moto, Signal::SIGSTOP).unwrap();
-    struct Resume(Pid);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            let _ = kill(self.0, Signal::SIGCONT);
-        }
-    }
-    let resume = Resume(moto);
-    let (ok, f, err) = w.failover(&["run", "shop", "--to", "east"]);
-    assert!(ok, "{err}");
-    let id = f["id"].as_str().unwrap().to_string();
+    let (id, route53) = w.failover_stuck_at_dns(&w.addr);
     let waiting = eventually(60, "the DNS step to say it waits for Route 53", || {
-        let (_, f, _) = w.failover(&["status", &id]);
-        let dns = f["steps"]
-            .as_array()?
-            .iter()
-            .find(|s| s["name"] == "dns")?
-            .clone();
-        (dns["state"] == "running" && dns["detail"].as_str()?.starts_with("waiting: attempt"))
-            .then_some(f)
+        let f = w.failover_at(&w.addr, &id)?;
+        let waits = step(&f, "dns")?["detail"]
+            .as_str()?
+            .starts_with("waiting: attempt");
+        waits.then_some(f)
     });
     assert_eq!(waiting["state"], "running", "{waiting:#}");
     let status = op_json(&w.pki, &w.addr, &["status"]);
@@ -808,17 +825,14 @@ fn with_route53_unanswering_the_dns_step_waits_saying_so_and_finishes_when_it_re
         shown.contains(&id) && shown.contains("step dns (running)"),
         "{status:#}"
     );
-    let promoted = waiting["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "promote postgres")
-        .unwrap()
-        .clone();
-    assert_eq!(promoted["state"], "done", "{waiting:#}");
-    drop(resume);
+    assert_eq!(
+        step(&waiting, "promote postgres").unwrap()["state"],
+        "done",
+        "{waiting:#}"
+    );
+    drop(route53);
     let done = eventually(90, "the failover to finish once Route 53 answers", || {
-        let (_, f, _) = w.failover(&["status", &id]);
+        let f = w.failover_at(&w.addr, &id)?;
         (f["state"] != "running").then_some(f)
     });
     assert_eq!(done["state"], "succeeded", "{done:#}");
@@ -826,14 +840,8 @@ fn with_route53_unanswering_the_dns_step_waits_saying_so_and_finishes_when_it_re
         record_values(&w.route53.endpoint, &w.zone_id),
         vec![EAST.to_string()]
     );
-    let dns = done["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "dns")
-        .unwrap()
-        .clone();
-    assert!(dns["attempts"].as_u64().unwrap() >= 2, "{done:#}");
+    let attempts = step(&done, "dns").unwrap()["attempts"].as_u64().unwrap();
+    assert!(attempts >= 2, "{done:#}");
 }
 
 #[test]
@@ -900,44 +908,18 @@ fn an_old_primary_cut_off_during_the_failover_is_fenced_when_its_agent_returns()
 
 #[test]
 fn a_new_leader_finishes_a_failover_whose_leader_was_killed_between_promotion_and_dns() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
     let mut w = World::start_ha();
     assert!(w.etcd.is_some());
     let status = op_json(&w.pki, &w.addr, &["status"]);
     let leader = status["leader_id"].as_str().unwrap().to_string();
-    // Route 53 does not answer: the failover stops at the DNS step.
-    let moto = Pid::from_raw(w.route53.pid());
-    kill(moto, Signal::SIGSTOP).unwrap();
-    struct Resume(Pid);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            let _ = kill(self.0, Signal::SIGCONT);
-        }
-    }
-    let resume = Resume(moto);
-    let (ok, f, err) = w.failover(&["run", "shop", "--to", "east"]);
-    assert!(ok, "{err}");
-    let id = f["id"].as_str().unwrap().to_string();
     let other = w
         .replicas
         .iter()
         .find(|r| r.id != leader)
         .unwrap()
         .address();
-    let status_of = |addr: &str| -> Option<serde_json::Value> {
-        let out = op(&w.pki, addr, &["failover", "status", &id]);
-        serde_json::from_slice(&out.stdout).ok()
-    };
-    eventually(60, "the failover to wait at the DNS step", || {
-        let f = status_of(&other)?;
-        let dns = f["steps"]
-            .as_array()?
-            .iter()
-            .find(|s| s["name"] == "dns")?
-            .clone();
-        (dns["state"] == "running").then_some(())
-    });
+    // Route 53 does not answer: the failover stops at the DNS step.
+    let (id, route53) = w.failover_stuck_at_dns(&other);
 
     // The leader dies between the promotion and the DNS change.
     w.replicas
@@ -952,9 +934,9 @@ fn a_new_leader_finishes_a_failover_whose_leader_was_killed_between_promotion_an
         (!id.is_empty() && id != leader).then_some(id)
     });
     assert_ne!(new_leader, leader);
-    drop(resume);
+    drop(route53);
     let done = eventually(90, "the new leader to finish the failover", || {
-        let f = status_of(&other)?;
+        let f = w.failover_at(&other, &id)?;
         (f["state"] != "running").then_some(f)
     });
     assert_eq!(done["state"], "succeeded", "{done:#}");
@@ -1095,72 +1077,43 @@ fn with_failover_records_the_primarys_health_check_is_inverted_and_the_records_l
 
 #[test]
 fn a_leader_stopped_mid_failover_and_continued_after_it_changes_nothing() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
     let w = World::start_ha();
     let status = op_json(&w.pki, &w.addr, &["status"]);
     let leader = status["leader_id"].as_str().unwrap().to_string();
-    let leader_pid = Pid::from_raw(
-        w.replicas
-            .iter()
-            .find(|r| r.id == leader)
-            .unwrap()
-            .daemon
-            .pid(),
-    );
-    struct Resume(Vec<Pid>);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            for p in &self.0 {
-                let _ = kill(*p, Signal::SIGCONT);
-            }
-        }
-    }
-    let moto = Pid::from_raw(w.route53.pid());
-    let _resume = Resume(vec![moto, leader_pid]);
-    kill(moto, Signal::SIGSTOP).unwrap();
-    let (ok, f, err) = w.failover(&["run", "shop", "--to", "east"]);
-    assert!(ok, "{err}");
-    let id = f["id"].as_str().unwrap().to_string();
+    let leader_pid = w
+        .replicas
+        .iter()
+        .find(|r| r.id == leader)
+        .unwrap()
+        .daemon
+        .pid();
     let other = w
         .replicas
         .iter()
         .find(|r| r.id != leader)
         .unwrap()
         .address();
-    let status_of = |addr: &str| -> Option<serde_json::Value> {
-        let out = op(&w.pki, addr, &["failover", "status", &id]);
-        serde_json::from_slice(&out.stdout).ok()
-    };
-    eventually(60, "the failover to wait at the DNS step", || {
-        let f = status_of(&other)?;
-        let dns = f["steps"]
-            .as_array()?
-            .iter()
-            .find(|s| s["name"] == "dns")?
-            .clone();
-        (dns["state"] == "running").then_some(())
-    });
+    let (id, route53) = w.failover_stuck_at_dns(&other);
 
     // The leader stops past its lease; another takes over and finishes.
-    kill(leader_pid, Signal::SIGSTOP).unwrap();
+    let stopped_leader = Frozen::freeze(vec![leader_pid]);
     eventually(30, "another replica to lead", || {
         let s = op_json(&w.pki, &other, &["status"]);
         let id = s["leader_id"].as_str()?.to_string();
         (!id.is_empty() && id != leader).then_some(())
     });
-    kill(moto, Signal::SIGCONT).unwrap();
+    drop(route53);
     let done = eventually(90, "the new leader to finish the failover", || {
-        let f = status_of(&other)?;
+        let f = w.failover_at(&other, &id)?;
         (f["state"] != "running").then_some(f)
     });
     assert_eq!(done["state"], "succeeded", "{done:#}");
 
     // The old leader continues: it must not write the record, move DNS or
     // command an agent under its old epoch.
-    kill(leader_pid, Signal::SIGCONT).unwrap();
+    drop(stopped_leader);
     std::thread::sleep(std::time::Duration::from_secs(6));
-    let after = status_of(&other).unwrap();
+    let after = w.failover_at(&other, &id).unwrap();
     assert_eq!(
         after, done,
         "the failover record changed after the old leader continued"

@@ -250,6 +250,14 @@ fn offset_of(state: &crate::engine::replication::RedisReplication) -> i64 {
     }
 }
 
+/// Ends a fence's write pause (best effort: Redis before 6.2 has none).
+async fn unpause(con: &mut Con) {
+    let _ = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async::<()>(con)
+        .await;
+}
+
 /// Pauses writes on a Redis master for `pause`; returns its offset.
 pub async fn redis_fence(con: &mut Con, pause: Duration) -> Result<Done> {
     redis::cmd("CLIENT")
@@ -322,10 +330,7 @@ pub async fn redis_promote(con: &mut Con) -> Result<Done> {
     }
     // A master must take writes: a pause left by a fence ends here (this
     // is also how a failover that promoted nothing unfences the old one).
-    let _ = redis::cmd("CLIENT")
-        .arg("UNPAUSE")
-        .query_async::<()>(con)
-        .await;
+    unpause(con).await;
     let offset = offset_of(&redis_info(con).await?);
     Ok(Done {
         already,
@@ -380,10 +385,7 @@ pub async fn redis_rejoin(con: &mut Con, master: &str) -> Result<Done> {
             .await
             .map_err(|e| redis_error("turning the old master into a replica (REPLICAOF)", e))?;
         // Writes paused by the fence stay refused: a replica is read-only.
-        let _ = redis::cmd("CLIENT")
-            .arg("UNPAUSE")
-            .query_async::<()>(con)
-            .await;
+        unpause(con).await;
     }
     Ok(Done {
         already,

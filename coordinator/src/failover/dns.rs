@@ -89,14 +89,15 @@ fn why(e: impl std::fmt::Display + std::fmt::Debug) -> String {
     }
 }
 
-/// The record's current values (empty when there is none).
-pub async fn current(client: &Client, dns: &DnsConfig) -> Result<Vec<String>, String> {
+/// The record sets of `dns`'s name and type (a plain record is one; a
+/// failover pair is two).
+async fn record_sets(client: &Client, dns: &DnsConfig) -> Result<Vec<ResourceRecordSet>, String> {
     let out = client
         .list_resource_record_sets()
         .hosted_zone_id(&dns.zone_id)
         .start_record_name(fqdn(&dns.name))
         .start_record_type(record_type(dns))
-        .max_items(1)
+        .max_items(10)
         .send()
         .await
         .map_err(|e| {
@@ -110,7 +111,16 @@ pub async fn current(client: &Client, dns: &DnsConfig) -> Result<Vec<String>, St
     Ok(out
         .resource_record_sets()
         .iter()
-        .find(|r| r.name() == fqdn(&dns.name) && r.r#type() == &record_type(dns))
+        .filter(|r| r.name() == fqdn(&dns.name) && r.r#type() == &record_type(dns))
+        .cloned()
+        .collect())
+}
+
+/// The record's current values (empty when there is none).
+pub async fn current(client: &Client, dns: &DnsConfig) -> Result<Vec<String>, String> {
+    Ok(record_sets(client, dns)
+        .await?
+        .first()
         .map(|r| {
             r.resource_records()
                 .iter()
@@ -157,27 +167,7 @@ async fn flip_failover_records(
     dns: &DnsConfig,
     to: &str,
 ) -> Result<Flipped, String> {
-    let out = client
-        .list_resource_record_sets()
-        .hosted_zone_id(&dns.zone_id)
-        .start_record_name(fqdn(&dns.name))
-        .start_record_type(record_type(dns))
-        .max_items(10)
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "reading {} from Route 53 zone {}: {}",
-                dns.name,
-                dns.zone_id,
-                why(e)
-            )
-        })?;
-    let sets: Vec<&ResourceRecordSet> = out
-        .resource_record_sets()
-        .iter()
-        .filter(|r| r.name() == fqdn(&dns.name) && r.r#type() == &record_type(dns))
-        .collect();
+    let sets = record_sets(client, dns).await?;
     let of = |which: ResourceRecordSetFailover| sets.iter().find(|r| r.failover() == Some(&which));
     let (Some(primary), Some(secondary)) = (
         of(ResourceRecordSetFailover::Primary),

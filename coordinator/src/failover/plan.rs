@@ -31,21 +31,28 @@ pub async fn probe(
     lead: &Lead,
     store: &StoreConfig,
 ) -> Result<StoreReport, String> {
+    let probe = StoreProbe {
+        source: store.source.clone(),
+        replication: true,
+        ..Default::default()
+    };
+    ask_store(coord, lead, store, probe, PROBE_DEADLINE).await
+}
+
+/// Sends `probe` to `store`'s agent and returns the store's answer (an
+/// error when the agent or the store did not answer).
+pub async fn ask_store(
+    coord: &Coordinator,
+    lead: &Lead,
+    store: &StoreConfig,
+    probe: StoreProbe,
+    deadline: Duration,
+) -> Result<StoreReport, String> {
     let session =
         crate::replication::ask::session_of(&coord.registry, &store.region, &store.agent)?;
     let reply = coord
         .probes
-        .ask(
-            &session,
-            lead.epoch(),
-            vec![StoreProbe {
-                source: store.source.clone(),
-                replication: true,
-                ..Default::default()
-            }],
-            None,
-            PROBE_DEADLINE,
-        )
+        .ask(&session, lead.epoch(), vec![probe], None, deadline)
         .await?;
     let report = reply
         .reports
@@ -247,15 +254,7 @@ pub async fn assess(
             .stores
             .iter()
             .filter(|s| s.region == to)
-            .filter_map(|s| {
-                [
-                    s.lag_secs.map(|x| (x * 1000.0) as i64),
-                    s.canary_exposure_ms,
-                ]
-                .into_iter()
-                .flatten()
-                .max()
-            })
+            .filter_map(crate::replication::assess::behind_ms)
             .max();
         if let Some(ms) = secs {
             let aged = if from_reachable {

@@ -322,19 +322,8 @@ async fn drive(coord: &Coordinator, lead: &Lead, id: &str) -> Result<(), ActErro
             return Ok(());
         }
         let Some(service) = coord.config.services.iter().find(|s| s.name == f.service) else {
-            f.state = state::FAILED.into();
             f.error = format!("service {} is no longer in the topology", f.service);
-            f.finished_unix_ms = now_ms();
-            save(
-                coord,
-                lead,
-                &f,
-                rev,
-                Some(format!("failover {id} failed: {}", f.error)),
-                Vec::new(),
-            )
-            .await?;
-            return Ok(());
+            return settle_failed(coord, lead, f, rev).await;
         };
         if !f.epochs.contains(&lead.epoch()) {
             f.epochs.push(lead.epoch());
@@ -420,8 +409,6 @@ async fn drive(coord: &Coordinator, lead: &Lead, id: &str) -> Result<(), ActErro
                 step.state = "failed".into();
                 step.ended_unix_ms = now_ms();
                 step.detail = e.message.clone();
-                f.state = state::FAILED.into();
-                f.finished_unix_ms = now_ms();
                 f.error = format!("step {name} failed: {}", e.message);
                 if !promoting(&f) {
                     // Nothing was promoted: the old primary takes writes
@@ -435,19 +422,24 @@ async fn drive(coord: &Coordinator, lead: &Lead, id: &str) -> Result<(), ActErro
                     ));
                 }
                 metrics::counter!("seawall_failovers_total", "service" => f.service.clone(), "outcome" => "failed").increment(1);
-                save(
-                    coord,
-                    lead,
-                    &f,
-                    rev,
-                    Some(format!("failover {id} failed: {}", f.error)),
-                    Vec::new(),
-                )
-                .await?;
-                return Ok(());
+                return settle_failed(coord, lead, f, rev).await;
             }
         }
     }
+}
+
+/// Records `f` as failed (its error already set), with an audit line.
+async fn settle_failed(
+    coord: &Coordinator,
+    lead: &Lead,
+    mut f: Failover,
+    rev: i64,
+) -> Result<(), ActError> {
+    f.state = state::FAILED.into();
+    f.finished_unix_ms = now_ms();
+    let event = format!("failover {} failed: {}", f.id, f.error);
+    save(coord, lead, &f, rev, Some(event), Vec::new()).await?;
+    Ok(())
 }
 
 /// Sends `action` for `store` to its agent and waits for the answer.
@@ -743,33 +735,17 @@ async fn canaries_in(
 ) -> Vec<Option<i64>> {
     let mut out = Vec::new();
     for store in stores_in(service, region) {
-        let seen = async {
-            let session =
-                crate::replication::ask::session_of(&coord.registry, &store.region, &store.agent)
-                    .ok()?;
-            let reply = coord
-                .probes
-                .ask(
-                    &session,
-                    lead.epoch(),
-                    vec![StoreProbe {
-                        source: store.source.clone(),
-                        canary_read: service.name.clone(),
-                        ..Default::default()
-                    }],
-                    None,
-                    Duration::from_secs(5),
-                )
-                .await
-                .ok()?;
-            reply
-                .reports
-                .first()?
-                .canary
-                .as_ref()
-                .map(|c| c.written_unix_ms)
+        let probe = StoreProbe {
+            source: store.source.clone(),
+            canary_read: service.name.clone(),
+            ..Default::default()
         };
-        out.push(seen.await);
+        let seen = super::plan::ask_store(coord, lead, store, probe, Duration::from_secs(5))
+            .await
+            .ok()
+            .and_then(|r| r.canary)
+            .map(|c| c.written_unix_ms);
+        out.push(seen);
     }
     out
 }

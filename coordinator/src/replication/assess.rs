@@ -38,6 +38,18 @@ pub struct Seen {
     pub canary: Option<(Result<StoreReport, String>, i64)>,
 }
 
+/// How far a store trails, in milliseconds: the worse of its replay lag
+/// and its newest canary's age (none when neither is known).
+pub fn behind_ms(s: &StoreReplication) -> Option<i64> {
+    [
+        s.lag_secs.map(|x| (x * 1000.0) as i64),
+        s.canary_exposure_ms,
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+}
+
 /// A WAL position as a byte offset ("16/B374D848").
 pub fn lsn(text: &str) -> Option<i64> {
     let (hi, lo) = text.split_once('/')?;
@@ -283,14 +295,7 @@ pub fn assess(
                 },
             }
         }
-        let behind_ms = [
-            out.lag_secs.map(|s| (s * 1000.0) as i64),
-            out.canary_exposure_ms,
-        ]
-        .into_iter()
-        .flatten()
-        .max();
-        if let Some(ms) = behind_ms {
+        if let Some(ms) = behind_ms(&out) {
             if ms > rpo_ms {
                 worse(
                     AT_RISK,
@@ -313,15 +318,7 @@ pub fn assess(
     let exposure_ms = stores
         .iter()
         .filter(|s| s.role == "standby")
-        .filter_map(|s| {
-            [
-                s.lag_secs.map(|x| (x * 1000.0) as i64),
-                s.canary_exposure_ms,
-            ]
-            .into_iter()
-            .flatten()
-            .max()
-        })
+        .filter_map(behind_ms)
         .max();
     ServiceReplication {
         service: service.name.clone(),

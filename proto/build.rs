@@ -45,11 +45,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .type_attribute(
             ".seawall.v1.Failover",
-            "#[derive(serde::Serialize, serde::Deserialize)]",
+            // A record written before a field existed still reads.
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
         )
         .type_attribute(
             ".seawall.v1.FailoverStep",
-            "#[derive(serde::Serialize, serde::Deserialize)]",
+            // A record written before a field existed still reads.
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
         )
         .type_attribute(
             ".seawall.v1.FailoverPlan",

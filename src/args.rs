@@ -446,12 +446,18 @@ pub enum FailoverWhat {
 pub struct FailoverStartArgs {
     /// The service (as [[services]] names it).
     pub service: String,
-    /// The region to fail over to.
-    #[arg(long)]
+    /// The region to fail over to (with --failback: default the region the topology names primary).
+    #[arg(long, required_unless_present = "failback", default_value = "")]
     pub to: String,
     /// Planned: fence the old primary and let the standby catch up first (zero loss).
     #[arg(long)]
     pub switchover: bool,
+    /// Fail back: rebuild the old primary region's stores as standbys of the current primary (pg_rewind, or a base backup; Redis REPLICAOF), then switch over to them.
+    #[arg(long, conflicts_with = "switchover")]
+    pub failback: bool,
+    /// With --failback: stop once the rebuilt standbys follow (no switchover).
+    #[arg(long, requires = "failback")]
+    pub standby_only: bool,
     /// Go on although the standby lags beyond the service's bound (the loss is recorded).
     #[arg(long)]
     pub allow_data_loss: bool,

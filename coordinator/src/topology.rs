@@ -117,6 +117,13 @@ pub struct ServiceConfig {
         with = "seawall_common::duration::serde_text"
     )]
     pub catch_up_timeout: Duration,
+    /// How long failback may take to rebuild a store as a standby (a base
+    /// backup copies the whole cluster).
+    #[serde(
+        default = "default_rebuild_timeout",
+        with = "seawall_common::duration::serde_text"
+    )]
+    pub rebuild_timeout: Duration,
     /// A check file (as `seawall check postgres --checks` takes it) run on
     /// the promoted PostgreSQL, on its agent's host.
     #[serde(default)]
@@ -198,6 +205,10 @@ pub struct DnsConfig {
 fn default_max_lag_bytes() -> u64 {
     16 * 1024 * 1024
 }
+fn default_rebuild_timeout() -> Duration {
+    Duration::from_secs(3600)
+}
+
 fn default_catch_up() -> Duration {
     Duration::from_secs(30)
 }
@@ -541,6 +552,7 @@ mod tests {
             max_lag: None,
             failover_unfenced: false,
             catch_up_timeout: std::time::Duration::from_secs(30),
+            rebuild_timeout: std::time::Duration::from_secs(3600),
             check_file: None,
             dns: None,
             auto_failover: None,

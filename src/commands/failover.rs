@@ -109,6 +109,8 @@ fn request(s: &FailoverStartArgs) -> FailoverRequest {
         to: s.to.clone(),
         switchover: s.switchover,
         allow_data_loss: s.allow_data_loss,
+        failback: s.failback,
+        standby_only: s.standby_only,
     }
 }
 
@@ -183,8 +185,10 @@ async fn start(g: &Global, s: FailoverStartArgs) -> anyhow::Result<u8> {
             crate::output::json(&f)?;
         } else if !g.quiet {
             println!(
-                "failover {} started: `seawall failover status {} --watch` follows it",
-                f.id, f.id
+                "{} {} started: `seawall failover status {} --watch` follows it",
+                if f.failback { "failback" } else { "failover" },
+                f.id,
+                f.id
             );
         }
         return Ok(0);
@@ -227,12 +231,19 @@ fn show(g: &Global, f: &Failover) -> anyhow::Result<()> {
         return crate::output::json(f);
     }
     println!(
-        "failover {}: {} from {} to {}{}, {} (started {} by {})",
+        "{} {}: {} from {} to {}{}, {} (started {} by {})",
+        if f.failback { "failback" } else { "failover" },
         f.id,
         f.service,
         f.from,
         f.to,
-        if f.switchover { " (switchover)" } else { "" },
+        if f.standby_only {
+            " (standby only)"
+        } else if f.switchover {
+            " (switchover)"
+        } else {
+            ""
+        },
         f.state.to_uppercase(),
         when(f.started_unix_ms),
         f.requested_by
@@ -251,7 +262,7 @@ fn show(g: &Global, f: &Failover) -> anyhow::Result<()> {
     if !f.error.is_empty() {
         println!("  error: {}", f.error);
     }
-    if f.state == "succeeded" {
+    if f.state == "succeeded" && !f.standby_only {
         println!(
             "  achieved: RTO {}, RPO {}{}{}",
             millis(f.rto_ms),

@@ -259,6 +259,12 @@ impl World {
         World::build(extra, false, false)
     }
 
+    /// [`World::start_with`], with neither wal_log_hints nor checksums:
+    /// a diverged old primary cannot be rewound, only replaced.
+    fn start_unrewindable(extra: &str) -> World {
+        World::build_with(extra, false, false, false)
+    }
+
     /// Three coordinator replicas on a 3-member etcd (lease TTL 4 s)
     /// instead of one dev replica.
     fn start_ha() -> World {
@@ -272,10 +278,21 @@ impl World {
     }
 
     fn build(extra: &str, ha: bool, failover_records: bool) -> World {
+        World::build_with(extra, ha, failover_records, true)
+    }
+
+    fn build_with(extra: &str, ha: bool, failover_records: bool, rewindable: bool) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        // Also on 127.0.0.1: the automatic failover's reach probe dials it.
-        let primary = PgCluster::start(&dir.join("pg-west"), "listen_addresses = '127.0.0.1'");
+        // Also on 127.0.0.1: the automatic failover's reach probe dials
+        // it, and a failback's rebuilt standby streams from it.
+        let primary = PgCluster::start(
+            &dir.join("pg-west"),
+            &format!(
+                "listen_addresses = '127.0.0.1'\nwal_keep_size = '256MB'\nwal_log_hints = {}",
+                if rewindable { "on" } else { "off" }
+            ),
+        );
         let standby = Standby::start(&dir.join("pg-east"), &primary);
         let master = RedisServer::start(&dir.join("redis-west"), &[]);
         let master_port = master.port.to_string();
@@ -460,6 +477,17 @@ address = "127.0.0.1:{}"
     }
 }
 
+/// Prints what it holds when a test fails while it lives.
+struct Shown<'a>(&'a std::cell::RefCell<String>);
+
+impl Drop for Shown<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("last seen: {}", self.0.borrow());
+        }
+    }
+}
+
 /// Writes rows 1, 2, 3... to a table, one autocommitted INSERT each, and
 /// counts those PostgreSQL acknowledged (in order: one session).
 struct PgLoad {
@@ -471,20 +499,17 @@ struct PgLoad {
 
 impl PgLoad {
     fn start(pg: &PgCluster) -> PgLoad {
-        pg.sql(
-            "postgres",
+        PgLoad::on(&pg.dsn("postgres"), 1)
+    }
+
+    /// Rows `first`, `first + 1`... through the server at `dsn`.
+    fn on(dsn: &str, first: u64) -> PgLoad {
+        crate::pg_fixture::psql_dsn(
+            dsn,
             "CREATE TABLE IF NOT EXISTS load (n bigint PRIMARY KEY)",
         );
         let mut child = Command::new(crate::pg_fixture::pg_bin().join("psql"))
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-                &pg.dsn("postgres"),
-            ])
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", dsn])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -493,7 +518,7 @@ impl PgLoad {
         let mut stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
-            for n in 1.. {
+            for n in first.. {
                 if writeln!(stdin, "INSERT INTO load VALUES ({n}) RETURNING n;").is_err() {
                     break;
                 }
@@ -539,6 +564,11 @@ struct RedisLoad {
 
 impl RedisLoad {
     fn start(port: u16) -> RedisLoad {
+        RedisLoad::on(port, "load")
+    }
+
+    /// SET `prefix`:1, `prefix`:2...
+    fn on(port: u16, prefix: &'static str) -> RedisLoad {
         let mut child = Command::new("redis-cli")
             .args(["-p", &port.to_string()])
             .stdin(Stdio::piped())
@@ -550,7 +580,7 @@ impl RedisLoad {
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
             for n in 1.. {
-                if writeln!(stdin, "SET load:{n} {n}").is_err() {
+                if writeln!(stdin, "SET {prefix}:{n} {n}").is_err() {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(2));
@@ -668,10 +698,21 @@ fn a_planned_switchover_loses_no_acknowledged_write_and_moves_dns() {
             "promote postgres",
             "promote redis",
             "dns",
-            "post-check"
+            "post-check",
+            "demote",
+            "follow postgres",
+            "follow redis"
         ]
     );
     assert!(steps.iter().all(|s| s["state"] == "done"), "{f:#}");
+    // The old primary follows the new one: rewound, not copied again.
+    assert!(
+        steps[8]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("rewound onto the new primary's timeline with pg_rewind"),
+        "{f:#}"
+    );
     assert!(
         steps[1]["evidence"]["postgres_fence_lsn"].is_string(),
         "{f:#}"
@@ -694,34 +735,113 @@ fn a_planned_switchover_loses_no_acknowledged_write_and_moves_dns() {
     );
 
     // The replication checks follow the new roles: the east is the
-    // primary, the old primary no longer follows anyone.
-    let after = eventually(20, "the replication checks to see the new roles", || {
-        let out = op(&w.pki, &w.addr, &["replication", "--service", "shop"]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let s = v["services"][0].clone();
-        let east = s["stores"]
-            .as_array()?
-            .iter()
-            .find(|x| x["region"] == "east" && x["kind"] == "postgres")?
-            .clone();
-        (east["role"] == "primary").then_some(s)
-    });
-    let west_pg = after["stores"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["region"] == "west" && x["kind"] == "postgres")
-        .unwrap();
-    assert_eq!(west_pg["role"], "standby", "{after:#}");
-    assert!(
-        west_pg["reasons"].to_string().contains("not in recovery"),
-        "{after:#}"
+    // primary and the west, a standby of it now, replicates from it.
+    assert_eq!(w.primary.sql("postgres", "SELECT pg_is_in_recovery()"), "t");
+    let last = std::cell::RefCell::new(String::new());
+    let _shown = Shown(&last);
+    eventually(
+        60,
+        "the replication checks to see the new roles, all ok",
+        || {
+            let out = op(&w.pki, &w.addr, &["replication", "--service", "shop"]);
+            *last.borrow_mut() = format!(
+                "{}\nwest's log: {}",
+                String::from_utf8_lossy(&out.stdout),
+                std::fs::read_to_string(w.primary.data.join("seawall-failback.log"))
+                    .unwrap_or_default()
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let s = v["services"][0].clone();
+            let east = s["stores"]
+                .as_array()?
+                .iter()
+                .find(|x| x["region"] == "east" && x["kind"] == "postgres")?
+                .clone();
+            (east["role"] == "primary" && out.status.success()).then_some(s)
+        },
     );
 
     // The plan now refuses the same move.
     let (ok, plan, _) = w.failover(&["plan", "shop", "--to", "east"]);
     assert!(!ok);
     assert!(plan["refusals"].to_string().contains("already"), "{plan}");
+
+    // Failback under load in the east: back to the west with nothing lost.
+    let (ok, plan, err) = w.failover(&["plan", "shop", "--failback"]);
+    assert!(ok, "{err} {plan}");
+    assert_eq!(plan["to"], "west", "{plan}");
+    let pg_load = PgLoad::on(&w.standby.dsn, 1_000_000);
+    let redis_load = RedisLoad::on(w.replica.port, "back");
+    eventually(
+        30,
+        "the load generators to be acknowledged in the east",
+        || (pg_load.acked() > 1_000_200 && redis_load.acked() > 200).then_some(()),
+    );
+    let (ok, back, err) = w.failover(&["run", "shop", "--failback", "--wait"]);
+    assert!(ok, "{err}\n{back:#}");
+    assert_eq!(back["state"], "succeeded", "{back:#}");
+    assert_eq!(back["failback"], true, "{back:#}");
+    let (pg_acked, redis_acked) = (pg_load.acked(), redis_load.acked());
+    drop(pg_load);
+    drop(redis_load);
+    let present: u64 = w
+        .primary
+        .sql(
+            "postgres",
+            &format!("SELECT count(*) FROM load WHERE n BETWEEN 1000000 AND {pg_acked}"),
+        )
+        .parse()
+        .unwrap();
+    assert_eq!(
+        present,
+        pg_acked - 1_000_000 + 1,
+        "PostgreSQL writes lost on the way back"
+    );
+    let keys = w.master.cli(&["EVAL", "local n = 0 for i = 1, tonumber(ARGV[1]) do n = n + redis.call('EXISTS', 'back:' .. i) end return n", "0", &redis_acked.to_string()]);
+    assert_eq!(
+        keys.trim(),
+        redis_acked.to_string(),
+        "Redis writes lost on the way back"
+    );
+    let names: Vec<&str> = back["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &names[..3],
+        ["rebuild postgres", "rebuild redis", "precheck"]
+    );
+    assert!(
+        back["steps"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already a standby"),
+        "{back:#}"
+    );
+    assert_eq!(back["rpo_ms"], 0, "{back:#}");
+    assert!(back["rto_ms"].as_i64().unwrap() > 0, "{back:#}");
+    // The service answers in the west, the east follows it again.
+    assert_eq!(w.primary.sql("postgres", "SELECT pg_is_in_recovery()"), "f");
+    w.primary.sql("postgres", "INSERT INTO load VALUES (-3)");
+    assert_eq!(w.standby.sql("SELECT pg_is_in_recovery()"), "t");
+    assert!(w
+        .replica
+        .cli(&["INFO", "replication"])
+        .contains("role:slave"));
+    assert_eq!(
+        record_values(&w.route53.endpoint, &w.zone_id),
+        vec![WEST.to_string()]
+    );
+    eventually(
+        60,
+        "the replication checks to be ok with the west primary",
+        || {
+            let out = op(&w.pki, &w.addr, &["replication", "--service", "shop"]);
+            out.status.success().then_some(())
+        },
+    );
 }
 
 #[test]
@@ -846,7 +966,7 @@ fn with_route53_unanswering_the_dns_step_waits_saying_so_and_finishes_when_it_re
 
 #[test]
 fn an_old_primary_cut_off_during_the_failover_is_fenced_when_its_agent_returns() {
-    let mut w = World::start_with("failover_unfenced = true");
+    let mut w = World::start_unrewindable("failover_unfenced = true");
     // The west region's agent is gone: the failover cannot fence its stores.
     w.w1.kill9();
     let (ok, f, err) = w.failover(&["run", "shop", "--to", "east", "--wait"]);
@@ -904,6 +1024,38 @@ fn an_old_primary_cut_off_during_the_failover_is_fenced_when_its_agent_returns()
     );
     let audit = op_json(&w.pki, &w.addr, &["audit", "--limit", "20"]);
     assert!(audit.to_string().contains("rejoin"), "{audit}");
+
+    // Failback: the diverged old primary (its stray table) cannot be
+    // rewound without wal_log_hints, so it is replaced by a base backup of
+    // the east and follows it; the stray write is gone, as it must be.
+    w.standby.sql("CREATE TABLE since_failover (n int)");
+    let (ok, f, err) = w.failover(&["run", "shop", "--failback", "--standby-only", "--wait"]);
+    assert!(ok, "{err}\n{f:#}");
+    assert_eq!(f["state"], "succeeded", "{f:#}");
+    let rebuilt = f["steps"][0]["detail"].as_str().unwrap();
+    assert!(rebuilt.contains("base backup"), "{f:#}");
+    assert!(rebuilt.contains("wal_log_hints"), "{f:#}");
+    assert_eq!(w.primary.sql("postgres", "SELECT pg_is_in_recovery()"), "t");
+    assert_eq!(
+        w.primary.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_class WHERE relname IN ('stray', 'since_failover')"
+        ),
+        "1"
+    );
+    assert_eq!(
+        w.primary.sql(
+            "postgres",
+            "SELECT to_regclass('since_failover') IS NOT NULL"
+        ),
+        "t"
+    );
+    // Its own configuration kept: it still listens where it did.
+    assert_eq!(
+        w.primary.sql("postgres", "SHOW port"),
+        w.primary.port.to_string()
+    );
+    assert!(!w.primary.root.join("data.seawall-replaced").exists());
 }
 
 #[test]

@@ -7,6 +7,7 @@ use super::config::AgentConfig;
 use crate::engine::operation::SourceSpec;
 use crate::engine::postgres::check::{check_postgres, ChecksFile};
 use crate::engine::postgres::conn;
+use crate::engine::postgres::rebuild::{pg_rebuild, RebuildOptions};
 use crate::engine::postgres::tools::PgTools;
 use crate::engine::promotion::{self, Done};
 use crate::engine::redis::{connect::Endpoint, RedisTls};
@@ -18,12 +19,19 @@ use std::time::{Duration, Instant};
 
 /// Longest deadline honoured, whatever the request says.
 const MAX_DEADLINE: Duration = Duration::from_secs(600);
+/// A rebuild may copy a whole cluster (a base backup).
+const MAX_REBUILD_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 /// Redis writes stay paused this long when the request names no time.
 const DEFAULT_PAUSE: Duration = Duration::from_secs(300);
 
 /// Runs one action and says how it went.
 pub async fn answer(config: Arc<AgentConfig>, request: ActionRequest) -> ActionReply {
-    let deadline = Duration::from_millis(u64::from(request.deadline_ms.max(100))).min(MAX_DEADLINE);
+    let cap = if matches!(request.action, Some(Action::Rebuild(_))) {
+        MAX_REBUILD_DEADLINE
+    } else {
+        MAX_DEADLINE
+    };
+    let deadline = Duration::from_millis(u64::from(request.deadline_ms.max(100))).min(cap);
     let started = Instant::now();
     let outcome = tokio::time::timeout(
         deadline + Duration::from_secs(1),
@@ -77,6 +85,26 @@ async fn run(config: &AgentConfig, request: &ActionRequest, deadline: Duration) 
     };
     match &source.kind {
         SourceSpec::Postgres { dsn, pg_bin, .. } => {
+            if let Action::Rebuild(r) = action {
+                // Its own task: a rebuild cut short half-way (the reply's
+                // deadline) would leave a stopped server behind; it goes
+                // on, and a repeated request waits for it.
+                let (host, port) = host_port(&r.primary)?;
+                let opts = RebuildOptions {
+                    dsn: dsn.clone(),
+                    primary_host: host,
+                    primary_port: port,
+                    control: source.server.clone(),
+                    tools: PgTools {
+                        bin_dir: pg_bin.clone(),
+                    },
+                    rewind_only: r.rewind_only,
+                    deadline,
+                };
+                return tokio::spawn(async move { pg_rebuild(&opts).await })
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Io, format!("the rebuild stopped: {e}")))?;
+            }
             let client = conn::connect(dsn).await?;
             match action {
                 Action::Fence(_) => promotion::pg_fence(&client).await,
@@ -115,6 +143,7 @@ async fn run(config: &AgentConfig, request: &ActionRequest, deadline: Duration) 
                     Ok(done)
                 }
                 Action::Rejoin(_) => promotion::pg_rejoin(&client).await,
+                Action::Rebuild(_) => unreachable_rebuild(),
             }
         }
         SourceSpec::Redis { url, .. } => {
@@ -132,6 +161,7 @@ async fn run(config: &AgentConfig, request: &ActionRequest, deadline: Duration) 
                 Action::Promote(_) => promotion::redis_promote(&mut con).await,
                 Action::PostCheck(p) => promotion::redis_post_check(&mut con, &p.service).await,
                 Action::Rejoin(r) => promotion::redis_rejoin(&mut con, &r.redis_master).await,
+                Action::Rebuild(r) => promotion::redis_follow(&mut con, &r.primary, deadline).await,
             }
         }
         SourceSpec::Files { .. } => Err(Error::new(
@@ -142,4 +172,25 @@ async fn run(config: &AgentConfig, request: &ActionRequest, deadline: Duration) 
             ),
         )),
     }
+}
+
+/// A rebuild is answered before the PostgreSQL connection is made.
+fn unreachable_rebuild() -> Result<Done> {
+    Err(Error::new(
+        ErrorKind::InvalidInput,
+        "a rebuild request reached the wrong handler",
+    ))
+}
+
+/// `host:port` of a store's address.
+fn host_port(address: &str) -> Result<(String, u16)> {
+    address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?)))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("{address:?} is not host:port (the store's address in the topology)"),
+            )
+        })
 }

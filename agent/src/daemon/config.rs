@@ -146,6 +146,8 @@ pub struct SourceConfig {
     pub kind: SourceSpec,
     /// Retention rules for retention jobs.
     pub retention: Option<Retention>,
+    /// PostgreSQL: how the agent stops and starts the server (failback).
+    pub server: crate::engine::postgres::rebuild::ServerControl,
 }
 
 /// A `[[sources]]` table as written. Each kind is its own struct variant so
@@ -171,6 +173,12 @@ enum SourceTable {
         pg_bin: Option<PathBuf>,
         #[serde(default)]
         retention: Option<Retention>,
+        #[serde(default)]
+        data_dir: Option<PathBuf>,
+        #[serde(default)]
+        stop_command: Vec<String>,
+        #[serde(default)]
+        start_command: Vec<String>,
     },
     Redis {
         name: String,
@@ -184,6 +192,7 @@ enum SourceTable {
 
 impl From<SourceTable> for SourceConfig {
     fn from(table: SourceTable) -> SourceConfig {
+        let mut server = crate::engine::postgres::rebuild::ServerControl::default();
         let (name, kind, retention) = match table {
             SourceTable::Files {
                 name,
@@ -197,15 +206,25 @@ impl From<SourceTable> for SourceConfig {
                 physical,
                 pg_bin,
                 retention,
-            } => (
-                name,
-                SourceSpec::Postgres {
-                    dsn,
-                    physical,
-                    pg_bin,
-                },
-                retention,
-            ),
+                data_dir,
+                stop_command,
+                start_command,
+            } => {
+                server = crate::engine::postgres::rebuild::ServerControl {
+                    data_dir,
+                    stop_command,
+                    start_command,
+                };
+                (
+                    name,
+                    SourceSpec::Postgres {
+                        dsn,
+                        physical,
+                        pg_bin,
+                    },
+                    retention,
+                )
+            }
             SourceTable::Redis {
                 name,
                 url,
@@ -217,6 +236,7 @@ impl From<SourceTable> for SourceConfig {
             name,
             kind,
             retention,
+            server,
         }
     }
 }

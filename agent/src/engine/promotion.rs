@@ -397,3 +397,31 @@ pub async fn redis_rejoin(con: &mut Con, master: &str) -> Result<Done> {
         ..Done::default()
     })
 }
+
+/// Failback's Redis half: a replica of `master`, waited for until its link
+/// is up (Redis reports the link up once the first full sync is loaded).
+pub async fn redis_follow(con: &mut Con, master: &str, deadline: Duration) -> Result<Done> {
+    let started = Instant::now();
+    let mut done = redis_rejoin(con, master).await?;
+    loop {
+        let state = redis_info(con).await?;
+        if let crate::engine::replication::RedisReplication::Replica { link, offset, .. } = &state {
+            if link == "up" {
+                done.offset = *offset;
+                done.detail = format!(
+                    "{}, link up at offset {offset} after {:.1} s",
+                    done.detail,
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(done);
+            }
+        }
+        if started.elapsed() >= deadline {
+            return Err(Error::new(
+                ErrorKind::Unreachable,
+                format!("the replica's link to {master} is not up after {deadline:?} (its first sync still loading? the master unreachable from here?)"),
+            ));
+        }
+        tokio::time::sleep(POLL * 5).await;
+    }
+}

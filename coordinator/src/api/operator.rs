@@ -95,6 +95,41 @@ impl OperatorApi {
         Ok((service, from))
     }
 
+    /// A failover's or a failback's plan; a failback with no region named
+    /// returns to the region the topology names primary.
+    async fn assess(
+        &self,
+        lead: &Lead,
+        service: &crate::topology::ServiceConfig,
+        from: &str,
+        req: &FailoverRequest,
+    ) -> crate::failover::plan::Assessment {
+        if !req.failback {
+            return crate::failover::plan::assess(&self.coord, lead, service, from, req, false)
+                .await;
+        }
+        let to = if req.to.is_empty() {
+            self.coord
+                .config
+                .regions
+                .iter()
+                .find(|r| r.role == crate::topology::RegionRole::Primary)
+                .map(|r| r.name.clone())
+                .unwrap_or_default()
+        } else {
+            req.to.clone()
+        };
+        crate::failover::plan::assess_failback(
+            &self.coord,
+            lead,
+            service,
+            from,
+            &to,
+            req.standby_only,
+        )
+        .await
+    }
+
     /// The lead, or FAILED_PRECONDITION naming the leader (also in the
     /// `seawall-leader` metadata entry, for clients that follow it).
     async fn leader_only(&self) -> Result<Arc<Lead>, Status> {
@@ -560,8 +595,7 @@ impl OperatorService for OperatorApi {
         let req = request.into_inner();
         let lead = self.leader_only().await?;
         let (service, from) = self.failover_target(&req).await?;
-        let assessed =
-            crate::failover::plan::assess(&self.coord, &lead, service, &from, &req, false).await;
+        let assessed = self.assess(&lead, service, &from, &req).await;
         Ok(Response::new(assessed.plan))
     }
 
@@ -583,8 +617,7 @@ impl OperatorService for OperatorApi {
                 f.id, f.service, f.id
             )));
         }
-        let assessed =
-            crate::failover::plan::assess(&self.coord, &lead, service, &from, &req, false).await;
+        let assessed = self.assess(&lead, service, &from, &req).await;
         if !assessed.plan.refusals.is_empty() {
             metrics::counter!("seawall_failovers_total", "service" => req.service.clone(), "outcome" => "refused").increment(1);
             self.coord
@@ -592,15 +625,17 @@ impl OperatorService for OperatorApi {
                     &lead,
                     &actor,
                     format!(
-                        "failover of {} to {} refused: {}",
+                        "{} of {} to {} refused: {}",
+                        if req.failback { "failback" } else { "failover" },
                         req.service,
-                        req.to,
+                        assessed.plan.to,
                         assessed.plan.refusals.join("; ")
                     ),
                 )
                 .await;
             return Err(Status::failed_precondition(format!(
-                "failover refused: {}",
+                "{} refused: {}",
+                if req.failback { "failback" } else { "failover" },
                 assessed.plan.refusals.join("; ")
             )));
         }

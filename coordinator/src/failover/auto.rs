@@ -228,8 +228,7 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                 let req = FailoverRequest {
                     service: service.name.clone(),
                     to: to.clone(),
-                    switchover: false,
-                    allow_data_loss: false,
+                    ..Default::default()
                 };
                 let assessed =
                     super::plan::assess(&coord, &lead, service, &primary, &req, true).await;

@@ -340,9 +340,144 @@ pub async fn assess(
             .map(|f| format!(", and the check file {f}"))
             .unwrap_or_default()
     ));
+    plan.steps.push(if from_reachable {
+        format!("demote: {from}'s PostgreSQL stays read-only, its Redis becomes a replica of {to}'s")
+    } else {
+        format!("demote: not possible ({from} unreachable): its agent fences its stores when it returns; `seawall failover run {} --failback` brings the service back later", service.name)
+    });
+    if req.switchover {
+        plan.steps.push(format!(
+            "follow: {from}'s PostgreSQL rewound (pg_rewind, or a base backup) and started as a standby of {to}; its Redis waited for until it follows"
+        ));
+    }
     Assessment {
         plan,
         expected_loss_bytes: worst_bytes,
+        from_reachable,
+        asked_ms,
+    }
+}
+
+/// Assesses a failback of `service` from its primary region `from` to
+/// `to`: `to`'s stores rebuilt as standbys of `from`'s, then (unless
+/// `standby_only`) a switchover to them. Nothing is changed.
+pub async fn assess_failback(
+    coord: &Coordinator,
+    lead: &Lead,
+    service: &ServiceConfig,
+    from: &str,
+    to: &str,
+    standby_only: bool,
+) -> Assessment {
+    let asked_ms = crate::records::now_ms();
+    let mut plan = FailoverPlan {
+        service: service.name.clone(),
+        from: from.to_string(),
+        to: to.to_string(),
+        switchover: !standby_only,
+        ..Default::default()
+    };
+    match coord.config.regions.iter().find(|r| r.name == to) {
+        None => plan.refusals.push(format!(
+            "region {to:?} is not in the topology ([[regions]])"
+        )),
+        Some(r) if r.role == RegionRole::Cold => plan.refusals.push(format!(
+            "region {to} is cold (backups only): it has no live stores to fail back to"
+        )),
+        Some(_) => {}
+    }
+    if to == from {
+        plan.refusals.push(format!(
+            "{to} is {}'s primary region already: nothing to fail back",
+            service.name
+        ));
+    }
+    let mut from_reachable = true;
+    for kind in [StoreKind::Postgres, StoreKind::Redis] {
+        let (Some(a), Some(b)) = (store_of(service, from, kind), store_of(service, to, kind))
+        else {
+            continue;
+        };
+        if a.address.is_none() {
+            plan.refusals.push(format!(
+                "{from}'s {} store ({}/{}) has no address in the topology: set address (host:port, as {to} reaches it) so the rebuilt standby can follow it",
+                kind.name(),
+                a.agent,
+                a.source
+            ));
+        }
+        match probe(coord, lead, a).await {
+            Ok(r) => {
+                let primary = match kind {
+                    StoreKind::Postgres => r.postgres.as_ref().is_some_and(|p| !p.in_recovery),
+                    StoreKind::Redis => r.redis.as_ref().is_some_and(|m| m.master),
+                };
+                if !primary {
+                    plan.refusals.push(format!(
+                        "{from}'s {} is not a primary: fail back from the region that runs the service",
+                        kind.name()
+                    ));
+                }
+            }
+            Err(e) => {
+                from_reachable = false;
+                plan.refusals.push(format!(
+                    "{from}'s {} ({}/{}) is unreachable ({e}): failback copies from it",
+                    kind.name(),
+                    a.agent,
+                    a.source
+                ));
+            }
+        }
+        if let Err(e) = crate::replication::ask::session_of(&coord.registry, &b.region, &b.agent) {
+            plan.refusals
+                .push(format!("{to}'s {} cannot be rebuilt: {e}", kind.name()));
+            continue;
+        }
+        plan.notes.push(match probe(coord, lead, b).await {
+            Ok(r) => match kind {
+                StoreKind::Postgres => match &r.postgres {
+                    Some(p) if p.in_recovery => format!("{to}'s PostgreSQL is a standby already: it is pointed at {from} (restarted only if it follows another server)"),
+                    _ => format!("{to}'s PostgreSQL acts as a (fenced) primary: it is stopped, rewound onto {from}'s timeline and started as its standby"),
+                },
+                StoreKind::Redis => format!("{to}'s Redis becomes a replica of {from}'s (a full sync)"),
+            },
+            Err(e) => format!(
+                "{to}'s {} does not answer ({e}): its agent rebuilds it from its data directory",
+                kind.name()
+            ),
+        });
+    }
+    let address = |kind| {
+        store_of(service, from, kind)
+            .and_then(|s| s.address.clone())
+            .unwrap_or_default()
+    };
+    if store_of(service, to, StoreKind::Postgres).is_some() {
+        plan.steps.push(format!(
+            "rebuild postgres: {to}'s server stopped, rewound with pg_rewind onto {} (a base backup of it when a rewind cannot work), its own configuration kept, started as a standby, waited for until it streams (at most {})",
+            address(StoreKind::Postgres),
+            humantime::format_duration(service.rebuild_timeout)
+        ));
+    }
+    if store_of(service, to, StoreKind::Redis).is_some() {
+        plan.steps.push(format!(
+            "rebuild redis: REPLICAOF {}, waited for until the link is up",
+            address(StoreKind::Redis)
+        ));
+    }
+    plan.steps.push(format!(
+        "precheck: the rebuilt standbys follow {from} and are within the lag bound (waited for at most {})",
+        humantime::format_duration(service.catch_up_timeout)
+    ));
+    if !standby_only {
+        plan.steps.push(format!(
+            "then a switchover from {from} to {to}: fence, catch up, promote, dns, post-check, demote"
+        ));
+    }
+    Assessment {
+        plan,
+        expected_loss_bytes: None,
         from_reachable,
         asked_ms,
     }

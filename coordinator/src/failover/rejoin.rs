@@ -12,9 +12,25 @@ use super::primaries;
 use super::steps::act;
 use crate::core::{Coordinator, Lead};
 use crate::registry::Session;
-use crate::topology::StoreKind;
+use crate::topology::{ServiceConfig, StoreConfig, StoreKind};
 use seawall_proto::v1::{action_request::Action, FenceAction, RejoinAction};
 use std::time::Duration;
+
+/// What keeps `store`, outside the primary region `primary`, from taking
+/// writes: PostgreSQL read-only; Redis a replica of the new master (or its
+/// writes paused when the topology gives no address for it).
+pub(super) fn demotion(service: &ServiceConfig, primary: &str, store: &StoreConfig) -> Action {
+    let new_master = store_of(service, primary, StoreKind::Redis).and_then(|s| s.address.clone());
+    match (store.kind, new_master) {
+        (StoreKind::Redis, Some(master)) => Action::Rejoin(RejoinAction {
+            redis_master: master,
+        }),
+        (StoreKind::Redis, None) => Action::Fence(FenceAction {
+            redis_pause_ms: u32::MAX,
+        }),
+        (StoreKind::Postgres, _) => Action::Rejoin(RejoinAction::default()),
+    }
+}
 
 /// Fences whatever of `session`'s stores acts as a primary outside its
 /// service's primary region; returns what was done, one line each.
@@ -60,17 +76,7 @@ pub async fn on_connect(coord: &Coordinator, lead: &Lead, session: &Session) -> 
             if !acts_as_primary {
                 continue;
             }
-            let new_master =
-                store_of(service, &primary, StoreKind::Redis).and_then(|s| s.address.clone());
-            let action = match (store.kind, new_master) {
-                (StoreKind::Redis, Some(master)) => Action::Rejoin(RejoinAction {
-                    redis_master: master,
-                }),
-                (StoreKind::Redis, None) => Action::Fence(FenceAction {
-                    redis_pause_ms: u32::MAX,
-                }),
-                (StoreKind::Postgres, _) => Action::Rejoin(RejoinAction::default()),
-            };
+            let action = demotion(service, &primary, store);
             let line = match act(coord, lead, store, action, Duration::from_secs(30)).await {
                 Ok(reply) => format!(
                     "{}'s {} ({}/{}) still acted as a primary although {} is {}'s primary region: {}",

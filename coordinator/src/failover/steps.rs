@@ -12,7 +12,7 @@ use crate::topology::{ServiceConfig, StoreConfig, StoreKind};
 use seawall_proto::v1::{
     action_request::Action, coordinator_message, ActionReply, ActionRequest, CatchUpAction,
     CoordinatorMessage, Failover, FailoverRequest, FailoverStep, FenceAction, PostCheckAction,
-    PromoteAction, StoreProbe,
+    PromoteAction, RebuildAction, StoreProbe,
 };
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -27,7 +27,7 @@ pub fn key(id: &str) -> String {
 }
 
 /// The steps, in order.
-pub const STEPS: [&str; 7] = [
+pub const STEPS: [&str; 8] = [
     "precheck",
     "fence",
     "catch up",
@@ -35,7 +35,43 @@ pub const STEPS: [&str; 7] = [
     "promote redis",
     "dns",
     "post-check",
+    "demote",
 ];
+
+/// A switchover's steps: the old primary, reachable by definition, ends as
+/// a standby of the new one (as after a Patroni switchover).
+pub const SWITCHOVER_STEPS: [&str; 10] = [
+    "precheck",
+    "fence",
+    "catch up",
+    "promote postgres",
+    "promote redis",
+    "dns",
+    "post-check",
+    "demote",
+    "follow postgres",
+    "follow redis",
+];
+
+/// A failback's steps: the old primary region's stores rebuilt as
+/// standbys, then a switchover to them.
+pub const FAILBACK_STEPS: [&str; 12] = [
+    "rebuild postgres",
+    "rebuild redis",
+    "precheck",
+    "fence",
+    "catch up",
+    "promote postgres",
+    "promote redis",
+    "dns",
+    "post-check",
+    "demote",
+    "follow postgres",
+    "follow redis",
+];
+
+/// A failback that stops once the rebuilt standbys follow.
+pub const STANDBY_ONLY_STEPS: [&str; 3] = ["rebuild postgres", "rebuild redis", "precheck"];
 
 /// Failover states.
 pub mod state {
@@ -117,8 +153,29 @@ async fn save(
         .await?)
 }
 
-/// Records a new failover whose precheck (`assessed`) passed, and wakes the
-/// worker.
+/// What a passed precheck records.
+fn precheck_evidence(assessed: &Assessment) -> BTreeMap<String, String> {
+    let mut evidence = BTreeMap::new();
+    if let Some(b) = assessed.expected_loss_bytes {
+        evidence.insert("lag_bytes".into(), b.to_string());
+    }
+    if let Some(ms) = assessed.plan.expected_loss_ms {
+        evidence.insert("expected_loss_ms".into(), ms.to_string());
+    }
+    evidence.insert("from_reachable".into(), assessed.from_reachable.to_string());
+    evidence
+}
+
+fn precheck_detail(assessed: &Assessment) -> String {
+    if assessed.plan.notes.is_empty() {
+        "passed".into()
+    } else {
+        format!("passed: {}", assessed.plan.notes.join("; "))
+    }
+}
+
+/// Records a new failover whose precheck (`assessed`) passed (a failback's
+/// plan, whose precheck is a later step), and wakes the worker.
 pub async fn create(
     coord: &Coordinator,
     lead: &Lead,
@@ -130,45 +187,43 @@ pub async fn create(
     // The precheck is the first step: the clock starts when it began.
     let started = assessed.asked_ms;
     let prechecked = now_ms();
-    let mut evidence = BTreeMap::new();
-    if let Some(b) = assessed.expected_loss_bytes {
-        evidence.insert("lag_bytes".into(), b.to_string());
-    }
-    if let Some(ms) = assessed.plan.expected_loss_ms {
-        evidence.insert("expected_loss_ms".into(), ms.to_string());
-    }
-    evidence.insert("from_reachable".into(), assessed.from_reachable.to_string());
-    let steps = STEPS
+    let names: &[&str] = match (req.failback, req.standby_only, req.switchover) {
+        (false, _, false) => &STEPS,
+        (false, _, true) => &SWITCHOVER_STEPS,
+        (true, false, _) => &FAILBACK_STEPS,
+        (true, true, _) => &STANDBY_ONLY_STEPS,
+    };
+    let steps = names
         .iter()
         .enumerate()
-        .map(|(i, name)| FailoverStep {
-            name: name.to_string(),
-            state: if i == 0 { "done" } else { "pending" }.into(),
-            started_unix_ms: if i == 0 { started } else { 0 },
-            ended_unix_ms: if i == 0 { prechecked } else { 0 },
-            detail: if i == 0 {
-                if assessed.plan.notes.is_empty() {
-                    "passed".into()
-                } else {
-                    format!("passed: {}", assessed.plan.notes.join("; "))
+        .map(|(i, name)| {
+            if i == 0 && !req.failback {
+                FailoverStep {
+                    name: name.to_string(),
+                    state: "done".into(),
+                    started_unix_ms: started,
+                    ended_unix_ms: prechecked,
+                    detail: precheck_detail(assessed),
+                    evidence: precheck_evidence(assessed),
+                    attempts: 1,
                 }
             } else {
-                String::new()
-            },
-            evidence: if i == 0 {
-                evidence.clone()
-            } else {
-                BTreeMap::new()
-            },
-            attempts: u32::from(i == 0),
+                FailoverStep {
+                    name: name.to_string(),
+                    state: "pending".into(),
+                    ..Default::default()
+                }
+            }
         })
         .collect();
     let f = Failover {
         id: format!("{}-{started}", req.service),
         service: req.service.clone(),
         from: assessed.plan.from.clone(),
-        to: req.to.clone(),
-        switchover: req.switchover,
+        to: assessed.plan.to.clone(),
+        switchover: req.switchover || (req.failback && !req.standby_only),
+        failback: req.failback,
+        standby_only: req.failback && req.standby_only,
         allow_data_loss: req.allow_data_loss,
         state: state::RUNNING.into(),
         started_unix_ms: started,
@@ -187,12 +242,19 @@ pub async fn create(
         &f,
         0,
         Some(format!(
-            "failover {} of {} from {} to {} started by {who}{}{}",
+            "{} {} of {} from {} to {} started by {who}{}{}",
+            if f.failback { "failback" } else { "failover" },
             f.id,
             f.service,
             f.from,
             f.to,
-            if f.switchover { " (switchover)" } else { "" },
+            if f.standby_only {
+                " (standby only)"
+            } else if f.switchover {
+                " (switchover)"
+            } else {
+                ""
+            },
             if f.allow_data_loss {
                 " with --allow-data-loss"
             } else {
@@ -308,6 +370,13 @@ fn promoting(f: &Failover) -> bool {
         .any(|s| s.name.starts_with("promote") && s.state != "pending")
 }
 
+/// Whether the fence step has begun (the old primary may be fenced).
+fn fenced(f: &Failover) -> bool {
+    f.steps
+        .iter()
+        .any(|s| s.name == "fence" && s.state != "pending")
+}
+
 /// Drives failover `id` until it is final or this leader stops leading.
 async fn drive(coord: &Coordinator, lead: &Lead, id: &str) -> Result<(), ActError> {
     let mut backoff = RETRY_MIN;
@@ -389,7 +458,15 @@ async fn drive(coord: &Coordinator, lead: &Lead, id: &str) -> Result<(), ActErro
                 step.evidence.extend(d.evidence);
                 let event = format!("failover {id}: {} {}: {}", name, step.state, step.detail);
                 tracing::info!(failover = %id, step = %name, state = %step.state, detail = %step.detail, "failover step");
-                save(coord, lead, &f, rev, Some(event), Vec::new()).await?;
+                // From the passed post-check on, the new region serves:
+                // the replication checks and rejoins follow it while the
+                // old primary is rebuilt.
+                let moved = if name == "post-check" {
+                    vec![(primaries::key(&f.service), f.to.clone().into_bytes())]
+                } else {
+                    Vec::new()
+                };
+                save(coord, lead, &f, rev, Some(event), moved).await?;
             }
             Err(e) if e.retry || (name == "post-check" && attempts < POST_CHECK_ATTEMPTS) => {
                 step.detail = format!(
@@ -410,7 +487,12 @@ async fn drive(coord: &Coordinator, lead: &Lead, id: &str) -> Result<(), ActErro
                 step.ended_unix_ms = now_ms();
                 step.detail = e.message.clone();
                 f.error = format!("step {name} failed: {}", e.message);
-                if !promoting(&f) {
+                if !fenced(&f) {
+                    f.error.push_str(&format!(
+                        "; nothing was fenced or promoted: {} stays {}'s primary region",
+                        f.from, f.service
+                    ));
+                } else if !promoting(&f) {
                     // Nothing was promoted: the old primary takes writes
                     // again rather than leave the service read-only.
                     f.error
@@ -539,7 +621,12 @@ async fn run_step(
                 ));
             }
             for store in stores_in(service, &f.from) {
-                let action = Action::Fence(FenceAction { redis_pause_ms: 0 });
+                // Paused until the demote step makes it a replica, or a
+                // failover that promoted nothing unfences it: a fence that
+                // lapses by itself would let the old master take writes.
+                let action = Action::Fence(FenceAction {
+                    redis_pause_ms: u32::MAX,
+                });
                 match act(coord, lead, store, action, FENCE_DEADLINE).await {
                     Ok(reply) => {
                         evidence_of(store.kind, "fence", &reply, &mut evidence);
@@ -690,8 +777,131 @@ async fn run_step(
             }
             Ok(done(details.join("; "), evidence))
         }
+        "rebuild postgres" | "rebuild redis" => {
+            let kind = if name == "rebuild postgres" {
+                StoreKind::Postgres
+            } else {
+                StoreKind::Redis
+            };
+            rebuild(coord, lead, service, kind, &f.to, &f.from)
+                .await
+                .map_err(fatal)
+        }
+        "follow postgres" | "follow redis" => {
+            // The service runs in the new region already: a rebuild that
+            // cannot be done now is reported, not a failed failover.
+            let kind = if name == "follow postgres" {
+                StoreKind::Postgres
+            } else {
+                StoreKind::Redis
+            };
+            Ok(
+                match rebuild(coord, lead, service, kind, &f.from, &f.to).await {
+                    Ok(d) => d,
+                    Err(e) => skipped(format!(
+                        "not rebuilt as a standby: {e}; `seawall failover run {} --failback --to {} --standby-only` tries again",
+                        service.name, f.from
+                    )),
+                },
+            )
+        }
+        "precheck" => {
+            // A failback's: the rebuilt standbys must follow and catch up
+            // before the switchover to them begins.
+            let req = FailoverRequest {
+                service: service.name.clone(),
+                to: f.to.clone(),
+                switchover: true,
+                allow_data_loss: f.allow_data_loss,
+                ..Default::default()
+            };
+            let until = tokio::time::Instant::now() + service.catch_up_timeout;
+            loop {
+                let assessed =
+                    super::plan::assess(coord, lead, service, &f.from, &req, false).await;
+                if assessed.plan.refusals.is_empty() {
+                    return Ok(done(
+                        precheck_detail(&assessed),
+                        precheck_evidence(&assessed),
+                    ));
+                }
+                if tokio::time::Instant::now() >= until {
+                    return Err(fatal(format!(
+                        "the rebuilt standbys in {} are not ready within {}: {}",
+                        f.to,
+                        humantime::format_duration(service.catch_up_timeout),
+                        assessed.plan.refusals.join("; ")
+                    )));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        "demote" => {
+            // The service runs in the new region already: this step
+            // records what it could not do rather than fail.
+            if f.automatic {
+                return Ok(skipped(format!(
+                    "{} was declared down: its stores are fenced when its agent returns",
+                    f.from
+                )));
+            }
+            let mut details = Vec::new();
+            for store in stores_in(service, &f.from) {
+                let kind = store.kind.name();
+                if step_evidence(f, "fence", &format!("{kind}_fenced")).map(String::as_str)
+                    == Some("false")
+                {
+                    details.push(format!(
+                        "{kind}: not fenced (unreachable): fenced when its agent returns"
+                    ));
+                    continue;
+                }
+                let action = super::rejoin::demotion(service, &f.to, store);
+                match act(coord, lead, store, action, ACTION_DEADLINE).await {
+                    Ok(reply) => details.push(format!("{kind}: {}", reply.detail)),
+                    Err(e) => details.push(format!(
+                        "{kind}: not demoted ({}); it stays fenced",
+                        e.message
+                    )),
+                }
+            }
+            Ok(done(details.join("; "), BTreeMap::new()))
+        }
         other => Err(fatal(format!("unknown step {other:?}"))),
     }
+}
+
+/// Rebuilds `region`'s store of `kind` as a standby of `primary_region`'s.
+async fn rebuild(
+    coord: &Coordinator,
+    lead: &Lead,
+    service: &ServiceConfig,
+    kind: StoreKind,
+    region: &str,
+    primary_region: &str,
+) -> Result<StepDone, String> {
+    let Some(store) = store_of(service, region, kind) else {
+        return Ok(skipped(format!("{region} has no {} store", kind.name())));
+    };
+    let Some(primary) = store_of(service, primary_region, kind).and_then(|s| s.address.clone())
+    else {
+        return Err(format!(
+            "{primary_region}'s {} store has no address in the topology: the rebuilt standby cannot be pointed at it",
+            kind.name()
+        ));
+    };
+    let action = Action::Rebuild(RebuildAction {
+        primary,
+        rewind_only: false,
+    });
+    let reply = act(coord, lead, store, action, service.rebuild_timeout)
+        .await
+        .map_err(|e| e.message)?;
+    let mut evidence = BTreeMap::new();
+    evidence_of(kind, "rebuilt", &reply, &mut evidence);
+    evidence.insert("already".into(), reply.already_done.to_string());
+    evidence.insert("took_ms".into(), reply.took_ms.to_string());
+    Ok(done(reply.detail, evidence))
 }
 
 /// Makes the old primary region's stores take writes again after a
@@ -759,6 +969,16 @@ async fn finish(
     rev: i64,
 ) -> Result<(), ActError> {
     let now = now_ms();
+    if f.standby_only {
+        f.state = state::SUCCEEDED.into();
+        f.finished_unix_ms = now;
+        let event = format!(
+            "failback {} succeeded: {}'s stores in {} are standbys of {} again",
+            f.id, f.service, f.to, f.from
+        );
+        save(coord, lead, &f, rev, Some(event), Vec::new()).await?;
+        return Ok(());
+    }
     let post_checked = f
         .steps
         .iter()
@@ -766,11 +986,17 @@ async fn finish(
         .map(|s| s.ended_unix_ms)
         .filter(|t| *t > 0)
         .unwrap_or(now);
-    // An automatic failover's clock starts when the fault was first seen.
+    // An automatic failover's clock starts when the fault was first seen;
+    // a failback's when its switchover began (its precheck).
     let from = if f.automatic && f.detected_unix_ms > 0 {
         f.detected_unix_ms
     } else {
-        f.started_unix_ms
+        f.steps
+            .iter()
+            .find(|s| s.name == "precheck")
+            .map(|s| s.started_unix_ms)
+            .filter(|t| *t > 0)
+            .unwrap_or(f.started_unix_ms)
     };
     f.rto_ms = Some(post_checked - from);
     let gap =

@@ -376,6 +376,7 @@ mod tests {
             max_lag: None,
             failover_unfenced: false,
             catch_up_timeout: std::time::Duration::from_secs(30),
+            rebuild_timeout: std::time::Duration::from_secs(3600),
             check_file: None,
             dns: None,
             auto_failover: None,

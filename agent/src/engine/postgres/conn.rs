@@ -79,6 +79,40 @@ pub fn with_database(dsn: &str, db: &str) -> String {
     format!("{trimmed} dbname='{quoted}'")
 }
 
+/// Quotes a value for a key=value connection string.
+pub fn conninfo_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// A connection string for the server at `host`:`port` with `dsn`'s user,
+/// database and TLS settings (a physical replica has the same roles as its
+/// primary), without its password, and the password apart: the one `dsn`
+/// names, else what the environment gives for the other server.
+pub fn elsewhere(dsn: &str, host: &str, port: u16) -> Result<(String, Option<String>)> {
+    let (mut cfg, tls) = parse_with_tls(dsn)?;
+    let mut parts = vec![
+        format!("host={}", conninfo_quote(host)),
+        format!("port={port}"),
+    ];
+    if let Some(user) = cfg.get_user() {
+        parts.push(format!("user={}", conninfo_quote(user)));
+    }
+    if let Some(db) = cfg.get_dbname() {
+        parts.push(format!("dbname={}", conninfo_quote(db)));
+    }
+    for (k, v) in &tls {
+        parts.push(format!("{k}={}", conninfo_quote(v)));
+    }
+    let password = match cfg.get_password() {
+        Some(p) => Some(String::from_utf8_lossy(p).into_owned()),
+        None => {
+            cfg.host(host).port(port);
+            password_from_environment(&cfg)
+        }
+    };
+    Ok((parts.join(" "), password))
+}
+
 /// The DSN without its password, and the password: programs get the first
 /// on their command line and the second in `PGPASSWORD`, so no password is
 /// ever readable in `/proc/<pid>/cmdline`.
@@ -415,6 +449,23 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn another_server_is_reached_with_the_same_credentials_and_tls() {
+        let (info, password) = elsewhere(
+            "host=/run/pg port=5432 user=app dbname=shop password='s3 cr\\'et' sslmode=require",
+            "10.0.0.2",
+            5433,
+        )
+        .unwrap();
+        assert_eq!(
+            info,
+            "host='10.0.0.2' port=5433 user='app' dbname='shop' sslmode='require'"
+        );
+        assert_eq!(password.as_deref(), Some("s3 cr'et"));
+        let (info, _) = elsewhere("postgresql://bob@a:1/db", "b", 2).unwrap();
+        assert_eq!(info, "host='b' port=2 user='bob' dbname='db'");
+    }
 
     #[test]
     fn a_password_is_taken_out_of_every_dsn_form() {

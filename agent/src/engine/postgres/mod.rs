@@ -9,6 +9,7 @@ pub mod conn;
 pub mod continuity;
 pub mod logical;
 pub mod physical;
+pub mod rebuild;
 pub mod receive;
 pub mod recovery;
 pub mod spool;

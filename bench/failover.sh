@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Failover timings: a planned switchover (fence, catch up, promote PostgreSQL
-# and Redis, flip a Route 53 record in moto, post-checks) and an unplanned
+# and Redis, flip a Route 53 record in moto, post-checks, the old primary
+# rewound into a standby), the failback that follows it, and an unplanned
 # failover (the whole primary region stopped with SIGSTOP, detected by the
 # two-signal rule, then the same steps), each RUNS times (default 3) on a
 # fresh pair of regions: a PostgreSQL 15 primary with a pg_basebackup
@@ -10,6 +11,10 @@
 # (Patroni 4.1: switchover 3.3 s, host loss 20-30 s at its defaults; Redis
 # Sentinel 5.5 s at down-after-milliseconds 5000) and the goals (switchover
 # under 3 s with zero loss, unplanned under 10 s including detection).
+# A load generator writes to the primary PostgreSQL and Redis throughout
+# (one INSERT and one SET every 2 ms, each acknowledgement timed); the loss
+# it measured (acknowledged writes the new primary lacks, as rows and as
+# time) is printed beside the RPO Seawall reported.
 #
 #   bench/failover.sh [--runs N] [--work DIR]
 set -euo pipefail
@@ -63,7 +68,7 @@ world() {
   PG1=$(port); PG2=$(port); R1=$(port); R2=$(port); MOTO=$(port); CP=$(port)
   mkdir -p "$W/pg-west" "$W/pg-east"; chown postgres "$W/pg-west" "$W/pg-east"
   as_pg "$PGBIN/initdb" -A trust -U postgres --no-sync -D "$W/pg-west/data" >/dev/null
-  printf "port = $PG1\nunix_socket_directories = '$W/pg-west'\nlisten_addresses = '127.0.0.1'\n" >> "$W/pg-west/data/postgresql.conf"
+  printf "port = $PG1\nunix_socket_directories = '$W/pg-west'\nlisten_addresses = '127.0.0.1'\nwal_log_hints = on\nwal_keep_size = '256MB'\n" >> "$W/pg-west/data/postgresql.conf"
   as_pg "$PGBIN/pg_ctl" -D "$W/pg-west/data" -l "$W/pg-west/server.log" -w start >/dev/null
   as_pg "$PGBIN/pg_basebackup" -D "$W/pg-east/data" -R -X stream -d "host=$W/pg-west port=$PG1 user=postgres"
   printf "port = $PG2\nunix_socket_directories = '$W/pg-east'\n" >> "$W/pg-east/data/postgresql.conf"
@@ -186,16 +191,87 @@ EOF
 }
 op() { "$S" --json "$@" --coordinator "127.0.0.1:$CP" --ca "$WORK/pki/ca.pem" --cert "$WORK/pki/ops.pem" --key "$WORK/pki/ops.key"; }
 
+# The load generator: one psql and one redis-cli session, each write's
+# acknowledgement written to OUT as "N UNIX_MS".
+cat > "$WORK/load.py" <<'EOT'
+import subprocess, sys, threading, time
+kind, target, first, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), open(sys.argv[4], "w")
+if kind == "pg":
+    p = subprocess.Popen([sys.argv[5], "-X", "-A", "-t", "-d", target], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+    p.stdin.write("CREATE TABLE IF NOT EXISTS load (n bigint PRIMARY KEY);\n")
+    line = lambda n: f"INSERT INTO load VALUES ({n}) RETURNING n;\n"
+else:
+    p = subprocess.Popen(["redis-cli", "-p", target], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+    line = lambda n: f"SET {sys.argv[5]}:{n} {n}\n"
+def feed():
+    n = first
+    try:
+        while True:
+            p.stdin.write(line(n)); p.stdin.flush(); n += 1; time.sleep(0.002)
+    except Exception:
+        pass
+threading.Thread(target=feed, daemon=True).start()
+n = first
+for l in p.stdout:
+    l = l.strip()
+    if kind == "pg" and l.isdigit():
+        out.write(f"{l} {int(time.time()*1000)}\n"); out.flush()
+    elif kind == "redis" and l == "OK":
+        out.write(f"{n} {int(time.time()*1000)}\n"); out.flush(); n += 1
+EOT
+# load START PGDSN REDISPORT FIRST PREFIX: starts both generators.
+load() {
+  python3 "$WORK/load.py" pg "$1" "$3" "$W/pg-$4.acks" "$PGBIN/psql" & LOADS+=($!); PIDS+=($!); disown
+  python3 "$WORK/load.py" redis "$2" "$3" "$W/redis-$4.acks" "$4" & LOADS+=($!); PIDS+=($!); disown
+  until [ "$(wc -l < "$W/pg-$4.acks" 2>/dev/null || echo 0)" -gt 200 ] && [ "$(wc -l < "$W/redis-$4.acks" 2>/dev/null || echo 0)" -gt 200 ]; do sleep 0.1; done
+}
+unload() { for p in "${LOADS[@]}"; do kill "$p" 2>/dev/null || true; done; LOADS=(); sleep 0.2; }
+# loss FAILOVER_JSON NEW_PG_DSN NEW_REDIS_PORT TAG: adds what the generator
+# measured (acknowledged writes the new primary lacks) to the record.
+loss() {
+  local first last present_pg rfirst rlast present_redis
+  first=$(head -1 "$W/pg-$4.acks" | cut -d' ' -f1); last=$(tail -1 "$W/pg-$4.acks" | cut -d' ' -f1)
+  present_pg=$(as_pg "$PGBIN/psql" -X -A -t -d "$2" -c "SELECT count(*) FROM load WHERE n BETWEEN $first AND $last")
+  rfirst=$(head -1 "$W/redis-$4.acks" | cut -d' ' -f1); rlast=$(tail -1 "$W/redis-$4.acks" | cut -d' ' -f1)
+  present_redis=$(redis-cli -p "$3" EVAL "local n = 0 for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do n = n + redis.call('EXISTS', ARGV[3] .. ':' .. i) end return n" 0 "$rfirst" "$rlast" "$4")
+  python3 - "$1" "$W/pg-$4.acks" "$first" "$last" "$present_pg" "$rfirst" "$rlast" "$present_redis" <<'EOT'
+import json, sys
+path, acks = sys.argv[1], sys.argv[2]
+first, last, present, rfirst, rlast, rpresent = map(int, sys.argv[3:])
+f = json.load(open(path))
+times = {int(a): int(b) for a, b in (l.split() for l in open(acks))}
+# Replication is in order: what is missing is the newest acknowledged.
+got = first + present - 1
+f["load"] = {"pg_acked": last - first + 1, "pg_lost": last - got,
+             "lost_ms": 0 if got >= last else times[last] - times[got + 1],
+             "redis_acked": rlast - rfirst + 1, "redis_lost": rlast - rfirst + 1 - rpresent}
+json.dump(f, open(path, "w"))
+EOT
+}
+LOADS=()
+
 for i in $(seq 1 "$RUNS"); do
   echo "== switchover $i/$RUNS"
   world "$WORK/switchover-$i"
+  load "host=127.0.0.1 port=$PG1 user=postgres dbname=postgres" "$R1" 1 load
   op failover run shop --to east --switchover --wait > "$W/failover.json" || { cat "$W/failover.json" >&2; exit 1; }
+  unload
+  loss "$W/failover.json" "host=$W/pg-east port=$PG2 user=postgres dbname=postgres" "$R2" load
   cp "$W/failover.json" "$WORK/switchover-$i.json"
+  echo "== failback $i/$RUNS: back to the west under load in the east"
+  load "host=127.0.0.1 port=$PG2 user=postgres dbname=postgres" "$R2" 1000000 back
+  op failover run shop --failback --wait > "$W/failback.json" || { cat "$W/failback.json" >&2; exit 1; }
+  unload
+  loss "$W/failback.json" "host=$W/pg-west port=$PG1 user=postgres dbname=postgres" "$R1" back
+  cp "$W/failback.json" "$WORK/failback-$i.json"
   stop_world
 done
 for i in $(seq 1 "$RUNS"); do
   echo "== unplanned $i/$RUNS: the west region stopped (agent, PostgreSQL, Redis)"
   world "$WORK/unplanned-$i"
+  load "host=127.0.0.1 port=$PG1 user=postgres dbname=postgres" "$R1" 1 load
   POSTMASTER=$(head -1 "$W/pg-west/data/postmaster.pid")
   STOPPED=("$POSTMASTER" $(pgrep -P "$POSTMASTER" || true) "$REDIS1" "$AGENT1")
   CUT=$(date +%s%3N)
@@ -208,6 +284,10 @@ f = json.load(open(sys.argv[1]))[0]
 f["wall_ms"] = int(sys.argv[3]) - int(sys.argv[2])
 print(json.dumps(f))
 EOT
+  for p in "${STOPPED[@]}"; do kill -CONT "$p" 2>/dev/null || true; done
+  STOPPED=()
+  unload
+  loss "$WORK/unplanned-$i.json" "host=$W/pg-east port=$PG2 user=postgres dbname=postgres" "$R2" load
   stop_world
 done
 
@@ -220,6 +300,7 @@ def row(name, values, goal=""):
     values = sorted(values)
     print(f"  {name:<28} {values[0]/1000:7.2f} {statistics.median(values)/1000:7.2f} {values[-1]/1000:7.2f}  {goal}")
 for kind, goal in (("switchover", "goal < 3 s, zero loss; Patroni switchover 3.3 s"),
+                   ("failback", "the switchover back; its rebuild in its own step"),
                    ("unplanned", "goal < 10 s incl. detection; Patroni 20-30 s, Sentinel 5.5 s (Redis only)")):
     fs = load(kind)
     assert all(f["state"] == "succeeded" for f in fs), [f.get("error") for f in fs]
@@ -235,5 +316,8 @@ for kind, goal in (("switchover", "goal < 3 s, zero loss; Patroni switchover 3.3
             took.append(max(0, s["ended_unix_ms"] - s["started_unix_ms"]))
         row(f"  {step}", took)
     print(f"  RPO reported (ms): {[f.get('rpo_ms') for f in fs]}; WAL gap (bytes): {[f.get('lsn_gap_bytes') for f in fs]}; Redis offset gap: {[f.get('offset_gap') for f in fs]}")
+    print(f"  loss measured by the load generator: lost ms {[f['load']['lost_ms'] for f in fs]}; "
+          f"PostgreSQL rows lost/acked {[(f['load']['pg_lost'], f['load']['pg_acked']) for f in fs]}; "
+          f"Redis keys lost/acked {[(f['load']['redis_lost'], f['load']['redis_acked']) for f in fs]}")
 EOT
 echo "work directory: $WORK (remove it when done)"

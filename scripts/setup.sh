@@ -19,6 +19,8 @@ command -v /usr/bin/time >/dev/null || need_apt+=(time)
 command -v bc >/dev/null           || need_apt+=(bc)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
 command -v promtool >/dev/null      || need_apt+=(prometheus)
+# Network namespaces: the failover tests cut a region off.
+command -v ip >/dev/null            || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -59,6 +59,10 @@ pub fn next_session_id() -> u64 {
 #[derive(Debug, Default)]
 pub struct Registry {
     sessions: RwLock<HashMap<(String, String), Arc<Session>>>,
+    /// When each agent whose session ended last sent a heartbeat: a region
+    /// declared down counts its fault from then, also after its sessions
+    /// were ended for silence.
+    departed: RwLock<HashMap<(String, String), i64>>,
 }
 
 fn key(region: &str, agent_id: &str) -> (String, String) {
@@ -80,10 +84,28 @@ impl Registry {
         let k = key(region, agent_id);
         let same = map.get(&k).is_some_and(|s| s.session_id == session_id);
         if same {
-            map.remove(&k);
+            if let Some(s) = map.remove(&k) {
+                let last = s
+                    .last_heartbeat_ms
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                self.departed
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(k, last);
+            }
         }
         metrics::gauge!("seawall_agents_connected").set(map.len() as f64);
         same
+    }
+
+    /// When an agent with no session now last sent a heartbeat, if it had
+    /// a session since this replica started.
+    pub fn last_heard(&self, region: &str, agent_id: &str) -> Option<i64> {
+        self.departed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key(region, agent_id))
+            .copied()
     }
 
     /// One agent's session.

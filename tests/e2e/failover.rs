@@ -35,6 +35,9 @@ struct World {
     etcd: Option<crate::etcd_fixture::EtcdCluster>,
     w1: Daemon,
     e1: Daemon,
+    /// The west region's own network namespace, when it has one (dropped
+    /// last: its processes are gone by then).
+    netns: Option<crate::netns_fixture::Netns>,
 }
 
 async fn route53(endpoint: &str) -> aws_sdk_route53::Client {
@@ -277,28 +280,85 @@ impl World {
         World::build("", false, true)
     }
 
+    /// The west region (its PostgreSQL, Redis and agent) in a network
+    /// namespace of its own, which the test can cut off and heal; the
+    /// coordinator listens on the host end of its link.
+    fn start_partitionable(extra: &str) -> World {
+        World::build_full(extra, false, false, true, true)
+    }
+
     fn build(extra: &str, ha: bool, failover_records: bool) -> World {
         World::build_with(extra, ha, failover_records, true)
     }
 
     fn build_with(extra: &str, ha: bool, failover_records: bool, rewindable: bool) -> World {
+        World::build_full(extra, ha, failover_records, rewindable, false)
+    }
+
+    fn build_full(
+        extra: &str,
+        ha: bool,
+        failover_records: bool,
+        rewindable: bool,
+        partitionable: bool,
+    ) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        // Also on 127.0.0.1: the automatic failover's reach probe dials
-        // it, and a failback's rebuilt standby streams from it.
-        let primary = PgCluster::start(
+        let netns = partitionable.then(crate::netns_fixture::Netns::create);
+        let prefix = netns.as_ref().map(|n| n.prefix()).unwrap_or_default();
+        // Where the west's servers listen, and the coordinator.
+        let (west_ip, host_ip) = match &netns {
+            Some(n) => (n.ns_ip.clone(), n.host_ip.clone()),
+            None => ("127.0.0.1".to_string(), "127.0.0.1".to_string()),
+        };
+        // Also on TCP: the automatic failover's reach probe dials it, and
+        // a failback's rebuilt standby streams from it.
+        let primary = PgCluster::start_in(
             &dir.join("pg-west"),
             &format!(
-                "listen_addresses = '127.0.0.1'\nwal_keep_size = '256MB'\nwal_log_hints = {}",
+                "listen_addresses = '{west_ip}'\nwal_keep_size = '256MB'\nwal_log_hints = {}",
                 if rewindable { "on" } else { "off" }
             ),
+            prefix.clone(),
         );
-        let standby = Standby::start(&dir.join("pg-east"), &primary);
-        let master = RedisServer::start(&dir.join("redis-west"), &[]);
+        if netns.is_some() {
+            let hba = primary.data.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).unwrap();
+            text.push_str(
+                "host all all 10.250.0.0/16 trust\nhost replication all 10.250.0.0/16 trust\n",
+            );
+            std::fs::write(&hba, text).unwrap();
+            primary.sql("postgres", "SELECT pg_reload_conf()");
+        }
+        let standby = Standby::start_from(
+            &dir.join("pg-east"),
+            &format!(
+                "host={west_ip} port={} user=postgres dbname=postgres",
+                primary.port
+            ),
+            &host_ip,
+        );
+        let master = RedisServer::start_in(
+            &dir.join("redis-west"),
+            crate::fixtures::free_port(),
+            &prefix,
+            &west_ip,
+            // Reached from the east over the link, without a password.
+            &["--protected-mode", "no"],
+        );
         let master_port = master.port.to_string();
-        let replica = RedisServer::start(
+        let replica = RedisServer::start_in(
             &dir.join("redis-east"),
-            &["--replicaof", "127.0.0.1", &master_port],
+            crate::fixtures::free_port(),
+            &[],
+            &host_ip,
+            &[
+                "--replicaof",
+                &west_ip,
+                &master_port,
+                "--protected-mode",
+                "no",
+            ],
         );
         let route53_server = S3Server::start(S3Kind::Moto);
         let zone_id = rt().block_on(async {
@@ -366,28 +426,28 @@ region = "west"
 kind = "postgres"
 agent = "w1"
 source = "db"
-address = "127.0.0.1:{}"
+address = "{west_ip}:{}"
 
 [[services.stores]]
 region = "east"
 kind = "postgres"
 agent = "e1"
 source = "db"
-address = "127.0.0.1:{}"
+address = "{host_ip}:{}"
 
 [[services.stores]]
 region = "west"
 kind = "redis"
 agent = "w1"
 source = "cache"
-address = "127.0.0.1:{}"
+address = "{west_ip}:{}"
 
 [[services.stores]]
 region = "east"
 kind = "redis"
 agent = "e1"
 source = "cache"
-address = "127.0.0.1:{}"
+address = "{host_ip}:{}"
 "#,
             route53_server.endpoint,
             secret.display(),
@@ -420,21 +480,25 @@ address = "127.0.0.1:{}"
             );
             (
                 None,
-                vec![start_replica(&pki, &dir, "c1", &store, "", true)],
+                vec![start_replica_at(
+                    &pki, &dir, "c1", &store, "", true, &host_ip,
+                )],
             )
         };
         let addr = replicas[0].address();
         let all: Vec<String> = replicas.iter().map(Replica::address).collect();
-        let sources = |dsn: &str, port: u16| {
-            format!("[[sources]]\nname = \"db\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n")
+        let sources = |dsn: &str, host: &str, port: u16| {
+            format!("[[sources]]\nname = \"db\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://{host}:{port}\"\n")
         };
-        let w1 = start_agent_with(
+        let w1 = start_agent_in(
             &pki,
             &dir,
             "w1",
             "west",
             &all,
-            &sources(&primary.dsn("postgres"), master.port),
+            &sources(&primary.dsn("postgres"), &west_ip, master.port),
+            None,
+            prefix,
         );
         let e1 = start_agent_with(
             &pki,
@@ -442,7 +506,7 @@ address = "127.0.0.1:{}"
             "e1",
             "east",
             &all,
-            &sources(&standby.dsn, replica.port),
+            &sources(&standby.dsn, &host_ip, replica.port),
         );
         let w = World {
             _tmp: tmp,
@@ -458,6 +522,7 @@ address = "127.0.0.1:{}"
             etcd,
             w1,
             e1,
+            netns,
         };
         eventually(60, "shop's replication to be ok", || {
             let out = op(&w.pki, &w.addr, &["replication", "--service", "shop"]);
@@ -484,6 +549,25 @@ impl Drop for Shown<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("last seen: {}", self.0.borrow());
+        }
+    }
+}
+
+impl Drop for World {
+    /// A failed test shows the ends of the daemons' logs.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let daemons = self.replicas.iter().map(|r| &r.daemon);
+        for d in daemons.chain([&self.w1, &self.e1]) {
+            let text = d.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "--- {} (last 40 lines)\n{}",
+                d.name,
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
         }
     }
 }
@@ -547,6 +631,16 @@ impl PgLoad {
     fn acked(&self) -> u64 {
         self.acked.load(Ordering::SeqCst)
     }
+
+    /// The loss, as time: from the first acknowledged row after `present`
+    /// (the newest the new primary has) to row `acked` (rows from 1).
+    fn lost_ms(&self, acked: u64, present: u64) -> i64 {
+        if present >= acked {
+            return 0;
+        }
+        let times = self.times.lock().unwrap();
+        times[acked as usize - 1] - times[present as usize]
+    }
 }
 
 impl Drop for PgLoad {
@@ -569,8 +663,13 @@ impl RedisLoad {
 
     /// SET `prefix`:1, `prefix`:2...
     fn on(port: u16, prefix: &'static str) -> RedisLoad {
+        RedisLoad::on_at("127.0.0.1", port, prefix)
+    }
+
+    /// [`RedisLoad::on`] the server at `host`.
+    fn on_at(host: &str, port: u16, prefix: &'static str) -> RedisLoad {
         let mut child = Command::new("redis-cli")
-            .args(["-p", &port.to_string()])
+            .args(["-h", host, "-p", &port.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -1175,12 +1274,7 @@ fn a_region_cut_off_is_failed_over_automatically_with_the_loss_and_rto_it_report
         ))
         .parse()
         .unwrap();
-    let times = pg_load.times.lock().unwrap().clone();
-    let lost_ms = if present >= acked {
-        0
-    } else {
-        times[acked as usize - 1] - times[present as usize]
-    };
+    let lost_ms = pg_load.lost_ms(acked, present);
     let rpo = f["rpo_ms"].as_i64().expect("an RPO from the canaries");
     assert!(
         (rpo - lost_ms).abs() <= 1000,
@@ -1200,6 +1294,119 @@ fn a_region_cut_off_is_failed_over_automatically_with_the_loss_and_rto_it_report
     drop(frozen);
     drop(pg_load);
     drop(redis_load);
+}
+
+#[test]
+fn a_region_partitioned_off_is_failed_over_fenced_when_the_partition_heals_and_failed_back() {
+    let w = World::start_partitionable("[services.auto_failover]\nafter = 3\ninterval = \"1s\"");
+    let ns = w.netns.as_ref().unwrap();
+    // Clients reach the west over the network, as the east does.
+    let pg_load = PgLoad::on(
+        &format!(
+            "host={} port={} user=postgres dbname=postgres",
+            ns.ns_ip, w.primary.port
+        ),
+        1,
+    );
+    let redis_load = RedisLoad::on_at(&ns.ns_ip, w.master.port, "load");
+    eventually(30, "the load generators to be acknowledged", || {
+        (pg_load.acked() > 200 && redis_load.acked() > 200).then_some(())
+    });
+
+    // The west's link goes down: its agent, PostgreSQL and Redis keep
+    // running, unreachable.
+    let cut = now_ms();
+    ns.cut();
+    let acked_before_cut = pg_load.acked();
+    let f = eventually(60, "an automatic failover to finish", || {
+        let out = op(&w.pki, &w.addr, &["failover", "list"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let f = list.as_array()?.first()?.clone();
+        (f["state"] != "running").then_some(f)
+    });
+    let wall = now_ms() - cut;
+    assert_eq!(f["state"], "succeeded", "{f:#}");
+    assert_eq!(f["automatic"], true, "{f:#}");
+    let acked = pg_load.acked().max(acked_before_cut);
+    let present: u64 = w
+        .standby
+        .sql(&format!(
+            "SELECT coalesce(max(n), 0) FROM load WHERE n <= {acked}"
+        ))
+        .parse()
+        .unwrap();
+    let lost_ms = pg_load.lost_ms(acked, present);
+    drop(pg_load);
+    drop(redis_load);
+    let rpo = f["rpo_ms"].as_i64().expect("an RPO from the canaries");
+    // Within one canary interval (the replication checks' 1 s).
+    assert!(
+        (rpo - lost_ms).abs() <= 1000,
+        "reported RPO {rpo} ms, measured loss {lost_ms} ms"
+    );
+    let rto = f["rto_ms"].as_i64().unwrap();
+    assert!(
+        (rto - wall).abs() <= 1500,
+        "reported RTO {rto} ms, wall clock {wall} ms"
+    );
+    eprintln!(
+        "partition: RTO {rto} ms (wall {wall} ms), RPO {rpo} ms (measured loss {lost_ms} ms, {} of {acked} rows)",
+        acked - present.min(acked)
+    );
+
+    // Inside the cut-off region the old primary still takes writes.
+    w.primary.sql("postgres", "CREATE TABLE stray (n int)");
+
+    // The partition heals: before anything else the west's stores are
+    // fenced, and writes to them are refused.
+    ns.heal();
+    eventually(60, "the old PostgreSQL primary to refuse writes", || {
+        let out = Command::new(crate::pg_fixture::pg_bin().join("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-d",
+                &w.primary.dsn("postgres"),
+                "-c",
+                "INSERT INTO stray VALUES (1)",
+            ])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stderr)
+            .contains("read-only")
+            .then_some(())
+    });
+    eventually(30, "the old Redis master to follow the new one", || {
+        let info = w.master.try_cli(&["INFO", "replication"])?;
+        (info.contains("role:slave") && info.contains(&format!("master_port:{}", w.replica.port)))
+            .then_some(())
+    });
+    let refused = w.master.try_cli(&["SET", "stray", "2"]);
+    assert!(
+        refused.as_deref().is_none_or(|r| r.contains("READONLY")),
+        "{refused:?}"
+    );
+
+    // Failback: the diverged west is rewound, follows, and takes the
+    // service back; its stray write is gone.
+    let (ok, back, err) = w.failover(&["run", "shop", "--failback", "--wait"]);
+    assert!(ok, "{err}\n{back:#}");
+    assert_eq!(back["state"], "succeeded", "{back:#}");
+    assert!(
+        back["steps"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("rewound onto the new primary's timeline"),
+        "{back:#}"
+    );
+    assert_eq!(w.primary.sql("postgres", "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(
+        w.primary
+            .sql("postgres", "SELECT to_regclass('stray') IS NULL"),
+        "t"
+    );
+    assert_eq!(w.standby.sql("SELECT pg_is_in_recovery()"), "t");
 }
 
 #[test]

@@ -75,6 +75,8 @@ pub struct Daemon {
     pub log: PathBuf,
     pub config: PathBuf,
     args: Vec<String>,
+    /// Words it runs after (such as `ip netns exec NAME`).
+    prefix: Vec<String>,
 }
 
 impl Daemon {
@@ -86,6 +88,7 @@ impl Daemon {
             log,
             config,
             args,
+            prefix: Vec::new(),
         };
         d.spawn();
         d
@@ -97,7 +100,15 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(bin())
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = cmd
             .args(&self.args)
             .env("SEAWALL_LOG", "info")
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -161,8 +172,13 @@ impl Drop for Daemon {
 
 /// Waits until `port` accepts connections.
 pub fn wait_port(port: u16, what: &Daemon) {
+    wait_listening("127.0.0.1", port, what)
+}
+
+/// Waits until `host`:`port` accepts connections.
+pub fn wait_listening(host: &str, port: u16, what: &Daemon) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect((host, port)).is_err() {
         assert!(
             Instant::now() < deadline,
             "{} did not listen on {port}: {}",
@@ -179,12 +195,14 @@ pub struct Replica {
     pub port: u16,
     pub metrics_port: u16,
     pub daemon: Daemon,
+    /// The address it listens on.
+    pub host: String,
 }
 
 impl Replica {
     /// `host:port` of its gRPC listener.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 }
 
@@ -198,10 +216,26 @@ pub fn start_replica(
     schedules: &str,
     dev: bool,
 ) -> Replica {
+    start_replica_at(pki, dir, id, store, schedules, dev, "127.0.0.1")
+}
+
+/// [`start_replica`] listening on `host` (an address of this machine),
+/// its certificate naming it.
+pub fn start_replica_at(
+    pki: &Pki,
+    dir: &Path,
+    id: &str,
+    store: &str,
+    schedules: &str,
+    dev: bool,
+    host: &str,
+) -> Replica {
     pki.certs(&[
         "coordinator",
         "--name",
         id,
+        "--host",
+        host,
         "--host",
         "127.0.0.1",
         "--host",
@@ -213,7 +247,7 @@ pub fn start_replica(
     std::fs::write(
         &config,
         format!(
-            "id = \"{id}\"\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\nheartbeat = \"1s\"\njob_timeout = \"60s\"\n{store}\n{}\n{schedules}\n",
+            "id = \"{id}\"\nlisten = \"{host}:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\nheartbeat = \"1s\"\njob_timeout = \"60s\"\n{store}\n{}\n{schedules}\n",
             pki.tls_toml(id)
         ),
     )
@@ -227,12 +261,13 @@ pub fn start_replica(
         args.push("--dev".into());
     }
     let daemon = Daemon::start(id, args, config, dir.join(format!("{id}.log")));
-    wait_port(port, &daemon);
+    wait_listening(host, port, &daemon);
     Replica {
         id: id.into(),
         port,
         metrics_port,
         daemon,
+        host: host.to_string(),
     }
 }
 
@@ -277,6 +312,31 @@ pub fn start_agent_on(
     sources: &str,
     repository: Option<&str>,
 ) -> Daemon {
+    start_agent_in(
+        pki,
+        dir,
+        name,
+        region,
+        coordinators,
+        sources,
+        repository,
+        Vec::new(),
+    )
+}
+
+/// [`start_agent_on`], the agent run after `prefix` (such as `ip netns
+/// exec NAME`).
+#[allow(clippy::too_many_arguments)]
+pub fn start_agent_in(
+    pki: &Pki,
+    dir: &Path,
+    name: &str,
+    region: &str,
+    coordinators: &[String],
+    sources: &str,
+    repository: Option<&str>,
+    prefix: Vec<String>,
+) -> Daemon {
     pki.certs(&["agent", "--name", name, "--region", region]);
     let repo = dir.join(format!("repo-{name}"));
     let pw = dir.join(format!("{name}.password"));
@@ -315,16 +375,20 @@ pub fn start_agent_on(
         ),
     )
     .unwrap();
-    Daemon::start(
-        name,
-        vec![
+    let mut d = Daemon {
+        name: name.into(),
+        child: None,
+        log: dir.join(format!("{name}.log")),
+        config: config.clone(),
+        args: vec![
             "agent".into(),
             "--config".into(),
             config.display().to_string(),
         ],
-        config,
-        dir.join(format!("{name}.log")),
-    )
+        prefix,
+    };
+    d.spawn();
+    d
 }
 
 /// Runs an operator command with `--json`.

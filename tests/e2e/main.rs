@@ -8,6 +8,7 @@ mod etcd_fixture;
 mod fixtures;
 mod fleet_fixture;
 mod link_cut;
+mod netns_fixture;
 mod pg_fixture;
 
 mod cert_rotation;

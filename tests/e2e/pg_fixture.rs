@@ -99,11 +99,19 @@ pub struct PgCluster {
     pub data: PathBuf,
     pub port: u16,
     stopped: bool,
+    /// Words that run the server elsewhere (inside a network namespace).
+    prefix: Vec<String>,
 }
 
 impl PgCluster {
     /// initdb and start, with `conf` appended to postgresql.conf.
     pub fn start(root: &Path, conf: &str) -> PgCluster {
+        PgCluster::start_in(root, conf, Vec::new())
+    }
+
+    /// [`PgCluster::start`], the server run after `prefix` (such as
+    /// `ip netns exec NAME`).
+    pub fn start_in(root: &Path, conf: &str, prefix: Vec<String>) -> PgCluster {
         let bin = pg_bin();
         pg_dir(root);
         let data = root.join("data");
@@ -129,6 +137,7 @@ impl PgCluster {
             data,
             port,
             stopped: true,
+            prefix,
         };
         c.start_server();
         c
@@ -136,9 +145,20 @@ impl PgCluster {
 
     /// Starts the server of an existing data directory.
     pub fn start_server(&mut self) {
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest);
+                if let Some(u) = pg_user() {
+                    c.args(["runuser", "-u", u, "--"]);
+                }
+                c.arg(pg_bin().join("pg_ctl"));
+                c
+            }
+            None => as_pg(&pg_bin().join("pg_ctl")),
+        };
         check(
-            as_pg(&pg_bin().join("pg_ctl"))
-                .arg("-D")
+            cmd.arg("-D")
                 .arg(&self.data)
                 .arg("-l")
                 .arg(self.root.join("server.log"))

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct RedisServer {
     pub(crate) port: u16,
     child: Child,
+    /// The address it is bound to.
+    pub(crate) host: String,
 }
 
 impl RedisServer {
@@ -19,14 +21,34 @@ impl RedisServer {
 
     /// [`RedisServer::start`] on a given port.
     fn start_on(dir: &Path, port: u16, extra: &[&str]) -> RedisServer {
+        Self::start_in(dir, port, &[], "127.0.0.1", extra)
+    }
+
+    /// A server run after `prefix` (such as `ip netns exec NAME`), bound
+    /// to `host`.
+    pub(crate) fn start_in(
+        dir: &Path,
+        port: u16,
+        prefix: &[String],
+        host: &str,
+        extra: &[&str],
+    ) -> RedisServer {
         let bin = require("redis-server");
         std::fs::create_dir_all(dir).unwrap();
-        let child = Command::new(bin)
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .args([
                 "--port",
                 &port.to_string(),
                 "--bind",
-                "127.0.0.1",
+                host,
                 "--save",
                 "",
                 "--appendonly",
@@ -39,7 +61,11 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let s = RedisServer { port, child };
+        let s = RedisServer {
+            port,
+            child,
+            host: host.to_string(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while s.try_cli(&["PING"]).as_deref() != Some("PONG") {
             assert!(
@@ -53,7 +79,7 @@ impl RedisServer {
 
     pub(crate) fn try_cli(&self, args: &[&str]) -> Option<String> {
         let out = Command::new(require("redis-cli"))
-            .args(["-p", &self.port.to_string()])
+            .args(["-h", &self.host, "-p", &self.port.to_string()])
             .args(args)
             .output()
             .ok()?;

@@ -33,12 +33,18 @@ pub struct Standby {
 impl Standby {
     /// Clones `primary` into `root` and starts the standby.
     pub fn start(root: &std::path::Path, primary: &PgCluster) -> Standby {
+        Standby::start_from(root, &primary.dsn("postgres"), "127.0.0.1")
+    }
+
+    /// A standby of the primary at `primary_dsn` (its replication
+    /// connection made the same way).
+    pub fn start_from(root: &std::path::Path, primary_dsn: &str, listen: &str) -> Standby {
         pg_dir(root);
         let data = root.join("data");
         let made = as_pg(&pg_bin().join("pg_basebackup"))
             .arg("-D")
             .arg(&data)
-            .args(["-R", "-X", "stream", "-d", &primary.dsn("postgres")])
+            .args(["-R", "-X", "stream", "-d", primary_dsn])
             .output()
             .unwrap();
         assert!(
@@ -50,7 +56,7 @@ impl Standby {
         let conf = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).unwrap();
         text.push_str(&format!(
-            "\nport = {port}\nunix_socket_directories = '{}'\n",
+            "\nport = {port}\nunix_socket_directories = '{}'\nlisten_addresses = '{listen}'\n",
             root.display()
         ));
         std::fs::write(&conf, text).unwrap();

@@ -43,6 +43,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Unacknowledged results kept for resending (a leader that records none
 /// for this long is not keeping up anyway).
 const MAX_UNCONFIRMED: usize = 256;
+/// How long opening a connection (TCP, TLS) or a session may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `https://host:port` from an address with or without scheme.
 pub fn url_of(address: &str) -> String {
@@ -186,16 +188,20 @@ impl Link {
             .ca_certificate(Certificate::from_pem(&pem.ca))
             .identity(Identity::from_pem(&pem.cert, &pem.key))
             .domain_name(host_of(url));
-        let channel = Endpoint::from_shared(url.to_string())
+        let endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| format!("{url} is not a valid address: {e}"))?
             .tls_config(tls)
             .map_err(|e| format!("TLS settings: {e}"))?
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .connect()
+            .keep_alive_while_idle(true);
+        // A coordinator whose kernel accepts the connection while the
+        // process is stopped (a deposed leader, SIGSTOPped) would hold the
+        // TLS handshake forever: the next coordinator is tried instead.
+        let channel = tokio::time::timeout(OPEN_TIMEOUT, endpoint.connect())
             .await
+            .map_err(|_| format!("no TLS handshake within {OPEN_TIMEOUT:?}"))?
             .map_err(|e| {
                 format!(
                     "{e}: {}",
@@ -248,25 +254,36 @@ impl Link {
                 body: Some(agent_message::Body::Hello(hello)),
             })
             .await;
-        let mut inbound = client
-            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .map_err(|s| format!("{}: {}", s.code(), s.message()))?
-            .into_inner();
+        let mut inbound = tokio::time::timeout(
+            OPEN_TIMEOUT,
+            client.session(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        )
+        .await
+        .map_err(|_| format!("no answer to the session's opening within {OPEN_TIMEOUT:?}"))?
+        .map_err(|s| format!("{}: {}", s.code(), s.message()))?
+        .into_inner();
         let mut heartbeat = Duration::from_secs(5);
         let mut welcomed = false;
         let mut tick = tokio::time::interval(heartbeat);
         let mut renewal = tokio::time::interval(RELOAD_EVERY);
         renewal.tick().await;
+        // Counted from the coordinator's last message, not restarted by
+        // this loop's own heartbeats: a partition that swallows the
+        // coordinator's pings must end the stream, so that the agent
+        // reconnects (and the leader checks its stores) once it heals.
+        let mut last_word = tokio::time::Instant::now();
         loop {
             let silence = heartbeat * 3;
             tokio::select! {
-                msg = tokio::time::timeout(silence, inbound.message()) => {
+                _ = tokio::time::sleep_until(last_word + silence) => {
+                    return Ok(Ended::Next(format!("no word from the coordinator for {silence:?}")));
+                }
+                msg = inbound.message() => {
+                    last_word = tokio::time::Instant::now();
                     let msg = match msg {
-                        Err(_) => return Ok(Ended::Next(format!("no word from the coordinator for {silence:?}"))),
-                        Ok(Err(s)) => return Ok(Ended::Next(format!("{}: {}", s.code(), s.message()))),
-                        Ok(Ok(None)) => return Ok(Ended::Next("the coordinator closed the stream".into())),
-                        Ok(Ok(Some(m))) => m,
+                        Err(s) => return Ok(Ended::Next(format!("{}: {}", s.code(), s.message()))),
+                        Ok(None) => return Ok(Ended::Next("the coordinator closed the stream".into())),
+                        Ok(Some(m)) => m,
                     };
                     match self.obey(msg, uplink, &tx).await? {
                         Next::End(ended) => return Ok(ended),

@@ -268,6 +268,21 @@ impl AgentService for AgentApi {
                     ping_session.ended.cancel();
                     break;
                 }
+                // An agent silent past what declares a region down is cut
+                // off: a stream that resumes after a partition must not
+                // skip the checks a reconnecting agent gets (an old
+                // primary fenced before anything else).
+                let silent_ms = now_ms() - ping_session.last_heartbeat_ms.load(Ordering::Relaxed);
+                if silent_ms > (every * 2 + Duration::from_secs(1)).as_millis() as i64 {
+                    tracing::warn!(agent = %ping_session.agent_id, region = %ping_session.region, silent_ms, "no heartbeat from the agent: ending its session");
+                    let _ = ping_tx
+                        .send(Err(Status::unavailable(format!(
+                            "no heartbeat for {silent_ms} ms: reconnect"
+                        ))))
+                        .await;
+                    ping_session.ended.cancel();
+                    break;
+                }
                 let Some(lead) = ping_coord.lead() else { break };
                 let ping = CoordinatorMessage {
                     epoch: lead.epoch(),

@@ -91,6 +91,8 @@ async fn region_down(
                 return up(format!("agent {region}/{} still reports", store.agent));
             }
             silent_since = Some(silent_since.unwrap_or(0).max(last));
+        } else if let Some(last) = coord.registry.last_heard(region, &store.agent) {
+            silent_since = Some(silent_since.unwrap_or(0).max(last));
         }
     }
     // Every store of the region at once: a hung one costs its deadline.

@@ -85,7 +85,9 @@ import sys, boto3
 c = boto3.client("route53", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}",
                  aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
 zone = c.create_hosted_zone(Name="shop.example.com.", CallerReference="bench")["HostedZone"]["Id"].split("/")[-1]
-c.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [{"Action": "CREATE", "ResourceRecordSet": {
+# UPSERT: moto refuses a later batch whose CREATE repeats a journaled
+# CREATE while the name exists, even after the batch's own DELETE.
+c.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [{"Action": "UPSERT", "ResourceRecordSet": {
     "Name": "db.shop.example.com.", "Type": "CNAME", "TTL": 30, "ResourceRecords": [{"Value": "db-west.example.com"}]}}]})
 print(zone)
 EOT
@@ -225,7 +227,7 @@ EOT
 load() {
   python3 "$WORK/load.py" pg "$1" "$3" "$W/pg-$4.acks" "$PGBIN/psql" & LOADS+=($!); PIDS+=($!); disown
   python3 "$WORK/load.py" redis "$2" "$3" "$W/redis-$4.acks" "$4" & LOADS+=($!); PIDS+=($!); disown
-  until [ "$(wc -l < "$W/pg-$4.acks" 2>/dev/null || echo 0)" -gt 200 ] && [ "$(wc -l < "$W/redis-$4.acks" 2>/dev/null || echo 0)" -gt 200 ]; do sleep 0.1; done
+  until [ "$(cat "$W/pg-$4.acks" 2>/dev/null | wc -l)" -gt 200 ] && [ "$(cat "$W/redis-$4.acks" 2>/dev/null | wc -l)" -gt 200 ]; do sleep 0.1; done
 }
 unload() { for p in "${LOADS[@]}"; do kill "$p" 2>/dev/null || true; done; LOADS=(); sleep 0.2; }
 # loss FAILOVER_JSON NEW_PG_DSN NEW_REDIS_PORT TAG: adds what the generator

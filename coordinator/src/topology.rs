@@ -110,6 +110,10 @@ pub struct ServiceConfig {
     /// region known to be down).
     #[serde(default)]
     pub failover_unfenced: bool,
+    /// How the old primary PostgreSQL is fenced: "read-only" (the default:
+    /// read-only, sessions ended) or "stop" (then also stopped).
+    #[serde(default)]
+    pub fence: FenceMode,
     /// How long a switchover waits for the standby to replay the old
     /// primary's last write.
     #[serde(
@@ -205,6 +209,17 @@ pub struct DnsConfig {
 fn default_max_lag_bytes() -> u64 {
     16 * 1024 * 1024
 }
+/// How an old primary PostgreSQL is fenced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FenceMode {
+    /// Read-only, client sessions ended.
+    #[default]
+    ReadOnly,
+    /// Read-only, then stopped.
+    Stop,
+}
+
 fn default_rebuild_timeout() -> Duration {
     Duration::from_secs(3600)
 }
@@ -551,6 +566,7 @@ mod tests {
             max_lag_bytes: 16 << 20,
             max_lag: None,
             failover_unfenced: false,
+            fence: FenceMode::ReadOnly,
             catch_up_timeout: std::time::Duration::from_secs(30),
             rebuild_timeout: std::time::Duration::from_secs(3600),
             check_file: None,

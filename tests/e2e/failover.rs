@@ -275,9 +275,10 @@ impl World {
     }
 
     /// PRIMARY/SECONDARY failover records with a health check on the
-    /// PRIMARY, instead of a plain record.
+    /// PRIMARY, instead of a plain record; the old primary PostgreSQL
+    /// fenced by stopping it.
     fn start_with_failover_records() -> World {
-        World::build("", false, true)
+        World::build("fence = \"stop\"", false, true)
     }
 
     /// The west region (its PostgreSQL, Redis and agent) in a network
@@ -1432,6 +1433,33 @@ fn with_failover_records_the_primarys_health_check_is_inverted_and_the_records_l
         dns["detail"].as_str().unwrap().contains("inverted=true"),
         "{f:#}"
     );
+    // fence = "stop": the old primary was stopped after its last position
+    // was read, stayed down through the demotion, and was started from its
+    // remembered data directory as a standby.
+    let detail = |name: &str| {
+        f["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        detail("fence").contains("stopped (pg_ctl stop -m fast)"),
+        "{f:#}"
+    );
+    assert!(detail("demote").contains("stays down"), "{f:#}");
+    // Stopped cleanly before the promotion, its shutdown checkpoint
+    // reached the east: nothing to rewind.
+    assert!(
+        detail("follow postgres").contains("no rewind needed (pg_rewind); started as a standby"),
+        "{f:#}"
+    );
+    assert_eq!(f["lsn_gap_bytes"], 0, "{f:#}");
+    assert_eq!(w.primary.sql("postgres", "SELECT pg_is_in_recovery()"), "t");
 }
 
 #[test]

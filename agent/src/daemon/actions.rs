@@ -7,7 +7,9 @@ use super::config::AgentConfig;
 use crate::engine::operation::SourceSpec;
 use crate::engine::postgres::check::{check_postgres, ChecksFile};
 use crate::engine::postgres::conn;
-use crate::engine::postgres::rebuild::{pg_rebuild, RebuildOptions};
+use crate::engine::postgres::rebuild::{
+    memory_path, pg_rebuild, start_server, stop_server, stopped_by_fence, RebuildOptions, Server,
+};
 use crate::engine::postgres::tools::PgTools;
 use crate::engine::promotion::{self, Done};
 use crate::engine::redis::{connect::Endpoint, RedisTls};
@@ -85,19 +87,23 @@ async fn run(config: &AgentConfig, request: &ActionRequest, deadline: Duration) 
     };
     match &source.kind {
         SourceSpec::Postgres { dsn, pg_bin, .. } => {
+            let server = Server {
+                dsn: dsn.clone(),
+                control: source.server.clone(),
+                tools: PgTools {
+                    bin_dir: pg_bin.clone(),
+                },
+                memory: memory_path(&config.state_dir, &source.name),
+            };
             if let Action::Rebuild(r) = action {
                 // Its own task: a rebuild cut short half-way (the reply's
                 // deadline) would leave a stopped server behind; it goes
                 // on, and a repeated request waits for it.
                 let (host, port) = host_port(&r.primary)?;
                 let opts = RebuildOptions {
-                    dsn: dsn.clone(),
+                    server,
                     primary_host: host,
                     primary_port: port,
-                    control: source.server.clone(),
-                    tools: PgTools {
-                        bin_dir: pg_bin.clone(),
-                    },
                     rewind_only: r.rewind_only,
                     deadline,
                 };
@@ -105,9 +111,33 @@ async fn run(config: &AgentConfig, request: &ActionRequest, deadline: Duration) 
                     .await
                     .map_err(|e| Error::new(ErrorKind::Io, format!("the rebuild stopped: {e}")))?;
             }
+            // A server a fence stopped: a promotion (the unfence of a
+            // failover that promoted nothing) starts it again; a rejoin
+            // leaves it down.
+            if stopped_by_fence(&server) {
+                match action {
+                    Action::Promote(_) => start_server(&server, deadline).await?,
+                    Action::Rejoin(_) | Action::Fence(_) => {
+                        return Ok(Done {
+                            already: true,
+                            detail: "stopped by the fence: stays down until failback".into(),
+                            ..Done::default()
+                        })
+                    }
+                    _ => {}
+                }
+            }
             let client = conn::connect(dsn).await?;
             match action {
-                Action::Fence(_) => promotion::pg_fence(&client).await,
+                Action::Fence(f) => {
+                    let mut done = promotion::pg_fence(&client).await?;
+                    if f.stop_postgres {
+                        drop(client);
+                        let how = stop_server(&server, deadline).await?;
+                        done.detail.push_str(&format!("; {how}"));
+                    }
+                    Ok(done)
+                }
                 Action::CatchUp(c) => promotion::pg_catch_up(&client, &c.lsn, deadline).await,
                 Action::Promote(_) => promotion::pg_promote(&client, deadline).await,
                 Action::PostCheck(p) => {

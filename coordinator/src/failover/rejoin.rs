@@ -27,6 +27,7 @@ pub(super) fn demotion(service: &ServiceConfig, primary: &str, store: &StoreConf
         }),
         (StoreKind::Redis, None) => Action::Fence(FenceAction {
             redis_pause_ms: u32::MAX,
+            stop_postgres: false,
         }),
         (StoreKind::Postgres, _) => Action::Rejoin(RejoinAction::default()),
     }

@@ -626,6 +626,7 @@ async fn run_step(
                 // lapses by itself would let the old master take writes.
                 let action = Action::Fence(FenceAction {
                     redis_pause_ms: u32::MAX,
+                    stop_postgres: service.fence == crate::topology::FenceMode::Stop,
                 });
                 match act(coord, lead, store, action, FENCE_DEADLINE).await {
                     Ok(reply) => {

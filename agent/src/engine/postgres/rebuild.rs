@@ -29,22 +29,135 @@ pub struct ServerControl {
     pub start_command: Vec<String>,
 }
 
+/// The local server and how the agent handles it.
+pub struct Server {
+    /// The server, as the source's DSN reaches it.
+    pub dsn: String,
+    /// How to stop and start it.
+    pub control: ServerControl,
+    /// The PostgreSQL programs (else the server's own BINDIR).
+    pub tools: PgTools,
+    /// Where the agent remembers its data directory and programs (a
+    /// stopped server cannot be asked).
+    pub memory: PathBuf,
+}
+
 /// What a rebuild needs.
 pub struct RebuildOptions {
-    /// The local server, as the source's DSN reaches it.
-    pub dsn: String,
+    /// The local server.
+    pub server: Server,
     /// The new primary.
     pub primary_host: String,
     /// Its port.
     pub primary_port: u16,
-    /// How to stop and start the local server.
-    pub control: ServerControl,
-    /// The PostgreSQL programs (else the server's own BINDIR).
-    pub tools: PgTools,
     /// Never replace the data directory with a base backup.
     pub rewind_only: bool,
     /// How long the whole rebuild may take.
     pub deadline: Duration,
+}
+
+/// What the agent remembers of a server.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Remembered {
+    data_dir: PathBuf,
+    bin_dir: Option<PathBuf>,
+}
+
+/// The file under the agent's state directory that remembers `source`'s server.
+pub fn memory_path(state_dir: &Path, source: &str) -> PathBuf {
+    state_dir.join(format!("postgres-server-{source}.json"))
+}
+
+fn remember(path: &Path, f: &Facts) {
+    let r = Remembered {
+        data_dir: f.data_dir.clone(),
+        bin_dir: f.bin_dir.clone(),
+    };
+    let written = serde_json::to_vec(&r)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(path, bytes)
+        });
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "the server's data directory is not remembered");
+    }
+}
+
+fn recall(path: &Path) -> Option<Remembered> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The data directory and programs of a server that may be down: asked of
+/// it when it answers (and remembered), else configured, else remembered.
+fn locate(server: &Server, running: Option<&Facts>) -> Result<(PathBuf, PgTools)> {
+    if let Some(f) = running {
+        remember(&server.memory, f);
+    }
+    let memory = recall(&server.memory);
+    let data_dir = running
+        .map(|f| f.data_dir.clone())
+        .or_else(|| server.control.data_dir.clone())
+        .or_else(|| memory.as_ref().map(|m| m.data_dir.clone()))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                "the server does not answer and this source names no data_dir: set data_dir in its [[sources]] table, or start the server, and try again",
+            )
+        })?;
+    let found = running
+        .and_then(|f| f.bin_dir.clone())
+        .or_else(|| memory.and_then(|m| m.bin_dir));
+    let tools = match (&server.tools.bin_dir, found) {
+        (None, Some(found)) => PgTools {
+            bin_dir: Some(found),
+        },
+        _ => server.tools.clone(),
+    };
+    Ok((data_dir, tools))
+}
+
+/// Stops the server (a fence by stopping); what was done.
+pub async fn stop_server(server: &Server, deadline: Duration) -> Result<String> {
+    let running = match conn::connect(&server.dsn).await {
+        Ok(client) => Some(facts(&client).await?),
+        Err(_) => None,
+    };
+    let (data_dir, tools) = locate(server, running.as_ref())?;
+    if running.is_none() && !data_dir.join("postmaster.pid").exists() {
+        return Ok("stopped already".into());
+    }
+    let owner = owner_of(&data_dir)?;
+    stop(&tools, &server.control, &data_dir, owner, deadline).await?;
+    Ok(if server.control.stop_command.is_empty() {
+        "stopped (pg_ctl stop -m fast)".into()
+    } else {
+        "stopped (stop_command)".into()
+    })
+}
+
+/// Whether the server was stopped by the agent and is still down (a
+/// fence by stopping, which only failback or an unfence ends).
+pub fn stopped_by_fence(server: &Server) -> bool {
+    recall(&server.memory).is_some_and(|m| !m.data_dir.join("postmaster.pid").exists())
+}
+
+/// Starts a server a fence stopped, with the options it last ran with.
+pub async fn start_server(server: &Server, deadline: Duration) -> Result<()> {
+    let (data_dir, tools) = locate(server, None)?;
+    let owner = owner_of(&data_dir)?;
+    let options = start_options(&data_dir);
+    start(
+        &tools,
+        &server.control,
+        &data_dir,
+        &options,
+        owner,
+        deadline,
+    )
+    .await
 }
 
 /// Configuration files a rewind or a base backup would replace with the
@@ -237,11 +350,12 @@ fn auto_conf(kept: &str, primary_conninfo: &str) -> String {
 
 /// Makes the local server a standby of the primary; see the module doc.
 pub async fn pg_rebuild(opts: &RebuildOptions) -> Result<Done> {
-    let lock = lock_for(&opts.dsn);
+    let server = &opts.server;
+    let lock = lock_for(&server.dsn);
     let _held = lock.lock().await;
     let started = Instant::now();
     let (host, port) = (opts.primary_host.as_str(), opts.primary_port);
-    let running = match conn::connect(&opts.dsn).await {
+    let running = match conn::connect(&server.dsn).await {
         Ok(client) => Some(facts(&client).await?),
         Err(e) => {
             tracing::info!(error = %e, "the server does not answer; rebuilding it from its data directory");
@@ -249,7 +363,7 @@ pub async fn pg_rebuild(opts: &RebuildOptions) -> Result<Done> {
         }
     };
     if running.as_ref().is_some_and(|f| follows(f, host, port)) {
-        let client = conn::connect(&opts.dsn).await?;
+        let client = conn::connect(&server.dsn).await?;
         let (lsn, timeline) = replay_position(&client).await?;
         return Ok(Done {
             already: true,
@@ -259,26 +373,7 @@ pub async fn pg_rebuild(opts: &RebuildOptions) -> Result<Done> {
             offset: 0,
         });
     }
-    let data_dir = match (&running, &opts.control.data_dir) {
-        (Some(f), _) => f.data_dir.clone(),
-        (None, Some(d)) => d.clone(),
-        (None, None) => {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "the server does not answer and this source names no data_dir: set data_dir in its [[sources]] table, or start the server, and try again",
-            ))
-        }
-    };
-    let tools = match (
-        &opts.tools.bin_dir,
-        running.as_ref().and_then(|f| f.bin_dir.clone()),
-    ) {
-        (Some(_), _) => opts.tools.clone(),
-        (None, Some(found)) => PgTools {
-            bin_dir: Some(found),
-        },
-        (None, None) => opts.tools.clone(),
-    };
+    let (data_dir, tools) = locate(server, running.as_ref())?;
     let aside = PathBuf::from(format!("{}.{SET_ASIDE}", data_dir.display()));
     // A base backup interrupted earlier left the original aside: its
     // files are the ones to keep.
@@ -309,14 +404,14 @@ pub async fn pg_rebuild(opts: &RebuildOptions) -> Result<Done> {
     };
     stop(
         &tools,
-        &opts.control,
+        &server.control,
         &data_dir,
         owner,
         remaining("stopping")?,
     )
     .await?;
 
-    let (source_info, password) = conn::elsewhere(&opts.dsn, host, port)?;
+    let (source_info, password) = conn::elsewhere(&server.dsn, host, port)?;
     let mut conninfo = source_info.clone();
     if let Some(p) = &password {
         conninfo.push_str(&format!(" password={}", conninfo_quote(p)));
@@ -363,7 +458,7 @@ pub async fn pg_rebuild(opts: &RebuildOptions) -> Result<Done> {
     write_owned(&data_dir.join("standby.signal"), b"", owner)?;
     start(
         &tools,
-        &opts.control,
+        &server.control,
         &data_dir,
         &options,
         owner,
@@ -606,7 +701,7 @@ async fn wait_streaming(opts: &RebuildOptions, deadline: Duration) -> Result<(St
     let until = Instant::now() + deadline;
     let mut last;
     loop {
-        match conn::connect(&opts.dsn).await {
+        match conn::connect(&opts.server.dsn).await {
             Ok(client) => match facts(&client).await {
                 Ok(f) if follows(&f, &opts.primary_host, opts.primary_port) => {
                     return replay_position(&client).await

@@ -258,7 +258,7 @@ for i in $(seq 1 "$RUNS"); do
   echo "== switchover $i/$RUNS"
   world "$WORK/switchover-$i"
   load "host=127.0.0.1 port=$PG1 user=postgres dbname=postgres" "$R1" 1 load
-  op failover run shop --to east --switchover --wait > "$W/failover.json" || { cat "$W/failover.json" >&2; exit 1; }
+  op failover run shop --to east --switchover --wait > "$W/failover.json" || { cat "$W/failover.json" >&2; op failover plan shop --to east --switchover >&2; exit 1; }
   unload
   loss "$W/failover.json" "host=$W/pg-east port=$PG2 user=postgres dbname=postgres" "$R2" load
   cp "$W/failover.json" "$WORK/switchover-$i.json"

@@ -532,6 +532,20 @@ address = "{host_ip}:{}"
         w
     }
 
+    /// Waits until the west's PostgreSQL refuses a write as read-only.
+    fn old_primary_refuses_writes(&self, secs: u64) {
+        eventually(secs, "the old PostgreSQL primary to refuse writes", || {
+            let out = Command::new(crate::pg_fixture::pg_bin().join("psql"))
+                .args(["-X", "-A", "-t", "-d", &self.primary.dsn("postgres")])
+                .args(["-c", "INSERT INTO stray VALUES (1)"])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stderr)
+                .contains("read-only")
+                .then_some(())
+        });
+    }
+
     fn failover(&self, args: &[&str]) -> (bool, serde_json::Value, String) {
         let out = op(&self.pki, &self.addr, &[&["failover"], args].concat());
         let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
@@ -1092,23 +1106,7 @@ fn an_old_primary_cut_off_during_the_failover_is_fenced_when_its_agent_returns()
 
     // The agent returns: before anything else its stores are fenced.
     w.w1.restart();
-    eventually(30, "the old PostgreSQL primary to refuse writes", || {
-        let out = Command::new(crate::pg_fixture::pg_bin().join("psql"))
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-d",
-                &w.primary.dsn("postgres"),
-                "-c",
-                "INSERT INTO stray VALUES (1)",
-            ])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stderr)
-            .contains("read-only")
-            .then_some(())
-    });
+    w.old_primary_refuses_writes(30);
     let info = eventually(30, "the old Redis master to follow the new one", || {
         let info = w.master.cli(&["INFO", "replication"]);
         info.contains("role:slave").then_some(info)
@@ -1361,23 +1359,7 @@ fn a_region_partitioned_off_is_failed_over_fenced_when_the_partition_heals_and_f
     // The partition heals: before anything else the west's stores are
     // fenced, and writes to them are refused.
     ns.heal();
-    eventually(60, "the old PostgreSQL primary to refuse writes", || {
-        let out = Command::new(crate::pg_fixture::pg_bin().join("psql"))
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-d",
-                &w.primary.dsn("postgres"),
-                "-c",
-                "INSERT INTO stray VALUES (1)",
-            ])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stderr)
-            .contains("read-only")
-            .then_some(())
-    });
+    w.old_primary_refuses_writes(60);
     eventually(30, "the old Redis master to follow the new one", || {
         let info = w.master.try_cli(&["INFO", "replication"])?;
         (info.contains("role:slave") && info.contains(&format!("master_port:{}", w.replica.port)))

@@ -467,16 +467,7 @@ pub async fn pg_rebuild(opts: &RebuildOptions) -> Result<Done> {
     .await?;
     let (lsn, timeline) = wait_streaming(opts, remaining("streaming")?).await?;
     if aside.is_dir() {
-        let aside = aside.clone();
-        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&aside))
-            .await
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Io,
-                    format!("removing the old data directory: {e}"),
-                )
-            })?
-            .map_err(|e| Error::io("removing the old data directory", e))?;
+        remove_dir(&aside, "removing the old data directory").await?;
     }
     Ok(Done {
         already: false,
@@ -504,6 +495,15 @@ async fn checkpoint(conninfo: &str, host: &str, port: u16) -> Result<()> {
         .batch_execute("CHECKPOINT")
         .await
         .map_err(|e| query_error(&format!("a checkpoint on the primary {host}:{port} (the role needs superuser or pg_checkpoint)"), e))
+}
+
+/// Removes a directory tree off the async runtime.
+async fn remove_dir(dir: &Path, what: &str) -> Result<()> {
+    let d = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&d))
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("{what}: {e}")))?
+        .map_err(|e| Error::io(format!("{what} ({})", dir.display()), e))
 }
 
 async fn replay_position(client: &tokio_postgres::Client) -> Result<(String, u32)> {
@@ -619,16 +619,7 @@ async fn base_backup(
         })?;
     } else if data_dir.exists() {
         // What an interrupted attempt left half-written.
-        let d = data_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&d))
-            .await
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Io,
-                    format!("clearing a half-made data directory: {e}"),
-                )
-            })?
-            .map_err(|e| Error::io(data_dir.display(), e))?;
+        remove_dir(data_dir, "clearing a half-made data directory").await?;
     }
     std::fs::create_dir(data_dir).map_err(|e| Error::io(data_dir.display(), e))?;
     std::fs::set_permissions(

@@ -75,6 +75,9 @@ pub struct CoordinatorConfig {
     /// How the replication checks run.
     #[serde(default)]
     pub replication: crate::topology::ReplicationConfig,
+    /// The objectives table: each scenario, its drill and objectives.
+    #[serde(default)]
+    pub scenarios: Vec<crate::drills::scenarios::ScenarioConfig>,
 }
 
 /// The etcd cluster.
@@ -382,6 +385,10 @@ impl CoordinatorConfig {
         for p in crate::topology::problems(&self.regions, &self.services, &self.replication) {
             note(Err(p));
         }
+        for p in crate::drills::scenarios::problems(&self.regions, &self.services, &self.scenarios)
+        {
+            note(Err(p));
+        }
         match problems.len() {
             0 => Ok(()),
             1 => anyhow::bail!("{}", problems[0]),
@@ -418,6 +425,7 @@ mod tests {
         assert_eq!(config.services.len(), 1);
         assert!(config.services[0].dns.is_some());
         assert_eq!(config.regions.len(), 3);
+        assert_eq!(config.scenarios.len(), 3);
     }
 
     fn parse(extra: &str) -> anyhow::Result<CoordinatorConfig> {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod drills;
 pub mod failover;
 pub mod history;
 pub mod metrics;

@@ -1,0 +1,5 @@
+//! Drills: restore and failover drills that prove, with numbers, that a
+//! service comes back within its objectives. `scenarios.rs` maps the
+//! runbook's objectives table onto the drill that exercises each row.
+
+pub mod scenarios;

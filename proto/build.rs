@@ -54,11 +54,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
         )
         .type_attribute(
+            ".seawall.v1.Drill",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
+        .type_attribute(
             ".seawall.v1.FailoverPlan",
             "#[derive(serde::Serialize, serde::Deserialize)]",
         )
         // Evidence in a stable order in the journal.
         .btree_map(".seawall.v1.FailoverStep.evidence")
+        .btree_map(".seawall.v1.Drill.steady_state")
         .file_descriptor_set_path(out.join("seawall_v1_descriptor.bin"))
         .compile_protos(
             &[

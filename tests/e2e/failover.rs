@@ -557,6 +557,24 @@ address = "{host_ip}:{}"
     }
 }
 
+/// Checks an automatic failover's reported figures against what was
+/// measured: the RPO against the load generator's loss within one canary
+/// interval (the replication checks' 1 s), the RTO against the wall clock
+/// from the fault; returns both.
+fn reported_figures_match(f: &serde_json::Value, lost_ms: i64, wall: i64) -> (i64, i64) {
+    let rpo = f["rpo_ms"].as_i64().expect("an RPO from the canaries");
+    assert!(
+        (rpo - lost_ms).abs() <= 1000,
+        "reported RPO {rpo} ms, measured loss {lost_ms} ms"
+    );
+    let rto = f["rto_ms"].as_i64().expect("an RTO");
+    assert!(
+        (rto - wall).abs() <= 1500,
+        "reported RTO {rto} ms, wall clock {wall} ms"
+    );
+    (rpo, rto)
+}
+
 /// Prints what it holds when a test fails while it lives.
 struct Shown<'a>(&'a std::cell::RefCell<String>);
 
@@ -1274,17 +1292,7 @@ fn a_region_cut_off_is_failed_over_automatically_with_the_loss_and_rto_it_report
         .parse()
         .unwrap();
     let lost_ms = pg_load.lost_ms(acked, present);
-    let rpo = f["rpo_ms"].as_i64().expect("an RPO from the canaries");
-    assert!(
-        (rpo - lost_ms).abs() <= 1000,
-        "reported RPO {rpo} ms, measured loss {lost_ms} ms"
-    );
-    // The RTO from the fault to the post-checks, against the wall clock.
-    let rto = f["rto_ms"].as_i64().unwrap();
-    assert!(
-        (rto - wall).abs() <= 1500,
-        "reported RTO {rto} ms, wall clock {wall} ms"
-    );
+    let (rpo, rto) = reported_figures_match(&f, lost_ms, wall);
     assert_eq!(
         record_values(&w.route53.endpoint, &w.zone_id),
         vec![EAST.to_string()]
@@ -1337,17 +1345,7 @@ fn a_region_partitioned_off_is_failed_over_fenced_when_the_partition_heals_and_f
     let lost_ms = pg_load.lost_ms(acked, present);
     drop(pg_load);
     drop(redis_load);
-    let rpo = f["rpo_ms"].as_i64().expect("an RPO from the canaries");
-    // Within one canary interval (the replication checks' 1 s).
-    assert!(
-        (rpo - lost_ms).abs() <= 1000,
-        "reported RPO {rpo} ms, measured loss {lost_ms} ms"
-    );
-    let rto = f["rto_ms"].as_i64().unwrap();
-    assert!(
-        (rto - wall).abs() <= 1500,
-        "reported RTO {rto} ms, wall clock {wall} ms"
-    );
+    let (rpo, rto) = reported_figures_match(&f, lost_ms, wall);
     eprintln!(
         "partition: RTO {rto} ms (wall {wall} ms), RPO {rpo} ms (measured loss {lost_ms} ms, {} of {acked} rows)",
         acked - present.min(acked)

@@ -21,6 +21,8 @@ command -v bc >/dev/null           || need_apt+=(bc)
 command -v promtool >/dev/null      || need_apt+=(prometheus)
 # Network namespaces: the failover tests cut a region off.
 command -v ip >/dev/null            || need_apt+=(iproute2)
+# Headless rendering of the report and status pages.
+command -v chromium >/dev/null      || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod browser_fixture;
 mod etcd_fixture;
 mod fixtures;
 mod fleet_fixture;
@@ -24,6 +25,7 @@ mod fleet;
 mod fleet_ha;
 mod hostile_network;
 mod mirror;
+mod pages;
 mod postgres;
 mod redis;
 mod replication;

@@ -69,6 +69,12 @@ fn key(region: &str, agent_id: &str) -> (String, String) {
     (region.to_string(), agent_id.to_string())
 }
 
+/// How long an agent may go without a heartbeat before it counts as
+/// silent: its session is ended, and its region may be declared down.
+pub fn silence_limit(heartbeat: std::time::Duration) -> std::time::Duration {
+    heartbeat * 2 + std::time::Duration::from_secs(1)
+}
+
 impl Registry {
     /// Adds a session; returns the one it replaces (same agent reconnecting).
     pub fn insert(&self, s: Arc<Session>) -> Option<Arc<Session>> {

@@ -532,8 +532,9 @@ address = "{host_ip}:{}"
         w
     }
 
-    /// Waits until the west's PostgreSQL refuses a write as read-only.
-    fn old_primary_refuses_writes(&self, secs: u64) {
+    /// Waits until the west's stores are fenced: its PostgreSQL refuses a
+    /// write as read-only, its Redis follows the east's and refuses writes.
+    fn old_primary_is_fenced(&self, secs: u64) {
         eventually(secs, "the old PostgreSQL primary to refuse writes", || {
             let out = Command::new(crate::pg_fixture::pg_bin().join("psql"))
                 .args(["-X", "-A", "-t", "-d", &self.primary.dsn("postgres")])
@@ -544,6 +545,40 @@ address = "{host_ip}:{}"
                 .contains("read-only")
                 .then_some(())
         });
+        eventually(30, "the old Redis master to follow the new one", || {
+            let info = self.master.try_cli(&["INFO", "replication"])?;
+            (info.contains("role:slave")
+                && info.contains(&format!("master_port:{}", self.replica.port)))
+            .then_some(())
+        });
+        let refused = self.master.try_cli(&["SET", "stray", "2"]);
+        assert!(
+            refused.as_deref().is_none_or(|r| r.contains("READONLY")),
+            "{refused:?}"
+        );
+    }
+
+    /// Waits for the automatic failover to end; it must have succeeded.
+    fn automatic_failover(&self) -> serde_json::Value {
+        let f = eventually(60, "an automatic failover to finish", || {
+            let out = op(&self.pki, &self.addr, &["failover", "list"]);
+            let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let f = list.as_array()?.first()?.clone();
+            (f["state"] != "running").then_some(f)
+        });
+        assert_eq!(f["state"], "succeeded", "{f:#}");
+        assert_eq!(f["automatic"], true, "{f:#}");
+        f
+    }
+
+    /// The newest load row (at most `acked`) the east has.
+    fn rows_present(&self, acked: u64) -> u64 {
+        self.standby
+            .sql(&format!(
+                "SELECT coalesce(max(n), 0) FROM load WHERE n <= {acked}"
+            ))
+            .parse()
+            .unwrap()
     }
 
     fn failover(&self, args: &[&str]) -> (bool, serde_json::Value, String) {
@@ -1124,20 +1159,7 @@ fn an_old_primary_cut_off_during_the_failover_is_fenced_when_its_agent_returns()
 
     // The agent returns: before anything else its stores are fenced.
     w.w1.restart();
-    w.old_primary_refuses_writes(30);
-    let info = eventually(30, "the old Redis master to follow the new one", || {
-        let info = w.master.cli(&["INFO", "replication"]);
-        info.contains("role:slave").then_some(info)
-    });
-    assert!(
-        info.contains(&format!("master_port:{}", w.replica.port)),
-        "{info}"
-    );
-    let refused = w.master.try_cli(&["SET", "stray", "2"]);
-    assert!(
-        refused.as_deref().is_none_or(|r| r.contains("READONLY")),
-        "{refused:?}"
-    );
+    w.old_primary_is_fenced(30);
     let audit = op_json(&w.pki, &w.addr, &["audit", "--limit", "20"]);
     assert!(audit.to_string().contains("rejoin"), "{audit}");
 
@@ -1263,15 +1285,8 @@ fn a_region_cut_off_is_failed_over_automatically_with_the_loss_and_rto_it_report
     let cut = now_ms();
     let frozen = Frozen::freeze(pids);
     let acked_before_cut = pg_load.acked();
-    let f = eventually(60, "an automatic failover to finish", || {
-        let out = op(&w.pki, &w.addr, &["failover", "list"]);
-        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let f = list.as_array()?.first()?.clone();
-        (f["state"] != "running").then_some(f)
-    });
+    let f = w.automatic_failover();
     let wall = now_ms() - cut;
-    assert_eq!(f["state"], "succeeded", "{f:#}");
-    assert_eq!(f["automatic"], true, "{f:#}");
     assert_eq!(f["requested_by"], "automatic", "{f:#}");
     assert!(
         f["steps"][1]["detail"]
@@ -1284,13 +1299,7 @@ fn a_region_cut_off_is_failed_over_automatically_with_the_loss_and_rto_it_report
     // The loss the load generator measured: rows acknowledged in the west
     // that the east lacks, as time.
     let acked = pg_load.acked().max(acked_before_cut);
-    let present: u64 = w
-        .standby
-        .sql(&format!(
-            "SELECT coalesce(max(n), 0) FROM load WHERE n <= {acked}"
-        ))
-        .parse()
-        .unwrap();
+    let present = w.rows_present(acked);
     let lost_ms = pg_load.lost_ms(acked, present);
     let (rpo, rto) = reported_figures_match(&f, lost_ms, wall);
     assert_eq!(
@@ -1325,23 +1334,10 @@ fn a_region_partitioned_off_is_failed_over_fenced_when_the_partition_heals_and_f
     let cut = now_ms();
     ns.cut();
     let acked_before_cut = pg_load.acked();
-    let f = eventually(60, "an automatic failover to finish", || {
-        let out = op(&w.pki, &w.addr, &["failover", "list"]);
-        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let f = list.as_array()?.first()?.clone();
-        (f["state"] != "running").then_some(f)
-    });
+    let f = w.automatic_failover();
     let wall = now_ms() - cut;
-    assert_eq!(f["state"], "succeeded", "{f:#}");
-    assert_eq!(f["automatic"], true, "{f:#}");
     let acked = pg_load.acked().max(acked_before_cut);
-    let present: u64 = w
-        .standby
-        .sql(&format!(
-            "SELECT coalesce(max(n), 0) FROM load WHERE n <= {acked}"
-        ))
-        .parse()
-        .unwrap();
+    let present = w.rows_present(acked);
     let lost_ms = pg_load.lost_ms(acked, present);
     drop(pg_load);
     drop(redis_load);
@@ -1357,17 +1353,7 @@ fn a_region_partitioned_off_is_failed_over_fenced_when_the_partition_heals_and_f
     // The partition heals: before anything else the west's stores are
     // fenced, and writes to them are refused.
     ns.heal();
-    w.old_primary_refuses_writes(60);
-    eventually(30, "the old Redis master to follow the new one", || {
-        let info = w.master.try_cli(&["INFO", "replication"])?;
-        (info.contains("role:slave") && info.contains(&format!("master_port:{}", w.replica.port)))
-            .then_some(())
-    });
-    let refused = w.master.try_cli(&["SET", "stray", "2"]);
-    assert!(
-        refused.as_deref().is_none_or(|r| r.contains("READONLY")),
-        "{refused:?}"
-    );
+    w.old_primary_is_fenced(60);
 
     // Failback: the diverged west is rewound, follows, and takes the
     // service back; its stray write is gone.

@@ -273,7 +273,7 @@ impl AgentService for AgentApi {
                 // skip the checks a reconnecting agent gets (an old
                 // primary fenced before anything else).
                 let silent_ms = now_ms() - ping_session.last_heartbeat_ms.load(Ordering::Relaxed);
-                if silent_ms > (every * 2 + Duration::from_secs(1)).as_millis() as i64 {
+                if silent_ms > crate::registry::silence_limit(every).as_millis() as i64 {
                     tracing::warn!(agent = %ping_session.agent_id, region = %ping_session.region, silent_ms, "no heartbeat from the agent: ending its session");
                     let _ = ping_tx
                         .send(Err(Status::unavailable(format!(

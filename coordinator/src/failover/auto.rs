@@ -79,7 +79,7 @@ async fn region_down(
     region: &str,
     to: &str,
 ) -> Verdict {
-    let silence_ms = (coord.config.heartbeat.as_millis() as i64) * 2 + 1000;
+    let silence_ms = crate::registry::silence_limit(coord.config.heartbeat).as_millis() as i64;
     let now = now_ms();
     let mut silent_since: Option<i64> = None;
     for store in stores_in(service, region) {

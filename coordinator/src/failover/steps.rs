@@ -38,40 +38,30 @@ pub const STEPS: [&str; 8] = [
     "demote",
 ];
 
-/// A switchover's steps: the old primary, reachable by definition, ends as
-/// a standby of the new one (as after a Patroni switchover).
-pub const SWITCHOVER_STEPS: [&str; 10] = [
-    "precheck",
-    "fence",
-    "catch up",
-    "promote postgres",
-    "promote redis",
-    "dns",
-    "post-check",
-    "demote",
-    "follow postgres",
-    "follow redis",
-];
+/// A failback's first steps: the old primary region's stores rebuilt as
+/// standbys of the current primary (then a switchover to them).
+const REBUILD_STEPS: [&str; 2] = ["rebuild postgres", "rebuild redis"];
 
-/// A failback's steps: the old primary region's stores rebuilt as
-/// standbys, then a switchover to them.
-pub const FAILBACK_STEPS: [&str; 12] = [
-    "rebuild postgres",
-    "rebuild redis",
-    "precheck",
-    "fence",
-    "catch up",
-    "promote postgres",
-    "promote redis",
-    "dns",
-    "post-check",
-    "demote",
-    "follow postgres",
-    "follow redis",
-];
+/// A switchover's last steps: the old primary, reachable by definition,
+/// ends as a standby of the new one (as after a Patroni switchover).
+const FOLLOW_STEPS: [&str; 2] = ["follow postgres", "follow redis"];
 
-/// A failback that stops once the rebuilt standbys follow.
-pub const STANDBY_ONLY_STEPS: [&str; 3] = ["rebuild postgres", "rebuild redis", "precheck"];
+/// The steps of a failover as `req` asks for it, in order.
+fn step_names(req: &FailoverRequest) -> Vec<&'static str> {
+    if req.failback && req.standby_only {
+        // Stops once the rebuilt standbys follow.
+        return [REBUILD_STEPS.as_slice(), &["precheck"]].concat();
+    }
+    let mut names = Vec::new();
+    if req.failback {
+        names.extend(REBUILD_STEPS);
+    }
+    names.extend(STEPS);
+    if req.switchover || req.failback {
+        names.extend(FOLLOW_STEPS);
+    }
+    names
+}
 
 /// Failover states.
 pub mod state {
@@ -187,13 +177,7 @@ pub async fn create(
     // The precheck is the first step: the clock starts when it began.
     let started = assessed.asked_ms;
     let prechecked = now_ms();
-    let names: &[&str] = match (req.failback, req.standby_only, req.switchover) {
-        (false, _, false) => &STEPS,
-        (false, _, true) => &SWITCHOVER_STEPS,
-        (true, false, _) => &FAILBACK_STEPS,
-        (true, true, _) => &STANDBY_ONLY_STEPS,
-    };
-    let steps = names
+    let steps = step_names(req)
         .iter()
         .enumerate()
         .map(|(i, name)| {
@@ -1074,4 +1058,30 @@ async fn finish(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_failover_has_its_steps_in_order() {
+        let req = |switchover, failback, standby_only| FailoverRequest {
+            switchover,
+            failback,
+            standby_only,
+            ..Default::default()
+        };
+        assert_eq!(step_names(&req(false, false, false)), STEPS);
+        let switchover = step_names(&req(true, false, false));
+        assert_eq!(&switchover[..8], STEPS);
+        assert_eq!(&switchover[8..], ["follow postgres", "follow redis"]);
+        let back = step_names(&req(false, true, false));
+        assert_eq!(&back[..2], ["rebuild postgres", "rebuild redis"]);
+        assert_eq!(&back[2..], switchover.as_slice());
+        assert_eq!(
+            step_names(&req(false, true, true)),
+            ["rebuild postgres", "rebuild redis", "precheck"]
+        );
+    }
 }

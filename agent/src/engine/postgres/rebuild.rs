@@ -121,10 +121,7 @@ fn locate(server: &Server, running: Option<&Facts>) -> Result<(PathBuf, PgTools)
 
 /// Stops the server (a fence by stopping); what was done.
 pub async fn stop_server(server: &Server, deadline: Duration) -> Result<String> {
-    let running = match conn::connect(&server.dsn).await {
-        Ok(client) => Some(facts(&client).await?),
-        Err(_) => None,
-    };
+    let running = answering(&server.dsn).await?.map(|(_, f)| f);
     let (data_dir, tools) = locate(server, running.as_ref())?;
     if running.is_none() && !data_dir.join("postmaster.pid").exists() {
         return Ok("stopped already".into());
@@ -218,6 +215,21 @@ async fn facts(client: &tokio_postgres::Client) -> Result<Facts> {
             .zip(port)
             .map(|(h, p)| (h, p, status.unwrap_or_default())),
     })
+}
+
+/// The server's client and what it says about itself, or None when it
+/// does not answer (stopped, or down).
+async fn answering(dsn: &str) -> Result<Option<(tokio_postgres::Client, Facts)>> {
+    match conn::connect(dsn).await {
+        Ok(client) => {
+            let f = facts(&client).await?;
+            Ok(Some((client, f)))
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "the server does not answer; its data directory is used");
+            Ok(None)
+        }
+    }
 }
 
 /// Whether the server streams from the primary already.
@@ -355,16 +367,9 @@ pub async fn pg_rebuild(opts: &RebuildOptions) -> Result<Done> {
     let _held = lock.lock().await;
     let started = Instant::now();
     let (host, port) = (opts.primary_host.as_str(), opts.primary_port);
-    let running = match conn::connect(&server.dsn).await {
-        Ok(client) => Some(facts(&client).await?),
-        Err(e) => {
-            tracing::info!(error = %e, "the server does not answer; rebuilding it from its data directory");
-            None
-        }
-    };
-    if running.as_ref().is_some_and(|f| follows(f, host, port)) {
-        let client = conn::connect(&server.dsn).await?;
-        let (lsn, timeline) = replay_position(&client).await?;
+    let answer = answering(&server.dsn).await?;
+    if let Some((client, _)) = answer.as_ref().filter(|(_, f)| follows(f, host, port)) {
+        let (lsn, timeline) = replay_position(client).await?;
         return Ok(Done {
             already: true,
             detail: format!("already a standby of {host}:{port}, streaming (replayed up to {lsn}, timeline {timeline})"),
@@ -373,6 +378,7 @@ pub async fn pg_rebuild(opts: &RebuildOptions) -> Result<Done> {
             offset: 0,
         });
     }
+    let running = answer.map(|(_, f)| f);
     let (data_dir, tools) = locate(server, running.as_ref())?;
     let aside = PathBuf::from(format!("{}.{SET_ASIDE}", data_dir.display()));
     // A base backup interrupted earlier left the original aside: its

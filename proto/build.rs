@@ -64,6 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Evidence in a stable order in the journal.
         .btree_map(".seawall.v1.FailoverStep.evidence")
         .btree_map(".seawall.v1.Drill.steady_state")
+        .btree_map(".seawall.v1.DrillPhase.evidence")
         .file_descriptor_set_path(out.join("seawall_v1_descriptor.bin"))
         .compile_protos(
             &[

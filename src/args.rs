@@ -152,6 +152,8 @@ pub enum Command {
     Replication(ReplicationArgs),
     /// Move a service's primary to another region, and follow or stop failovers.
     Failover(FailoverArgs),
+    /// Restore and failover drills: run one, follow it, read its journal and report page.
+    Drill(DrillArgs),
     /// Show what Seawall does, on a local sample, with timings.
     Demo(DemoArgs),
     /// Generate or change benchmark data (for bench/).
@@ -504,6 +506,98 @@ pub struct FailoverAbortArgs {
     /// Why (kept in the record and the audit log).
     #[arg(long)]
     pub reason: Option<String>,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `drill`.
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub what: DrillWhat,
+}
+
+/// `drill` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DrillWhat {
+    /// Restore a service's sources (or one source) from a region's repository into scratch instances, check them, tear them down.
+    Restore(DrillRestoreArgs),
+    /// Run a [[scenarios]] entry's drill against its objectives.
+    Run(DrillRunArgs),
+    /// A drill's journal: steps, evidence, verdict, achieved RTO and RPO (the newest without ID).
+    Show(DrillShowArgs),
+    /// Drills, newest first.
+    List(DrillListArgs),
+    /// Write a drill's report page: one self-contained HTML file.
+    Report(DrillReportArgs),
+}
+
+/// `drill restore`.
+#[derive(Debug, Args)]
+pub struct DrillRestoreArgs {
+    /// The service (as [[services]] names it), or one source of its backups.
+    pub service: String,
+    /// The region whose repository is restored from (default: a cold region's, else the primary's).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The recovery point: latest, "random-within DURATION" or an RFC 3339 time.
+    #[arg(long, default_value = "latest")]
+    pub point: String,
+    /// Follow the drill until it ends; exit 0 when its objectives were met.
+    #[arg(long)]
+    pub wait: bool,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `drill run`.
+#[derive(Debug, Args)]
+pub struct DrillRunArgs {
+    /// The scenario's name (quote it: "complete outage").
+    pub scenario: String,
+    /// Follow the drill until it ends; exit 0 when its objectives were met.
+    #[arg(long)]
+    pub wait: bool,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `drill show`.
+#[derive(Debug, Args)]
+pub struct DrillShowArgs {
+    /// The drill's id (default: the newest).
+    pub id: Option<String>,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `drill list`.
+#[derive(Debug, Args)]
+pub struct DrillListArgs {
+    /// Only this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `drill report`.
+#[derive(Debug, Args)]
+pub struct DrillReportArgs {
+    /// The drill's id (default: the newest).
+    pub id: Option<String>,
+    /// The file to write.
+    #[arg(long)]
+    pub html: std::path::PathBuf,
     /// Connection.
     #[command(flatten)]
     pub op: OperatorArgs,

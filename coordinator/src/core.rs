@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use seawall_proto::v1::{
     coordinator_message, operation, AssignJob, BackupLevel, BackupOperation, CancelJob,
     CoordinatorMessage, MirrorOperation, Operation, OperationResult, OperationStatus,
-    RetentionOperation, VerifyOperation,
+    RestoreDrillOperation, RetentionOperation, VerifyOperation,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,6 +19,10 @@ use tokio::sync::Notify;
 
 /// Assignments recorded and sent at once.
 const DISPATCH_CONCURRENCY: usize = 64;
+
+/// How long a job an agent was too busy to start waits before it is
+/// handed out again.
+const BUSY_RETRY_MS: i64 = 2_000;
 
 /// What the leader holds while it leads.
 pub struct Lead {
@@ -59,6 +63,8 @@ pub struct Coordinator {
     pub wake: Notify,
     /// Wakes the failover worker (a failover started or aborted).
     pub failover_wake: Notify,
+    /// Wakes the drill worker (a drill started, a drill's job settled).
+    pub drill_wake: Notify,
     /// Cancelled when the replica shuts down; every term's tree hangs on it.
     pub root: tokio_util::sync::CancellationToken,
     /// The leader workers' health.
@@ -175,6 +181,21 @@ pub fn operation_for(job: &JobRecord) -> Operation {
             name: job.source.clone(),
             prune: false,
         }),
+        JobKind::RestoreDrill => {
+            let part = job.drill.clone();
+            operation::Kind::RestoreDrill(RestoreDrillOperation {
+                source: job.source.clone(),
+                point: part
+                    .as_ref()
+                    .map(|d| d.point.clone())
+                    .unwrap_or_else(|| "latest".into()),
+                check_file: part
+                    .as_ref()
+                    .and_then(|d| d.check_file.clone())
+                    .unwrap_or_default(),
+                drill_id: part.map(|d| d.drill_id).unwrap_or_default(),
+            })
+        }
         JobKind::Verify | JobKind::Unspecified => {
             operation::Kind::Verify(VerifyOperation { read_data: false })
         }
@@ -202,6 +223,7 @@ impl Coordinator {
             operator_auth: OperatorAuth::new(token),
             wake: Notify::new(),
             failover_wake: Notify::new(),
+            drill_wake: Notify::new(),
             root: tokio_util::sync::CancellationToken::new(),
             workers: crate::workers::Board::default(),
             revoked: Arc::default(),
@@ -492,7 +514,14 @@ impl Coordinator {
         // batches concurrent transactions.
         let mut plan = Vec::with_capacity(due.len());
         for (job, rev) in due {
-            let Some(session) = self.registry.pick(&job.region, &job.source) else {
+            let session = match &job.target_agent {
+                Some(agent) => self
+                    .registry
+                    .get(&job.region, agent)
+                    .filter(|s| s.ready.load(std::sync::atomic::Ordering::Relaxed)),
+                None => self.registry.pick(&job.region, &job.source),
+            };
+            let Some(session) = session else {
                 continue;
             };
             session
@@ -596,7 +625,16 @@ impl Coordinator {
             .as_deref()
             .map(|k| format!(" [{k}]"))
             .unwrap_or_default();
-        if failure.retryable && job.attempt <= job.retries {
+        if failure.kind.as_deref() == Some("busy") {
+            // Not started, so not an attempt: handed out again shortly, to
+            // this agent once it has room or to another of the region.
+            job.not_before_ms = now_ms() + BUSY_RETRY_MS;
+            job.enter(
+                JobState::Pending,
+                epoch,
+                format!("the agent was busy ({error}); handed out again"),
+            );
+        } else if failure.retryable && job.attempt <= job.retries {
             let delay = job
                 .retry_backoff_ms
                 .saturating_mul(1 << (job.attempt - 1).min(16));

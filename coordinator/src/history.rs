@@ -28,6 +28,8 @@ pub struct Pruned {
     pub audit: usize,
     /// Settled failover records (never a service's newest).
     pub failovers: usize,
+    /// Finished drill records (never the newest of a service's scenario).
+    pub drills: usize,
     /// Whether more is left for the next pass (a pass deletes at most
     /// `MAX_DELETES_PER_PASS`); it then runs at once.
     pub more: bool,
@@ -57,6 +59,7 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                     ("backups", p.backups),
                     ("audit", p.audit),
                     ("failovers", p.failovers),
+                    ("drills", p.drills),
                 ] {
                     metrics::counter!("seawall_history_pruned_total", "kind" => kind)
                         .increment(n as u64);
@@ -66,6 +69,7 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                     backups = p.backups,
                     audit = p.audit,
                     failovers = p.failovers,
+                    drills = p.drills,
                     "history pruned"
                 )
             }
@@ -102,6 +106,10 @@ pub async fn prune(coord: &Coordinator, lead: &Lead, cutoff_ms: i64) -> Result<P
     for key in old_failovers(&failovers, cutoff_ms) {
         doomed.push((key, "failovers"));
     }
+    let drills = coord.store.list(crate::drills::journal::PREFIX).await?;
+    for key in old_drills(&drills, cutoff_ms) {
+        doomed.push((key, "drills"));
+    }
     let mut pruned = Pruned {
         more: doomed.len() > MAX_DELETES_PER_PASS,
         ..Pruned::default()
@@ -115,6 +123,7 @@ pub async fn prune(coord: &Coordinator, lead: &Lead, cutoff_ms: i64) -> Result<P
             "jobs" => pruned.jobs += 1,
             "backups" => pruned.backups += 1,
             "failovers" => pruned.failovers += 1,
+            "drills" => pruned.drills += 1,
             _ => pruned.audit += 1,
         }
     }
@@ -168,6 +177,33 @@ fn old_failovers(entries: &[Entry], cutoff_ms: i64) -> Vec<String> {
         .filter(|(_, f)| crate::failover::steps::is_final(f))
         .filter(|(_, f)| newest.get(f.service.as_str()) != Some(&f.started_unix_ms))
         .filter(|(_, f)| f.finished_unix_ms < cutoff_ms)
+        .map(|(k, _)| k.to_string())
+        .collect()
+}
+
+/// Finished drill records that ended before the cutoff, except the newest
+/// of each service's scenario (the status page shows it, and the metrics
+/// of the last drill come from it).
+fn old_drills(entries: &[Entry], cutoff_ms: i64) -> Vec<String> {
+    let records: Vec<(&str, seawall_proto::v1::Drill)> = entries
+        .iter()
+        .filter_map(|e| Some((e.key.as_str(), serde_json::from_slice(&e.value).ok()?)))
+        .collect();
+    let mut newest: std::collections::HashMap<(&str, &str, &str), i64> = Default::default();
+    for (_, d) in &records {
+        let at = newest
+            .entry((d.service.as_str(), d.scenario.as_str(), d.kind.as_str()))
+            .or_insert(d.started_unix_ms);
+        *at = (*at).max(d.started_unix_ms);
+    }
+    records
+        .iter()
+        .filter(|(_, d)| d.state == crate::drills::journal::FINISHED)
+        .filter(|(_, d)| {
+            newest.get(&(d.service.as_str(), d.scenario.as_str(), d.kind.as_str()))
+                != Some(&d.started_unix_ms)
+        })
+        .filter(|(_, d)| d.finished_unix_ms < cutoff_ms)
         .map(|(k, _)| k.to_string())
         .collect()
 }
@@ -241,6 +277,33 @@ mod tests {
         let old = old_failovers(&entries, 5_000);
         assert_eq!(old, vec![entries[0].key.clone(), entries[1].key.clone()]);
         assert!(old_failovers(&entries, 500).is_empty());
+    }
+
+    #[test]
+    fn finished_drills_go_but_each_scenarios_newest_and_running_ones_stay() {
+        let drill = |id: &str, scenario: &str, at: i64, state: &str| Entry {
+            key: format!("drills/{id}"),
+            value: serde_json::to_vec(&seawall_proto::v1::Drill {
+                id: id.into(),
+                service: "orders".into(),
+                scenario: scenario.into(),
+                kind: "restore".into(),
+                state: state.into(),
+                started_unix_ms: at,
+                finished_unix_ms: at + 10,
+                ..Default::default()
+            })
+            .unwrap(),
+            revision: 1,
+        };
+        let entries = [
+            drill("a", "complete outage", 100, "finished"),
+            drill("b", "complete outage", 200, "finished"),
+            drill("c", "zone failure", 150, "finished"),
+            drill("d", "complete outage", 50, "running"),
+        ];
+        assert_eq!(old_drills(&entries, 1_000), vec!["drills/a".to_string()]);
+        assert!(old_drills(&entries, 0).is_empty());
     }
 
     #[test]

@@ -25,7 +25,11 @@
 //! | `seawall_replication_repository_behind_seconds` | gauge (newest backups older than the primary's; NaN: unknown) | service, region |
 //! | `seawall_replication_repository_gaps` | gauge (objects of the primary's repository missing or different) | service, region |
 //! | `seawall_etcd_errors_total` | counter | op |
-//! | `seawall_history_pruned_total` | counter | kind (jobs, backups, audit, failovers) |
+//! | `seawall_history_pruned_total` | counter | kind (jobs, backups, audit, failovers, drills) |
+//! | `seawall_drills_total` | counter | service, scenario, kind, verdict |
+//! | `seawall_drill_last_success_timestamp_seconds` | gauge (the last drill that met its objectives) | service, scenario |
+//! | `seawall_drill_rto_seconds` | gauge (the last drill's achieved RTO) | service, scenario |
+//! | `seawall_drill_rpo_seconds` | gauge (the last drill's achieved RPO; NaN: not measured) | service, scenario |
 
 use crate::records::{now_ms, BackupRecord};
 use std::collections::HashMap;
@@ -150,4 +154,32 @@ pub fn leading(epoch: Option<i64>) {
     if let Some(e) = epoch {
         metrics::gauge!("seawall_epoch").set(e as f64);
     }
+}
+
+/// Exports a finished drill's verdict and figures. A drill run by hand
+/// (no scenario) is labelled by its kind.
+pub fn drill_finished(d: &seawall_proto::v1::Drill) {
+    let scenario = if d.scenario.is_empty() {
+        format!("{} drill", d.kind)
+    } else {
+        d.scenario.clone()
+    };
+    metrics::counter!(
+        "seawall_drills_total",
+        "service" => d.service.clone(),
+        "scenario" => scenario.clone(),
+        "kind" => d.kind.clone(),
+        "verdict" => d.verdict.clone()
+    )
+    .increment(1);
+    let labels = [("service", d.service.clone()), ("scenario", scenario)];
+    if d.verdict == crate::drills::verdict::MET {
+        metrics::gauge!("seawall_drill_last_success_timestamp_seconds", &labels)
+            .set(d.finished_unix_ms as f64 / 1000.0);
+    }
+    if let Some(rto) = d.rto_ms {
+        metrics::gauge!("seawall_drill_rto_seconds", &labels).set(rto as f64 / 1000.0);
+    }
+    metrics::gauge!("seawall_drill_rpo_seconds", &labels)
+        .set(d.rpo_ms.map(|r| r as f64 / 1000.0).unwrap_or(f64::NAN));
 }

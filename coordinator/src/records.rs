@@ -169,6 +169,25 @@ pub struct JobRecord {
     pub bytes_added: u64,
     /// Every state change.
     pub history: Vec<JobEvent>,
+    /// The agent that must run it (a drill restores from one agent's
+    /// repository); any agent serving the source when unset.
+    #[serde(default)]
+    pub target_agent: Option<String>,
+    /// A restore drill's part: which drill, and what it restores.
+    #[serde(default)]
+    pub drill: Option<DrillPart>,
+}
+
+/// What a restore drill's job restores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillPart {
+    /// The drill's id.
+    pub drill_id: String,
+    /// latest | random-within DURATION | RFC 3339 time.
+    pub point: String,
+    /// PostgreSQL check file on the agent's host.
+    #[serde(default)]
+    pub check_file: Option<String>,
 }
 
 impl JobRecord {
@@ -203,6 +222,8 @@ impl JobRecord {
             bytes_done: 0,
             bytes_added: 0,
             history: Vec::new(),
+            target_agent: None,
+            drill: None,
         }
     }
 

@@ -257,6 +257,7 @@ pub(crate) async fn lead_loop(coord: Arc<Coordinator>) {
         crate::history::start(coord.clone(), lead.clone());
         crate::replication::start(coord.clone(), lead.clone());
         crate::failover::steps::start(coord.clone(), lead.clone());
+        crate::drills::worker::start(coord.clone(), lead.clone());
         crate::failover::auto::start(coord.clone(), lead.clone());
         let shutting_down = tokio::select! {
             _ = lead.leadership.lost() => false,

@@ -88,7 +88,7 @@ pub async fn run(g: &Global, a: FailoverArgs) -> anyhow::Result<u8> {
 }
 
 /// A connection to the leader (a follower names it), and its address.
-async fn to_leader(a: &OperatorArgs) -> anyhow::Result<(Op, String)> {
+pub(crate) async fn to_leader(a: &OperatorArgs) -> anyhow::Result<(Op, String)> {
     let mut op = Op::connect(a, &a.coordinator).await?;
     let status = op
         .client

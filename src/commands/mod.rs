@@ -7,6 +7,7 @@ mod certs;
 mod daemons;
 mod demo;
 mod demo_fleet;
+mod drill;
 mod failover;
 mod forget;
 mod init;
@@ -65,6 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Revoked(a) => operator::revoked(&g, a).await,
         Command::Replication(a) => operator::replication(&g, a).await,
         Command::Failover(a) => failover::run(&g, a).await,
+        Command::Drill(a) => drill::run(&g, a).await,
         Command::Demo(a) => demo::run(&g, a).await,
         Command::BenchData(a) => demo::bench_data(a).await,
         Command::BenchAgents(a) => bench_agents::run(a).await,

@@ -19,6 +19,7 @@ mod crash;
 mod damage;
 mod deploy;
 mod docs;
+mod drills;
 mod failover;
 mod files;
 mod fleet;

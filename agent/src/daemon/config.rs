@@ -45,6 +45,53 @@ pub struct AgentConfig {
     /// (mirror jobs name them).
     #[serde(default)]
     pub mirrors: Vec<MirrorConfig>,
+    /// Where and with which programs restore drills run.
+    #[serde(default)]
+    pub drills: DrillsConfig,
+}
+
+/// `[drills]`: restore drills restore into scratch instances here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillsConfig {
+    /// Directory scratch instances are made in (default:
+    /// `<state_dir>/scratch`); it needs room for the largest restore.
+    #[serde(default)]
+    pub scratch_dir: Option<PathBuf>,
+    /// Directory of the PostgreSQL programs (default: a PostgreSQL
+    /// source's `pg_bin`, else PATH).
+    #[serde(default)]
+    pub pg_bin: Option<PathBuf>,
+    /// The redis-server program (default: found on PATH).
+    #[serde(default)]
+    pub redis_server: Option<PathBuf>,
+}
+
+impl AgentConfig {
+    /// The drill settings with their defaults filled in.
+    pub fn drill_places(&self) -> (PathBuf, Option<PathBuf>, PathBuf) {
+        let scratch = self
+            .drills
+            .scratch_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("scratch"));
+        let pg_bin = self.drills.pg_bin.clone().or_else(|| {
+            self.sources.iter().find_map(|s| match &s.kind {
+                SourceSpec::Postgres { pg_bin, .. } => pg_bin.clone(),
+                _ => None,
+            })
+        });
+        let redis = self.drills.redis_server.clone().unwrap_or_else(|| {
+            std::env::var_os("PATH")
+                .and_then(|p| {
+                    std::env::split_paths(&p)
+                        .map(|d| d.join("redis-server"))
+                        .find(|p| p.is_file())
+                })
+                .unwrap_or_else(|| PathBuf::from("redis-server"))
+        });
+        (scratch, pg_bin, redis)
+    }
 }
 
 /// Another region's repository, copied into this agent's by mirror jobs.

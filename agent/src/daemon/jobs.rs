@@ -37,6 +37,9 @@ pub struct Refusal {
     pub retryable: bool,
     /// What is wrong and what to do.
     pub message: String,
+    /// The job was not started because the agent is full or stopping: it
+    /// is no attempt, and the leader hands it out again.
+    pub busy: bool,
 }
 
 impl Refusal {
@@ -45,6 +48,15 @@ impl Refusal {
             kind,
             retryable,
             message: message.into(),
+            busy: false,
+        }
+    }
+
+    /// A refusal that says "later", not "no".
+    fn busy(message: impl Into<String>) -> Refusal {
+        Refusal {
+            busy: true,
+            ..Refusal::new(ErrorKind::Locked, true, message)
         }
     }
 }
@@ -156,6 +168,25 @@ impl JobRunner {
                     policy: rules.policy(),
                 }
             }
+            operation::Kind::RestoreDrill(d) => {
+                let (scratch_root, pg_bin, redis_server) = self.config.drill_places();
+                Operation::RestoreDrill {
+                    request: crate::engine::drill::DrillRequest {
+                        source: d.source.clone(),
+                        point: if d.point.is_empty() {
+                            "latest".into()
+                        } else {
+                            d.point.clone()
+                        },
+                        check_file: (!d.check_file.is_empty())
+                            .then(|| std::path::PathBuf::from(&d.check_file)),
+                        drill_id: d.drill_id.clone(),
+                        scratch_root,
+                        pg_bin,
+                        redis_server,
+                    },
+                }
+            }
             operation::Kind::Verify(v) => Operation::Verify {
                 read_data: v.read_data,
             },
@@ -202,9 +233,7 @@ impl JobRunner {
         uplink: Uplink,
     ) -> Result<(), Refusal> {
         if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(Refusal::new(
-                ErrorKind::Io,
-                true,
+            return Err(Refusal::busy(
                 "the agent is shutting down: it takes no new job",
             ));
         }
@@ -219,11 +248,10 @@ impl JobRunner {
                 return Ok(());
             }
             if running.len() as u32 >= self.config.max_jobs {
-                return Err(Refusal::new(
-                    ErrorKind::Locked,
-                    true,
-                    format!("busy: {} jobs running (max_jobs)", running.len()),
-                ));
+                return Err(Refusal::busy(format!(
+                    "busy: {} jobs running (max_jobs)",
+                    running.len()
+                )));
             }
         }
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -391,6 +419,7 @@ fn job_kind(op: &Operation) -> &'static str {
         Operation::Retention { .. } => JobKind::Retention,
         Operation::Verify { .. } => JobKind::Verify,
         Operation::Mirror { .. } => JobKind::Mirror,
+        Operation::RestoreDrill { .. } => JobKind::RestoreDrill,
     };
     seawall_proto::kinds::name(kind)
 }

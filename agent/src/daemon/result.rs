@@ -3,8 +3,8 @@
 
 use crate::engine::operation::{OperationOutcome, Output, Status};
 use seawall_proto::v1::{
-    operation_result, BackupOutput, ErrorKind as WireKind, MirrorOutput, OperationResult,
-    OperationStatus, RetentionOutput, VerifyOutput,
+    operation_result, BackupOutput, DrillPhase, ErrorKind as WireKind, MirrorOutput,
+    OperationResult, OperationStatus, RestoreDrillOutput, RetentionOutput, VerifyOutput,
 };
 
 /// The engine's error kind on the wire.
@@ -74,6 +74,25 @@ pub fn to_proto(job_id: &str, epoch: u64, outcome: &OperationOutcome) -> Operati
             objects_pruned: *pruned,
             replaced: replaced.clone(),
         }),
+        Output::RestoreDrill(r) => operation_result::Output::RestoreDrill(RestoreDrillOutput {
+            source: r.source.clone(),
+            source_kind: r.source_kind.clone(),
+            snapshot_id: r.snapshot_id.clone(),
+            recovery_point_unix_ms: r.recovery_point_unix_ms,
+            phases: r
+                .phases
+                .iter()
+                .map(|p| DrillPhase {
+                    name: p.name.clone(),
+                    started_unix_ms: p.started_unix_ms,
+                    ended_unix_ms: p.ended_unix_ms,
+                    state: p.state.clone(),
+                    detail: p.detail.clone(),
+                    evidence: p.evidence.clone(),
+                })
+                .collect(),
+            leftovers: r.leftovers.clone(),
+        }),
         Output::Verify {
             snapshots,
             packs_read,
@@ -112,7 +131,11 @@ pub fn refused(job_id: &str, epoch: u64, refusal: &super::jobs::Refusal) -> Oper
         job_id: job_id.to_string(),
         epoch,
         status: OperationStatus::Failed as i32,
-        error_kind: wire_kind(refusal.kind) as i32,
+        error_kind: if refusal.busy {
+            WireKind::Busy as i32
+        } else {
+            wire_kind(refusal.kind) as i32
+        },
         retryable: refusal.retryable,
         error: refusal.message.clone(),
         finished_unix_ms: chrono::Utc::now().timestamp_millis(),

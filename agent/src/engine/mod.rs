@@ -3,6 +3,7 @@
 
 pub mod browse;
 pub mod canary;
+pub mod drill;
 pub mod files;
 pub mod forget;
 pub mod mirror;

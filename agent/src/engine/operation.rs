@@ -77,6 +77,12 @@ pub enum Operation {
         #[serde(default)]
         check_only: bool,
     },
+    /// Restore a source's recovery point into a scratch instance, check
+    /// it, tear it down.
+    RestoreDrill {
+        /// What and where.
+        request: crate::engine::drill::DrillRequest,
+    },
 }
 
 /// A source, as the engine reads it.
@@ -202,6 +208,8 @@ pub enum Output {
         /// Damaged objects of the replica that were replaced.
         replaced: Vec<String>,
     },
+    /// A restore drill's phases and findings.
+    RestoreDrill(crate::engine::drill::DrillReport),
     /// What verify checked.
     Verify {
         /// Snapshots checked.
@@ -349,6 +357,23 @@ async fn execute(req: &OperationRequest, progress: Arc<Progress>) -> Result<Done
                 },
                 warnings: vec![],
                 failure: None,
+            })
+        }
+        Operation::RestoreDrill { request } => {
+            let repo = req.repository.open().await?;
+            let report = crate::engine::drill::restore_drill(repo, request, progress).await;
+            let failure = report.failure().map(|p| Failure {
+                kind: ErrorKind::Corrupt,
+                retryable: false,
+                message: format!(
+                    "restore drill of {}: {} failed: {}",
+                    report.source, p.name, p.detail
+                ),
+            });
+            Ok(Done {
+                output: Output::RestoreDrill(report),
+                warnings: vec![],
+                failure,
             })
         }
         Operation::Verify { read_data } => {

@@ -395,6 +395,16 @@ pub(crate) async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, 
             let _entered = span.enter();
             let succeeded = r.status == OperationStatus::Succeeded as i32
                 || r.status == OperationStatus::SucceededWithWarnings as i32;
+            // A drill's report goes into its journal before the job is
+            // settled, so the drill never sees an ended job without it.
+            if let Some(seawall_proto::v1::operation_result::Output::RestoreDrill(out)) = &r.output
+            {
+                if let Some((job, _)) = coord.active_job(lead, &r.job_id) {
+                    if let Err(e) = crate::drills::restore::record(coord, lead, &job, out).await {
+                        tracing::warn!(job = %r.job_id, error = %e, "drill report not recorded");
+                    }
+                }
+            }
             let outcome = if succeeded {
                 coord.job_succeeded(lead, &r.job_id, &r).await
             } else {

@@ -741,6 +741,60 @@ impl OperatorService for OperatorApi {
         }
     }
 
+    async fn start_drill(&self, request: Request<DrillRequest>) -> Result<Response<Drill>, Status> {
+        let actor = self.coord.operator_auth.check(&request)?;
+        let req = request.into_inner();
+        let lead = self.leader_only().await?;
+        let resolved = crate::drills::restore::resolve(&self.coord, &req)?;
+        let id = format!("{}-restore-{}", resolved.service, crate::records::now_ms());
+        let d = crate::drills::restore::start(&self.coord, &lead, &resolved, id, &actor).await?;
+        Ok(Response::new(d))
+    }
+
+    async fn get_drill(
+        &self,
+        request: Request<GetDrillRequest>,
+    ) -> Result<Response<Drill>, Status> {
+        self.coord.operator_auth.check(&request)?;
+        let id = request.into_inner().id;
+        let found = if id.is_empty() {
+            crate::drills::journal::all(&self.coord)
+                .await?
+                .into_iter()
+                .next()
+        } else {
+            crate::drills::journal::load(&self.coord, &id)
+                .await?
+                .map(|(d, _)| d)
+        };
+        found.map(Response::new).ok_or_else(|| {
+            Status::not_found(if id.is_empty() {
+                "no drill has been run".to_string()
+            } else {
+                format!("no drill {id}: `seawall drill list` names them")
+            })
+        })
+    }
+
+    async fn list_drills(
+        &self,
+        request: Request<ListDrillsRequest>,
+    ) -> Result<Response<ListDrillsReply>, Status> {
+        self.coord.operator_auth.check(&request)?;
+        let req = request.into_inner();
+        let mut drills: Vec<Drill> = crate::drills::journal::all(&self.coord)
+            .await?
+            .into_iter()
+            .filter(|d| req.service.is_empty() || d.service == req.service)
+            .collect();
+        drills.truncate(if req.limit == 0 {
+            50
+        } else {
+            req.limit as usize
+        });
+        Ok(Response::new(ListDrillsReply { drills }))
+    }
+
     type WatchJobStream = JobStream;
 
     async fn watch_job(

@@ -2,8 +2,13 @@
 //! service comes back within its objectives. `scenarios.rs` maps the
 //! runbook's objectives table onto the drill that exercises each row;
 //! `verdict.rs` judges a drill's figures against them; `report.rs` renders
-//! a drill's journal as the page a person reads.
+//! a drill's journal as the page a person reads; `journal.rs` keeps the
+//! records, `restore.rs` runs restore drills through the agents' jobs and
+//! `worker.rs` moves running drills on and settles them.
 
+pub mod journal;
 pub mod report;
+pub mod restore;
 pub mod scenarios;
 pub mod verdict;
+pub mod worker;

@@ -5,6 +5,7 @@
 //! scenario states its own.
 
 use crate::topology::{RegionConfig, RegionRole, ServiceConfig};
+pub use seawall_common::point::Point;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -47,40 +48,6 @@ pub enum DrillKind {
     Restore,
     /// A switchover to another region, post-checks, and failback.
     Failover,
-}
-
-/// Which recovery point a restore drill takes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Point {
-    /// The newest snapshot of each source.
-    Latest,
-    /// A snapshot picked at random among those of the last `0`.
-    RandomWithin(Duration),
-    /// The state at a time (PITR for physical PostgreSQL, the newest
-    /// snapshot not after it for the rest).
-    At(chrono::DateTime<chrono::Utc>),
-}
-
-impl Point {
-    /// Reads `latest`, `random-within 7d` or an RFC 3339 time.
-    pub fn parse(text: &str) -> Result<Point, String> {
-        let t = text.trim();
-        if t == "latest" {
-            return Ok(Point::Latest);
-        }
-        if let Some(d) = t.strip_prefix("random-within") {
-            return seawall_common::duration::parse(d.trim())
-                .map(Point::RandomWithin)
-                .map_err(|e| format!("point {text:?}: {e}"));
-        }
-        chrono::DateTime::parse_from_rfc3339(t)
-            .map(|at| Point::At(at.with_timezone(&chrono::Utc)))
-            .map_err(|_| {
-                format!(
-                    "point {text:?} is not latest, random-within DURATION (\"random-within 7d\") or an RFC 3339 time (\"2026-11-30T03:00:00Z\")"
-                )
-            })
-    }
 }
 
 /// One row of the objectives table.
@@ -137,11 +104,24 @@ impl ScenarioConfig {
 
     /// The region the drill works in, as written or by default.
     pub fn region(&self, regions: &[RegionConfig], service: &ServiceConfig) -> Option<String> {
-        if let Some(r) = &self.region {
-            return Some(r.clone());
+        match &self.region {
+            Some(r) => Some(r.clone()),
+            None => default_region(self.drill, regions, service),
         }
+    }
+}
+
+/// The region a drill of `kind` works in when none is named: a restore
+/// reads a cold region's repository (else the primary's), a failover goes
+/// to the standby region.
+pub fn default_region(
+    kind: DrillKind,
+    regions: &[RegionConfig],
+    service: &ServiceConfig,
+) -> Option<String> {
+    {
         let role_of = |name: &str| regions.iter().find(|r| r.name == name).map(|r| r.role);
-        match self.drill {
+        match kind {
             DrillKind::Restore => {
                 let held: Vec<&str> = service
                     .repositories

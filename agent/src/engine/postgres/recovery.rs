@@ -264,7 +264,7 @@ fn write_recovery_settings(dir: &Path, opts: &PitrOptions) -> Result<()> {
 }
 
 /// A command run as `user` when given (through runuser), else as ourselves.
-fn as_user(program: PathBuf, user: Option<&str>) -> tokio::process::Command {
+pub(crate) fn as_user(program: PathBuf, user: Option<&str>) -> tokio::process::Command {
     match user {
         Some(u) => {
             let mut c = tokio::process::Command::new("runuser");

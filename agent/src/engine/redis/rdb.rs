@@ -232,7 +232,7 @@ pub async fn restore_redis_datadir(
     Ok(report)
 }
 
-async fn start_server(opts: &RedisRestoreOptions, port: u16) -> Result<()> {
+pub(crate) async fn start_server(opts: &RedisRestoreOptions, port: u16) -> Result<()> {
     let dir = std::path::absolute(&opts.dir).map_err(|e| Error::io(opts.dir.display(), e))?;
     let log = dir.join("redis.log");
     let mut cmd = tokio::process::Command::new(&opts.server);

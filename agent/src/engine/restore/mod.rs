@@ -5,6 +5,7 @@
 //! symlinks on the way are refused, and files are opened without following
 //! links.
 
+pub mod check;
 mod plan;
 mod target;
 mod writer;
@@ -18,6 +19,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+pub use writer::running_as_root;
 use writer::Files;
 
 /// What to restore and where.

@@ -1,0 +1,389 @@
+//! PostgreSQL drilled. Physical: the base backup laid down in the scratch
+//! directory with the archived WAL it needs fetched beside it, recovered to
+//! the point on a free port, then checked. Logical: a fresh cluster made in
+//! the scratch directory and started, every database restored into it,
+//! then checked. The check is the service's check file (row minimums,
+//! queries that must return nothing) plus row counts and pg_amcheck.
+
+use super::phases::{evidence, Phases};
+use super::scratch::{free_port, Scratch};
+use super::Context;
+use crate::engine::postgres::archive::WalArchive;
+use crate::engine::postgres::check::{check_postgres, CheckReport, ChecksFile};
+use crate::engine::postgres::conn::{connect, with_database};
+use crate::engine::postgres::logical::{restore_logical, LogicalRestoreOptions};
+use crate::engine::postgres::physical::PhysicalFacts;
+use crate::engine::postgres::recovery::{as_user, restore_physical, PitrOptions, RecoveryTarget};
+use crate::engine::postgres::tools::output;
+use crate::engine::postgres::walname::WalKind;
+use crate::engine::restore::running_as_root;
+use futures_util::StreamExt;
+use seawall_common::point::Point;
+use seawall_common::{Error, ErrorKind, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long recovery may take before the drill calls it failed.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// The user scratch servers run as: postgres when the agent is root.
+fn run_as() -> Option<String> {
+    running_as_root().then(|| "postgres".to_string())
+}
+
+fn checks(ctx: &Context<'_>) -> Result<ChecksFile> {
+    match &ctx.req.check_file {
+        Some(p) => ChecksFile::load(p),
+        None => Ok(ChecksFile::default()),
+    }
+}
+
+async fn chown(user: &Option<String>, path: &Path) -> Result<()> {
+    if let Some(u) = user {
+        let mut cmd = tokio::process::Command::new("chown");
+        cmd.arg("-R").arg(format!("{u}:")).arg(path);
+        output(cmd, "chown").await?;
+    }
+    Ok(())
+}
+
+/// Fetches the archived WAL recovery may replay (from the backup's first
+/// segment on, every timeline after its own, and the history files) into
+/// `dir`, so the scratch server's restore_command is a local copy and
+/// needs none of the repository's secrets.
+async fn fetch_wal(ctx: &Context<'_>, facts: &PhysicalFacts, dir: &Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(dir.display(), e))?;
+    let archive = WalArchive::new(ctx.repo.clone());
+    let seg = facts.segment_size;
+    let from = facts.wal_start.segno(seg);
+    let wanted: Vec<_> = archive
+        .list()
+        .await?
+        .into_iter()
+        .filter(|n| match n.kind {
+            WalKind::History => true,
+            WalKind::Segment => n.timeline >= facts.timeline && n.segno(seg) >= from,
+            _ => false,
+        })
+        .collect();
+    let archive = &archive;
+    let mut fetched = futures_util::stream::iter(wanted)
+        .map(|name| async move {
+            let data = archive.fetch(&name).await?.unwrap_or_default();
+            let path = dir.join(&name.file);
+            tokio::fs::write(&path, &data)
+                .await
+                .map_err(|e| Error::io(path.display(), e))?;
+            Ok::<u64, Error>(data.len() as u64)
+        })
+        .buffer_unordered(4);
+    let (mut files, mut bytes) = (0u64, 0u64);
+    while let Some(r) = fetched.next().await {
+        bytes += r?;
+        files += 1;
+    }
+    Ok((files, bytes))
+}
+
+/// Physical: PITR into scratch, then the checks.
+pub async fn physical(
+    ctx: &Context<'_>,
+    scratch: &mut Scratch,
+    phases: &mut Phases,
+) -> Option<i64> {
+    let datadir = scratch.path("pgdata");
+    let wal_dir = scratch.path("wal");
+    let user = run_as();
+    let port = match free_port() {
+        Ok(p) => p,
+        Err(e) => {
+            phases.failed_now("restore", &e);
+            return None;
+        }
+    };
+    scratch.started_postgres(datadir.clone(), port, user.clone(), ctx.tools.clone());
+    let (target, at) = match ctx.point {
+        Point::At(t) => (
+            RecoveryTarget::Time(t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()),
+            Some(t.timestamp_millis()),
+        ),
+        _ => (RecoveryTarget::Latest, None),
+    };
+    phases
+        .run("restore", async {
+            let facts = PhysicalFacts::of(ctx.snap)?;
+            let (wal_files, wal_bytes) = fetch_wal(ctx, &facts, &wal_dir).await?;
+            chown(&user, &wal_dir).await?;
+            let copy = format!("cp '{}/%f' '%p'", wal_dir.display());
+            let r = restore_physical(
+                ctx.repo.clone(),
+                ctx.snap,
+                PitrOptions {
+                    datadir: datadir.clone(),
+                    target,
+                    restore_command: copy,
+                    start: true,
+                    run_as: user.clone(),
+                    port,
+                    keep_archiving: false,
+                    ignore_wal_gap: false,
+                    verify_files: true,
+                    timeout: RECOVERY_TIMEOUT,
+                    tools: ctx.tools.clone(),
+                },
+                ctx.progress.clone(),
+            )
+            .await?;
+            Ok((
+                (),
+                format!(
+                    "base backup laid down ({} bytes{}), {wal_files} archived WAL file(s) replayed from, promoted on port {port}",
+                    r.bytes,
+                    if r.files_verified { ", files verified against its manifest" } else { "" }
+                ),
+                evidence([
+                    ("base_bytes", r.bytes.to_string()),
+                    ("wal_files_fetched", wal_files.to_string()),
+                    ("wal_bytes_fetched", wal_bytes.to_string()),
+                    ("wal_reach", r.wal_reach.unwrap_or_default()),
+                    ("files_verified", r.files_verified.to_string()),
+                    ("port", port.to_string()),
+                ]),
+            ))
+        })
+        .await?;
+    let dsn = format!(
+        "host='{}' port={port} user={} dbname=postgres",
+        datadir.display(),
+        user.clone().unwrap_or_else(|| "postgres".into())
+    );
+    phases
+        .run("check", async {
+            let c = checks(ctx)?;
+            let db = c.database.clone().unwrap_or_else(|| "postgres".into());
+            let report = check_postgres(&with_database(&dsn, &db), &c, true, &ctx.tools).await?;
+            let client = connect(&dsn).await?;
+            let row = client
+                .query_one(
+                    "SELECT pg_current_wal_lsn()::text, timeline_id::text,
+                            (extract(epoch from pg_last_xact_replay_timestamp()) * 1000)::bigint
+                     FROM pg_control_checkpoint()",
+                    &[],
+                )
+                .await
+                .map_err(|e| {
+                    crate::engine::postgres::conn::query_error("reading the recovered position", e)
+                })?;
+            let lsn: String = row.get(0);
+            let timeline: String = row.get(1);
+            let replayed: Option<i64> = row.get(2);
+            let mut ev = check_evidence(std::slice::from_ref(&report));
+            ev.insert("lsn".into(), lsn.clone());
+            ev.insert("timeline".into(), timeline);
+            if let Some(ms) = replayed {
+                ev.insert(
+                    "last_replayed_commit".into(),
+                    chrono::DateTime::from_timestamp_millis(ms)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default(),
+                );
+            }
+            judged(&[report], format!("recovered to {lsn}"))?;
+            let point = match (replayed, at) {
+                (Some(r), Some(t)) => Some(r.min(t)),
+                (r, t) => r.or(t),
+            };
+            Ok((point, describe(&ev), ev))
+        })
+        .await
+        .flatten()
+        .map(|p| p.max(ctx.snap.end_time.timestamp_millis()))
+}
+
+/// Logical: a fresh scratch cluster, every database restored, checks.
+pub async fn logical(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases) -> Option<i64> {
+    let datadir = scratch.path("pgdata");
+    let user = run_as();
+    let port = match free_port() {
+        Ok(p) => p,
+        Err(e) => {
+            phases.failed_now("scratch server", &e);
+            return None;
+        }
+    };
+    scratch.started_postgres(datadir.clone(), port, user.clone(), ctx.tools.clone());
+    let dsn = format!(
+        "host='{}' port={port} user=postgres dbname=postgres",
+        datadir.display()
+    );
+    phases
+        .run("scratch server", async {
+            start_empty_cluster(ctx, &datadir, port, &user).await?;
+            Ok((
+                (),
+                format!("an empty cluster started on port {port}"),
+                evidence([("port", port.to_string())]),
+            ))
+        })
+        .await?;
+    let restored = phases
+        .run("restore", async {
+            let r = restore_logical(
+                ctx.repo.clone(),
+                ctx.snap,
+                LogicalRestoreOptions {
+                    target_dsn: dsn.clone(),
+                    databases: Vec::new(),
+                    globals: true,
+                    no_owner: false,
+                    clean: false,
+                    jobs: std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2),
+                    tools: ctx.tools.clone(),
+                },
+                ctx.progress.clone(),
+            )
+            .await?;
+            let names: Vec<String> = r.databases.iter().map(|d| d.target.clone()).collect();
+            let bytes: u64 = r.databases.iter().map(|d| d.bytes).sum();
+            Ok((
+                names.clone(),
+                format!("{} database(s) restored ({bytes} dump bytes)", names.len()),
+                evidence([
+                    ("databases", names.join(",")),
+                    ("dump_bytes", bytes.to_string()),
+                ]),
+            ))
+        })
+        .await?;
+    phases
+        .run("check", async {
+            let c = checks(ctx)?;
+            let mut reports = Vec::new();
+            for db in &restored {
+                // The file's table checks are about its database (default:
+                // all of them); the rest get row counts and pg_amcheck.
+                let applies = c.database.as_deref().is_none_or(|d| d == db);
+                let own = if applies {
+                    c.clone()
+                } else {
+                    ChecksFile::default()
+                };
+                reports
+                    .push(check_postgres(&with_database(&dsn, db), &own, true, &ctx.tools).await?);
+            }
+            let ev = check_evidence(&reports);
+            judged(&reports, format!("{} database(s) checked", reports.len()))?;
+            Ok(((), describe(&ev), ev))
+        })
+        .await?;
+    None
+}
+
+/// initdb (as the server's user) and pg_ctl start on loopback `port`.
+async fn start_empty_cluster(
+    ctx: &Context<'_>,
+    datadir: &Path,
+    port: u16,
+    user: &Option<String>,
+) -> Result<()> {
+    std::fs::create_dir_all(datadir).map_err(|e| Error::io(datadir.display(), e))?;
+    chown(user, datadir).await?;
+    let mut init = as_user(ctx.tools.path("initdb")?, user.as_deref());
+    init.arg("-D")
+        .arg(datadir)
+        .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    output(init, "initdb").await?;
+    let log = datadir.join("seawall-scratch.log");
+    let mut start = as_user(ctx.tools.path("pg_ctl")?, user.as_deref());
+    start
+        .arg("-D")
+        .arg(datadir)
+        .arg("-l")
+        .arg(&log)
+        .arg("-o")
+        .arg(format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=off",
+            datadir.display()
+        ))
+        .args(["-w", "-t", "120", "start"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    output(start, "pg_ctl start").await.map_err(|e| {
+        e.context(format!(
+            "the scratch server did not start; its log is {}",
+            log.display()
+        ))
+    })?;
+    Ok(())
+}
+
+/// Row counts and check results as evidence.
+fn check_evidence(reports: &[CheckReport]) -> BTreeMap<String, String> {
+    let tables: usize = reports.iter().map(|r| r.tables.len()).sum();
+    let rows: i64 = reports
+        .iter()
+        .flat_map(|r| r.tables.iter().map(|t| t.rows))
+        .sum();
+    let checks: usize = reports.iter().map(|r| r.checks.len()).sum();
+    let passed: usize = reports
+        .iter()
+        .map(|r| r.checks.iter().filter(|c| c.ok).count())
+        .sum();
+    let mut ev = evidence([
+        ("tables", tables.to_string()),
+        ("rows", rows.to_string()),
+        ("checks_passed", format!("{passed}/{checks}")),
+    ]);
+    for r in reports {
+        for t in r.tables.iter().take(20) {
+            ev.insert(
+                format!("rows {}.{}", r.database, t.table),
+                t.rows.to_string(),
+            );
+        }
+    }
+    ev
+}
+
+fn describe(ev: &BTreeMap<String, String>) -> String {
+    format!(
+        "{} tables, {} rows, checks passed {}",
+        ev.get("tables").map(String::as_str).unwrap_or("0"),
+        ev.get("rows").map(String::as_str).unwrap_or("0"),
+        ev.get("checks_passed").map(String::as_str).unwrap_or("0/0")
+    )
+}
+
+/// An error naming every failed check, or Ok.
+fn judged(reports: &[CheckReport], what: String) -> Result<()> {
+    let failed: Vec<String> = reports
+        .iter()
+        .flat_map(|r| {
+            r.checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(move |c| format!("{}: {} ({})", r.database, c.name, c.detail))
+        })
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Corrupt,
+        format!(
+            "{what}, but {} check(s) failed: {}",
+            failed.len(),
+            failed.join("; ")
+        ),
+    ))
+}

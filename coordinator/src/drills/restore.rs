@@ -1,0 +1,521 @@
+//! The restore drill as the coordinator runs it: each source of a service
+//! becomes a restore-drill job for the agent whose repository is in the
+//! drill's region, and a placeholder step named after the source. The
+//! agent's report replaces the placeholder with its timed phases
+//! (`<source>: restore`, `<source>: check`, ...); a job that ends without
+//! a report fails its placeholder. The drill settles when no placeholder
+//! is left: RTO from the drill's start to the last source restored and
+//! checked, RPO (for the latest point) from the drill's start back to the
+//! oldest recovery point restored.
+
+use super::journal;
+use super::scenarios::{default_region, DrillKind};
+use super::verdict;
+use crate::core::{ActError, Coordinator, Lead};
+use crate::records::{now_ms, DrillPart, JobRecord, JobState};
+use crate::topology::ServiceConfig;
+use seawall_common::point::Point;
+use seawall_proto::v1::{Drill, DrillRequest, FailoverStep, JobKind, RestoreDrillOutput};
+use std::collections::BTreeMap;
+
+/// Evidence key naming a placeholder's job.
+const JOB: &str = "job";
+/// Evidence key of a source's recovery point (ms), on its first phase.
+const RECOVERY_POINT: &str = "recovery_point_unix_ms";
+/// Steady-state key of the drill's point.
+const POINT: &str = "point";
+
+/// A restore drill with everything needed to start it.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The scenario, if any.
+    pub scenario: String,
+    /// The service.
+    pub service: String,
+    /// The region whose repository is read.
+    pub region: String,
+    /// Its agent.
+    pub agent: String,
+    /// The sources restored.
+    pub sources: Vec<String>,
+    /// The recovery point.
+    pub point: String,
+    /// Objectives (ms).
+    pub rto_ms: i64,
+    /// ...
+    pub rpo_ms: i64,
+    /// The service's PostgreSQL check file.
+    pub check_file: Option<String>,
+}
+
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Reads a request (a scenario, or a service or source by hand) into a
+/// restore drill, or says what is wrong with it.
+pub fn resolve(coord: &Coordinator, req: &DrillRequest) -> Result<Resolved, ActError> {
+    let cfg = &coord.config;
+    let invalid = |m: String| ActError::Invalid(m);
+    let (scenario, service, region, point, rto, rpo, only) = if !req.scenario.is_empty() {
+        let s = cfg
+            .scenarios
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(req.scenario.trim()))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "no scenario {:?} in [[scenarios]] (there are: {})",
+                    req.scenario,
+                    cfg.scenarios
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        if s.drill != DrillKind::Restore {
+            return Err(invalid(format!(
+                "scenario {:?} is a failover drill, and this coordinator runs restore drills only so far: run `seawall failover run {} --switchover --wait`, then `--failback`",
+                s.name, s.service
+            )));
+        }
+        let service = find_service(coord, &s.service)?;
+        let (rto, rpo) = s.objectives().ok_or_else(|| {
+            invalid(format!(
+                "scenario {:?} has no objectives: set rto and rpo",
+                s.name
+            ))
+        })?;
+        let region = if req.region.is_empty() {
+            s.region(&cfg.regions, service)
+        } else {
+            Some(req.region.clone())
+        };
+        let point = if req.point.is_empty() {
+            s.point.clone().unwrap_or_else(|| "latest".into())
+        } else {
+            req.point.clone()
+        };
+        (s.name.clone(), service, region, point, rto, rpo, None)
+    } else {
+        if !req.kind.is_empty() && req.kind != "restore" {
+            return Err(invalid(format!(
+                "a drill by hand is a restore drill (kind {:?} was asked); failover drills run from a [[scenarios]] entry",
+                req.kind
+            )));
+        }
+        let (service, only) = match cfg.services.iter().find(|s| s.name == req.service) {
+            Some(s) => (s, None),
+            None => {
+                let owner = cfg
+                    .services
+                    .iter()
+                    .find(|s| s.backup_sources(&cfg.regions).contains(&req.service))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "no service or backed-up source named {:?} (services: {})",
+                            req.service,
+                            cfg.services
+                                .iter()
+                                .map(|s| s.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    })?;
+                (owner, Some(req.service.clone()))
+            }
+        };
+        let region = if req.region.is_empty() {
+            default_region(DrillKind::Restore, &cfg.regions, service)
+        } else {
+            Some(req.region.clone())
+        };
+        let point = if req.point.is_empty() {
+            "latest".to_string()
+        } else {
+            req.point.clone()
+        };
+        (
+            String::new(),
+            service,
+            region,
+            point,
+            service.rto,
+            service.rpo,
+            only,
+        )
+    };
+    Point::parse(&point).map_err(invalid)?;
+    let region = region.ok_or_else(|| {
+        invalid(format!(
+            "{} has no [[services.repositories]] to restore from: add one",
+            service.name
+        ))
+    })?;
+    let agent = service
+        .repositories
+        .iter()
+        .find(|r| r.region == region)
+        .map(|r| r.agent.clone())
+        .ok_or_else(|| {
+            invalid(format!(
+                "{} has no repository in {region} ([[services.repositories]]): name a region that has one",
+                service.name
+            ))
+        })?;
+    let sources = match only {
+        Some(s) => vec![s],
+        None => service.backup_sources(&cfg.regions),
+    };
+    if sources.is_empty() {
+        return Err(invalid(format!(
+            "{} has no sources to restore: list them in its backups, or give it primary-region stores",
+            service.name
+        )));
+    }
+    Ok(Resolved {
+        scenario,
+        service: service.name.clone(),
+        region,
+        agent,
+        sources,
+        point,
+        rto_ms: ms(rto),
+        rpo_ms: ms(rpo),
+        check_file: service.check_file.clone(),
+    })
+}
+
+fn find_service<'a>(coord: &'a Coordinator, name: &str) -> Result<&'a ServiceConfig, ActError> {
+    coord
+        .config
+        .services
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| ActError::Invalid(format!("no service {name:?} in [[services]]")))
+}
+
+/// The newest backup of each source, before the drill touches anything.
+async fn steady_state(coord: &Coordinator, r: &Resolved) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    out.insert(POINT.to_string(), r.point.clone());
+    out.insert("repository".into(), format!("{} ({})", r.region, r.agent));
+    let Ok(entries) = coord.store.list("backups/").await else {
+        return out;
+    };
+    for source in &r.sources {
+        let newest = entries
+            .iter()
+            .filter_map(|e| serde_json::from_slice::<crate::records::BackupRecord>(&e.value).ok())
+            .filter(|b| &b.source == source)
+            .max_by_key(|b| b.finished_ms);
+        if let Some(b) = newest {
+            let at = chrono::DateTime::from_timestamp_millis(b.finished_ms)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            out.insert(
+                format!("newest backup of {source}"),
+                format!("{} at {at} ({})", short(&b.snapshot_id), b.region),
+            );
+        }
+    }
+    out
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// Records a restore drill and makes its jobs; a drill of the same id that
+/// exists already (a schedule's slot seen twice) is returned as it is.
+pub async fn start(
+    coord: &Coordinator,
+    lead: &Lead,
+    r: &Resolved,
+    id: String,
+    who: &str,
+) -> Result<Drill, ActError> {
+    if let Some((existing, _)) = journal::load(coord, &id).await? {
+        return Ok(existing);
+    }
+    let started = now_ms();
+    let job_of = |source: &str| format!("{id}.{source}");
+    let d = Drill {
+        id: id.clone(),
+        scenario: r.scenario.clone(),
+        service: r.service.clone(),
+        kind: "restore".into(),
+        region: r.region.clone(),
+        rto_objective_ms: r.rto_ms,
+        rpo_objective_ms: r.rpo_ms,
+        steady_state: steady_state(coord, r).await,
+        steps: r
+            .sources
+            .iter()
+            .map(|s| FailoverStep {
+                name: s.clone(),
+                state: "pending".into(),
+                detail: format!("waiting for {} to restore it", r.agent),
+                evidence: [(JOB.to_string(), job_of(s))].into(),
+                ..Default::default()
+            })
+            .collect(),
+        state: journal::RUNNING.into(),
+        started_unix_ms: started,
+        requested_by: who.to_string(),
+        ..Default::default()
+    };
+    match journal::save(
+        coord,
+        lead,
+        &d,
+        0,
+        Some(format!(
+            "restore drill {id} of {} from {}'s repository ({}) started by {who}",
+            r.service,
+            r.region,
+            r.sources.join(", ")
+        )),
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(ActError::Store(crate::store::StoreError::Conflict { .. })) => {
+            if let Some((existing, _)) = journal::load(coord, &id).await? {
+                return Ok(existing);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    for source in &r.sources {
+        let mut job = JobRecord {
+            target_agent: Some(r.agent.clone()),
+            drill: Some(DrillPart {
+                drill_id: id.clone(),
+                point: r.point.clone(),
+                check_file: r.check_file.clone(),
+            }),
+            ..JobRecord::pending(
+                job_of(source),
+                r.region.clone(),
+                source.clone(),
+                JobKind::RestoreDrill,
+            )
+        };
+        job.enter(
+            JobState::Pending,
+            lead.fence().epoch,
+            format!("restore drill {id}"),
+        );
+        coord.create_job(lead, job, who).await?;
+    }
+    coord.drill_wake.notify_one();
+    Ok(d)
+}
+
+/// The steps an agent's report makes of one source's placeholder.
+fn phase_steps(out: &RestoreDrillOutput, job: &str) -> Vec<FailoverStep> {
+    out.phases
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut evidence = p.evidence.clone();
+            if i == 0 {
+                evidence.insert(JOB.into(), job.to_string());
+                evidence.insert(
+                    RECOVERY_POINT.into(),
+                    out.recovery_point_unix_ms.to_string(),
+                );
+                if !out.snapshot_id.is_empty() {
+                    evidence.insert("snapshot".into(), out.snapshot_id.clone());
+                }
+            }
+            FailoverStep {
+                name: format!("{}: {}", out.source, p.name),
+                state: p.state.clone(),
+                started_unix_ms: p.started_unix_ms,
+                ended_unix_ms: p.ended_unix_ms,
+                detail: p.detail.clone(),
+                evidence,
+                attempts: 1,
+            }
+        })
+        .collect()
+}
+
+/// Takes an agent's report into its drill's journal (before the job is
+/// settled, so the worker never sees a finished job without its report).
+pub async fn record(
+    coord: &Coordinator,
+    lead: &Lead,
+    job: &JobRecord,
+    out: &RestoreDrillOutput,
+) -> Result<(), ActError> {
+    let Some(part) = &job.drill else {
+        return Ok(());
+    };
+    // Two sources' reports may land at once: reload and retry on a conflict.
+    for _ in 0..10 {
+        let Some((mut d, rev)) = journal::load(coord, &part.drill_id).await? else {
+            return Ok(());
+        };
+        let Some(at) = d
+            .steps
+            .iter()
+            .position(|s| s.name == job.source && s.evidence.get(JOB) == Some(&job.job_id))
+        else {
+            return Ok(());
+        };
+        let steps = phase_steps(out, &job.job_id);
+        d.steps.splice(at..=at, steps);
+        match journal::save(coord, lead, &d, rev, None).await {
+            Ok(_) => {
+                coord.drill_wake.notify_one();
+                return Ok(());
+            }
+            Err(ActError::Store(crate::store::StoreError::Conflict { .. })) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ActError::Invalid(format!(
+        "drill {} kept changing while its report from {} was recorded",
+        part.drill_id, job.source
+    )))
+}
+
+/// Moves a running restore drill on: placeholders follow their jobs, and
+/// the drill settles once none is left. Whether it changed.
+pub async fn advance(coord: &Coordinator, lead: &Lead, d: &mut Drill) -> Result<bool, ActError> {
+    let mut changed = false;
+    for step in d.steps.iter_mut() {
+        let Some(job_id) = step.evidence.get(JOB).cloned() else {
+            continue;
+        };
+        if !matches!(step.state.as_str(), "pending" | "running") || step.name.contains(": ") {
+            continue;
+        }
+        let job = match coord.active_job(lead, &job_id) {
+            Some((j, _)) => Some(j),
+            None => coord
+                .store
+                .get(&crate::records::job_key(&job_id))
+                .await?
+                .and_then(|e| serde_json::from_slice::<JobRecord>(&e.value).ok()),
+        };
+        let Some(job) = job else {
+            step.state = "failed".into();
+            step.detail = format!("its job {job_id} is gone");
+            step.ended_unix_ms = now_ms();
+            changed = true;
+            continue;
+        };
+        match job.state {
+            JobState::Running if step.state == "pending" => {
+                step.state = "running".into();
+                step.started_unix_ms = job.started_ms.unwrap_or_else(now_ms);
+                step.detail = format!("{} restores it", job.agent_id.clone().unwrap_or_default());
+                changed = true;
+            }
+            s if s.is_final() => {
+                step.state = "failed".into();
+                step.ended_unix_ms = job.finished_ms.unwrap_or_else(now_ms);
+                step.detail = match (&job.error, s) {
+                    (Some(e), _) => e.clone(),
+                    (None, JobState::Cancelled) => "its job was cancelled".into(),
+                    _ => "the agent's report was lost".into(),
+                };
+                changed = true;
+            }
+            _ => {}
+        }
+    }
+    let open = d
+        .steps
+        .iter()
+        .any(|s| matches!(s.state.as_str(), "pending" | "running"));
+    if !open {
+        settle(d);
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// The figures and the verdict of a drill whose steps all ended.
+fn settle(d: &mut Drill) {
+    let restored_by = d
+        .steps
+        .iter()
+        .filter(|s| !s.name.ends_with(": teardown"))
+        .map(|s| s.ended_unix_ms)
+        .max();
+    d.rto_ms = restored_by.map(|t| (t - d.started_unix_ms).max(0));
+    let latest = d.steady_state.get(POINT).is_none_or(|p| p == "latest");
+    d.rpo_ms = if latest {
+        d.steps
+            .iter()
+            .filter_map(|s| s.evidence.get(RECOVERY_POINT)?.parse::<i64>().ok())
+            .filter(|t| *t > 0)
+            .min()
+            .map(|oldest| (d.started_unix_ms - oldest).max(0))
+    } else {
+        None
+    };
+    d.finished_unix_ms = now_ms();
+    d.state = journal::FINISHED.into();
+    verdict::settle(d);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(name: &str, state: &str, from: i64, to: i64, point: Option<i64>) -> FailoverStep {
+        FailoverStep {
+            name: name.into(),
+            state: state.into(),
+            started_unix_ms: from,
+            ended_unix_ms: to,
+            evidence: point
+                .map(|p| [(RECOVERY_POINT.to_string(), p.to_string())].into())
+                .unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    fn drill(point: &str, steps: Vec<FailoverStep>) -> Drill {
+        Drill {
+            kind: "restore".into(),
+            started_unix_ms: 10_000,
+            rto_objective_ms: 60_000,
+            rpo_objective_ms: 3_600_000,
+            steady_state: [(POINT.to_string(), point.to_string())].into(),
+            steps,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_rto_ends_at_the_last_check_and_the_rpo_goes_back_to_the_oldest_point() {
+        let mut d = drill(
+            "latest",
+            vec![
+                step("db: choose", "done", 10_100, 10_200, Some(4_000)),
+                step("db: check", "done", 20_000, 25_000, None),
+                step("db: teardown", "done", 25_000, 90_000, None),
+                step("docs: choose", "done", 10_100, 10_150, Some(7_000)),
+                step("docs: check", "done", 12_000, 13_000, None),
+            ],
+        );
+        settle(&mut d);
+        // Teardown is not part of the time to recover.
+        assert_eq!(d.rto_ms, Some(15_000));
+        assert_eq!(d.rpo_ms, Some(6_000));
+        assert_eq!(d.verdict, verdict::MET);
+        assert_eq!(d.state, journal::FINISHED);
+        // A point picked at random says nothing about the data at risk.
+        let mut random = drill("random-within 7d", d.steps.clone());
+        settle(&mut random);
+        assert_eq!(random.rpo_ms, None);
+        assert_eq!(random.rto_ms, Some(15_000));
+    }
+}

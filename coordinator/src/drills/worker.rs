@@ -1,0 +1,77 @@
+//! The leader's drill worker: moves every running drill on (its jobs'
+//! ends into its steps), settles the ones that are done with their
+//! verdict, and exports the figures. A new leader takes up the drills its
+//! predecessor left, since everything it needs is in the journal and the
+//! job records.
+
+use super::{journal, restore};
+use crate::core::{Coordinator, Lead};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Starts the `drills` worker of `lead`'s term.
+pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
+    // Drills are of services: without any there is nothing to drill.
+    if coord.config.services.is_empty() {
+        return;
+    }
+    let (board, tree) = (coord.workers.clone(), lead.tree.clone());
+    crate::workers::spawn_worker(&tree, &board, "drills", move || {
+        let (coord, lead) = (coord.clone(), lead.clone());
+        async move {
+            if !lead.leadership.is_valid() {
+                return Ok(crate::workers::Next::Stop);
+            }
+            pass(&coord, &lead).await.map_err(|e| e.to_string())?;
+            tokio::select! {
+                _ = coord.drill_wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            Ok(crate::workers::Next::After(Duration::ZERO))
+        }
+    });
+}
+
+/// One pass over the running drills.
+async fn pass(coord: &Coordinator, lead: &Lead) -> Result<(), crate::core::ActError> {
+    for d in journal::all(coord).await? {
+        if d.state != journal::RUNNING {
+            continue;
+        }
+        let Some((mut d, rev)) = journal::load(coord, &d.id).await? else {
+            continue;
+        };
+        let changed = match d.kind.as_str() {
+            "restore" => restore::advance(coord, lead, &mut d).await?,
+            _ => false,
+        };
+        if !changed {
+            continue;
+        }
+        let event = (d.state == journal::FINISHED).then(|| {
+            format!(
+                "drill {} of {} finished: {}{}",
+                d.id,
+                d.service,
+                d.verdict,
+                if d.reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", d.reasons.join("; "))
+                }
+            )
+        });
+        match journal::save(coord, lead, &d, rev, event).await {
+            Ok(_) => {
+                if d.state == journal::FINISHED {
+                    crate::metrics::drill_finished(&d);
+                    tracing::info!(drill = %d.id, verdict = %d.verdict, rto_ms = ?d.rto_ms, rpo_ms = ?d.rpo_ms, "drill finished");
+                }
+            }
+            // A report landed in between: the next pass sees both.
+            Err(crate::core::ActError::Store(crate::store::StoreError::Conflict { .. })) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! Restore drills end to end: a coordinator and an agent whose repository
+//! holds a files source, PostgreSQL physical (with archived WAL) and
+//! logical backups, and a Redis RDB; drills restore each into scratch
+//! instances, check them against the snapshots and the service's check
+//! file, tear them down, and judge the figures against the objectives.
+
+use crate::fixtures::{make_tree, open_local_repo};
+use crate::fleet_fixture::{
+    backup_now, eventually, op, op_json, start_agent_on, start_replica, Pki,
+};
+use crate::pg_fixture::{archiving, pg_bin, PgCluster, PgRepo};
+use crate::redis::RedisServer;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The pack holding the first chunk of the first non-empty file of the
+/// newest snapshot of `source`, and an offset inside that chunk.
+fn pack_of_first_file(repo_dir: &Path, source: &str) -> (PathBuf, u64) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let repo = open_local_repo(repo_dir).await;
+        repo.load_index().await.unwrap();
+        let tag = format!("source={source}");
+        let (_, snap) = repo
+            .snapshots()
+            .await
+            .unwrap()
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.tags.contains(&tag))
+            .unwrap();
+        let mut trees = vec![snap.tree.unwrap()];
+        while let Some(t) = trees.pop() {
+            for node in repo.load_tree(&t).await.unwrap().nodes {
+                if let Some(first) = node.content.first() {
+                    let loc = repo.locate(first).unwrap();
+                    let pack = repo_dir
+                        .join(seawall_common::storage::FileKind::Pack.path(&loc.pack.to_hex()));
+                    return (pack, loc.offset as u64 + loc.length as u64 / 2);
+                }
+                trees.extend(node.subtree);
+            }
+        }
+        panic!("no file with content in the {source} snapshot")
+    })
+}
+
+fn step<'a>(drill: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    drill["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name:?} in {drill:#}"))
+}
+
+fn evidence<'a>(drill: &'a serde_json::Value, name: &str, key: &str) -> &'a str {
+    step(drill, name)["evidence"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("step {name:?} has no evidence {key:?}: {drill:#}"))
+}
+
+/// Runs a drill with --wait; its exit code and final journal.
+fn drill(pki: &Pki, addr: &str, args: &[&str]) -> (i32, serde_json::Value) {
+    let mut all = vec!["drill"];
+    all.extend_from_slice(args);
+    all.push("--wait");
+    let out = op(pki, addr, &all);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let journal: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "drill {args:?} printed no journal ({e}): {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), journal)
+}
+
+fn nothing_left(scratch: &Path, drill: &serde_json::Value) {
+    let left: Vec<_> = std::fs::read_dir(scratch)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "scratch directories left: {left:?}");
+    let ps = Command::new("pgrep")
+        .arg("-f")
+        .arg(scratch.display().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "scratch processes left: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+    for s in drill["steps"].as_array().unwrap() {
+        if let Some(port) = s["evidence"]["port"].as_str() {
+            let open = std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap()));
+            assert!(
+                open.is_err(),
+                "scratch port {port} ({}) still answers",
+                s["name"]
+            );
+        }
+    }
+}
+
+#[test]
+fn restore_drills_bring_every_kind_of_source_back_in_scratch_and_judge_the_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let repo = PgRepo::init(&dir.join("west"));
+    let pg = PgCluster::start(&dir.join("pg"), &archiving(&repo));
+    pg.sql("postgres", "CREATE DATABASE app");
+    pg.sql(
+        "app",
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, total numeric NOT NULL);
+         INSERT INTO orders (total) SELECT g FROM generate_series(1, 1000) g;",
+    );
+    let redis = RedisServer::start(&dir.join("redis"), &[]);
+    redis.cli(&["DEBUG", "POPULATE", "5000", "k"]);
+    redis.cli(&["-n", "1", "DEBUG", "POPULATE", "300", "s"]);
+    let files = dir.join("docs");
+    make_tree(&files, 40, 2 * 1024 * 1024, 7);
+    let checks = dir.join("checks.toml");
+    std::fs::write(
+        &checks,
+        "database = \"app\"\nmin_rows = { \"public.orders\" = 1000 }\n\n[[zero_rows]]\nname = \"no negative totals\"\nsql = \"SELECT 1 FROM orders WHERE total < 0\"\n",
+    )
+    .unwrap();
+    let scratch = dir.join("scratch");
+
+    let pki = Pki::new(&dir.join("pki"));
+    let topology = format!(
+        r#"[dev]
+state = "{}"
+
+[[regions]]
+name = "west"
+role = "primary"
+
+[[services]]
+name = "shop"
+rto = "10m"
+rpo = "1h"
+backups = ["docs", "pgphys", "pglog", "cache"]
+check_file = "{}"
+
+[[services.repositories]]
+region = "west"
+agent = "a1"
+
+[[scenarios]]
+name = "impatient"
+service = "shop"
+drill = "restore"
+rto = "1ms"
+rpo = "1h"
+"#,
+        dir.join("state.redb").display(),
+        checks.display()
+    );
+    let c = start_replica(&pki, dir, "c1", &topology, "", true);
+    let addr = c.address();
+    let dsn = pg.dsn("postgres");
+    let sources = format!(
+        "[drills]\nscratch_dir = \"{}\"\n\n[[sources]]\nname = \"docs\"\nkind = \"files\"\npaths = [\"{}\"]\n\n[[sources]]\nname = \"pgphys\"\nkind = \"postgres\"\nphysical = true\ndsn = \"{dsn}\"\npg_bin = \"{}\"\n\n[[sources]]\nname = \"pglog\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\npg_bin = \"{}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\n",
+        scratch.display(),
+        files.display(),
+        pg_bin().display(),
+        pg_bin().display(),
+        redis.port
+    );
+    let _a1 = start_agent_on(
+        &pki,
+        dir,
+        "a1",
+        "west",
+        std::slice::from_ref(&addr),
+        &sources,
+        Some(&format!(
+            "repo = \"{}\"\npassword_file = \"{}\"",
+            repo.dir.display(),
+            repo.password_file.display()
+        )),
+    );
+    eventually(30, "agent a1 to connect", || {
+        let agents = op_json(&pki, &addr, &["agents"]);
+        (agents.as_array()?.len() == 1).then_some(())
+    });
+    for source in ["docs", "pgphys", "pglog", "cache"] {
+        backup_now(&pki, &addr, "west", source);
+    }
+    // Written after the base backup and archived: only replaying the WAL
+    // brings these rows back.
+    pg.sql(
+        "app",
+        "INSERT INTO orders (total) SELECT g FROM generate_series(1, 500) g",
+    );
+    pg.switch_and_archive();
+
+    // 1. By hand: every source restored, checked, torn down; met.
+    let (code, met) = drill(&pki, &addr, &["restore", "shop"]);
+    assert_eq!(met["verdict"], "met", "{met:#}");
+    assert_eq!(code, 0);
+    for source in ["docs", "pgphys", "pglog", "cache"] {
+        for phase in ["choose", "restore", "check", "teardown"] {
+            let s = step(&met, &format!("{source}: {phase}"));
+            assert_eq!(s["state"], "done", "{s:#}");
+            let (a, b) = (
+                s["started_unix_ms"].as_i64().unwrap(),
+                s["ended_unix_ms"].as_i64().unwrap(),
+            );
+            assert!(a > 0 && b >= a, "{source}: {phase} is not timed: {s:#}");
+        }
+    }
+    assert_eq!(
+        evidence(&met, "pgphys: check", "rows app.public.orders"),
+        "1500"
+    );
+    assert_eq!(
+        evidence(&met, "pglog: check", "rows app.public.orders"),
+        "1000"
+    );
+    assert_eq!(evidence(&met, "pgphys: check", "checks_passed"), "3/3");
+    assert_eq!(
+        evidence(&met, "cache: check", "keys db0"),
+        "5000 (recorded 5000)"
+    );
+    assert_eq!(
+        evidence(&met, "cache: check", "keys db1"),
+        "300 (recorded 300)"
+    );
+    assert_eq!(
+        evidence(&met, "docs: check", "files_checked"),
+        evidence(&met, "docs: restore", "files")
+    );
+    let rto = met["rto_ms"].as_i64().unwrap();
+    let rpo = met["rpo_ms"].as_i64().unwrap();
+    assert!(rto > 0 && rpo > 0, "{met:#}");
+    nothing_left(&scratch, &met);
+
+    // 2. A scenario whose RTO no restore can meet: missed, both figures named.
+    let (code, missed) = drill(&pki, &addr, &["run", "impatient"]);
+    assert_eq!(code, 1);
+    assert_eq!(missed["verdict"], "missed", "{missed:#}");
+    assert_eq!(missed["scenario"], "impatient");
+    let reason = missed["reasons"][0].as_str().unwrap();
+    assert!(
+        reason.starts_with("RTO ") && reason.ends_with("is over the objective of 1ms"),
+        "{reason}"
+    );
+    nothing_left(&scratch, &missed);
+
+    // 3. One damaged pack of the files source: failed, naming the source,
+    // the pack and the file; the other sources are still reported.
+    let (pack, at) = pack_of_first_file(&repo.dir, "docs");
+    let mut data = std::fs::read(&pack).unwrap();
+    data[at as usize] ^= 0x01;
+    std::fs::write(&pack, &data).unwrap();
+    let (code, failed) = drill(&pki, &addr, &["restore", "shop"]);
+    assert_eq!(code, 1);
+    assert_eq!(failed["verdict"], "failed", "{failed:#}");
+    let broken = step(&failed, "docs: restore");
+    assert_eq!(broken["state"], "failed");
+    let pack_name = pack.file_name().unwrap().to_string_lossy();
+    let detail = broken["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&pack_name[..8]) && detail.contains("could not be restored"),
+        "{detail}"
+    );
+    let reason = failed["reasons"][0].as_str().unwrap();
+    assert!(reason.starts_with("step docs: restore failed"), "{reason}");
+    for source in ["pgphys", "pglog", "cache"] {
+        assert_eq!(step(&failed, &format!("{source}: check"))["state"], "done");
+    }
+    nothing_left(&scratch, &failed);
+
+    // The journal, the list and the report page.
+    let id = failed["id"].as_str().unwrap();
+    // `drill show` exits 1 for a drill that did not meet its objectives.
+    let out = op(&pki, &addr, &["drill", "show", id]);
+    assert_eq!(out.status.code(), Some(1));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["verdict"], "failed");
+    let list = op_json(&pki, &addr, &["drill", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    let page = dir.join("report.html");
+    let out = op(
+        &pki,
+        &addr,
+        &["drill", "report", id, "--html", page.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("docs: restore") && html.contains(&pack_name[..8]));
+}

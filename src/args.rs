@@ -524,6 +524,8 @@ pub struct DrillArgs {
 pub enum DrillWhat {
     /// Restore a service's sources (or one source) from a region's repository into scratch instances, check them, tear them down.
     Restore(DrillRestoreArgs),
+    /// Switch a service over to another region, check it, and fail back: both directions timed.
+    Failover(DrillFailoverArgs),
     /// Run a [[scenarios]] entry's drill against its objectives.
     Run(DrillRunArgs),
     /// A drill's journal: steps, evidence, verdict, achieved RTO and RPO (the newest without ID).
@@ -545,6 +547,22 @@ pub struct DrillRestoreArgs {
     /// The recovery point: latest, "random-within DURATION" or an RFC 3339 time.
     #[arg(long, default_value = "latest")]
     pub point: String,
+    /// Follow the drill until it ends; exit 0 when its objectives were met.
+    #[arg(long)]
+    pub wait: bool,
+    /// Connection.
+    #[command(flatten)]
+    pub op: OperatorArgs,
+}
+
+/// `drill failover`.
+#[derive(Debug, Args)]
+pub struct DrillFailoverArgs {
+    /// The service (as [[services]] names it).
+    pub service: String,
+    /// The region to switch over to (default: the service's standby region).
+    #[arg(long)]
+    pub to: Option<String>,
     /// Follow the drill until it ends; exit 0 when its objectives were met.
     #[arg(long)]
     pub wait: bool,

@@ -1,4 +1,4 @@
-//! `seawall drill restore | run | show | list | report`: drills through the
+//! `seawall drill restore | failover | run | show | list | report`: drills through the
 //! coordinator. Starting one needs the leader (a follower names it); the
 //! journal is read from any replica, and the report page is rendered here
 //! from it, the same page the coordinator serves.
@@ -22,6 +22,15 @@ pub async fn run(g: &Global, a: DrillArgs) -> anyhow::Result<u8> {
                 ..Default::default()
             };
             start(g, &r.op, req, r.wait).await
+        }
+        DrillWhat::Failover(f) => {
+            let req = DrillRequest {
+                service: f.service,
+                kind: "failover".into(),
+                region: f.to.unwrap_or_default(),
+                ..Default::default()
+            };
+            start(g, &f.op, req, f.wait).await
         }
         DrillWhat::Run(r) => {
             let req = DrillRequest {

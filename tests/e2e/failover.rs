@@ -1012,6 +1012,82 @@ fn a_planned_switchover_loses_no_acknowledged_write_and_moves_dns() {
 }
 
 #[test]
+fn a_failover_drill_switches_over_and_back_and_reports_both_directions() {
+    let w = World::start();
+    let pg_load = PgLoad::start(&w.primary);
+    eventually(30, "the load generator to be acknowledged", || {
+        (pg_load.acked() > 100).then_some(())
+    });
+    let out = op(
+        &w.pki,
+        &w.addr,
+        &["drill", "failover", "shop", "--to", "east", "--wait"],
+    );
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{}\n{d:#}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acked = pg_load.acked();
+    drop(pg_load);
+    assert_eq!(d["kind"], "failover");
+    assert_eq!(d["verdict"], "met", "{d:#}");
+    assert_eq!(d["steady_state"]["primary before"], "west");
+    let names: Vec<&str> = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["switchover to east", "failback to west"]);
+    // Each direction's figures are in its step; the drill's are the worse.
+    let mut rtos = Vec::new();
+    for s in d["steps"].as_array().unwrap() {
+        assert_eq!(s["state"], "done", "{s:#}");
+        let rto: i64 = s["evidence"]["rto_ms"].as_str().unwrap().parse().unwrap();
+        let rpo: i64 = s["evidence"]["rpo_ms"].as_str().unwrap().parse().unwrap();
+        assert!(rto > 0 && rto < 10_000, "{s:#}");
+        assert_eq!(rpo, 0, "a switchover loses nothing: {s:#}");
+        rtos.push(rto);
+    }
+    assert_eq!(d["rto_ms"].as_i64(), rtos.iter().copied().max());
+    assert_eq!(d["rpo_ms"].as_i64(), Some(0));
+    let ids = d["failover_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 2);
+    let back = op_json(
+        &w.pki,
+        &w.addr,
+        &["failover", "status", ids[1].as_str().unwrap()],
+    );
+    assert_eq!(back["failback"], true);
+
+    // The service answers in its original region: the west takes writes
+    // and has every acknowledged one, the east follows again, DNS points
+    // home.
+    assert_eq!(w.primary.sql("postgres", "SELECT pg_is_in_recovery()"), "f");
+    let present: u64 = w
+        .primary
+        .sql(
+            "postgres",
+            &format!("SELECT count(*) FROM load WHERE n <= {acked}"),
+        )
+        .parse()
+        .unwrap();
+    assert_eq!(present, acked);
+    w.primary.sql("postgres", "INSERT INTO load VALUES (-3)");
+    assert_eq!(w.standby.sql("SELECT pg_is_in_recovery()"), "t");
+    assert!(w
+        .master
+        .cli(&["INFO", "replication"])
+        .contains("role:master"));
+    assert_eq!(
+        record_values(&w.route53.endpoint, &w.zone_id),
+        vec![WEST.to_string()]
+    );
+}
+
+#[test]
 fn the_lag_gate_refuses_a_lagging_standby_and_a_dns_record_changed_by_hand_stops_the_flip() {
     let w = World::start();
     // Replay paused while the primary writes far past the 16 MiB bound.

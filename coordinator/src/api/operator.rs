@@ -72,64 +72,6 @@ fn revoked_message(r: Revocation) -> Revoked {
 }
 
 impl OperatorApi {
-    /// The service a failover request names and its primary region now.
-    async fn failover_target(
-        &self,
-        req: &FailoverRequest,
-    ) -> Result<(&crate::topology::ServiceConfig, String), Status> {
-        let service = self
-            .coord
-            .config
-            .services
-            .iter()
-            .find(|s| s.name == req.service)
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "no service {:?} in the topology ([[services]] in coordinator.toml)",
-                    req.service
-                ))
-            })?;
-        let from = crate::failover::primaries::current(&self.coord, service)
-            .await?
-            .ok_or_else(|| Status::failed_precondition("the topology has no primary region"))?;
-        Ok((service, from))
-    }
-
-    /// A failover's or a failback's plan; a failback with no region named
-    /// returns to the region the topology names primary.
-    async fn assess(
-        &self,
-        lead: &Lead,
-        service: &crate::topology::ServiceConfig,
-        from: &str,
-        req: &FailoverRequest,
-    ) -> crate::failover::plan::Assessment {
-        if !req.failback {
-            return crate::failover::plan::assess(&self.coord, lead, service, from, req, false)
-                .await;
-        }
-        let to = if req.to.is_empty() {
-            self.coord
-                .config
-                .regions
-                .iter()
-                .find(|r| r.role == crate::topology::RegionRole::Primary)
-                .map(|r| r.name.clone())
-                .unwrap_or_default()
-        } else {
-            req.to.clone()
-        };
-        crate::failover::plan::assess_failback(
-            &self.coord,
-            lead,
-            service,
-            from,
-            &to,
-            req.standby_only,
-        )
-        .await
-    }
-
     /// The lead, or FAILED_PRECONDITION naming the leader (also in the
     /// `seawall-leader` metadata entry, for clients that follow it).
     async fn leader_only(&self) -> Result<Arc<Lead>, Status> {
@@ -594,8 +536,9 @@ impl OperatorService for OperatorApi {
         self.coord.operator_auth.check(&request)?;
         let req = request.into_inner();
         let lead = self.leader_only().await?;
-        let (service, from) = self.failover_target(&req).await?;
-        let assessed = self.assess(&lead, service, &from, &req).await;
+        let (service, from) = crate::failover::start::target(&self.coord, &req).await?;
+        let assessed =
+            crate::failover::start::assess(&self.coord, &lead, service, &from, &req).await;
         Ok(Response::new(assessed.plan))
     }
 
@@ -606,41 +549,7 @@ impl OperatorService for OperatorApi {
         let actor = self.coord.operator_auth.check(&request)?;
         let req = request.into_inner();
         let lead = self.leader_only().await?;
-        let (service, from) = self.failover_target(&req).await?;
-        let running = crate::failover::steps::all(&self.coord)
-            .await?
-            .into_iter()
-            .find(|f| f.service == req.service && !crate::failover::steps::is_final(f));
-        if let Some(f) = running {
-            return Err(Status::failed_precondition(format!(
-                "failover {} of {} is still running: `seawall failover status {}`",
-                f.id, f.service, f.id
-            )));
-        }
-        let assessed = self.assess(&lead, service, &from, &req).await;
-        if !assessed.plan.refusals.is_empty() {
-            metrics::counter!("seawall_failovers_total", "service" => req.service.clone(), "outcome" => "refused").increment(1);
-            self.coord
-                .audit(
-                    &lead,
-                    &actor,
-                    format!(
-                        "{} of {} to {} refused: {}",
-                        if req.failback { "failback" } else { "failover" },
-                        req.service,
-                        assessed.plan.to,
-                        assessed.plan.refusals.join("; ")
-                    ),
-                )
-                .await;
-            return Err(Status::failed_precondition(format!(
-                "{} refused: {}",
-                if req.failback { "failback" } else { "failover" },
-                assessed.plan.refusals.join("; ")
-            )));
-        }
-        let f = crate::failover::steps::create(&self.coord, &lead, &req, &actor, &assessed, None)
-            .await?;
+        let f = crate::failover::start::start(&self.coord, &lead, &req, &actor).await?;
         Ok(Response::new(f))
     }
 
@@ -745,9 +654,7 @@ impl OperatorService for OperatorApi {
         let actor = self.coord.operator_auth.check(&request)?;
         let req = request.into_inner();
         let lead = self.leader_only().await?;
-        let resolved = crate::drills::restore::resolve(&self.coord, &req)?;
-        let id = format!("{}-restore-{}", resolved.service, crate::records::now_ms());
-        let d = crate::drills::restore::start(&self.coord, &lead, &resolved, id, &actor).await?;
+        let d = crate::drills::launch::launch(&self.coord, &lead, &req, None, &actor).await?;
         Ok(Response::new(d))
     }
 

@@ -3,10 +3,14 @@
 //! runbook's objectives table onto the drill that exercises each row;
 //! `verdict.rs` judges a drill's figures against them; `report.rs` renders
 //! a drill's journal as the page a person reads; `journal.rs` keeps the
-//! records, `restore.rs` runs restore drills through the agents' jobs and
-//! `worker.rs` moves running drills on and settles them.
+//! records, `launch.rs` starts a drill from a request, `restore.rs` runs
+//! restore drills through the agents' jobs, `failover.rs` runs a switchover
+//! and failback as a drill, and `worker.rs` moves running drills on and
+//! settles them.
 
+pub mod failover;
 pub mod journal;
+pub mod launch;
 pub mod report;
 pub mod restore;
 pub mod scenarios;

@@ -75,8 +75,8 @@ pub fn resolve(coord: &Coordinator, req: &DrillRequest) -> Result<Resolved, ActE
             })?;
         if s.drill != DrillKind::Restore {
             return Err(invalid(format!(
-                "scenario {:?} is a failover drill, and this coordinator runs restore drills only so far: run `seawall failover run {} --switchover --wait`, then `--failback`",
-                s.name, s.service
+                "scenario {:?} is a failover drill, not a restore drill",
+                s.name
             )));
         }
         let service = find_service(coord, &s.service)?;
@@ -100,7 +100,7 @@ pub fn resolve(coord: &Coordinator, req: &DrillRequest) -> Result<Resolved, ActE
     } else {
         if !req.kind.is_empty() && req.kind != "restore" {
             return Err(invalid(format!(
-                "a drill by hand is a restore drill (kind {:?} was asked); failover drills run from a [[scenarios]] entry",
+                "kind {:?} is not a restore drill",
                 req.kind
             )));
         }

@@ -4,7 +4,7 @@
 //! predecessor left, since everything it needs is in the journal and the
 //! job records.
 
-use super::{journal, restore};
+use super::{failover, journal, restore};
 use crate::core::{Coordinator, Lead};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +43,7 @@ async fn pass(coord: &Coordinator, lead: &Lead) -> Result<(), crate::core::ActEr
         };
         let changed = match d.kind.as_str() {
             "restore" => restore::advance(coord, lead, &mut d).await?,
+            "failover" => failover::advance(coord, lead, &mut d).await?,
             _ => false,
         };
         if !changed {

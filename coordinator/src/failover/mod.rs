@@ -11,4 +11,5 @@ pub mod dns;
 pub mod plan;
 pub mod primaries;
 pub mod rejoin;
+pub mod start;
 pub mod steps;

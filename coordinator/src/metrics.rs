@@ -172,6 +172,17 @@ pub fn drill_finished(d: &seawall_proto::v1::Drill) {
         "verdict" => d.verdict.clone()
     )
     .increment(1);
+    drill_seen(d);
+}
+
+/// Takes a finished drill into the last-drill gauges (a new leader reads
+/// each scenario's newest from the journal).
+pub fn drill_seen(d: &seawall_proto::v1::Drill) {
+    let scenario = if d.scenario.is_empty() {
+        format!("{} drill", d.kind)
+    } else {
+        d.scenario.clone()
+    };
     let labels = [("service", d.service.clone()), ("scenario", scenario)];
     if d.verdict == crate::drills::verdict::MET {
         metrics::gauge!("seawall_drill_last_success_timestamp_seconds", &labels)

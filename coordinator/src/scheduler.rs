@@ -97,37 +97,67 @@ pub fn job_for(s: &ScheduleConfig, slot_ms: i64, epoch: i64, note: &str) -> JobR
     job
 }
 
+/// What a schedule's slot makes.
+enum What {
+    /// A job.
+    Job(ScheduleConfig),
+    /// A drill of a `[[scenarios]]` entry.
+    Drill(String),
+}
+
 struct Compiled {
-    config: ScheduleConfig,
+    /// The schedule's name (a drill's: `drill:<scenario>`).
+    name: String,
+    what: What,
     cron: Cron,
     tz: chrono_tz::Tz,
+}
+
+/// The id of a scheduled drill: the scenario's name as a slug and the slot.
+pub fn drill_id(scenario: &str, slot_ms: i64) -> String {
+    let slug: String = scenario
+        .trim()
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("{slug}-{slot_ms}")
 }
 
 /// Starts the scheduler worker of `lead`'s term: it makes jobs while the
 /// term lasts.
 pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
-    let compiled: Vec<Compiled> = coord
+    let mut compiled: Vec<Compiled> = coord
         .config
         .schedules
         .iter()
         .filter_map(|s| {
             Some(Compiled {
+                name: s.name.clone(),
                 cron: parse_cron(&s.cron).ok()?,
                 tz: parse_tz(&s.timezone).ok()?,
-                config: s.clone(),
+                what: What::Job(s.clone()),
             })
         })
         .collect();
+    compiled.extend(coord.config.scenarios.iter().filter_map(|s| {
+        Some(Compiled {
+            name: format!("drill:{}", s.name),
+            cron: parse_cron(s.cron.as_deref()?).ok()?,
+            tz: parse_tz(s.timezone.as_deref().unwrap_or("UTC")).ok()?,
+            what: What::Drill(s.name.clone()),
+        })
+    }));
     let now = now_ms();
     for c in &compiled {
         let first = next_slot(&c.cron, c.tz, now);
         let second = first.and_then(|f| next_slot(&c.cron, c.tz, f));
-        if let (Some(a), Some(b)) = (first, second) {
+        if let (Some(a), Some(b), What::Job(config)) = (first, second, &c.what) {
             crate::metrics::schedule_interval(
-                &c.config.name,
-                seawall_proto::kinds::name(c.config.kind),
-                &c.config.region,
-                &c.config.source,
+                &config.name,
+                seawall_proto::kinds::name(config.kind),
+                &config.region,
+                &config.source,
                 (b - a) as f64 / 1000.0,
             );
         }
@@ -161,7 +191,7 @@ async fn tick(
         let now = now_ms();
         let mut wait = Duration::from_secs(1);
         for c in compiled {
-            let name = &c.config.name;
+            let name = &c.name;
             let last_slot = match last.get(name) {
                 Some(v) => *v,
                 None => match coord.store.get(&schedule_key(name)).await {
@@ -200,11 +230,33 @@ async fn tick(
                 } else {
                     format!("schedule {name}")
                 };
-                let job = job_for(&c.config, slot, lead.fence().epoch, &note);
-                let job_id = job.job_id.clone();
-                match coord.create_job(lead, job, "scheduler").await {
-                    Ok(created) => {
-                        coord.supersede(lead, name, &job_id).await;
+                let made = match &c.what {
+                    What::Job(config) => {
+                        let job = job_for(config, slot, lead.fence().epoch, &note);
+                        let job_id = job.job_id.clone();
+                        match coord.create_job(lead, job, "scheduler").await {
+                            Ok(created) => {
+                                coord.supersede(lead, name, &job_id).await;
+                                Ok((job_id, created))
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    // A drill of the same id is returned as it is, so a
+                    // new leader seeing the slot again makes nothing twice.
+                    What::Drill(scenario) => {
+                        let req = seawall_proto::v1::DrillRequest {
+                            scenario: scenario.clone(),
+                            ..Default::default()
+                        };
+                        let id = drill_id(scenario, slot);
+                        crate::drills::launch::launch(coord, lead, &req, Some(id.clone()), "scheduler")
+                            .await
+                            .map(|d| (id, d.started_unix_ms >= slot))
+                    }
+                };
+                match made {
+                    Ok((job_id, created)) => {
                         if count > 1 {
                             coord.audit(lead, "scheduler", note.clone()).await;
                         }
@@ -229,7 +281,7 @@ async fn tick(
                         tracing::info!(schedule = %name, slot, created, "schedule fired");
                     }
                     Err(e) => {
-                        failed = Some(format!("schedule {name}: job not created: {e}"));
+                        failed = Some(format!("schedule {name}: not started: {e}"));
                         continue;
                     }
                 }
@@ -250,6 +302,14 @@ async fn tick(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scheduled_drills_id_is_its_scenario_and_slot() {
+        assert_eq!(
+            drill_id("Complete outage", 1_796_000_000_000),
+            "complete-outage-1796000000000"
+        );
+    }
 
     #[test]
     fn slots_catch_up_once_and_respect_time_zones() {

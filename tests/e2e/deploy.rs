@@ -372,10 +372,7 @@ fn the_shipped_alerting_rules_pass_promtool_and_name_metrics_seawall_exports() {
     names.sort();
     names.dedup();
     assert!(names.len() >= 8, "{names:?}");
-    // Set by drill results, which the drills issue (13) adds; until then
-    // SeawallNoDrillIn7Days fires for every service, which is the truth.
-    let from_drills = ["seawall_drill_last_success_timestamp_seconds"];
-    for name in names.into_iter().filter(|n| !from_drills.contains(n)) {
+    for name in names {
         assert!(
             code.contains(&format!("\"{name}\"")),
             "the rules use {name}, which no code exports"

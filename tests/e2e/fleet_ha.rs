@@ -34,15 +34,21 @@ fn etcd_section(etcd: &EtcdCluster, prefix: &str) -> String {
 }
 
 fn start(prefix: &str) -> Ha {
+    start_with(prefix, "")
+}
+
+/// [`start`], with `extra` (a topology, scenarios) in every replica's
+/// configuration.
+fn start_with(prefix: &str, extra: &str) -> Ha {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let etcd = EtcdCluster::start(&dir.join("etcd"), 3);
     let pki = Pki::new(&dir.join("pki"));
     let store = etcd_section(&etcd, prefix);
-    let schedules = "[[schedules]]\nname = \"eu-files\"\nregion = \"eu-west-1\"\nsource = \"files\"\ncron = \"*/3 * * * * *\"\n";
+    let schedules = format!("[[schedules]]\nname = \"eu-files\"\nregion = \"eu-west-1\"\nsource = \"files\"\ncron = \"*/3 * * * * *\"\n{extra}");
     let replicas: Vec<Replica> = ["c1", "c2", "c3"]
         .iter()
-        .map(|id| start_replica(&pki, &dir, id, &store, schedules, false))
+        .map(|id| start_replica(&pki, &dir, id, &store, &schedules, false))
         .collect();
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -83,6 +89,11 @@ impl Ha {
 
     /// Job records straight from etcd.
     fn jobs(&self) -> Vec<serde_json::Value> {
+        self.records("jobs/")
+    }
+
+    /// The records under `what` (such as `drills/`) straight from etcd.
+    fn records(&self, what: &str) -> Vec<serde_json::Value> {
         let out = Command::new(require("etcdctl"))
             .env("ETCDCTL_API", "3")
             .args([
@@ -92,7 +103,7 @@ impl Ha {
                 "--prefix",
                 "--print-value-only",
             ])
-            .arg(format!("{}/jobs/", self.prefix()))
+            .arg(format!("{}/{what}", self.prefix()))
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout)
@@ -184,6 +195,79 @@ fn killed_leader_is_replaced_within_ttl_and_the_next_run_happens_once() {
         let id = j["job_id"].as_str().unwrap();
         assert_eq!(ha.runs_of(id), 1, "job {id} ran more than once");
     }
+}
+
+#[test]
+fn a_scheduled_drill_runs_once_per_slot_across_a_leader_change() {
+    let topology = "[[regions]]\nname = \"eu-west-1\"\nrole = \"primary\"\n\n[[services]]\nname = \"docs\"\nbackups = [\"files\"]\n\n[[services.repositories]]\nregion = \"eu-west-1\"\nagent = \"eu-1\"\n\n[[scenarios]]\nname = \"Complete outage\"\nservice = \"docs\"\ndrill = \"restore\"\ncron = \"*/4 * * * * *\"\n";
+    let mut ha = start_with("/ha-drill", topology);
+    let (old, _) = eventually(30, "a leader", || ha.leader(None));
+    let finished = |ha: &Ha| -> Vec<serde_json::Value> {
+        ha.records("drills/")
+            .into_iter()
+            .filter(|d| d["state"] == "finished")
+            .collect()
+    };
+    eventually(60, "a scheduled drill to finish", || {
+        (!finished(&ha).is_empty()).then_some(())
+    });
+    ha.replica(&old).daemon.kill9();
+    let (_, new_epoch) = eventually(30, "a new leader", || ha.leader(Some(&old)));
+    let after = chrono::Utc::now().timestamp_millis();
+    eventually(60, "two drills finished under the new leader", || {
+        let later = finished(&ha)
+            .into_iter()
+            .filter(|d| d["started_unix_ms"].as_i64().unwrap_or(0) > after)
+            .count();
+        (later >= 2).then_some(())
+    });
+    // Every drill is its slot's (one id per slot), met, and ran its one
+    // restore job once; none was left behind by the leader change.
+    let settled_before = chrono::Utc::now().timestamp_millis() - 10_000;
+    let drills = ha.records("drills/");
+    let jobs = ha.jobs();
+    let mut slots = std::collections::BTreeSet::new();
+    for d in &drills {
+        let id = d["id"].as_str().unwrap();
+        let slot: i64 = id
+            .strip_prefix("complete-outage-")
+            .unwrap_or_else(|| panic!("{id} is not a scheduled drill's id"))
+            .parse()
+            .unwrap();
+        assert!(slots.insert(slot), "slot {slot} made two drills");
+        assert_eq!(d["scenario"], "Complete outage");
+        if d["started_unix_ms"].as_i64().unwrap() < settled_before {
+            assert_eq!(d["state"], "finished", "{d:#}");
+            assert_eq!(d["verdict"], "met", "{d:#}");
+        }
+        let runs: Vec<&serde_json::Value> = jobs
+            .iter()
+            .filter(|j| j["drill"]["drill_id"] == id)
+            .collect();
+        assert_eq!(runs.len(), 1, "drill {id} made {} jobs", runs.len());
+        let assigned = runs[0]["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["state"] == "running")
+            .count();
+        assert!(assigned <= 1, "drill {id}'s job ran {assigned} times");
+    }
+    // The new leader exports the last drill's figures.
+    let leader = ha
+        .replicas
+        .iter()
+        .find(|r| r.id != old && ha.leader(None).is_some_and(|(l, _)| l == r.id))
+        .unwrap();
+    let metrics = crate::fleet::http_get(leader.metrics_port, "/metrics");
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("seawall_drill_last_success_timestamp_seconds{")
+            && l.contains("scenario=\"Complete outage\"")
+            && l.contains("service=\"docs\"")),
+        "{metrics}"
+    );
+    assert!(new_epoch > 0);
 }
 
 #[test]

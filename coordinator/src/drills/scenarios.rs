@@ -80,6 +80,13 @@ pub struct ScenarioConfig {
     /// Restore: which recovery point (default "latest").
     #[serde(default)]
     pub point: Option<String>,
+    /// Run the drill on this schedule (cron, 5 fields or 6 with seconds),
+    /// each slot exactly once like a backup schedule's.
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// IANA time zone `cron` is read in (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 impl ScenarioConfig {
@@ -169,6 +176,19 @@ pub fn problems(
         }
         if let Err(e) = s.point() {
             out.push(of(e));
+        }
+        if let Some(cron) = &s.cron {
+            if let Err(e) = crate::scheduler::parse_cron(cron) {
+                out.push(of(e));
+            }
+        }
+        if let Some(tz) = &s.timezone {
+            if let Err(e) = crate::scheduler::parse_tz(tz) {
+                out.push(of(e));
+            }
+            if s.cron.is_none() {
+                out.push(of("timezone goes with cron".into()));
+            }
         }
         let Some(service) = services.iter().find(|x| x.name == s.service) else {
             out.push(of(format!("no service {:?} in [[services]]", s.service)));

@@ -16,11 +16,15 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
         return;
     }
     let (board, tree) = (coord.workers.clone(), lead.tree.clone());
+    let seeded = Arc::new(std::sync::atomic::AtomicBool::new(false));
     crate::workers::spawn_worker(&tree, &board, "drills", move || {
-        let (coord, lead) = (coord.clone(), lead.clone());
+        let (coord, lead, seeded) = (coord.clone(), lead.clone(), seeded.clone());
         async move {
             if !lead.leadership.is_valid() {
                 return Ok(crate::workers::Next::Stop);
+            }
+            if !seeded.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                seed_metrics(&coord).await;
             }
             pass(&coord, &lead).await.map_err(|e| e.to_string())?;
             tokio::select! {
@@ -30,6 +34,19 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
             Ok(crate::workers::Next::After(Duration::ZERO))
         }
     });
+}
+
+/// The gauges of each scenario's newest finished drill, as the journal
+/// has them (the counters start again with each leader).
+async fn seed_metrics(coord: &Coordinator) {
+    let Ok(all) = journal::all(coord).await else {
+        return;
+    };
+    // Oldest first: each scenario's gauges end at its newest drill, and its
+    // last success at its newest drill that met the objectives.
+    for d in all.iter().rev().filter(|d| d.state == journal::FINISHED) {
+        crate::metrics::drill_seen(d);
+    }
 }
 
 /// One pass over the running drills.

@@ -44,29 +44,57 @@ impl OperatorAuth {
 
     /// The caller's name, or UNAUTHENTICATED / PERMISSION_DENIED.
     pub fn check<T>(&self, req: &Request<T>) -> Result<String, Status> {
-        match peer_identity(req) {
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        self.who(peer_identity(req), token).map_err(|d| match d {
+            Denied::NotOperator(m) => Status::permission_denied(m),
+            Denied::NoCredentials(m) | Denied::WrongToken(m) => Status::unauthenticated(m),
+        })
+    }
+
+    /// The operator a certificate's identity or a presented token stands
+    /// for; the gRPC API and the status page both ask this.
+    pub fn who(&self, identity: Option<Identity>, token: Option<&str>) -> Result<String, Denied> {
+        match identity {
             Some(Identity::Operator { name }) => return Ok(format!("operator {name}")),
             Some(other) => {
-                return Err(Status::permission_denied(format!(
+                return Err(Denied::NotOperator(format!(
                     "{other} may not use the operator API: use an operator certificate (seawall certs operator)"
                 )))
             }
             None => {}
         }
-        if let (Some(expected), Some(given)) = (
-            &self.token,
-            req.metadata()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ")),
-        ) {
+        if let (Some(expected), Some(given)) = (&self.token, token) {
             if same(expected.as_bytes(), given.trim().as_bytes()) {
                 return Ok("operator (token)".into());
             }
-            return Err(Status::unauthenticated("the operator token is wrong"));
+            return Err(Denied::WrongToken("the operator token is wrong".into()));
         }
-        Err(Status::unauthenticated(
-            "no operator credentials: present an operator certificate (seawall certs operator) or the operator token",
+        Err(Denied::NoCredentials(
+            "no operator credentials: present an operator certificate (seawall certs operator) or the operator token".into(),
         ))
+    }
+}
+
+/// Why a caller is not let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// Neither a certificate nor a token.
+    NoCredentials(String),
+    /// A token, but not the operator token.
+    WrongToken(String),
+    /// A certificate of another role (an agent's).
+    NotOperator(String),
+}
+
+impl Denied {
+    /// The sentence to show.
+    pub fn message(&self) -> &str {
+        match self {
+            Denied::NoCredentials(m) | Denied::WrongToken(m) | Denied::NotOperator(m) => m,
+        }
     }
 }

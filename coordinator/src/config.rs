@@ -78,6 +78,28 @@ pub struct CoordinatorConfig {
     /// The objectives table: each scenario, its drill and objectives.
     #[serde(default)]
     pub scenarios: Vec<crate::drills::scenarios::ScenarioConfig>,
+    /// The status page served over HTTPS (off unless set).
+    #[serde(default)]
+    pub status_page: Option<StatusPageConfig>,
+}
+
+/// `[status_page]`: each region, store, failover and drill on one page,
+/// for operators (their certificate or the operator token).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusPageConfig {
+    /// Address to serve it on (host:port), with the replica's certificate.
+    pub listen: String,
+    /// How often the page reloads itself in the browser.
+    #[serde(
+        default = "default_status_refresh",
+        with = "seawall_common::duration::serde_text"
+    )]
+    pub refresh: Duration,
+}
+
+fn default_status_refresh() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// The etcd cluster.

@@ -16,6 +16,7 @@ pub mod replication;
 pub mod revocation;
 pub mod scheduler;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod topology;
 pub mod transport;

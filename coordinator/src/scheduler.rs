@@ -250,9 +250,15 @@ async fn tick(
                             ..Default::default()
                         };
                         let id = drill_id(scenario, slot);
-                        crate::drills::launch::launch(coord, lead, &req, Some(id.clone()), "scheduler")
-                            .await
-                            .map(|d| (id, d.started_unix_ms >= slot))
+                        crate::drills::launch::launch(
+                            coord,
+                            lead,
+                            &req,
+                            Some(id.clone()),
+                            "scheduler",
+                        )
+                        .await
+                        .map(|d| (id, d.started_unix_ms >= slot))
                     }
                 };
                 match made {

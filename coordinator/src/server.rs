@@ -141,6 +141,7 @@ pub async fn run(
 
     let tls = ServerTls::load(&coord.config.tls, &coord.config.id)?;
     tls.spawn_reloader(coord.root.clone());
+    crate::status::server::start(coord.clone(), tls.clone()).await?;
     coord
         .revoked
         .spawn_refresher(coord.store.clone(), coord.root.clone());

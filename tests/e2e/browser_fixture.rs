@@ -28,6 +28,13 @@ pub struct Rendered {
 /// Renders `page` (a file): its DOM and its requests; with `screenshot`,
 /// also a PNG there.
 pub fn render(page: &Path, screenshot: Option<&Path>) -> Rendered {
+    render_url(&format!("file://{}", page.display()), screenshot, None)
+}
+
+/// Renders `url`; `direct` is the one `host:port` the browser reaches
+/// without the catching proxy (a server the test started: its
+/// certificate is the test CA's, so certificate errors are ignored).
+pub fn render_url(url: &str, screenshot: Option<&Path>, direct: Option<&str>) -> Rendered {
     let chromium = crate::fixtures::require("chromium");
     let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = proxy.local_addr().unwrap().port();
@@ -67,9 +74,13 @@ pub fn render(page: &Path, screenshot: Option<&Path>) -> Rendered {
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(format!("--proxy-server=http://127.0.0.1:{port}"))
-            .arg("--proxy-bypass-list=<-loopback>")
+            .arg(match direct {
+                Some(hp) => format!("--proxy-bypass-list=<-loopback>;{hp}"),
+                None => "--proxy-bypass-list=<-loopback>".into(),
+            })
+            .args(direct.map(|_| "--ignore-certificate-errors"))
             .args(extra)
-            .arg(format!("file://{}", page.display()))
+            .arg(url)
             .output()
             .unwrap();
         assert!(

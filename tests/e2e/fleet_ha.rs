@@ -261,10 +261,11 @@ fn a_scheduled_drill_runs_once_per_slot_across_a_leader_change() {
         .unwrap();
     let metrics = crate::fleet::http_get(leader.metrics_port, "/metrics");
     assert!(
-        metrics.lines().any(|l| l
-            .starts_with("seawall_drill_last_success_timestamp_seconds{")
-            && l.contains("scenario=\"Complete outage\"")
-            && l.contains("service=\"docs\"")),
+        metrics.lines().any(
+            |l| l.starts_with("seawall_drill_last_success_timestamp_seconds{")
+                && l.contains("scenario=\"Complete outage\"")
+                && l.contains("service=\"docs\"")
+        ),
         "{metrics}"
     );
     assert!(new_epoch > 0);

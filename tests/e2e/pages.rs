@@ -107,3 +107,238 @@ fn the_drill_report_renders_its_verdict_objectives_and_phases_and_fetches_nothin
         seen.page_requests
     );
 }
+
+/// What an HTTPS GET got: status, headers (lowercase names) and body.
+struct Got {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// GET `path` from the status page on `port`, trusting the test CA, with
+/// a client certificate (`holder`'s files in the PKI directory) and extra
+/// header lines when given.
+fn https_get(
+    pki: &std::path::Path,
+    port: u16,
+    path: &str,
+    holder: Option<&str>,
+    extra: &str,
+) -> Got {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match holder {
+        Some(h) => {
+            let chain: Vec<_> = CertificateDer::pem_file_iter(pki.join(format!("{h}.pem")))
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(pki.join(format!("{h}.key"))).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{extra}\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut raw = Vec::new();
+        let _ = tls.read_to_end(&mut raw).await;
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+            .collect();
+        Got {
+            status,
+            headers,
+            body: body.to_string(),
+        }
+    })
+}
+
+#[test]
+fn the_status_page_shows_the_fleet_and_its_drills_to_operators_only() {
+    use crate::fleet_fixture::{
+        backup_now, eventually, op, op_json, start_agent, start_replica, Pki,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = Pki::new(&dir.join("pki"));
+    let token = "status-page-token-4f1c";
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, token).unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let port = crate::fixtures::free_port();
+    let data = dir.join("data");
+    crate::fixtures::make_tree(&data, 20, 256 * 1024, 3);
+    let store = format!(
+        "operator_token_file = \"{}\"\n[dev]\nstate = \"{}\"\n",
+        token_file.display(),
+        dir.join("state.redb").display()
+    );
+    let rest = format!(
+        "[status_page]\nlisten = \"127.0.0.1:{port}\"\nrefresh = \"5s\"\n\n[[regions]]\nname = \"west\"\nrole = \"primary\"\n\n[[regions]]\nname = \"east\"\nrole = \"cold\"\n\n[[services]]\nname = \"docs\"\nrpo = \"1h\"\nbackups = [\"files\"]\n\n[[services.repositories]]\nregion = \"west\"\nagent = \"a1\"\n\n[[scenarios]]\nname = \"complete outage\"\nservice = \"docs\"\ndrill = \"restore\"\nregion = \"west\"\n"
+    );
+    let c = start_replica(&pki, dir, "c1", &store, &rest, true);
+    let addr = c.address();
+    let _a1 = start_agent(&pki, dir, "a1", "west", std::slice::from_ref(&addr), &data);
+    eventually(30, "agent a1 to connect", || {
+        (op_json(&pki, &addr, &["agents"]).as_array()?.len() == 1).then_some(())
+    });
+    backup_now(&pki, &addr, "west", "files");
+    let out = op(&pki, &addr, &["drill", "run", "complete outage", "--wait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drill: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(drill["verdict"], "met");
+    let id = drill["id"].as_str().unwrap();
+
+    // Nobody gets in without an operator's certificate or the token.
+    let pkidir = &pki.dir;
+    let anonymous = https_get(pkidir, port, "/", None, "");
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+    assert!(
+        anonymous.body.contains("no operator credentials"),
+        "{}",
+        anonymous.body
+    );
+    assert!(!anonymous.body.contains("data-service"));
+    let wrong = https_get(pkidir, port, "/", None, "Authorization: Bearer nope\r\n");
+    assert_eq!(wrong.status, 401);
+    assert!(
+        wrong.body.contains("the operator token is wrong"),
+        "{}",
+        wrong.body
+    );
+    let agent = https_get(pkidir, port, "/", Some("a1"), "");
+    assert_eq!(agent.status, 403, "{}", agent.body);
+    let report_anonymous = https_get(pkidir, port, &format!("/drills/{id}"), None, "");
+    assert_eq!(report_anonymous.status, 401);
+    // An operator's certificate, or the token, does.
+    let operator = https_get(pkidir, port, "/", Some("ops"), "");
+    assert_eq!(operator.status, 200, "{}", operator.body);
+    assert!(operator.body.contains("data-service=\"docs\""));
+    let csp = operator
+        .headers
+        .iter()
+        .find(|(k, _)| k == "content-security-policy")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    let by_token = https_get(pkidir, port, "/?token=status-page-token-4f1c", None, "");
+    assert_eq!(by_token.status, 303);
+    let cookie = by_token
+        .headers
+        .iter()
+        .find(|(k, _)| k == "set-cookie")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("Secure"),
+        "{cookie}"
+    );
+
+    // In a browser: the token once, then the page from its cookie.
+    let shot = dir.join("status.png");
+    let direct = format!("127.0.0.1:{port}");
+    let seen = crate::browser_fixture::render_url(
+        &format!("https://127.0.0.1:{port}/?token={token}"),
+        Some(&shot),
+        Some(&direct),
+    );
+    let dom = &seen.dom;
+    assert!(dom.contains("<h1>Seawall status</h1>"), "{dom}");
+    assert!(dom.contains("data-region=\"west\""), "{dom}");
+    assert!(dom.contains("data-region=\"east\""), "{dom}");
+    assert!(
+        dom.contains("<tr data-agent=\"a1\"><td>a1</td><td>files</td>"),
+        "{dom}"
+    );
+    assert!(dom.contains("<span class=\"ok\">connected</span>"), "{dom}");
+    assert!(
+        dom.contains("<tr data-backup=\"west/files\"><td><code>files</code></td><td>west</td><td class=\"ok\">"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(&format!(
+            "<tr data-drill=\"complete outage\"><td>docs</td><td><a href=\"/drills/{id}\">complete outage</a></td><td><span class=\"pill met\">MET</span></td>"
+        )),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<p id=\"failover\">None running.</p>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("http-equiv=\"refresh\" content=\"5\""),
+        "{dom}"
+    );
+    assert!(
+        seen.page_requests.is_empty(),
+        "the status page made requests: {:?}",
+        seen.page_requests
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+    if let Some(keep) = std::env::var_os("SEAWALL_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+
+    // The coordinator serves the drill's report page too.
+    let report = crate::browser_fixture::render_url(
+        &format!("https://127.0.0.1:{port}/drills/{id}?token={token}"),
+        None,
+        Some(&direct),
+    );
+    assert!(
+        report
+            .dom
+            .contains("<span id=\"verdict\" class=\"verdict met\">MET</span>"),
+        "{}",
+        report.dom
+    );
+    assert!(report
+        .dom
+        .contains("data-step=\"files: restore\" data-state=\"done\""));
+    assert!(
+        report.page_requests.is_empty(),
+        "{:?}",
+        report.page_requests
+    );
+}

@@ -24,7 +24,8 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-fn span(ms: i64) -> String {
+/// A duration for people: hundredths under ten seconds, else humantime.
+pub fn span(ms: i64) -> String {
     let d = Duration::from_millis(ms.max(0) as u64);
     if d < Duration::from_secs(10) {
         format!("{:.2} s", d.as_secs_f64())
@@ -33,14 +34,16 @@ fn span(ms: i64) -> String {
     }
 }
 
-fn when(ms: i64) -> String {
+/// A time in UTC, or "-" for none.
+pub fn when(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .filter(|_| ms > 0)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| "-".into())
 }
 
-const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:60em;color:#1b1f24;padding:0 1em}\
+/// The pages' shared style sheet (inline: nothing is fetched).
+pub const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:60em;color:#1b1f24;padding:0 1em}\
 h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;margin-top:1.6em}\
 .verdict{display:inline-block;padding:.25em .8em;border-radius:.3em;font-weight:700;letter-spacing:.05em;color:#fff}\
 .met{background:#1a7f37}.missed{background:#bf8700}.failed{background:#cf222e}.running{background:#57606a}\

@@ -489,6 +489,29 @@ password_file = "/etc/seawall/pw"
     }
 
     #[test]
+    fn the_documented_agent_toml_reads_with_its_drill_places() {
+        // docs/fleet.md shows an agent's file; it must stay a valid one.
+        let doc = include_str!("../../../docs/fleet.md");
+        let from = doc.find("## 3. Agent").expect("section");
+        let block = doc[from..]
+            .split("```toml")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("toml block");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, block).unwrap();
+        let config = AgentConfig::load(&path, None).expect("the documented file loads");
+        let (scratch, pg_bin, _) = config.drill_places();
+        assert_eq!(scratch, PathBuf::from("/var/lib/seawall/scratch"));
+        assert_eq!(pg_bin, Some(PathBuf::from("/usr/lib/postgresql/15/bin")));
+        // Without [drills]: under the state directory, the source's programs.
+        let mut bare = config.clone();
+        bare.drills = DrillsConfig::default();
+        assert_eq!(bare.drill_places().0, config.state_dir.join("scratch"));
+    }
+
+    #[test]
     fn every_source_kind_parses_with_its_settings() {
         let config = load(
             r#"

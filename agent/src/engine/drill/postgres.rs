@@ -164,9 +164,26 @@ pub async fn physical(
     phases
         .run("check", async {
             let c = checks(ctx)?;
-            let db = c.database.clone().unwrap_or_else(|| "postgres".into());
-            let report = check_postgres(&with_database(&dsn, &db), &c, true, &ctx.tools).await?;
+            // The file's checks in its database (postgres by default, as
+            // for `restore --pg-datadir --check`); row counts and
+            // pg_amcheck in every database.
+            let home = c.database.clone().unwrap_or_else(|| "postgres".into());
             let client = connect(&dsn).await?;
+            let databases: Vec<String> = client
+                .query(
+                    "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
+                    &[],
+                )
+                .await
+                .map_err(|e| crate::engine::postgres::conn::query_error("listing databases", e))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let mut reports = Vec::new();
+            for db in &databases {
+                let own = if *db == home { c.clone() } else { ChecksFile::default() };
+                reports.push(check_postgres(&with_database(&dsn, db), &own, true, &ctx.tools).await?);
+            }
             let row = client
                 .query_one(
                     "SELECT pg_current_wal_lsn()::text, timeline_id::text,
@@ -181,7 +198,7 @@ pub async fn physical(
             let lsn: String = row.get(0);
             let timeline: String = row.get(1);
             let replayed: Option<i64> = row.get(2);
-            let mut ev = check_evidence(std::slice::from_ref(&report));
+            let mut ev = check_evidence(&reports);
             ev.insert("lsn".into(), lsn.clone());
             ev.insert("timeline".into(), timeline);
             if let Some(ms) = replayed {
@@ -192,7 +209,7 @@ pub async fn physical(
                         .unwrap_or_default(),
                 );
             }
-            judged(&[report], format!("recovered to {lsn}"))?;
+            judged(&reports, format!("recovered to {lsn}"))?;
             let point = match (replayed, at) {
                 (Some(r), Some(t)) => Some(r.min(t)),
                 (r, t) => r.or(t),

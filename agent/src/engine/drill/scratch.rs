@@ -90,8 +90,21 @@ fn pid_in(file: &Path) -> Option<i32> {
         .ok()
 }
 
+/// Whether `pid` still runs: a daemonized server's parent is init, which
+/// may reap it late, and a zombie holds no port, file or memory.
 fn alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the command name, which is in parentheses.
+            let after = stat.rsplit_once(')')?.1;
+            after.split_whitespace().next().map(|st| st == "Z" || st == "X")
+        })
+        .unwrap_or(false);
+    !zombie
 }
 
 /// Stops the process of a pid file: SIGTERM, then SIGKILL after `grace`.

@@ -8,6 +8,7 @@
 #
 #   bench/drills.sh [--scale 50] [--events-rows 6000000] [--keys 1000000]
 #                   [--dump-mib 1800] [--small-files 25000] [--work DIR]
+#                   [--only files,postgres,redis]
 #
 # Plain restores, as users run them:
 #   files:     seawall restore latest --to DIR
@@ -28,6 +29,7 @@ KEYS=1000000
 DUMP_MIB=1800
 SMALL=25000
 WORK=${TMPDIR:-/tmp}/seawall-drillbench
+ONLY=files,postgres,redis
 while [ $# -gt 0 ]; do
   case "$1" in
     --scale) SCALE=$2; shift 2 ;;
@@ -36,6 +38,7 @@ while [ $# -gt 0 ]; do
     --dump-mib) DUMP_MIB=$2; shift 2 ;;
     --small-files) SMALL=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 64 ;;
   esac
 done
@@ -104,6 +107,9 @@ report() {
     "$kind" "$p" "$d" "$(echo "$d - $p" | bc -l)" "$(echo "($d - $p) * 100 / $p" | bc -l)" | tee -a "$W/summary"
 }
 
+wanted() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+
+if wanted files; then
 echo "== files: $DUMP_MIB MiB dump-like file + $SMALL small files"
 "$SEAWALL" bench-data "$W/data" --dump-mib "$DUMP_MIB" --small-files "$SMALL"
 "$SEAWALL" -q --repo "$W/repo" backup files "$W/data" --tag source=files
@@ -112,6 +118,9 @@ rm -rf "$W/plain-files"
 drill files-drill files
 report files files-plain files-drill
 rm -rf "$W/data"
+fi
+
+if wanted postgres; then
 
 echo "== postgres: pgbench scale $SCALE + $EVENTS event rows, physical"
 mkdir -p "$W/pg"; chown postgres "$W/pg"
@@ -146,6 +155,9 @@ as_pg "$PGBIN/pg_ctl" -D "$W/plain-pg" -m immediate stop >/dev/null
 rm -rf "$W/plain-pg"
 drill pg-drill pg
 report postgres pg-plain pg-drill
+fi
+
+if wanted redis; then
 
 echo "== redis: $KEYS keys of about 1 KiB"
 mkdir -p "$W/redis"
@@ -153,19 +165,7 @@ RPORT=$(free_port)
 redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$W/redis" --save "" --appendonly no \
   --daemonize yes --pidfile "$W/redis.pid" --logfile "$W/redis.log"
 until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.1; done
-python3 - 1 0 "$KEYS" <<'PY' | redis-cli -p "$RPORT" --pipe >/dev/null
-import random, sys
-seed, first, count = map(int, sys.argv[1:])
-rnd = random.Random(seed)
-words = ("agent task pending running done failed region eu us ap model cache session user "
-         "token refresh login logout upload metric cpu memory disk latency p99 retry queue").split()
-out = sys.stdout
-for i in range(first, first + count):
-    kind = ("agent", "task:pending", "session", "metrics", "model:cache")[i % 5]
-    body = " ".join(rnd.choice(words) + str(rnd.randrange(100000)) for _ in range(rnd.randrange(60, 120)))
-    val = '{"id":%d,"seen":%d,"h":"%032x","body":"%s"}' % (i, 1700000000 + rnd.randrange(10**7), rnd.getrandbits(128), body)
-    out.write("*3\r\n$3\r\nSET\r\n$%d\r\n%s:%d\r\n$%d\r\n%s\r\n" % (len(kind) + 1 + len(str(i)), kind, i, len(val), val))
-PY
+python3 bench/lib/redis_keys.py 1 0 "$KEYS" | redis-cli -p "$RPORT" --pipe >/dev/null
 "$SEAWALL" -q --repo "$W/repo" backup redis --url "redis://127.0.0.1:$RPORT" --tag source=cache
 kill "$(cat "$W/redis.pid")"; rm -f "$W/redis.pid"
 PLAINR=$(free_port)
@@ -174,6 +174,7 @@ redis-cli -p "$PLAINR" shutdown nosave >/dev/null 2>&1 || true
 rm -rf "$W/plain-redis"
 drill redis-drill cache
 report redis redis-plain redis-drill
+fi
 
 echo
 echo "== summary (page cache dropped before each run)"

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod error;
 pub mod id;
 pub mod metrics_endpoint;
+pub mod percent;
 pub mod point;
 pub mod repo;
 pub mod secret;

@@ -14,7 +14,6 @@ use seawall_agent::engine::redis::{
 };
 use seawall_common::repo::snapshot::Snapshot;
 use seawall_common::{Id, Repository};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// `seawall backup redis`.
@@ -196,16 +195,6 @@ pub async fn restore_keys(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn redis_server() -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("redis-server"))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| PathBuf::from("redis-server"))
-}
-
 /// `seawall restore --redis-datadir DIR [--start]`.
 pub async fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
     let Some(dir) = a.redis_datadir.clone() else {
@@ -221,7 +210,7 @@ pub async fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
         RedisRestoreOptions {
             dir,
             start_port: a.start.then_some(a.redis_port),
-            server: redis_server(),
+            server: seawall_agent::engine::redis::rdb::server_on_path(),
         },
         progress,
     )

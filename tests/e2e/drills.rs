@@ -140,7 +140,7 @@ role = "primary"
 name = "shop"
 rto = "10m"
 rpo = "1h"
-backups = ["docs", "pgphys", "pglog", "cache"]
+backups = ["docs", "pgphys", "pglog", "cache", "sessions"]
 check_file = "{}"
 
 [[services.repositories]]
@@ -161,11 +161,12 @@ rpo = "1h"
     let addr = c.address();
     let dsn = pg.dsn("postgres");
     let sources = format!(
-        "[drills]\nscratch_dir = \"{}\"\n\n[[sources]]\nname = \"docs\"\nkind = \"files\"\npaths = [\"{}\"]\n\n[[sources]]\nname = \"pgphys\"\nkind = \"postgres\"\nphysical = true\ndsn = \"{dsn}\"\npg_bin = \"{}\"\n\n[[sources]]\nname = \"pglog\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\npg_bin = \"{}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\n",
+        "[drills]\nscratch_dir = \"{}\"\n\n[[sources]]\nname = \"docs\"\nkind = \"files\"\npaths = [\"{}\"]\n\n[[sources]]\nname = \"pgphys\"\nkind = \"postgres\"\nphysical = true\ndsn = \"{dsn}\"\npg_bin = \"{}\"\n\n[[sources]]\nname = \"pglog\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\npg_bin = \"{}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\n\n[[sources]]\nname = \"sessions\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}/1\"\nkeys = [\"s:*\"]\n",
         scratch.display(),
         files.display(),
         pg_bin().display(),
         pg_bin().display(),
+        redis.port,
         redis.port
     );
     let _a1 = start_agent_on(
@@ -185,7 +186,7 @@ rpo = "1h"
         let agents = op_json(&pki, &addr, &["agents"]);
         (agents.as_array()?.len() == 1).then_some(())
     });
-    for source in ["docs", "pgphys", "pglog", "cache"] {
+    for source in ["docs", "pgphys", "pglog", "cache", "sessions"] {
         backup_now(&pki, &addr, "west", source);
     }
     // Written after the base backup and archived: only replaying the WAL
@@ -200,7 +201,7 @@ rpo = "1h"
     let (code, met) = drill(&pki, &addr, &["restore", "shop"]);
     assert_eq!(met["verdict"], "met", "{met:#}");
     assert_eq!(code, 0);
-    for source in ["docs", "pgphys", "pglog", "cache"] {
+    for source in ["docs", "pgphys", "pglog", "cache", "sessions"] {
         for phase in ["choose", "restore", "check", "teardown"] {
             let s = step(&met, &format!("{source}: {phase}"));
             assert_eq!(s["state"], "done", "{s:#}");
@@ -229,6 +230,9 @@ rpo = "1h"
         evidence(&met, "cache: check", "keys db1"),
         "300 (recorded 300)"
     );
+    // Captured keys: restored into an empty scratch server's database 1.
+    assert_eq!(evidence(&met, "sessions: check", "keys"), "300");
+    assert_eq!(evidence(&met, "sessions: check", "keys_captured"), "300");
     assert_eq!(
         evidence(&met, "docs: check", "files_checked"),
         evidence(&met, "docs: restore", "files")
@@ -269,7 +273,7 @@ rpo = "1h"
     );
     let reason = failed["reasons"][0].as_str().unwrap();
     assert!(reason.starts_with("step docs: restore failed"), "{reason}");
-    for source in ["pgphys", "pglog", "cache"] {
+    for source in ["pgphys", "pglog", "cache", "sessions"] {
         assert_eq!(step(&failed, &format!("{source}: check"))["state"], "done");
     }
     nothing_left(&scratch, &failed);

@@ -81,15 +81,11 @@ impl AgentConfig {
                 _ => None,
             })
         });
-        let redis = self.drills.redis_server.clone().unwrap_or_else(|| {
-            std::env::var_os("PATH")
-                .and_then(|p| {
-                    std::env::split_paths(&p)
-                        .map(|d| d.join("redis-server"))
-                        .find(|p| p.is_file())
-                })
-                .unwrap_or_else(|| PathBuf::from("redis-server"))
-        });
+        let redis = self
+            .drills
+            .redis_server
+            .clone()
+            .unwrap_or_else(crate::engine::redis::rdb::server_on_path);
         (scratch, pg_bin, redis)
     }
 }

@@ -8,7 +8,7 @@ pub mod files;
 pub mod forget;
 pub mod mirror;
 pub mod operation;
-pub mod percent;
+pub use seawall_common::percent;
 pub mod pipeline;
 pub mod postgres;
 pub mod progress;

@@ -104,34 +104,12 @@ async fn connection(
     }
 }
 
-/// Decodes `%XX` escapes (a token in a query string).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The token a request carries: `?token=`, the cookie, or a bearer header;
 /// and whether it came in the query (to be moved into the cookie).
 fn token_of(req: &Request<Incoming>) -> (Option<String>, bool) {
     if let Some(q) = req.uri().query() {
         if let Some(t) = q.split('&').find_map(|kv| kv.strip_prefix("token=")) {
-            return (Some(percent_decode(t)), true);
+            return (Some(seawall_common::percent::decode(t)), true);
         }
     }
     let headers = req.headers();
@@ -152,7 +130,7 @@ fn token_of(req: &Request<Incoming>) -> (Option<String>, bool) {
                 .strip_prefix(&format!("{COOKIE}="))
                 .map(str::to_string)
         });
-    (cookie.map(|c| percent_decode(&c)), false)
+    (cookie.map(|c| seawall_common::percent::decode(&c)), false)
 }
 
 fn page(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -261,16 +239,4 @@ async fn respond(
         StatusCode::NOT_FOUND,
         "the status page is at / and drill reports at /drills/ID",
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_in_a_query_are_decoded() {
-        assert_eq!(percent_decode("a%2Bb%2f%3D"), "a+b/=");
-        assert_eq!(percent_decode("plain"), "plain");
-        assert_eq!(percent_decode("bad%zzend%4"), "bad%zzend%4");
-    }
 }

@@ -32,6 +32,26 @@ fn run_as() -> Option<String> {
     running_as_root().then(|| "postgres".to_string())
 }
 
+/// The PostgreSQL programs a drill runs, found before anything is laid
+/// down; the error says where the agent looks for them.
+fn programs(ctx: &Context<'_>, names: &[&str]) -> Result<()> {
+    for name in names {
+        ctx.tools.path(name).map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!(
+                    "{name} not found {}: a drill runs the PostgreSQL server programs; set [drills] pg_bin in agent.toml (Debian: /usr/lib/postgresql/15/bin)",
+                    match &ctx.tools.bin_dir {
+                        Some(d) => format!("in {}", d.display()),
+                        None => "on PATH".into(),
+                    }
+                ),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 fn checks(ctx: &Context<'_>) -> Result<ChecksFile> {
     match &ctx.req.check_file {
         Some(p) => ChecksFile::load(p),
@@ -115,6 +135,7 @@ pub async fn physical(
     };
     phases
         .run("restore", async {
+            programs(ctx, &["pg_ctl", "postgres", "pg_amcheck"])?;
             let facts = PhysicalFacts::of(ctx.snap)?;
             let (wal_files, wal_bytes) = fetch_wal(ctx, &facts, &wal_dir).await?;
             chown(&user, &wal_dir).await?;
@@ -239,6 +260,7 @@ pub async fn logical(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phas
     );
     phases
         .run("scratch server", async {
+            programs(ctx, &["initdb", "pg_ctl", "pg_restore", "pg_amcheck"])?;
             start_empty_cluster(ctx, &datadir, port, &user).await?;
             Ok((
                 (),

@@ -101,7 +101,10 @@ fn alive(pid: i32) -> bool {
         .and_then(|stat| {
             // The state follows the command name, which is in parentheses.
             let after = stat.rsplit_once(')')?.1;
-            after.split_whitespace().next().map(|st| st == "Z" || st == "X")
+            after
+                .split_whitespace()
+                .next()
+                .map(|st| st == "Z" || st == "X")
         })
         .unwrap_or(false);
     !zombie

@@ -86,13 +86,38 @@ pub struct CheckReport {
     pub ok: bool,
 }
 
-/// Runs the checks against the database `dsn` names.
+/// Runs the checks against the database `dsn` names; pg_amcheck (its own
+/// process, reading every page) runs alongside the row counts.
 pub async fn check_postgres(
     dsn: &str,
     checks: &ChecksFile,
     amcheck: bool,
     tools: &PgTools,
 ) -> Result<CheckReport> {
+    let amchecked = async {
+        if amcheck {
+            run_amcheck(dsn, tools).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (counted, amchecked) = tokio::join!(counts_and_checks(dsn, checks), amchecked);
+    let (database, tables, mut results) = counted?;
+    results.extend(amchecked?);
+    let ok = results.iter().all(|r| r.ok);
+    Ok(CheckReport {
+        database,
+        tables,
+        checks: results,
+        ok,
+    })
+}
+
+/// Row counts and the file's checks, in one read-only transaction.
+async fn counts_and_checks(
+    dsn: &str,
+    checks: &ChecksFile,
+) -> Result<(String, Vec<TableRows>, Vec<CheckResult>)> {
     let mut client = conn::connect(dsn).await?;
     let tx = client
         .build_transaction()
@@ -182,16 +207,7 @@ pub async fn check_postgres(
         }
     }
     let _ = tx.rollback().await;
-    if amcheck {
-        results.push(run_amcheck(dsn, tools).await?);
-    }
-    let ok = results.iter().all(|r| r.ok);
-    Ok(CheckReport {
-        database,
-        tables,
-        checks: results,
-        ok,
-    })
+    Ok((database, tables, results))
 }
 
 async fn run_amcheck(dsn: &str, tools: &PgTools) -> Result<CheckResult> {
@@ -199,7 +215,12 @@ async fn run_amcheck(dsn: &str, tools: &PgTools) -> Result<CheckResult> {
     // The positional argument may be a whole connection string; its
     // password goes in the environment, never on the command line.
     let (bare, password) = super::conn::split_password(dsn);
-    cmd.arg("--install-missing").arg(bare);
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    cmd.arg("--install-missing")
+        .arg(format!("--jobs={jobs}"))
+        .arg(bare);
     if let Some(p) = password {
         cmd.env("PGPASSWORD", p);
     }

@@ -139,6 +139,18 @@ pub async fn backup_redis(
     backup.commit(outcome).await
 }
 
+/// The redis-server program on PATH (the bare name when there is none, so
+/// starting it fails naming it).
+pub fn server_on_path() -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("redis-server"))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| PathBuf::from("redis-server"))
+}
+
 /// How `restore --redis-datadir` runs.
 #[derive(Debug, Clone)]
 pub struct RedisRestoreOptions {

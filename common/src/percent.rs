@@ -1,5 +1,6 @@
 //! Percent-encoding for the credentials and names inside connection URLs
-//! (PostgreSQL and Redis read the same RFC 3986 form).
+//! (PostgreSQL and Redis read the same RFC 3986 form) and for a token in
+//! the status page's query string.
 
 /// Encodes every byte outside RFC 3986's unreserved set.
 pub fn encode(s: &str) -> String {

@@ -8,7 +8,6 @@ use crate::engine::progress::Progress;
 use seawall_common::repo::snapshot::Snapshot;
 use seawall_common::{Error, ErrorKind, Repository, Result};
 use serde::Serialize;
-use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -51,34 +50,99 @@ pub async fn check_restored(
         .map_err(|e| Error::new(ErrorKind::Io, format!("content check stopped: {e}")))?
 }
 
+/// Bytes of a file checked as one piece of work: a large file is split so
+/// every core hashes part of it.
+const PIECE: u64 = 32 << 20;
+
+/// A run of one file's chunks, checked by one worker.
+struct Piece {
+    /// Index into the plan's files.
+    file: usize,
+    /// The first chunk and the end of the run.
+    chunks: std::ops::Range<usize>,
+    /// Where the run starts in the file.
+    offset: u64,
+    /// The file's length, when this run is its last (checked against the
+    /// file on disk, so a longer file is caught).
+    last_of: Option<u64>,
+}
+
+/// Splits every file into runs of chunks of about [`PIECE`] bytes.
+fn pieces(repo: &Repository, plan: &Plan) -> Vec<std::result::Result<Piece, (usize, String)>> {
+    let mut out = Vec::new();
+    for (fi, f) in plan.files.iter().enumerate() {
+        let (mut start, mut offset, mut run, mut total) = (0usize, 0u64, 0u64, 0u64);
+        let mut lengths = Vec::with_capacity(f.node.content.len());
+        for (i, id) in f.node.content.iter().enumerate() {
+            match repo.locate(id) {
+                Ok(loc) => lengths.push(u64::from(loc.raw_length)),
+                Err(e) => {
+                    out.push(Err((fi, format!("chunk {i} not in the index: {e}"))));
+                    lengths.clear();
+                    break;
+                }
+            }
+        }
+        if lengths.len() != f.node.content.len() {
+            continue;
+        }
+        for (i, len) in lengths.iter().enumerate() {
+            run += len;
+            total += len;
+            if run >= PIECE && i + 1 < lengths.len() {
+                out.push(Ok(Piece {
+                    file: fi,
+                    chunks: start..i + 1,
+                    offset,
+                    last_of: None,
+                }));
+                start = i + 1;
+                offset += run;
+                run = 0;
+            }
+        }
+        out.push(Ok(Piece {
+            file: fi,
+            chunks: start..lengths.len(),
+            offset,
+            last_of: Some(total),
+        }));
+    }
+    out
+}
+
 fn check_plan(repo: &Repository, plan: Plan, target: &Path) -> Result<ContentCheck> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
-        .min(4);
-    let per = plan.files.len().div_ceil(workers).max(1);
-    let results: Vec<ContentCheck> = std::thread::scope(|scope| {
-        let handles: Vec<_> = plan
-            .files
-            .chunks(per)
-            .map(|files| {
+        .min(8);
+    let work = pieces(repo, &plan);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let found: Vec<(u64, Vec<(usize, String)>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (work, next, plan) = (&work, &next, &plan);
                 scope.spawn(move || {
-                    let mut c = ContentCheck::default();
+                    let (mut bytes, mut problems) = (0u64, Vec::new());
                     let mut buf = Vec::new();
-                    for f in files {
-                        let shown = Path::new("/").join(&f.rel).display().to_string();
-                        match check_file(repo, &target.join(&f.rel), &f.node, &mut buf) {
-                            Ok(bytes) => c.bytes += bytes,
-                            Err(why) => {
-                                c.problem_count += 1;
-                                if c.problems.len() < NAMED {
-                                    c.problems.push(format!("{shown}: {why}"));
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = work.get(i) else {
+                            break;
+                        };
+                        match item {
+                            Ok(p) => {
+                                let f = &plan.files[p.file];
+                                match check_piece(repo, &target.join(&f.rel), &f.node, p, &mut buf)
+                                {
+                                    Ok(n) => bytes += n,
+                                    Err(why) => problems.push((p.file, why)),
                                 }
                             }
+                            Err(e) => problems.push(e.clone()),
                         }
-                        c.files += 1;
                     }
-                    c
+                    (bytes, problems)
                 })
             })
             .collect();
@@ -87,12 +151,25 @@ fn check_plan(repo: &Repository, plan: Plan, target: &Path) -> Result<ContentChe
             .map(|h| h.join().unwrap_or_default())
             .collect()
     });
-    let mut out = ContentCheck::default();
-    for r in results {
-        out.files += r.files;
-        out.bytes += r.bytes;
-        out.problem_count += r.problem_count;
-        out.problems.extend(r.problems);
+    let mut out = ContentCheck {
+        files: plan.files.len() as u64,
+        ..ContentCheck::default()
+    };
+    // One problem per file: the first found.
+    let mut by_file: std::collections::BTreeMap<usize, String> = Default::default();
+    for (bytes, problems) in found {
+        out.bytes += bytes;
+        for (fi, why) in problems {
+            by_file.entry(fi).or_insert(why);
+        }
+    }
+    out.problem_count = by_file.len() as u64;
+    for (fi, why) in by_file.into_iter().take(NAMED) {
+        let shown = Path::new("/")
+            .join(&plan.files[fi].rel)
+            .display()
+            .to_string();
+        out.problems.push(format!("{shown}: {why}"));
     }
     for (rel, node) in &plan.links {
         out.symlinks += 1;
@@ -116,40 +193,145 @@ fn check_plan(repo: &Repository, plan: Plan, target: &Path) -> Result<ContentChe
     Ok(out)
 }
 
-/// Reads one file back, chunk by chunk; the bytes hashed, or what is wrong.
-fn check_file(
+/// Reads one run of a file back, chunk by chunk; the bytes hashed, or what
+/// is wrong.
+fn check_piece(
     repo: &Repository,
     path: &Path,
     node: &seawall_common::repo::tree::Node,
+    piece: &Piece,
     buf: &mut Vec<u8>,
 ) -> std::result::Result<u64, String> {
-    let mut file = std::fs::OpenOptions::new()
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| format!("not restored ({e})"))?;
-    let mut bytes = 0u64;
-    for (i, id) in node.content.iter().enumerate() {
+    let mut at = piece.offset;
+    for i in piece.chunks.clone() {
+        let id = &node.content[i];
         let len = repo
             .locate(id)
             .map_err(|e| format!("chunk {i} not in the index: {e}"))?
             .raw_length as usize;
         buf.resize(len, 0);
-        file.read_exact(buf)
-            .map_err(|e| format!("shorter than the snapshot says ({bytes} bytes read: {e})"))?;
+        file.read_exact_at(buf, at).map_err(|e| {
+            format!("shorter than the snapshot says ({at} bytes and more expected: {e})")
+        })?;
         if repo.key().blob_id(buf) != *id {
             return Err(format!(
-                "bytes {bytes}..{} differ from the snapshot's chunk {}",
-                bytes + len as u64,
+                "bytes {at}..{} differ from the snapshot's chunk {}",
+                at + len as u64,
                 id.short()
             ));
         }
-        bytes += len as u64;
+        at += len as u64;
     }
-    let mut extra = [0u8; 1];
-    match file.read(&mut extra) {
-        Ok(0) => Ok(bytes),
-        Ok(_) => Err(format!("longer than the snapshot's {bytes} bytes")),
-        Err(e) => Err(format!("unreadable after {bytes} bytes: {e}")),
+    if let Some(total) = piece.last_of {
+        let on_disk = file
+            .metadata()
+            .map_err(|e| format!("unreadable: {e}"))?
+            .len();
+        if on_disk != total {
+            return Err(format!(
+                "{on_disk} bytes on disk, the snapshot's are {total}"
+            ));
+        }
+    }
+    Ok(at - piece.offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::files::{backup_files, BackupOptions};
+    use crate::engine::restore::{restore, RestoreOptions};
+    use seawall_common::storage::LocalStorage;
+
+    #[tokio::test]
+    async fn a_changed_longer_or_missing_file_is_named_and_a_large_file_is_checked_in_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn seawall_common::storage::Storage> =
+            Arc::new(LocalStorage::new(dir.path().join("repo")));
+        let repo = Arc::new(
+            Repository::init_with_kdf(
+                storage,
+                b"pw",
+                seawall_common::crypto::KdfParams {
+                    m_cost: 64,
+                    t_cost: 1,
+                    ..seawall_common::crypto::KdfParams::default_fresh()
+                },
+            )
+            .await
+            .unwrap(),
+        );
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        // Three pieces of about PIECE bytes: incompressible, varied.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let big: Vec<u8> = (0..(PIECE as usize * 2 + 4096))
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        std::fs::write(src.join("big.bin"), &big).unwrap();
+        std::fs::write(src.join("sub/a.txt"), b"alpha").unwrap();
+        std::fs::write(src.join("sub/b.txt"), b"bravo").unwrap();
+        std::fs::write(src.join("empty"), b"").unwrap();
+        let out = backup_files(
+            repo.clone(),
+            BackupOptions {
+                paths: vec![src.clone()],
+                ..BackupOptions::default()
+            },
+            Arc::new(Progress::default()),
+        )
+        .await
+        .unwrap();
+        let target = dir.path().join("restored");
+        restore(
+            repo.clone(),
+            &out.snapshot,
+            RestoreOptions {
+                target: target.clone(),
+                include: Vec::new(),
+                threads: 2,
+            },
+            Arc::new(Progress::default()),
+        )
+        .await
+        .unwrap();
+        let root = target.join(src.strip_prefix("/").unwrap());
+        let clean = check_restored(repo.clone(), &out.snapshot, &target)
+            .await
+            .unwrap();
+        assert_eq!(clean.problem_count, 0, "{:?}", clean.problems);
+        assert_eq!(clean.bytes, big.len() as u64 + 10);
+
+        // A byte flipped in the big file's last piece, a byte appended to
+        // one small file, the other removed.
+        let mut changed = big.clone();
+        let at = changed.len() - 100;
+        changed[at] ^= 1;
+        std::fs::write(root.join("big.bin"), &changed).unwrap();
+        std::fs::write(root.join("sub/a.txt"), b"alpha!").unwrap();
+        std::fs::remove_file(root.join("sub/b.txt")).unwrap();
+        let found = check_restored(repo, &out.snapshot, &target).await.unwrap();
+        assert_eq!(found.problem_count, 3, "{:?}", found.problems);
+        let all = found.problems.join("\n");
+        assert!(
+            all.contains("big.bin: bytes ") && all.contains("differ from the snapshot's chunk"),
+            "{all}"
+        );
+        assert!(
+            all.contains("a.txt: 6 bytes on disk, the snapshot's are 5"),
+            "{all}"
+        );
+        assert!(all.contains("b.txt: not restored"), "{all}");
     }
 }

@@ -155,6 +155,30 @@ as_pg "$PGBIN/pg_ctl" -D "$W/plain-pg" -m immediate stop >/dev/null
 rm -rf "$W/plain-pg"
 drill pg-drill pg
 report postgres pg-plain pg-drill
+
+echo "== postgres: point-in-time restore replaying the WAL of two updates (1% of events, 1% of accounts scattered)"
+# The WAL archive is the repository's: the server pushes as postgres.
+chown -R postgres "$W/repo" "$W/password"
+cat >> "$W/pg/data/postgresql.conf" <<CONF
+archive_mode = on
+archive_command = '$SEAWALL --repo $W/repo --password-file $W/password -q wal-push %p'
+CONF
+as_pg "$PGBIN/pg_ctl" -D "$W/pg/data" -l "$W/pg/server.log" -w start >/dev/null
+SEAWALL_PG_BIN=$PGBIN "$SEAWALL" -q --repo "$W/repo" backup postgres --physical --dsn "$DSN" --tag source=pg
+"$PGBIN/psql" -X -q -h "$W/pg" -p "$PGPORT" -U postgres bench \
+  -c "UPDATE events SET amount = amount + 1 WHERE id > (SELECT max(id) FROM events) * 99 / 100" \
+  -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 100 = 0"
+SEG=$("$PGBIN/psql" -X -A -t -h "$W/pg" -p "$PGPORT" -U postgres -c "SELECT pg_walfile_name(pg_switch_wal())")
+until [ "$("$PGBIN/psql" -X -A -t -h "$W/pg" -p "$PGPORT" -U postgres -c "SELECT coalesce(last_archived_wal,'') >= '$SEG' FROM pg_stat_archiver")" = t ]; do sleep 0.5; done
+echo "archived WAL to replay: $(ls "$W/repo/wal/00000001" | wc -l) segments in the repository"
+as_pg "$PGBIN/pg_ctl" -D "$W/pg/data" -m fast stop >/dev/null
+PLAINPORT=$(free_port)
+timed pitr-plain env SEAWALL_PG_BIN="$PGBIN" "$SEAWALL" -q --repo "$W/repo" --password-file "$W/password" \
+  restore latest --pg-datadir "$W/plain-pg" --start --pg-port "$PLAINPORT"
+as_pg "$PGBIN/pg_ctl" -D "$W/plain-pg" -m immediate stop >/dev/null
+rm -rf "$W/plain-pg"
+drill pitr-drill pg
+report "pg (PITR)" pitr-plain pitr-drill
 fi
 
 if wanted redis; then

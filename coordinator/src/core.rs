@@ -20,9 +20,11 @@ use tokio::sync::Notify;
 /// Assignments recorded and sent at once.
 const DISPATCH_CONCURRENCY: usize = 64;
 
-/// How long a job an agent was too busy to start waits before it is
-/// handed out again.
+/// How long a job an agent was too busy to start first waits before it is
+/// handed out again; doubled at each further refusal.
 const BUSY_RETRY_MS: i64 = 2_000;
+/// The longest such wait (a queue behind long jobs is not polled hard).
+const BUSY_RETRY_MAX_MS: i64 = 60_000;
 
 /// What the leader holds while it leads.
 pub struct Lead {
@@ -628,11 +630,13 @@ impl Coordinator {
         if failure.kind.as_deref() == Some("busy") {
             // Not started, so not an attempt: handed out again shortly, to
             // this agent once it has room or to another of the region.
-            job.not_before_ms = now_ms() + BUSY_RETRY_MS;
+            let delay = (BUSY_RETRY_MS << job.busy_refusals.min(5)).min(BUSY_RETRY_MAX_MS);
+            job.busy_refusals = job.busy_refusals.saturating_add(1);
+            job.not_before_ms = now_ms() + delay;
             job.enter(
                 JobState::Pending,
                 epoch,
-                format!("the agent was busy ({error}); handed out again"),
+                format!("the agent was busy ({error}); handed out again in {delay} ms"),
             );
         } else if failure.retryable && job.attempt <= job.retries {
             let delay = job

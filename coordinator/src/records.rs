@@ -176,6 +176,9 @@ pub struct JobRecord {
     /// A restore drill's part: which drill, and what it restores.
     #[serde(default)]
     pub drill: Option<DrillPart>,
+    /// Times an agent was too busy to start it (each waits longer).
+    #[serde(default)]
+    pub busy_refusals: u32,
 }
 
 /// What a restore drill's job restores.
@@ -224,6 +227,7 @@ impl JobRecord {
             history: Vec::new(),
             target_agent: None,
             drill: None,
+            busy_refusals: 0,
         }
     }
 

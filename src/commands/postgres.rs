@@ -268,6 +268,7 @@ pub async fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
             verify_files: true,
             timeout: Duration::from_secs(a.recovery_timeout),
             tools: tools(g),
+            settings: Vec::new(),
         },
         checks.as_ref(),
         progress,

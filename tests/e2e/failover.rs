@@ -1051,6 +1051,10 @@ fn a_failover_drill_switches_over_and_back_and_reports_both_directions() {
         assert_eq!(rpo, 0, "a switchover loses nothing: {s:#}");
         rtos.push(rto);
     }
+    eprintln!(
+        "failover drill: RTO there {} ms, back {} ms; verdict {}",
+        rtos[0], rtos[1], d["verdict"]
+    );
     assert_eq!(d["rto_ms"].as_i64(), rtos.iter().copied().max());
     assert_eq!(d["rpo_ms"].as_i64(), Some(0));
     let ids = d["failover_ids"].as_array().unwrap();

@@ -646,15 +646,19 @@ fn a_stopping_agent_takes_no_new_job_and_lets_its_running_one_finish() {
     f.eu.signal(nix::sys::signal::Signal::SIGTERM);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(!f.eu.exited(), "the agent quit with a job running");
+    // A refusal that says "later": the job is not started, costs no
+    // attempt, and waits for an agent of the region that takes it.
     let second = f.trigger("cache");
     let refused = eventually(20, "the new job refused", || {
         let j = f.job(&second);
-        (j["state"] == "failed").then_some(j)
+        (j["error_kind"] == "busy").then_some(j)
     });
     assert!(
         refused["error"].as_str().unwrap().contains("shutting down"),
         "{refused}"
     );
+    assert_eq!(refused["state"], "pending", "{refused}");
+    assert_eq!(refused["attempt"], 1, "{refused}");
     assert_eq!(f.job(&first)["state"], "running");
 
     // The running job ends on its own (the server hangs up): its own

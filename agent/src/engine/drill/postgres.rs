@@ -155,6 +155,14 @@ pub async fn physical(
                     verify_files: true,
                     timeout: RECOVERY_TIMEOUT,
                     tools: ctx.tools.clone(),
+                    // Reachable from this host only, and never waiting for
+                    // the source's synchronous standbys (pg_amcheck installs
+                    // its extension, a write).
+                    settings: vec![
+                        ("listen_addresses".into(), "127.0.0.1".into()),
+                        ("synchronous_standby_names".into(), String::new()),
+                        ("hot_standby".into(), "on".into()),
+                    ],
                 },
                 ctx.progress.clone(),
             )

@@ -55,6 +55,10 @@ pub struct PitrOptions {
     pub timeout: Duration,
     /// Where the PostgreSQL programs are.
     pub tools: PgTools,
+    /// More settings for the started server (name, value), after the
+    /// backup's own: a drill's scratch server listens on loopback only and
+    /// waits for no synchronous standby.
+    pub settings: Vec<(String, String)>,
 }
 
 /// What a physical restore did.
@@ -244,6 +248,9 @@ fn write_recovery_settings(dir: &Path, opts: &PitrOptions) -> Result<()> {
         lines.push("archive_mode = 'off'".to_string());
     }
     if opts.start {
+        for (name, value) in &opts.settings {
+            lines.push(format!("{name} = {}", conf_quote(value)));
+        }
         lines.push(format!("port = {}", opts.port));
         lines.push(format!(
             "unix_socket_directories = {}",

@@ -520,7 +520,7 @@ impl Coordinator {
                 Some(agent) => self
                     .registry
                     .get(&job.region, agent)
-                    .filter(|s| s.ready.load(std::sync::atomic::Ordering::Relaxed)),
+                    .filter(|s| s.takes_jobs()),
                 None => self.registry.pick(&job.region, &job.source),
             };
             let Some(session) = session else {
@@ -1096,6 +1096,7 @@ mod tests {
             connected_ms: 0,
             last_heartbeat_ms: 0.into(),
             running: 0.into(),
+            max_jobs: 0,
             outbox: tx,
             fingerprint: String::new(),
             cert_expires_ms: i64::MAX,

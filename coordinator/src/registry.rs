@@ -32,6 +32,8 @@ pub struct Session {
     pub last_heartbeat_ms: AtomicI64,
     /// Jobs it runs now.
     pub running: AtomicU32,
+    /// Jobs it runs at once at most (0: not said, no limit known).
+    pub max_jobs: u32,
     /// Where commands go.
     pub outbox: Outbox,
     /// The SHA-256 fingerprint of its certificate.
@@ -44,6 +46,15 @@ pub struct Session {
     /// Set once the leader has checked the agent's stores after it
     /// connected (an old primary is fenced first): no job goes to it before.
     pub ready: std::sync::atomic::AtomicBool,
+}
+
+impl Session {
+    /// Whether it may be handed a job now: checked after it connected, and
+    /// below its max_jobs.
+    pub fn takes_jobs(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+            && (self.max_jobs == 0 || self.running.load(Ordering::Relaxed) < self.max_jobs)
+    }
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -143,12 +154,13 @@ impl Registry {
         metrics::gauge!("seawall_agents_connected").set(0.0);
     }
 
-    /// The least busy agent of `region` that serves `source`.
+    /// The least busy agent of `region` that serves `source` and has room
+    /// for another job.
     pub fn pick(&self, region: &str, source: &str) -> Option<Arc<Session>> {
         let map = self.sessions.read().unwrap_or_else(|p| p.into_inner());
         map.values()
             .filter(|s| s.region == region && s.sources.iter().any(|x| x == source))
-            .filter(|s| s.ready.load(Ordering::Relaxed))
+            .filter(|s| s.takes_jobs())
             .min_by_key(|s| s.running.load(Ordering::Relaxed))
             .cloned()
     }

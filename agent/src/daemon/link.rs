@@ -248,6 +248,7 @@ impl Link {
                 .collect(),
             newest_epoch: self.epoch.newest(),
             running_jobs: running,
+            max_jobs: self.config.max_jobs,
         };
         let _ = tx
             .send(AgentMessage {

@@ -164,6 +164,7 @@ impl AgentService for AgentApi {
             connected_ms: now_ms(),
             last_heartbeat_ms: now_ms().into(),
             running: (hello.running_jobs.len() as u32).into(),
+            max_jobs: hello.max_jobs,
             outbox: tx.clone(),
             fingerprint: fingerprint.clone(),
             cert_expires_ms,

@@ -167,6 +167,7 @@ mod tests {
             connected_ms: 0,
             last_heartbeat_ms: 0.into(),
             running: 0.into(),
+            max_jobs: 0,
             outbox: tx,
             fingerprint: String::new(),
             cert_expires_ms: i64::MAX,

@@ -310,3 +310,28 @@ pub fn backup_key(b: &BackupRecord) -> String {
         b.region, b.source, b.finished_ms, b.job_id
     )
 }
+
+/// A JSON record and its revision, `None` when the key is absent.
+pub async fn load_json<T: serde::de::DeserializeOwned>(
+    store: &dyn crate::store::StateStore,
+    key: &str,
+) -> Result<Option<(T, i64)>, crate::core::ActError> {
+    Ok(match store.get(key).await? {
+        Some(e) => Some((serde_json::from_slice(&e.value)?, e.revision)),
+        None => None,
+    })
+}
+
+/// Every JSON record under `prefix` that reads, with its revision (one
+/// written by a newer version that does not read is left out).
+pub async fn list_json<T: serde::de::DeserializeOwned>(
+    store: &dyn crate::store::StateStore,
+    prefix: &str,
+) -> Result<Vec<(T, i64)>, crate::core::ActError> {
+    Ok(store
+        .list(prefix)
+        .await?
+        .iter()
+        .filter_map(|e| Some((serde_json::from_slice(&e.value).ok()?, e.revision)))
+        .collect())
+}

@@ -21,23 +21,24 @@ pub fn key(id: &str) -> String {
 
 /// Loads drill `id` with its revision.
 pub async fn load(coord: &Coordinator, id: &str) -> Result<Option<(Drill, i64)>, ActError> {
-    Ok(match coord.store.get(&key(id)).await? {
-        Some(e) => Some((serde_json::from_slice(&e.value)?, e.revision)),
-        None => None,
-    })
+    crate::records::load_json(coord.store.as_ref(), &key(id)).await
+}
+
+/// Every drill with its revision, newest first.
+pub async fn all_with_revisions(coord: &Coordinator) -> Result<Vec<(Drill, i64)>, ActError> {
+    let mut out: Vec<(Drill, i64)> =
+        crate::records::list_json(coord.store.as_ref(), PREFIX).await?;
+    out.sort_by_key(|(d, _)| std::cmp::Reverse(d.started_unix_ms));
+    Ok(out)
 }
 
 /// Every drill, newest first.
 pub async fn all(coord: &Coordinator) -> Result<Vec<Drill>, ActError> {
-    let mut out: Vec<Drill> = coord
-        .store
-        .list(PREFIX)
+    Ok(all_with_revisions(coord)
         .await?
-        .iter()
-        .filter_map(|e| serde_json::from_slice(&e.value).ok())
-        .collect();
-    out.sort_by_key(|d: &Drill| std::cmp::Reverse(d.started_unix_ms));
-    Ok(out)
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect())
 }
 
 /// Writes `d` if it is still at `rev` (0: only if absent), with an audit

@@ -3,15 +3,11 @@
 //! failover drill by hand; the operator API and drill schedules both start
 //! drills here.
 
-use super::scenarios::{default_region, DrillKind};
+use super::scenarios::{self, default_region, ms, DrillKind};
 use super::{failover, restore};
 use crate::core::{ActError, Coordinator, Lead};
 use crate::records::now_ms;
 use seawall_proto::v1::{Drill, DrillRequest};
-
-fn ms(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// Starts the drill `req` asks for, under `id` when given (a schedule's
 /// slot: a drill of that id that exists already is returned as it is).
@@ -23,40 +19,23 @@ pub async fn launch(
     who: &str,
 ) -> Result<Drill, ActError> {
     let cfg = &coord.config;
-    let scenario = (!req.scenario.is_empty())
-        .then(|| {
-            cfg.scenarios
-                .iter()
-                .find(|s| s.name.eq_ignore_ascii_case(req.scenario.trim()))
-        })
-        .flatten();
+    let scenario = if req.scenario.is_empty() {
+        None
+    } else {
+        Some(scenarios::find(&cfg.scenarios, &req.scenario).map_err(ActError::Invalid)?)
+    };
     let failover_by_hand = req.scenario.is_empty() && req.kind == "failover";
     if scenario.is_some_and(|s| s.drill == DrillKind::Failover) || failover_by_hand {
         let (name, service_name, region, objectives) = match scenario {
             Some(s) => {
-                let service = cfg
-                    .services
-                    .iter()
-                    .find(|x| x.name == s.service)
-                    .ok_or_else(|| {
-                        ActError::Invalid(format!("no service {:?} in [[services]]", s.service))
-                    })?;
-                let (rto, rpo) = s.objectives().ok_or_else(|| {
-                    ActError::Invalid(format!(
-                        "scenario {:?} has no objectives: set rto and rpo",
-                        s.name
-                    ))
-                })?;
-                let region = if req.region.is_empty() {
-                    s.region(&cfg.regions, service)
-                } else {
-                    Some(req.region.clone())
-                };
+                let t = s
+                    .target(&cfg.regions, &cfg.services, &req.region)
+                    .map_err(ActError::Invalid)?;
                 (
                     s.name.clone(),
-                    service.name.clone(),
-                    region,
-                    (ms(rto), ms(rpo)),
+                    t.service.name.clone(),
+                    t.region,
+                    (t.rto_ms, t.rpo_ms),
                 )
             }
             None => {
@@ -91,7 +70,7 @@ pub async fn launch(
         let id = id.unwrap_or_else(|| format!("{service_name}-failover-{}", now_ms()));
         return failover::start(coord, lead, &name, &service_name, &to, objectives, id, who).await;
     }
-    let resolved = restore::resolve(coord, req)?;
+    let resolved = restore::resolve(coord, req, scenario)?;
     let id = id.unwrap_or_else(|| format!("{}-restore-{}", resolved.service, now_ms()));
     restore::start(coord, lead, &resolved, id, who).await
 }

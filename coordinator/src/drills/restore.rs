@@ -9,11 +9,10 @@
 //! oldest recovery point restored.
 
 use super::journal;
-use super::scenarios::{default_region, DrillKind};
+use super::scenarios::{default_region, ms, DrillKind, ScenarioConfig};
 use super::verdict;
 use crate::core::{ActError, Coordinator, Lead};
 use crate::records::{now_ms, DrillPart, JobRecord, JobState};
-use crate::topology::ServiceConfig;
 use seawall_common::point::Point;
 use seawall_proto::v1::{Drill, DrillRequest, FailoverStep, JobKind, RestoreDrillOutput};
 use std::collections::BTreeMap;
@@ -48,55 +47,39 @@ pub struct Resolved {
     pub check_file: Option<String>,
 }
 
-fn ms(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Reads a request (a scenario, or a service or source by hand) into a
-/// restore drill, or says what is wrong with it.
-pub fn resolve(coord: &Coordinator, req: &DrillRequest) -> Result<Resolved, ActError> {
+/// Reads a request (`scenario`, found by the caller, or a service or
+/// source by hand) into a restore drill, or says what is wrong with it.
+pub fn resolve(
+    coord: &Coordinator,
+    req: &DrillRequest,
+    scenario: Option<&ScenarioConfig>,
+) -> Result<Resolved, ActError> {
     let cfg = &coord.config;
     let invalid = |m: String| ActError::Invalid(m);
-    let (scenario, service, region, point, rto, rpo, only) = if !req.scenario.is_empty() {
-        let s = cfg
-            .scenarios
-            .iter()
-            .find(|s| s.name.eq_ignore_ascii_case(req.scenario.trim()))
-            .ok_or_else(|| {
-                invalid(format!(
-                    "no scenario {:?} in [[scenarios]] (there are: {})",
-                    req.scenario,
-                    cfg.scenarios
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
+    let (scenario, service, region, point, rto, rpo, only) = if let Some(s) = scenario {
         if s.drill != DrillKind::Restore {
             return Err(invalid(format!(
                 "scenario {:?} is a failover drill, not a restore drill",
                 s.name
             )));
         }
-        let service = find_service(coord, &s.service)?;
-        let (rto, rpo) = s.objectives().ok_or_else(|| {
-            invalid(format!(
-                "scenario {:?} has no objectives: set rto and rpo",
-                s.name
-            ))
-        })?;
-        let region = if req.region.is_empty() {
-            s.region(&cfg.regions, service)
-        } else {
-            Some(req.region.clone())
-        };
+        let t = s
+            .target(&cfg.regions, &cfg.services, &req.region)
+            .map_err(invalid)?;
         let point = if req.point.is_empty() {
             s.point.clone().unwrap_or_else(|| "latest".into())
         } else {
             req.point.clone()
         };
-        (s.name.clone(), service, region, point, rto, rpo, None)
+        (
+            s.name.clone(),
+            t.service,
+            t.region,
+            point,
+            t.rto_ms,
+            t.rpo_ms,
+            None,
+        )
     } else {
         if !req.kind.is_empty() && req.kind != "restore" {
             return Err(invalid(format!(
@@ -140,8 +123,8 @@ pub fn resolve(coord: &Coordinator, req: &DrillRequest) -> Result<Resolved, ActE
             service,
             region,
             point,
-            service.rto,
-            service.rpo,
+            ms(service.rto),
+            ms(service.rpo),
             only,
         )
     };
@@ -180,19 +163,10 @@ pub fn resolve(coord: &Coordinator, req: &DrillRequest) -> Result<Resolved, ActE
         agent,
         sources,
         point,
-        rto_ms: ms(rto),
-        rpo_ms: ms(rpo),
+        rto_ms: rto,
+        rpo_ms: rpo,
         check_file: service.check_file.clone(),
     })
-}
-
-fn find_service<'a>(coord: &'a Coordinator, name: &str) -> Result<&'a ServiceConfig, ActError> {
-    coord
-        .config
-        .services
-        .iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| ActError::Invalid(format!("no service {name:?} in [[services]]")))
 }
 
 /// The newest backup of each source, before the drill touches anything.
@@ -391,7 +365,8 @@ pub async fn advance(coord: &Coordinator, lead: &Lead, d: &mut Drill) -> Result<
         let Some(job_id) = step.evidence.get(JOB).cloned() else {
             continue;
         };
-        if !matches!(step.state.as_str(), "pending" | "running") || step.name.contains(": ") {
+        // Only placeholders wait: an agent's phases are done or failed.
+        if !matches!(step.state.as_str(), "pending" | "running") {
             continue;
         }
         let job = match coord.active_job(lead, &job_id) {

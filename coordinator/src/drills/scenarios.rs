@@ -118,6 +118,73 @@ impl ScenarioConfig {
     }
 }
 
+/// What a run of a scenario works on.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    /// Its service.
+    pub service: &'a ServiceConfig,
+    /// The region asked for, else the scenario's own (None: none found).
+    pub region: Option<String>,
+    /// Its objectives, in ms.
+    pub rto_ms: i64,
+    /// ...
+    pub rpo_ms: i64,
+}
+
+/// A duration in whole milliseconds, as the journal keeps objectives.
+pub fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The scenario called `name` (in any case), or a sentence naming those
+/// there are.
+pub fn find<'a>(scenarios: &'a [ScenarioConfig], name: &str) -> Result<&'a ScenarioConfig, String> {
+    scenarios
+        .iter()
+        .find(|s| s.name.eq_ignore_ascii_case(name.trim()))
+        .ok_or_else(|| {
+            format!(
+                "no scenario {name:?} in [[scenarios]] (there are: {})",
+                scenarios
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+impl ScenarioConfig {
+    /// Its service, region (`region` when not empty) and objectives.
+    pub fn target<'a>(
+        &self,
+        regions: &[RegionConfig],
+        services: &'a [ServiceConfig],
+        region: &str,
+    ) -> Result<Target<'a>, String> {
+        let service = services
+            .iter()
+            .find(|x| x.name == self.service)
+            .ok_or_else(|| format!("no service {:?} in [[services]]", self.service))?;
+        let (rto, rpo) = self.objectives().ok_or_else(|| {
+            format!(
+                "scenario {:?} has no objectives: set rto and rpo",
+                self.name
+            )
+        })?;
+        Ok(Target {
+            service,
+            region: if region.is_empty() {
+                self.region(regions, service)
+            } else {
+                Some(region.to_string())
+            },
+            rto_ms: ms(rto),
+            rpo_ms: ms(rpo),
+        })
+    }
+}
+
 /// The region a drill of `kind` works in when none is named: a restore
 /// reads a cold region's repository (else the primary's), a failover goes
 /// to the standby region.
@@ -348,6 +415,17 @@ rpo = "1h"
         assert_eq!(
             s[2].objectives(),
             Some((Duration::from_secs(600), Duration::from_secs(3600)))
+        );
+
+        // Found in any case; a region asked for wins over the scenario's own.
+        let found = find(&s, "COMPLETE outage").unwrap();
+        let t = found.target(&regions, &services, "").unwrap();
+        assert_eq!((t.region.as_deref(), t.rto_ms), (Some("eu"), 4 * 3_600_000));
+        let t = found.target(&regions, &services, "west").unwrap();
+        assert_eq!(t.region.as_deref(), Some("west"));
+        assert_eq!(
+            find(&s, "outage").unwrap_err(),
+            "no scenario \"outage\" in [[scenarios]] (there are: Database failure, complete outage, nightly)"
         );
     }
 

@@ -51,13 +51,12 @@ async fn seed_metrics(coord: &Coordinator) {
 
 /// One pass over the running drills.
 async fn pass(coord: &Coordinator, lead: &Lead) -> Result<(), crate::core::ActError> {
-    for d in journal::all(coord).await? {
+    // Each running drill as listed, with its revision: a report that lands
+    // in between makes the save conflict, and the next pass sees both.
+    for (mut d, rev) in journal::all_with_revisions(coord).await? {
         if d.state != journal::RUNNING {
             continue;
         }
-        let Some((mut d, rev)) = journal::load(coord, &d.id).await? else {
-            continue;
-        };
         let changed = match d.kind.as_str() {
             "restore" => restore::advance(coord, lead, &mut d).await?,
             "failover" => failover::advance(coord, lead, &mut d).await?,

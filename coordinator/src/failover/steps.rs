@@ -94,20 +94,15 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Loads failover `id` with its revision.
 pub async fn load(coord: &Coordinator, id: &str) -> Result<Option<(Failover, i64)>, ActError> {
-    Ok(match coord.store.get(&key(id)).await? {
-        Some(e) => Some((serde_json::from_slice(&e.value)?, e.revision)),
-        None => None,
-    })
+    crate::records::load_json(coord.store.as_ref(), &key(id)).await
 }
 
 /// Every failover, newest first.
 pub async fn all(coord: &Coordinator) -> Result<Vec<Failover>, ActError> {
-    let mut out: Vec<Failover> = coord
-        .store
-        .list(PREFIX)
+    let mut out: Vec<Failover> = crate::records::list_json(coord.store.as_ref(), PREFIX)
         .await?
-        .iter()
-        .filter_map(|e| serde_json::from_slice(&e.value).ok())
+        .into_iter()
+        .map(|(f, _)| f)
         .collect();
     out.sort_by_key(|f: &Failover| std::cmp::Reverse(f.started_unix_ms));
     Ok(out)

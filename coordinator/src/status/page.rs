@@ -7,6 +7,7 @@
 
 use crate::core::Coordinator;
 use crate::drills::report::{escape, span, when, STYLE};
+use crate::drills::scenarios::ms;
 use crate::records::{now_ms, AgentRecord, BackupRecord};
 use seawall_proto::v1::{Drill, Failover, ServiceReplication};
 use std::collections::BTreeMap;
@@ -195,10 +196,6 @@ pub async fn gather(coord: &Coordinator) -> Snapshot {
         failovers,
         drills: newest.into_values().collect(),
     }
-}
-
-fn ms(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 const PAGE_STYLE: &str = ".ok{color:#1a7f37;font-weight:700}.risk{color:#9a6700;font-weight:700}.broken{color:#cf222e;font-weight:700}\

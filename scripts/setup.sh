@@ -21,6 +21,11 @@ command -v bc >/dev/null           || need_apt+=(bc)
 command -v promtool >/dev/null      || need_apt+=(prometheus)
 # Network namespaces: the failover tests cut a region off.
 command -v ip >/dev/null            || need_apt+=(iproute2)
+# The files round-trip test reads extended attributes, ACLs and file
+# capabilities with the tools users compare them with.
+command -v getfattr >/dev/null      || need_apt+=(attr)
+command -v getfacl >/dev/null       || need_apt+=(acl)
+command -v setcap >/dev/null        || need_apt+=(libcap2-bin)
 # Headless rendering of the report and status pages.
 command -v chromium >/dev/null      || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -547,6 +547,9 @@ pub struct DrillRestoreArgs {
     /// The recovery point: latest, "random-within DURATION" or an RFC 3339 time.
     #[arg(long, default_value = "latest")]
     pub point: String,
+    /// Read every row and page as well: PostgreSQL exact row counts of every table and pg_amcheck.
+    #[arg(long)]
+    pub deep: bool,
     /// Follow the drill until it ends; exit 0 when its objectives were met.
     #[arg(long)]
     pub wait: bool,

@@ -226,7 +226,8 @@ mod b64 {
     }
 }
 
-mod b64_vec {
+/// Bytes as base64 text in JSON.
+pub(crate) mod b64_vec {
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -191,6 +191,9 @@ pub struct DrillPart {
     /// PostgreSQL check file on the agent's host.
     #[serde(default)]
     pub check_file: Option<String>,
+    /// Read every row and page too.
+    #[serde(default)]
+    pub deep: bool,
 }
 
 impl JobRecord {

@@ -21,6 +21,9 @@ pub async fn ls(g: &Global, a: LsArgs) -> anyhow::Result<u8> {
             .unwrap_or_default();
         let kind = match e.kind {
             "dir" => 'd',
+            "fifo" => 'p',
+            "chardev" => 'c',
+            "blockdev" => 'b',
             "symlink" => 'l',
             "stream" => 's',
             _ => '-',

@@ -109,6 +109,7 @@ async fn demo(g: &Global, work: &Path, size_mib: u64, skip_fleet: bool) -> Resul
             target: restored.clone(),
             include: vec![],
             threads: 4,
+            fingerprint: false,
         },
         Arc::new(Progress::default()),
     )

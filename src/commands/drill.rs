@@ -19,6 +19,7 @@ pub async fn run(g: &Global, a: DrillArgs) -> anyhow::Result<u8> {
                 kind: "restore".into(),
                 region: r.region.unwrap_or_default(),
                 point: r.point,
+                deep: r.deep,
                 ..Default::default()
             };
             start(g, &r.op, req, r.wait).await

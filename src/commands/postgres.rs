@@ -8,7 +8,7 @@ use crate::output::{rate, size};
 use crate::progress_view::View;
 use crate::repo_open;
 use anyhow::{bail, Context};
-use seawall_agent::engine::postgres::check::{check_postgres, CheckReport, ChecksFile};
+use seawall_agent::engine::postgres::check::{check_postgres, CheckReport, ChecksFile, Depth};
 use seawall_agent::engine::postgres::checked::{
     all_passed, find_backup, restore_logical_checked, restore_physical_checked,
 };
@@ -342,7 +342,17 @@ pub async fn check(g: &Global, a: PgCheckArgs) -> anyhow::Result<u8> {
         Some(p) => ChecksFile::load(p)?,
         None => ChecksFile::default(),
     };
-    let report = check_postgres(&a.dsn, &checks, !a.no_amcheck, &tools(g)).await?;
+    let report = check_postgres(
+        &a.dsn,
+        &checks,
+        if a.no_amcheck {
+            Depth::Counted
+        } else {
+            Depth::Amchecked
+        },
+        &tools(g),
+    )
+    .await?;
     if g.json {
         crate::output::json(&report)?;
     } else {

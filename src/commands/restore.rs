@@ -43,6 +43,7 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
             target: to.clone(),
             include: a.include,
             threads,
+            fingerprint: false,
         },
         progress,
     )
@@ -52,8 +53,12 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
     if g.json {
         crate::output::json(&serde_json::json!({ "snapshot": id, "summary": summary }))?;
     } else if !g.quiet {
+        let more = match (summary.hardlinks, summary.specials) {
+            (0, 0) => String::new(),
+            (h, s) => format!(", {h} hard links, {s} special files"),
+        };
         println!(
-            "restored snapshot {} to {}: {} files, {} directories, {} symlinks, {} in {:.2}s ({})",
+            "restored snapshot {} to {}: {} files, {} directories, {} symlinks{more}, {} in {:.2}s ({})",
             id.short(),
             to.display(),
             summary.files,
@@ -63,6 +68,9 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
             summary.duration_secs,
             rate(summary.bytes, summary.duration_secs)
         );
+    }
+    for w in &summary.warnings {
+        eprintln!("warning: {w}");
     }
     for f in &summary.failed {
         eprintln!("error: not restored: {f}");

@@ -197,8 +197,8 @@ rpo = "1h"
     );
     pg.switch_and_archive();
 
-    // 1. By hand: every source restored, checked, torn down; met.
-    let (code, met) = drill(&pki, &addr, &["restore", "shop"]);
+    // 1. By hand, deep: every source restored, checked, torn down; met.
+    let (code, met) = drill(&pki, &addr, &["restore", "shop", "--deep"]);
     assert_eq!(met["verdict"], "met", "{met:#}");
     assert_eq!(code, 0);
     for source in ["docs", "pgphys", "pglog", "cache", "sessions"] {
@@ -222,6 +222,7 @@ rpo = "1h"
     );
     // The check file's two checks and pg_amcheck in app, pg_amcheck in postgres.
     assert_eq!(evidence(&met, "pgphys: check", "checks_passed"), "4/4");
+    assert_eq!(evidence(&met, "pgphys: check", "depth"), "deep");
     assert_eq!(
         evidence(&met, "cache: check", "keys db0"),
         "5000 (recorded 5000)"
@@ -251,6 +252,23 @@ rpo = "1h"
     assert!(
         reason.starts_with("RTO ") && reason.ends_with("is over the objective of 1ms"),
         "{reason}"
+    );
+    // Not deep: the check file's checks (the replayed rows counted), every
+    // table listed with the catalog's estimate, no pg_amcheck.
+    for source in ["pgphys", "pglog"] {
+        let check = format!("{source}: check");
+        assert_eq!(evidence(&missed, &check, "depth"), "catalog");
+        assert_eq!(evidence(&missed, &check, "checks_passed"), "2/2");
+        let rows = evidence(&missed, &check, "rows app.public.orders");
+        assert!(rows.starts_with('~') || rows == "not analyzed", "{rows}");
+    }
+    assert_eq!(
+        evidence(
+            &missed,
+            "pgphys: check",
+            "check app: public.orders has at least 1000 rows"
+        ),
+        "1500 rows"
     );
     nothing_left(&scratch, &missed);
 

@@ -21,6 +21,7 @@ mod deploy;
 mod docs;
 mod drills;
 mod failover;
+mod file_metadata;
 mod files;
 mod fleet;
 mod fleet_ha;

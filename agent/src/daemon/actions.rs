@@ -5,7 +5,7 @@
 
 use super::config::AgentConfig;
 use crate::engine::operation::SourceSpec;
-use crate::engine::postgres::check::{check_postgres, ChecksFile};
+use crate::engine::postgres::check::{check_postgres, ChecksFile, Depth};
 use crate::engine::postgres::conn;
 use crate::engine::postgres::rebuild::{
     memory_path, pg_rebuild, start_server, stop_server, stopped_by_fence, RebuildOptions, Server,
@@ -147,7 +147,7 @@ async fn run(config: &AgentConfig, request: &ActionRequest, deadline: Duration) 
                         let tools = PgTools {
                             bin_dir: pg_bin.clone(),
                         };
-                        let report = check_postgres(dsn, &checks, false, &tools).await?;
+                        let report = check_postgres(dsn, &checks, Depth::Counted, &tools).await?;
                         let failed: Vec<String> = report
                             .checks
                             .iter()

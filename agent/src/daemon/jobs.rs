@@ -184,6 +184,7 @@ impl JobRunner {
                         scratch_root,
                         pg_bin,
                         redis_server,
+                        deep: d.deep,
                     },
                 }
             }

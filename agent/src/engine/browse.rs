@@ -35,6 +35,9 @@ fn kind_name(k: NodeKind) -> &'static str {
         NodeKind::File => "file",
         NodeKind::Dir => "dir",
         NodeKind::Symlink => "symlink",
+        NodeKind::Fifo => "fifo",
+        NodeKind::CharDevice => "chardev",
+        NodeKind::BlockDevice => "blockdev",
     }
 }
 
@@ -261,6 +264,20 @@ async fn dump_tar(repo: &Repository, dir: Id, out: &mut dyn Write) -> Result<u64
                         .append_link(&mut header, &rel, n.link_target.clone().unwrap_or_default())
                         .map_err(tar_err)?;
                 }
+                NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                    header.set_entry_type(match n.kind {
+                        NodeKind::Fifo => tar::EntryType::Fifo,
+                        NodeKind::CharDevice => tar::EntryType::Char,
+                        _ => tar::EntryType::Block,
+                    });
+                    header.set_size(0);
+                    let dev = n.rdev as libc::dev_t;
+                    header.set_device_major(libc::major(dev)).map_err(tar_err)?;
+                    header.set_device_minor(libc::minor(dev)).map_err(tar_err)?;
+                    builder
+                        .append_data(&mut header, &rel, std::io::empty())
+                        .map_err(tar_err)?;
+                }
                 NodeKind::File => {
                     header.set_entry_type(tar::EntryType::Regular);
                     header.set_size(n.size);
@@ -324,7 +341,10 @@ pub async fn stats(repo: &Repository) -> Result<Stats> {
                                 stack.push(sub);
                             }
                         }
-                        NodeKind::Symlink => {}
+                        NodeKind::Symlink
+                        | NodeKind::Fifo
+                        | NodeKind::CharDevice
+                        | NodeKind::BlockDevice => {}
                     }
                 }
             }
@@ -451,9 +471,23 @@ pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Vec<C
                             path: path.clone(),
                             change: "changed",
                         });
-                    } else if (x.mode, x.uid, x.gid, x.mtime, x.mtime_nsec)
-                        != (y.mode, y.uid, y.gid, y.mtime, y.mtime_nsec)
-                        && x.kind != NodeKind::Dir
+                    } else if (
+                        x.mode,
+                        x.uid,
+                        x.gid,
+                        x.mtime,
+                        x.mtime_nsec,
+                        x.rdev,
+                        &x.xattrs,
+                    ) != (
+                        y.mode,
+                        y.uid,
+                        y.gid,
+                        y.mtime,
+                        y.mtime_nsec,
+                        y.rdev,
+                        &y.xattrs,
+                    ) && x.kind != NodeKind::Dir
                     {
                         out.push(Change {
                             path: path.clone(),

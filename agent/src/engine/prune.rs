@@ -73,7 +73,10 @@ pub async fn used_blobs(repo: &Repository) -> Result<HashSet<Id>> {
                 match node.kind {
                     NodeKind::Dir => stack.extend(node.subtree),
                     NodeKind::File => used.extend(node.content),
-                    NodeKind::Symlink => {}
+                    NodeKind::Symlink
+                    | NodeKind::Fifo
+                    | NodeKind::CharDevice
+                    | NodeKind::BlockDevice => {}
                 }
             }
         }

@@ -309,7 +309,10 @@ pub async fn verify(
                             }
                         }
                     }
-                    NodeKind::Symlink => {}
+                    NodeKind::Symlink
+                    | NodeKind::Fifo
+                    | NodeKind::CharDevice
+                    | NodeKind::BlockDevice => {}
                 }
             }
         }

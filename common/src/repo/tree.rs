@@ -16,6 +16,39 @@ pub enum NodeKind {
     Dir,
     /// Symbolic link; `link_target` holds the target.
     Symlink,
+    /// Named pipe (FIFO).
+    Fifo,
+    /// Character device node; `rdev` holds its device number.
+    #[serde(rename = "chardev")]
+    CharDevice,
+    /// Block device node; `rdev` holds its device number.
+    #[serde(rename = "blockdev")]
+    BlockDevice,
+}
+
+/// One extended attribute: its full name with the namespace
+/// (`user.x`, `security.capability`, `system.posix_acl_access`) and its
+/// raw value, base64 in the tree's JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendedAttribute {
+    /// Namespace and name.
+    pub name: String,
+    /// The value's bytes.
+    #[serde(with = "crate::crypto::b64_vec")]
+    pub value: Vec<u8>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One entry of a directory.
@@ -54,6 +87,30 @@ pub struct Node {
     /// File size in bytes.
     #[serde(default)]
     pub size: u64,
+    /// Access time, seconds (0 with 0 nanoseconds: not recorded, as in
+    /// snapshots made before it was; the restore then uses the mtime).
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub atime: i64,
+    /// Nanoseconds part of the access time.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub atime_nsec: u32,
+    /// The device number of a device node.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u64,
+    /// Hard links to the file, when more than one: with `device_id` and
+    /// `inode` it tells which paths of the snapshot are one file.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub links: u64,
+    /// The file system the file was on (st_dev), when `links` is set.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub device_id: u64,
+    /// The file had holes (fewer blocks than its size needs): restored
+    /// sparse, its blocks of zeros left unwritten.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sparse: bool,
+    /// Extended attributes (ACLs and file capabilities among them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<ExtendedAttribute>,
     /// A file's blobs, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub content: Vec<Id>,
@@ -156,11 +213,46 @@ mod tests {
             ctime_nsec: 0,
             inode: 0,
             size: 0,
+            atime: 0,
+            atime_nsec: 0,
+            rdev: 0,
+            links: 0,
+            device_id: 0,
+            sparse: false,
+            xattrs: vec![],
             content: vec![],
             subtree: None,
             link_target: None,
             changed_during_backup: false,
         }
+    }
+
+    #[test]
+    fn a_tree_written_before_the_metadata_fields_reads_and_new_ones_round_trip() {
+        let old = br#"{"nodes":[{"name":"a","type":"file","mode":420,"uid":0,"gid":0,"mtime":5,"mtime_nsec":0,"ctime":5,"ctime_nsec":0,"inode":7,"size":3,"content":[]}]}"#;
+        let n = &Tree::from_bytes(old).unwrap().nodes[0];
+        assert_eq!((n.atime, n.links, n.rdev, n.sparse), (0, 0, 0, false));
+        assert!(n.xattrs.is_empty());
+
+        let mut fifo = node("p");
+        fifo.kind = NodeKind::Fifo;
+        fifo.xattrs = vec![ExtendedAttribute {
+            name: "user.raw".into(),
+            value: vec![0, 255, 16],
+        }];
+        let mut dev = node("d");
+        dev.kind = NodeKind::CharDevice;
+        dev.rdev = 259;
+        let t = Tree {
+            nodes: vec![dev, fifo],
+        };
+        let bytes = t.to_bytes().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains(r#""type":"chardev""#) && text.contains(r#""value":"AP8Q""#),
+            "{text}"
+        );
+        assert_eq!(Tree::from_bytes(&bytes).unwrap(), t);
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct Resolved {
     pub rpo_ms: i64,
     /// The service's PostgreSQL check file.
     pub check_file: Option<String>,
+    /// Read every row and page too (the request's or the scenario's).
+    pub deep: bool,
 }
 
 /// Reads a request (`scenario`, found by the caller, or a service or
@@ -56,6 +58,7 @@ pub fn resolve(
 ) -> Result<Resolved, ActError> {
     let cfg = &coord.config;
     let invalid = |m: String| ActError::Invalid(m);
+    let deep = req.deep || scenario.is_some_and(|s| s.deep);
     let (scenario, service, region, point, rto, rpo, only) = if let Some(s) = scenario {
         if s.drill != DrillKind::Restore {
             return Err(invalid(format!(
@@ -166,6 +169,7 @@ pub fn resolve(
         rto_ms: rto,
         rpo_ms: rpo,
         check_file: service.check_file.clone(),
+        deep,
     })
 }
 
@@ -268,6 +272,7 @@ pub async fn start(
                 drill_id: id.clone(),
                 point: r.point.clone(),
                 check_file: r.check_file.clone(),
+                deep: r.deep,
             }),
             ..JobRecord::pending(
                 job_of(source),

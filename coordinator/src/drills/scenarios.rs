@@ -80,6 +80,10 @@ pub struct ScenarioConfig {
     /// Restore: which recovery point (default "latest").
     #[serde(default)]
     pub point: Option<String>,
+    /// Restore: read every row and page too (PostgreSQL: exact row counts
+    /// of every table and pg_amcheck), at the cost of the drill's time.
+    #[serde(default)]
+    pub deep: bool,
     /// Run the drill on this schedule (cron, 5 fields or 6 with seconds),
     /// each slot exactly once like a backup schedule's.
     #[serde(default)]

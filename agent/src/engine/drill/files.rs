@@ -20,6 +20,7 @@ pub async fn drill(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases
                     target: target.clone(),
                     include: Vec::new(),
                     threads: 8,
+                    fingerprint: true,
                 },
                 ctx.progress.clone(),
             )
@@ -34,9 +35,10 @@ pub async fn drill(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases
                     ),
                 ));
             }
+            let summary = format!("{} files, {} bytes", s.files, s.bytes);
             Ok((
-                (),
-                format!("{} files, {} bytes", s.files, s.bytes),
+                s.check_basis,
+                summary,
                 evidence([
                     ("files", s.files.to_string()),
                     ("dirs", s.dirs.to_string()),
@@ -46,10 +48,10 @@ pub async fn drill(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases
             ))
         })
         .await;
-    restored?;
+    let basis = restored?;
     phases
         .run("check", async {
-            let c = check_restored(ctx.repo.clone(), ctx.snap, &target).await?;
+            let c = check_restored(ctx.repo.clone(), ctx.snap, &target, basis).await?;
             if c.problem_count > 0 {
                 return Err(Error::new(
                     ErrorKind::Corrupt,

@@ -12,6 +12,7 @@ mod pick;
 mod postgres;
 mod redis;
 pub mod scratch;
+mod tree_removal;
 
 use crate::engine::postgres::PgTools;
 use crate::engine::progress::Progress;
@@ -40,6 +41,10 @@ pub struct DrillRequest {
     pub pg_bin: Option<PathBuf>,
     /// The redis-server program.
     pub redis_server: PathBuf,
+    /// PostgreSQL: exact row counts of every table and pg_amcheck, beside
+    /// the check file (otherwise the catalog's row estimates).
+    #[serde(default)]
+    pub deep: bool,
 }
 
 /// What a restore drill did.

@@ -3,13 +3,17 @@
 //! the point on a free port, then checked. Logical: a fresh cluster made in
 //! the scratch directory and started, every database restored into it,
 //! then checked. The check is the service's check file (row minimums,
-//! queries that must return nothing) plus row counts and pg_amcheck.
+//! queries that must return nothing) in its database, and every table of
+//! every database listed with the catalog's row estimate; a deep drill
+//! counts every table's rows and runs pg_amcheck instead, reading every
+//! page (the physical restore has already proved every file against the
+//! backup's manifest, so this proves the source's pages, at a cost).
 
 use super::phases::{evidence, Phases};
 use super::scratch::{free_port, Scratch};
 use super::Context;
 use crate::engine::postgres::archive::WalArchive;
-use crate::engine::postgres::check::{check_postgres, CheckReport, ChecksFile};
+use crate::engine::postgres::check::{check_postgres, CheckReport, ChecksFile, Depth};
 use crate::engine::postgres::conn::{connect, with_database};
 use crate::engine::postgres::logical::{restore_logical, LogicalRestoreOptions};
 use crate::engine::postgres::physical::PhysicalFacts;
@@ -50,6 +54,24 @@ fn programs(ctx: &Context<'_>, names: &[&str]) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// How deep the request asks the checks to read.
+fn depth(ctx: &Context<'_>) -> Depth {
+    if ctx.req.deep {
+        Depth::Amchecked
+    } else {
+        Depth::Catalog
+    }
+}
+
+/// The programs a drill needs: the server's, and pg_amcheck when deep.
+fn needed<'a>(ctx: &Context<'_>, server: &[&'a str]) -> Vec<&'a str> {
+    let mut all = server.to_vec();
+    if ctx.req.deep {
+        all.push("pg_amcheck");
+    }
+    all
 }
 
 fn checks(ctx: &Context<'_>) -> Result<ChecksFile> {
@@ -115,7 +137,7 @@ pub async fn physical(
     scratch: &mut Scratch,
     phases: &mut Phases,
 ) -> Option<i64> {
-    let datadir = scratch.path("pgdata");
+    let datadir = scratch.postgres_dir();
     let wal_dir = scratch.path("wal");
     let user = run_as();
     let port = match free_port() {
@@ -125,7 +147,7 @@ pub async fn physical(
             return None;
         }
     };
-    scratch.started_postgres(datadir.clone(), port, user.clone(), ctx.tools.clone());
+    scratch.started_postgres(port);
     let (target, at) = match ctx.point {
         Point::At(t) => (
             RecoveryTarget::Time(t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()),
@@ -135,7 +157,7 @@ pub async fn physical(
     };
     phases
         .run("restore", async {
-            programs(ctx, &["pg_ctl", "postgres", "pg_amcheck"])?;
+            programs(ctx, &needed(ctx, &["pg_ctl", "postgres"]))?;
             let facts = PhysicalFacts::of(ctx.snap)?;
             let (wal_files, wal_bytes) = fetch_wal(ctx, &facts, &wal_dir).await?;
             chown(&user, &wal_dir).await?;
@@ -194,8 +216,7 @@ pub async fn physical(
         .run("check", async {
             let c = checks(ctx)?;
             // The file's checks in its database (postgres by default, as
-            // for `restore --pg-datadir --check`); row counts and
-            // pg_amcheck in every database.
+            // for `restore --pg-datadir --check`); every database listed.
             let home = c.database.clone().unwrap_or_else(|| "postgres".into());
             let client = connect(&dsn).await?;
             let databases: Vec<String> = client
@@ -211,7 +232,8 @@ pub async fn physical(
             let mut reports = Vec::new();
             for db in &databases {
                 let own = if *db == home { c.clone() } else { ChecksFile::default() };
-                reports.push(check_postgres(&with_database(&dsn, db), &own, true, &ctx.tools).await?);
+                let db_dsn = with_database(&dsn, db);
+                reports.push(check_postgres(&db_dsn, &own, depth(ctx), &ctx.tools).await?);
             }
             let row = client
                 .query_one(
@@ -227,7 +249,7 @@ pub async fn physical(
             let lsn: String = row.get(0);
             let timeline: String = row.get(1);
             let replayed: Option<i64> = row.get(2);
-            let mut ev = check_evidence(&reports);
+            let mut ev = check_evidence(&reports, ctx.req.deep);
             ev.insert("lsn".into(), lsn.clone());
             ev.insert("timeline".into(), timeline);
             if let Some(ms) = replayed {
@@ -252,7 +274,7 @@ pub async fn physical(
 
 /// Logical: a fresh scratch cluster, every database restored, checks.
 pub async fn logical(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases) -> Option<i64> {
-    let datadir = scratch.path("pgdata");
+    let datadir = scratch.postgres_dir();
     let user = run_as();
     let port = match free_port() {
         Ok(p) => p,
@@ -261,14 +283,14 @@ pub async fn logical(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phas
             return None;
         }
     };
-    scratch.started_postgres(datadir.clone(), port, user.clone(), ctx.tools.clone());
+    scratch.started_postgres(port);
     let dsn = format!(
         "host='{}' port={port} user=postgres dbname=postgres",
         datadir.display()
     );
     phases
         .run("scratch server", async {
-            programs(ctx, &["initdb", "pg_ctl", "pg_restore", "pg_amcheck"])?;
+            programs(ctx, &needed(ctx, &["initdb", "pg_ctl", "pg_restore"]))?;
             start_empty_cluster(ctx, &datadir, port, &user).await?;
             Ok((
                 (),
@@ -314,17 +336,17 @@ pub async fn logical(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phas
             let mut reports = Vec::new();
             for db in &restored {
                 // The file's table checks are about its database (default:
-                // all of them); the rest get row counts and pg_amcheck.
+                // all of them); the rest are listed.
                 let applies = c.database.as_deref().is_none_or(|d| d == db);
                 let own = if applies {
                     c.clone()
                 } else {
                     ChecksFile::default()
                 };
-                reports
-                    .push(check_postgres(&with_database(&dsn, db), &own, true, &ctx.tools).await?);
+                let db_dsn = with_database(&dsn, db);
+                reports.push(check_postgres(&db_dsn, &own, depth(ctx), &ctx.tools).await?);
             }
-            let ev = check_evidence(&reports);
+            let ev = check_evidence(&reports, ctx.req.deep);
             judged(&reports, format!("{} database(s) checked", reports.len()))?;
             Ok(((), describe(&ev), ev))
         })
@@ -374,28 +396,41 @@ async fn start_empty_cluster(
     Ok(())
 }
 
-/// Row counts and check results as evidence.
-fn check_evidence(reports: &[CheckReport]) -> BTreeMap<String, String> {
+/// Row counts and check results as evidence: an estimate is marked `~`.
+fn check_evidence(reports: &[CheckReport], deep: bool) -> BTreeMap<String, String> {
     let tables: usize = reports.iter().map(|r| r.tables.len()).sum();
     let rows: i64 = reports
         .iter()
-        .flat_map(|r| r.tables.iter().map(|t| t.rows))
+        .flat_map(|r| r.tables.iter().map(|t| t.rows.max(0)))
         .sum();
+    let estimated = reports.iter().any(|r| r.tables.iter().any(|t| t.estimated));
     let checks: usize = reports.iter().map(|r| r.checks.len()).sum();
     let passed: usize = reports
         .iter()
         .map(|r| r.checks.iter().filter(|c| c.ok).count())
         .sum();
+    let shown = |n: i64, estimate: bool| match (estimate, n) {
+        (false, n) => n.to_string(),
+        (true, n) if n < 0 => "not analyzed".to_string(),
+        (true, n) => format!("~{n}"),
+    };
     let mut ev = evidence([
+        ("depth", if deep { "deep" } else { "catalog" }.to_string()),
         ("tables", tables.to_string()),
-        ("rows", rows.to_string()),
+        ("rows", shown(rows, estimated)),
         ("checks_passed", format!("{passed}/{checks}")),
     ]);
     for r in reports {
         for t in r.tables.iter().take(20) {
             ev.insert(
                 format!("rows {}.{}", r.database, t.table),
-                t.rows.to_string(),
+                shown(t.rows, t.estimated),
+            );
+        }
+        for c in &r.checks {
+            ev.insert(
+                format!("check {}: {}", r.database, c.name),
+                c.detail.clone(),
             );
         }
     }

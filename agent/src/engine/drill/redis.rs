@@ -61,7 +61,7 @@ fn server(ctx: &Context<'_>, dir: std::path::PathBuf, port: u16) -> RedisRestore
 
 /// An RDB loaded by a scratch server, its key counts checked.
 pub async fn rdb(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases) -> Option<i64> {
-    let dir = scratch.path("redis");
+    let dir = scratch.redis_dir();
     let port = match free_port() {
         Ok(p) => p,
         Err(e) => {
@@ -69,7 +69,7 @@ pub async fn rdb(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases) 
             return None;
         }
     };
-    scratch.started_redis(dir.join("redis.pid"), port);
+    scratch.started_redis(port);
     phases
         .run("restore", async {
             let r = restore_redis_datadir(
@@ -132,7 +132,7 @@ pub async fn rdb(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases) 
 
 /// Captured keys restored into an empty scratch server, counted.
 pub async fn keys(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases) -> Option<i64> {
-    let dir = scratch.path("redis");
+    let dir = scratch.redis_dir();
     let port = match free_port() {
         Ok(p) => p,
         Err(e) => {
@@ -140,7 +140,7 @@ pub async fn keys(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases)
             return None;
         }
     };
-    scratch.started_redis(dir.join("redis.pid"), port);
+    scratch.started_redis(port);
     phases
         .run("scratch server", async {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;

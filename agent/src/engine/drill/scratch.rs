@@ -5,24 +5,22 @@
 //! killed before its teardown (a cancel, a crash), so every drill first
 //! sweeps what earlier ones left under the same root.
 
-use crate::engine::postgres::PgTools;
+use nix::sys::signal::Signal;
 use seawall_common::{Error, ErrorKind, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A server started for a drill.
+/// A server started for a drill: what it is and the port it answers on.
 #[derive(Debug, Clone)]
-enum Server {
-    /// A PostgreSQL data directory (postmaster.pid names the process).
-    Postgres {
-        datadir: PathBuf,
-        port: u16,
-        run_as: Option<String>,
-        tools: PgTools,
-    },
-    /// A redis-server daemon and its pid file.
-    Redis { pidfile: PathBuf, port: u16 },
+struct Server {
+    what: &'static str,
+    port: u16,
 }
+
+/// The scratch PostgreSQL's data directory and redis-server's directory,
+/// under a drill's scratch directory.
+const PG_DIR: &str = "pgdata";
+const REDIS_DIR: &str = "redis";
 
 /// One drill's scratch directory and servers.
 #[derive(Debug)]
@@ -110,14 +108,29 @@ fn alive(pid: i32) -> bool {
     !zombie
 }
 
-/// Stops the process of a pid file: SIGTERM, then SIGKILL after `grace`.
-fn stop_pid(file: &Path, grace: Duration) -> Option<String> {
+/// Whether `pid` works in `dir` (its current directory is there or
+/// below): PostgreSQL and redis-server move into their data directories,
+/// so this tells a drill's server from whatever process a stale or
+/// restored pid file names.
+fn works_in(pid: i32, dir: &Path) -> bool {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return false;
+    };
+    std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&dir))
+}
+
+/// Stops the process of a pid file, if it is a server working in `dir`:
+/// `signal`, then SIGKILL after `grace`.
+fn stop_pid(file: &Path, dir: &Path, signal: Signal, grace: Duration) -> Option<String> {
     let pid = pid_in(file)?;
+    if !alive(pid) || !works_in(pid, dir) {
+        return None;
+    }
     let target = nix::unistd::Pid::from_raw(pid);
-    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
+    let _ = nix::sys::signal::kill(target, signal);
     let deadline = Instant::now() + grace;
     while alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(5));
     }
     if alive(pid) {
         let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
@@ -126,25 +139,32 @@ fn stop_pid(file: &Path, grace: Duration) -> Option<String> {
     alive(pid).then(|| format!("process {pid} ({}) still runs", file.display()))
 }
 
-/// Stops every server found under `dir` by its pid file (postmaster.pid,
-/// redis.pid), deepest first.
-fn stop_all_under(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            stop_all_under(&path);
-        } else if matches!(
-            path.file_name().and_then(|n| n.to_str()),
-            Some("postmaster.pid" | "redis.pid")
-        ) {
-            if let Some(left) = stop_pid(&path, Duration::from_secs(10)) {
-                tracing::warn!("{left}");
-            }
-        }
+/// Where a drill's servers keep their pid files, under its scratch
+/// directory (the only places looked at: a restored files tree can hold a
+/// postmaster.pid naming a process of this host that is no drill's), and
+/// the signal that stops each at once. SIGQUIT is PostgreSQL's immediate
+/// shutdown: a scratch cluster needs no checkpoint, and its children go
+/// with it.
+fn server_pidfiles(dir: &Path) -> [(PathBuf, Signal); 2] {
+    [
+        (dir.join(PG_DIR).join("postmaster.pid"), Signal::SIGQUIT),
+        (dir.join(REDIS_DIR).join("redis.pid"), Signal::SIGTERM),
+    ]
+}
+
+/// Logs what a stop left running, where nobody waits for an answer.
+fn warn_left(left: Vec<String>) {
+    for l in left {
+        tracing::warn!("{l}");
     }
+}
+
+/// Stops the servers a drill started in `dir`; what still runs.
+fn stop_servers_in(dir: &Path) -> Vec<String> {
+    server_pidfiles(dir)
+        .iter()
+        .filter_map(|(file, signal)| stop_pid(file, dir, *signal, Duration::from_secs(30)))
+        .collect()
 }
 
 /// Removes what earlier drills left under `root` (their servers stopped
@@ -164,8 +184,8 @@ pub fn sweep(root: &Path) -> Vec<String> {
         let Ok(Some(_held)) = try_lock(&lock) else {
             continue;
         };
-        stop_all_under(&path);
-        if std::fs::remove_dir_all(&path).is_ok() {
+        warn_left(stop_servers_in(&path));
+        if super::tree_removal::remove_tree(&path).is_ok() {
             removed.push(path.display().to_string());
         }
         let _ = std::fs::remove_file(&lock);
@@ -202,8 +222,8 @@ impl Scratch {
             )
         })?;
         if dir.exists() {
-            stop_all_under(&dir);
-            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
+            warn_left(stop_servers_in(&dir));
+            super::tree_removal::remove_tree(&dir).map_err(|e| Error::io(dir.display(), e))?;
         }
         std::fs::create_dir(&dir).map_err(|e| Error::io(dir.display(), e))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
@@ -227,25 +247,32 @@ impl Scratch {
         self.dir.join(name)
     }
 
-    /// Remembers a PostgreSQL server to stop at teardown.
-    pub fn started_postgres(
-        &mut self,
-        datadir: PathBuf,
-        port: u16,
-        run_as: Option<String>,
-        tools: PgTools,
-    ) {
-        self.servers.push(Server::Postgres {
-            datadir,
+    /// Where the scratch PostgreSQL's data directory goes.
+    pub fn postgres_dir(&self) -> PathBuf {
+        self.dir.join(PG_DIR)
+    }
+
+    /// Where a scratch redis-server works (its pid file: `redis.pid`).
+    pub fn redis_dir(&self) -> PathBuf {
+        self.dir.join(REDIS_DIR)
+    }
+
+    /// Remembers a PostgreSQL server (in [`Scratch::postgres_dir`]) to
+    /// stop at teardown.
+    pub fn started_postgres(&mut self, port: u16) {
+        self.servers.push(Server {
+            what: "PostgreSQL",
             port,
-            run_as,
-            tools,
         });
     }
 
-    /// Remembers a redis-server to stop at teardown.
-    pub fn started_redis(&mut self, pidfile: PathBuf, port: u16) {
-        self.servers.push(Server::Redis { pidfile, port });
+    /// Remembers a redis-server (in [`Scratch::redis_dir`]) to stop at
+    /// teardown.
+    pub fn started_redis(&mut self, port: u16) {
+        self.servers.push(Server {
+            what: "redis-server",
+            port,
+        });
     }
 
     /// Stops every server, removes the directory, and says what is left
@@ -254,44 +281,10 @@ impl Scratch {
         self.torn_down = true;
         let servers = std::mem::take(&mut self.servers);
         let mut left = Vec::new();
-        for s in &servers {
-            if let Server::Postgres {
-                datadir,
-                run_as,
-                tools,
-                ..
-            } = s
-            {
-                if datadir.join("postmaster.pid").exists() {
-                    if let Ok(program) = tools.path("pg_ctl") {
-                        let mut cmd =
-                            crate::engine::postgres::recovery::as_user(program, run_as.as_deref());
-                        cmd.arg("-D")
-                            .arg(datadir)
-                            .args(["-m", "immediate", "-w", "-t", "30", "stop"])
-                            .stdin(std::process::Stdio::null())
-                            .stdout(std::process::Stdio::null())
-                            .stderr(std::process::Stdio::null());
-                        let _ = cmd.status().await;
-                    }
-                }
-            }
-        }
         let dir = self.dir.clone();
-        let pidfiles: Vec<PathBuf> = servers
-            .iter()
-            .filter_map(|s| match s {
-                Server::Redis { pidfile, .. } => Some(pidfile.clone()),
-                Server::Postgres { .. } => None,
-            })
-            .collect();
         let swept = tokio::task::spawn_blocking(move || {
-            let mut left: Vec<String> = pidfiles
-                .iter()
-                .filter_map(|p| stop_pid(p, Duration::from_secs(10)))
-                .collect();
-            stop_all_under(&dir);
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
+            let mut left = stop_servers_in(&dir);
+            if let Err(e) = super::tree_removal::remove_tree(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     left.push(format!("directory {} not removed: {e}", dir.display()));
                 }
@@ -305,11 +298,7 @@ impl Scratch {
         }
         let _ = std::fs::remove_file(&self.lock_path);
         self.lock = None;
-        for s in &servers {
-            let (port, what) = match s {
-                Server::Postgres { port, .. } => (*port, "PostgreSQL"),
-                Server::Redis { port, .. } => (*port, "redis-server"),
-            };
+        for Server { what, port } in servers {
             let deadline = Instant::now() + Duration::from_secs(5);
             while port_open(port) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -325,8 +314,8 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         if !self.torn_down {
-            stop_all_under(&self.dir);
-            let _ = std::fs::remove_dir_all(&self.dir);
+            warn_left(stop_servers_in(&self.dir));
+            let _ = super::tree_removal::remove_tree(&self.dir);
             let _ = std::fs::remove_file(&self.lock_path);
         }
     }
@@ -367,5 +356,56 @@ mod tests {
         drop(running);
         assert!(!dir.exists());
         assert!(!lock_path(&dir).exists());
+    }
+
+    /// A process that stays until killed, working in `cwd`.
+    fn sleeper(cwd: &Path) -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("60")
+            .current_dir(cwd)
+            .spawn()
+            .unwrap()
+    }
+
+    fn running(child: &mut std::process::Child) -> bool {
+        child.try_wait().unwrap().is_none()
+    }
+
+    #[tokio::test]
+    async fn teardown_stops_only_servers_working_in_the_scratch_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let scratch = Scratch::create(root.path(), "d2-mixed").unwrap();
+        // A restored data directory's postmaster.pid names a process of
+        // this host; so does a server pid file whose process works
+        // elsewhere. Neither is the drill's to stop.
+        let restored = scratch.path("files/var/lib/postgresql/15/main");
+        std::fs::create_dir_all(&restored).unwrap();
+        let mut bystander = sleeper(elsewhere.path());
+        std::fs::write(
+            restored.join("postmaster.pid"),
+            format!("{}\n", bystander.id()),
+        )
+        .unwrap();
+        std::fs::create_dir_all(scratch.path("redis")).unwrap();
+        let mut other = sleeper(elsewhere.path());
+        std::fs::write(scratch.path("redis/redis.pid"), other.id().to_string()).unwrap();
+        // A server of the drill's, working in its data directory.
+        std::fs::create_dir_all(scratch.path("pgdata")).unwrap();
+        let mut own = sleeper(&scratch.path("pgdata"));
+        std::fs::write(
+            scratch.path("pgdata/postmaster.pid"),
+            format!("{}\n", own.id()),
+        )
+        .unwrap();
+        let dir = scratch.dir().to_path_buf();
+        let left = scratch.teardown().await;
+        assert!(left.is_empty(), "{left:?}");
+        assert!(!dir.exists());
+        let own_gone = own.wait().unwrap();
+        assert!(!own_gone.success(), "{own_gone:?}");
+        assert!(running(&mut bystander) && running(&mut other));
+        bystander.kill().unwrap();
+        other.kill().unwrap();
     }
 }

@@ -4,7 +4,7 @@
 //! which is written only after every pack and index it needs.
 
 use super::excludes::Excludes;
-use super::meta::{node_from_metadata, unchanged};
+use super::meta::{node_from_metadata, read_xattrs, unchanged};
 use super::reader::{read_into, ATTEMPTS as READ_ATTEMPTS};
 use super::scan;
 use crate::engine::pipeline::Saver;
@@ -315,7 +315,7 @@ struct ReadJob {
 }
 
 enum Slot {
-    Ready(Node),
+    Ready(Box<Node>),
     Waiting(Receiver<Option<Node>>),
 }
 
@@ -433,10 +433,10 @@ impl Walker {
                 }
             } else {
                 let sub_parent = self.parent_subtree(parent_node);
-                let mut node = node_from_metadata(OsStr::new(name), NodeKind::Dir, &meta);
+                let mut node = self.node(&child_path, OsStr::new(name), NodeKind::Dir, &meta);
                 node.subtree =
                     Some(self.save_virtual(&child_path, child, sub_parent.as_ref(), jobs)?);
-                slots.push(Slot::Ready(node));
+                slots.push(Slot::Ready(Box::new(node)));
             }
         }
         self.store_tree(slots)
@@ -456,6 +456,18 @@ impl Walker {
         }
     }
 
+    /// A node with its extended attributes; what could not be read of
+    /// them is a warning.
+    fn node(&self, path: &Path, name: &OsStr, kind: NodeKind, meta: &std::fs::Metadata) -> Node {
+        let mut node = node_from_metadata(name, kind, meta);
+        let (xattrs, problems) = read_xattrs(path);
+        node.xattrs = xattrs;
+        for p in problems {
+            self.warn(p);
+        }
+        node
+    }
+
     fn entry(
         &self,
         path: &Path,
@@ -465,9 +477,10 @@ impl Walker {
         dev: u64,
         jobs: &Sender<ReadJob>,
     ) -> Result<Option<Slot>> {
+        use std::os::unix::fs::FileTypeExt;
         let ft = meta.file_type();
         if ft.is_file() {
-            let mut node = node_from_metadata(name, NodeKind::File, meta);
+            let mut node = self.node(path, name, NodeKind::File, meta);
             self.counts
                 .bytes_total
                 .fetch_add(meta.len(), Ordering::Relaxed);
@@ -477,7 +490,7 @@ impl Walker {
                     self.counts.unchanged.fetch_add(1, Ordering::Relaxed);
                     Progress::add(&self.progress.files_done, 1);
                     Progress::add(&self.progress.bytes_done, meta.len());
-                    return Ok(Some(Slot::Ready(node)));
+                    return Ok(Some(Slot::Ready(Box::new(node))));
                 }
                 self.counts.changed.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -493,7 +506,7 @@ impl Walker {
             return Ok(Some(Slot::Waiting(rx)));
         }
         if ft.is_dir() {
-            let mut node = node_from_metadata(name, NodeKind::Dir, meta);
+            let mut node = self.node(path, name, NodeKind::Dir, meta);
             self.counts.dirs.fetch_add(1, Ordering::Relaxed);
             if self.one_file_system && meta.dev() != dev {
                 node.subtree = Some(self.store_tree(vec![])?);
@@ -501,7 +514,7 @@ impl Walker {
                 let sub_parent = self.parent_subtree(parent_node);
                 node.subtree = Some(self.save_dir(path, meta.dev(), sub_parent.as_ref(), jobs)?);
             }
-            return Ok(Some(Slot::Ready(node)));
+            return Ok(Some(Slot::Ready(Box::new(node))));
         }
         if ft.is_symlink() {
             let target = std::fs::read_link(path).map_err(|e| Error::io(path.display(), e))?;
@@ -512,15 +525,28 @@ impl Walker {
                 ));
                 return Ok(None);
             };
-            let mut node = node_from_metadata(name, NodeKind::Symlink, meta);
+            let mut node = self.node(path, name, NodeKind::Symlink, meta);
             node.link_target = Some(target.to_string());
-            return Ok(Some(Slot::Ready(node)));
+            return Ok(Some(Slot::Ready(Box::new(node))));
         }
-        self.warn(format!(
-            "skipping {}: sockets, FIFOs and devices are not backed up",
-            path.display()
-        ));
-        Ok(None)
+        let special = if ft.is_fifo() {
+            NodeKind::Fifo
+        } else if ft.is_char_device() {
+            NodeKind::CharDevice
+        } else if ft.is_block_device() {
+            NodeKind::BlockDevice
+        } else {
+            // A socket belongs to the process listening on it; restic
+            // skips them too.
+            self.warn(format!(
+                "skipping {}: sockets are not backed up",
+                path.display()
+            ));
+            return Ok(None);
+        };
+        Ok(Some(Slot::Ready(Box::new(
+            self.node(path, name, special, meta),
+        ))))
     }
 
     fn save_dir(
@@ -578,7 +604,7 @@ impl Walker {
         let mut nodes = Vec::with_capacity(slots.len());
         for slot in slots {
             match slot {
-                Slot::Ready(n) => nodes.push(n),
+                Slot::Ready(n) => nodes.push(*n),
                 Slot::Waiting(rx) => match rx.recv() {
                     Ok(Some(n)) => nodes.push(n),
                     Ok(None) => {}

@@ -69,8 +69,22 @@ pub struct CheckResult {
 pub struct TableRows {
     /// schema.table.
     pub table: String,
-    /// Rows.
+    /// Rows: counted, or the catalog's estimate (-1: never analyzed).
     pub rows: i64,
+    /// Whether `rows` is the catalog's estimate.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
+}
+
+/// How much of a database a check reads, beside the check file's queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Every table's rows as the catalog estimates them: nothing more read.
+    Catalog,
+    /// Every table counted, each read whole.
+    Counted,
+    /// Counted, with pg_amcheck reading every heap page and B-tree alongside.
+    Amchecked,
 }
 
 /// Everything a check run found.
@@ -86,22 +100,24 @@ pub struct CheckReport {
     pub ok: bool,
 }
 
-/// Runs the checks against the database `dsn` names; pg_amcheck (its own
-/// process, reading every page) runs alongside the row counts.
+/// Runs the checks against the database `dsn` names, as deep as `depth`;
+/// pg_amcheck (its own process, reading every page) runs alongside the row
+/// counts.
 pub async fn check_postgres(
     dsn: &str,
     checks: &ChecksFile,
-    amcheck: bool,
+    depth: Depth,
     tools: &PgTools,
 ) -> Result<CheckReport> {
     let amchecked = async {
-        if amcheck {
+        if depth == Depth::Amchecked {
             run_amcheck(dsn, tools).await.map(Some)
         } else {
             Ok(None)
         }
     };
-    let (counted, amchecked) = tokio::join!(counts_and_checks(dsn, checks), amchecked);
+    let counted = counts_and_checks(dsn, checks, depth != Depth::Catalog);
+    let (counted, amchecked) = tokio::join!(counted, amchecked);
     let (database, tables, mut results) = counted?;
     results.extend(amchecked?);
     let ok = results.iter().all(|r| r.ok);
@@ -113,10 +129,12 @@ pub async fn check_postgres(
     })
 }
 
-/// Row counts and the file's checks, in one read-only transaction.
+/// Row counts (`exact`, else the catalog's) and the file's checks, in one
+/// read-only transaction.
 async fn counts_and_checks(
     dsn: &str,
     checks: &ChecksFile,
+    exact: bool,
 ) -> Result<(String, Vec<TableRows>, Vec<CheckResult>)> {
     let mut client = conn::connect(dsn).await?;
     let tx = client
@@ -132,7 +150,8 @@ async fn counts_and_checks(
         .get(0);
     let rows = tx
         .query(
-            "SELECT format('%I.%I', n.nspname, c.relname), n.nspname, c.relname
+            "SELECT format('%I.%I', n.nspname, c.relname), n.nspname, c.relname,
+                    c.reltuples::bigint
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
                AND n.nspname NOT LIKE 'pg_toast%'
@@ -144,12 +163,24 @@ async fn counts_and_checks(
     let mut tables = Vec::with_capacity(rows.len());
     for r in rows {
         let table: String = r.get(0);
+        if !exact {
+            tables.push(TableRows {
+                table,
+                rows: r.get(3),
+                estimated: true,
+            });
+            continue;
+        }
         let count: i64 = tx
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
             .await
             .map_err(|e| conn::query_error(&format!("counting rows of {table}"), e))?
             .get(0);
-        tables.push(TableRows { table, rows: count });
+        tables.push(TableRows {
+            table,
+            rows: count,
+            estimated: false,
+        });
     }
     let mut results = Vec::new();
     let mut minimums: Vec<(String, i64)> =

@@ -3,7 +3,7 @@
 //! drill both run these, so a restore is judged the same way wherever it
 //! runs. Also which backup `latest` (or a time) means.
 
-use super::check::{check_postgres, CheckReport, ChecksFile};
+use super::check::{check_postgres, CheckReport, ChecksFile, Depth};
 use super::conn::with_database;
 use super::logical::{restore_logical, LogicalRestoreOptions, LogicalRestoreReport};
 use super::recovery::{restore_physical, PitrOptions, PitrReport};
@@ -66,8 +66,15 @@ pub async fn restore_logical_checked(
     let mut reports = Vec::new();
     if let Some(c) = checks {
         for d in &report.databases {
-            reports
-                .push(check_postgres(&with_database(&target, &d.target), c, true, &tools).await?);
+            reports.push(
+                check_postgres(
+                    &with_database(&target, &d.target),
+                    c,
+                    Depth::Amchecked,
+                    &tools,
+                )
+                .await?,
+            );
         }
     }
     Ok((report, reports))
@@ -90,7 +97,7 @@ pub async fn restore_physical_checked(
     if let (Some(c), Some(dsn)) = (checks, &report.dsn) {
         let db = c.database.clone().unwrap_or_else(|| "postgres".into());
         let dsn = format!("{dsn} user={user} dbname={db}");
-        reports.push(check_postgres(&dsn, c, true, &tools).await?);
+        reports.push(check_postgres(&dsn, c, Depth::Amchecked, &tools).await?);
     }
     Ok((report, reports))
 }

@@ -31,6 +31,30 @@ pub struct RestoreOptions {
     pub include: Vec<String>,
     /// Packs processed at once.
     pub threads: usize,
+    /// Keep what a content check that follows needs ([`CheckBasis`]).
+    pub fingerprint: bool,
+}
+
+/// XXH3-64 of each blob's plaintext, taken after the plaintext was proved
+/// against its id (keyed BLAKE3): reading a restored file back and
+/// comparing these proves it holds the snapshot's bytes at a fraction of
+/// hashing it again.
+pub type Fingerprints = std::collections::HashMap<seawall_common::Id, u64>;
+
+/// What a restore hands the content check after it: its plan (what the
+/// trees say, read once) and the fingerprints of the blobs it wrote.
+pub struct CheckBasis {
+    plan: Plan,
+    fingerprints: Fingerprints,
+}
+
+impl std::fmt::Debug for CheckBasis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckBasis")
+            .field("files", &self.plan.files.len())
+            .field("fingerprints", &self.fingerprints.len())
+            .finish()
+    }
 }
 
 /// What a restore did.
@@ -42,12 +66,22 @@ pub struct RestoreSummary {
     pub dirs: u64,
     /// Symlinks created.
     pub symlinks: u64,
+    /// Hard links made (paths that are another name of a restored file).
+    pub hardlinks: u64,
+    /// FIFOs and device nodes made.
+    pub specials: u64,
     /// Bytes written.
     pub bytes: u64,
     /// Wall-clock seconds.
     pub duration_secs: f64,
     /// Files that could not be restored, with why; they are removed, not left torn.
     pub failed: Vec<String>,
+    /// What was restored without all its metadata (an extended attribute
+    /// this user or file system refuses), one line each.
+    pub warnings: Vec<String>,
+    /// For a content check, when asked for.
+    #[serde(skip)]
+    pub check_basis: Option<Arc<CheckBasis>>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -75,11 +109,18 @@ pub async fn restore(
     })?;
     repo.load_index().await?;
     let plan = Plan::from_trees(&repo, root, &opts.include, &progress).await?;
+    let kept_plan = opts.fingerprint.then(|| plan.clone());
     std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?;
     let target_dir =
         std::fs::canonicalize(&opts.target).map_err(|e| Error::io(opts.target.display(), e))?;
 
-    let Plan { dirs, files, links } = plan;
+    let Plan {
+        dirs,
+        files,
+        links,
+        hardlinks,
+        specials,
+    } = plan;
     let dirs = {
         let t = target_dir.clone();
         blocking(move || {
@@ -95,6 +136,7 @@ pub async fn restore(
         target_dir.clone(),
         files,
         writer::running_as_root(),
+        opts.fingerprint,
     ));
     for (fi, why) in missing {
         files.fail(fi, why);
@@ -138,23 +180,54 @@ pub async fn restore(
                     &path,
                     node.link_target.as_deref().unwrap_or_default(),
                 )?;
-                crate::engine::files::apply_metadata(&path, node, as_root)
-                    .map_err(|e| Error::io(path.display(), e))?;
+                s.warnings.extend(
+                    crate::engine::files::apply_metadata(&path, node, as_root)
+                        .map_err(|e| Error::io(path.display(), e))?,
+                );
                 s.symlinks += 1;
+            }
+            for (rel, first) in &hardlinks {
+                match target::replace_with_hard_link(&t.join(first), &t.join(rel)) {
+                    Ok(()) => s.hardlinks += 1,
+                    Err(e) => s.failed.push(format!(
+                        "{}: a hard link of {}, not made: {e}",
+                        shown(rel),
+                        shown(first)
+                    )),
+                }
+            }
+            for (rel, node) in &specials {
+                let path = t.join(rel);
+                target::replace_with_special(&path, node)?;
+                s.warnings.extend(
+                    crate::engine::files::apply_metadata(&path, node, as_root)
+                        .map_err(|e| Error::io(path.display(), e))?,
+                );
+                s.specials += 1;
             }
             // Deepest first, so setting a parent's mtime is not undone by its children.
             for (rel, node) in dirs.iter().rev() {
                 let path = t.join(rel);
-                crate::engine::files::apply_metadata(&path, node, as_root)
-                    .map_err(|e| Error::io(path.display(), e))?;
+                s.warnings.extend(
+                    crate::engine::files::apply_metadata(&path, node, as_root)
+                        .map_err(|e| Error::io(path.display(), e))?,
+                );
                 s.dirs += 1;
             }
+            s.failed.sort();
             Ok(s)
         })
         .await?
     };
+    let check_basis = kept_plan.map(|plan| {
+        Arc::new(CheckBasis {
+            plan,
+            fingerprints: files.fingerprints(),
+        })
+    });
     Ok(RestoreSummary {
         duration_secs: started.elapsed().as_secs_f64(),
+        check_basis,
         ..summary
     })
 }

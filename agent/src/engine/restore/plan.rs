@@ -10,6 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// A file to restore.
+#[derive(Clone)]
 pub struct PlannedFile {
     /// Path relative to the target.
     pub rel: PathBuf,
@@ -18,6 +19,7 @@ pub struct PlannedFile {
 }
 
 /// Everything a restore creates, made from the trees before any data is read.
+#[derive(Clone)]
 pub struct Plan {
     /// Directories, parents before children.
     pub dirs: Vec<(PathBuf, Node)>,
@@ -25,6 +27,11 @@ pub struct Plan {
     pub files: Vec<PlannedFile>,
     /// Symlinks.
     pub links: Vec<(PathBuf, Node)>,
+    /// Hard links: a path, and the path of the file in `files` it is
+    /// another name of (its content is written once).
+    pub hardlinks: Vec<(PathBuf, PathBuf)>,
+    /// FIFOs and device nodes.
+    pub specials: Vec<(PathBuf, Node)>,
 }
 
 /// One place a blob goes: a file and an offset in it.
@@ -66,7 +73,11 @@ impl Plan {
             dirs: vec![],
             files: vec![],
             links: vec![],
+            hardlinks: vec![],
+            specials: vec![],
         };
+        // (device, inode) of a linked file: the path restored first.
+        let mut first_of: HashMap<(u64, u64), PathBuf> = HashMap::new();
         let mut stack = vec![(PathBuf::new(), root)];
         while let Some((rel, tree_id)) = stack.pop() {
             let tree = repo.load_tree(&tree_id).await?;
@@ -82,12 +93,28 @@ impl Plan {
                         }
                         plan.dirs.push((path, node));
                     }
+                    NodeKind::File if node.links > 1 => {
+                        match first_of.entry((node.device_id, node.inode)) {
+                            std::collections::hash_map::Entry::Occupied(first) => {
+                                plan.hardlinks.push((path, first.get().clone()));
+                            }
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(path.clone());
+                                Progress::add(&progress.bytes_total, node.size);
+                                Progress::add(&progress.files_total, 1);
+                                plan.files.push(PlannedFile { rel: path, node });
+                            }
+                        }
+                    }
                     NodeKind::File => {
                         Progress::add(&progress.bytes_total, node.size);
                         Progress::add(&progress.files_total, 1);
                         plan.files.push(PlannedFile { rel: path, node });
                     }
                     NodeKind::Symlink => plan.links.push((path, node)),
+                    NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                        plan.specials.push((path, node))
+                    }
                 }
             }
         }

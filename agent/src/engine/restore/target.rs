@@ -2,6 +2,7 @@
 //! first, and an existing entry on the way must be a real directory: a
 //! symlink there could lead anywhere, so it is refused, not followed.
 
+use seawall_common::repo::tree::{Node, NodeKind};
 use seawall_common::{Error, ErrorKind, Result};
 use std::path::{Component, Path};
 
@@ -33,20 +34,57 @@ pub fn create_dir(target: &Path, rel: &Path) -> Result<()> {
     }
 }
 
+/// Clears `path` for a new entry of kind `what`: a file or link there is
+/// removed, a directory never.
+fn clear(path: &Path, what: &str) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_dir() => Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "{} is an existing directory where the snapshot has a {what}",
+                path.display()
+            ),
+        )),
+        Ok(_) => std::fs::remove_file(path).map_err(|e| Error::io(path.display(), e)),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Puts a symlink at `path`, replacing a file or link there but never a directory.
 pub fn replace_with_symlink(path: &Path, link_target: &str) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_dir() => {
+    clear(path, "symlink")?;
+    std::os::unix::fs::symlink(link_target, path).map_err(|e| Error::io(path.display(), e))
+}
+
+/// Makes `path` another name of the restored file `first` (never
+/// following a symlink at `first`).
+pub fn replace_with_hard_link(first: &Path, path: &Path) -> Result<()> {
+    clear(path, "hard link")?;
+    std::fs::hard_link(first, path).map_err(|e| Error::io(path.display(), e))
+}
+
+/// Makes the FIFO or device node `node` describes at `path` (mode bits
+/// are set afterwards with the rest of its metadata; a device node needs
+/// root).
+pub fn replace_with_special(path: &Path, node: &Node) -> Result<()> {
+    use nix::sys::stat::{mknod, Mode, SFlag};
+    clear(path, "special file")?;
+    let kind = match node.kind {
+        NodeKind::Fifo => SFlag::S_IFIFO,
+        NodeKind::CharDevice => SFlag::S_IFCHR,
+        NodeKind::BlockDevice => SFlag::S_IFBLK,
+        _ => {
             return Err(Error::new(
-                ErrorKind::Conflict,
-                format!(
-                    "{} is an existing directory where the snapshot has a symlink",
-                    path.display()
-                ),
+                ErrorKind::Corrupt,
+                format!("{} is not a special file in the snapshot", path.display()),
             ))
         }
-        Ok(_) => std::fs::remove_file(path).map_err(|e| Error::io(path.display(), e))?,
-        Err(_) => {}
-    }
-    std::os::unix::fs::symlink(link_target, path).map_err(|e| Error::io(path.display(), e))
+    };
+    mknod(
+        path,
+        kind,
+        Mode::from_bits_truncate(0o600),
+        node.rdev as libc::dev_t,
+    )
+    .map_err(|e| Error::io(path.display(), std::io::Error::from_raw_os_error(e as i32)))
 }

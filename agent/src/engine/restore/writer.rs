@@ -5,7 +5,7 @@
 
 use super::plan::{PackJob, PlannedFile};
 use super::shown;
-use super::RestoreSummary;
+use super::{Fingerprints, RestoreSummary};
 use crate::engine::progress::Progress;
 use seawall_common::crypto::MasterKey;
 use seawall_common::repo::blob;
@@ -15,7 +15,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// Open descriptors kept between blobs at most; beyond, files are reopened per blob.
 const MAX_OPEN: usize = 1024;
@@ -48,11 +48,20 @@ pub struct Files {
     slots: Vec<Slot>,
     open: AtomicUsize,
     as_root: bool,
+    /// Filled as blobs are written, when a content check will follow.
+    fingerprints: Option<Mutex<Fingerprints>>,
+    /// Extended attributes refused, one line each.
+    warnings: Mutex<Vec<String>>,
 }
 
 impl Files {
     /// Write states for the planned files.
-    pub fn new(target: PathBuf, files: Vec<PlannedFile>, as_root: bool) -> Files {
+    pub fn new(
+        target: PathBuf,
+        files: Vec<PlannedFile>,
+        as_root: bool,
+        fingerprint: bool,
+    ) -> Files {
         let slots = files
             .into_iter()
             .map(|planned| Slot {
@@ -66,6 +75,8 @@ impl Files {
             slots,
             open: AtomicUsize::new(0),
             as_root,
+            fingerprints: fingerprint.then(Mutex::default),
+            warnings: Mutex::default(),
         }
     }
 
@@ -99,6 +110,7 @@ impl Files {
                 return;
             }
         };
+        let mut taken = Vec::new();
         for (id, loc, uses) in &job.blobs {
             let from = (loc.offset as u64 - job.start) as usize;
             let decoded = data
@@ -107,6 +119,9 @@ impl Files {
                 .and_then(|sealed| blob::decode(key, loc.kind, id, sealed, loc.raw_length));
             match decoded {
                 Ok(plain) => {
+                    if self.fingerprints.is_some() {
+                        taken.push((*id, xxhash_rust::xxh3::xxh3_64(&plain)));
+                    }
                     for u in uses {
                         if let Err(why) = self.write(u.file, u.offset, &plain) {
                             self.fail(u.file, why);
@@ -122,6 +137,9 @@ impl Files {
                 }
             }
         }
+        if let Some(all) = &self.fingerprints {
+            all.lock().unwrap_or_else(|p| p.into_inner()).extend(taken);
+        }
     }
 
     fn write(&self, fi: usize, offset: u64, data: &[u8]) -> std::result::Result<(), String> {
@@ -136,8 +154,12 @@ impl Files {
             self.open.fetch_add(1, Ordering::Relaxed);
         }
         let file = st.handle.as_ref().ok_or("no handle")?;
-        file.write_all_at(data, offset)
-            .map_err(|e| format!("writing: {e}"))?;
+        if slot.planned.node.sparse {
+            write_leaving_holes(file, data, offset)
+        } else {
+            file.write_all_at(data, offset)
+        }
+        .map_err(|e| format!("writing: {e}"))?;
         if slot.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             let file = st.handle.take().ok_or("no handle")?;
             self.open.fetch_sub(1, Ordering::Relaxed);
@@ -182,21 +204,46 @@ impl Files {
             std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid))
                 .map_err(|e| fail("chown", e))?;
         }
-        // chown clears setuid bits, so the mode goes after it.
+        // chown clears setuid bits and file capabilities, so the mode
+        // goes after it, and the extended attributes (an ACL sets the
+        // group bits) after the mode.
         file.set_permissions(std::fs::Permissions::from_mode(node.mode))
             .map_err(|e| fail("chmod", e))?;
-        let mtime = unix_time(node.mtime, node.mtime_nsec);
+        for x in &node.xattrs {
+            if let Err(e) = xattr::FileExt::set_xattr(file, &x.name, &x.value) {
+                self.warnings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!(
+                        "extended attribute {} of {} not restored: {e}",
+                        x.name,
+                        shown(&planned.rel)
+                    ));
+            }
+        }
+        let (atime, mtime) = crate::engine::files::restored_times(node);
         file.set_times(
             std::fs::FileTimes::new()
-                .set_modified(mtime)
-                .set_accessed(mtime),
+                .set_modified(SystemTime::from(mtime))
+                .set_accessed(SystemTime::from(atime)),
         )
         .map_err(|e| fail("setting times", e))
     }
 
+    /// The fingerprints taken so far (none unless asked for).
+    pub fn fingerprints(&self) -> Fingerprints {
+        self.fingerprints
+            .as_ref()
+            .map(|f| std::mem::take(&mut *f.lock().unwrap_or_else(|p| p.into_inner())))
+            .unwrap_or_default()
+    }
+
     /// Creates empty files, removes failed ones and counts the rest.
     pub fn finish_all(&self) -> Result<RestoreSummary> {
-        let mut s = RestoreSummary::default();
+        let mut s = RestoreSummary {
+            warnings: std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner())),
+            ..RestoreSummary::default()
+        };
         for slot in &self.slots {
             let mut st = slot.state.lock().unwrap_or_else(|p| p.into_inner());
             let path = self.target.join(&slot.planned.rel);
@@ -232,11 +279,23 @@ impl Files {
     }
 }
 
-fn unix_time(secs: i64, nsec: u32) -> SystemTime {
-    if secs >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nsec)
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-            + Duration::from_nanos(nsec as u64)
+/// Bytes of a file's blocks checked for zeros: a whole page, the unit a
+/// file system allocates.
+const HOLE_UNIT: u64 = 4096;
+
+/// Writes `data` at `offset` except its whole pages of zeros, which stay
+/// holes in a file restored sparse (its size is set at the end).
+fn write_leaving_holes(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    let mut at = 0usize;
+    while at < data.len() {
+        // Pieces end on the file's page boundaries.
+        let file_at = offset + at as u64;
+        let end = (at + (HOLE_UNIT - file_at % HOLE_UNIT) as usize).min(data.len());
+        let piece = &data[at..end];
+        if piece.iter().any(|b| *b != 0) {
+            file.write_all_at(piece, file_at)?;
+        }
+        at = end;
     }
+    Ok(())
 }

@@ -5,8 +5,10 @@
 #   bench/files.sh [--dump-mib N] [--small-files N] [--work DIR] [--no-double]
 #
 # Prints backup and restore throughput, bytes added by a second backup after
-# 1% of the data changed, peak RSS, and the ratios. Then backs up a dataset
-# twice as large with Seawall alone to show that peak RSS stays flat.
+# 1% of the data changed, peak RSS, and the ratios. Then both back up
+# incompressible inputs (peak RSS without compression hiding the buffers),
+# and Seawall alone a dataset twice as large, to show that peak RSS stays
+# flat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -104,6 +106,28 @@ printf '%-34s %14s %14s %8s\n' "second backup time (s)" "$(secs seawall-backup2)
 printf '%-34s %14s %14s %8s\n' "peak RSS backup (MiB)" "$(rss_mib seawall-backup)" "$(rss_mib restic-backup)" "$(ratio "$(rss_mib seawall-backup)" "$(rss_mib restic-backup)")"
 printf '%-34s %14s %14s %8s\n' "peak RSS restore (MiB)" "$(rss_mib seawall-restore)" "$(rss_mib restic-restore)" "$(ratio "$(rss_mib seawall-restore)" "$(rss_mib restic-restore)")"
 echo "(throughput ratios: seawall/restic, higher is better; bytes and RSS: seawall/restic, lower is better)"
+
+# Incompressible inputs, where no compression hides the pack and chunk
+# buffers: one 2 GiB file of random bytes, and two 1 GiB files read in
+# parallel. Fresh repositories each, both tools, peak RSS compared.
+echo
+echo "incompressible inputs: one 2 GiB random file; two 1 GiB random files ..."
+rm -rf "$DATA" "$WORK"/*-repo "$WORK"/*-restore*
+mkdir -p "$WORK/rand1" "$WORK/rand2"
+head -c 2G /dev/urandom > "$WORK/rand1/random.bin"
+head -c 1G /dev/urandom > "$WORK/rand2/a.bin"
+head -c 1G /dev/urandom > "$WORK/rand2/b.bin"
+for set in rand1 rand2; do
+  rm -rf "$WORK/seawall-$set" "$WORK/restic-$set"
+  "$SEAWALL" init --repo "$WORK/seawall-$set" --quiet
+  restic init --repo "$WORK/restic-$set" >/dev/null
+  BYTES=$(du -sb "$WORK/$set" | cut -f1)
+  run "seawall-$set" "$SEAWALL" --repo "$WORK/seawall-$set" --quiet backup files "$WORK/$set"
+  run "restic-$set" restic --repo "$WORK/restic-$set" backup --quiet "$WORK/$set"
+  printf '%-34s %14s %14s %8s\n' "$set: backup MiB/s" "$(mibs "seawall-$set")" "$(mibs "restic-$set")" "$(ratio "$(mibs "seawall-$set")" "$(mibs "restic-$set")")"
+  printf '%-34s %14s %14s %8s\n' "$set: peak RSS backup (MiB)" "$(rss_mib "seawall-$set")" "$(rss_mib "restic-$set")" "$(ratio "$(rss_mib "seawall-$set")" "$(rss_mib "restic-$set")")"
+  rm -rf "$WORK/seawall-$set" "$WORK/restic-$set" "$WORK/$set"
+done
 
 if [ "$DOUBLE" = 1 ]; then
   echo

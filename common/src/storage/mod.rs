@@ -160,6 +160,11 @@ pub trait Storage: ReadStorage {
     async fn write(&self, kind: FileKind, name: &str, data: Bytes) -> Result<()>;
     /// Deletes a file; deleting a missing file succeeds.
     async fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
+    /// How many pack writes at once pay off. Each holds a whole pack in
+    /// memory; an object store overlaps round trips, a disk little.
+    fn writes_at_once(&self) -> usize {
+        4
+    }
     /// Deletes the temporary files of writes a crash interrupted, when
     /// older than `age`; returns how many and their bytes. Object stores
     /// write atomically and leave none.

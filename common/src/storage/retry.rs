@@ -74,6 +74,10 @@ impl<S: Storage> ReadStorage for Retrying<S> {
 
 #[async_trait]
 impl<S: Storage> Storage for Retrying<S> {
+    fn writes_at_once(&self) -> usize {
+        self.inner.writes_at_once()
+    }
+
     async fn create(&self) -> Result<()> {
         self.run(|| self.inner.create()).await
     }

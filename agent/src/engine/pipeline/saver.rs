@@ -84,10 +84,11 @@ impl Saver {
         handle: Handle,
     ) -> Saver {
         let pack_size = repo.config().pack_size as usize;
+        let uploads = uploads.clamp(1, repo.storage().writes_at_once().max(1));
         let shared = Arc::new(Shared {
             repo,
             pending: Mutex::new(HashSet::new()),
-            open_pack: Mutex::new(PackBuilder::with_capacity(pack_size + pack_size / 4)),
+            open_pack: Mutex::new(PackBuilder::with_capacity(pack_buffer(pack_size))),
             failure: Mutex::new(None),
             stats: Mutex::new(SaverStats::default()),
             progress,
@@ -95,7 +96,10 @@ impl Saver {
         });
         let threads = threads.max(1);
         let (jobs_tx, jobs_rx) = bounded::<Job>(threads * 2);
-        let (packs_tx, packs_rx) = mpsc::channel::<FinishedPack>(uploads.max(1));
+        // One finished pack waits while `uploads` are written: each holds
+        // a whole pack in memory, so the queue is what bounds the backup's
+        // memory on data that does not compress.
+        let (packs_tx, packs_rx) = mpsc::channel::<FinishedPack>(1);
         let encoders = (0..threads)
             .map(|i| {
                 let shared = shared.clone();
@@ -110,7 +114,7 @@ impl Saver {
                     .ok()
             })
             .collect();
-        let uploader = handle.spawn(upload_loop(shared.clone(), packs_rx, uploads.max(1)));
+        let uploader = handle.spawn(upload_loop(shared.clone(), packs_rx, uploads));
         Saver {
             shared,
             jobs: Some(jobs_tx),
@@ -201,6 +205,15 @@ impl Drop for Saver {
     }
 }
 
+/// Room for a pack (its last blob may overshoot the size by a chunk) and
+/// never less than 33 MiB: glibc's allocator serves a block above 32 MiB
+/// from its own mapping and unmaps it when freed, where a smaller one,
+/// once freed, raises its threshold and is kept in a thread's arena. Only
+/// the bytes written take memory.
+fn pack_buffer(pack_size: usize) -> usize {
+    (pack_size + pack_size / 4).max(33 << 20)
+}
+
 fn encode_loop(
     shared: Arc<Shared>,
     jobs: Receiver<Job>,
@@ -221,7 +234,7 @@ fn encode_loop(
             if open.len() >= pack_size {
                 Some(std::mem::replace(
                     &mut *open,
-                    PackBuilder::with_capacity(pack_size + pack_size / 4),
+                    PackBuilder::with_capacity(pack_buffer(pack_size)),
                 ))
             } else {
                 None

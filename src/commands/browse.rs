@@ -73,6 +73,21 @@ pub async fn stats(g: &Global) -> anyhow::Result<u8> {
         size(s.stored_bytes)
     );
     println!("logical / stored:                  {:.2}x", s.ratio);
+    println!();
+    println!(
+        "{:<10} {:>12} {:>12} {:>12} {:>8}",
+        "snapshot", "logical", "stored", "added", "ratio"
+    );
+    for one in &s.per_snapshot {
+        println!(
+            "{:<10} {:>12} {:>12} {:>12} {:>7.2}x",
+            &one.id[..8.min(one.id.len())],
+            size(one.logical_bytes),
+            size(one.stored_bytes),
+            size(one.added_bytes),
+            one.ratio
+        );
+    }
     Ok(0)
 }
 

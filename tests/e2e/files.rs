@@ -456,6 +456,19 @@ fn a_snapshot_is_listed_and_dumped_without_a_restore() {
         two["stored_bytes"].as_u64().unwrap() < one["stored_bytes"].as_u64().unwrap() * 11 / 10
     );
     assert!(two["ratio"].as_f64().unwrap() > one["ratio"].as_f64().unwrap() * 1.8);
+    // Per snapshot: the second restores as much, costs as much alone, and
+    // added nothing.
+    let per = two["per_snapshot"].as_array().unwrap();
+    assert_eq!(per.len(), 2);
+    assert_eq!(per[0]["logical_bytes"], per[1]["logical_bytes"]);
+    assert_eq!(per[0]["stored_bytes"], per[1]["stored_bytes"]);
+    assert!(per[0]["added_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(per[1]["added_bytes"].as_u64().unwrap(), 0, "{two:#}");
+    let text = repo.ok(&["stats"]);
+    assert!(
+        text.contains(&per[1]["id"].as_str().unwrap()[..8]),
+        "{text}"
+    );
 }
 
 #[test]
@@ -537,5 +550,43 @@ fn find_diff_and_tag_work_on_stored_snapshots() {
     assert_eq!(
         std::fs::read_to_string(restored(&target, &src).join("app.conf")).unwrap(),
         "version 2"
+    );
+}
+
+#[test]
+fn browse_commands_name_an_unknown_snapshot_or_path_in_one_line_and_change_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 5, 64 * 1024, 12);
+    let repo_dir = work.path().join("repo");
+    let repo = Repo::local(&repo_dir);
+    repo.ok(&["init"]);
+    repo.backup(&[&src]);
+    let before = dir_digest(&repo_dir);
+    let unknown = "0badc0de";
+    for args in [
+        vec!["ls", unknown],
+        vec!["dump", unknown, "/etc/passwd"],
+        vec!["diff", unknown, "latest"],
+        vec!["diff", "latest", unknown],
+        vec!["tag", unknown, "--add", "keep"],
+    ] {
+        let line = one_error_line(&repo.run(&args));
+        assert!(line.contains(unknown), "{args:?}: {line}");
+    }
+    for args in [
+        vec!["ls", "latest", "/no/such/dir"],
+        vec!["dump", "latest", "/no/such/file"],
+    ] {
+        let line = one_error_line(&repo.run(&args));
+        assert!(
+            line.contains("/no/such/") && line.contains("not in the snapshot"),
+            "{args:?}: {line}"
+        );
+    }
+    assert_eq!(
+        dir_digest(&repo_dir),
+        before,
+        "a failed command changed the repository"
     );
 }

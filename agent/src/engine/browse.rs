@@ -105,9 +105,16 @@ pub async fn resolve(repo: &Repository, snap: &Snapshot, path: &str) -> Result<F
             .into_iter()
             .find(|n| n.raw_name() == part.as_bytes())
             .ok_or_else(|| {
+                let wanted = format!("/{}", parts.join("/"));
+                let missing = format!("{at}/{part}");
+                let why = if missing == wanted {
+                    format!("{wanted} is not in the snapshot")
+                } else {
+                    format!("{wanted} is not in the snapshot ({missing} is not)")
+                };
                 Error::new(
                     ErrorKind::NotFound,
-                    format!("{at}/{part} is not in the snapshot"),
+                    format!("{why}: `seawall ls SNAPSHOT` lists what it holds"),
                 )
             })?;
         at = format!("{at}/{part}");
@@ -308,8 +315,26 @@ pub struct Stats {
     pub stored_bytes: u64,
     /// logical / stored.
     pub ratio: f64,
-    /// Per snapshot: its id and logical size.
-    pub per_snapshot: Vec<(String, u64)>,
+    /// Per snapshot, oldest first.
+    pub per_snapshot: Vec<SnapshotStats>,
+}
+
+/// One snapshot's sizes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SnapshotStats {
+    /// Its id.
+    pub id: String,
+    /// What restoring it gives.
+    pub logical_bytes: u64,
+    /// Its distinct content (each blob once, uncompressed).
+    pub unique_bytes: u64,
+    /// What its blobs take in storage, compressed and sealed (shared ones
+    /// counted in full: what keeping only this snapshot would cost).
+    pub stored_bytes: u64,
+    /// What of that no older snapshot holds: what it added.
+    pub added_bytes: u64,
+    /// logical / stored.
+    pub ratio: f64,
 }
 
 /// Walks every snapshot's trees and streams.
@@ -317,11 +342,13 @@ pub async fn stats(repo: &Repository) -> Result<Stats> {
     repo.load_index().await?;
     let mut s = Stats::default();
     let mut unique_blobs: HashSet<Id> = HashSet::new();
+    let index = repo.index().clone();
     for (id, snap) in repo.snapshots().await? {
         let mut logical = 0;
+        let mut own: HashSet<Id> = HashSet::new();
         for st in &snap.streams {
             logical += st.size;
-            unique_blobs.extend(st.content.iter().copied());
+            own.extend(st.content.iter().copied());
         }
         if let Some(root) = snap.tree {
             let mut stack = vec![root];
@@ -331,7 +358,7 @@ pub async fn stats(repo: &Repository) -> Result<Stats> {
                     match n.kind {
                         NodeKind::File => {
                             logical += n.size;
-                            unique_blobs.extend(n.content.iter().copied());
+                            own.extend(n.content.iter().copied());
                         }
                         NodeKind::Dir => {
                             if let Some(sub) = n.subtree {
@@ -349,11 +376,30 @@ pub async fn stats(repo: &Repository) -> Result<Stats> {
                 }
             }
         }
+        let mut one = SnapshotStats {
+            id: id.to_hex(),
+            logical_bytes: logical,
+            ..SnapshotStats::default()
+        };
+        for b in &own {
+            if let Some(l) = index.get(b) {
+                one.unique_bytes += u64::from(l.raw_length);
+                one.stored_bytes += u64::from(l.length);
+                if !unique_blobs.contains(b) {
+                    one.added_bytes += u64::from(l.length);
+                }
+            }
+        }
+        one.ratio = if one.stored_bytes > 0 {
+            logical as f64 / one.stored_bytes as f64
+        } else {
+            0.0
+        };
+        unique_blobs.extend(own);
         s.snapshots += 1;
         s.logical_bytes += logical;
-        s.per_snapshot.push((id.to_hex(), logical));
+        s.per_snapshot.push(one);
     }
-    let index = repo.index().clone();
     s.unique_bytes = unique_blobs
         .iter()
         .filter_map(|b| index.get(b).map(|l| u64::from(l.raw_length)))

@@ -79,7 +79,7 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
         Ok(0)
     } else {
         anyhow::bail!(
-            "{} files could not be restored because the repository is damaged (run `seawall verify --read-data`)",
+            "{} entries could not be restored, each named above: a damaged repository (run `seawall verify --read-data`), or what this user may not make (a device node needs root)",
             summary.failed.len()
         )
     }

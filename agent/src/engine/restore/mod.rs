@@ -197,13 +197,20 @@ pub async fn restore(
                 }
             }
             for (rel, node) in &specials {
+                // A device node needs root: one that cannot be made is
+                // named, and the rest of the tree still restored.
                 let path = t.join(rel);
-                target::replace_with_special(&path, node)?;
-                s.warnings.extend(
+                let made = target::replace_with_special(&path, node).and_then(|()| {
                     crate::engine::files::apply_metadata(&path, node, as_root)
-                        .map_err(|e| Error::io(path.display(), e))?,
-                );
-                s.specials += 1;
+                        .map_err(|e| Error::io(path.display(), e))
+                });
+                match made {
+                    Ok(refused) => {
+                        s.warnings.extend(refused);
+                        s.specials += 1;
+                    }
+                    Err(e) => s.failed.push(format!("{}: {e}", shown(rel))),
+                }
             }
             // Deepest first, so setting a parent's mtime is not undone by its children.
             for (rel, node) in dirs.iter().rev() {

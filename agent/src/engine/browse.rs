@@ -390,11 +390,7 @@ pub async fn stats(repo: &Repository) -> Result<Stats> {
                 }
             }
         }
-        one.ratio = if one.stored_bytes > 0 {
-            logical as f64 / one.stored_bytes as f64
-        } else {
-            0.0
-        };
+        one.ratio = ratio(logical, one.stored_bytes);
         unique_blobs.extend(own);
         s.snapshots += 1;
         s.logical_bytes += logical;
@@ -405,12 +401,17 @@ pub async fn stats(repo: &Repository) -> Result<Stats> {
         .filter_map(|b| index.get(b).map(|l| u64::from(l.raw_length)))
         .sum();
     s.stored_bytes = index.packs().values().sum();
-    s.ratio = if s.stored_bytes > 0 {
-        s.logical_bytes as f64 / s.stored_bytes as f64
+    s.ratio = ratio(s.logical_bytes, s.stored_bytes);
+    Ok(s)
+}
+
+/// What restores give per byte stored (0 when nothing is stored).
+fn ratio(logical: u64, stored: u64) -> f64 {
+    if stored > 0 {
+        logical as f64 / stored as f64
     } else {
         0.0
-    };
-    Ok(s)
+    }
 }
 
 /// A path found by `find`, in one snapshot.

@@ -86,22 +86,29 @@ pub fn read_xattrs(path: &Path) -> (Vec<ExtendedAttribute>, Vec<String>) {
     (found, problems)
 }
 
-/// Sets a node's extended attributes on `path` (not following a
-/// symlink); a line for each the file system or this user refuses
-/// (trusted.* and security.* need root).
-pub fn write_xattrs(path: &Path, node: &Node) -> Vec<String> {
+/// Sets a node's extended attributes with `set` (on a path or an open
+/// file); a line naming `shown` for each the file system or this user
+/// refuses (trusted.* and security.* need root).
+pub fn set_xattrs(
+    node: &Node,
+    shown: &dyn std::fmt::Display,
+    set: impl Fn(&str, &[u8]) -> std::io::Result<()>,
+) -> Vec<String> {
     node.xattrs
         .iter()
         .filter_map(|x| {
-            xattr::set(path, &x.name, &x.value).err().map(|e| {
-                format!(
-                    "extended attribute {} of {} not restored: {e}",
-                    x.name,
-                    path.display()
-                )
-            })
+            set(&x.name, &x.value)
+                .err()
+                .map(|e| format!("extended attribute {} of {shown} not restored: {e}", x.name))
         })
         .collect()
+}
+
+/// [`set_xattrs`] on `path`, not following a symlink.
+fn write_xattrs(path: &Path, node: &Node) -> Vec<String> {
+    set_xattrs(node, &path.display(), |name, value| {
+        xattr::set(path, name, value)
+    })
 }
 
 /// The access and modification times to restore: snapshots made before

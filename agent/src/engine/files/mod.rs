@@ -9,4 +9,4 @@ mod scan;
 
 pub use backup::{backup_files, BackupOptions, BackupOutcome, ParentChoice};
 pub use excludes::Excludes;
-pub use meta::{apply_metadata, restored_times};
+pub use meta::{apply_metadata, restored_times, set_xattrs};

@@ -163,23 +163,18 @@ async fn counts_and_checks(
     let mut tables = Vec::with_capacity(rows.len());
     for r in rows {
         let table: String = r.get(0);
-        if !exact {
-            tables.push(TableRows {
-                table,
-                rows: r.get(3),
-                estimated: true,
-            });
-            continue;
-        }
-        let count: i64 = tx
-            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .await
-            .map_err(|e| conn::query_error(&format!("counting rows of {table}"), e))?
-            .get(0);
+        let rows = if exact {
+            tx.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .map_err(|e| conn::query_error(&format!("counting rows of {table}"), e))?
+                .get(0)
+        } else {
+            r.get(3)
+        };
         tables.push(TableRows {
             table,
-            rows: count,
-            estimated: false,
+            rows,
+            estimated: !exact,
         });
     }
     let mut results = Vec::new();

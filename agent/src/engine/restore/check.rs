@@ -42,25 +42,28 @@ pub async fn check_restored(
     target: &Path,
     basis: Option<Arc<CheckBasis>>,
 ) -> Result<ContentCheck> {
+    let basis = match basis {
+        Some(b) => b,
+        None => {
+            let root = snapshot.tree.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    "the snapshot has no file tree to check a restore against",
+                )
+            })?;
+            repo.load_index().await?;
+            Arc::new(CheckBasis {
+                plan: Plan::from_trees(&repo, root, &[], &Progress::default()).await?,
+                fingerprints: Fingerprints::new(),
+            })
+        }
+    };
     let target = target.to_path_buf();
-    if let Some(basis) = basis {
-        return tokio::task::spawn_blocking(move || {
-            check_plan(&repo, &basis.plan, &target, &basis.fingerprints)
-        })
-        .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("content check stopped: {e}")))?;
-    }
-    let root = snapshot.tree.ok_or_else(|| {
-        Error::new(
-            ErrorKind::InvalidInput,
-            "the snapshot has no file tree to check a restore against",
-        )
-    })?;
-    repo.load_index().await?;
-    let plan = Plan::from_trees(&repo, root, &[], &Progress::default()).await?;
-    tokio::task::spawn_blocking(move || check_plan(&repo, &plan, &target, &Fingerprints::new()))
-        .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("content check stopped: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        check_plan(&repo, &basis.plan, &target, &basis.fingerprints)
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Io, format!("content check stopped: {e}")))?
 }
 
 /// Bytes of a file checked as one piece of work: a large file is split so
@@ -152,8 +155,7 @@ fn check_plan(
                             Ok(p) => {
                                 let f = &plan.files[p.file];
                                 let path = target.join(&f.rel);
-                                let known = (repo, fingerprints);
-                                match check_piece(known, &path, &f.node, p, &mut buf) {
+                                match check_piece(repo, fingerprints, &path, &f.node, p, &mut buf) {
                                     Ok(n) => bytes += n,
                                     Err(why) => problems.push((p.file, why)),
                                 }
@@ -229,7 +231,8 @@ fn check_plan(
 /// Reads one run of a file back, chunk by chunk; the bytes hashed, or what
 /// is wrong.
 fn check_piece(
-    (repo, fingerprints): (&Repository, &Fingerprints),
+    repo: &Repository,
+    fingerprints: &Fingerprints,
     path: &Path,
     node: &seawall_common::repo::tree::Node,
     piece: &Piece,

@@ -93,20 +93,15 @@ impl Plan {
                         }
                         plan.dirs.push((path, node));
                     }
-                    NodeKind::File if node.links > 1 => {
-                        match first_of.entry((node.device_id, node.inode)) {
-                            std::collections::hash_map::Entry::Occupied(first) => {
-                                plan.hardlinks.push((path, first.get().clone()));
-                            }
-                            std::collections::hash_map::Entry::Vacant(v) => {
-                                v.insert(path.clone());
-                                Progress::add(&progress.bytes_total, node.size);
-                                Progress::add(&progress.files_total, 1);
-                                plan.files.push(PlannedFile { rel: path, node });
-                            }
-                        }
-                    }
                     NodeKind::File => {
+                        if node.links > 1 {
+                            let key = (node.device_id, node.inode);
+                            if let Some(first) = first_of.get(&key) {
+                                plan.hardlinks.push((path, first.clone()));
+                                continue;
+                            }
+                            first_of.insert(key, path.clone());
+                        }
                         Progress::add(&progress.bytes_total, node.size);
                         Progress::add(&progress.files_total, 1);
                         plan.files.push(PlannedFile { rel: path, node });

@@ -86,5 +86,5 @@ pub fn replace_with_special(path: &Path, node: &Node) -> Result<()> {
         Mode::from_bits_truncate(0o600),
         node.rdev as libc::dev_t,
     )
-    .map_err(|e| Error::io(path.display(), std::io::Error::from_raw_os_error(e as i32)))
+    .map_err(|e| Error::io(path.display(), std::io::Error::from(e)))
 }

@@ -209,17 +209,15 @@ impl Files {
         // group bits) after the mode.
         file.set_permissions(std::fs::Permissions::from_mode(node.mode))
             .map_err(|e| fail("chmod", e))?;
-        for x in &node.xattrs {
-            if let Err(e) = xattr::FileExt::set_xattr(file, &x.name, &x.value) {
-                self.warnings
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(format!(
-                        "extended attribute {} of {} not restored: {e}",
-                        x.name,
-                        shown(&planned.rel)
-                    ));
-            }
+        let refused =
+            crate::engine::files::set_xattrs(node, &shown(&planned.rel), |name, value| {
+                xattr::FileExt::set_xattr(file, name, value)
+            });
+        if !refused.is_empty() {
+            self.warnings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(refused);
         }
         let (atime, mtime) = crate::engine::files::restored_times(node);
         file.set_times(
@@ -284,18 +282,56 @@ impl Files {
 const HOLE_UNIT: u64 = 4096;
 
 /// Writes `data` at `offset` except its whole pages of zeros, which stay
-/// holes in a file restored sparse (its size is set at the end).
+/// holes in a file restored sparse (its size is set at the end); each run
+/// of pages with data is one write.
 fn write_leaving_holes(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
-    let mut at = 0usize;
+    let (mut at, mut run) = (0usize, None::<usize>);
     while at < data.len() {
-        // Pieces end on the file's page boundaries.
+        // Pages end on the file's page boundaries.
         let file_at = offset + at as u64;
         let end = (at + (HOLE_UNIT - file_at % HOLE_UNIT) as usize).min(data.len());
-        let piece = &data[at..end];
-        if piece.iter().any(|b| *b != 0) {
-            file.write_all_at(piece, file_at)?;
+        let zeros = data[at..end].iter().all(|b| *b == 0);
+        match (zeros, run) {
+            (false, None) => run = Some(at),
+            (true, Some(start)) => {
+                file.write_all_at(&data[start..at], offset + start as u64)?;
+                run = None;
+            }
+            _ => {}
         }
         at = end;
     }
+    if let Some(start) = run {
+        file.write_all_at(&data[start..], offset + start as u64)?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn pages_of_zeros_stay_holes_and_the_rest_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        let file = File::create(&path).unwrap();
+        let page = HOLE_UNIT as usize;
+        // From an offset off the page boundary: a partial page of data, a
+        // page of zeros, two pages of data, a page of zeros, a tail.
+        let offset = 10 * HOLE_UNIT + 100;
+        let mut data = vec![7u8; page - 100];
+        data.extend(vec![0u8; page]);
+        data.extend(vec![9u8; 2 * page]);
+        data.extend(vec![0u8; page]);
+        data.extend(vec![5u8; 10]);
+        write_leaving_holes(&file, &data, offset).unwrap();
+        file.set_len(offset + data.len() as u64).unwrap();
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(&back[offset as usize..], &data[..]);
+        assert!(back[..offset as usize].iter().all(|b| *b == 0));
+        // Four pages hold data (512-byte blocks: 8 per page).
+        assert_eq!(std::fs::metadata(&path).unwrap().blocks(), 4 * 8);
+    }
 }

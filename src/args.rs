@@ -877,6 +877,21 @@ pub struct PostgresArgs {
     /// Let the starting checkpoint spread out instead of forcing it now.
     #[arg(long, requires = "physical")]
     pub spread_checkpoint: bool,
+    /// Read the data directory and tablespaces here, between
+    /// pg_backup_start and pg_backup_stop, taking unchanged files from the
+    /// last such snapshot (run on the database host) instead of pg_basebackup.
+    #[arg(long, requires = "physical")]
+    pub file_level: bool,
+    /// The data directory as this host sees it (default: the server's data_directory).
+    #[arg(long, requires = "file_level")]
+    pub data_dir: Option<PathBuf>,
+    /// Read every file even when size and times are unchanged; content
+    /// decides what is stored (pgBackRest's --delta).
+    #[arg(long, requires = "file_level")]
+    pub delta: bool,
+    /// Take nothing from an earlier snapshot.
+    #[arg(long, requires = "file_level")]
+    pub full: bool,
     /// Tags, threads and compression.
     #[command(flatten)]
     pub store: StreamStoreArgs,

@@ -16,8 +16,8 @@ use seawall_agent::engine::postgres::spool::default_root;
 use seawall_agent::engine::postgres::walcmd::{wal_fetch, wal_push, FetchOptions, PushOptions};
 use seawall_agent::engine::postgres::walname::parse_lsn;
 use seawall_agent::engine::postgres::{
-    backup_logical, backup_physical, LogicalOptions, LogicalRestoreOptions, PgTools,
-    PhysicalOptions, PitrOptions, RecoveryTarget,
+    backup_datadir, backup_logical, backup_physical, DatadirOptions, LogicalOptions,
+    LogicalRestoreOptions, PgTools, PhysicalOptions, PitrOptions, RecoveryTarget,
 };
 use seawall_agent::engine::progress::Progress;
 use std::path::PathBuf;
@@ -48,7 +48,22 @@ pub async fn backup(g: &Global, a: PostgresArgs) -> anyhow::Result<u8> {
     let settings = super::stream_settings(g, a.store.compression_level, a.store.threads);
     let progress = Arc::new(Progress::default());
     let view = View::start(progress.clone(), "backup", !g.json && !g.quiet);
-    let result = if a.physical {
+    let result = if a.file_level {
+        backup_datadir(
+            repo,
+            DatadirOptions {
+                dsn: a.dsn,
+                data_dir: a.data_dir,
+                fast_checkpoint: !a.spread_checkpoint,
+                full: a.full,
+                delta: a.delta,
+                tags: a.store.tag,
+                settings,
+            },
+            progress,
+        )
+        .await
+    } else if a.physical {
         backup_physical(
             repo,
             PhysicalOptions {
@@ -91,6 +106,18 @@ pub async fn backup(g: &Global, a: PostgresArgs) -> anyhow::Result<u8> {
     } else if !g.quiet {
         for st in &snap.streams {
             println!("{:<24} {:>10}", st.name, size(st.size));
+        }
+        if snap.tree.is_some() {
+            println!(
+                "files: {} new, {} changed, {} unchanged (of {} in all)",
+                s.files_new,
+                s.files_changed,
+                s.files_unchanged,
+                size(s.bytes_total)
+            );
+        }
+        for w in &s.warnings {
+            eprintln!("warning: {w}");
         }
         println!(
             "read {} in {:.2}s ({}), added {} to the repository",

@@ -28,6 +28,7 @@ mod fleet_ha;
 mod hostile_network;
 mod mirror;
 mod pages;
+mod pg_file_level;
 mod postgres;
 mod redis;
 mod replication;

@@ -4,26 +4,18 @@
 //! which is written only after every pack and index it needs.
 
 use super::excludes::Excludes;
-use super::meta::{node_from_metadata, read_xattrs, unchanged};
-use super::reader::{read_into, ATTEMPTS as READ_ATTEMPTS};
 use super::scan;
+use super::walker::{Walk, WalkRules};
 use crate::engine::pipeline::Saver;
 use crate::engine::progress::Progress;
-use crossbeam_channel::{bounded, Receiver, Sender};
-use seawall_common::chunker::ChunkerParams;
 use seawall_common::repo::lock::RepoLock;
 use seawall_common::repo::snapshot::{BackupSummary, BackupType, Origin, Snapshot};
-use seawall_common::repo::tree::{Node, NodeKind, Tree};
-use seawall_common::repo::BlobType;
 use seawall_common::storage::FileKind;
 use seawall_common::{Error, ErrorKind, Id, Repository, Result};
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::{Component, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
@@ -164,64 +156,43 @@ async fn run(
         progress.clone(),
         handle.clone(),
     );
-    let walker = Arc::new(Walker {
-        repo: repo.clone(),
-        saver,
-        handle: handle.clone(),
-        excludes,
+    let rules = WalkRules {
         one_file_system: opts.one_file_system,
-        params: repo.config().chunker,
-        progress: progress.clone(),
-        counts: Counts::default(),
-        warnings: Mutex::new(Vec::new()),
-    });
-    let threads = opts.threads.max(1);
-    let walk = {
-        let walker = walker.clone();
-        tokio::task::spawn_blocking(move || -> Result<Id> {
-            let (jobs_tx, jobs_rx) = bounded::<ReadJob>(threads * 4);
-            let readers: Vec<_> = (0..threads)
-                .map(|i| {
-                    let w = walker.clone();
-                    let rx = jobs_rx.clone();
-                    std::thread::Builder::new()
-                        .name(format!("read-{i}"))
-                        .spawn(move || w.read_loop(rx))
-                        .map_err(|e| Error::io("starting reader thread", e))
-                })
-                .collect::<Result<_>>()?;
-            // Deep trees recurse deeply: give the walk its own large stack.
-            let w = walker.clone();
-            let root = std::thread::Builder::new()
-                .name("walk".into())
-                .stack_size(256 * 1024 * 1024)
-                .spawn(move || w.save_roots(&paths, parent_tree.as_ref(), &jobs_tx))
-                .map_err(|e| Error::io("starting walker thread", e))?
-                .join()
-                .map_err(|_| Error::new(ErrorKind::Io, "walker thread panicked"))?;
-            for r in readers {
-                let _ = r.join();
-            }
-            root
-        })
+        settled_before: None,
+        reread_changing: true,
     };
-    let root = walk
-        .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("backup walk stopped: {e}")))?;
-    let walker =
-        Arc::try_unwrap(walker).map_err(|_| Error::new(ErrorKind::Io, "walker still shared"))?;
-    let Walker {
-        saver,
-        counts,
-        warnings,
-        ..
-    } = walker;
-    let stats = tokio::task::spawn_blocking(move || saver.finish())
-        .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("saver stopped: {e}")))?;
-    // Only now is every blob stored: a failure before this point leaves no snapshot.
-    let root = root?;
-    let stats = stats?;
+    let threads = opts.threads;
+    let walk_repo = repo.clone();
+    let walked = tokio::task::spawn_blocking(move || {
+        let walk = Walk::start(
+            walk_repo,
+            saver,
+            Box::new(excludes),
+            rules,
+            threads,
+            progress,
+            handle,
+        )?;
+        // Deep trees recurse deeply: give the walk its own large stack.
+        let (walk, root) = std::thread::Builder::new()
+            .name("walk".into())
+            .stack_size(256 * 1024 * 1024)
+            .spawn(move || {
+                let root = walk.save_roots(&paths, parent_tree.as_ref());
+                (walk, root)
+            })
+            .map_err(|e| Error::io("starting walker thread", e))?
+            .join()
+            .map_err(|_| Error::new(ErrorKind::Io, "walker thread panicked"))?;
+        // Flushed even after a failed walk, so no upload is left running.
+        let finished = walk.finish();
+        // Only now is every blob stored: a failure before this point leaves no snapshot.
+        Ok::<_, Error>((root?, finished?))
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Io, format!("backup walk stopped: {e}")))?;
+    let (root, walked) = walked?;
+    let counts = &walked.counts;
     let mut summary = BackupSummary {
         files_new: counts.new.load(Ordering::Relaxed),
         files_changed: counts.changed.load(Ordering::Relaxed),
@@ -229,10 +200,10 @@ async fn run(
         dirs: counts.dirs.load(Ordering::Relaxed),
         bytes_read: counts.bytes_read.load(Ordering::Relaxed),
         bytes_total: counts.bytes_total.load(Ordering::Relaxed),
-        blobs_added: stats.blobs_added,
-        bytes_added: stats.bytes_added,
+        blobs_added: walked.stats.blobs_added,
+        bytes_added: walked.stats.bytes_added,
         duration_secs: 0.0,
-        warnings: warnings.into_inner().unwrap_or_else(|p| p.into_inner()),
+        warnings: walked.warnings,
     };
     let end_time = chrono::Utc::now();
     summary.duration_secs = started.elapsed().as_secs_f64();
@@ -296,333 +267,4 @@ fn resolve_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let all = out.clone();
     out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
     Ok(out)
-}
-
-#[derive(Default)]
-struct Counts {
-    new: AtomicU64,
-    changed: AtomicU64,
-    unchanged: AtomicU64,
-    dirs: AtomicU64,
-    bytes_read: AtomicU64,
-    bytes_total: AtomicU64,
-}
-
-struct ReadJob {
-    path: PathBuf,
-    node: Node,
-    reply: Sender<Option<Node>>,
-}
-
-enum Slot {
-    Ready(Box<Node>),
-    Waiting(Receiver<Option<Node>>),
-}
-
-struct Walker {
-    repo: Arc<Repository>,
-    saver: Saver,
-    handle: Handle,
-    excludes: Excludes,
-    one_file_system: bool,
-    params: ChunkerParams,
-    progress: Arc<Progress>,
-    counts: Counts,
-    warnings: Mutex<Vec<String>>,
-}
-
-/// A directory on the way from `/` to a backup path: stored with its real
-/// metadata but only the children that lead to backup paths.
-#[derive(Default)]
-struct Virtual {
-    children: BTreeMap<String, Virtual>,
-    real: bool,
-}
-
-impl Walker {
-    fn warn(&self, msg: String) {
-        tracing::warn!("{msg}");
-        self.warnings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(msg);
-    }
-
-    fn read_loop(&self, jobs: Receiver<ReadJob>) {
-        for mut job in jobs {
-            let result = match read_into(
-                &job.path,
-                &mut job.node,
-                &self.saver,
-                self.params,
-                &self.progress,
-            ) {
-                Ok(read) => {
-                    self.counts.bytes_read.fetch_add(read, Ordering::Relaxed);
-                    if job.node.changed_during_backup {
-                        self.warn(format!(
-                            "{} changed while it was read ({} attempts); its content in this snapshot may be inconsistent",
-                            job.path.display(),
-                            READ_ATTEMPTS
-                        ));
-                    }
-                    Some(job.node)
-                }
-                Err(e) => {
-                    self.warn(format!("cannot read {}: {e}", job.path.display()));
-                    None
-                }
-            };
-            Progress::add(&self.progress.files_done, 1);
-            let _ = job.reply.send(result);
-        }
-    }
-
-    fn save_roots(
-        &self,
-        paths: &[PathBuf],
-        parent: Option<&Tree>,
-        jobs: &Sender<ReadJob>,
-    ) -> Result<Id> {
-        let mut root = Virtual::default();
-        for p in paths {
-            let mut v = &mut root;
-            for c in p.components() {
-                if let Component::Normal(n) = c {
-                    let name = n.to_str().ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::InvalidInput,
-                            format!("backup path {} is not UTF-8", p.display()),
-                        )
-                    })?;
-                    v = v.children.entry(name.to_string()).or_default();
-                }
-            }
-            v.real = true;
-        }
-        if root.real {
-            let dev = std::fs::metadata("/").map_err(|e| Error::io("/", e))?.dev();
-            return self.save_dir(Path::new("/"), dev, parent, jobs);
-        }
-        self.save_virtual(Path::new("/"), &root, parent, jobs)
-    }
-
-    fn save_virtual(
-        &self,
-        path: &Path,
-        v: &Virtual,
-        parent: Option<&Tree>,
-        jobs: &Sender<ReadJob>,
-    ) -> Result<Id> {
-        let mut slots = Vec::new();
-        for (name, child) in &v.children {
-            let child_path = path.join(name);
-            let meta = std::fs::symlink_metadata(&child_path)
-                .map_err(|e| Error::io(child_path.display(), e))?;
-            let parent_node = find(parent, name.as_bytes());
-            if child.real {
-                if let Some(slot) = self.entry(
-                    &child_path,
-                    OsStr::new(name),
-                    &meta,
-                    parent_node,
-                    meta.dev(),
-                    jobs,
-                )? {
-                    slots.push(slot);
-                }
-            } else {
-                let sub_parent = self.parent_subtree(parent_node);
-                let mut node = self.node(&child_path, OsStr::new(name), NodeKind::Dir, &meta);
-                node.subtree =
-                    Some(self.save_virtual(&child_path, child, sub_parent.as_ref(), jobs)?);
-                slots.push(Slot::Ready(Box::new(node)));
-            }
-        }
-        self.store_tree(slots)
-    }
-
-    fn parent_subtree(&self, node: Option<&Node>) -> Option<Tree> {
-        let id = node.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
-        match self.handle.block_on(self.repo.load_tree(&id)) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                self.warn(format!(
-                    "parent snapshot tree {} unreadable, reading files again: {e}",
-                    id.short()
-                ));
-                None
-            }
-        }
-    }
-
-    /// A node with its extended attributes; what could not be read of
-    /// them is a warning.
-    fn node(&self, path: &Path, name: &OsStr, kind: NodeKind, meta: &std::fs::Metadata) -> Node {
-        let mut node = node_from_metadata(name, kind, meta);
-        let (xattrs, problems) = read_xattrs(path);
-        node.xattrs = xattrs;
-        for p in problems {
-            self.warn(p);
-        }
-        node
-    }
-
-    fn entry(
-        &self,
-        path: &Path,
-        name: &OsStr,
-        meta: &std::fs::Metadata,
-        parent_node: Option<&Node>,
-        dev: u64,
-        jobs: &Sender<ReadJob>,
-    ) -> Result<Option<Slot>> {
-        use std::os::unix::fs::FileTypeExt;
-        let ft = meta.file_type();
-        if ft.is_file() {
-            let mut node = self.node(path, name, NodeKind::File, meta);
-            self.counts
-                .bytes_total
-                .fetch_add(meta.len(), Ordering::Relaxed);
-            if let Some(p) = parent_node {
-                if unchanged(p, meta) && p.content.iter().all(|id| self.saver.has(id)) {
-                    node.content = p.content.clone();
-                    self.counts.unchanged.fetch_add(1, Ordering::Relaxed);
-                    Progress::add(&self.progress.files_done, 1);
-                    Progress::add(&self.progress.bytes_done, meta.len());
-                    return Ok(Some(Slot::Ready(Box::new(node))));
-                }
-                self.counts.changed.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.counts.new.fetch_add(1, Ordering::Relaxed);
-            }
-            let (tx, rx) = bounded(1);
-            jobs.send(ReadJob {
-                path: path.to_path_buf(),
-                node,
-                reply: tx,
-            })
-            .map_err(|_| Error::new(ErrorKind::Io, "reader threads stopped"))?;
-            return Ok(Some(Slot::Waiting(rx)));
-        }
-        if ft.is_dir() {
-            let mut node = self.node(path, name, NodeKind::Dir, meta);
-            self.counts.dirs.fetch_add(1, Ordering::Relaxed);
-            if self.one_file_system && meta.dev() != dev {
-                node.subtree = Some(self.store_tree(vec![])?);
-            } else {
-                let sub_parent = self.parent_subtree(parent_node);
-                node.subtree = Some(self.save_dir(path, meta.dev(), sub_parent.as_ref(), jobs)?);
-            }
-            return Ok(Some(Slot::Ready(Box::new(node))));
-        }
-        if ft.is_symlink() {
-            let target = std::fs::read_link(path).map_err(|e| Error::io(path.display(), e))?;
-            let Some(target) = target.to_str() else {
-                self.warn(format!(
-                    "skipping symlink {} with a non-UTF-8 target",
-                    path.display()
-                ));
-                return Ok(None);
-            };
-            let mut node = self.node(path, name, NodeKind::Symlink, meta);
-            node.link_target = Some(target.to_string());
-            return Ok(Some(Slot::Ready(Box::new(node))));
-        }
-        let special = if ft.is_fifo() {
-            NodeKind::Fifo
-        } else if ft.is_char_device() {
-            NodeKind::CharDevice
-        } else if ft.is_block_device() {
-            NodeKind::BlockDevice
-        } else {
-            // A socket belongs to the process listening on it; restic
-            // skips them too.
-            self.warn(format!(
-                "skipping {}: sockets are not backed up",
-                path.display()
-            ));
-            return Ok(None);
-        };
-        Ok(Some(Slot::Ready(Box::new(
-            self.node(path, name, special, meta),
-        ))))
-    }
-
-    fn save_dir(
-        &self,
-        path: &Path,
-        dev: u64,
-        parent: Option<&Tree>,
-        jobs: &Sender<ReadJob>,
-    ) -> Result<Id> {
-        let mut names = Vec::new();
-        match std::fs::read_dir(path) {
-            Ok(entries) => {
-                for entry in entries {
-                    match entry {
-                        Ok(e) => names.push(e.file_name()),
-                        Err(e) => self.warn(format!("listing {}: {e}", path.display())),
-                    }
-                }
-            }
-            Err(e) => self.warn(format!("cannot list {}: {e}", path.display())),
-        }
-        // Trees are sorted by the names' bytes, which is what binary search in `find` expects.
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut slots = Vec::with_capacity(names.len());
-        for name in names {
-            let child = path.join(&name);
-            if self.excludes.excludes(&child) {
-                continue;
-            }
-            let meta = match std::fs::symlink_metadata(&child) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.warn(format!(
-                        "{} vanished or is unreadable: {e}",
-                        child.display()
-                    ));
-                    continue;
-                }
-            };
-            if let Some(slot) = self.entry(
-                &child,
-                &name,
-                &meta,
-                find(parent, name.as_bytes()),
-                dev,
-                jobs,
-            )? {
-                slots.push(slot);
-            }
-        }
-        self.store_tree(slots)
-    }
-
-    fn store_tree(&self, slots: Vec<Slot>) -> Result<Id> {
-        let mut nodes = Vec::with_capacity(slots.len());
-        for slot in slots {
-            match slot {
-                Slot::Ready(n) => nodes.push(*n),
-                Slot::Waiting(rx) => match rx.recv() {
-                    Ok(Some(n)) => nodes.push(n),
-                    Ok(None) => {}
-                    Err(_) => return Err(Error::new(ErrorKind::Io, "reader thread stopped")),
-                },
-            }
-        }
-        let data = Tree { nodes }.to_bytes()?;
-        let id = self.saver.blob_id(&data);
-        self.saver.save(BlobType::Tree, id, data)?;
-        Ok(id)
-    }
-}
-
-fn find<'a>(tree: Option<&'a Tree>, name: &[u8]) -> Option<&'a Node> {
-    let nodes = &tree?.nodes;
-    nodes
-        .binary_search_by(|n| n.raw_name().cmp(name))
-        .ok()
-        .map(|i| &nodes[i])
 }

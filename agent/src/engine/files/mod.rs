@@ -6,7 +6,8 @@ mod excludes;
 mod meta;
 mod reader;
 mod scan;
+pub(crate) mod walker;
 
 pub use backup::{backup_files, BackupOptions, BackupOutcome, ParentChoice};
 pub use excludes::Excludes;
-pub use meta::{apply_metadata, restored_times, set_xattrs};
+pub use meta::{apply_metadata, node_from_metadata, restored_times, set_xattrs};

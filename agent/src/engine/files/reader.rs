@@ -18,16 +18,18 @@ use std::path::Path;
 /// How many times a changing file is read before it is stored as changed.
 pub(super) const ATTEMPTS: u32 = 3;
 
-/// Reads `path` into `node` (content, size, times); returns bytes read.
+/// Reads `path` into `node` (content, size, times), up to `attempts`
+/// times while it changes under the reader; returns bytes read.
 pub fn read_into(
     path: &Path,
     node: &mut Node,
     saver: &Saver,
     params: ChunkerParams,
     progress: &Progress,
+    attempts: u32,
 ) -> Result<u64> {
     let mut total_read = 0;
-    for attempt in 1..=ATTEMPTS {
+    for attempt in 1..=attempts.max(1) {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)

@@ -7,6 +7,7 @@ pub mod check;
 pub mod checked;
 pub mod conn;
 pub mod continuity;
+pub mod datadir;
 pub mod logical;
 pub mod physical;
 pub mod rebuild;
@@ -20,6 +21,7 @@ pub mod unpack;
 pub mod walcmd;
 pub mod walname;
 
+pub use datadir::{backup_datadir, DatadirOptions};
 pub use logical::{backup_logical, restore_logical, LogicalOptions, LogicalRestoreOptions};
 pub use physical::{backup_physical, PhysicalOptions};
 pub use recovery::{restore_physical, PitrOptions, RecoveryTarget};

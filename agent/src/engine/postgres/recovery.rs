@@ -158,51 +158,24 @@ pub async fn restore_physical(
         }
     };
     repo.load_index().await?;
-    let stream = snap
-        .streams
-        .iter()
-        .find(|s| s.name == BASE_STREAM)
-        .ok_or_else(|| Error::corrupt("physical snapshot has no base.tar stream"))?
-        .clone();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::io(dir.display(), e))?;
-    let reader = StreamReader::new(repo.clone(), stream.clone(), progress);
-    let target_dir = dir.clone();
-    let unpacked = tokio::task::spawn_blocking(move || {
-        super::unpack::unpack_and_verify(reader, &target_dir).map_err(|e| {
-            e.context(format!(
-                "restoring the base backup into {}",
-                target_dir.display()
-            ))
-        })
-    })
-    .await
-    .map_err(|e| Error::new(ErrorKind::Io, format!("unpacking stopped: {e}")))??;
-    let files_verified = if opts.verify_files && !unpacked.verified {
-        // No manifest in the tar (an old server): let pg_verifybackup decide.
-        let mut cmd = opts.tools.async_command("pg_verifybackup")?;
-        cmd.arg("--quiet").arg(&dir);
-        output(cmd, "pg_verifybackup").await.map_err(|e| {
-            e.context(format!(
-                "the files restored into {} do not match the backup's own manifest",
-                dir.display()
-            ))
-        })?;
-        true
+    let laid = if snap.tree.is_some() {
+        lay_down_files(repo.clone(), snap, &facts, &dir, progress).await?
     } else {
-        unpacked.verified
+        lay_down_tar(repo.clone(), snap, &dir, &opts, progress).await?
     };
-    write_recovery_settings(&dir, &opts)?;
+    write_recovery_settings(&dir, &opts, &laid.settings)?;
     if let Some(user) = &opts.run_as {
         let mut cmd = tokio::process::Command::new("chown");
         cmd.arg("-R").arg(format!("{user}:")).arg(&dir);
         output(cmd, "chown").await?;
     }
     let mut report = PitrReport {
-        bytes: stream.size,
+        bytes: laid.bytes,
         wal_reach: reached.map(|r| format!("{} (timeline {})", r.last, r.timeline)),
-        files_verified,
+        files_verified: laid.verified,
         promoted: false,
         dsn: None,
         log: None,
@@ -219,12 +192,146 @@ pub async fn restore_physical(
     Ok(report)
 }
 
+/// What laying a base backup down wrote.
+struct LaidDown {
+    /// Bytes of the backup.
+    bytes: u64,
+    /// Whether every file was proved against what the backup recorded.
+    verified: bool,
+    /// Settings the restored directory needs to start.
+    settings: Vec<(String, String)>,
+}
+
+/// Unpacks a `pg_basebackup` tar stream, checked against its manifest.
+async fn lay_down_tar(
+    repo: Arc<Repository>,
+    snap: &Snapshot,
+    dir: &Path,
+    opts: &PitrOptions,
+    progress: Arc<Progress>,
+) -> Result<LaidDown> {
+    let stream = snap
+        .streams
+        .iter()
+        .find(|s| s.name == BASE_STREAM)
+        .ok_or_else(|| Error::corrupt("physical snapshot has no base.tar stream"))?
+        .clone();
+    let reader = StreamReader::new(repo, stream.clone(), progress);
+    let target_dir = dir.to_path_buf();
+    let unpacked = tokio::task::spawn_blocking(move || {
+        super::unpack::unpack_and_verify(reader, &target_dir).map_err(|e| {
+            e.context(format!(
+                "restoring the base backup into {}",
+                target_dir.display()
+            ))
+        })
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Io, format!("unpacking stopped: {e}")))??;
+    let verified = if opts.verify_files && !unpacked.verified {
+        // No manifest in the tar (an old server): let pg_verifybackup decide.
+        let mut cmd = opts.tools.async_command("pg_verifybackup")?;
+        cmd.arg("--quiet").arg(dir);
+        output(cmd, "pg_verifybackup").await.map_err(|e| {
+            e.context(format!(
+                "the files restored into {} do not match the backup's own manifest",
+                dir.display()
+            ))
+        })?;
+        true
+    } else {
+        unpacked.verified
+    };
+    Ok(LaidDown {
+        bytes: stream.size,
+        verified,
+        settings: vec![],
+    })
+}
+
+/// Restores a file-level backup's tree: every blob is proved against its
+/// keyed hash as it is written, which is what a manifest's checksums prove;
+/// then the label and every WAL segment the backup needs must be there.
+async fn lay_down_files(
+    repo: Arc<Repository>,
+    snap: &Snapshot,
+    facts: &PhysicalFacts,
+    dir: &Path,
+    progress: Arc<Progress>,
+) -> Result<LaidDown> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2);
+    let opts = crate::engine::restore::RestoreOptions {
+        target: dir.to_path_buf(),
+        include: vec![],
+        threads,
+        fingerprint: false,
+    };
+    let summary = crate::engine::restore::restore(repo, snap, opts, progress).await?;
+    for w in &summary.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(first) = summary.failed.first() {
+        return Err(Error::corrupt(format!(
+            "{} files of the backup could not be restored into {} (first: {first}); a data directory missing files must not be started",
+            summary.failed.len(),
+            dir.display()
+        )));
+    }
+    let label = dir.join("backup_label");
+    if !label.is_file() {
+        return Err(Error::corrupt(format!(
+            "the backup restored into {} has no backup_label; without it recovery would start from the wrong checkpoint",
+            dir.display()
+        )));
+    }
+    let seg = facts.segment_size;
+    for segno in facts.wal_start.segno(seg)..=facts.wal_stop.segno(seg) {
+        let name = super::walname::WalName::segment(facts.timeline, segno, seg).file;
+        let path = dir.join("pg_wal").join(&name);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.len() == seg => {}
+            _ => {
+                return Err(Error::corrupt(format!(
+                    "WAL segment {name}, which the backup needs to become consistent, is not in the restored pg_wal; the snapshot is incomplete"
+                )))
+            }
+        }
+    }
+    // Tablespaces come back as directories inside pg_tblspc, never at
+    // their original locations (which may be the live cluster's), and the
+    // server refuses those unless told they are meant.
+    let in_place = std::fs::read_dir(dir.join("pg_tblspc"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        })
+        .unwrap_or(false);
+    let settings = if in_place {
+        vec![("allow_in_place_tablespaces".to_string(), "on".to_string())]
+    } else {
+        vec![]
+    };
+    Ok(LaidDown {
+        bytes: summary.bytes,
+        verified: true,
+        settings,
+    })
+}
+
 /// Quotes a value for postgresql.conf.
 fn conf_quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-fn write_recovery_settings(dir: &Path, opts: &PitrOptions) -> Result<()> {
+fn write_recovery_settings(
+    dir: &Path,
+    opts: &PitrOptions,
+    restored: &[(String, String)],
+) -> Result<()> {
     let mut lines = vec![
         format!(
             "# Added by seawall restore at {}",
@@ -242,6 +349,9 @@ fn write_recovery_settings(dir: &Path, opts: &PitrOptions) -> Result<()> {
             conf_quote(&format_lsn(*l))
         )),
         RecoveryTarget::Immediate => lines.push("recovery_target = 'immediate'".to_string()),
+    }
+    for (name, value) in restored {
+        lines.push(format!("{name} = {}", conf_quote(value)));
     }
     if !opts.keep_archiving {
         // A restored copy must not archive a new timeline into the source's repository.

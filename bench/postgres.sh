@@ -50,6 +50,10 @@ DB="host=$W/pg port=$PORT user=postgres dbname=bench"
 echo bench-password > "$W/password"; chmod 600 "$W/password"; chown postgres "$W/password"
 SW="$SEAWALL --repo $W/sw --password-file $W/password"
 as_pg $SW init -q
+# File-level physical backups go to a repository of their own, so what
+# they add is not hidden by the base backups' chunks.
+SWF="$SEAWALL --repo $W/swf --password-file $W/password"
+as_pg $SWF init -q
 
 # pgBackRest configuration.
 cat > "$W/pgbackrest.conf" <<EOF
@@ -171,6 +175,12 @@ printf '%-34s %8s s %9s MiB/s %12s bytes %6s MiB RSS\n' \
   "seawall backup --physical" "$(secs swphys)" "$(mibs swphys)" "$SW_FULL" "$(rss_mib swphys)" \
   "pgbackrest backup --type=full" "$(secs brfull)" "$(mibs brfull)" "$BR_FULL" "$(rss_mib brfull)"
 echo "seawall physical vs pgbackrest full: $(ratio "$(secs brfull)" "$(secs swphys)")x faster"
+swf_total() { size "$W/swf"; }
+SWF_BEFORE=$(swf_total)
+run swfile $PGRUN $SWF backup postgres --physical --file-level --dsn "$DSN"
+printf '%-34s %8s s %9s MiB/s %12s bytes %6s MiB RSS\n' \
+  "seawall --physical --file-level" "$(secs swfile)" "$(mibs swfile)" "$(( $(swf_total) - SWF_BEFORE ))" "$(rss_mib swfile)"
+echo "seawall file-level full vs pgbackrest full: $(ratio "$(secs brfull)" "$(secs swfile)")x faster"
 
 second() {
   local label=$1
@@ -178,6 +188,10 @@ second() {
   local sw0 br0 swl0
   sw0=$(sw_total); br0=$(br_total)
   run "swphys-$label" $PGRUN $SW backup postgres --physical --dsn "$DSN"
+  local swf0 swfd
+  swf0=$(swf_total)
+  run "swfile-$label" $PGRUN $SWF backup postgres --physical --file-level --dsn "$DSN"
+  swfd=$(( $(swf_total) - swf0 ))
   run "brincr-$label" $PGRUN $PGBR --type=incr backup
   swl0=$(sw_total)
   run "swlog-$label" $PGRUN $SW backup postgres --dsn "$DB" --database bench --no-globals
@@ -185,9 +199,11 @@ second() {
   swd=$(( swl0 - sw0 )); brd=$(( $(br_total) - br0 )); swld=$(( $(sw_total) - swl0 ))
   printf '%-34s %12s bytes added (%s s)\n' \
     "seawall physical (+WAL) after $label" "$swd" "$(secs "swphys-$label")" \
+    "seawall file-level incr after $label" "$swfd" "$(secs "swfile-$label")" \
     "pgbackrest incr (+WAL) after $label" "$brd" "$(secs "brincr-$label")" \
     "seawall logical after $label" "$swld" "$(secs "swlog-$label")"
   echo "bytes added, seawall physical / pgbackrest incr after $label: $(ratio "$swd" "$brd")"
+  echo "seawall file-level incr after $label: $(ratio "$(secs "brincr-$label")" "$(secs "swfile-$label")")x pgbackrest incr's speed, $(ratio "$swfd" "$brd") of its bytes"
 }
 
 echo "== (a) newest 1% of events updated"
@@ -220,11 +236,13 @@ echo "== restore of the newest physical backup (no recovery run)"
 mkdir -p "$W/restore/br"; chown -R postgres "$W/restore"; chmod 700 "$W/restore/br"
 run swrestore $PGRUN $SW restore latest --pg-datadir "$W/restore/sw" --immediate
 run brrestore $PGRUN $PGBR --pg1-path="$W/restore/br" --type=immediate restore
+run swfrestore $PGRUN $SWF restore latest --pg-datadir "$W/restore/swf" --immediate
 RBYTES=$(size "$W/restore/sw")
 printf '%-34s %8s s %9s MiB/s %6s MiB RSS\n' \
   "seawall restore (manifest-checked)" "$(secs swrestore)" "$(echo "scale=1; $RBYTES / 1048576 / $(secs swrestore)" | bc -l)" "$(rss_mib swrestore)" \
-  "pgbackrest restore" "$(secs brrestore)" "$(echo "scale=1; $RBYTES / 1048576 / $(secs brrestore)" | bc -l)" "$(rss_mib brrestore)"
-echo "seawall restore vs pgbackrest restore: $(ratio "$(secs brrestore)" "$(secs swrestore)")x faster"
+  "pgbackrest restore" "$(secs brrestore)" "$(echo "scale=1; $RBYTES / 1048576 / $(secs brrestore)" | bc -l)" "$(rss_mib brrestore)" \
+  "seawall restore (file-level)" "$(secs swfrestore)" "$(echo "scale=1; $RBYTES / 1048576 / $(secs swfrestore)" | bc -l)" "$(rss_mib swfrestore)"
+echo "seawall restore vs pgbackrest restore: $(ratio "$(secs brrestore)" "$(secs swrestore)")x faster; file-level: $(ratio "$(secs brrestore)" "$(secs swfrestore)")x"
 
 as_pg "$PGBIN/pg_ctl" -D "$W/pg/data" -m fast stop >/dev/null
 echo "work directory: $W (remove it when done)"

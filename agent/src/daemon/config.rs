@@ -213,6 +213,8 @@ enum SourceTable {
         #[serde(default)]
         physical: bool,
         #[serde(default)]
+        file_level: bool,
+        #[serde(default)]
         pg_bin: Option<PathBuf>,
         #[serde(default)]
         retention: Option<Retention>,
@@ -247,12 +249,17 @@ impl From<SourceTable> for SourceConfig {
                 name,
                 dsn,
                 physical,
+                file_level,
                 pg_bin,
                 retention,
                 data_dir,
                 stop_command,
                 start_command,
             } => {
+                // A file-level backup is a physical one; an empty path
+                // means the server's own data_directory.
+                let physical = physical || file_level;
+                let file_level = file_level.then(|| data_dir.clone().unwrap_or_default());
                 server = crate::engine::postgres::rebuild::ServerControl {
                     data_dir,
                     stop_command,
@@ -263,6 +270,7 @@ impl From<SourceTable> for SourceConfig {
                     SourceSpec::Postgres {
                         dsn,
                         physical,
+                        file_level,
                         pg_bin,
                     },
                     retention,
@@ -523,6 +531,12 @@ kind = "postgres"
 dsn = "host=/run/postgresql"
 physical = true
 [[sources]]
+name = "db-files"
+kind = "postgres"
+dsn = "host=/run/postgresql"
+file_level = true
+data_dir = "/var/lib/postgresql/15/main"
+[[sources]]
 name = "state"
 kind = "redis"
 url = "redis://127.0.0.1:6379"
@@ -531,7 +545,22 @@ keys = ["agent:*"]
         )
         .unwrap();
         let kinds: Vec<_> = config.sources.iter().map(|s| s.kind.name()).collect();
-        assert_eq!(kinds, ["files", "postgres-physical", "redis-keys"]);
+        assert_eq!(
+            kinds,
+            [
+                "files",
+                "postgres-physical",
+                "postgres-physical",
+                "redis-keys"
+            ]
+        );
+        match &config.sources[2].kind {
+            SourceSpec::Postgres { file_level, .. } => assert_eq!(
+                file_level.as_deref(),
+                Some(Path::new("/var/lib/postgresql/15/main"))
+            ),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(config.sources[0].retention.as_ref().unwrap().keep_daily, 7);
         match &config.sources[0].kind {
             SourceSpec::Files { exclude, .. } => assert_eq!(exclude, &["*.tmp"]),

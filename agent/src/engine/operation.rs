@@ -9,7 +9,8 @@
 use crate::engine::files::{backup_files, BackupOptions, ParentChoice};
 use crate::engine::forget::{forget, KeepPolicy};
 use crate::engine::postgres::{
-    backup_logical, backup_physical, LogicalOptions, PgTools, PhysicalOptions,
+    backup_datadir, backup_logical, backup_physical, DatadirOptions, LogicalOptions, PgTools,
+    PhysicalOptions,
 };
 use crate::engine::progress::Progress;
 use crate::engine::redis::keys::{backup_redis_keys, KeySelection, KeysOptions};
@@ -102,6 +103,9 @@ pub enum SourceSpec {
         dsn: String,
         /// Base backup instead of logical dumps.
         physical: bool,
+        /// Read the data directory on this host instead of running
+        /// pg_basebackup: where it is (empty: ask the server).
+        file_level: Option<PathBuf>,
         /// Directory of the PostgreSQL programs.
         pg_bin: Option<PathBuf>,
     },
@@ -454,7 +458,25 @@ async fn backup(
         SourceSpec::Postgres {
             dsn,
             physical: true,
+            file_level: Some(data_dir),
+            ..
+        } => {
+            let opts = DatadirOptions {
+                dsn: dsn.clone(),
+                data_dir: (!data_dir.as_os_str().is_empty()).then(|| data_dir.clone()),
+                fast_checkpoint: true,
+                full,
+                delta: false,
+                tags,
+                settings,
+            };
+            backup_datadir(repo, opts, progress).await?
+        }
+        SourceSpec::Postgres {
+            dsn,
+            physical: true,
             pg_bin,
+            ..
         } => {
             let opts = PhysicalOptions {
                 dsn: dsn.clone(),

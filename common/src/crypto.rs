@@ -59,6 +59,21 @@ impl MasterKey {
         out
     }
 
+    /// [`MasterKey::seal`] without copying: `buf` holds [`NONCE_LEN`]
+    /// bytes of room, then the plaintext; it ends up holding nonce,
+    /// ciphertext and tag, exactly what `seal` returns.
+    pub fn seal_in_place(&self, buf: &mut Vec<u8>, aad: &[u8]) {
+        use chacha20poly1305::aead::AeadInPlace;
+        let cipher = XChaCha20Poly1305::new((&self.encrypt).into());
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        buf[..NONCE_LEN].copy_from_slice(&nonce);
+        // Encryption with a valid key and nonce cannot fail for in-memory buffers.
+        let tag = cipher
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut buf[NONCE_LEN..])
+            .unwrap_or_default();
+        buf.extend_from_slice(&tag);
+    }
+
     /// Decrypts and authenticates what [`MasterKey::seal`] produced with the same `aad`.
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         if sealed.len() < OVERHEAD {

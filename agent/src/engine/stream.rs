@@ -5,7 +5,7 @@
 
 use crate::engine::pipeline::{Saver, SaverStats};
 use crate::engine::progress::Progress;
-use seawall_common::chunker::{chunks, ChunkerParams};
+use seawall_common::chunker::{chunks_pooled, ChunkerParams};
 use seawall_common::repo::lock::RepoLock;
 use seawall_common::repo::snapshot::{BackupSummary, BackupType, Origin, Snapshot, Stream};
 use seawall_common::repo::BlobType;
@@ -34,7 +34,7 @@ pub fn save_stream<R: Read>(
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut content = Vec::new();
-    for chunk in chunks(reader, params) {
+    for chunk in chunks_pooled(reader, params, saver.pool()) {
         let chunk = chunk.map_err(|e| Error::io(format!("reading stream {name}"), e))?;
         hasher.update(&chunk);
         size += chunk.len() as u64;

@@ -45,8 +45,14 @@ pub struct FinishedPack {
 impl PackBuilder {
     /// An empty pack with room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> PackBuilder {
+        PackBuilder::in_buffer(Vec::with_capacity(capacity))
+    }
+
+    /// An empty pack written into `buf` (cleared; a used pack's buffer).
+    pub fn in_buffer(mut buf: Vec<u8>) -> PackBuilder {
+        buf.clear();
         PackBuilder {
-            buf: Vec::with_capacity(capacity),
+            buf,
             entries: Vec::new(),
         }
     }

@@ -263,7 +263,7 @@ impl Storage for LocalStorage {
     /// Two: a third and fourth write to the same disk finished no sooner
     /// and held 32 MiB more.
     fn writes_at_once(&self) -> usize {
-        2
+        1
     }
 
     async fn create(&self) -> Result<()> {

@@ -6,7 +6,7 @@
 use super::meta::same_version;
 use crate::engine::pipeline::Saver;
 use crate::engine::progress::Progress;
-use seawall_common::chunker::{chunks, ChunkerParams};
+use seawall_common::chunker::{chunks_pooled, ChunkerParams};
 use seawall_common::repo::tree::Node;
 use seawall_common::repo::BlobType;
 use seawall_common::{Error, Result};
@@ -70,7 +70,7 @@ fn read_blobs(
     let mut read = 0u64;
     if size_hint < params.min as u64 {
         // Small files are one blob: skip the chunker's buffer.
-        let mut data = Vec::with_capacity(size_hint as usize + 1);
+        let mut data = saver.pool().take(size_hint as usize + 1);
         file.take(params.min as u64)
             .read_to_end(&mut data)
             .map_err(|e| Error::io("reading", e))?;
@@ -100,7 +100,7 @@ fn read_chunked(
     let mut content = Vec::new();
     let mut read = 0u64;
     let source = std::io::Cursor::new(head).chain(file);
-    for chunk in chunks(source, params) {
+    for chunk in chunks_pooled(source, params, saver.pool()) {
         let chunk = chunk.map_err(|e| Error::io("reading", e))?;
         read += chunk.len() as u64;
         Progress::add(&progress.bytes_done, chunk.len() as u64);

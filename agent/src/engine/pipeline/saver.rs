@@ -6,6 +6,7 @@
 use crate::engine::progress::Progress;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use seawall_common::repo::index::{IndexFile, IndexPack};
+use seawall_common::chunker::BufferPool;
 use seawall_common::repo::pack::{FinishedPack, PackBuilder};
 use seawall_common::repo::{blob, BlobType};
 use seawall_common::storage::FileKind;
@@ -38,6 +39,12 @@ struct Job {
 
 struct Shared {
     repo: Arc<Repository>,
+    pool: Arc<BufferPool>,
+    /// Pack buffers not in use. There are as many as packs may be in
+    /// memory at once (the open one, one finished and waiting, those being
+    /// written): taking one is what makes encoders wait for the uploads.
+    pack_buffers: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+    pack_capacity: usize,
     pending: Mutex<HashSet<Id>>,
     open_pack: Mutex<PackBuilder>,
     failure: Mutex<Option<Error>>,
@@ -52,6 +59,31 @@ impl Shared {
         if slot.is_none() {
             *slot = Some(err);
         }
+    }
+
+    /// A pack buffer, waiting until an upload frees one; `None` once the
+    /// saver has failed (an upload that failed frees none to wait for).
+    fn pack_buffer(&self) -> Option<Vec<u8>> {
+        loop {
+            match self
+                .pack_buffers
+                .1
+                .recv_timeout(Duration::from_millis(200))
+            {
+                Ok(mut buf) => {
+                    buf.clear();
+                    buf.reserve_exact(self.pack_capacity);
+                    return Some(buf);
+                }
+                Err(_) if self.check().is_err() => return None,
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Gives a written pack's buffer back for the next pack.
+    fn return_pack_buffer(&self, buf: Vec<u8>) {
+        let _ = self.pack_buffers.0.try_send(buf);
     }
 
     fn check(&self) -> Result<()> {
@@ -85,8 +117,25 @@ impl Saver {
     ) -> Saver {
         let pack_size = repo.config().pack_size as usize;
         let uploads = uploads.clamp(1, repo.storage().writes_at_once().max(1));
+        let threads = threads.max(1);
+        let chunker = repo.config().chunker;
+        // Enough for every chunk a reader, the queue and an encoder hold;
+        // a rare long chunk's buffer is freed rather than kept.
+        let pool = Arc::new(BufferPool::new(
+            threads + 1,
+            chunker.min as usize + 4 * chunker.avg as usize,
+        ));
+        let packs_in_memory = uploads + 2;
+        let pack_buffers = bounded(packs_in_memory);
+        // Allocated when first taken; the open pack takes the first.
+        for _ in 1..packs_in_memory {
+            let _ = pack_buffers.0.try_send(Vec::new());
+        }
         let shared = Arc::new(Shared {
             repo,
+            pool,
+            pack_buffers,
+            pack_capacity: pack_buffer(pack_size),
             pending: Mutex::new(HashSet::new()),
             open_pack: Mutex::new(PackBuilder::with_capacity(pack_buffer(pack_size))),
             failure: Mutex::new(None),
@@ -94,12 +143,9 @@ impl Saver {
             progress,
             level,
         });
-        let threads = threads.max(1);
         let (jobs_tx, jobs_rx) = bounded::<Job>(threads * 2);
-        // One finished pack waits while `uploads` are written: each holds
-        // a whole pack in memory, so the queue is what bounds the backup's
-        // memory on data that does not compress.
-        let (packs_tx, packs_rx) = mpsc::channel::<FinishedPack>(1);
+        // The pack buffers bound how many packs wait; the queue never fills.
+        let (packs_tx, packs_rx) = mpsc::channel::<FinishedPack>(packs_in_memory);
         let encoders = (0..threads)
             .map(|i| {
                 let shared = shared.clone();
@@ -125,6 +171,11 @@ impl Saver {
         }
     }
 
+    /// Where chunk buffers come from and go back to.
+    pub fn pool(&self) -> Arc<BufferPool> {
+        self.shared.pool.clone()
+    }
+
     /// The key that names blobs.
     pub fn blob_id(&self, data: &[u8]) -> Id {
         self.shared.repo.key().blob_id(data)
@@ -134,16 +185,15 @@ impl Saver {
     /// Returns whether it was new. Blocks while the queues are full.
     pub fn save(&self, kind: BlobType, id: Id, data: Vec<u8>) -> Result<bool> {
         self.shared.check()?;
-        if self.shared.repo.index().contains(&id) {
-            return Ok(false);
-        }
-        if !self
-            .shared
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id)
+        if self.shared.repo.index().contains(&id)
+            || !self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id)
         {
+            self.shared.pool.give(data);
             return Ok(false);
         }
         let jobs = self
@@ -221,25 +271,30 @@ fn encode_loop(
     pack_size: usize,
 ) {
     let key = shared.repo.key().clone();
+    let mut scratch = blob::EncodeScratch::default();
     for job in jobs {
         // Trees are small and rewritten on every change below them: squeeze them harder.
         let level = match job.kind {
             BlobType::Tree => shared.level.max(TREE_LEVEL),
             BlobType::Data => shared.level,
         };
-        let sealed = blob::encode(&key, job.kind, &job.id, &job.data, level);
+        let sealed = blob::encode_into(&key, job.kind, &job.id, &job.data, level, &mut scratch);
+        let raw_length = job.data.len() as u32;
         let full = {
             let mut open = shared.open_pack.lock().unwrap_or_else(|p| p.into_inner());
-            open.add(job.kind, job.id, &sealed, job.data.len() as u32);
+            open.add(job.kind, job.id, sealed, raw_length);
             if open.len() >= pack_size {
-                Some(std::mem::replace(
-                    &mut *open,
-                    PackBuilder::with_capacity(pack_buffer(pack_size)),
-                ))
+                // Waits, holding the full pack, until an upload frees a
+                // buffer: the other encoders wait on the lock meanwhile.
+                let Some(buf) = shared.pack_buffer() else {
+                    return;
+                };
+                Some(std::mem::replace(&mut *open, PackBuilder::in_buffer(buf)))
             } else {
                 None
             }
         };
+        shared.pool.give(job.data);
         if let Some(pack) = full {
             let finished = pack.finish(&key);
             if packs.blocking_send(finished).is_err() {
@@ -291,16 +346,16 @@ async fn upload_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<FinishedPack>, 
 async fn upload_one(shared: &Shared, pack: FinishedPack) -> Result<IndexPack> {
     let size = pack.bytes.len() as u64;
     let record = IndexPack::from_entries(pack.id, size, &pack.entries);
-    shared
+    let bytes = bytes::Bytes::from(pack.bytes);
+    let written = shared
         .repo
         .storage()
-        .write(
-            FileKind::Pack,
-            &pack.id.to_hex(),
-            bytes::Bytes::from(pack.bytes),
-        )
-        .await
-        .map_err(|e| e.context(format!("uploading pack {}", pack.id.short())))?;
+        .write(FileKind::Pack, &pack.id.to_hex(), bytes.clone())
+        .await;
+    // The buffer goes back whatever happened, so no encoder waits for it
+    // in vain; if storage still holds a reference, a new one is made.
+    shared.return_pack_buffer(bytes.try_into_mut().map(Vec::from).unwrap_or_default());
+    written.map_err(|e| e.context(format!("uploading pack {}", pack.id.short())))?;
     Ok(record)
 }
 

@@ -840,10 +840,16 @@ pub struct RedisArgs {
     /// TOML file of [[keys]] patterns, each with an optional restore_ttl rule.
     #[arg(long)]
     pub keys_file: Option<PathBuf>,
-    /// Let the server stream the RDB without saving it to its disk (it waits
-    /// repl-diskless-sync-delay, 5 s by default, before starting).
-    #[arg(long, conflicts_with_all = ["keys", "keys_file"])]
+    /// Let the server stream the RDB without saving it to its disk, even if
+    /// it first waits repl-diskless-sync-delay (5 s by default). Default:
+    /// diskless when the server's delay is 0 and repl-diskless-sync is yes,
+    /// else through its disk.
+    #[arg(long, conflicts_with_all = ["keys", "keys_file", "disk_transfer"])]
     pub diskless: bool,
+    /// Have the server save the RDB to its disk and send the file, even
+    /// where a diskless transfer would not wait.
+    #[arg(long, conflicts_with_all = ["keys", "keys_file"])]
+    pub disk_transfer: bool,
     /// TLS files.
     #[command(flatten)]
     pub tls: RedisTlsArgs,

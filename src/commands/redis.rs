@@ -10,7 +10,7 @@ use seawall_agent::engine::redis::keys::{
     backup_redis_keys, restore_redis_keys, Conflict, KeySelection, KeysOptions, KeysRestoreOptions,
 };
 use seawall_agent::engine::redis::{
-    backup_redis, restore_redis_datadir, RedisOptions, RedisRestoreOptions,
+    backup_redis, restore_redis_datadir, RedisOptions, RedisRestoreOptions, Transfer,
 };
 use seawall_common::repo::snapshot::Snapshot;
 use seawall_common::{Id, Repository};
@@ -30,7 +30,13 @@ pub async fn backup(g: &Global, a: RedisArgs) -> anyhow::Result<u8> {
         RedisOptions {
             url: a.url,
             tls: a.tls.files(),
-            diskless: a.diskless,
+            transfer: if a.diskless {
+                Transfer::Diskless
+            } else if a.disk_transfer {
+                Transfer::Disk
+            } else {
+                Transfer::Auto
+            },
             tags: a.store.tag,
             settings,
         },

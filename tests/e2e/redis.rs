@@ -148,6 +148,9 @@ fn rdb_round_trip_gives_the_same_digest() {
     let v = repo.json(&["backup", "redis", "--url", &src.url()]);
     assert_eq!(v["facts"]["keys"]["db0"], 2007);
     assert_eq!(v["facts"]["keys"]["db3"], 1);
+    // The server waits 5 s before a diskless copy: the default goes
+    // through its disk instead.
+    assert_eq!(v["facts"]["transfer"], "disk");
     assert!(v["facts"]["rdb_version"].as_u64().unwrap() >= 9);
     // Written after the snapshot: must not come back.
     src.cli(&["SET", "after", "snapshot"]);
@@ -190,8 +193,12 @@ fn rdb_round_trip_gives_the_same_digest() {
     // A second backup of unchanged data, in the diskless (end-mark) form, adds little.
     src.cli(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
     src.cli(&["DEL", "after"]);
-    let v2 = repo.json(&["backup", "redis", "--url", &src.url(), "--diskless"]);
+    let v2 = repo.json(&["backup", "redis", "--url", &src.url()]);
     assert_eq!(v2["facts"]["keys"]["db0"], 2007);
+    // With no wait, the default is the diskless form.
+    assert_eq!(v2["facts"]["transfer"], "diskless");
+    let forced = repo.json(&["backup", "redis", "--url", &src.url(), "--disk-transfer"]);
+    assert_eq!(forced["facts"]["transfer"], "disk");
     let second = v2["snapshot"].as_str().unwrap();
     let dir3 = tmp.path().join("diskless");
     repo.ok(&[

@@ -14,7 +14,7 @@ use crate::engine::postgres::{
 };
 use crate::engine::progress::Progress;
 use crate::engine::redis::keys::{backup_redis_keys, KeySelection, KeysOptions};
-use crate::engine::redis::{backup_redis, RedisOptions};
+use crate::engine::redis::{backup_redis, RedisOptions, Transfer};
 use crate::engine::repository::RepositorySpec;
 use crate::engine::stream::StreamSettings;
 use seawall_common::repo::snapshot::{Origin, Snapshot};
@@ -518,7 +518,7 @@ async fn backup(
             let opts = RedisOptions {
                 url: url.clone(),
                 tls: Default::default(),
-                diskless: false,
+                transfer: Transfer::Auto,
                 tags,
                 settings,
             };

@@ -5,8 +5,8 @@
 
 use crate::engine::progress::Progress;
 use crossbeam_channel::{bounded, Receiver, Sender};
-use seawall_common::repo::index::{IndexFile, IndexPack};
 use seawall_common::chunker::BufferPool;
+use seawall_common::repo::index::{IndexFile, IndexPack};
 use seawall_common::repo::pack::{FinishedPack, PackBuilder};
 use seawall_common::repo::{blob, BlobType};
 use seawall_common::storage::FileKind;
@@ -65,11 +65,7 @@ impl Shared {
     /// saver has failed (an upload that failed frees none to wait for).
     fn pack_buffer(&self) -> Option<Vec<u8>> {
         loop {
-            match self
-                .pack_buffers
-                .1
-                .recv_timeout(Duration::from_millis(200))
-            {
+            match self.pack_buffers.1.recv_timeout(Duration::from_millis(200)) {
                 Ok(mut buf) => {
                     buf.clear();
                     buf.reserve_exact(self.pack_capacity);

@@ -10,5 +10,5 @@ pub mod sync;
 pub mod tls;
 pub mod url;
 
-pub use rdb::{backup_redis, restore_redis_datadir, RedisOptions, RedisRestoreOptions};
+pub use rdb::{backup_redis, restore_redis_datadir, RedisOptions, RedisRestoreOptions, Transfer};
 pub use tls::RedisTls;

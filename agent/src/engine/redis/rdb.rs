@@ -30,13 +30,54 @@ pub struct RedisOptions {
     pub url: String,
     /// TLS files for `rediss://`.
     pub tls: RedisTls,
-    /// Ask for a diskless transfer (nothing written on the Redis host, but
-    /// the server first waits `repl-diskless-sync-delay`).
-    pub diskless: bool,
+    /// How the server sends the RDB.
+    pub transfer: Transfer,
     /// Operator tags.
     pub tags: Vec<String>,
     /// Storage settings.
     pub settings: StreamSettings,
+}
+
+/// How the server sends the RDB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transfer {
+    /// Diskless when it costs no wait (the server streams diskless copies
+    /// and waits 0 s for other replicas), else through its disk.
+    #[default]
+    Auto,
+    /// The server saves the RDB to its disk, then sends the file.
+    Disk,
+    /// The server streams the RDB without touching its disk, after waiting
+    /// `repl-diskless-sync-delay` for other replicas.
+    Diskless,
+}
+
+impl Transfer {
+    /// Whether to ask for a diskless transfer. `Auto` asks the server's
+    /// configuration; a server that refuses CONFIG GET gets the disk form,
+    /// which never waits.
+    async fn diskless(self, con: &mut redis::aio::MultiplexedConnection) -> bool {
+        match self {
+            Transfer::Disk => false,
+            Transfer::Diskless => true,
+            Transfer::Auto => {
+                let get = |name: &'static str| {
+                    let mut con = con.clone();
+                    async move {
+                        let pair: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+                            .arg("GET")
+                            .arg(name)
+                            .query_async(&mut con)
+                            .await;
+                        pair.ok().and_then(|p| p.get(1).cloned())
+                    }
+                };
+                let on = get("repl-diskless-sync").await.as_deref() == Some("yes");
+                let delay = get("repl-diskless-sync-delay").await;
+                on && delay.as_deref() == Some("0")
+            }
+        }
+    }
 }
 
 /// A section of INFO as key/value pairs.
@@ -67,8 +108,11 @@ pub async fn backup_redis(
     progress: Arc<Progress>,
 ) -> Result<(Id, Snapshot)> {
     let endpoint = Endpoint::new(&opts.url, &opts.tls)?;
-    let info = info(&mut endpoint.connection().await?).await?;
-    let (resync, mut payload) = full_sync(&endpoint, opts.diskless).await?;
+    let mut con = endpoint.connection().await?;
+    let info = info(&mut con).await?;
+    let diskless = opts.transfer.diskless(&mut con).await;
+    drop(con);
+    let (resync, mut payload) = full_sync(&endpoint, diskless).await?;
     let mut magic = [0u8; 9];
     payload.read_exact(&mut magic).await.map_err(|e| {
         Error::new(
@@ -113,6 +157,10 @@ pub async fn backup_redis(
         f.insert("replication_id".into(), resync.replid.clone().into());
         f.insert("replication_offset".into(), resync.offset.into());
         f.insert("rdb_version".into(), rdb_version.into());
+        f.insert(
+            "transfer".into(),
+            if diskless { "diskless" } else { "disk" }.into(),
+        );
         let keys: BTreeMap<String, u64> = info
             .iter()
             .filter(|(k, _)| k.starts_with("db") && k[2..].chars().all(|c| c.is_ascii_digit()))

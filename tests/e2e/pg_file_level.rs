@@ -159,6 +159,10 @@ fn file_level_incrementals_read_what_changed_and_restore_with_their_tablespace()
         "{}",
         delta["summary"]
     );
+
+    // verify reads every pack and follows the WAL from each base backup.
+    let out = repo.ok(&["verify", "--read-data"]);
+    assert!(!out.contains("missing"), "{out}");
 }
 
 #[test]

@@ -25,6 +25,22 @@ pub mod stream;
 pub mod tag;
 pub mod verify;
 
+/// Runs `f` under the repository's shared backup lock, released whatever
+/// `f` returns (its error first).
+pub(crate) async fn under_backup_lock<T>(
+    repo: &std::sync::Arc<seawall_common::Repository>,
+    wait: std::time::Duration,
+    f: impl AsyncFnOnce(&seawall_common::repo::lock::RepoLock) -> seawall_common::Result<T>,
+) -> seawall_common::Result<T> {
+    let lock =
+        seawall_common::repo::lock::RepoLock::acquire(repo.clone(), false, "backup", wait).await?;
+    let result = f(&lock).await;
+    let released = lock.release().await;
+    let outcome = result?;
+    released?;
+    Ok(outcome)
+}
+
 /// Records a committed snapshot in the repository's head. The snapshot is
 /// already the commit point, so a failure here does not fail the backup:
 /// it is logged, and `verify` lists the snapshot as not recorded.

@@ -54,9 +54,11 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-/// Compresses into `out`; the size written, or `None` if zstd failed or
-/// `out` is too small.
-fn compress_into(plain: &[u8], level: i32, out: &mut [u8]) -> Option<usize> {
+/// Runs `f` with this thread's zstd compressor for `level`.
+fn with_compressor<T>(
+    level: i32,
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> Option<T>,
+) -> Option<T> {
     COMPRESSORS.with(|cell| {
         let mut map = cell.borrow_mut();
         let c = match map.entry(level) {
@@ -65,21 +67,18 @@ fn compress_into(plain: &[u8], level: i32, out: &mut [u8]) -> Option<usize> {
                 v.insert(zstd::bulk::Compressor::new(level).ok()?)
             }
         };
-        c.compress_to_buffer(plain, out).ok()
+        f(c)
     })
 }
 
+/// Compresses into `out`; the size written, or `None` if zstd failed or
+/// `out` is too small.
+fn compress_into(plain: &[u8], level: i32, out: &mut [u8]) -> Option<usize> {
+    with_compressor(level, |c| c.compress_to_buffer(plain, out).ok())
+}
+
 fn compress(plain: &[u8], level: i32) -> Option<Vec<u8>> {
-    COMPRESSORS.with(|cell| {
-        let mut map = cell.borrow_mut();
-        let c = match map.entry(level) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(zstd::bulk::Compressor::new(level).ok()?)
-            }
-        };
-        c.compress(plain).ok()
-    })
+    with_compressor(level, |c| c.compress(plain).ok())
 }
 
 fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {

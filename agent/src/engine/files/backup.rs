@@ -98,21 +98,19 @@ pub async fn backup_files(
     let time = chrono::Utc::now();
     let paths = resolve_paths(&opts.paths)?;
     let excludes = Excludes::new(&opts.excludes)?;
-    let lock = RepoLock::acquire(repo.clone(), false, "backup", opts.lock_wait).await?;
-    let result = run(
-        repo.clone(),
-        &opts,
-        paths,
-        excludes,
-        progress,
-        (started, time),
-        &lock,
-    )
-    .await;
-    let released = lock.release().await;
-    let outcome = result?;
-    released?;
-    Ok(outcome)
+    crate::engine::under_backup_lock(&repo, opts.lock_wait, async |lock| {
+        run(
+            repo.clone(),
+            &opts,
+            paths,
+            excludes,
+            progress,
+            (started, time),
+            lock,
+        )
+        .await
+    })
+    .await
 }
 
 async fn run(

@@ -277,6 +277,17 @@ struct Walked {
     tablespaces: BTreeMap<String, String>,
 }
 
+/// The names in `dir`, in the byte order trees keep.
+fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir.display(), e))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::io(dir.display(), e))?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
 /// Walks the data directory's top level: everything but `pg_wal` (added
 /// after the stop), `pg_tblspc` holding each tablespace's contents.
 fn walk_data_dir(
@@ -285,12 +296,7 @@ fn walk_data_dir(
     filter: &DataDirFilter,
     parent: Option<&Tree>,
 ) -> Result<Walked> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir.display(), e))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<_>>()
-        .map_err(|e| Error::io(dir.display(), e))?;
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let names = sorted_names(dir)?;
     let dev = std::fs::metadata(dir)
         .map_err(|e| Error::io(dir.display(), e))?
         .dev();
@@ -345,12 +351,7 @@ fn save_tablespaces(
     parent: Option<&Tree>,
     found: &mut BTreeMap<String, String>,
 ) -> Result<Id> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir.display(), e))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<_>>()
-        .map_err(|e| Error::io(dir.display(), e))?;
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let names = sorted_names(dir)?;
     let mut slots = Vec::new();
     for name in names {
         let link = dir.join(&name);
@@ -487,21 +488,19 @@ pub async fn backup_datadir(
         ));
     }
     let data_dir_text = data_dir.display().to_string();
-    let lock = RepoLock::acquire(repo.clone(), false, "backup", opts.settings.lock_wait).await?;
-    let result = run(
-        repo.clone(),
-        &opts,
-        (&data_dir, &data_dir_text),
-        (sysid, &facts),
-        progress,
-        (started, time),
-        &lock,
-    )
-    .await;
-    let released = lock.release().await;
-    let outcome = result?;
-    released?;
-    Ok(outcome)
+    crate::engine::under_backup_lock(&repo, opts.settings.lock_wait, async |lock| {
+        run(
+            repo.clone(),
+            &opts,
+            (&data_dir, &data_dir_text),
+            (sysid, &facts),
+            progress,
+            (started, time),
+            lock,
+        )
+        .await
+    })
+    .await
 }
 
 async fn run(

@@ -41,10 +41,10 @@ impl ChunkerParams {
     /// few 32 KiB ones. Derived from the repository's bounds, so every
     /// writer cuts such streams alike too.
     pub fn fine(self) -> ChunkerParams {
-        let min = (self.min / 32).max(4096);
+        let min = (self.min / 128).max(4096);
         ChunkerParams {
             min,
-            avg: (self.avg / 32).max(min),
+            avg: (self.avg / 64).max(min),
             max: (self.max / 32).max(4 * min),
             normalization: self.normalization,
         }

@@ -100,7 +100,7 @@ pub async fn backup(g: &Global, a: PostgresArgs) -> anyhow::Result<u8> {
         crate::output::json(&serde_json::json!({
             "snapshot": id,
             "facts": snap.facts,
-            "streams": snap.streams.iter().map(|s| serde_json::json!({"name": s.name, "size": s.size, "sha256": s.sha256})).collect::<Vec<_>>(),
+            "streams": snap.streams.iter().map(|s| serde_json::json!({"name": s.name, "size": s.size, "sha256": s.sha256, "blake3": s.blake3})).collect::<Vec<_>>(),
             "summary": s,
         }))?;
     } else if !g.quiet {

@@ -31,7 +31,7 @@ pub fn save_stream<R: Read>(
     params: ChunkerParams,
     progress: &Progress,
 ) -> Result<Stream> {
-    let mut hasher = Sha256::new();
+    let mut hasher = blake3::Hasher::new();
     let mut size = 0u64;
     let mut content = Vec::new();
     for chunk in chunks_pooled(reader, params, saver.pool()) {
@@ -46,17 +46,70 @@ pub fn save_stream<R: Read>(
     Ok(Stream {
         name: name.to_string(),
         size,
-        sha256: hex::encode(hasher.finalize()),
+        sha256: String::new(),
+        blake3: hasher.finalize().to_hex().to_string(),
         content,
     })
 }
 
+/// The whole-stream digest a stream was written with.
+enum StreamDigest {
+    Blake3(Box<blake3::Hasher>),
+    Sha256(Sha256),
+}
+
+impl StreamDigest {
+    /// The digest to check `stream` with, or why it has none.
+    fn of(stream: &Stream) -> Result<(StreamDigest, &'static str, String)> {
+        if !stream.blake3.is_empty() {
+            Ok((
+                StreamDigest::Blake3(Box::default()),
+                "BLAKE3",
+                stream.blake3.clone(),
+            ))
+        } else if !stream.sha256.is_empty() {
+            Ok((
+                StreamDigest::Sha256(Sha256::new()),
+                "SHA-256",
+                stream.sha256.clone(),
+            ))
+        } else {
+            Err(Error::corrupt(format!(
+                "stream {} records no digest: its snapshot manifest is damaged",
+                stream.name
+            )))
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            StreamDigest::Blake3(h) => {
+                h.update(data);
+            }
+            StreamDigest::Sha256(h) => h.update(data),
+        }
+    }
+
+    fn finish(self) -> String {
+        match self {
+            StreamDigest::Blake3(h) => h.finalize().to_hex().to_string(),
+            StreamDigest::Sha256(h) => hex::encode(h.finalize()),
+        }
+    }
+}
+
 /// Reads a stream's blobs in order, a few ahead, ending with an error if
-/// the whole does not match the recorded SHA-256.
+/// the whole does not match its recorded digest.
 pub fn open_stream(repo: Arc<Repository>, stream: Stream) -> mpsc::Receiver<Result<Vec<u8>>> {
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
-        let mut hasher = Sha256::new();
+        let (mut hasher, algorithm, recorded) = match StreamDigest::of(&stream) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
         let mut size = 0u64;
         let mut queue = VecDeque::new();
         let mut ids = stream.content.iter();
@@ -91,12 +144,12 @@ pub fn open_stream(repo: Arc<Repository>, stream: Stream) -> mpsc::Receiver<Resu
                 return;
             }
         }
-        let digest = hex::encode(hasher.finalize());
-        if size != stream.size || digest != stream.sha256 {
+        let digest = hasher.finish();
+        if size != stream.size || digest != recorded {
             let _ = tx
                 .send(Err(Error::corrupt(format!(
-                    "stream {} read back as {size} bytes with SHA-256 {digest}, but {} bytes with {} were backed up: the repository is damaged (run `seawall verify --read-data`)",
-                    stream.name, stream.size, stream.sha256
+                    "stream {} read back as {size} bytes with {algorithm} {digest}, but {} bytes with {recorded} were backed up: the repository is damaged (run `seawall verify --read-data`)",
+                    stream.name, stream.size
                 ))))
                 .await;
         }
@@ -409,5 +462,41 @@ impl BlockingReader {
 impl Read for BlockingReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.pieces.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(sha256: &str, blake3: &str) -> Stream {
+        Stream {
+            name: "db/app".into(),
+            size: 3,
+            sha256: sha256.into(),
+            blake3: blake3.into(),
+            content: vec![],
+        }
+    }
+
+    #[test]
+    fn a_stream_is_checked_with_the_digest_it_was_written_with() {
+        // Written before BLAKE3: SHA-256 of "abc".
+        let old = stream(
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "",
+        );
+        let (mut d, algorithm, recorded) = StreamDigest::of(&old).unwrap();
+        d.update(b"abc");
+        assert_eq!((algorithm, d.finish()), ("SHA-256", recorded));
+
+        let new = stream("", &blake3::hash(b"abc").to_hex());
+        let (mut d, algorithm, recorded) = StreamDigest::of(&new).unwrap();
+        d.update(b"ab");
+        d.update(b"c");
+        assert_eq!((algorithm, d.finish()), ("BLAKE3", recorded));
+
+        let none = StreamDigest::of(&stream("", "")).err().unwrap();
+        assert!(none.to_string().contains("records no digest"));
     }
 }

@@ -25,8 +25,14 @@ pub struct Stream {
     pub name: String,
     /// Bytes in the stream.
     pub size: u64,
-    /// SHA-256 of the whole stream, hex, checked after restore.
+    /// SHA-256 of the whole stream, hex: what streams written before
+    /// `blake3` carry, checked after restore.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sha256: String,
+    /// BLAKE3 of the whole stream (unkeyed), hex, checked after restore;
+    /// new streams carry this instead of `sha256` (a third of its CPU).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub blake3: String,
     /// Blobs in order.
     pub content: Vec<Id>,
 }

@@ -74,6 +74,29 @@ impl MasterKey {
         buf.extend_from_slice(&tag);
     }
 
+    /// [`MasterKey::open`] into `out` (cleared; its capacity reused), so a
+    /// restore decrypting blob after blob allocates nothing.
+    pub fn open_into(&self, sealed: &[u8], aad: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        use chacha20poly1305::aead::AeadInPlace;
+        if sealed.len() < OVERHEAD {
+            return Err(Error::corrupt(format!(
+                "ciphertext of {} bytes is shorter than nonce and tag: truncated",
+                sealed.len()
+            )));
+        }
+        let cipher = XChaCha20Poly1305::new((&self.encrypt).into());
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+        out.clear();
+        out.extend_from_slice(ct);
+        cipher
+            .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, out, tag.into())
+            .map_err(|_| {
+                out.clear();
+                Error::corrupt("authentication failed: the data was altered or truncated")
+            })
+    }
+
     /// Decrypts and authenticates what [`MasterKey::seal`] produced with the same `aad`.
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         if sealed.len() < OVERHEAD {

@@ -149,6 +149,66 @@ pub fn encode_into<'s>(
     sealed
 }
 
+/// The buffers a restore thread reuses from blob to blob.
+#[derive(Debug, Default)]
+pub struct DecodeScratch {
+    framed: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+/// [`decode`] into `scratch`: the plaintext, checked against its id,
+/// without an allocation per blob once the buffers have grown.
+pub fn decode_into<'s>(
+    key: &MasterKey,
+    kind: BlobType,
+    id: &Id,
+    sealed: &[u8],
+    raw_length: u32,
+    scratch: &'s mut DecodeScratch,
+) -> Result<&'s [u8]> {
+    let DecodeScratch { framed, plain } = scratch;
+    key.open_into(sealed, &aad(kind, id), framed)
+        .map_err(|e| e.context(format!("blob {}", id.short())))?;
+    let (flag, payload) = framed
+        .split_first()
+        .ok_or_else(|| Error::corrupt(format!("blob {} is empty", id.short())))?;
+    let out: &[u8] = match *flag {
+        RAW => payload,
+        ZSTD => {
+            plain.clear();
+            plain.reserve(raw_length as usize);
+            DECOMPRESSOR
+                .with(|cell| {
+                    let mut slot = cell.borrow_mut();
+                    if slot.is_none() {
+                        *slot = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    match slot.as_mut() {
+                        Some(d) => d.decompress_to_buffer(payload, plain),
+                        None => Err(std::io::Error::other("no decompressor")),
+                    }
+                })
+                .map_err(|e| {
+                    Error::corrupt(format!("blob {} does not decompress: {e}", id.short()))
+                })?;
+            plain
+        }
+        other => {
+            return Err(Error::corrupt(format!(
+                "blob {} has unknown flag {other}",
+                id.short()
+            )))
+        }
+    };
+    if out.len() != raw_length as usize || key.blob_id(out) != *id {
+        return Err(Error::corrupt(format!(
+            "blob {} does not match its id",
+            id.short()
+        )));
+    }
+    Ok(out)
+}
+
 /// Opens, decompresses and checks a blob against its id.
 pub fn decode(
     key: &MasterKey,
@@ -225,6 +285,18 @@ mod tests {
                 sealed.len(),
                 encode(&key, BlobType::Data, &id, &plain, 1).len()
             );
+            let mut back = DecodeScratch::default();
+            assert_eq!(
+                decode_into(&key, BlobType::Data, &id, &sealed, plain_len, &mut back).unwrap(),
+                &plain[..]
+            );
+            let mut damaged = sealed.clone();
+            let last = damaged.len() - 1;
+            damaged[last] ^= 1;
+            assert!(
+                decode_into(&key, BlobType::Data, &id, &damaged, plain_len, &mut back).is_err()
+            );
+            assert!(decode_into(&key, BlobType::Tree, &id, &sealed, plain_len, &mut back).is_err());
         }
     }
 }

@@ -111,19 +111,22 @@ impl Files {
             }
         };
         let mut taken = Vec::new();
+        let mut scratch = blob::DecodeScratch::default();
         for (id, loc, uses) in &job.blobs {
             let from = (loc.offset as u64 - job.start) as usize;
             let decoded = data
                 .get(from..from + loc.length as usize)
                 .ok_or_else(|| Error::corrupt("pack is shorter than the index says"))
-                .and_then(|sealed| blob::decode(key, loc.kind, id, sealed, loc.raw_length));
+                .and_then(|sealed| {
+                    blob::decode_into(key, loc.kind, id, sealed, loc.raw_length, &mut scratch)
+                });
             match decoded {
                 Ok(plain) => {
                     if self.fingerprints.is_some() {
-                        taken.push((*id, xxhash_rust::xxh3::xxh3_64(&plain)));
+                        taken.push((*id, xxhash_rust::xxh3::xxh3_64(plain)));
                     }
                     for u in uses {
-                        if let Err(why) = self.write(u.file, u.offset, &plain) {
+                        if let Err(why) = self.write(u.file, u.offset, plain) {
                             self.fail(u.file, why);
                         } else {
                             Progress::add(&progress.bytes_done, plain.len() as u64);

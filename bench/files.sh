@@ -67,27 +67,37 @@ run restic-backup restic --repo "$WORK/restic-repo" backup --quiet "$DATA"
 run seawall-backup "$SEAWALL" --repo "$WORK/seawall-repo" --quiet backup files "$DATA"
 S_FIRST=$(reposize "$WORK/seawall-repo"); R_FIRST=$(reposize "$WORK/restic-repo")
 
-# Restores are measured twice each in the order restic, seawall, seawall,
-# restic, and the faster of each pair counts: file creation cost depends on
-# what the file system did just before, and this way neither tool always
-# follows the other.
+# Restores are measured three times each, in the order restic, seawall,
+# seawall, restic, restic, seawall, and the median of each counts: file
+# creation cost depends on what the file system did just before (this
+# machine's discard mount keeps trimming after a large rm -rf), and this way
+# neither tool always follows the other. Before each, the page cache is
+# dropped (as root) and the disk given a moment, so every restore reads the
+# repository from disk onto a settled file system.
+settle() {
+  sync
+  if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi
+  sleep 2
+}
 restore_restic() {
+  settle
   run "restic-restore$1" restic --repo "$WORK/restic-repo" restore latest --target "$WORK/restic-restored"
   rm -rf "$WORK/restic-restored"
 }
 restore_seawall() {
+  settle
   run "seawall-restore$1" "$SEAWALL" --repo "$WORK/seawall-repo" --quiet restore latest --to "$WORK/seawall-restored"
   diff -r --no-dereference "$DATA" "$WORK/seawall-restored$DATA" >/dev/null || { echo "seawall restore differs from the source" >&2; exit 1; }
   rm -rf "$WORK/seawall-restored"
 }
-best() { # best NAME: keeps the faster of NAME-a and NAME-b as NAME
-  if [ "$(echo "$(secs "$1-a") < $(secs "$1-b")" | bc -l)" = 1 ]; then k=a; else k=b; fi
+median() { # median NAME: keeps the middle of NAME-a, -b, -c as NAME
+  k=$(for x in a b c; do echo "$(secs "$1-$x") $x"; done | sort -n | sed -n 2p | cut -d' ' -f2)
   cp "$WORK/$1-$k.secs" "$WORK/$1.secs"
-  sort -n "$WORK/$1-a.rss" "$WORK/$1-b.rss" | tail -1 > "$WORK/$1.rss"
+  sort -n "$WORK/$1-a.rss" "$WORK/$1-b.rss" "$WORK/$1-c.rss" | tail -1 > "$WORK/$1.rss"
 }
-restore_restic -a; restore_seawall -a; restore_seawall -b; restore_restic -b
-best restic-restore; best seawall-restore
-echo "restore seconds: restic $(secs restic-restore-a) $(secs restic-restore-b), seawall $(secs seawall-restore-a) $(secs seawall-restore-b)"
+restore_restic -a; restore_seawall -a; restore_seawall -b; restore_restic -b; restore_restic -c; restore_seawall -c
+median restic-restore; median seawall-restore
+echo "restore seconds: restic $(secs restic-restore-a) $(secs restic-restore-b) $(secs restic-restore-c), seawall $(secs seawall-restore-a) $(secs seawall-restore-b) $(secs seawall-restore-c)"
 
 echo "changing 1% of the data ..."
 "$SEAWALL" bench-data "$DATA" --mutate 1

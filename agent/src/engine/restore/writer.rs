@@ -201,8 +201,12 @@ impl Files {
     fn finish(&self, planned: &PlannedFile, file: &File) -> std::result::Result<(), String> {
         let node = &planned.node;
         let fail = |what: &str, e: std::io::Error| format!("{what}: {e}");
-        file.set_len(node.size)
-            .map_err(|e| fail("setting size", e))?;
+        // Every written blob already put the size in place, except a
+        // sparse file's trailing hole.
+        if node.sparse {
+            file.set_len(node.size)
+                .map_err(|e| fail("setting size", e))?;
+        }
         if self.as_root {
             std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid))
                 .map_err(|e| fail("chown", e))?;

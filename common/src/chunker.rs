@@ -199,7 +199,7 @@ impl<R: Read> StreamChunker<R> {
             if avail == 0 && self.eof {
                 return Ok(None);
             }
-            if avail < self.max && !self.eof && (avail < self.avg || avail == 0) {
+            if avail < self.avg.min(self.max) && !self.eof {
                 // Too little buffered for the cut to be final whatever it finds.
                 self.refill()?;
                 continue;

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::Id;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
@@ -47,15 +47,10 @@ impl MasterKey {
 
     /// Encrypts `plain`, binding `aad`; output is nonce ‖ ciphertext ‖ tag.
     pub fn seal(&self, plain: &[u8], aad: &[u8]) -> Vec<u8> {
-        let cipher = XChaCha20Poly1305::new((&self.encrypt).into());
-        let nonce: [u8; NONCE_LEN] = rand::random();
         let mut out = Vec::with_capacity(plain.len() + OVERHEAD);
-        out.extend_from_slice(&nonce);
-        // Encryption with a valid key and nonce cannot fail for in-memory buffers.
-        let ct = cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
-            .unwrap_or_default();
-        out.extend_from_slice(&ct);
+        out.resize(NONCE_LEN, 0);
+        out.extend_from_slice(plain);
+        self.seal_in_place(&mut out, aad);
         out
     }
 
@@ -63,7 +58,6 @@ impl MasterKey {
     /// bytes of room, then the plaintext; it ends up holding nonce,
     /// ciphertext and tag, exactly what `seal` returns.
     pub fn seal_in_place(&self, buf: &mut Vec<u8>, aad: &[u8]) {
-        use chacha20poly1305::aead::AeadInPlace;
         let cipher = XChaCha20Poly1305::new((&self.encrypt).into());
         let nonce: [u8; NONCE_LEN] = rand::random();
         buf[..NONCE_LEN].copy_from_slice(&nonce);
@@ -77,7 +71,6 @@ impl MasterKey {
     /// [`MasterKey::open`] into `out` (cleared; its capacity reused), so a
     /// restore decrypting blob after blob allocates nothing.
     pub fn open_into(&self, sealed: &[u8], aad: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        use chacha20poly1305::aead::AeadInPlace;
         if sealed.len() < OVERHEAD {
             return Err(Error::corrupt(format!(
                 "ciphertext of {} bytes is shorter than nonce and tag: truncated",
@@ -99,17 +92,9 @@ impl MasterKey {
 
     /// Decrypts and authenticates what [`MasterKey::seal`] produced with the same `aad`.
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-        if sealed.len() < OVERHEAD {
-            return Err(Error::corrupt(format!(
-                "ciphertext of {} bytes is shorter than nonce and tag: truncated",
-                sealed.len()
-            )));
-        }
-        let cipher = XChaCha20Poly1305::new((&self.encrypt).into());
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
-            .map_err(|_| Error::corrupt("authentication failed: the data was altered or truncated"))
+        let mut out = Vec::new();
+        self.open_into(sealed, aad, &mut out)?;
+        Ok(out)
     }
 }
 

@@ -77,36 +77,11 @@ fn compress_into(plain: &[u8], level: i32, out: &mut [u8]) -> Option<usize> {
     with_compressor(level, |c| c.compress_to_buffer(plain, out).ok())
 }
 
-fn compress(plain: &[u8], level: i32) -> Option<Vec<u8>> {
-    with_compressor(level, |c| c.compress(plain).ok())
-}
-
-fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    DECOMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new()?);
-        }
-        match slot.as_mut() {
-            Some(d) => d.decompress(payload, capacity),
-            None => zstd::bulk::decompress(payload, capacity),
-        }
-    })
-}
-
 /// Compresses (when it helps) and seals a blob; `level` is the zstd level.
 pub fn encode(key: &MasterKey, kind: BlobType, id: &Id, plain: &[u8], level: i32) -> Vec<u8> {
-    let mut framed = Vec::with_capacity(plain.len() / 2 + 16);
-    framed.push(ZSTD);
-    let compressed = compress(plain, level).filter(|c| c.len() + 1 < plain.len());
-    match compressed {
-        Some(c) => framed.extend_from_slice(&c),
-        None => {
-            framed[0] = RAW;
-            framed.extend_from_slice(plain);
-        }
-    }
-    key.seal(&framed, &aad(kind, id))
+    let mut scratch = EncodeScratch::default();
+    encode_into(key, kind, id, plain, level, &mut scratch);
+    scratch.sealed
 }
 
 /// The buffer an encoder thread reuses from blob to blob.
@@ -156,24 +131,31 @@ pub struct DecodeScratch {
     plain: Vec<u8>,
 }
 
-/// [`decode`] into `scratch`: the plaintext, checked against its id,
-/// without an allocation per blob once the buffers have grown.
-pub fn decode_into<'s>(
+/// Which scratch buffer holds a decoded blob's plaintext.
+enum Decoded {
+    /// `framed` after its flag byte (a blob stored uncompressed).
+    Framed,
+    /// `plain` (a blob zstd decompressed).
+    Plain,
+}
+
+/// Opens, decompresses and checks a blob against its id, into `scratch`.
+fn decode_checked(
     key: &MasterKey,
     kind: BlobType,
     id: &Id,
     sealed: &[u8],
     raw_length: u32,
-    scratch: &'s mut DecodeScratch,
-) -> Result<&'s [u8]> {
+    scratch: &mut DecodeScratch,
+) -> Result<Decoded> {
     let DecodeScratch { framed, plain } = scratch;
     key.open_into(sealed, &aad(kind, id), framed)
         .map_err(|e| e.context(format!("blob {}", id.short())))?;
     let (flag, payload) = framed
         .split_first()
         .ok_or_else(|| Error::corrupt(format!("blob {} is empty", id.short())))?;
-    let out: &[u8] = match *flag {
-        RAW => payload,
+    let (decoded, out): (Decoded, &[u8]) = match *flag {
+        RAW => (Decoded::Framed, payload),
         ZSTD => {
             plain.clear();
             plain.reserve(raw_length as usize);
@@ -191,7 +173,7 @@ pub fn decode_into<'s>(
                 .map_err(|e| {
                     Error::corrupt(format!("blob {} does not decompress: {e}", id.short()))
                 })?;
-            plain
+            (Decoded::Plain, plain)
         }
         other => {
             return Err(Error::corrupt(format!(
@@ -206,7 +188,25 @@ pub fn decode_into<'s>(
             id.short()
         )));
     }
-    Ok(out)
+    Ok(decoded)
+}
+
+/// [`decode`] into `scratch`: the plaintext, checked against its id,
+/// without an allocation per blob once the buffers have grown.
+pub fn decode_into<'s>(
+    key: &MasterKey,
+    kind: BlobType,
+    id: &Id,
+    sealed: &[u8],
+    raw_length: u32,
+    scratch: &'s mut DecodeScratch,
+) -> Result<&'s [u8]> {
+    Ok(
+        match decode_checked(key, kind, id, sealed, raw_length, scratch)? {
+            Decoded::Framed => &scratch.framed[1..],
+            Decoded::Plain => &scratch.plain,
+        },
+    )
 }
 
 /// Opens, decompresses and checks a blob against its id.
@@ -217,30 +217,17 @@ pub fn decode(
     sealed: &[u8],
     raw_length: u32,
 ) -> Result<Vec<u8>> {
-    let framed = key
-        .open(sealed, &aad(kind, id))
-        .map_err(|e| e.context(format!("blob {}", id.short())))?;
-    let (flag, payload) = framed
-        .split_first()
-        .ok_or_else(|| Error::corrupt(format!("blob {} is empty", id.short())))?;
-    let plain = match *flag {
-        RAW => payload.to_vec(),
-        ZSTD => decompress(payload, raw_length as usize)
-            .map_err(|e| Error::corrupt(format!("blob {} does not decompress: {e}", id.short())))?,
-        other => {
-            return Err(Error::corrupt(format!(
-                "blob {} has unknown flag {other}",
-                id.short()
-            )))
-        }
-    };
-    if plain.len() != raw_length as usize || key.blob_id(&plain) != *id {
-        return Err(Error::corrupt(format!(
-            "blob {} does not match its id",
-            id.short()
-        )));
-    }
-    Ok(plain)
+    let mut scratch = DecodeScratch::default();
+    Ok(
+        match decode_checked(key, kind, id, sealed, raw_length, &mut scratch)? {
+            Decoded::Framed => {
+                let mut framed = scratch.framed;
+                framed.remove(0);
+                framed
+            }
+            Decoded::Plain => scratch.plain,
+        },
+    )
 }
 
 #[cfg(test)]

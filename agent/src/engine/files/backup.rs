@@ -9,12 +9,11 @@ use super::walker::{Walk, WalkRules};
 use crate::engine::pipeline::Saver;
 use crate::engine::progress::Progress;
 use seawall_common::repo::lock::RepoLock;
-use seawall_common::repo::snapshot::{BackupSummary, BackupType, Origin, Snapshot};
+use seawall_common::repo::snapshot::{BackupType, Origin, Snapshot};
 use seawall_common::storage::FileKind;
 use seawall_common::{Error, ErrorKind, Id, Repository, Result};
 use std::collections::BTreeMap;
 use std::path::{Component, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
@@ -190,21 +189,8 @@ async fn run(
     .await
     .map_err(|e| Error::new(ErrorKind::Io, format!("backup walk stopped: {e}")))?;
     let (root, walked) = walked?;
-    let counts = &walked.counts;
-    let mut summary = BackupSummary {
-        files_new: counts.new.load(Ordering::Relaxed),
-        files_changed: counts.changed.load(Ordering::Relaxed),
-        files_unchanged: counts.unchanged.load(Ordering::Relaxed),
-        dirs: counts.dirs.load(Ordering::Relaxed),
-        bytes_read: counts.bytes_read.load(Ordering::Relaxed),
-        bytes_total: counts.bytes_total.load(Ordering::Relaxed),
-        blobs_added: walked.stats.blobs_added,
-        bytes_added: walked.stats.bytes_added,
-        duration_secs: 0.0,
-        warnings: walked.warnings,
-    };
     let end_time = chrono::Utc::now();
-    summary.duration_secs = started.elapsed().as_secs_f64();
+    let summary = walked.summary(started.elapsed().as_secs_f64());
     let snapshot = Snapshot {
         time,
         end_time,

@@ -10,6 +10,7 @@ use crate::engine::pipeline::{Saver, SaverStats};
 use crate::engine::progress::Progress;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use seawall_common::chunker::ChunkerParams;
+use seawall_common::repo::snapshot::BackupSummary;
 use seawall_common::repo::tree::{Node, NodeKind, Tree};
 use seawall_common::repo::BlobType;
 use seawall_common::{Error, ErrorKind, Id, Repository, Result};
@@ -92,6 +93,25 @@ pub struct WalkOutcome {
     pub warnings: Vec<String>,
     /// What the saver stored.
     pub stats: SaverStats,
+}
+
+impl WalkOutcome {
+    /// The snapshot summary of a walk that took `duration_secs`.
+    pub fn summary(self, duration_secs: f64) -> BackupSummary {
+        let c = &self.counts;
+        BackupSummary {
+            files_new: c.new.load(Ordering::Relaxed),
+            files_changed: c.changed.load(Ordering::Relaxed),
+            files_unchanged: c.unchanged.load(Ordering::Relaxed),
+            dirs: c.dirs.load(Ordering::Relaxed),
+            bytes_read: c.bytes_read.load(Ordering::Relaxed),
+            bytes_total: c.bytes_total.load(Ordering::Relaxed),
+            blobs_added: self.stats.blobs_added,
+            bytes_added: self.stats.bytes_added,
+            duration_secs,
+            warnings: self.warnings,
+        }
+    }
 }
 
 struct ReadJob {

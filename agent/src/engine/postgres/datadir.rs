@@ -12,13 +12,14 @@
 //! locations. Those locations are kept in the facts.
 
 use super::conn::{self, query_error};
+use super::physical::BackupPositions;
 use super::walname::{format_lsn, parse_lsn, segno_of, WalName};
 use crate::engine::files::walker::{find, Keep, Slot, Walk, WalkFilter, WalkRules};
 use crate::engine::pipeline::Saver;
 use crate::engine::progress::Progress;
 use crate::engine::stream::StreamSettings;
 use seawall_common::repo::lock::RepoLock;
-use seawall_common::repo::snapshot::{BackupSummary, BackupType, Snapshot};
+use seawall_common::repo::snapshot::{BackupType, Snapshot};
 use seawall_common::repo::tree::{NodeKind, Tree};
 use seawall_common::repo::BlobType;
 use seawall_common::storage::FileKind;
@@ -29,7 +30,6 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::runtime::Handle;
@@ -624,24 +624,15 @@ async fn run(
     session.end().await;
     let (root, outcome, tablespaces) = stored??;
 
-    let first = WalName::segment(label.timeline, range.first, seg);
-    let last = WalName::segment(label.timeline, range.last, seg);
-    let mut f = BTreeMap::new();
-    f.insert("mode".into(), "physical".into());
-    f.insert("layout".into(), FILES_LAYOUT.into());
-    f.insert("server_version".into(), facts.version.clone().into());
-    f.insert("server_version_num".into(), facts.version_num.into());
-    f.insert(
-        "system_identifier".into(),
-        facts.system_identifier.clone().into(),
+    let mut f = super::physical::recovery_facts(
+        facts,
+        &BackupPositions {
+            start_lsn: label.lsn,
+            stop_lsn: stopped.stop_lsn,
+            timeline: label.timeline,
+        },
     );
-    f.insert("timeline".into(), label.timeline.into());
-    f.insert("start_lsn".into(), format_lsn(label.lsn).into());
-    f.insert("stop_lsn".into(), format_lsn(stopped.stop_lsn).into());
-    f.insert("wal_segment_size".into(), seg.into());
-    f.insert("wal_start".into(), first.file.into());
-    f.insert("wal_stop".into(), last.file.into());
-    f.insert("wal_included".into(), true.into());
+    f.insert("layout".into(), FILES_LAYOUT.into());
     f.insert("data_directory".into(), data_dir_text.into());
     f.insert("delta".into(), opts.delta.into());
     f.insert("tablespaces".into(), serde_json::json!(tablespaces));
@@ -651,19 +642,7 @@ async fn run(
             stopped.tablespace_map.clone().into(),
         );
     }
-    let c = &outcome.counts;
-    let summary = BackupSummary {
-        files_new: c.new.load(Ordering::Relaxed),
-        files_changed: c.changed.load(Ordering::Relaxed),
-        files_unchanged: c.unchanged.load(Ordering::Relaxed),
-        dirs: c.dirs.load(Ordering::Relaxed),
-        bytes_read: c.bytes_read.load(Ordering::Relaxed),
-        bytes_total: c.bytes_total.load(Ordering::Relaxed),
-        blobs_added: outcome.stats.blobs_added,
-        bytes_added: outcome.stats.bytes_added,
-        duration_secs: started.elapsed().as_secs_f64(),
-        warnings: outcome.warnings,
-    };
+    let summary = outcome.summary(started.elapsed().as_secs_f64());
     let mut snapshot = Snapshot {
         time,
         end_time: chrono::Utc::now(),

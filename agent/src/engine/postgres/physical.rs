@@ -74,6 +74,33 @@ pub fn parse_positions(stderr: &str) -> Result<BackupPositions> {
     }
 }
 
+/// The facts every physical snapshot records for recovery: the server,
+/// the backup's WAL positions and the segments it includes.
+pub fn recovery_facts(
+    facts: &conn::ServerFacts,
+    pos: &BackupPositions,
+) -> BTreeMap<String, serde_json::Value> {
+    let seg = facts.wal_segment_size;
+    let first = WalName::segment(pos.timeline, segno_of(pos.start_lsn, seg), seg);
+    let last = WalName::segment(pos.timeline, segno_of(pos.stop_lsn, seg), seg);
+    let mut f = BTreeMap::new();
+    f.insert("mode".into(), "physical".into());
+    f.insert("server_version".into(), facts.version.clone().into());
+    f.insert("server_version_num".into(), facts.version_num.into());
+    f.insert(
+        "system_identifier".into(),
+        facts.system_identifier.clone().into(),
+    );
+    f.insert("timeline".into(), pos.timeline.into());
+    f.insert("start_lsn".into(), format_lsn(pos.start_lsn).into());
+    f.insert("stop_lsn".into(), format_lsn(pos.stop_lsn).into());
+    f.insert("wal_segment_size".into(), seg.into());
+    f.insert("wal_start".into(), first.file.into());
+    f.insert("wal_stop".into(), last.file.into());
+    f.insert("wal_included".into(), true.into());
+    f
+}
+
 /// Takes a base backup into one snapshot.
 pub async fn backup_physical(
     repo: Arc<Repository>,
@@ -123,24 +150,7 @@ pub async fn backup_physical(
     };
     let outcome = taken.and_then(|(stream, stderr)| {
         let pos = parse_positions(&stderr)?;
-        let seg = facts.wal_segment_size;
-        let first = WalName::segment(pos.timeline, segno_of(pos.start_lsn, seg), seg);
-        let last = WalName::segment(pos.timeline, segno_of(pos.stop_lsn, seg), seg);
-        let mut f = BTreeMap::new();
-        f.insert("mode".into(), "physical".into());
-        f.insert("server_version".into(), facts.version.clone().into());
-        f.insert("server_version_num".into(), facts.version_num.into());
-        f.insert(
-            "system_identifier".into(),
-            facts.system_identifier.clone().into(),
-        );
-        f.insert("timeline".into(), pos.timeline.into());
-        f.insert("start_lsn".into(), format_lsn(pos.start_lsn).into());
-        f.insert("stop_lsn".into(), format_lsn(pos.stop_lsn).into());
-        f.insert("wal_segment_size".into(), seg.into());
-        f.insert("wal_start".into(), first.file.into());
-        f.insert("wal_stop".into(), last.file.into());
-        f.insert("wal_included".into(), true.into());
+        let f = recovery_facts(&facts, &pos);
         Ok((
             vec![stream],
             StreamManifest {

@@ -68,12 +68,20 @@ run seawall-backup "$SEAWALL" --repo "$WORK/seawall-repo" --quiet backup files "
 S_FIRST=$(reposize "$WORK/seawall-repo"); R_FIRST=$(reposize "$WORK/restic-repo")
 
 # Restores are measured three times each, in the order restic, seawall,
-# seawall, restic, restic, seawall, and the median of each counts: file
-# creation cost depends on what the file system did just before (this
-# machine's discard mount keeps trimming after a large rm -rf), and this way
-# neither tool always follows the other. Before each, the page cache is
-# dropped (as root) and the disk given a moment, so every restore reads the
-# repository from disk onto a settled file system.
+# seawall, restic, restic, seawall, and the median of each counts, so
+# neither tool always follows the other. Each restores into a directory of
+# its own, and all six are removed only at the end: creating files right
+# after a large rm -rf is slow for a while and by how much varies (here a
+# discard mount keeps trimming, and ext4 without a journal passes over
+# inodes freed in the last minute), which measured the file system's
+# recovery instead of the restore. Before each, the page cache is dropped
+# (as root) and the disk given a moment, so every restore reads the
+# repository from disk.
+FREE=$(df -B1 --output=avail "$WORK" | tail -1)
+if [ "$FREE" -lt $((7 * BYTES)) ]; then
+  echo "the six restores need $((7 * BYTES / 1048576)) MiB free under $WORK, there are $((FREE / 1048576)): use --work or a smaller --dump-mib" >&2
+  exit 1
+fi
 settle() {
   sync
   if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi
@@ -81,14 +89,12 @@ settle() {
 }
 restore_restic() {
   settle
-  run "restic-restore$1" restic --repo "$WORK/restic-repo" restore latest --target "$WORK/restic-restored"
-  rm -rf "$WORK/restic-restored"
+  run "restic-restore$1" restic --repo "$WORK/restic-repo" restore latest --target "$WORK/restored-restic$1"
 }
 restore_seawall() {
   settle
-  run "seawall-restore$1" "$SEAWALL" --repo "$WORK/seawall-repo" --quiet restore latest --to "$WORK/seawall-restored"
-  diff -r --no-dereference "$DATA" "$WORK/seawall-restored$DATA" >/dev/null || { echo "seawall restore differs from the source" >&2; exit 1; }
-  rm -rf "$WORK/seawall-restored"
+  run "seawall-restore$1" "$SEAWALL" --repo "$WORK/seawall-repo" --quiet restore latest --to "$WORK/restored-seawall$1"
+  diff -r --no-dereference "$DATA" "$WORK/restored-seawall$1$DATA" >/dev/null || { echo "seawall restore differs from the source" >&2; exit 1; }
 }
 median() { # median NAME: keeps the middle of NAME-a, -b, -c as NAME
   k=$(for x in a b c; do echo "$(secs "$1-$x") $x"; done | sort -n | sed -n 2p | cut -d' ' -f2)
@@ -96,6 +102,7 @@ median() { # median NAME: keeps the middle of NAME-a, -b, -c as NAME
   sort -n "$WORK/$1-a.rss" "$WORK/$1-b.rss" "$WORK/$1-c.rss" | tail -1 > "$WORK/$1.rss"
 }
 restore_restic -a; restore_seawall -a; restore_seawall -b; restore_restic -b; restore_restic -c; restore_seawall -c
+rm -rf "$WORK"/restored-*
 median restic-restore; median seawall-restore
 echo "restore seconds: restic $(secs restic-restore-a) $(secs restic-restore-b) $(secs restic-restore-c), seawall $(secs seawall-restore-a) $(secs seawall-restore-b) $(secs seawall-restore-c)"
 

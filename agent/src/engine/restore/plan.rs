@@ -171,12 +171,59 @@ pub fn group_by_pack(
             job.end = job.end.max(loc.offset as u64 + loc.length as u64);
         }
     }
-    let mut jobs: Vec<PackJob> = jobs.into_values().collect();
-    for j in &mut jobs {
-        j.blobs.sort_by_key(|b| b.1.offset);
-    }
+    let mut jobs: Vec<PackJob> = jobs
+        .into_values()
+        .flat_map(|mut j| {
+            j.blobs.sort_by_key(|b| b.1.offset);
+            split(j)
+        })
+        .collect();
     jobs.sort_by_key(|j| j.first_file);
     (jobs, missing)
+}
+
+/// Writes one job does at most. A pack of small files holds thousands of
+/// them, and creating a file costs more than writing it: split, such a pack
+/// is shared by every worker instead of leaving one to create its files
+/// alone at the end while the others wait.
+const USES_PER_JOB: usize = 128;
+
+/// Splits a job into runs of consecutive blobs with at most
+/// [`USES_PER_JOB`] writes each; each run reads only its own byte range.
+fn split(job: PackJob) -> Vec<PackJob> {
+    let uses: usize = job.blobs.iter().map(|b| b.2.len()).sum();
+    if uses <= USES_PER_JOB {
+        return vec![job];
+    }
+    let mut pieces = Vec::new();
+    let mut blobs = Vec::new();
+    let mut taken = 0;
+    let pack = job.pack;
+    let close = |blobs: Vec<(Id, BlobLocation, Vec<Use>)>| PackJob {
+        pack,
+        start: blobs.first().map_or(0, |b| b.1.offset as u64),
+        end: blobs
+            .last()
+            .map_or(0, |b| b.1.offset as u64 + b.1.length as u64),
+        first_file: blobs
+            .iter()
+            .flat_map(|b| b.2.iter().map(|u| u.file))
+            .min()
+            .unwrap_or(0),
+        blobs,
+    };
+    for blob in job.blobs {
+        if taken > 0 && taken + blob.2.len() > USES_PER_JOB {
+            pieces.push(close(std::mem::take(&mut blobs)));
+            taken = 0;
+        }
+        taken += blob.2.len();
+        blobs.push(blob);
+    }
+    if !blobs.is_empty() {
+        pieces.push(close(blobs));
+    }
+    pieces
 }
 
 /// Pack jobs split into one contiguous run per worker. Each worker goes
@@ -227,5 +274,69 @@ impl JobQueues {
         } else {
             Some(run.remove(0))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seawall_common::repo::blob::BlobType;
+
+    fn job(blobs: usize, uses_each: usize) -> PackJob {
+        let pack = Id::random();
+        let blobs: Vec<_> = (0..blobs)
+            .map(|i| {
+                let loc = BlobLocation {
+                    pack,
+                    kind: BlobType::Data,
+                    offset: (i * 100) as u32,
+                    length: 90,
+                    raw_length: 80,
+                };
+                let uses = (0..uses_each)
+                    .map(|u| Use {
+                        file: 1000 + i * uses_each + u,
+                        offset: 0,
+                    })
+                    .collect();
+                (Id::random(), loc, uses)
+            })
+            .collect();
+        PackJob {
+            pack,
+            start: 0,
+            end: blobs.len() as u64 * 100 - 10,
+            first_file: 1000,
+            blobs,
+        }
+    }
+
+    #[test]
+    fn a_pack_of_many_small_files_is_split_into_ranges_that_cover_it_once() {
+        let whole = job(1000, 1);
+        let ids: Vec<Id> = whole.blobs.iter().map(|b| b.0).collect();
+        let pieces = split(whole);
+        assert_eq!(pieces.len(), 1000usize.div_ceil(USES_PER_JOB));
+        let mut seen = Vec::new();
+        for p in &pieces {
+            let uses: usize = p.blobs.iter().map(|b| b.2.len()).sum();
+            assert!(uses <= USES_PER_JOB);
+            // Each piece reads exactly the range of its own blobs.
+            assert_eq!(p.start, p.blobs[0].1.offset as u64);
+            let last = &p.blobs[p.blobs.len() - 1].1;
+            assert_eq!(p.end, last.offset as u64 + last.length as u64);
+            assert_eq!(p.first_file, p.blobs[0].2[0].file);
+            seen.extend(p.blobs.iter().map(|b| b.0));
+        }
+        assert_eq!(seen, ids);
+    }
+
+    #[test]
+    fn a_pack_of_few_writes_stays_one_job_and_a_blob_is_never_split() {
+        assert_eq!(split(job(16, 1)).len(), 1);
+        // One blob used more times than a job allows still goes whole.
+        let pieces = split(job(3, USES_PER_JOB + 5));
+        assert_eq!(pieces.len(), 3);
+        assert!(pieces.iter().all(|p| p.blobs.len() == 1));
     }
 }

@@ -1114,7 +1114,7 @@ pub struct RestoreArgs {
     /// Restore only these paths of the snapshot.
     #[arg(long)]
     pub include: Vec<String>,
-    /// Packs processed at once.
+    /// Pack ranges processed at once (default: the number of cores plus one).
     #[arg(long)]
     pub threads: Option<usize>,
 }

@@ -31,11 +31,9 @@ pub async fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
     let (id, snap) = repo.find_snapshot(&a.snapshot).await?;
     let progress = Arc::new(Progress::default());
     let view = View::start(progress.clone(), "restore", !g.json && !g.quiet);
-    let threads = a.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    });
+    let threads = a
+        .threads
+        .unwrap_or_else(seawall_agent::engine::restore::default_threads);
     let result = restore(
         repo,
         &snap,

@@ -259,10 +259,7 @@ async fn lay_down_files(
     dir: &Path,
     progress: Arc<Progress>,
 ) -> Result<LaidDown> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .max(2);
+    let threads = crate::engine::restore::default_threads();
     let opts = crate::engine::restore::RestoreOptions {
         target: dir.to_path_buf(),
         include: vec![],

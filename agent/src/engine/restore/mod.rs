@@ -84,6 +84,16 @@ pub struct RestoreSummary {
     pub check_basis: Option<Arc<CheckBasis>>,
 }
 
+/// Workers a restore runs by default: one more than the cores, so a core
+/// is not left idle while a worker waits for its read. A worker holds one
+/// job's range (at most 4 MiB), so each costs little memory.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        + 1
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await

@@ -188,11 +188,15 @@ pub fn group_by_pack(
 /// alone at the end while the others wait.
 const USES_PER_JOB: usize = 128;
 
+/// Bytes of a pack one job reads at most: what a worker holds in memory,
+/// so more workers cost little.
+const BYTES_PER_JOB: u64 = 4 << 20;
+
 /// Splits a job into runs of consecutive blobs with at most
 /// [`USES_PER_JOB`] writes each; each run reads only its own byte range.
 fn split(job: PackJob) -> Vec<PackJob> {
     let uses: usize = job.blobs.iter().map(|b| b.2.len()).sum();
-    if uses <= USES_PER_JOB {
+    if uses <= USES_PER_JOB && job.end - job.start <= BYTES_PER_JOB {
         return vec![job];
     }
     let mut pieces = Vec::new();
@@ -213,7 +217,11 @@ fn split(job: PackJob) -> Vec<PackJob> {
         blobs,
     };
     for blob in job.blobs {
-        if taken > 0 && taken + blob.2.len() > USES_PER_JOB {
+        let start = blobs
+            .first()
+            .map_or(blob.1.offset, |b: &(Id, BlobLocation, Vec<Use>)| b.1.offset);
+        let bytes = (blob.1.offset + blob.1.length - start) as u64;
+        if taken > 0 && (taken + blob.2.len() > USES_PER_JOB || bytes > BYTES_PER_JOB) {
             pieces.push(close(std::mem::take(&mut blobs)));
             taken = 0;
         }

@@ -4,7 +4,9 @@
 //! certificate ends its session within a heartbeat and is refused after;
 //! expiry is exported as a metric.
 
-use crate::fleet_fixture::{backup_now, eventually, op, op_json, start_agent, start_replica, Pki};
+use crate::fleet_fixture::{
+    backup_now, eventually, eventually_or_logs, op, op_json, start_agent, start_replica, Pki,
+};
 use std::time::{Duration, Instant};
 
 /// How long the first certificates live.
@@ -69,9 +71,12 @@ fn renewed_certificates_are_picked_up_and_a_revoked_one_is_refused_within_a_hear
         "--region",
         "eu-west-1",
     ]);
-    let short = eventually(
-        20,
+    // Files are checked every 5 s; a session that ended meanwhile can
+    // wait out a reconnect backoff of up to 15 s on a loaded machine.
+    let short = eventually_or_logs(
+        30,
         "the agent to reconnect with its short certificate",
+        &[&c.daemon, &agent],
         || {
             let a = the_agent(&pki, &addr)?;
             (a["cert_fingerprint"] != first["cert_fingerprint"]).then_some(a)
@@ -91,9 +96,10 @@ fn renewed_certificates_are_picked_up_and_a_revoked_one_is_refused_within_a_hear
         "--region",
         "eu-west-1",
     ]);
-    let renewed = eventually(
-        20,
+    let renewed = eventually_or_logs(
+        30,
         "the agent to reconnect with its renewed certificate",
+        &[&c.daemon, &agent],
         || {
             let a = the_agent(&pki, &addr)?;
             (a["cert_fingerprint"] != short["cert_fingerprint"]).then_some(a)

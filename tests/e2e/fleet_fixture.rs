@@ -428,6 +428,38 @@ pub fn op_json(pki: &Pki, coordinator: &str, args: &[&str]) -> serde_json::Value
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// [`eventually`], failing with the end of each daemon's log, so a
+/// timeout shows what the processes were doing.
+pub fn eventually_or_logs<T>(
+    secs: u64,
+    what: &str,
+    daemons: &[&Daemon],
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = daemons
+                .iter()
+                .map(|d| {
+                    let text = d.log_text();
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                    format!("--- {} (last 40 lines):\n{tail}", d.name)
+                })
+                .collect();
+            panic!(
+                "timed out after {secs}s waiting for {what}\n{}",
+                logs.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Polls `f` until it returns Some, or fails after `secs` saying `what`.
 pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);

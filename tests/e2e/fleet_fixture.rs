@@ -442,35 +442,22 @@ pub fn eventually_or_logs<T>(
             return v;
         }
         if Instant::now() >= deadline {
-            let logs: Vec<String> = daemons
+            let logs: String = daemons
                 .iter()
                 .map(|d| {
                     let text = d.log_text();
                     let lines: Vec<&str> = text.lines().collect();
                     let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-                    format!("--- {} (last 40 lines):\n{tail}", d.name)
+                    format!("\n--- {} (last 40 lines):\n{tail}", d.name)
                 })
                 .collect();
-            panic!(
-                "timed out after {secs}s waiting for {what}\n{}",
-                logs.join("\n")
-            );
+            panic!("timed out after {secs}s waiting for {what}{logs}");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 /// Polls `f` until it returns Some, or fails after `secs` saying `what`.
-pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+pub fn eventually<T>(secs: u64, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually_or_logs(secs, what, &[], f)
 }

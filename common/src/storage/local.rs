@@ -260,8 +260,8 @@ impl ReadStorage for LocalStorage {
 
 #[async_trait]
 impl Storage for LocalStorage {
-    /// Two: a third and fourth write to the same disk finished no sooner
-    /// and held 32 MiB more.
+    /// One: a second write at once to the same disk finished no sooner
+    /// and held one more pack in memory.
     fn writes_at_once(&self) -> usize {
         1
     }

@@ -22,6 +22,25 @@ pub struct ServerFacts {
     pub in_recovery: bool,
 }
 
+impl ServerFacts {
+    /// The facts every PostgreSQL snapshot starts with: its mode and the
+    /// server it was taken from.
+    pub fn snapshot_facts(
+        &self,
+        mode: &str,
+    ) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let mut f = std::collections::BTreeMap::new();
+        f.insert("mode".into(), mode.into());
+        f.insert("server_version".into(), self.version.clone().into());
+        f.insert("server_version_num".into(), self.version_num.into());
+        f.insert(
+            "system_identifier".into(),
+            self.system_identifier.clone().into(),
+        );
+        f
+    }
+}
+
 /// Parses a DSN (key=value or URL) to check it before any program sees it.
 /// libpq's TLS parameters, which tokio-postgres does not know, are read
 /// separately ([`tls::settings`]).

@@ -14,7 +14,6 @@ use crate::engine::stream::{
 use futures_util::StreamExt;
 use seawall_common::repo::snapshot::{Snapshot, Stream};
 use seawall_common::{Error, ErrorKind, Id, Repository, Result};
-use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
@@ -146,14 +145,7 @@ async fn dump_all(
         }
         tracing::info!(database = %db, tables_apart = split.len(), "dumped");
     }
-    let mut f = BTreeMap::new();
-    f.insert("mode".into(), "logical".into());
-    f.insert("server_version".into(), facts.version.clone().into());
-    f.insert("server_version_num".into(), facts.version_num.into());
-    f.insert(
-        "system_identifier".into(),
-        facts.system_identifier.clone().into(),
-    );
+    let mut f = facts.snapshot_facts("logical");
     f.insert("databases".into(), serde_json::json!(databases));
     Ok((
         streams,

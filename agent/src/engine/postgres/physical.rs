@@ -83,14 +83,7 @@ pub fn recovery_facts(
     let seg = facts.wal_segment_size;
     let first = WalName::segment(pos.timeline, segno_of(pos.start_lsn, seg), seg);
     let last = WalName::segment(pos.timeline, segno_of(pos.stop_lsn, seg), seg);
-    let mut f = BTreeMap::new();
-    f.insert("mode".into(), "physical".into());
-    f.insert("server_version".into(), facts.version.clone().into());
-    f.insert("server_version_num".into(), facts.version_num.into());
-    f.insert(
-        "system_identifier".into(),
-        facts.system_identifier.clone().into(),
-    );
+    let mut f = facts.snapshot_facts("physical");
     f.insert("timeline".into(), pos.timeline.into());
     f.insert("start_lsn".into(), format_lsn(pos.start_lsn).into());
     f.insert("stop_lsn".into(), format_lsn(pos.stop_lsn).into());

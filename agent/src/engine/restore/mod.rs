@@ -158,6 +158,9 @@ pub async fn restore(
         let (repo, queue, files, progress) =
             (repo.clone(), queue.clone(), files.clone(), progress.clone());
         workers.spawn(async move {
+            // Decode buffers grow to a chunk's size once and serve every
+            // job of this worker.
+            let mut scratch = seawall_common::repo::blob::DecodeScratch::default();
             while let Some(job) = queue.next(w) {
                 let data = repo
                     .storage()
@@ -169,10 +172,12 @@ pub async fn restore(
                     )
                     .await;
                 let (key, files, progress) = (repo.key().clone(), files.clone(), progress.clone());
-                let _ = tokio::task::spawn_blocking(move || {
-                    files.write_pack(&key, &job, data, &progress)
+                scratch = tokio::task::spawn_blocking(move || {
+                    files.write_pack(&key, &job, data, &progress, &mut scratch);
+                    scratch
                 })
-                .await;
+                .await
+                .unwrap_or_default();
             }
         });
     }

@@ -193,7 +193,8 @@ const USES_PER_JOB: usize = 128;
 const BYTES_PER_JOB: u64 = 4 << 20;
 
 /// Splits a job into runs of consecutive blobs with at most
-/// [`USES_PER_JOB`] writes each; each run reads only its own byte range.
+/// [`USES_PER_JOB`] writes and [`BYTES_PER_JOB`] bytes each (a single
+/// blob may exceed either); each run reads only its own byte range.
 fn split(job: PackJob) -> Vec<PackJob> {
     let uses: usize = job.blobs.iter().map(|b| b.2.len()).sum();
     if uses <= USES_PER_JOB && job.end - job.start <= BYTES_PER_JOB {
@@ -216,14 +217,15 @@ fn split(job: PackJob) -> Vec<PackJob> {
             .unwrap_or(0),
         blobs,
     };
+    let mut piece_start = 0u64;
     for blob in job.blobs {
-        let start = blobs
-            .first()
-            .map_or(blob.1.offset, |b: &(Id, BlobLocation, Vec<Use>)| b.1.offset);
-        let bytes = (blob.1.offset + blob.1.length - start) as u64;
-        if taken > 0 && (taken + blob.2.len() > USES_PER_JOB || bytes > BYTES_PER_JOB) {
+        let end = blob.1.offset as u64 + blob.1.length as u64;
+        if taken > 0 && (taken + blob.2.len() > USES_PER_JOB || end - piece_start > BYTES_PER_JOB) {
             pieces.push(close(std::mem::take(&mut blobs)));
             taken = 0;
+        }
+        if taken == 0 {
+            piece_start = blob.1.offset as u64;
         }
         taken += blob.2.len();
         blobs.push(blob);

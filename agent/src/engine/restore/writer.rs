@@ -91,13 +91,15 @@ impl Files {
         }
     }
 
-    /// Decodes the blobs of one pack and writes them everywhere they belong.
+    /// Decodes the blobs of one pack and writes them everywhere they
+    /// belong; `scratch` is the calling worker's, kept from job to job.
     pub fn write_pack(
         &self,
         key: &MasterKey,
         job: &PackJob,
         data: Result<bytes::Bytes>,
         progress: &Progress,
+        scratch: &mut blob::DecodeScratch,
     ) {
         let data = match data {
             Ok(d) => d,
@@ -111,14 +113,13 @@ impl Files {
             }
         };
         let mut taken = Vec::new();
-        let mut scratch = blob::DecodeScratch::default();
         for (id, loc, uses) in &job.blobs {
             let from = (loc.offset as u64 - job.start) as usize;
             let decoded = data
                 .get(from..from + loc.length as usize)
                 .ok_or_else(|| Error::corrupt("pack is shorter than the index says"))
                 .and_then(|sealed| {
-                    blob::decode_into(key, loc.kind, id, sealed, loc.raw_length, &mut scratch)
+                    blob::decode_into(key, loc.kind, id, sealed, loc.raw_length, scratch)
                 });
             match decoded {
                 Ok(plain) => {

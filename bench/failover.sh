@@ -102,57 +102,10 @@ cert = "$WORK/pki/c1.pem"
 key = "$WORK/pki/c1.key"
 [dev]
 state = "$W/state.redb"
-[replication]
-interval = "1s"
-[[regions]]
-name = "west"
-role = "primary"
-[[regions]]
-name = "east"
-role = "standby"
-[[services]]
-name = "shop"
-rpo = "30s"
-canary = true
-[services.auto_failover]
-after = 3
-interval = "1s"
-[services.dns]
-zone_id = "$ZONE"
-name = "db.shop.example.com."
-type = "CNAME"
-ttl = 30
-endpoint = "http://127.0.0.1:$MOTO"
-access_key_id = "testing"
-secret_access_key_file = "$WORK/route53.secret"
-[services.dns.values]
-west = "db-west.example.com"
-east = "db-east.example.com"
-[[services.stores]]
-region = "west"
-kind = "postgres"
-agent = "w1"
-source = "db"
-address = "127.0.0.1:$PG1"
-[[services.stores]]
-region = "east"
-kind = "postgres"
-agent = "e1"
-source = "db"
-address = "127.0.0.1:$PG2"
-[[services.stores]]
-region = "west"
-kind = "redis"
-agent = "w1"
-source = "cache"
-address = "127.0.0.1:$R1"
-[[services.stores]]
-region = "east"
-kind = "redis"
-agent = "e1"
-source = "cache"
-address = "127.0.0.1:$R2"
 EOF
+  INTERVAL=1s ZONE="$ZONE" MOTO="$MOTO" SECRET_FILE="$WORK/route53.secret" \
+    PG1="$PG1" PG2="$PG2" R1="$R1" R2="$R2" \
+    python3 bench/lib/render.py bench/topology/two-regions.toml bench/topology/shop-failover.toml >> "$W/c1.toml"
   "$S" coordinator --dev --config "$W/c1.toml" 2>"$W/c1.log" &
   PIDS+=($!); disown
   until (exec 3<>/dev/tcp/127.0.0.1/$CP) 2>/dev/null; do sleep 0.1; done

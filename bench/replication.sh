@@ -94,21 +94,10 @@ endpoints = ["http://127.0.0.1:$EC"]
 prefix = "/replbench"
 # loopback-only etcd started by this script
 allow_plaintext = true
-[replication]
-interval = "5s"
-[[regions]]
-name = "west"
-role = "primary"
-[[regions]]
-name = "east"
-role = "standby"
 EOF
+  INTERVAL=5s python3 bench/lib/render.py bench/topology/two-regions.toml
   for i in $(seq 1 "$SERVICES"); do
-    printf '[[services]]\nname = "svc-%s"\ncanary = true\n' "$i"
-    for r in west:w1 east:e1; do
-      printf '[[services.stores]]\nregion = "%s"\nkind = "postgres"\nagent = "%s"\nsource = "db-%s"\n' "${r%%:*}" "${r##*:}" "$i"
-      printf '[[services.stores]]\nregion = "%s"\nkind = "redis"\nagent = "%s"\nsource = "cache-%s"\n' "${r%%:*}" "${r##*:}" "$i"
-    done
+    I="$i" python3 bench/lib/render.py bench/topology/service.toml
   done
 } > "$W/c1.toml"
 # agent NAME REGION PGDIR PGPORT REDISPORT

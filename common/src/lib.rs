@@ -14,6 +14,7 @@ pub mod point;
 pub mod repo;
 pub mod secret;
 pub mod storage;
+pub mod tasks;
 pub mod tls;
 
 pub use error::{Error, ErrorKind, Result};

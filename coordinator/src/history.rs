@@ -7,11 +7,16 @@
 //! failovers go the same way, except each service's newest (its last
 //! achieved RTO and RPO); a running one is never touched.
 
-use crate::core::{ActError, Coordinator, Lead};
-use crate::records::{now_ms, BackupRecord, JobRecord};
+use crate::jobs::{Coordinator, Lead};
+use crate::model::clock::now_ms;
+use crate::model::error::ActError;
+use crate::model::records::{BackupRecord, JobRecord};
 use crate::store::Entry;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Records pruned, by kind (the one figure this module exports).
+const PRUNED_TOTAL: &str = "seawall_history_pruned_total";
 
 /// Most keys deleted in one pass, so a first pass over years of history does
 /// not hold the store busy; the next pass goes on.
@@ -41,11 +46,11 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
     let keep = coord.config.history_keep;
     let every = (keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     let (board, tree) = (coord.workers.clone(), lead.tree.clone());
-    crate::workers::spawn_worker(&tree, &board, "history", move || {
+    crate::fleet::workers::spawn_worker(&tree, &board, "history", move || {
         let (coord, lead) = (coord.clone(), lead.clone());
         async move {
             if !lead.leadership.is_valid() {
-                return Ok(crate::workers::Next::Stop);
+                return Ok(crate::fleet::workers::Next::Stop);
             }
             // Saturating: an absurd history_keep keeps everything rather than
             // wrapping into a cutoff in the future.
@@ -61,8 +66,7 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                     ("failovers", p.failovers),
                     ("drills", p.drills),
                 ] {
-                    metrics::counter!("seawall_history_pruned_total", "kind" => kind)
-                        .increment(n as u64);
+                    metrics::counter!(PRUNED_TOTAL, "kind" => kind).increment(n as u64);
                 }
                 tracing::info!(
                     jobs = p.jobs,
@@ -75,7 +79,7 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
             }
             // A backlog (a history grown past one pass) is worked off
             // pass after pass, not one pass per interval.
-            Ok(crate::workers::Next::After(if p.more {
+            Ok(crate::fleet::workers::Next::After(if p.more {
                 Duration::from_millis(100)
             } else {
                 every
@@ -102,7 +106,7 @@ pub async fn prune(coord: &Coordinator, lead: &Lead, cutoff_ms: i64) -> Result<P
             doomed.push((e.key, "audit"));
         }
     }
-    let failovers = coord.store.list(crate::failover::steps::PREFIX).await?;
+    let failovers = coord.store.list(crate::model::failover::PREFIX).await?;
     for key in old_failovers(&failovers, cutoff_ms) {
         doomed.push((key, "failovers"));
     }
@@ -161,7 +165,7 @@ fn old_backups(entries: &[Entry], cutoff_ms: i64) -> Vec<String> {
 /// Settled failover records that finished before the cutoff, except each
 /// service's newest.
 fn old_failovers(entries: &[Entry], cutoff_ms: i64) -> Vec<String> {
-    let records: Vec<(&str, seawall_proto::v1::Failover)> = entries
+    let records: Vec<(&str, crate::model::failover::FailoverRecord)> = entries
         .iter()
         .filter_map(|e| Some((e.key.as_str(), serde_json::from_slice(&e.value).ok()?)))
         .collect();
@@ -174,7 +178,7 @@ fn old_failovers(entries: &[Entry], cutoff_ms: i64) -> Vec<String> {
     }
     records
         .iter()
-        .filter(|(_, f)| crate::failover::steps::is_final(f))
+        .filter(|(_, f)| f.is_final())
         .filter(|(_, f)| newest.get(f.service.as_str()) != Some(&f.started_unix_ms))
         .filter(|(_, f)| f.finished_unix_ms < cutoff_ms)
         .map(|(k, _)| k.to_string())
@@ -230,7 +234,7 @@ mod tests {
             duration_secs: 0.0,
         };
         Entry {
-            key: crate::records::backup_key(&b),
+            key: crate::model::records::backup_key(&b),
             value: serde_json::to_vec(&b).unwrap(),
             revision: 1,
         }
@@ -251,28 +255,29 @@ mod tests {
 
     #[test]
     fn settled_failovers_go_but_each_services_newest_and_running_ones_stay() {
-        let f = |service: &str, started: i64, state: &str| {
-            let f = seawall_proto::v1::Failover {
+        use crate::model::failover::{FailoverRecord, FailoverState};
+        let f = |service: &str, started: i64, state: FailoverState| {
+            let f = FailoverRecord {
                 id: format!("{service}-{started}"),
                 service: service.into(),
-                state: state.into(),
+                state,
                 started_unix_ms: started,
                 finished_unix_ms: started + 10,
                 ..Default::default()
             };
             Entry {
-                key: crate::failover::steps::key(&f.id),
+                key: crate::model::failover::key(&f.id),
                 value: serde_json::to_vec(&f).unwrap(),
                 revision: 1,
             }
         };
         let entries = vec![
-            f("shop", 1_000, "succeeded"),
-            f("shop", 2_000, "failed"),
-            f("shop", 3_000, "succeeded"),
-            f("cart", 1_500, "succeeded"),
-            f("stock", 1_000, "running"),
-            f("stock", 4_000, "succeeded"),
+            f("shop", 1_000, FailoverState::Succeeded),
+            f("shop", 2_000, FailoverState::Failed),
+            f("shop", 3_000, FailoverState::Succeeded),
+            f("cart", 1_500, FailoverState::Succeeded),
+            f("stock", 1_000, FailoverState::Running),
+            f("stock", 4_000, FailoverState::Succeeded),
         ];
         let old = old_failovers(&entries, 5_000);
         assert_eq!(old, vec![entries[0].key.clone(), entries[1].key.clone()]);

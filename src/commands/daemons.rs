@@ -2,7 +2,7 @@
 //! gracefully by SIGTERM or SIGINT.
 
 use crate::args::{AgentArgs, CoordinatorArgs};
-use seawall_coordinator::config::CoordinatorConfig;
+use seawall_coordinator::model::config::CoordinatorConfig;
 
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {

@@ -1,12 +1,13 @@
 //! `seawall check replication`: one store's place in its replication.
 
 use crate::args::{Global, ReplicationCheckArgs};
-use seawall_agent::engine::replication::{self, PgReplication, RedisReplication};
+use seawall_agent::stores::postgres::replication::{self as pg_replication, PgReplication};
+use seawall_agent::stores::redis::replication::{self as redis_replication, RedisReplication};
 
 /// Prints a PostgreSQL or Redis server's replication state.
 pub async fn check(g: &Global, a: ReplicationCheckArgs) -> anyhow::Result<u8> {
     if let Some(dsn) = &a.dsn {
-        let state = replication::postgres(dsn).await?;
+        let state = pg_replication::read(dsn).await?;
         if g.json {
             crate::output::json(&state)?;
             return Ok(0);
@@ -51,7 +52,7 @@ pub async fn check(g: &Global, a: ReplicationCheckArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let url = a.url.as_deref().unwrap_or_default();
-    let state = replication::redis(url, &a.tls.files()).await?;
+    let state = redis_replication::read(url, &a.tls.files()).await?;
     if g.json {
         crate::output::json(&state)?;
         return Ok(0);

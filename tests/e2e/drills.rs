@@ -10,6 +10,7 @@ use crate::fleet_fixture::{
 };
 use crate::pg_fixture::{archiving, pg_bin, PgCluster, PgRepo};
 use crate::redis::RedisServer;
+use crate::topology::{strings, Scenario, Service, Topology};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -129,33 +130,27 @@ fn restore_drills_bring_every_kind_of_source_back_in_scratch_and_judge_the_figur
 
     let pki = Pki::new(&dir.join("pki"));
     let topology = format!(
-        r#"[dev]
-state = "{}"
-
-[[regions]]
-name = "west"
-role = "primary"
-
-[[services]]
-name = "shop"
-rto = "10m"
-rpo = "1h"
-backups = ["docs", "pgphys", "pglog", "cache", "sessions"]
-check_file = "{}"
-
-[[services.repositories]]
-region = "west"
-agent = "a1"
-
-[[scenarios]]
-name = "impatient"
-service = "shop"
-drill = "restore"
-rto = "1ms"
-rpo = "1h"
-"#,
+        "[dev]\nstate = \"{}\"\n{}",
         dir.join("state.redb").display(),
-        checks.display()
+        Topology::new()
+            .region("west", "primary")
+            .service(
+                Service::new("shop")
+                    .set("rto", "10m")
+                    .set("rpo", "1h")
+                    .set(
+                        "backups",
+                        strings(&["docs", "pgphys", "pglog", "cache", "sessions"])
+                    )
+                    .set("check_file", checks.display().to_string())
+                    .repository("west", "a1", None)
+            )
+            .scenario(
+                Scenario::new("impatient", "shop", "restore")
+                    .set("rto", "1ms")
+                    .set("rpo", "1h")
+            )
+            .build()
     );
     let c = start_replica(&pki, dir, "c1", &topology, "", true);
     let addr = c.address();

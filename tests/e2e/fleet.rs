@@ -567,7 +567,12 @@ fn acknowledged_results_are_not_sent_again_after_a_reconnect() {
     f.c.daemon.restart();
     wait_port(f.c.port, &f.c.daemon);
     f.wait_agent();
-    std::thread::sleep(Duration::from_secs(2));
+    // A result the agent sends after the reconnect is recorded only after
+    // whatever it resent first on the same stream.
+    let after = f.trigger("files");
+    eventually(60, "a backup after the reconnect", || {
+        (f.job(&after)["state"] == "succeeded").then_some(())
+    });
     let log = f.c.daemon.log_text();
     let resent = log[before..].matches("not active; ignored").count();
     // One may be in flight at the kill: recorded, acknowledgement lost.

@@ -6,6 +6,7 @@
 use crate::etcd_fixture::EtcdCluster;
 use crate::fixtures::{bin, require};
 use crate::fleet_fixture::*;
+use crate::topology::{strings, Scenario, Service, Topology};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -195,12 +196,50 @@ fn killed_leader_is_replaced_within_ttl_and_the_next_run_happens_once() {
         let id = j["job_id"].as_str().unwrap();
         assert_eq!(ha.runs_of(id), 1, "job {id} ran more than once");
     }
+
+    // The third replica waits in the election behind the new leader: a
+    // SIGTERM stops it at once, not when it would have won.
+    let follower = ["c1", "c2", "c3"]
+        .into_iter()
+        .find(|id| *id != old && *id != new)
+        .unwrap();
+    let stopped_at = Instant::now();
+    ha.replica(follower)
+        .daemon
+        .signal(nix::sys::signal::Signal::SIGTERM);
+    while !ha.replica(follower).daemon.exited() {
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(10),
+            "the follower still runs 10 s after SIGTERM: {}",
+            ha.replica(follower).daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = stopped_at.elapsed();
+    assert!(
+        took <= Duration::from_secs(2),
+        "a follower took {took:?} to stop: {}",
+        ha.replica(follower).daemon.log_text()
+    );
+    assert_eq!(
+        ha.leader(Some(follower)).map(|(id, _)| id),
+        Some(new.clone()),
+        "the leader is unchanged"
+    );
 }
 
 #[test]
 fn a_scheduled_drill_runs_once_per_slot_across_a_leader_change() {
-    let topology = "[[regions]]\nname = \"eu-west-1\"\nrole = \"primary\"\n\n[[services]]\nname = \"docs\"\nbackups = [\"files\"]\n\n[[services.repositories]]\nregion = \"eu-west-1\"\nagent = \"eu-1\"\n\n[[scenarios]]\nname = \"Complete outage\"\nservice = \"docs\"\ndrill = \"restore\"\ncron = \"*/4 * * * * *\"\n";
-    let mut ha = start_with("/ha-drill", topology);
+    let topology = Topology::new()
+        .region("eu-west-1", "primary")
+        .service(
+            Service::new("docs")
+                .set("backups", strings(&["files"]))
+                .repository("eu-west-1", "eu-1", None),
+        )
+        .scenario(Scenario::new("Complete outage", "docs", "restore").set("cron", "*/4 * * * * *"))
+        .build();
+    let mut ha = start_with("/ha-drill", &topology);
     let (old, _) = eventually(30, "a leader", || ha.leader(None));
     let finished = |ha: &Ha| -> Vec<serde_json::Value> {
         ha.records("drills/")
@@ -424,8 +463,8 @@ fn a_leader_whose_lease_is_taken_away_stops_every_worker_within_a_second() {
 
 #[test]
 fn a_replica_leads_and_prunes_a_history_larger_than_one_etcd_response() {
-    use seawall_coordinator::config::JobKind;
-    use seawall_coordinator::records::{JobRecord, JobState};
+    use seawall_coordinator::model::config::JobKind;
+    use seawall_coordinator::model::records::{JobRecord, JobState};
     use seawall_coordinator::store::etcd::EtcdStore;
     use seawall_coordinator::store::{LeaderInfo, StateStore};
 

@@ -4,13 +4,11 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod browser_fixture;
-mod etcd_fixture;
-mod fixtures;
-mod fleet_fixture;
 mod link_cut;
-mod netns_fixture;
-mod pg_fixture;
+mod support;
+use support::{
+    browser_fixture, etcd_fixture, fixtures, fleet_fixture, netns_fixture, pg_fixture, topology,
+};
 
 mod cert_rotation;
 mod certs;

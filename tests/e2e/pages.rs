@@ -2,6 +2,7 @@
 //! shows, a screenshot, and that the page fetches nothing.
 
 use crate::browser_fixture::render;
+use crate::topology::{strings, Scenario, Service, Topology};
 use seawall_proto::v1::{Drill, FailoverStep};
 
 fn journal() -> Drill {
@@ -210,7 +211,18 @@ fn the_status_page_shows_the_fleet_and_its_drills_to_operators_only() {
         dir.join("state.redb").display()
     );
     let rest = format!(
-        "[status_page]\nlisten = \"127.0.0.1:{port}\"\nrefresh = \"5s\"\n\n[[regions]]\nname = \"west\"\nrole = \"primary\"\n\n[[regions]]\nname = \"east\"\nrole = \"cold\"\n\n[[services]]\nname = \"docs\"\nrpo = \"1h\"\nbackups = [\"files\"]\n\n[[services.repositories]]\nregion = \"west\"\nagent = \"a1\"\n\n[[scenarios]]\nname = \"complete outage\"\nservice = \"docs\"\ndrill = \"restore\"\nregion = \"west\"\n"
+        "[status_page]\nlisten = \"127.0.0.1:{port}\"\nrefresh = \"5s\"\n{}",
+        Topology::new()
+            .region("west", "primary")
+            .region("east", "cold")
+            .service(
+                Service::new("docs")
+                    .set("rpo", "1h")
+                    .set("backups", strings(&["files"]))
+                    .repository("west", "a1", None)
+            )
+            .scenario(Scenario::new("complete outage", "docs", "restore").set("region", "west"))
+            .build()
     );
     let c = start_replica(&pki, dir, "c1", &store, &rest, true);
     let addr = c.address();

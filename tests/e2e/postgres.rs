@@ -642,7 +642,32 @@ fn streamed_wal_recovers_a_commit_made_seconds_before_the_loss() {
         "postgres",
         "INSERT INTO marker VALUES ('seconds before the loss')",
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // Lost only once the repository holds the commit: the partial segment
+    // wal-stream archives every second carries the row's bytes.
+    let segment = pg.sql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    let fetched = staging.join("fetched");
+    let fetched_s = fetched.display().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let _ = std::fs::remove_file(&fetched);
+        let _ = repo
+            .cmd(&["wal-fetch", &segment, &fetched_s])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let wal = std::fs::read(&fetched).unwrap_or_default();
+        if wal
+            .windows(b"seconds before the loss".len())
+            .any(|w| w == b"seconds before the loss")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the streamed WAL of the commit never reached the repository"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // The source and its host are lost at once: no switch, no graceful stop.
     pg.stop();
     let _ = std::process::Command::new("kill")
@@ -847,7 +872,27 @@ fn seawalls_own_connection_follows_sslmode_as_libpq_does() {
         .status()
         .unwrap();
     assert!(reload.success());
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The postmaster reads pg_hba.conf on its SIGHUP: wait until a plain
+    // TCP connection is turned away.
+    let plain = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=disable",
+        pg.port
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::process::Command::new(pg_bin().join("psql"))
+        .args(["-XAtc", "SELECT 1", &plain])
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_hba.conf was not reloaded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let repo = PgRepo::init(&tmp.path().join("r"));
     let tcp = format!(
         "host=localhost port={} user=postgres dbname=postgres",

@@ -79,7 +79,7 @@ fn record_expiry(pem: &TlsPem) {
         .ok()
         .and_then(|der| not_after(&der).ok());
     if let Some(at) = at {
-        metrics::gauge!("seawall_certificate_expiry_timestamp_seconds", "holder" => "agent")
+        metrics::gauge!(crate::daemon::metrics::CERTIFICATE_EXPIRY, "holder" => "agent")
             .set(at as f64);
     }
 }

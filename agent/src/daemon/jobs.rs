@@ -69,6 +69,8 @@ pub struct JobRunner {
     /// the entry goes when the job's result has been queued).
     running: Mutex<HashMap<String, Option<oneshot::Sender<()>>>>,
     draining: std::sync::atomic::AtomicBool,
+    /// Every job's task, so a stopping agent waits for them.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl JobRunner {
@@ -79,6 +81,7 @@ impl JobRunner {
             config,
             running: Mutex::new(HashMap::new()),
             draining: std::sync::atomic::AtomicBool::new(false),
+            tasks: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -87,6 +90,22 @@ impl JobRunner {
     pub fn drain(&self) {
         self.draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.tasks.close();
+    }
+
+    /// Resolves when every job has ended and its result is queued (after
+    /// [`JobRunner::drain`]; before it, never).
+    pub async fn ended(&self) {
+        self.tasks.wait().await;
+    }
+
+    /// Stops every running job (their results report the cancellation).
+    pub fn cancel_all(&self) -> usize {
+        let ids = self.running_ids();
+        for id in &ids {
+            self.cancel(id);
+        }
+        ids.len()
     }
 
     /// Ids of the jobs running now.
@@ -261,7 +280,7 @@ impl JobRunner {
         }
         let me = self.clone();
         let span = tracing::info_span!("job", job = %job.job_id, epoch);
-        tokio::spawn(
+        self.tasks.spawn(
             async move {
                 let kind = job_kind(&request.operation);
                 let outcome = me.run(&request, stop_rx, &uplink).await;
@@ -274,9 +293,9 @@ impl JobRunner {
                     crate::engine::operation::Status::Cancelled => "cancelled",
                 };
                 tracing::info!(outcome = label, secs = outcome.duration_secs, "job ended");
-                metrics::counter!("seawall_agent_jobs_total", "kind" => kind, "outcome" => label)
+                metrics::counter!(crate::daemon::metrics::JOBS_TOTAL, "kind" => kind, "outcome" => label)
                     .increment(1);
-                metrics::histogram!("seawall_agent_job_duration_seconds", "kind" => kind)
+                metrics::histogram!(crate::daemon::metrics::JOB_DURATION_SECONDS, "kind" => kind)
                     .record(outcome.duration_secs);
                 let _ = uplink.send(AgentMessage {
                     body: Some(agent_message::Body::Result(to_proto(

@@ -81,8 +81,11 @@ pub struct Link {
     pub jobs: Arc<JobRunner>,
     /// Answers the leader's replication probes.
     pub prober: Arc<super::probes::Prober>,
-    /// Results sent or queued but not yet acknowledged by a leader.
-    pub unacked: std::sync::atomic::AtomicUsize,
+    /// Results sent or queued but not yet acknowledged by a leader (a
+    /// stopping agent waits for 0).
+    pub unacked: tokio::sync::watch::Sender<usize>,
+    /// Where probe and action answers run, so a stopping agent ends them.
+    pub tasks: seawall_common::tasks::Tree,
 }
 
 /// What a message from the coordinator asks of the session.
@@ -146,7 +149,7 @@ impl Link {
                     }
                 }
                 Ok(Ended::Renewed) => {
-                    metrics::gauge!("seawall_agent_connected").set(0.0);
+                    metrics::gauge!(crate::daemon::metrics::CONNECTED).set(0.0);
                     target = Some(address);
                     backoff = BACKOFF_MIN;
                     continue;
@@ -154,7 +157,7 @@ impl Link {
                 Ok(Ended::Next(why)) => {
                     redirects = 0;
                     tracing::warn!(coordinator = %url, %why, "connection ended");
-                    metrics::gauge!("seawall_agent_connected").set(0.0);
+                    metrics::gauge!(crate::daemon::metrics::CONNECTED).set(0.0);
                     // A session that lasted was a success: the next
                     // attempt starts from the shortest wait again.
                     if started.elapsed() > Duration::from_secs(30) {
@@ -163,7 +166,7 @@ impl Link {
                 }
                 Err(e) => {
                     tracing::warn!(coordinator = %url, error = %e, "cannot reach coordinator");
-                    metrics::gauge!("seawall_agent_connected").set(0.0);
+                    metrics::gauge!(crate::daemon::metrics::CONNECTED).set(0.0);
                 }
             }
             let jitter =
@@ -302,7 +305,7 @@ impl Link {
                     }
                     if !welcomed {
                         welcomed = true;
-                        metrics::gauge!("seawall_agent_connected").set(1.0);
+                        metrics::gauge!(crate::daemon::metrics::CONNECTED).set(1.0);
                         for m in unconfirmed.iter() {
                             let _ = tx.send(m.clone()).await;
                         }
@@ -346,9 +349,9 @@ impl Link {
     }
 
     fn count_unacked(&self, unconfirmed: &[AgentMessage]) {
-        self.unacked
-            .store(unconfirmed.len(), std::sync::atomic::Ordering::Relaxed);
-        metrics::gauge!("seawall_agent_results_unacknowledged").set(unconfirmed.len() as f64);
+        self.unacked.send_replace(unconfirmed.len());
+        metrics::gauge!(crate::daemon::metrics::RESULTS_UNACKNOWLEDGED)
+            .set(unconfirmed.len() as f64);
     }
 
     /// Checks one command's epoch and carries it out.
@@ -363,7 +366,7 @@ impl Link {
         }
         let verdict = self.epoch.check(msg.epoch).map_err(|e| e.to_string())?;
         if verdict == Verdict::Impossible {
-            metrics::counter!("seawall_agent_refused_commands_total").increment(1);
+            metrics::counter!(crate::daemon::metrics::REFUSED_COMMANDS_TOTAL).increment(1);
             tracing::error!(
                 epoch = msg.epoch,
                 "refused a command with an epoch no store issues: a forged command? disconnecting"
@@ -374,7 +377,7 @@ impl Link {
             ))));
         }
         if let Verdict::Refuse(newest) = verdict {
-            metrics::counter!("seawall_agent_refused_commands_total").increment(1);
+            metrics::counter!(crate::daemon::metrics::REFUSED_COMMANDS_TOTAL).increment(1);
             let job_id = match &msg.body {
                 Some(coordinator_message::Body::Assign(a)) => a.job_id.clone(),
                 Some(coordinator_message::Body::Cancel(c)) => c.job_id.clone(),
@@ -427,27 +430,38 @@ impl Link {
             }
             Some(coordinator_message::Body::Action(a)) => {
                 tracing::info!(action = a.action_id, source = %a.source, epoch = msg.epoch, kind = ?a.action, "failover action");
-                let (config, up) = (self.config.clone(), uplink.clone());
-                tokio::spawn(async move {
-                    let reply = super::actions::answer(config, a).await;
-                    if !reply.error.is_empty() {
-                        tracing::warn!(action = reply.action_id, error = %reply.error, "failover action failed");
-                    }
-                    let _ = up.send(AgentMessage {
-                        body: Some(agent_message::Body::ActionReply(reply)),
-                    });
-                });
+                let (config, up, tasks) = (self.config.clone(), uplink.clone(), self.tasks.clone());
+                let span = tracing::info_span!("action", id = a.action_id, source = %a.source);
+                // To its end even when the agent stops: a fence or a
+                // promotion cut half-way helps no one, and each has its
+                // deadline (the agent's stop waits at most its grace).
+                self.tasks.spawn_to_end(tracing::Instrument::instrument(
+                    async move {
+                        let reply = super::actions::answer(config, a, &tasks).await;
+                        if !reply.error.is_empty() {
+                            tracing::warn!(error = %reply.error, "failover action failed");
+                        }
+                        let _ = up.send(AgentMessage {
+                            body: Some(agent_message::Body::ActionReply(reply)),
+                        });
+                    },
+                    span,
+                ));
             }
             Some(coordinator_message::Body::Probe(p)) => {
                 // Answered beside the stream, never in its way; an answer
                 // is not resent after a reconnect (the next round asks again).
                 let (prober, up) = (self.prober.clone(), uplink.clone());
-                tokio::spawn(async move {
-                    let reply = prober.answer(p).await;
-                    let _ = up.send(AgentMessage {
-                        body: Some(agent_message::Body::ProbeReply(reply)),
-                    });
-                });
+                let span = tracing::info_span!("probe", id = p.probe_id);
+                self.tasks.spawn(tracing::Instrument::instrument(
+                    async move {
+                        let reply = prober.answer(p).await;
+                        let _ = up.send(AgentMessage {
+                            body: Some(agent_message::Body::ProbeReply(reply)),
+                        });
+                    },
+                    span,
+                ));
             }
             Some(coordinator_message::Body::Redirect(_)) | None => {}
         }

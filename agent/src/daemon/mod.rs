@@ -9,6 +9,7 @@ pub mod config;
 pub mod epoch;
 pub mod jobs;
 pub mod link;
+pub mod metrics;
 pub mod probes;
 pub mod result;
 pub mod wal_follow;
@@ -69,19 +70,22 @@ pub async fn run(
     if let Some(m) = &config.metrics_listen {
         seawall_common::metrics_endpoint::serve(m)?;
     }
-    metrics::gauge!("seawall_agent_connected").set(0.0);
+    ::metrics::gauge!(metrics::CONNECTED).set(0.0);
     let jobs = Arc::new(jobs::JobRunner::new(exe, config.clone()));
     let (uplink, upstream) = tokio::sync::mpsc::unbounded_channel();
+    let tasks = seawall_common::tasks::Tree::default();
+    let (unacked, mut unacked_seen) = tokio::sync::watch::channel(0usize);
     let link = link::Link {
         tls: certs::AgentTls::new(config.tls.clone(), tls),
         config: config.clone(),
         epoch,
         jobs: jobs.clone(),
         prober: Arc::new(probes::Prober::new(config.clone())),
-        unacked: std::sync::atomic::AtomicUsize::new(0),
+        unacked,
+        tasks: tasks.clone(),
     };
     tracing::info!(agent = %config.id, region = %config.region, "agent starting");
-    wal_follow::start(&config);
+    wal_follow::start(&config, &tasks);
     let grace = config.shutdown_grace;
     let serving = link.run(uplink, upstream);
     tokio::pin!(serving);
@@ -96,38 +100,37 @@ pub async fn run(
     tracing::info!(running, grace = ?grace, "agent stopping: letting running jobs finish");
     let deadline = tokio::time::Instant::now() + grace;
     let mut cancelled = 0;
-    while !jobs.running_ids().is_empty() {
-        if tokio::time::Instant::now() >= deadline && cancelled == 0 {
-            let left = jobs.running_ids();
-            cancelled = left.len();
-            for id in &left {
-                jobs.cancel(id);
+    let link_ended = tokio::select! {
+        _ = &mut serving => true,
+        ended = tokio::time::timeout_at(deadline, jobs.ended()) => {
+            if ended.is_err() {
+                cancelled = jobs.cancel_all();
+                tracing::info!(cancelled, "grace period over: stopped the jobs still running");
+                // A cancelled job ends once its child is killed.
+                tokio::select! {
+                    _ = &mut serving => true,
+                    _ = jobs.ended() => false,
+                }
+            } else {
+                false
             }
-            tracing::info!(
-                cancelled,
-                "grace period over: stopped the jobs still running"
-            );
         }
-        tokio::select! {
-            _ = &mut serving => break,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
-    }
+    };
     // Give the link a moment to hand the last results to the leader and
     // hear them acknowledged. A result still unacknowledged is lost with
     // the process: the next hello of this agent does not list its job, so
     // the leader fails that attempt and retries it.
-    let flush_until = tokio::time::Instant::now() + FLUSH;
-    loop {
+    if !link_ended {
         tokio::select! {
-            _ = &mut serving => break,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = &mut serving => {}
+            _ = tokio::time::timeout(FLUSH, unacked_seen.wait_for(|n| *n == 0)) => {}
         }
-        if link.unacked.load(std::sync::atomic::Ordering::Relaxed) == 0
-            || tokio::time::Instant::now() >= flush_until
-        {
-            break;
-        }
+    }
+    // Probes, actions and WAL followers: cancelled, and waited for within
+    // what is left of the grace (an action runs to its end).
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if !tasks.stop(left.max(FLUSH)).await {
+        tracing::warn!("agent tasks still running at the end of the grace period: abandoned");
     }
     tracing::info!(cancelled, "agent stopped");
     Ok(())

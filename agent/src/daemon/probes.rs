@@ -7,17 +7,13 @@
 //! newest snapshots and compared with the repositories it mirrors.
 
 use super::config::AgentConfig;
-use crate::engine::canary::{self, Marker};
-use crate::engine::operation::SourceSpec;
-use crate::engine::postgres::conn;
-use crate::engine::redis::{connect::Endpoint, RedisTls};
-use crate::engine::replication::{self, PgReplication, RedisReplication};
 use crate::engine::repo_state;
+use crate::stores::canary::Marker;
+use crate::stores::{self, StoreControl};
 use seawall_common::{Error, ErrorKind, Repository, Result};
 use seawall_proto::v1::{
-    CanaryMarker, MirrorComparison, PostgresReplication, PostgresStandby, ProbeReply, ProbeRequest,
-    RedisReplicaSeen, RepositoryGap, RepositoryProbe, RepositoryReport, SourceHead, StoreProbe,
-    StoreReport,
+    CanaryMarker, MirrorComparison, ProbeReply, ProbeRequest, RepositoryGap, RepositoryProbe,
+    RepositoryReport, SourceHead, StoreProbe, StoreReport,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,8 +30,8 @@ const MAX_DEADLINE: Duration = Duration::from_secs(60);
 /// The agent's prober.
 pub struct Prober {
     config: Arc<AgentConfig>,
-    pg: Mutex<HashMap<String, Arc<tokio_postgres::Client>>>,
-    redis: Mutex<HashMap<String, redis::aio::MultiplexedConnection>>,
+    /// Each source's store, kept with its connection between rounds.
+    stores: Mutex<HashMap<String, Arc<dyn StoreControl>>>,
     rounds: Arc<tokio::sync::Semaphore>,
     repo: tokio::sync::Mutex<Option<Arc<Repository>>>,
 }
@@ -45,8 +41,7 @@ impl Prober {
     pub fn new(config: Arc<AgentConfig>) -> Self {
         Prober {
             config,
-            pg: Mutex::default(),
-            redis: Mutex::default(),
+            stores: Mutex::default(),
             rounds: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_ROUNDS)),
             repo: tokio::sync::Mutex::new(None),
         }
@@ -205,7 +200,7 @@ impl Prober {
         let started = Instant::now();
         if !probe.reach_address.is_empty() {
             let outcome =
-                crate::engine::reach::reach(&probe.reach_address, &probe.reach_kind, deadline)
+                crate::stores::reach::reach(&probe.reach_address, &probe.reach_kind, deadline)
                     .await;
             let took_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
             return StoreReport {
@@ -240,153 +235,45 @@ impl Prober {
     }
 
     fn forget(&self, source: &str) {
-        if let Ok(mut pg) = self.pg.lock() {
-            pg.remove(source);
+        let kept = self.stores.lock().ok().and_then(|m| m.get(source).cloned());
+        if let Some(store) = kept {
+            store.forget();
         }
-        if let Ok(mut r) = self.redis.lock() {
-            r.remove(source);
+    }
+
+    /// The store of `source`, kept between rounds.
+    fn store(&self, source: &str) -> Result<Arc<dyn StoreControl>> {
+        if let Some(s) = self.stores.lock().ok().and_then(|m| m.get(source).cloned()) {
+            return Ok(s);
         }
+        let store = stores::open(&self.config, source)?;
+        if let Ok(mut m) = self.stores.lock() {
+            m.insert(source.to_string(), store.clone());
+        }
+        Ok(store)
     }
 
     async fn read(&self, probe: &StoreProbe) -> Result<StoreReport> {
-        let source = self
-            .config
-            .sources
-            .iter()
-            .find(|s| s.name == probe.source)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidInput,
-                    format!(
-                        "this agent has no source {:?}: the coordinator's topology names a source its agent.toml lacks",
-                        probe.source
-                    ),
-                )
-            })?;
-        match &source.kind {
-            SourceSpec::Postgres { dsn, .. } => self.postgres(probe, dsn).await,
-            SourceSpec::Redis { url, .. } => self.redis(probe, url).await,
-            SourceSpec::Files { .. } => Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "{} is a files source: it has no replication to check (name a postgres or redis source)",
-                    probe.source
-                ),
-            )),
-        }
-    }
-
-    async fn pg_client(&self, source: &str, dsn: &str) -> Result<Arc<tokio_postgres::Client>> {
-        let cached = self
-            .pg
-            .lock()
-            .ok()
-            .and_then(|m| m.get(source).cloned())
-            .filter(|c| !c.is_closed());
-        if let Some(c) = cached {
-            return Ok(c);
-        }
-        let client = Arc::new(conn::connect(dsn).await?);
-        if let Ok(mut m) = self.pg.lock() {
-            m.insert(source.to_string(), client.clone());
-        }
-        Ok(client)
-    }
-
-    async fn postgres(&self, probe: &StoreProbe, dsn: &str) -> Result<StoreReport> {
-        let client = self.pg_client(&probe.source, dsn).await?;
+        let store = self.store(&probe.source)?;
         let mut report = StoreReport {
             source: probe.source.clone(),
             ..Default::default()
         };
         if probe.replication {
-            match replication::postgres_on(&client).await {
-                Ok(state) => report.postgres = Some(pg_message(state)),
-                Err(e) => {
-                    self.forget(&probe.source);
-                    return Err(e);
-                }
-            }
+            report.replication = Some(store.replication().await?);
         }
         if let Some(m) = &probe.canary_write {
             let marker = Marker {
                 seq: m.seq,
                 written_unix_ms: m.written_unix_ms,
             };
-            match canary::pg_write(&client, &m.service, marker).await {
+            match store.write_canary(&m.service, marker).await {
                 Ok(()) => report.canary = Some(m.clone()),
                 Err(e) => report.canary_error = e.to_string(),
             }
         }
         if !probe.canary_read.is_empty() {
-            match canary::pg_read(&client, &probe.canary_read).await {
-                Ok(seen) => report.canary = seen.map(|m| marker_message(&probe.canary_read, m)),
-                Err(e) => report.canary_error = e.to_string(),
-            }
-        }
-        Ok(report)
-    }
-
-    async fn redis(&self, probe: &StoreProbe, url: &str) -> Result<StoreReport> {
-        let cached = self
-            .redis
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&probe.source).cloned());
-        let was_cached = cached.is_some();
-        let endpoint = Endpoint::new(url, &RedisTls::default())?;
-        let con = match cached {
-            Some(c) => c,
-            None => endpoint.connection().await?,
-        };
-        match self.redis_once(probe, con.clone(), &endpoint).await {
-            Ok(report) => {
-                if let Ok(mut m) = self.redis.lock() {
-                    m.insert(probe.source.clone(), con);
-                }
-                Ok(report)
-            }
-            // A server restarted since the last round broke the kept
-            // connection: one fresh attempt before calling it unreachable.
-            Err(_) if was_cached => {
-                self.forget(&probe.source);
-                let fresh = endpoint.connection().await?;
-                let report = self.redis_once(probe, fresh.clone(), &endpoint).await?;
-                if let Ok(mut m) = self.redis.lock() {
-                    m.insert(probe.source.clone(), fresh);
-                }
-                Ok(report)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn redis_once(
-        &self,
-        probe: &StoreProbe,
-        mut con: redis::aio::MultiplexedConnection,
-        endpoint: &Endpoint,
-    ) -> Result<StoreReport> {
-        let mut report = StoreReport {
-            source: probe.source.clone(),
-            ..Default::default()
-        };
-        if probe.replication {
-            let state = replication::redis_on(&mut con, &endpoint.describe()).await?;
-            report.redis = Some(redis_message(state));
-        }
-        if let Some(m) = &probe.canary_write {
-            let marker = Marker {
-                seq: m.seq,
-                written_unix_ms: m.written_unix_ms,
-            };
-            match canary::redis_write(&mut con, &m.service, marker).await {
-                Ok(()) => report.canary = Some(m.clone()),
-                Err(e) => report.canary_error = e.to_string(),
-            }
-        }
-        if !probe.canary_read.is_empty() {
-            match canary::redis_read(&mut con, &probe.canary_read).await {
+            match store.read_canary(&probe.canary_read).await {
                 Ok(seen) => report.canary = seen.map(|m| marker_message(&probe.canary_read, m)),
                 Err(e) => report.canary_error = e.to_string(),
             }
@@ -410,83 +297,5 @@ fn marker_message(service: &str, m: Marker) -> CanaryMarker {
         service: service.to_string(),
         seq: m.seq,
         written_unix_ms: m.written_unix_ms,
-    }
-}
-
-fn pg_message(state: PgReplication) -> PostgresReplication {
-    match state {
-        PgReplication::Primary {
-            current_lsn,
-            standbys,
-        } => PostgresReplication {
-            in_recovery: false,
-            current_lsn,
-            standbys: standbys
-                .into_iter()
-                .map(|s| PostgresStandby {
-                    name: s.name,
-                    client_addr: s.client_addr,
-                    state: s.state,
-                    sent_lsn: s.sent_lsn.unwrap_or_default(),
-                    flush_lsn: s.flush_lsn.unwrap_or_default(),
-                    replay_lsn: s.replay_lsn.unwrap_or_default(),
-                    replay_lag_bytes: s.replay_lag_bytes,
-                    flush_lag_bytes: s.flush_lag_bytes,
-                    reply_unix_secs: s.reply_time,
-                    replay_lag_secs: s.replay_lag_secs,
-                })
-                .collect(),
-            ..Default::default()
-        },
-        PgReplication::Standby {
-            receive_lsn,
-            replay_lsn,
-            replay_lag_bytes,
-            last_replay_age_secs,
-            replay_paused,
-            receiver,
-        } => PostgresReplication {
-            in_recovery: true,
-            receive_lsn: receive_lsn.unwrap_or_default(),
-            replay_lsn: replay_lsn.unwrap_or_default(),
-            replay_lag_bytes,
-            last_replay_age_secs,
-            replay_paused,
-            receiver: receiver.unwrap_or_default(),
-            ..Default::default()
-        },
-    }
-}
-
-fn redis_message(state: RedisReplication) -> seawall_proto::v1::RedisReplication {
-    match state {
-        RedisReplication::Master { offset, replicas } => seawall_proto::v1::RedisReplication {
-            master: true,
-            offset,
-            replicas: replicas
-                .into_iter()
-                .map(|r| RedisReplicaSeen {
-                    address: r.address,
-                    state: r.state,
-                    offset: r.offset,
-                    lag_bytes: r.lag_bytes,
-                    lag_secs: r.lag_secs,
-                })
-                .collect(),
-            ..Default::default()
-        },
-        RedisReplication::Replica {
-            master,
-            link,
-            last_io_secs,
-            offset,
-        } => seawall_proto::v1::RedisReplication {
-            master: false,
-            offset,
-            master_address: master,
-            link,
-            last_io_secs,
-            replicas: Vec::new(),
-        },
     }
 }

@@ -13,12 +13,14 @@ use std::sync::Arc;
 /// Segments copied at once.
 const CONCURRENCY: usize = 4;
 
-/// Starts one follower per mirror entry that asks for it.
-pub fn start(config: &super::config::AgentConfig) {
+/// Starts one follower per mirror entry that asks for it, in `tasks`
+/// (they stop when it is cancelled).
+pub fn start(config: &super::config::AgentConfig, tasks: &seawall_common::tasks::Tree) {
     for m in &config.mirrors {
         let Some(every) = m.wal_every else { continue };
         let (m, own) = (m.clone(), config.repository.spec());
-        tokio::spawn(async move {
+        let span = tracing::info_span!("wal_follow", mirror = %m.name);
+        tasks.spawn(tracing::Instrument::instrument(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut storages: Option<(Arc<dyn Storage>, Arc<dyn Storage>)> = None;
@@ -39,7 +41,7 @@ pub fn start(config: &super::config::AgentConfig) {
                 };
                 follow_once(&m, from, to, &mut waiting_said).await;
             }
-        });
+        }, span));
     }
 }
 
@@ -55,12 +57,10 @@ async fn follow_once(
             if copied > 0 {
                 tracing::info!(mirror = %m.name, copied, "WAL mirrored");
             }
-            metrics::counter!("seawall_agent_wal_mirrored_total", &labels).increment(copied);
-            metrics::gauge!(
-                "seawall_agent_wal_mirror_last_success_timestamp_seconds",
-                &labels
-            )
-            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+            metrics::counter!(crate::daemon::metrics::WAL_MIRRORED_TOTAL, &labels)
+                .increment(copied);
+            metrics::gauge!(crate::daemon::metrics::WAL_MIRROR_LAST_SUCCESS, &labels)
+                .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
         }
         Ok(None) => {
             if !*waiting_said {
@@ -69,7 +69,8 @@ async fn follow_once(
             }
         }
         Err(e) => {
-            metrics::counter!("seawall_agent_wal_mirror_errors_total", &labels).increment(1);
+            metrics::counter!(crate::daemon::metrics::WAL_MIRROR_ERRORS_TOTAL, &labels)
+                .increment(1);
             tracing::warn!(mirror = %m.name, error = %e, "WAL mirror run failed; trying again next interval");
         }
     }

@@ -2,7 +2,6 @@
 //! the typed operations the CLI and the agent daemon run through it.
 
 pub mod browse;
-pub mod canary;
 pub mod drill;
 pub mod files;
 pub mod forget;
@@ -12,12 +11,9 @@ pub use seawall_common::percent;
 pub mod pipeline;
 pub mod postgres;
 pub mod progress;
-pub mod promotion;
 pub mod prune;
-pub mod reach;
 pub mod redis;
 pub mod repair;
-pub mod replication;
 pub mod repo_state;
 pub mod repository;
 pub mod restore;

@@ -4,10 +4,11 @@
 //! lease), takes heartbeats, progress and results, and sends commands
 //! stamped with its epoch.
 
-use crate::auth::peer_identity;
-use crate::core::{AttemptFailure, Coordinator, Lead};
-use crate::records::{agent_key, now_ms, AgentRecord, JobState};
-use crate::registry::{next_session_id, Session};
+use crate::fleet::auth::peer_identity;
+use crate::fleet::registry::{next_session_id, Session};
+use crate::jobs::{AttemptFailure, Coordinator, Lead};
+use crate::model::clock::now_ms;
+use crate::model::records::{agent_key, AgentRecord, JobState};
 use seawall_common::tls::certinfo::{fingerprint, not_after};
 use seawall_common::tls::Identity;
 use seawall_proto::v1::agent_service_server::AgentService;
@@ -148,7 +149,7 @@ impl AgentService for AgentApi {
                     lead.epoch()
                 );
                 tracing::error!(agent = %name, region = %region, "{why}");
-                metrics::counter!("seawall_agents_forged_epoch_total").increment(1);
+                metrics::counter!(crate::fleet::metrics::AGENTS_FORGED_EPOCH_TOTAL).increment(1);
                 coord.audit(&lead, "coordinator", why.clone()).await;
                 return Err(Status::failed_precondition(why));
             }
@@ -201,7 +202,7 @@ impl AgentService for AgentApi {
         let _ = tx.send(Ok(welcome)).await;
         coord.wake.notify_one();
         if cert_expires_ms != i64::MAX {
-            metrics::gauge!("seawall_agent_certificate_expiry_timestamp_seconds", "region" => region.clone(), "agent" => name.clone())
+            metrics::gauge!(crate::fleet::metrics::AGENT_CERTIFICATE_EXPIRY, "region" => region.clone(), "agent" => name.clone())
                 .set(cert_expires_ms as f64 / 1000.0);
         }
         tracing::info!(agent = %name, region = %region, "agent connected");
@@ -274,7 +275,7 @@ impl AgentService for AgentApi {
                 // skip the checks a reconnecting agent gets (an old
                 // primary fenced before anything else).
                 let silent_ms = now_ms() - ping_session.last_heartbeat_ms.load(Ordering::Relaxed);
-                if silent_ms > crate::registry::silence_limit(every).as_millis() as i64 {
+                if silent_ms > crate::fleet::registry::silence_limit(every).as_millis() as i64 {
                     tracing::warn!(agent = %ping_session.agent_id, region = %ping_session.region, silent_ms, "no heartbeat from the agent: ending its session");
                     let _ = ping_tx
                         .send(Err(Status::unavailable(format!(
@@ -467,7 +468,7 @@ pub(crate) async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, 
 }
 
 /// Whether `job` was assigned to this session's agent (name and region).
-fn assigned_to(job: &crate::records::JobRecord, session: &Session) -> bool {
+fn assigned_to(job: &crate::model::records::JobRecord, session: &Session) -> bool {
     job.region == session.region && job.agent_id.as_deref() == Some(session.agent_id.as_str())
 }
 

@@ -1,4 +1,6 @@
 //! The gRPC services: the agent stream and the operator API.
 
 pub mod agents;
+pub mod error;
+pub mod failovers;
 pub mod operator;

@@ -2,11 +2,14 @@
 //! a trigger needs the leader, and a follower refuses it with
 //! FAILED_PRECONDITION naming the leader in the `seawall-leader` metadata.
 
-use crate::config::{JobKind, Level};
-use crate::core::{ActError, Coordinator, Lead};
-use crate::records::{now_ms, AgentRecord, BackupRecord, JobRecord, JobState, ScheduleState};
-use crate::revocation::{normalise, Revocation};
-use crate::scheduler::{next_slot, parse_cron, parse_tz};
+use crate::fleet::revocation::{normalise, Revocation};
+use crate::jobs::{Coordinator, Lead};
+use crate::model::clock::now_ms;
+use crate::model::config::{JobKind, Level};
+use crate::model::cron::{next_slot, parse_cron, parse_tz};
+use crate::model::error::ActError;
+use crate::model::failover::StepState;
+use crate::model::records::{AgentRecord, BackupRecord, JobRecord, JobState, ScheduleState};
 use seawall_common::tls::check_label;
 use seawall_proto::v1::operator_service_server::OperatorService;
 use seawall_proto::v1::*;
@@ -38,7 +41,7 @@ fn job_message(j: &JobRecord) -> Job {
         job_id: j.job_id.clone(),
         region: j.region.clone(),
         source: j.source.clone(),
-        kind: crate::core::kind_name(j.kind).into(),
+        kind: crate::jobs::dispatch::kind_name(j.kind).into(),
         level: match j.level {
             Some(Level::Full) => "full".into(),
             Some(Level::Incremental) => "incremental".into(),
@@ -113,7 +116,7 @@ impl OperatorApi {
         Ok(self
             .coord
             .store
-            .get(&crate::records::job_key(id))
+            .get(&crate::model::records::job_key(id))
             .await
             .map_err(store_failed)?
             .and_then(|e| serde_json::from_slice(&e.value).ok()))
@@ -158,16 +161,16 @@ impl OperatorService for OperatorApi {
                 last_outcome: "succeeded".into(),
             })
             .collect();
-        let failovers_running = crate::failover::steps::all(&self.coord)
+        let failovers_running = crate::failover::stored::all(&self.coord)
             .await?
             .into_iter()
-            .filter(|f| !crate::failover::steps::is_final(f))
+            .filter(|f| !f.is_final())
             .map(|f| {
                 let step = f
                     .steps
                     .iter()
-                    .find(|s| s.state == "running" || s.state == "pending")
-                    .map(|s| format!("{} ({})", s.name, s.state))
+                    .find(|s| matches!(s.state, StepState::Running | StepState::Pending))
+                    .map(|s| format!("{} ({})", s.step, s.state.name()))
                     .unwrap_or_else(|| "finishing".into());
                 format!(
                     "{}: {} {} -> {}, step {step}",
@@ -248,7 +251,7 @@ impl OperatorService for OperatorApi {
             let state: ScheduleState = self
                 .coord
                 .store
-                .get(&crate::records::schedule_key(&s.name))
+                .get(&crate::model::records::schedule_key(&s.name))
                 .await
                 .map_err(store_failed)?
                 .and_then(|e| serde_json::from_slice(&e.value).ok())
@@ -261,7 +264,7 @@ impl OperatorService for OperatorApi {
                 name: s.name.clone(),
                 region: s.region.clone(),
                 source: s.source.clone(),
-                kind: crate::core::kind_name(s.kind).into(),
+                kind: crate::jobs::dispatch::kind_name(s.kind).into(),
                 level: match s.level {
                     Some(Level::Full) => "full".into(),
                     Some(Level::Incremental) => "incremental".into(),
@@ -313,7 +316,7 @@ impl OperatorService for OperatorApi {
         } as usize;
         // Keys sort by time: read them all (history_keep bounds how many)
         // and keep the newest.
-        let entries: Vec<crate::records::AuditEntry> = self.decode_all("audit/").await?;
+        let entries: Vec<crate::model::records::AuditEntry> = self.decode_all("audit/").await?;
         Ok(Response::new(ListAuditReply {
             entries: entries
                 .into_iter()
@@ -550,7 +553,7 @@ impl OperatorService for OperatorApi {
         let req = request.into_inner();
         let lead = self.leader_only().await?;
         let f = crate::failover::start::start(&self.coord, &lead, &req, &actor).await?;
-        Ok(Response::new(f))
+        Ok(Response::new(crate::api::failovers::to_proto(&f)))
     }
 
     async fn get_failover(
@@ -560,22 +563,24 @@ impl OperatorService for OperatorApi {
         self.coord.operator_auth.check(&request)?;
         let id = request.into_inner().id;
         let found = if id.is_empty() {
-            crate::failover::steps::all(&self.coord)
+            crate::failover::stored::all(&self.coord)
                 .await?
                 .into_iter()
                 .next()
         } else {
-            crate::failover::steps::load(&self.coord, &id)
+            crate::failover::stored::load(&self.coord, &id)
                 .await?
                 .map(|(f, _)| f)
         };
-        found.map(Response::new).ok_or_else(|| {
-            Status::not_found(if id.is_empty() {
-                "no failover has been run".to_string()
-            } else {
-                format!("no failover {id}: `seawall failover list` names them")
+        found
+            .map(|f| Response::new(crate::api::failovers::to_proto(&f)))
+            .ok_or_else(|| {
+                Status::not_found(if id.is_empty() {
+                    "no failover has been run".to_string()
+                } else {
+                    format!("no failover {id}: `seawall failover list` names them")
+                })
             })
-        })
     }
 
     async fn list_failovers(
@@ -584,10 +589,11 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<ListFailoversReply>, Status> {
         self.coord.operator_auth.check(&request)?;
         let req = request.into_inner();
-        let mut failovers: Vec<Failover> = crate::failover::steps::all(&self.coord)
+        let mut failovers: Vec<Failover> = crate::failover::stored::all(&self.coord)
             .await?
             .into_iter()
             .filter(|f| req.service.is_empty() || f.service == req.service)
+            .map(|f| crate::api::failovers::to_proto(&f))
             .collect();
         failovers.truncate(if req.limit == 0 {
             50
@@ -605,14 +611,15 @@ impl OperatorService for OperatorApi {
         let req = request.into_inner();
         let lead = self.leader_only().await?;
         loop {
-            let Some((mut f, rev)) = crate::failover::steps::load(&self.coord, &req.id).await?
+            let Some((mut f, rev)) = crate::failover::stored::load(&self.coord, &req.id).await?
             else {
                 return Err(Status::not_found(format!("no failover {}", req.id)));
             };
-            if crate::failover::steps::is_final(&f) {
+            if f.is_final() {
                 return Err(Status::failed_precondition(format!(
                     "failover {} is {} already",
-                    f.id, f.state
+                    f.id,
+                    f.state.name()
                 )));
             }
             f.abort_requested = true;
@@ -630,7 +637,7 @@ impl OperatorService for OperatorApi {
                 .store
                 .put(
                     lead.fence(),
-                    &crate::failover::steps::key(&f.id),
+                    &crate::model::failover::key(&f.id),
                     &value,
                     Some(rev),
                 )
@@ -641,10 +648,10 @@ impl OperatorService for OperatorApi {
                         .audit(&lead, &actor, format!("failover {}: {}", f.id, f.error))
                         .await;
                     self.coord.failover_wake.notify_one();
-                    return Ok(Response::new(f));
+                    return Ok(Response::new(crate::api::failovers::to_proto(&f)));
                 }
                 // The driver wrote a step in between: read it again.
-                Err(crate::store::StoreError::Conflict { .. }) => continue,
+                Err(crate::model::error::StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -738,7 +745,7 @@ fn async_stream_jobs(
         }
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let now = match store.get(&crate::records::job_key(&id)).await {
+            let now = match store.get(&crate::model::records::job_key(&id)).await {
                 Ok(Some(e)) => serde_json::from_slice::<JobRecord>(&e.value).ok(),
                 Ok(None) => None,
                 Err(e) => {

@@ -9,9 +9,11 @@
 
 use super::journal;
 use super::verdict;
-use crate::core::{ActError, Coordinator, Lead};
-use crate::failover::steps::{self as failovers, state};
-use crate::records::now_ms;
+use crate::failover::stored as failovers;
+use crate::jobs::{Coordinator, Lead};
+use crate::model::clock::now_ms;
+use crate::model::error::ActError;
+use crate::model::failover::FailoverState;
 use seawall_proto::v1::{Drill, FailoverRequest, FailoverStep};
 use std::collections::BTreeMap;
 
@@ -42,7 +44,7 @@ pub async fn start(
         .iter()
         .find(|s| s.name == service)
         .ok_or_else(|| ActError::Invalid(format!("no service {service:?} in [[services]]")))?;
-    let home = crate::failover::primaries::current(coord, config)
+    let home = crate::replication::primaries::current(coord, config)
         .await?
         .ok_or_else(|| ActError::Invalid("the topology has no primary region".into()))?;
     if home == to {
@@ -143,10 +145,10 @@ pub async fn advance(coord: &Coordinator, lead: &Lead, d: &mut Drill) -> Result<
                 step.evidence.insert(FAILOVER.into(), f.id.clone());
                 d.failover_ids.push(f.id);
             }
-            Err(status) => {
+            Err(e) => {
                 step.state = "failed".into();
                 step.ended_unix_ms = now_ms();
-                step.detail = format!("not started: {}", status.message());
+                step.detail = format!("not started: {e}");
                 skip_rest(d, i);
             }
         }
@@ -162,7 +164,7 @@ pub async fn advance(coord: &Coordinator, lead: &Lead, d: &mut Drill) -> Result<
         skip_rest(d, i);
         return Ok(true);
     };
-    if !failovers::is_final(&f) {
+    if !f.is_final() {
         return Ok(false);
     }
     let step = &mut d.steps[i];
@@ -181,7 +183,7 @@ pub async fn advance(coord: &Coordinator, lead: &Lead, d: &mut Drill) -> Result<
     if let Some(gap) = f.offset_gap {
         step.evidence.insert("offset_gap".into(), gap.to_string());
     }
-    if f.state == state::SUCCEEDED {
+    if f.state == FailoverState::Succeeded {
         step.state = "done".into();
         step.detail = format!(
             "failover {id}: {} -> {}, RTO {}, RPO {}",
@@ -194,7 +196,7 @@ pub async fn advance(coord: &Coordinator, lead: &Lead, d: &mut Drill) -> Result<
         step.state = "failed".into();
         step.detail = format!(
             "failover {id} {}: {}{}",
-            f.state,
+            f.state.name(),
             f.error,
             if i == 0 {
                 String::new()

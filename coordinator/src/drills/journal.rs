@@ -2,8 +2,10 @@
 //! written fenced by the leader's epoch with an audit line at its start
 //! and end, read by any replica.
 
-use crate::core::{ActError, Coordinator, Lead};
-use crate::records::{now_ms, AuditEntry};
+use crate::jobs::{Coordinator, Lead};
+use crate::model::clock::now_ms;
+use crate::model::error::ActError;
+use crate::model::records::AuditEntry;
 use seawall_proto::v1::Drill;
 
 /// Store prefix of the records.
@@ -21,13 +23,13 @@ pub fn key(id: &str) -> String {
 
 /// Loads drill `id` with its revision.
 pub async fn load(coord: &Coordinator, id: &str) -> Result<Option<(Drill, i64)>, ActError> {
-    crate::records::load_json(coord.store.as_ref(), &key(id)).await
+    crate::store::json::load_json(coord.store.as_ref(), &key(id)).await
 }
 
 /// Every drill with its revision, newest first.
 pub async fn all_with_revisions(coord: &Coordinator) -> Result<Vec<(Drill, i64)>, ActError> {
     let mut out: Vec<(Drill, i64)> =
-        crate::records::list_json(coord.store.as_ref(), PREFIX).await?;
+        crate::store::json::list_json(coord.store.as_ref(), PREFIX).await?;
     out.sort_by_key(|(d, _)| std::cmp::Reverse(d.started_unix_ms));
     Ok(out)
 }

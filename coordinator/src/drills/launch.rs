@@ -3,10 +3,11 @@
 //! failover drill by hand; the operator API and drill schedules both start
 //! drills here.
 
-use super::scenarios::{self, default_region, ms, DrillKind};
 use super::{failover, restore};
-use crate::core::{ActError, Coordinator, Lead};
-use crate::records::now_ms;
+use crate::jobs::{Coordinator, Lead};
+use crate::model::clock::now_ms;
+use crate::model::error::ActError;
+use crate::model::scenarios::{self, default_region, ms, DrillKind};
 use seawall_proto::v1::{Drill, DrillRequest};
 
 /// Starts the drill `req` asks for, under `id` when given (a schedule's

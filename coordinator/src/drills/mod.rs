@@ -1,6 +1,7 @@
 //! Drills: restore and failover drills that prove, with numbers, that a
-//! service comes back within its objectives. `scenarios.rs` maps the
-//! runbook's objectives table onto the drill that exercises each row;
+//! service comes back within its objectives. The scenarios themselves (the
+//! runbook's objectives table, each row's drill) are configuration, in
+//! `model::scenarios`; `schedule.rs` fires the scheduled ones;
 //! `verdict.rs` judges a drill's figures against them; `report.rs` renders
 //! a drill's journal as the page a person reads; `journal.rs` keeps the
 //! records, `launch.rs` starts a drill from a request, `restore.rs` runs
@@ -11,8 +12,9 @@
 pub mod failover;
 pub mod journal;
 pub mod launch;
+pub mod metrics;
 pub mod report;
 pub mod restore;
-pub mod scenarios;
+pub mod schedule;
 pub mod verdict;
 pub mod worker;

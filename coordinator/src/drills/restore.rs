@@ -9,10 +9,12 @@
 //! oldest recovery point restored.
 
 use super::journal;
-use super::scenarios::{default_region, ms, DrillKind, ScenarioConfig};
 use super::verdict;
-use crate::core::{ActError, Coordinator, Lead};
-use crate::records::{now_ms, DrillPart, JobRecord, JobState};
+use crate::jobs::{Coordinator, Lead};
+use crate::model::clock::now_ms;
+use crate::model::error::ActError;
+use crate::model::records::{DrillPart, JobRecord, JobState};
+use crate::model::scenarios::{default_region, ms, DrillKind, ScenarioConfig};
 use seawall_common::point::Point;
 use seawall_proto::v1::{Drill, DrillRequest, FailoverStep, JobKind, RestoreDrillOutput};
 use std::collections::BTreeMap;
@@ -184,7 +186,9 @@ async fn steady_state(coord: &Coordinator, r: &Resolved) -> BTreeMap<String, Str
     for source in &r.sources {
         let newest = entries
             .iter()
-            .filter_map(|e| serde_json::from_slice::<crate::records::BackupRecord>(&e.value).ok())
+            .filter_map(|e| {
+                serde_json::from_slice::<crate::model::records::BackupRecord>(&e.value).ok()
+            })
             .filter(|b| &b.source == source)
             .max_by_key(|b| b.finished_ms);
         if let Some(b) = newest {
@@ -258,7 +262,7 @@ pub async fn start(
     .await
     {
         Ok(_) => {}
-        Err(ActError::Store(crate::store::StoreError::Conflict { .. })) => {
+        Err(ActError::Store(crate::model::error::StoreError::Conflict { .. })) => {
             if let Some((existing, _)) = journal::load(coord, &id).await? {
                 return Ok(existing);
             }
@@ -352,7 +356,7 @@ pub async fn record(
                 coord.drill_wake.notify_one();
                 return Ok(());
             }
-            Err(ActError::Store(crate::store::StoreError::Conflict { .. })) => continue,
+            Err(ActError::Store(crate::model::error::StoreError::Conflict { .. })) => continue,
             Err(e) => return Err(e),
         }
     }
@@ -378,7 +382,7 @@ pub async fn advance(coord: &Coordinator, lead: &Lead, d: &mut Drill) -> Result<
             Some((j, _)) => Some(j),
             None => coord
                 .store
-                .get(&crate::records::job_key(&job_id))
+                .get(&crate::model::records::job_key(&job_id))
                 .await?
                 .and_then(|e| serde_json::from_slice::<JobRecord>(&e.value).ok()),
         };

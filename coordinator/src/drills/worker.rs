@@ -5,7 +5,7 @@
 //! job records.
 
 use super::{failover, journal, restore};
-use crate::core::{Coordinator, Lead};
+use crate::jobs::{Coordinator, Lead};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +17,11 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
     }
     let (board, tree) = (coord.workers.clone(), lead.tree.clone());
     let seeded = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    crate::workers::spawn_worker(&tree, &board, "drills", move || {
+    crate::fleet::workers::spawn_worker(&tree, &board, "drills", move || {
         let (coord, lead, seeded) = (coord.clone(), lead.clone(), seeded.clone());
         async move {
             if !lead.leadership.is_valid() {
-                return Ok(crate::workers::Next::Stop);
+                return Ok(crate::fleet::workers::Next::Stop);
             }
             if !seeded.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 seed_metrics(&coord).await;
@@ -31,7 +31,7 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                 _ = coord.drill_wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
-            Ok(crate::workers::Next::After(Duration::ZERO))
+            Ok(crate::fleet::workers::Next::After(Duration::ZERO))
         }
     });
 }
@@ -45,23 +45,30 @@ async fn seed_metrics(coord: &Coordinator) {
     // Oldest first: each scenario's gauges end at its newest drill, and its
     // last success at its newest drill that met the objectives.
     for d in all.iter().rev().filter(|d| d.state == journal::FINISHED) {
-        crate::metrics::drill_seen(d);
+        super::metrics::drill_seen(d);
     }
 }
 
 /// One pass over the running drills.
-async fn pass(coord: &Coordinator, lead: &Lead) -> Result<(), crate::core::ActError> {
+async fn pass(coord: &Coordinator, lead: &Lead) -> Result<(), crate::model::error::ActError> {
     // Each running drill as listed, with its revision: a report that lands
     // in between makes the save conflict, and the next pass sees both.
     for (mut d, rev) in journal::all_with_revisions(coord).await? {
         if d.state != journal::RUNNING {
             continue;
         }
-        let changed = match d.kind.as_str() {
-            "restore" => restore::advance(coord, lead, &mut d).await?,
-            "failover" => failover::advance(coord, lead, &mut d).await?,
-            _ => false,
-        };
+        let span = tracing::info_span!("drill", id = %d.id, kind = %d.kind);
+        let changed = tracing::Instrument::instrument(
+            async {
+                match d.kind.as_str() {
+                    "restore" => restore::advance(coord, lead, &mut d).await,
+                    "failover" => failover::advance(coord, lead, &mut d).await,
+                    _ => Ok(false),
+                }
+            },
+            span,
+        )
+        .await?;
         if !changed {
             continue;
         }
@@ -81,12 +88,14 @@ async fn pass(coord: &Coordinator, lead: &Lead) -> Result<(), crate::core::ActEr
         match journal::save(coord, lead, &d, rev, event).await {
             Ok(_) => {
                 if d.state == journal::FINISHED {
-                    crate::metrics::drill_finished(&d);
+                    super::metrics::drill_finished(&d);
                     tracing::info!(drill = %d.id, verdict = %d.verdict, rto_ms = ?d.rto_ms, rpo_ms = ?d.rpo_ms, "drill finished");
                 }
             }
             // A report landed in between: the next pass sees both.
-            Err(crate::core::ActError::Store(crate::store::StoreError::Conflict { .. })) => {}
+            Err(crate::model::error::ActError::Store(
+                crate::model::error::StoreError::Conflict { .. },
+            )) => {}
             Err(e) => return Err(e),
         }
     }

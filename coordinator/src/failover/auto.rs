@@ -15,10 +15,11 @@
 //! from (or, when none had a session, the first check that saw both signals).
 
 use super::plan::{store_of, stores_in};
-use super::{primaries, steps};
-use crate::core::{Coordinator, Lead};
-use crate::records::now_ms;
-use crate::topology::{RegionRole, ServiceConfig};
+use super::{driver, stored};
+use crate::jobs::{Coordinator, Lead};
+use crate::model::clock::now_ms;
+use crate::model::topology::{RegionRole, ServiceConfig};
+use crate::replication::primaries;
 use seawall_proto::v1::{FailoverRequest, StoreProbe};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,11 +80,12 @@ async fn region_down(
     region: &str,
     to: &str,
 ) -> Verdict {
-    let silence_ms = crate::registry::silence_limit(coord.config.heartbeat).as_millis() as i64;
+    let silence_ms =
+        crate::fleet::registry::silence_limit(coord.config.heartbeat).as_millis() as i64;
     let now = now_ms();
     let mut silent_since: Option<i64> = None;
     for store in stores_in(service, region) {
-        if let Ok(s) = crate::replication::ask::session_of(&coord.registry, region, &store.agent) {
+        if let Ok(s) = crate::fleet::pending::session_of(&coord.registry, region, &store.agent) {
             let last = s
                 .last_heartbeat_ms
                 .load(std::sync::atomic::Ordering::Relaxed);
@@ -108,7 +110,7 @@ async fn region_down(
                     store.kind.name()
                 ));
             };
-            let session = crate::replication::ask::session_of(&coord.registry, to, &checker.agent)
+            let session = crate::fleet::pending::session_of(&coord.registry, to, &checker.agent)
                 .map_err(|_| {
                     format!(
                         "{to}'s agent {} is not connected: cannot confirm",
@@ -171,7 +173,7 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
     // Checks in a row with both signals, and when the first was.
     let streaks: Arc<tokio::sync::Mutex<HashMap<String, (u32, i64)>>> = Arc::default();
     let (board, tree) = (coord.workers.clone(), lead.tree.clone());
-    crate::workers::spawn_worker(&tree, &board, "auto failover", move || {
+    crate::fleet::workers::spawn_worker(&tree, &board, "auto failover", move || {
         let (coord, lead, streaks, watched) = (
             coord.clone(),
             lead.clone(),
@@ -180,13 +182,13 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
         );
         async move {
             if !lead.leadership.is_valid() {
-                return Ok(crate::workers::Next::Stop);
+                return Ok(crate::fleet::workers::Next::Stop);
             }
-            let running: Vec<String> = steps::all(&coord)
+            let running: Vec<String> = stored::all(&coord)
                 .await
                 .map_err(|e| e.to_string())?
                 .into_iter()
-                .filter(|f| !steps::is_final(f))
+                .filter(|f| !f.is_final())
                 .map(|f| f.service)
                 .collect();
             let started = std::time::Instant::now();
@@ -235,7 +237,7 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                 let assessed =
                     super::plan::assess(&coord, &lead, service, &primary, &req, true).await;
                 if !assessed.plan.refusals.is_empty() {
-                    metrics::counter!("seawall_failovers_total", "service" => service.name.clone(), "outcome" => "refused").increment(1);
+                    super::metrics::outcome(&service.name, "refused");
                     coord
                         .audit(
                             &lead,
@@ -259,11 +261,11 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                         ),
                     )
                     .await;
-                steps::create(&coord, &lead, &req, "automatic", &assessed, Some(detected))
+                driver::create(&coord, &lead, &req, "automatic", &assessed, Some(detected))
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            Ok(crate::workers::Next::After(
+            Ok(crate::fleet::workers::Next::After(
                 interval.saturating_sub(started.elapsed()),
             ))
         }

@@ -12,13 +12,37 @@
 //!   failover, so Route 53 answers the SECONDARY, and un-inverted to answer
 //!   the PRIMARY again.
 
-use crate::topology::DnsConfig;
+use crate::model::topology::DnsConfig;
 use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet,
     ResourceRecordSetFailover, RrType,
 };
 use aws_sdk_route53::Client;
 use std::time::{Duration, Instant};
+
+/// Why Route 53 could not be read or changed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DnsError {
+    /// The client could not be made (a key file, the configuration):
+    /// an operator must mend it.
+    #[error("{0}")]
+    Config(String),
+    /// Route 53 did not answer or refused a call; another attempt may
+    /// succeed (and a record or health check provisioned meanwhile counts).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The record holds a value Seawall did not write: waiting mends
+    /// nothing, and Seawall never overwrites it.
+    #[error("{0}")]
+    ChangedByOthers(String),
+}
+
+impl DnsError {
+    /// Whether another attempt, without an operator's change, can succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(self, DnsError::Unavailable(_))
+    }
+}
 
 /// What the flip did.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +57,7 @@ pub struct Flipped {
 
 /// A Route 53 client for `dns` (its endpoint, signing region and keys, or
 /// the standard AWS chain).
-pub async fn client(dns: &DnsConfig) -> Result<Client, String> {
+pub async fn client(dns: &DnsConfig) -> Result<Client, DnsError> {
     // A Route 53 that does not answer must not hang the step: each call
     // gives up, and the step tries again with backoff.
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
@@ -49,9 +73,9 @@ pub async fn client(dns: &DnsConfig) -> Result<Client, String> {
     }
     if let (Some(id), Some(file)) = (&dns.access_key_id, &dns.secret_access_key_file) {
         let secret = seawall_common::secret::read_secret_file(file, "Route 53 secret key")
-            .map_err(|e| e.to_string())?;
-        let secret =
-            String::from_utf8(secret).map_err(|_| format!("{} is not UTF-8", file.display()))?;
+            .map_err(|e| DnsError::Config(e.to_string()))?;
+        let secret = String::from_utf8(secret)
+            .map_err(|_| DnsError::Config(format!("{} is not UTF-8", file.display())))?;
         loader = loader.credentials_provider(aws_sdk_route53::config::Credentials::new(
             id.clone(),
             secret.trim().to_string(),
@@ -91,7 +115,7 @@ fn why(e: impl std::fmt::Display + std::fmt::Debug) -> String {
 
 /// The record sets of `dns`'s name and type (a plain record is one; a
 /// failover pair is two).
-async fn record_sets(client: &Client, dns: &DnsConfig) -> Result<Vec<ResourceRecordSet>, String> {
+async fn record_sets(client: &Client, dns: &DnsConfig) -> Result<Vec<ResourceRecordSet>, DnsError> {
     let out = client
         .list_resource_record_sets()
         .hosted_zone_id(&dns.zone_id)
@@ -101,12 +125,12 @@ async fn record_sets(client: &Client, dns: &DnsConfig) -> Result<Vec<ResourceRec
         .send()
         .await
         .map_err(|e| {
-            format!(
+            DnsError::Unavailable(format!(
                 "reading {} from Route 53 zone {}: {}",
                 dns.name,
                 dns.zone_id,
                 why(e)
-            )
+            ))
         })?;
     Ok(out
         .resource_record_sets()
@@ -117,7 +141,7 @@ async fn record_sets(client: &Client, dns: &DnsConfig) -> Result<Vec<ResourceRec
 }
 
 /// The record's current values (empty when there is none).
-pub async fn current(client: &Client, dns: &DnsConfig) -> Result<Vec<String>, String> {
+pub async fn current(client: &Client, dns: &DnsConfig) -> Result<Vec<String>, DnsError> {
     Ok(record_sets(client, dns)
         .await?
         .first()
@@ -130,7 +154,7 @@ pub async fn current(client: &Client, dns: &DnsConfig) -> Result<Vec<String>, St
         .unwrap_or_default())
 }
 
-fn record(dns: &DnsConfig, value: &str) -> Result<ResourceRecordSet, String> {
+fn record(dns: &DnsConfig, value: &str) -> Result<ResourceRecordSet, DnsError> {
     ResourceRecordSet::builder()
         .name(fqdn(&dns.name))
         .r#type(record_type(dns))
@@ -139,10 +163,16 @@ fn record(dns: &DnsConfig, value: &str) -> Result<ResourceRecordSet, String> {
             ResourceRecord::builder()
                 .value(value)
                 .build()
-                .map_err(|e| e.to_string())?,
+                .map_err(built)?,
         )
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(built)
+}
+
+/// A request the SDK's builder refused (a field missing): a bug or a
+/// configuration value Route 53 cannot take.
+fn built(e: impl std::fmt::Display) -> DnsError {
+    DnsError::Config(format!("a Route 53 request could not be built: {e}"))
 }
 
 /// Makes Route 53 answer `to`'s value instead of `from`'s, in the record
@@ -153,7 +183,7 @@ pub async fn flip(
     from: &str,
     to: &str,
     wait: Duration,
-) -> Result<Flipped, String> {
+) -> Result<Flipped, DnsError> {
     if dns.style == "failover" {
         return flip_failover_records(client, dns, to).await;
     }
@@ -166,17 +196,17 @@ async fn flip_failover_records(
     client: &Client,
     dns: &DnsConfig,
     to: &str,
-) -> Result<Flipped, String> {
+) -> Result<Flipped, DnsError> {
     let sets = record_sets(client, dns).await?;
     let of = |which: ResourceRecordSetFailover| sets.iter().find(|r| r.failover() == Some(&which));
     let (Some(primary), Some(secondary)) = (
         of(ResourceRecordSetFailover::Primary),
         of(ResourceRecordSetFailover::Secondary),
     ) else {
-        return Err(format!(
+        return Err(DnsError::Unavailable(format!(
             "{} {} has no PRIMARY and SECONDARY failover records: create them (docs/operations.md, Failover) or use style = \"plain\"",
             dns.record_type, dns.name
-        ));
+        )));
     };
     let holds = |r: &ResourceRecordSet| r.resource_records().iter().any(|v| v.value() == to);
     let invert = if holds(secondary) {
@@ -184,23 +214,23 @@ async fn flip_failover_records(
     } else if holds(primary) {
         false
     } else {
-        return Err(format!(
+        return Err(DnsError::ChangedByOthers(format!(
             "neither failover record of {} holds {to:?}: someone else changed them, so Seawall changes nothing",
             dns.name
-        ));
+        )));
     };
     let Some(check) = primary.health_check_id() else {
-        return Err(format!(
+        return Err(DnsError::Unavailable(format!(
             "the PRIMARY record of {} has no health check: Seawall moves failover records through it, so attach one",
             dns.name
-        ));
+        )));
     };
     let now = client
         .get_health_check()
         .health_check_id(check)
         .send()
         .await
-        .map_err(|e| format!("reading health check {check}: {}", why(e)))?;
+        .map_err(|e| DnsError::Unavailable(format!("reading health check {check}: {}", why(e))))?;
     let inverted = now
         .health_check()
         .and_then(|h| h.health_check_config())
@@ -219,7 +249,7 @@ async fn flip_failover_records(
         .inverted(invert)
         .send()
         .await
-        .map_err(|e| format!("updating health check {check}: {}", why(e)))?;
+        .map_err(|e| DnsError::Unavailable(format!("updating health check {check}: {}", why(e))))?;
     Ok(Flipped {
         already: false,
         change_id: Some(format!("healthcheck/{check} inverted={invert}")),
@@ -236,7 +266,7 @@ async fn flip_plain(
     from: &str,
     to: &str,
     wait: Duration,
-) -> Result<Flipped, String> {
+) -> Result<Flipped, DnsError> {
     let now = current(client, dns).await?;
     if now == [to.to_string()] {
         return Ok(Flipped {
@@ -246,12 +276,12 @@ async fn flip_plain(
         });
     }
     if now != [from.to_string()] {
-        return Err(format!(
+        return Err(DnsError::ChangedByOthers(format!(
             "{} {} holds {:?}, not the old primary's {from:?}: someone else changed it, so Seawall does not overwrite it; point it at {to:?} by hand or restore it and run the step again",
             dns.record_type,
             dns.name,
             now
-        ));
+        )));
     }
     let batch = ChangeBatch::builder()
         .comment(format!("seawall failover: {from} -> {to}"))
@@ -260,17 +290,17 @@ async fn flip_plain(
                 .action(ChangeAction::Delete)
                 .resource_record_set(record(dns, from)?)
                 .build()
-                .map_err(|e| e.to_string())?,
+                .map_err(built)?,
         )
         .changes(
             Change::builder()
                 .action(ChangeAction::Create)
                 .resource_record_set(record(dns, to)?)
                 .build()
-                .map_err(|e| e.to_string())?,
+                .map_err(built)?,
         )
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(built)?;
     let out = client
         .change_resource_record_sets()
         .hosted_zone_id(&dns.zone_id)
@@ -278,11 +308,11 @@ async fn flip_plain(
         .send()
         .await
         .map_err(|e| {
-            format!(
+            DnsError::Unavailable(format!(
                 "Route 53 refused the change of {} (the record changed since it was read?): {}",
                 dns.name,
                 why(e)
-            )
+            ))
         })?;
     let id = out
         .change_info()
@@ -295,14 +325,14 @@ async fn flip_plain(
             .id(&id)
             .send()
             .await
-            .map_err(|e| format!("reading change {id}: {}", why(e)))?;
+            .map_err(|e| DnsError::Unavailable(format!("reading change {id}: {}", why(e))))?;
         if status.change_info().map(|c| c.status()) == Some(&ChangeStatus::Insync) {
             break;
         }
         if started.elapsed() > wait {
-            return Err(format!(
+            return Err(DnsError::Unavailable(format!(
                 "change {id} was not INSYNC within {wait:?}: Route 53 has it; the step waits again when resumed"
-            ));
+            )));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

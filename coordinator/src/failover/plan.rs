@@ -4,9 +4,8 @@
 //! old primary that cannot be fenced). `failover plan` shows it; `failover
 //! run` is refused while it refuses.
 
-use crate::core::{Coordinator, Lead};
-use crate::replication::assess::lsn;
-use crate::topology::{RegionRole, ServiceConfig, StoreConfig, StoreKind};
+use crate::jobs::{Coordinator, Lead};
+use crate::model::topology::{RegionRole, ServiceConfig, StoreConfig, StoreKind};
 use seawall_proto::v1::{FailoverPlan, FailoverRequest, StoreProbe, StoreReport};
 use std::time::Duration;
 
@@ -48,8 +47,7 @@ pub async fn ask_store(
     probe: StoreProbe,
     deadline: Duration,
 ) -> Result<StoreReport, String> {
-    let session =
-        crate::replication::ask::session_of(&coord.registry, &store.region, &store.agent)?;
+    let session = crate::fleet::pending::session_of(&coord.registry, &store.region, &store.agent)?;
     let reply = coord
         .probes
         .ask(&session, lead.epoch(), vec![probe], None, deadline)
@@ -105,7 +103,7 @@ pub async fn assess(
     req: &FailoverRequest,
     from_down: bool,
 ) -> Assessment {
-    let asked_ms = crate::records::now_ms();
+    let asked_ms = crate::model::clock::now_ms();
     let to = req.to.as_str();
     let mut plan = FailoverPlan {
         service: service.name.clone(),
@@ -199,40 +197,16 @@ pub async fn assess(
             }
             None => continue,
         };
-        let bytes = match kind {
-            StoreKind::Postgres => {
-                let Some(pg) = &b_state.postgres else {
-                    continue;
-                };
-                if !pg.in_recovery {
-                    refuse(format!("{to}'s PostgreSQL is not in recovery: it does not follow {from} (promoted already? see `seawall failover status`)"), &mut plan);
-                    continue;
-                }
-                match a_state
-                    .as_ref()
-                    .and_then(|r| r.postgres.as_ref())
-                    .filter(|p| !p.in_recovery)
-                {
-                    Some(p) => lsn(&p.current_lsn)
-                        .zip(lsn(&pg.replay_lsn))
-                        .map(|(c, r)| (c - r).max(0)),
-                    None => None,
-                }
-            }
-            StoreKind::Redis => {
-                let Some(r) = &b_state.redis else { continue };
-                if r.master {
-                    refuse(
-                        format!("{to}'s Redis is a master: it does not follow {from}"),
-                        &mut plan,
-                    );
-                    continue;
-                }
-                a_state
-                    .as_ref()
-                    .and_then(|s| s.redis.as_ref())
-                    .filter(|m| m.master)
-                    .map(|m| (m.offset - r.offset).max(0))
+        let bytes = match crate::replication::kinds::rules(*kind).trails(
+            &b_state,
+            a_state.as_ref(),
+            to,
+            from,
+        ) {
+            Ok(bytes) => bytes,
+            Err(refusal) => {
+                refuse(refusal, &mut plan);
+                continue;
             }
         };
         match bytes {
@@ -248,7 +222,7 @@ pub async fn assess(
     // Seconds: the replication checks' figures for the new region's stores
     // (canary exposure, replay lag), aged by the report's age when the old
     // region cannot be asked.
-    let now = crate::records::now_ms();
+    let now = crate::model::clock::now_ms();
     if let Some(r) = &report {
         let secs = r
             .stores
@@ -306,15 +280,14 @@ pub async fn assess(
     } else {
         "catch up: skipped (not a switchover: promote what the standby has)".into()
     });
-    if let (_, Some(b)) = names(StoreKind::Postgres) {
-        plan.steps.push(format!(
-            "promote postgres: pg_promote on {b}, waited for; the new timeline and LSN recorded"
-        ));
-    }
-    if let (_, Some(b)) = names(StoreKind::Redis) {
-        plan.steps.push(format!(
-            "promote redis: REPLICAOF NO ONE on {b}; the offset recorded"
-        ));
+    for kind in StoreKind::ALL {
+        if let (_, Some(b)) = names(kind) {
+            plan.steps.push(format!(
+                "promote {}: {}",
+                kind.name(),
+                crate::replication::kinds::rules(kind).promote_step(&b)
+            ));
+        }
     }
     plan.steps.push(match &service.dns {
         Some(d) if d.style == "failover" => format!(
@@ -369,7 +342,7 @@ pub async fn assess_failback(
     to: &str,
     standby_only: bool,
 ) -> Assessment {
-    let asked_ms = crate::records::now_ms();
+    let asked_ms = crate::model::clock::now_ms();
     let mut plan = FailoverPlan {
         service: service.name.clone(),
         from: from.to_string(),
@@ -393,7 +366,7 @@ pub async fn assess_failback(
         ));
     }
     let mut from_reachable = true;
-    for kind in [StoreKind::Postgres, StoreKind::Redis] {
+    for kind in StoreKind::ALL {
         let (Some(a), Some(b)) = (store_of(service, from, kind), store_of(service, to, kind))
         else {
             continue;
@@ -408,11 +381,7 @@ pub async fn assess_failback(
         }
         match probe(coord, lead, a).await {
             Ok(r) => {
-                let primary = match kind {
-                    StoreKind::Postgres => r.postgres.as_ref().is_some_and(|p| !p.in_recovery),
-                    StoreKind::Redis => r.redis.as_ref().is_some_and(|m| m.master),
-                };
-                if !primary {
+                if !crate::replication::kinds::rules(kind).acts_as_primary(&r) {
                     plan.refusals.push(format!(
                         "{from}'s {} is not a primary: fail back from the region that runs the service",
                         kind.name()
@@ -429,19 +398,13 @@ pub async fn assess_failback(
                 ));
             }
         }
-        if let Err(e) = crate::replication::ask::session_of(&coord.registry, &b.region, &b.agent) {
+        if let Err(e) = crate::fleet::pending::session_of(&coord.registry, &b.region, &b.agent) {
             plan.refusals
                 .push(format!("{to}'s {} cannot be rebuilt: {e}", kind.name()));
             continue;
         }
         plan.notes.push(match probe(coord, lead, b).await {
-            Ok(r) => match kind {
-                StoreKind::Postgres => match &r.postgres {
-                    Some(p) if p.in_recovery => format!("{to}'s PostgreSQL is a standby already: it is pointed at {from} (restarted only if it follows another server)"),
-                    _ => format!("{to}'s PostgreSQL acts as a (fenced) primary: it is stopped, rewound onto {from}'s timeline and started as its standby"),
-                },
-                StoreKind::Redis => format!("{to}'s Redis becomes a replica of {from}'s (a full sync)"),
-            },
+            Ok(r) => crate::replication::kinds::rules(kind).rebuild_note(&r, to, from),
             Err(e) => format!(
                 "{to}'s {} does not answer ({e}): its agent rebuilds it from its data directory",
                 kind.name()
@@ -453,18 +416,18 @@ pub async fn assess_failback(
             .and_then(|s| s.address.clone())
             .unwrap_or_default()
     };
-    if store_of(service, to, StoreKind::Postgres).is_some() {
-        plan.steps.push(format!(
-            "rebuild postgres: {to}'s server stopped, rewound with pg_rewind onto {} (a base backup of it when a rewind cannot work), its own configuration kept, started as a standby, waited for until it streams (at most {})",
-            address(StoreKind::Postgres),
-            humantime::format_duration(service.rebuild_timeout)
-        ));
-    }
-    if store_of(service, to, StoreKind::Redis).is_some() {
-        plan.steps.push(format!(
-            "rebuild redis: REPLICAOF {}, waited for until the link is up",
-            address(StoreKind::Redis)
-        ));
+    for kind in StoreKind::ALL {
+        if store_of(service, to, kind).is_some() {
+            plan.steps.push(format!(
+                "rebuild {}: {}",
+                kind.name(),
+                crate::replication::kinds::rules(kind).rebuild_step(
+                    to,
+                    &address(kind),
+                    service.rebuild_timeout
+                )
+            ));
+        }
     }
     plan.steps.push(format!(
         "precheck: the rebuilt standbys follow {from} and are within the lag bound (waited for at most {})",

@@ -7,30 +7,25 @@
 //! for it). A demoted primary never takes writes again until failback.
 //! Services with a failover running are left to it.
 
+use super::action::act;
 use super::plan::{probe, store_of};
-use super::primaries;
-use super::steps::act;
-use crate::core::{Coordinator, Lead};
-use crate::registry::Session;
-use crate::topology::{ServiceConfig, StoreConfig, StoreKind};
-use seawall_proto::v1::{action_request::Action, FenceAction, RejoinAction};
+use crate::fleet::registry::Session;
+use crate::jobs::{Coordinator, Lead};
+use crate::model::topology::{ServiceConfig, StoreConfig};
+use crate::replication::primaries;
+use seawall_proto::v1::{action_request::Action, RejoinAction};
 use std::time::Duration;
 
 /// What keeps `store`, outside the primary region `primary`, from taking
-/// writes: PostgreSQL read-only; Redis a replica of the new master (or its
-/// writes paused when the topology gives no address for it).
+/// writes: the store's provider decides how (PostgreSQL read-only; Redis a
+/// replica of the new master, or its writes paused when the topology gives
+/// no address for it).
 pub(super) fn demotion(service: &ServiceConfig, primary: &str, store: &StoreConfig) -> Action {
-    let new_master = store_of(service, primary, StoreKind::Redis).and_then(|s| s.address.clone());
-    match (store.kind, new_master) {
-        (StoreKind::Redis, Some(master)) => Action::Rejoin(RejoinAction {
-            redis_master: master,
-        }),
-        (StoreKind::Redis, None) => Action::Fence(FenceAction {
-            redis_pause_ms: u32::MAX,
-            stop_postgres: false,
-        }),
-        (StoreKind::Postgres, _) => Action::Rejoin(RejoinAction::default()),
-    }
+    Action::Rejoin(RejoinAction {
+        new_primary: store_of(service, primary, store.kind)
+            .and_then(|s| s.address.clone())
+            .unwrap_or_default(),
+    })
 }
 
 /// Fences whatever of `session`'s stores acts as a primary outside its
@@ -39,10 +34,10 @@ pub async fn on_connect(coord: &Coordinator, lead: &Lead, session: &Session) -> 
     let mut done = Vec::new();
     // A service in the middle of a failover has a promoted store outside
     // the recorded primary region on purpose: the workflow owns it.
-    let running: Vec<String> = match super::steps::all(coord).await {
+    let running: Vec<String> = match super::stored::all(coord).await {
         Ok(all) => all
             .into_iter()
-            .filter(|f| !super::steps::is_final(f))
+            .filter(|f| !f.is_final())
             .map(|f| f.service)
             .collect(),
         Err(e) => {
@@ -70,11 +65,7 @@ pub async fn on_connect(coord: &Coordinator, lead: &Lead, session: &Session) -> 
             let Ok(state) = probe(coord, lead, store).await else {
                 continue;
             };
-            let acts_as_primary = match store.kind {
-                StoreKind::Postgres => state.postgres.as_ref().is_some_and(|p| !p.in_recovery),
-                StoreKind::Redis => state.redis.as_ref().is_some_and(|r| r.master),
-            };
-            if !acts_as_primary {
+            if !crate::replication::kinds::rules(store.kind).acts_as_primary(&state) {
                 continue;
             }
             let action = demotion(service, &primary, store);
@@ -95,12 +86,11 @@ pub async fn on_connect(coord: &Coordinator, lead: &Lead, session: &Session) -> 
                     store.kind.name(),
                     store.agent,
                     store.source,
-                    e.message
+                    e
                 ),
             };
             tracing::warn!(service = %service.name, "{line}");
-            metrics::counter!("seawall_rejoins_total", "service" => service.name.clone())
-                .increment(1);
+            super::metrics::rejoined(&service.name);
             coord
                 .audit(lead, "failover", format!("rejoin: {line}"))
                 .await;

@@ -3,30 +3,52 @@
 //! failover of the service runs or when the plan refuses. The operator API
 //! and failover drills start failovers the same way.
 
-use crate::core::{Coordinator, Lead};
-use crate::topology::ServiceConfig;
-use seawall_proto::v1::{Failover, FailoverRequest};
-use tonic::Status;
+use crate::jobs::{Coordinator, Lead};
+use crate::model::error::ActError;
+use crate::model::failover::FailoverRecord;
+use crate::model::topology::ServiceConfig;
+use seawall_proto::v1::FailoverRequest;
+
+/// Why a failover was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The request names no service of the topology.
+    #[error("{0}")]
+    NoSuchService(String),
+    /// The service cannot fail over now: another failover runs, the
+    /// topology has no primary, or the plan refuses.
+    #[error("{0}")]
+    Refused(String),
+    /// The store or the lead failed.
+    #[error(transparent)]
+    Act(#[from] ActError),
+}
+
+impl From<crate::model::error::StoreError> for StartError {
+    fn from(e: crate::model::error::StoreError) -> StartError {
+        StartError::Act(e.into())
+    }
+}
 
 /// The service a request names and the region its primary is in now.
 pub async fn target<'a>(
     coord: &'a Coordinator,
     req: &FailoverRequest,
-) -> Result<(&'a ServiceConfig, String), Status> {
+) -> Result<(&'a ServiceConfig, String), StartError> {
     let service = coord
         .config
         .services
         .iter()
         .find(|s| s.name == req.service)
         .ok_or_else(|| {
-            Status::not_found(format!(
+            StartError::NoSuchService(format!(
                 "no service {:?} in the topology ([[services]] in coordinator.toml)",
                 req.service
             ))
         })?;
-    let from = super::primaries::current(coord, service)
+    let from = crate::replication::primaries::current(coord, service)
         .await?
-        .ok_or_else(|| Status::failed_precondition("the topology has no primary region"))?;
+        .ok_or_else(|| StartError::Refused("the topology has no primary region".into()))?;
     Ok((service, from))
 }
 
@@ -47,7 +69,7 @@ pub async fn assess(
             .config
             .regions
             .iter()
-            .find(|r| r.role == crate::topology::RegionRole::Primary)
+            .find(|r| r.role == crate::model::topology::RegionRole::Primary)
             .map(|r| r.name.clone())
             .unwrap_or_default()
     } else {
@@ -62,21 +84,21 @@ pub async fn start(
     lead: &Lead,
     req: &FailoverRequest,
     who: &str,
-) -> Result<Failover, Status> {
+) -> Result<FailoverRecord, StartError> {
     let (service, from) = target(coord, req).await?;
-    let running = super::steps::all(coord)
+    let running = super::stored::all(coord)
         .await?
         .into_iter()
-        .find(|f| f.service == req.service && !super::steps::is_final(f));
+        .find(|f| f.service == req.service && !f.is_final());
     if let Some(f) = running {
-        return Err(Status::failed_precondition(format!(
+        return Err(StartError::Refused(format!(
             "failover {} of {} is still running: `seawall failover status {}`",
             f.id, f.service, f.id
         )));
     }
     let assessed = assess(coord, lead, service, &from, req).await;
     if !assessed.plan.refusals.is_empty() {
-        metrics::counter!("seawall_failovers_total", "service" => req.service.clone(), "outcome" => "refused").increment(1);
+        super::metrics::outcome(&req.service, "refused");
         coord
             .audit(
                 lead,
@@ -90,11 +112,11 @@ pub async fn start(
                 ),
             )
             .await;
-        return Err(Status::failed_precondition(format!(
+        return Err(StartError::Refused(format!(
             "{} refused: {}",
             if req.failback { "failback" } else { "failover" },
             assessed.plan.refusals.join("; ")
         )));
     }
-    Ok(super::steps::create(coord, lead, req, who, &assessed, None).await?)
+    Ok(super::driver::create(coord, lead, req, who, &assessed, None).await?)
 }

@@ -3,7 +3,8 @@
 //! answer is "broken" with its last known position, never "no lag"; a
 //! figure past the RPO is "at risk".
 
-use crate::topology::{RegionConfig, RegionRole, ServiceConfig, StoreConfig, StoreKind};
+use super::kinds::Finding;
+use crate::model::topology::{RegionConfig, RegionRole, ServiceConfig, StoreConfig, StoreKind};
 use seawall_proto::v1::{RepositoryReplication, ServiceReplication, StoreReplication, StoreReport};
 
 /// All is well.
@@ -50,14 +51,6 @@ pub fn behind_ms(s: &StoreReplication) -> Option<i64> {
     .max()
 }
 
-/// A WAL position as a byte offset ("16/B374D848").
-pub fn lsn(text: &str) -> Option<i64> {
-    let (hi, lo) = text.split_once('/')?;
-    let hi = u64::from_str_radix(hi, 16).ok()?;
-    let lo = u64::from_str_radix(lo, 16).ok()?;
-    i64::try_from((hi << 32) | lo).ok()
-}
-
 fn report_of(r: &Result<StoreReport, String>) -> Result<&StoreReport, String> {
     match r {
         Ok(rep) if rep.error.is_empty() => Ok(rep),
@@ -97,14 +90,14 @@ pub fn assess(
     let primary_of = |kind: StoreKind| -> Option<&StoreReport> {
         service.stores.iter().zip(seen).find_map(|(st, s)| {
             (st.kind == kind
-                && crate::topology::store_role(regions, st) == Some(RegionRole::Primary))
+                && crate::model::topology::store_role(regions, st) == Some(RegionRole::Primary))
             .then(|| report_of(&s.answer).ok())
             .flatten()
         })
     };
     let mut stores = Vec::new();
     for (st, s) in service.stores.iter().zip(seen) {
-        let role = crate::topology::store_role(regions, st);
+        let role = crate::model::topology::store_role(regions, st);
         let mut out = StoreReplication {
             region: st.region.clone(),
             role: if role == Some(RegionRole::Primary) {
@@ -141,122 +134,27 @@ pub fn assess(
                 out.answered_unix_ms = s.at_ms;
                 out.took_ms = rep.took_ms;
                 let primary_side = role == Some(RegionRole::Primary);
-                match st.kind {
-                    StoreKind::Postgres => match &rep.postgres {
-                        None => worse(
-                            BROKEN,
-                            "no PostgreSQL state in the answer".into(),
-                            &mut reasons,
-                        ),
-                        Some(pg) if primary_side => {
-                            out.position = pg.current_lsn.clone();
-                            if pg.in_recovery {
-                                out.position = pg.replay_lsn.clone();
-                                worse(BROKEN, "in recovery: the primary region's PostgreSQL is a standby (failed over elsewhere?)".into(), &mut reasons);
-                            } else if pg.standbys.is_empty()
-                                && service.stores.iter().any(|o| {
-                                    o.kind == StoreKind::Postgres
-                                        && crate::topology::store_role(regions, o)
-                                            == Some(RegionRole::Standby)
-                                })
-                            {
-                                reasons.push("no standby is streaming from it".into());
-                            }
-                        }
-                        Some(pg) => {
-                            out.position = pg.replay_lsn.clone();
-                            if !pg.in_recovery {
-                                out.position = pg.current_lsn.clone();
-                                worse(BROKEN, "not in recovery: it accepts writes of its own (promoted?) and no longer follows the primary".into(), &mut reasons);
-                            } else {
-                                if pg.receiver != "streaming" {
-                                    let r = if pg.receiver.is_empty() {
-                                        "not running"
-                                    } else {
-                                        pg.receiver.as_str()
-                                    };
-                                    worse(BROKEN, format!("WAL receiver {r}: the standby is not streaming from the primary"), &mut reasons);
-                                }
-                                if pg.replay_paused {
-                                    reasons.push("replay is paused (SELECT pg_wal_replay_resume() resumes it)".into());
-                                }
-                                let replay = lsn(&pg.replay_lsn);
-                                let primary = primary_of(StoreKind::Postgres)
-                                    .and_then(|p| p.postgres.as_ref())
-                                    .filter(|p| !p.in_recovery);
-                                let lag = match primary {
-                                    Some(p) => {
-                                        lsn(&p.current_lsn).zip(replay).map(|(c, r)| (c - r).max(0))
-                                    }
-                                    None => {
-                                        reasons.push("primary unreachable: only WAL this standby received is counted".into());
-                                        Some(pg.replay_lag_bytes.max(0))
-                                    }
-                                };
-                                out.lag_bytes = lag;
-                                // The primary's replay_lag for this standby
-                                // (its row is the one whose replay position
-                                // is nearest this standby's own).
-                                let row_lag = primary.and_then(|p| {
-                                    p.standbys
-                                        .iter()
-                                        .min_by_key(|row| match (lsn(&row.replay_lsn), replay) {
-                                            (Some(a), Some(b)) => (a - b).abs(),
-                                            _ => i64::MAX,
-                                        })
-                                        .and_then(|row| row.replay_lag_secs)
-                                });
-                                out.lag_secs = match (lag, row_lag) {
-                                    (_, Some(secs)) => Some(secs),
-                                    (Some(0), None) => Some(0.0),
-                                    _ => None,
-                                };
-                            }
-                        }
-                    },
-                    StoreKind::Redis => match &rep.redis {
-                        None => worse(BROKEN, "no Redis state in the answer".into(), &mut reasons),
-                        Some(r) if primary_side => {
-                            out.position = r.offset.to_string();
-                            if !r.master {
-                                worse(BROKEN, format!("a replica of {}: the primary region's Redis is not a master", r.master_address), &mut reasons);
-                            }
-                        }
-                        Some(r) => {
-                            out.position = r.offset.to_string();
-                            if r.master {
-                                worse(
-                                    BROKEN,
-                                    "a master, not a replica: it no longer follows the primary"
-                                        .into(),
-                                    &mut reasons,
-                                );
-                            } else {
-                                if r.link != "up" {
-                                    worse(
-                                        BROKEN,
-                                        format!(
-                                            "link to its master {} is {} (last offset {})",
-                                            r.master_address, r.link, r.offset
-                                        ),
-                                        &mut reasons,
-                                    );
-                                }
-                                let master = primary_of(StoreKind::Redis)
-                                    .and_then(|p| p.redis.as_ref())
-                                    .filter(|m| m.master);
-                                out.lag_bytes = master.map(|m| (m.offset - r.offset).max(0));
-                                out.lag_secs = match out.lag_bytes {
-                                    Some(0) => Some(0.0),
-                                    _ => None,
-                                };
-                                if master.is_none() {
-                                    reasons.push("master unreachable: lag in bytes unknown".into());
-                                }
-                            }
-                        }
-                    },
+                let rules = super::kinds::rules(st.kind);
+                let judged = if primary_side {
+                    let standbys_expected = service.stores.iter().any(|o| {
+                        o.kind == st.kind
+                            && crate::model::topology::store_role(regions, o)
+                                == Some(RegionRole::Standby)
+                    });
+                    rules.judge_primary(rep, standbys_expected)
+                } else {
+                    rules.judge_standby(rep, primary_of(st.kind))
+                };
+                out.position = judged.position;
+                out.lag_bytes = judged.lag_bytes;
+                out.lag_secs = judged.lag_secs;
+                for finding in judged.findings {
+                    match finding {
+                        Finding::Broken(why) => worse(BROKEN, why, &mut reasons),
+                        Finding::Note(why) => reasons.push(why),
+                    }
                 }
+                rules.keep_detail(rep, &mut out);
                 if primary_side && service.canary {
                     if !rep.canary_error.is_empty() {
                         worse(
@@ -270,8 +168,6 @@ pub fn assess(
                 }
             }
         }
-        out.postgres = report_of(&s.answer).ok().and_then(|r| r.postgres.clone());
-        out.redis = report_of(&s.answer).ok().and_then(|r| r.redis.clone());
         if let Some((read, read_at)) = &s.canary {
             match report_of(read) {
                 Err(e) => reasons.push(format!("canary not read: {e}")),
@@ -337,8 +233,10 @@ pub fn assess(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::{ServiceConfig, StoreConfig};
-    use seawall_proto::v1::{CanaryMarker, PostgresReplication, RedisReplication};
+    use crate::model::topology::{ServiceConfig, StoreConfig};
+    use seawall_proto::v1::{
+        store_report::Replication, CanaryMarker, PostgresReplication, RedisReplication,
+    };
     use std::time::Duration;
 
     fn topology() -> (Vec<RegionConfig>, ServiceConfig) {
@@ -377,7 +275,7 @@ mod tests {
             failover_unfenced: false,
             catch_up_timeout: std::time::Duration::from_secs(30),
             rebuild_timeout: std::time::Duration::from_secs(3600),
-            fence: crate::topology::FenceMode::ReadOnly,
+            fence: crate::model::topology::FenceMode::ReadOnly,
             check_file: None,
             dns: None,
             auto_failover: None,
@@ -387,7 +285,7 @@ mod tests {
 
     fn pg(primary: bool, lsn_text: &str) -> StoreReport {
         StoreReport {
-            postgres: Some(PostgresReplication {
+            replication: Some(Replication::Postgres(PostgresReplication {
                 in_recovery: !primary,
                 current_lsn: if primary {
                     lsn_text.into()
@@ -406,20 +304,20 @@ mod tests {
                 },
                 last_replay_age_secs: Some(42.0),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }
     }
 
     fn redis(master: bool, offset: i64, link: &str) -> StoreReport {
         StoreReport {
-            redis: Some(RedisReplication {
+            replication: Some(Replication::Redis(RedisReplication {
                 master,
                 offset,
                 link: link.into(),
                 master_address: "10.0.0.1:6379".into(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }
     }
@@ -494,7 +392,7 @@ mod tests {
         // With the primary's replay_lag for this standby, seconds are known.
         let mut timed = all.clone();
         if let Ok(p) = &mut timed[0].answer {
-            if let Some(pg) = &mut p.postgres {
+            if let Some(Replication::Postgres(pg)) = &mut p.replication {
                 pg.standbys.push(seawall_proto::v1::PostgresStandby {
                     replay_lsn: "0/1000000".into(),
                     replay_lag_secs: Some(1.5),
@@ -527,7 +425,7 @@ mod tests {
         let mut now = first.clone();
         now[3] = seen(Err("agent east/a is not connected: unreachable".into()));
         let mut stopped = pg(false, "0/2000000");
-        if let Some(p) = &mut stopped.postgres {
+        if let Some(Replication::Postgres(p)) = &mut stopped.replication {
             p.receiver = String::new();
         }
         now[1] = seen(Ok(stopped));
@@ -563,12 +461,5 @@ mod tests {
         promoted[1] = seen(Ok(pg(true, "0/3000000")));
         let r = assess(&regions, &service, &promoted, None, None, Vec::new(), 2_000);
         assert!(r.stores[1].reasons[0].contains("not in recovery"));
-    }
-
-    #[test]
-    fn lsns_read_as_byte_offsets() {
-        assert_eq!(lsn("0/3000060"), Some(0x3000060));
-        assert_eq!(lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
-        assert_eq!(lsn("nonsense"), None);
     }
 }

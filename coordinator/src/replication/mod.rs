@@ -4,13 +4,15 @@
 //! the newest marker they can see. The verdicts and figures go into the
 //! store (`replication/SERVICE`), the gauges and `seawall replication`.
 
-pub mod ask;
 pub mod assess;
+pub mod kinds;
+pub mod metrics;
+pub mod primaries;
 pub mod repositories;
 
-use crate::core::{Coordinator, Lead};
-use crate::records::now_ms;
-use crate::topology::{store_role, RegionRole};
+use crate::jobs::{Coordinator, Lead};
+use crate::model::clock::now_ms;
+use crate::model::topology::{store_role, RegionRole};
 use assess::Seen;
 use seawall_proto::v1::{CanaryMarker, ServiceReplication, StoreProbe, StoreReport};
 use std::collections::HashMap;
@@ -43,18 +45,18 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
     let latest = repositories::Latest::default();
     repositories::start(coord.clone(), lead.clone(), latest.clone());
     let (board, tree) = (coord.workers.clone(), lead.tree.clone());
-    crate::workers::spawn_worker(&tree, &board, "replication", move || {
+    crate::fleet::workers::spawn_worker(&tree, &board, "replication", move || {
         let (coord, lead, memory, latest) =
             (coord.clone(), lead.clone(), memory.clone(), latest.clone());
         async move {
             if !lead.leadership.is_valid() {
-                return Ok(crate::workers::Next::Stop);
+                return Ok(crate::fleet::workers::Next::Stop);
             }
             let started = Instant::now();
             let mut memory = memory.lock().await;
             round(&coord, &lead, &mut memory, &latest).await?;
             let interval = coord.config.replication.interval;
-            Ok(crate::workers::Next::After(
+            Ok(crate::fleet::workers::Next::After(
                 interval.saturating_sub(started.elapsed()),
             ))
         }
@@ -84,7 +86,7 @@ async fn ask_all(
         .into_iter()
         .map(|((region, agent), asks)| async move {
             let probes: Vec<StoreProbe> = asks.iter().map(|a| a.probe.clone()).collect();
-            let answer = match ask::session_of(&coord.registry, &region, &agent) {
+            let answer = match crate::fleet::pending::session_of(&coord.registry, &region, &agent) {
                 Err(e) => Err(e),
                 Ok(session) => coord
                     .probes
@@ -133,14 +135,14 @@ async fn round(
         load(coord, memory).await?;
     }
     // Roles as failovers left them: a service's primary may have moved.
-    let moved = crate::failover::primaries::moved(coord)
+    let moved = crate::replication::primaries::moved(coord)
         .await
         .map_err(|e| format!("reading the services' primary regions: {e}"))?;
-    let regions: Vec<Vec<crate::topology::RegionConfig>> = config
+    let regions: Vec<Vec<crate::model::topology::RegionConfig>> = config
         .services
         .iter()
         .map(|s| {
-            crate::failover::primaries::effective(
+            crate::replication::primaries::effective(
                 &config.regions,
                 moved.get(&s.name).map(String::as_str),
             )
@@ -251,7 +253,7 @@ async fn round(
             repositories::assess_all(&regions[si], service, &repository_answers),
             now,
         );
-        crate::metrics::replication(&report);
+        metrics::report(&report);
         reports.push(report);
     }
     save(coord, lead, &reports).await?;
@@ -308,7 +310,7 @@ async fn save(
 /// The stored reports (any replica can answer).
 pub async fn stored(
     coord: &Coordinator,
-) -> Result<Vec<ServiceReplication>, crate::store::StoreError> {
+) -> Result<Vec<ServiceReplication>, crate::model::error::StoreError> {
     let entries = coord.store.list(PREFIX).await?;
     let known: Vec<&str> = coord
         .config

@@ -7,9 +7,9 @@
 //! worker, and the store rounds pick up its latest results.
 
 use super::assess::{self, AT_RISK, BROKEN, OK, UNKNOWN};
-use crate::core::{Coordinator, Lead};
-use crate::records::now_ms;
-use crate::topology::{RegionConfig, RegionRole, ServiceConfig};
+use crate::jobs::{Coordinator, Lead};
+use crate::model::clock::now_ms;
+use crate::model::topology::{RegionConfig, RegionRole, ServiceConfig};
 use seawall_proto::v1::{RepositoryProbe, RepositoryReplication, RepositoryReport, SourceHead};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -33,16 +33,16 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>, latest: Latest) {
         return;
     }
     let (board, tree) = (coord.workers.clone(), lead.tree.clone());
-    crate::workers::spawn_worker(&tree, &board, "repositories", move || {
+    crate::fleet::workers::spawn_worker(&tree, &board, "repositories", move || {
         let (coord, lead, latest) = (coord.clone(), lead.clone(), latest.clone());
         async move {
             if !lead.leadership.is_valid() {
-                return Ok(crate::workers::Next::Stop);
+                return Ok(crate::fleet::workers::Next::Stop);
             }
             let started = Instant::now();
             round(&coord, &lead, &latest).await;
             let every = coord.config.replication.repository_interval;
-            Ok(crate::workers::Next::After(
+            Ok(crate::fleet::workers::Next::After(
                 every.saturating_sub(started.elapsed()),
             ))
         }
@@ -50,7 +50,9 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>, latest: Latest) {
 }
 
 /// What each repository agent is asked: the union over the services.
-fn probes(config: &crate::config::CoordinatorConfig) -> HashMap<(String, String), RepositoryProbe> {
+fn probes(
+    config: &crate::model::config::CoordinatorConfig,
+) -> HashMap<(String, String), RepositoryProbe> {
     let mut out: HashMap<(String, String), (BTreeSet<String>, BTreeSet<String>)> = HashMap::new();
     for s in &config.services {
         let sources = s.backup_sources(&config.regions);
@@ -78,7 +80,7 @@ async fn round(coord: &Coordinator, lead: &Lead, latest: &Latest) {
     let asks = probes(&coord.config)
         .into_iter()
         .map(|((region, agent), probe)| async move {
-            let answer = match super::ask::session_of(&coord.registry, &region, &agent) {
+            let answer = match crate::fleet::pending::session_of(&coord.registry, &region, &agent) {
                 Err(e) => Err(e),
                 Ok(session) => coord
                     .probes

@@ -5,11 +5,13 @@
 //! and the last drill of each scenario with its verdict and figures. Plain
 //! HTML with inline styles and SVG bars; it reloads itself.
 
-use crate::core::Coordinator;
 use crate::drills::report::{escape, span, when, STYLE};
-use crate::drills::scenarios::ms;
-use crate::records::{now_ms, AgentRecord, BackupRecord};
-use seawall_proto::v1::{Drill, Failover, ServiceReplication};
+use crate::jobs::Coordinator;
+use crate::model::clock::now_ms;
+use crate::model::failover::{FailoverRecord, StepState};
+use crate::model::records::{AgentRecord, BackupRecord};
+use crate::model::scenarios::ms;
+use seawall_proto::v1::{Drill, ServiceReplication};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -70,7 +72,7 @@ pub struct Snapshot {
     /// Each service.
     pub services: Vec<ServiceView>,
     /// Failovers not finished.
-    pub failovers: Vec<Failover>,
+    pub failovers: Vec<FailoverRecord>,
     /// The newest drill of each service's scenario (or kind, by hand).
     pub drills: Vec<Drill>,
 }
@@ -141,7 +143,7 @@ pub async fn gather(coord: &Coordinator) -> Snapshot {
             let regions_with: Vec<String> = if s.repositories.is_empty() {
                 cfg.regions
                     .iter()
-                    .filter(|r| r.role == crate::topology::RegionRole::Primary)
+                    .filter(|r| r.role == crate::model::topology::RegionRole::Primary)
                     .map(|r| r.name.clone())
                     .collect()
             } else {
@@ -170,11 +172,11 @@ pub async fn gather(coord: &Coordinator) -> Snapshot {
             }
         })
         .collect();
-    let failovers = crate::failover::steps::all(coord)
+    let failovers = crate::failover::stored::all(coord)
         .await
         .unwrap_or_default()
         .into_iter()
-        .filter(|f| !crate::failover::steps::is_final(f))
+        .filter(|f| !f.is_final())
         .collect();
     let mut newest: BTreeMap<(String, String), Drill> = BTreeMap::new();
     for d in crate::drills::journal::all(coord).await.unwrap_or_default() {
@@ -255,9 +257,9 @@ pub fn html(s: &Snapshot, refresh_secs: u64) -> String {
         let step = f
             .steps
             .iter()
-            .find(|x| x.state == "running" || x.state == "pending")
-            .map(|x| x.name.as_str())
-            .unwrap_or("");
+            .find(|x| matches!(x.state, StepState::Running | StepState::Pending))
+            .map(|x| x.step.name())
+            .unwrap_or_default();
         let _ = write!(
             out,
             "<p id=\"failover\" data-failover=\"{}\"><span class=\"pill running\">RUNNING</span> {} of <b>{}</b> from {} to {}, at step <b>{}</b> (since {})</p>",
@@ -266,7 +268,7 @@ pub fn html(s: &Snapshot, refresh_secs: u64) -> String {
             escape(&f.service),
             escape(&f.from),
             escape(&f.to),
-            escape(step),
+            escape(&step),
             when(f.started_unix_ms)
         );
     }

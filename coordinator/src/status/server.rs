@@ -8,9 +8,9 @@
 //! anything.
 
 use super::page;
-use crate::auth::Denied;
-use crate::core::Coordinator;
 use crate::drills::report::escape;
+use crate::fleet::auth::Denied;
+use crate::jobs::Coordinator;
 use crate::transport::server_tls::ServerTls;
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};

@@ -17,6 +17,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+/// Failed etcd calls, by operation (the one figure this module exports).
+const ETCD_ERRORS_TOTAL: &str = "seawall_etcd_errors_total";
+
 /// How long before the lease's end a leader stops trusting it.
 const SAFETY_MARGIN: Duration = Duration::from_secs(1);
 
@@ -33,7 +36,7 @@ pub struct EtcdStore {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
-    metrics::counter!("seawall_etcd_errors_total", "op" => what.to_string()).increment(1);
+    metrics::counter!(ETCD_ERRORS_TOTAL, "op" => what.to_string()).increment(1);
     StoreError::Unavailable(format!("etcd {what}: {e}"))
 }
 
@@ -240,8 +243,7 @@ impl EtcdStore {
                             Ok(Ok(None)) => "keep-alive stream closed".to_string(),
                             _ => "no answer".to_string(),
                         };
-                        metrics::counter!("seawall_etcd_errors_total", "op" => "keepalive")
-                            .increment(1);
+                        metrics::counter!(ETCD_ERRORS_TOTAL, "op" => "keepalive").increment(1);
                         tracing::warn!(lease = id, %why, "etcd lease keep-alive failed");
                         if Instant::now() >= *deadline_tx.borrow() {
                             let _ = lost_tx.send(true);

@@ -7,34 +7,13 @@
 
 pub mod embedded;
 pub mod etcd;
+pub mod json;
 
 use async_trait::async_trait;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Store errors.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The fence no longer holds: another replica leads, or the lease expired.
-    #[error("fenced: this replica's leadership (epoch {epoch}) is gone; it must stop acting")]
-    Fenced {
-        /// The epoch the write carried.
-        epoch: i64,
-    },
-    /// A compare-and-set found another revision.
-    #[error("conflict: {key} changed (expected revision {expected}, found {found})")]
-    Conflict {
-        /// The key.
-        key: String,
-        /// The revision the writer expected (0: absent).
-        expected: i64,
-        /// The revision found (0: absent).
-        found: i64,
-    },
-    /// The store cannot be reached or failed.
-    #[error("state store unavailable: {0}")]
-    Unavailable(String),
-}
+pub use crate::model::error::StoreError;
 
 /// Store result.
 pub type StoreResult<T> = std::result::Result<T, StoreError>;

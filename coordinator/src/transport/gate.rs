@@ -3,8 +3,8 @@
 //! with a revoked certificate, is refused UNAUTHENTICATED at the cost of a
 //! header parse. The services then check what the identity may do.
 
-use crate::auth::OperatorAuth;
-use crate::revocation::Revocations;
+use crate::fleet::auth::{Denied, OperatorAuth};
+use crate::fleet::revocation::Revocations;
 use seawall_common::tls::certinfo::fingerprint;
 use std::sync::Arc;
 use tonic::{Request, Status};
@@ -40,22 +40,25 @@ impl tonic::service::Interceptor for Gate {
         if let Some(leaf) = req.peer_certs().and_then(|c| c.first().cloned()) {
             let fp = fingerprint(&leaf);
             if self.revoked.is_revoked(&fp) {
-                metrics::counter!("seawall_calls_refused_total", "why" => "revoked").increment(1);
-                return Err(Status::unauthenticated(format!(
+                metrics::counter!(crate::transport::metrics::CALLS_REFUSED_TOTAL, "why" => "revoked").increment(1);
+                return Err(Denied::Revoked(format!(
                     "certificate {fp} is revoked: use a newly issued one (seawall certs)"
-                )));
+                ))
+                .into());
             }
             return Ok(req);
         }
         if let Some(auth) = &self.token {
             if auth.has_token() {
                 // A wrong token is refused here too, before the body.
-                return auth.check(&req).map(|_| req);
+                return auth.check(&req).map(|_| req).map_err(Status::from);
             }
         }
-        metrics::counter!("seawall_calls_refused_total", "why" => "anonymous").increment(1);
-        Err(Status::unauthenticated(
-            "no credentials: connect with a Seawall certificate (seawall certs), or give the operator token to the operator API",
-        ))
+        metrics::counter!(crate::transport::metrics::CALLS_REFUSED_TOTAL, "why" => "anonymous")
+            .increment(1);
+        Err(Denied::NoCredentials(
+            "no credentials: connect with a Seawall certificate (seawall certs), or give the operator token to the operator API".into(),
+        )
+        .into())
     }
 }

@@ -103,7 +103,7 @@ pub fn incoming(
                     Err(_) => break,
                 },
             };
-            metrics::gauge!("seawall_connections_open")
+            metrics::gauge!(crate::transport::metrics::CONNECTIONS_OPEN)
                 .set((limits.max_connections - slots.available_permits() - 1) as f64);
             let (tcp, peer) = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -133,12 +133,12 @@ pub fn incoming(
                             .await;
                     }
                     Ok(Err(e)) => {
-                        metrics::counter!("seawall_tls_handshakes_failed_total", "why" => "refused")
+                        metrics::counter!(crate::transport::metrics::TLS_HANDSHAKES_FAILED_TOTAL, "why" => "refused")
                             .increment(1);
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     }
                     Err(_) => {
-                        metrics::counter!("seawall_tls_handshakes_failed_total", "why" => "timeout")
+                        metrics::counter!(crate::transport::metrics::TLS_HANDSHAKES_FAILED_TOTAL, "why" => "timeout")
                             .increment(1);
                         tracing::debug!(%peer, "no TLS handshake in time; closed");
                     }

@@ -5,4 +5,5 @@
 
 pub mod gate;
 pub mod listener;
+pub mod metrics;
 pub mod server_tls;

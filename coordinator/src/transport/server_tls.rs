@@ -115,7 +115,7 @@ fn build(pem: &TlsPem, files: &TlsFiles, replica: &str) -> anyhow::Result<Server
         .map_err(|e| anyhow::anyhow!("{}: {e}", files.cert.display()))?;
     if let Some(leaf) = chain.first() {
         if let Ok(at) = not_after(leaf) {
-            metrics::gauge!("seawall_certificate_expiry_timestamp_seconds", "holder" => "coordinator")
+            metrics::gauge!(crate::transport::metrics::CERTIFICATE_EXPIRY, "holder" => "coordinator")
                 .set(at as f64);
         }
     }

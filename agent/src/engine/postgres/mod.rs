@@ -10,7 +10,6 @@ pub mod continuity;
 pub mod datadir;
 pub mod logical;
 pub mod physical;
-pub mod rebuild;
 pub mod receive;
 pub mod recovery;
 pub mod spool;

@@ -1,0 +1,195 @@
+//! Redis's side of a failover: pause the old master's writes, wait for the
+//! replica to reach its offset, promote it (`REPLICAOF NO ONE`), prove it
+//! takes writes, and make the demoted master a replica of the new one.
+//! Each function is idempotent.
+
+use super::canary;
+use super::replication::RedisReplication;
+use crate::stores::canary::Marker;
+use crate::stores::{Done, POLL};
+use seawall_common::{Error, ErrorKind, Result};
+use std::time::{Duration, Instant};
+
+type Con = redis::aio::MultiplexedConnection;
+
+fn redis_error(what: &str, e: redis::RedisError) -> Error {
+    Error::new(ErrorKind::Unreachable, format!("{what}: {e}"))
+}
+
+async fn redis_info(con: &mut Con) -> Result<RedisReplication> {
+    super::replication::read_on(con, "the store").await
+}
+
+fn offset_of(state: &RedisReplication) -> i64 {
+    match state {
+        RedisReplication::Master { offset, .. } => *offset,
+        RedisReplication::Replica { offset, .. } => *offset,
+    }
+}
+
+/// Ends a fence's write pause (best effort: Redis before 6.2 has none).
+async fn unpause(con: &mut Con) {
+    let _ = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async::<()>(con)
+        .await;
+}
+
+/// Pauses writes on a Redis master for `pause`; returns its offset.
+pub async fn fence(con: &mut Con, pause: Duration) -> Result<Done> {
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(pause.as_millis().max(1) as u64)
+        .arg("WRITE")
+        .query_async::<()>(con)
+        .await
+        .map_err(|e| redis_error("pausing writes (CLIENT PAUSE WRITE, Redis 6.2 or later)", e))?;
+    let state = redis_info(con).await?;
+    let offset = offset_of(&state);
+    Ok(Done {
+        detail: format!("writes paused for {pause:?}, offset {offset}"),
+        position: Some(super::at(offset)),
+        ..Done::default()
+    })
+}
+
+/// Waits until a Redis replica has processed `offset`, for at most `deadline`.
+pub async fn catch_up(con: &mut Con, offset: i64, deadline: Duration) -> Result<Done> {
+    let started = Instant::now();
+    loop {
+        let state = redis_info(con).await?;
+        let at = offset_of(&state);
+        if matches!(state, RedisReplication::Master { .. }) {
+            return Ok(Done {
+                already: true,
+                detail: format!("already a master (offset {at}): nothing to catch up"),
+                position: Some(super::at(at)),
+            });
+        }
+        if at >= offset {
+            return Ok(Done {
+                detail: format!("reached offset {at}, at or past the master's {offset}"),
+                position: Some(super::at(at)),
+                ..Done::default()
+            });
+        }
+        if started.elapsed() >= deadline {
+            return Err(Error::new(
+                ErrorKind::Unreachable,
+                format!(
+                    "the replica reached only offset {at} within {deadline:?}, {} bytes short of the master's {offset}",
+                    offset - at
+                ),
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Promotes a Redis replica (`REPLICAOF NO ONE`).
+pub async fn promote(con: &mut Con) -> Result<Done> {
+    let before = redis_info(con).await?;
+    let already = matches!(before, RedisReplication::Master { .. });
+    if !already {
+        redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query_async::<()>(con)
+            .await
+            .map_err(|e| redis_error("promoting (REPLICAOF NO ONE)", e))?;
+    }
+    // A master must take writes: a pause left by a fence ends here (this
+    // is also how a failover that promoted nothing unfences the old one).
+    unpause(con).await;
+    let offset = offset_of(&redis_info(con).await?);
+    Ok(Done {
+        already,
+        detail: if already {
+            format!("already a master (offset {offset})")
+        } else {
+            format!("promoted with REPLICAOF NO ONE at offset {offset}")
+        },
+        position: Some(super::at(offset)),
+    })
+}
+
+/// Writes and reads back a marker through the promoted Redis.
+pub async fn post_check(con: &mut Con, service: &str) -> Result<Done> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let marker = Marker {
+        seq: now.max(0) as u64,
+        written_unix_ms: now,
+    };
+    canary::write(con, service, marker).await?;
+    let seen = canary::read(con, service).await?;
+    if seen != Some(marker) {
+        return Err(Error::new(
+            ErrorKind::Io,
+            "a marker written to the promoted Redis did not read back",
+        ));
+    }
+    let offset = offset_of(&redis_info(con).await?);
+    Ok(Done {
+        detail: format!("wrote and read back canary {}", marker.seq),
+        position: Some(super::at(offset)),
+        ..Done::default()
+    })
+}
+
+/// The demoted Redis side: a replica of the new master.
+pub async fn rejoin(con: &mut Con, master: &str) -> Result<Done> {
+    let (host, port) = master.rsplit_once(':').ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("{master:?} is not host:port"),
+        )
+    })?;
+    let before = redis_info(con).await?;
+    let already = matches!(&before, RedisReplication::Replica { master: m, .. } if m == master);
+    if !already {
+        redis::cmd("REPLICAOF")
+            .arg(host)
+            .arg(port)
+            .query_async::<()>(con)
+            .await
+            .map_err(|e| redis_error("turning the old master into a replica (REPLICAOF)", e))?;
+        // Writes paused by the fence stay refused: a replica is read-only.
+        unpause(con).await;
+    }
+    Ok(Done {
+        already,
+        detail: format!(
+            "a replica of {master}{}",
+            if already { " already" } else { "" }
+        ),
+        position: Some(super::at(offset_of(&redis_info(con).await?))),
+    })
+}
+
+/// Failback's Redis half: a replica of `master`, waited for until its link
+/// is up (Redis reports the link up once the first full sync is loaded).
+pub async fn follow(con: &mut Con, master: &str, deadline: Duration) -> Result<Done> {
+    let started = Instant::now();
+    let mut done = rejoin(con, master).await?;
+    loop {
+        let state = redis_info(con).await?;
+        if let RedisReplication::Replica { link, offset, .. } = &state {
+            if link == "up" {
+                done.position = Some(super::at(*offset));
+                done.detail = format!(
+                    "{}, link up at offset {offset} after {:.1} s",
+                    done.detail,
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(done);
+            }
+        }
+        if started.elapsed() >= deadline {
+            return Err(Error::new(
+                ErrorKind::Unreachable,
+                format!("the replica's link to {master} is not up after {deadline:?} (its first sync still loading? the master unreachable from here?)"),
+            ));
+        }
+        tokio::time::sleep(POLL * 5).await;
+    }
+}

@@ -1,0 +1,110 @@
+//! Fencing the old primary region's stores, and lifting the fence when a
+//! failover fails before anything was promoted.
+
+use super::{done, StepDone, StepError};
+use crate::failover::action::{act, position_of};
+use crate::failover::plan::stores_in;
+use crate::jobs::{Coordinator, Lead};
+use crate::model::failover::{Evidence, FailoverRecord, FenceEvidence};
+use crate::model::topology::{FenceMode, ServiceConfig};
+use seawall_proto::v1::{action_request::Action, FenceAction, UnfenceAction};
+use std::time::Duration;
+
+/// How long fencing a store may take (a reachable one takes milliseconds).
+const FENCE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long lifting a fence may take.
+const UNFENCE_DEADLINE: Duration = Duration::from_secs(30);
+
+pub(super) async fn run(
+    coord: &Coordinator,
+    lead: &Lead,
+    service: &ServiceConfig,
+    f: &FailoverRecord,
+) -> Result<StepDone, StepError> {
+    let mut evidence = FenceEvidence::default();
+    if f.automatic {
+        // Declared down by two signals: asking it again only costs time;
+        // its agent fences it when it returns.
+        evidence.unfenced = stores_in(service, &f.from).iter().map(|s| s.kind).collect();
+        return Ok(done(
+            format!(
+                "not fenced: {} was declared down (its stores are fenced when its agent returns)",
+                f.from
+            ),
+            Evidence::Fence(evidence),
+        ));
+    }
+    let mut details = Vec::new();
+    for store in stores_in(service, &f.from) {
+        // Paused until the demote step makes it a replica, or a failover
+        // that promoted nothing unfences it: a fence that lapses by itself
+        // would let the old master take writes.
+        let action = Action::Fence(FenceAction {
+            redis_pause_ms: u32::MAX,
+            stop_postgres: service.fence == FenceMode::Stop,
+        });
+        match act(coord, lead, store, action, FENCE_DEADLINE).await {
+            Ok(reply) => {
+                if let Some(at) = position_of(&reply) {
+                    evidence.fenced.insert(store.kind, at);
+                }
+                details.push(format!("{}: {}", store.kind.name(), reply.detail));
+            }
+            Err(e) if e.unreachable() && service.failover_unfenced && !f.switchover => {
+                evidence.unfenced.push(store.kind);
+                details.push(format!(
+                    "{}: not fenced: unreachable ({e})",
+                    store.kind.name()
+                ));
+            }
+            Err(e) => {
+                return Err(StepError::Fatal(format!(
+                    "{} could not be fenced: {e}{}",
+                    f.from,
+                    if service.failover_unfenced {
+                        ""
+                    } else {
+                        " (failover_unfenced is off for this service)"
+                    }
+                )))
+            }
+        }
+    }
+    Ok(done(details.join("; "), Evidence::Fence(evidence)))
+}
+
+/// Makes the old primary region's stores take writes again after a
+/// failover that promoted nothing; returns what happened, for the error.
+pub async fn unfence(
+    coord: &Coordinator,
+    lead: &Lead,
+    service: &ServiceConfig,
+    from: &str,
+) -> String {
+    let mut out = Vec::new();
+    for store in stores_in(service, from) {
+        match act(
+            coord,
+            lead,
+            store,
+            Action::Unfence(UnfenceAction {}),
+            UNFENCE_DEADLINE,
+        )
+        .await
+        {
+            Ok(_) => out.push(format!("{} takes writes again", store.kind.name())),
+            Err(e) => out.push(format!(
+                "{} could not be unfenced ({e}): it stays read-only",
+                store.kind.name(),
+            )),
+        }
+    }
+    if out.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; nothing was promoted, so {from} was unfenced: {}",
+            out.join(", ")
+        )
+    }
+}

@@ -1,0 +1,201 @@
+//! Unplanned failovers: an old primary cut off mid-failover, a region cut
+//! off and failed over automatically, a partition that heals.
+
+use super::load::*;
+use super::route53::*;
+use super::world::*;
+use crate::fleet_fixture::*;
+use crate::topology::Service;
+
+/// Automatic failover after three silent seconds, checked every second.
+fn auto_failover(s: Service) -> Service {
+    s.table(
+        "auto_failover",
+        &[("after", 3.into()), ("interval", "1s".into())],
+    )
+}
+
+#[test]
+fn an_old_primary_cut_off_during_the_failover_is_fenced_when_its_agent_returns() {
+    let mut w = World::start_unrewindable(|s| s.set("failover_unfenced", true));
+    // The west region's agent is gone: the failover cannot fence its stores.
+    w.w1.kill9();
+    let (ok, f, err) = w.failover(&["run", "shop", "--to", "east", "--wait"]);
+    assert!(ok, "{err}\n{f:#}");
+    assert_eq!(f["state"], "succeeded", "{f:#}");
+    let fence = f["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "fence")
+        .unwrap()
+        .clone();
+    assert!(
+        fence["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not fenced: unreachable"),
+        "{f:#}"
+    );
+    // Split brain in the making: the old primary still takes writes.
+    w.primary.sql("postgres", "CREATE TABLE stray (n int)");
+    w.master.cli(&["SET", "stray", "1"]);
+
+    // The agent returns: before anything else its stores are fenced.
+    w.w1.restart();
+    w.old_primary_is_fenced(30);
+    let audit = op_json(&w.pki, &w.addr, &["audit", "--limit", "20"]);
+    assert!(audit.to_string().contains("rejoin"), "{audit}");
+
+    // Failback: the diverged old primary (its stray table) cannot be
+    // rewound without wal_log_hints, so it is replaced by a base backup of
+    // the east and follows it; the stray write is gone, as it must be.
+    w.standby.sql("CREATE TABLE since_failover (n int)");
+    let (ok, f, err) = w.failover(&["run", "shop", "--failback", "--standby-only", "--wait"]);
+    assert!(ok, "{err}\n{f:#}");
+    assert_eq!(f["state"], "succeeded", "{f:#}");
+    let rebuilt = f["steps"][0]["detail"].as_str().unwrap();
+    assert!(rebuilt.contains("base backup"), "{f:#}");
+    assert!(rebuilt.contains("wal_log_hints"), "{f:#}");
+    assert_eq!(w.primary.sql("postgres", "SELECT pg_is_in_recovery()"), "t");
+    assert_eq!(
+        w.primary.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_class WHERE relname IN ('stray', 'since_failover')"
+        ),
+        "1"
+    );
+    assert_eq!(
+        w.primary.sql(
+            "postgres",
+            "SELECT to_regclass('since_failover') IS NOT NULL"
+        ),
+        "t"
+    );
+    // Its own configuration kept: it still listens where it did.
+    assert_eq!(
+        w.primary.sql("postgres", "SHOW port"),
+        w.primary.port.to_string()
+    );
+    assert!(!w.primary.root.join("data.seawall-replaced").exists());
+}
+
+#[test]
+fn a_region_cut_off_is_failed_over_automatically_with_the_loss_and_rto_it_reports() {
+    let w = World::start_with(auto_failover);
+    let pg_load = PgLoad::start(&w.primary);
+    let redis_load = RedisLoad::start(w.master.port);
+    eventually(30, "the load generators to be acknowledged", || {
+        (pg_load.acked() > 200 && redis_load.acked() > 200).then_some(())
+    });
+    // One signal alone does nothing: the west agent gone, its stores up.
+    let mut w = w;
+    w.w1.kill9();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let none = op(&w.pki, &w.addr, &["failover", "list"]);
+    assert_eq!(String::from_utf8_lossy(&none.stdout).trim(), "[]");
+    w.w1.restart();
+    eventually(30, "shop's replication to be ok again", || {
+        op(&w.pki, &w.addr, &["replication", "--service", "shop"])
+            .status
+            .success()
+            .then_some(())
+    });
+
+    // The whole west region stops: its agent, PostgreSQL and Redis.
+    let mut pids = Frozen::pids_of_postgres(&w.primary.data);
+    pids.push(w.master.pid());
+    pids.push(w.w1.pid());
+    let cut = now_ms();
+    let frozen = Frozen::freeze(pids);
+    let acked_before_cut = pg_load.acked();
+    let f = w.automatic_failover();
+    let wall = now_ms() - cut;
+    assert_eq!(f["requested_by"], "automatic", "{f:#}");
+    assert!(
+        f["steps"][1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("declared down"),
+        "{f:#}"
+    );
+
+    // The loss the load generator measured: rows acknowledged in the west
+    // that the east lacks, as time.
+    let acked = pg_load.acked().max(acked_before_cut);
+    let present = w.rows_present(acked);
+    let lost_ms = pg_load.lost_ms(acked, present);
+    let (rpo, rto) = reported_figures_match(&f, lost_ms, wall);
+    assert_eq!(
+        record_values(&w.route53.endpoint, &w.zone_id),
+        vec![EAST.to_string()]
+    );
+    eprintln!("automatic failover: RTO {rto} ms (wall {wall} ms), RPO {rpo} ms (measured loss {lost_ms} ms, {} of {acked} rows)", acked - present.min(acked));
+    drop(frozen);
+    drop(pg_load);
+    drop(redis_load);
+}
+
+#[test]
+fn a_region_partitioned_off_is_failed_over_fenced_when_the_partition_heals_and_failed_back() {
+    let w = World::start_partitionable(auto_failover);
+    let ns = w.netns.as_ref().unwrap();
+    // Clients reach the west over the network, as the east does.
+    let pg_load = PgLoad::on(
+        &format!(
+            "host={} port={} user=postgres dbname=postgres",
+            ns.ns_ip, w.primary.port
+        ),
+        1,
+    );
+    let redis_load = RedisLoad::on_at(&ns.ns_ip, w.master.port, "load");
+    eventually(30, "the load generators to be acknowledged", || {
+        (pg_load.acked() > 200 && redis_load.acked() > 200).then_some(())
+    });
+
+    // The west's link goes down: its agent, PostgreSQL and Redis keep
+    // running, unreachable.
+    let cut = now_ms();
+    ns.cut();
+    let acked_before_cut = pg_load.acked();
+    let f = w.automatic_failover();
+    let wall = now_ms() - cut;
+    let acked = pg_load.acked().max(acked_before_cut);
+    let present = w.rows_present(acked);
+    let lost_ms = pg_load.lost_ms(acked, present);
+    drop(pg_load);
+    drop(redis_load);
+    let (rpo, rto) = reported_figures_match(&f, lost_ms, wall);
+    eprintln!(
+        "partition: RTO {rto} ms (wall {wall} ms), RPO {rpo} ms (measured loss {lost_ms} ms, {} of {acked} rows)",
+        acked - present.min(acked)
+    );
+
+    // Inside the cut-off region the old primary still takes writes.
+    w.primary.sql("postgres", "CREATE TABLE stray (n int)");
+
+    // The partition heals: before anything else the west's stores are
+    // fenced, and writes to them are refused.
+    ns.heal();
+    w.old_primary_is_fenced(60);
+
+    // Failback: the diverged west is rewound, follows, and takes the
+    // service back; its stray write is gone.
+    let (ok, back, err) = w.failover(&["run", "shop", "--failback", "--wait"]);
+    assert!(ok, "{err}\n{back:#}");
+    assert_eq!(back["state"], "succeeded", "{back:#}");
+    assert!(
+        back["steps"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("rewound onto the new primary's timeline"),
+        "{back:#}"
+    );
+    assert_eq!(w.primary.sql("postgres", "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(
+        w.primary
+            .sql("postgres", "SELECT to_regclass('stray') IS NULL"),
+        "t"
+    );
+    assert_eq!(w.standby.sql("SELECT pg_is_in_recovery()"), "t");
+}

@@ -1,0 +1,514 @@
+//! The two-region world every failover scenario runs in, and what the
+//! scenarios ask of it.
+
+use super::route53::*;
+use crate::fixtures::{S3Kind, S3Server};
+use crate::fleet_fixture::*;
+use crate::pg_fixture::PgCluster;
+use crate::redis::RedisServer;
+use crate::replication::Standby;
+use crate::topology::{Service, Topology};
+use std::process::Command;
+
+/// Two regions' servers, agents, coordinator and Route 53.
+pub(super) struct World {
+    pub(super) _tmp: tempfile::TempDir,
+    pub(super) pki: Pki,
+    pub(super) addr: String,
+    pub(super) primary: PgCluster,
+    pub(super) standby: Standby,
+    pub(super) master: RedisServer,
+    pub(super) replica: RedisServer,
+    pub(super) route53: S3Server,
+    pub(super) zone_id: String,
+    pub(super) replicas: Vec<Replica>,
+    pub(super) etcd: Option<crate::etcd_fixture::EtcdCluster>,
+    pub(super) w1: Daemon,
+    pub(super) e1: Daemon,
+    /// The west region's own network namespace, when it has one (dropped
+    /// last: its processes are gone by then).
+    pub(super) netns: Option<crate::netns_fixture::Netns>,
+}
+
+/// Stops (SIGSTOP) every process of a region's servers and agent, and
+/// continues them when dropped, also when the test fails.
+pub(super) struct Frozen(Vec<i32>);
+
+impl Frozen {
+    pub(super) fn pids_of_postgres(data: &std::path::Path) -> Vec<i32> {
+        let pid_file = std::fs::read_to_string(data.join("postmaster.pid")).unwrap();
+        let postmaster: i32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let ppid: i32 = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            if ppid == postmaster {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    pub(super) fn freeze(pids: Vec<i32>) -> Frozen {
+        for p in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*p),
+                nix::sys::signal::Signal::SIGSTOP,
+            );
+        }
+        Frozen(pids)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*p),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
+    }
+}
+
+impl World {
+    pub(super) fn start() -> World {
+        World::start_with(|s| s)
+    }
+
+    /// With what `extra` sets on the service.
+    pub(super) fn start_with(extra: fn(Service) -> Service) -> World {
+        World::build(extra, false, false)
+    }
+
+    /// [`World::start_with`], with neither wal_log_hints nor checksums:
+    /// a diverged old primary cannot be rewound, only replaced.
+    pub(super) fn start_unrewindable(extra: fn(Service) -> Service) -> World {
+        World::build_with(extra, false, false, false)
+    }
+
+    /// Three coordinator replicas on a 3-member etcd (lease TTL 4 s)
+    /// instead of one dev replica.
+    pub(super) fn start_ha() -> World {
+        World::build(|s| s, true, false)
+    }
+
+    /// PRIMARY/SECONDARY failover records with a health check on the
+    /// PRIMARY, instead of a plain record; the old primary PostgreSQL
+    /// fenced by stopping it.
+    pub(super) fn start_with_failover_records() -> World {
+        World::build(|s| s.set("fence", "stop"), false, true)
+    }
+
+    /// The west region (its PostgreSQL, Redis and agent) in a network
+    /// namespace of its own, which the test can cut off and heal; the
+    /// coordinator listens on the host end of its link.
+    pub(super) fn start_partitionable(extra: fn(Service) -> Service) -> World {
+        World::build_full(extra, false, false, true, true)
+    }
+
+    pub(super) fn build(extra: fn(Service) -> Service, ha: bool, failover_records: bool) -> World {
+        World::build_with(extra, ha, failover_records, true)
+    }
+
+    pub(super) fn build_with(
+        extra: fn(Service) -> Service,
+        ha: bool,
+        failover_records: bool,
+        rewindable: bool,
+    ) -> World {
+        World::build_full(extra, ha, failover_records, rewindable, false)
+    }
+
+    pub(super) fn build_full(
+        extra: fn(Service) -> Service,
+        ha: bool,
+        failover_records: bool,
+        rewindable: bool,
+        partitionable: bool,
+    ) -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let netns = partitionable.then(crate::netns_fixture::Netns::create);
+        let prefix = netns.as_ref().map(|n| n.prefix()).unwrap_or_default();
+        // Where the west's servers listen, and the coordinator.
+        let (west_ip, host_ip) = match &netns {
+            Some(n) => (n.ns_ip.clone(), n.host_ip.clone()),
+            None => ("127.0.0.1".to_string(), "127.0.0.1".to_string()),
+        };
+        // Also on TCP: the automatic failover's reach probe dials it, and
+        // a failback's rebuilt standby streams from it.
+        let primary = PgCluster::start_in(
+            &dir.join("pg-west"),
+            &format!(
+                "listen_addresses = '{west_ip}'\nwal_keep_size = '256MB'\nwal_log_hints = {}",
+                if rewindable { "on" } else { "off" }
+            ),
+            prefix.clone(),
+        );
+        if netns.is_some() {
+            let hba = primary.data.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).unwrap();
+            text.push_str(
+                "host all all 10.250.0.0/16 trust\nhost replication all 10.250.0.0/16 trust\n",
+            );
+            std::fs::write(&hba, text).unwrap();
+            primary.sql("postgres", "SELECT pg_reload_conf()");
+        }
+        let standby = Standby::start_from(
+            &dir.join("pg-east"),
+            &format!(
+                "host={west_ip} port={} user=postgres dbname=postgres",
+                primary.port
+            ),
+            &host_ip,
+        );
+        let master = RedisServer::start_in(
+            &dir.join("redis-west"),
+            crate::fixtures::free_port(),
+            &prefix,
+            &west_ip,
+            // Reached from the east over the link, without a password.
+            &["--protected-mode", "no"],
+        );
+        let master_port = master.port.to_string();
+        let replica = RedisServer::start_in(
+            &dir.join("redis-east"),
+            crate::fixtures::free_port(),
+            &[],
+            &host_ip,
+            &[
+                "--replicaof",
+                &west_ip,
+                &master_port,
+                "--protected-mode",
+                "no",
+            ],
+        );
+        let route53_server = S3Server::start(S3Kind::Moto);
+        let zone_id = rt().block_on(async {
+            let c = route53(&route53_server.endpoint).await;
+            let zone = c
+                .create_hosted_zone()
+                .name(ZONE)
+                .caller_reference(format!("seawall-{}", std::process::id()))
+                .send()
+                .await
+                .unwrap();
+            zone.hosted_zone()
+                .unwrap()
+                .id()
+                .trim_start_matches("/hostedzone/")
+                .to_string()
+        });
+        let style = if failover_records {
+            create_failover_records(&route53_server.endpoint, &zone_id);
+            "failover"
+        } else {
+            set_record(&route53_server.endpoint, &zone_id, WEST);
+            "plain"
+        };
+        let secret = dir.join("route53.secret");
+        std::fs::write(&secret, "testing").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let store = |region: &str, kind: &str, agent: &str, source: &str, address: String| {
+            (
+                region.to_string(),
+                kind.to_string(),
+                agent.to_string(),
+                source.to_string(),
+                address,
+            )
+        };
+        let stores = [
+            store(
+                "west",
+                "postgres",
+                "w1",
+                "db",
+                format!("{west_ip}:{}", primary.port),
+            ),
+            store(
+                "east",
+                "postgres",
+                "e1",
+                "db",
+                format!("{host_ip}:{}", standby.port),
+            ),
+            store(
+                "west",
+                "redis",
+                "w1",
+                "cache",
+                format!("{west_ip}:{}", master.port),
+            ),
+            store(
+                "east",
+                "redis",
+                "e1",
+                "cache",
+                format!("{host_ip}:{}", replica.port),
+            ),
+        ];
+        let mut service = Service::new("shop")
+            .set("rpo", "30s")
+            .set("canary", true)
+            .set("catch_up_timeout", "20s")
+            .table(
+                "dns",
+                &[
+                    ("style", style.into()),
+                    ("zone_id", zone_id.as_str().into()),
+                    ("name", RECORD.into()),
+                    ("type", "CNAME".into()),
+                    ("ttl", 30.into()),
+                    ("endpoint", route53_server.endpoint.as_str().into()),
+                    ("access_key_id", "testing".into()),
+                    (
+                        "secret_access_key_file",
+                        secret.display().to_string().into(),
+                    ),
+                    (
+                        "values",
+                        toml::Value::Table(toml::Table::from_iter([
+                            ("west".to_string(), WEST.into()),
+                            ("east".to_string(), EAST.into()),
+                        ])),
+                    ),
+                ],
+            );
+        for (region, kind, agent, source, address) in &stores {
+            service = service.store_with(region, kind, agent, source, &[("address", address)]);
+        }
+        let topology = Topology::new()
+            .replication("interval", "1s")
+            .region("west", "primary")
+            .region("east", "standby")
+            .service(extra(service))
+            .build();
+        let pki = Pki::new(&dir.join("pki"));
+        let (etcd, replicas) = if ha {
+            let etcd = crate::etcd_fixture::EtcdCluster::start(&dir.join("etcd"), 3);
+            let endpoints = etcd
+                .endpoints()
+                .iter()
+                .map(|e| format!("\"{e}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let store = format!(
+                "[etcd]\nendpoints = [{endpoints}]\nprefix = \"/failover\"\nlease_ttl = \"4s\"\nallow_plaintext = true\n{topology}"
+            );
+            let replicas = ["c1", "c2", "c3"]
+                .iter()
+                .map(|id| start_replica(&pki, &dir, id, &store, "", false))
+                .collect::<Vec<_>>();
+            (Some(etcd), replicas)
+        } else {
+            let store = format!(
+                "[dev]\nstate = \"{}\"\n{topology}",
+                dir.join("state.redb").display()
+            );
+            (
+                None,
+                vec![start_replica_at(
+                    &pki, &dir, "c1", &store, "", true, &host_ip,
+                )],
+            )
+        };
+        let addr = replicas[0].address();
+        let all: Vec<String> = replicas.iter().map(Replica::address).collect();
+        let sources = |dsn: &str, host: &str, port: u16| {
+            format!("[[sources]]\nname = \"db\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://{host}:{port}\"\n")
+        };
+        let w1 = start_agent_in(
+            &pki,
+            &dir,
+            "w1",
+            "west",
+            &all,
+            &sources(&primary.dsn("postgres"), &west_ip, master.port),
+            None,
+            prefix,
+        );
+        let e1 = start_agent_with(
+            &pki,
+            &dir,
+            "e1",
+            "east",
+            &all,
+            &sources(&standby.dsn, &host_ip, replica.port),
+        );
+        let w = World {
+            _tmp: tmp,
+            pki,
+            addr,
+            primary,
+            standby,
+            master,
+            replica,
+            route53: route53_server,
+            zone_id,
+            replicas,
+            etcd,
+            w1,
+            e1,
+            netns,
+        };
+        eventually(60, "shop's replication to be ok", || {
+            let out = op(&w.pki, &w.addr, &["replication", "--service", "shop"]);
+            out.status.success().then_some(())
+        });
+        w
+    }
+
+    /// Waits until the west's stores are fenced: its PostgreSQL refuses a
+    /// write as read-only, its Redis follows the east's and refuses writes.
+    pub(super) fn old_primary_is_fenced(&self, secs: u64) {
+        eventually(secs, "the old PostgreSQL primary to refuse writes", || {
+            let out = Command::new(crate::pg_fixture::pg_bin().join("psql"))
+                .args(["-X", "-A", "-t", "-d", &self.primary.dsn("postgres")])
+                .args(["-c", "INSERT INTO stray VALUES (1)"])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stderr)
+                .contains("read-only")
+                .then_some(())
+        });
+        eventually(30, "the old Redis master to follow the new one", || {
+            let info = self.master.try_cli(&["INFO", "replication"])?;
+            (info.contains("role:slave")
+                && info.contains(&format!("master_port:{}", self.replica.port)))
+            .then_some(())
+        });
+        let refused = self.master.try_cli(&["SET", "stray", "2"]);
+        assert!(
+            refused.as_deref().is_none_or(|r| r.contains("READONLY")),
+            "{refused:?}"
+        );
+    }
+
+    /// Waits for the automatic failover to end; it must have succeeded.
+    pub(super) fn automatic_failover(&self) -> serde_json::Value {
+        let f = eventually(60, "an automatic failover to finish", || {
+            let out = op(&self.pki, &self.addr, &["failover", "list"]);
+            let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let f = list.as_array()?.first()?.clone();
+            (f["state"] != "running").then_some(f)
+        });
+        assert_eq!(f["state"], "succeeded", "{f:#}");
+        assert_eq!(f["automatic"], true, "{f:#}");
+        f
+    }
+
+    /// The newest load row (at most `acked`) the east has.
+    pub(super) fn rows_present(&self, acked: u64) -> u64 {
+        self.standby
+            .sql(&format!(
+                "SELECT coalesce(max(n), 0) FROM load WHERE n <= {acked}"
+            ))
+            .parse()
+            .unwrap()
+    }
+
+    pub(super) fn failover(&self, args: &[&str]) -> (bool, serde_json::Value, String) {
+        let out = op(&self.pki, &self.addr, &[&["failover"], args].concat());
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (
+            out.status.success(),
+            json,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+}
+
+/// Checks an automatic failover's reported figures against what was
+/// measured: the RPO against the load generator's loss within one canary
+/// interval (the replication checks' 1 s), the RTO against the wall clock
+/// from the fault; returns both.
+pub(super) fn reported_figures_match(f: &serde_json::Value, lost_ms: i64, wall: i64) -> (i64, i64) {
+    let rpo = f["rpo_ms"].as_i64().expect("an RPO from the canaries");
+    assert!(
+        (rpo - lost_ms).abs() <= 1000,
+        "reported RPO {rpo} ms, measured loss {lost_ms} ms"
+    );
+    let rto = f["rto_ms"].as_i64().expect("an RTO");
+    assert!(
+        (rto - wall).abs() <= 1500,
+        "reported RTO {rto} ms, wall clock {wall} ms"
+    );
+    (rpo, rto)
+}
+
+/// Prints what it holds when a test fails while it lives.
+pub(super) struct Shown<'a>(pub(super) &'a std::cell::RefCell<String>);
+
+impl Drop for Shown<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("last seen: {}", self.0.borrow());
+        }
+    }
+}
+
+impl Drop for World {
+    /// A failed test shows the ends of the daemons' logs.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let daemons = self.replicas.iter().map(|r| &r.daemon);
+        for d in daemons.chain([&self.w1, &self.e1]) {
+            let text = d.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "--- {} (last 40 lines)\n{}",
+                d.name,
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
+    }
+}
+
+/// The step called `name` of a failover's JSON.
+pub(super) fn step<'a>(f: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    f["steps"].as_array()?.iter().find(|s| s["name"] == name)
+}
+
+impl World {
+    /// Stops moto (Route 53 no longer answers) until the guard is dropped.
+    pub(super) fn freeze_route53(&self) -> Frozen {
+        Frozen::freeze(vec![self.route53.pid()])
+    }
+
+    /// Failover `id` as the replica at `addr` reports it.
+    pub(super) fn failover_at(&self, addr: &str, id: &str) -> Option<serde_json::Value> {
+        let out = op(&self.pki, addr, &["failover", "status", id]);
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Starts a failover to the east with Route 53 stopped and waits until
+    /// it stands at the DNS step; the failover's id and the guard that
+    /// resumes Route 53.
+    pub(super) fn failover_stuck_at_dns(&self, addr: &str) -> (String, Frozen) {
+        let route53 = self.freeze_route53();
+        let (ok, f, err) = self.failover(&["run", "shop", "--to", "east"]);
+        assert!(ok, "{err}");
+        let id = f["id"].as_str().unwrap().to_string();
+        eventually(60, "the failover to wait at the DNS step", || {
+            let f = self.failover_at(addr, &id)?;
+            (step(&f, "dns")?["state"] == "running").then_some(())
+        });
+        (id, route53)
+    }
+}

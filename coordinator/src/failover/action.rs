@@ -61,7 +61,7 @@ pub async fn act(
     deadline: Duration,
 ) -> Result<ActionReply, ActionError> {
     let session = crate::fleet::pending::session_of(&coord.registry, &store.region, &store.agent)
-        .map_err(ActionError::AgentSilent)?;
+        .map_err(|e| ActionError::AgentSilent(e.to_string()))?;
     let reply = coord
         .actions
         .request(

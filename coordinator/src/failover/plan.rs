@@ -47,11 +47,13 @@ pub async fn ask_store(
     probe: StoreProbe,
     deadline: Duration,
 ) -> Result<StoreReport, String> {
-    let session = crate::fleet::pending::session_of(&coord.registry, &store.region, &store.agent)?;
+    let session = crate::fleet::pending::session_of(&coord.registry, &store.region, &store.agent)
+        .map_err(|e| e.to_string())?;
     let reply = coord
         .probes
         .ask(&session, lead.epoch(), vec![probe], None, deadline)
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
     let report = reply
         .reports
         .into_iter()

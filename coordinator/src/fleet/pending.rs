@@ -59,7 +59,7 @@ impl<R> Pending<R> {
         session: &Session,
         make: impl FnOnce(u64) -> CoordinatorMessage,
         deadline: Duration,
-    ) -> Result<R, String> {
+    ) -> Result<R, AskError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
         self.waiting
@@ -75,18 +75,52 @@ impl<R> Pending<R> {
                 .outbox
                 .send(Ok(msg))
                 .await
-                .map_err(|_| "its stream closed".to_string())?;
-            rx.await.map_err(|_| "its stream closed".to_string())
+                .map_err(|_| AskError::StreamClosed)?;
+            rx.await.map_err(|_| AskError::StreamClosed)
         })
         .await;
         self.forget(id);
         match answered {
             Ok(r) => r,
-            Err(_) => Err(format!(
-                "no answer within {}",
-                humantime::format_duration(deadline + margin)
-            )),
+            Err(_) => Err(AskError::NoAnswer(deadline + margin)),
         }
+    }
+}
+
+/// Why an agent did not answer a request.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AskError {
+    /// The agent is not connected to this replica.
+    #[error("agent {region}/{agent} is not connected: unreachable")]
+    NotConnected {
+        /// Its region, as the topology names it.
+        region: String,
+        /// Its name.
+        agent: String,
+    },
+    /// The agent is connected, but in another region than the topology
+    /// says: an operator must fix one of them.
+    #[error("agent {agent} is connected in region {other}, not {region}: an agent acts only in its certificate's region, so fix the topology's region (or the agent's)")]
+    WrongRegion {
+        /// Its name.
+        agent: String,
+        /// The region the topology names.
+        region: String,
+        /// The region its certificate names.
+        other: String,
+    },
+    /// Its stream closed before the answer came.
+    #[error("its stream closed")]
+    StreamClosed,
+    /// No answer within the deadline (and the margin for the way back).
+    #[error("no answer within {}", humantime::format_duration(*.0))]
+    NoAnswer(Duration),
+}
+
+impl AskError {
+    /// Whether another attempt, without an operator's change, can succeed.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, AskError::WrongRegion { .. })
     }
 }
 
@@ -104,7 +138,7 @@ impl Pending<ProbeReply> {
         probes: Vec<StoreProbe>,
         repository: Option<RepositoryProbe>,
         deadline: Duration,
-    ) -> Result<ProbeReply, String> {
+    ) -> Result<ProbeReply, AskError> {
         self.request(
             session,
             |id| CoordinatorMessage {
@@ -124,7 +158,11 @@ impl Pending<ProbeReply> {
 
 /// The session of agent `agent` in `region`, or why there is none: not
 /// connected, or connected in another region than the topology says.
-pub fn session_of(registry: &Registry, region: &str, agent: &str) -> Result<Arc<Session>, String> {
+pub fn session_of(
+    registry: &Registry,
+    region: &str,
+    agent: &str,
+) -> Result<Arc<Session>, AskError> {
     if let Some(s) = registry.get(region, agent) {
         return Ok(s);
     }
@@ -135,13 +173,16 @@ pub fn session_of(registry: &Registry, region: &str, agent: &str) -> Result<Arc<
         .map(|s| s.region.clone())
         .collect();
     if let Some(other) = elsewhere.first() {
-        return Err(format!(
-            "agent {agent} is connected in region {other}, not {region}: an agent acts only in its certificate's region, so fix the topology's region (or the agent's)"
-        ));
+        return Err(AskError::WrongRegion {
+            agent: agent.to_string(),
+            region: region.to_string(),
+            other: other.clone(),
+        });
     }
-    Err(format!(
-        "agent {region}/{agent} is not connected: unreachable"
-    ))
+    Err(AskError::NotConnected {
+        region: region.to_string(),
+        agent: agent.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -185,14 +226,20 @@ mod tests {
         assert!(session_of(&registry, "east", "db-1").is_ok());
         let wrong = session_of(&registry, "west", "db-1").expect_err("wrong region");
         assert!(
-            wrong.contains("connected in region east, not west"),
+            wrong
+                .to_string()
+                .contains("connected in region east, not west"),
             "{wrong}"
         );
+        assert!(!wrong.retryable(), "a topology to fix is not waited out");
         let missing = session_of(&registry, "west", "db-2").expect_err("missing");
         assert!(
-            missing.contains("is not connected: unreachable"),
+            missing
+                .to_string()
+                .contains("is not connected: unreachable"),
             "{missing}"
         );
+        assert!(missing.retryable());
     }
 
     #[tokio::test]
@@ -231,7 +278,9 @@ mod tests {
         let silent = pending
             .ask(&asked, 7, Vec::new(), None, Duration::from_millis(100))
             .await;
-        assert!(silent.expect_err("silent").starts_with("no answer within"));
+        let silent = silent.expect_err("silent");
+        assert!(matches!(silent, AskError::NoAnswer(_)), "{silent:?}");
+        assert!(silent.to_string().starts_with("no answer within"), "{silent}");
         assert!(!pending.deliver(&asked, 2, ProbeReply::default()));
     }
 }

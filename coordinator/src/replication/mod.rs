@@ -87,7 +87,7 @@ async fn ask_all(
         .map(|((region, agent), asks)| async move {
             let probes: Vec<StoreProbe> = asks.iter().map(|a| a.probe.clone()).collect();
             let answer = match crate::fleet::pending::session_of(&coord.registry, &region, &agent) {
-                Err(e) => Err(e),
+                Err(e) => Err(e.to_string()),
                 Ok(session) => coord
                     .probes
                     .ask(&session, lead.epoch(), probes, None, deadline)

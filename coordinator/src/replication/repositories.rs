@@ -81,7 +81,7 @@ async fn round(coord: &Coordinator, lead: &Lead, latest: &Latest) {
         .into_iter()
         .map(|((region, agent), probe)| async move {
             let answer = match crate::fleet::pending::session_of(&coord.registry, &region, &agent) {
-                Err(e) => Err(e),
+                Err(e) => Err(e.to_string()),
                 Ok(session) => coord
                     .probes
                     .ask(&session, lead.epoch(), Vec::new(), Some(probe), deadline)

@@ -32,6 +32,16 @@ pub struct Judgement {
     pub findings: Vec<Finding>,
 }
 
+impl Judgement {
+    /// An answer without the kind's state: the store is broken.
+    pub fn missing(kind: &str) -> Judgement {
+        Judgement {
+            findings: vec![Finding::Broken(format!("no {kind} state in the answer"))],
+            ..Judgement::default()
+        }
+    }
+}
+
 /// The rules of one store kind.
 pub trait KindRules: Sync {
     /// Judges the answer of a store in the primary region;

@@ -18,17 +18,10 @@ fn state(rep: &StoreReport) -> Option<&PostgresReplication> {
     }
 }
 
-fn missing() -> Judgement {
-    Judgement {
-        findings: vec![Finding::Broken("no PostgreSQL state in the answer".into())],
-        ..Judgement::default()
-    }
-}
-
 impl KindRules for Postgres {
     fn judge_primary(&self, rep: &StoreReport, standbys_expected: bool) -> Judgement {
         let Some(pg) = state(rep) else {
-            return missing();
+            return Judgement::missing("PostgreSQL");
         };
         let mut j = Judgement {
             position: pg.current_lsn.clone(),
@@ -46,7 +39,7 @@ impl KindRules for Postgres {
 
     fn judge_standby(&self, rep: &StoreReport, primary: Option<&StoreReport>) -> Judgement {
         let Some(pg) = state(rep) else {
-            return missing();
+            return Judgement::missing("PostgreSQL");
         };
         let mut j = Judgement {
             position: pg.replay_lsn.clone(),

@@ -17,17 +17,10 @@ fn state(rep: &StoreReport) -> Option<&RedisReplication> {
     }
 }
 
-fn missing() -> Judgement {
-    Judgement {
-        findings: vec![Finding::Broken("no Redis state in the answer".into())],
-        ..Judgement::default()
-    }
-}
-
 impl KindRules for Redis {
     fn judge_primary(&self, rep: &StoreReport, _standbys_expected: bool) -> Judgement {
         let Some(r) = state(rep) else {
-            return missing();
+            return Judgement::missing("Redis");
         };
         let mut j = Judgement {
             position: r.offset.to_string(),
@@ -44,7 +37,7 @@ impl KindRules for Redis {
 
     fn judge_standby(&self, rep: &StoreReport, primary: Option<&StoreReport>) -> Judgement {
         let Some(r) = state(rep) else {
-            return missing();
+            return Judgement::missing("Redis");
         };
         let mut j = Judgement {
             position: r.offset.to_string(),

@@ -400,12 +400,28 @@ impl World {
 
     /// Waits for the automatic failover to end; it must have succeeded.
     pub(super) fn automatic_failover(&self) -> serde_json::Value {
-        let f = eventually(60, "an automatic failover to finish", || {
+        let finished = || {
             let out = op(&self.pki, &self.addr, &["failover", "list"]);
             let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
             let f = list.as_array()?.first()?.clone();
             (f["state"] != "running").then_some(f)
-        });
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let f = loop {
+            if let Some(f) = finished() {
+                break f;
+            }
+            // A declared region whose failover is refused says why in the
+            // audit log only: show it.
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no automatic failover finished within 60 s; the audit log:\n{}",
+                String::from_utf8_lossy(
+                    &op(&self.pki, &self.addr, &["audit", "--since", "10m"]).stdout
+                )
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
         assert_eq!(f["state"], "succeeded", "{f:#}");
         assert_eq!(f["automatic"], true, "{f:#}");
         f

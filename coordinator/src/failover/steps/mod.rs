@@ -132,27 +132,34 @@ mod tests {
             standby_only,
             ..Default::default()
         };
-        let names = |steps: Vec<Step>| steps.iter().map(|s| s.name()).collect::<Vec<_>>();
+        use StoreKind::{Postgres, Redis};
         let core = [
-            "precheck",
-            "fence",
-            "catch up",
-            "promote postgres",
-            "promote redis",
-            "dns",
-            "post-check",
-            "demote",
+            Step::Precheck,
+            Step::Fence,
+            Step::CatchUp,
+            Step::Promote(Postgres),
+            Step::Promote(Redis),
+            Step::Dns,
+            Step::PostCheck,
+            Step::Demote,
         ];
-        assert_eq!(names(for_request(&req(false, false, false))), core);
-        let switchover = names(for_request(&req(true, false, false)));
+        assert_eq!(for_request(&req(false, false, false)), core);
+        let switchover = for_request(&req(true, false, false));
         assert_eq!(&switchover[..8], core);
-        assert_eq!(&switchover[8..], ["follow postgres", "follow redis"]);
-        let back = names(for_request(&req(false, true, false)));
-        assert_eq!(&back[..2], ["rebuild postgres", "rebuild redis"]);
+        assert_eq!(
+            &switchover[8..],
+            [Step::Follow(Postgres), Step::Follow(Redis)]
+        );
+        let back = for_request(&req(false, true, false));
+        assert_eq!(&back[..2], [Step::Rebuild(Postgres), Step::Rebuild(Redis)]);
         assert_eq!(&back[2..], switchover.as_slice());
         assert_eq!(
-            names(for_request(&req(false, true, true))),
-            ["rebuild postgres", "rebuild redis", "precheck"]
+            for_request(&req(false, true, true)),
+            [
+                Step::Rebuild(Postgres),
+                Step::Rebuild(Redis),
+                Step::Precheck
+            ]
         );
     }
 }

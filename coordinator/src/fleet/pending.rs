@@ -280,7 +280,10 @@ mod tests {
             .await;
         let silent = silent.expect_err("silent");
         assert!(matches!(silent, AskError::NoAnswer(_)), "{silent:?}");
-        assert!(silent.to_string().starts_with("no answer within"), "{silent}");
+        assert!(
+            silent.to_string().starts_with("no answer within"),
+            "{silent}"
+        );
         assert!(!pending.deliver(&asked, 2, ProbeReply::default()));
     }
 }

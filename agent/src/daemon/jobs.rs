@@ -7,7 +7,7 @@
 //! back as one JSON line a second on the child's stderr.
 
 use super::config::AgentConfig;
-use super::result::to_proto;
+use super::result::{to_proto, Refusal};
 use crate::engine::operation::{Operation, OperationOutcome, OperationRequest};
 use seawall_common::repo::snapshot::Origin;
 use seawall_common::ErrorKind;
@@ -27,39 +27,6 @@ pub type Uplink = mpsc::UnboundedSender<AgentMessage>;
 
 /// The hidden subcommand a child runs an operation with.
 pub const CHILD_COMMAND: &str = "run-operation";
-
-/// Why a job was not started.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Refusal {
-    /// What kind of problem.
-    pub kind: ErrorKind,
-    /// Whether another try (later, or on another agent) can succeed.
-    pub retryable: bool,
-    /// What is wrong and what to do.
-    pub message: String,
-    /// The job was not started because the agent is full or stopping: it
-    /// is no attempt, and the leader hands it out again.
-    pub busy: bool,
-}
-
-impl Refusal {
-    fn new(kind: ErrorKind, retryable: bool, message: impl Into<String>) -> Refusal {
-        Refusal {
-            kind,
-            retryable,
-            message: message.into(),
-            busy: false,
-        }
-    }
-
-    /// A refusal that says "later", not "no".
-    fn busy(message: impl Into<String>) -> Refusal {
-        Refusal {
-            busy: true,
-            ..Refusal::new(ErrorKind::Locked, true, message)
-        }
-    }
-}
 
 /// Runs and tracks jobs.
 pub struct JobRunner {

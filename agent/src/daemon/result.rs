@@ -2,10 +2,44 @@
 //! reports it to the leader.
 
 use crate::engine::operation::{OperationOutcome, Output, Status};
+use seawall_common::ErrorKind;
 use seawall_proto::v1::{
     operation_result, BackupOutput, DrillPhase, ErrorKind as WireKind, MirrorOutput,
     OperationResult, OperationStatus, RestoreDrillOutput, RetentionOutput, VerifyOutput,
 };
+
+/// Why a job was not started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// What kind of problem.
+    pub kind: ErrorKind,
+    /// Whether another try (later, or on another agent) can succeed.
+    pub retryable: bool,
+    /// What is wrong and what to do.
+    pub message: String,
+    /// The job was not started because the agent is full or stopping: it
+    /// is no attempt, and the leader hands it out again.
+    pub busy: bool,
+}
+
+impl Refusal {
+    pub(super) fn new(kind: ErrorKind, retryable: bool, message: impl Into<String>) -> Refusal {
+        Refusal {
+            kind,
+            retryable,
+            message: message.into(),
+            busy: false,
+        }
+    }
+
+    /// A refusal that says "later", not "no".
+    pub(super) fn busy(message: impl Into<String>) -> Refusal {
+        Refusal {
+            busy: true,
+            ..Refusal::new(ErrorKind::Locked, true, message)
+        }
+    }
+}
 
 /// The engine's error kind on the wire.
 pub fn wire_kind(kind: seawall_common::ErrorKind) -> WireKind {
@@ -126,7 +160,7 @@ pub fn to_proto(job_id: &str, epoch: u64, outcome: &OperationOutcome) -> Operati
 }
 
 /// A result for a job that was refused before it started.
-pub fn refused(job_id: &str, epoch: u64, refusal: &super::jobs::Refusal) -> OperationResult {
+pub fn refused(job_id: &str, epoch: u64, refusal: &Refusal) -> OperationResult {
     OperationResult {
         job_id: job_id.to_string(),
         epoch,

@@ -5,6 +5,10 @@
 //! stopping every worker. The store is wrapped to count write attempts and
 //! to hand out a leadership the test can take away.
 
+// Compiled into test builds only (server/mod.rs declares it under
+// #[cfg(test)]); said here too so the file reads as what it is.
+#![cfg(test)]
+
 use crate::fleet::registry::{next_session_id, Session};
 use crate::jobs::{AttemptFailure, Coordinator, Lead};
 use crate::model::config::{CoordinatorConfig, JobKind, Level};

@@ -204,14 +204,7 @@ impl StoreControl for PostgresStore {
     async fn rebuild(&self, how: &RebuildAction, deadline: Duration, tasks: &Tree) -> Result<Done> {
         let (host, port) = super::host_port(&how.primary)?;
         let opts = rebuild::RebuildOptions {
-            server: Server {
-                dsn: self.server.dsn.clone(),
-                control: self.server.control.clone(),
-                tools: PgTools {
-                    bin_dir: self.server.tools.bin_dir.clone(),
-                },
-                memory: self.server.memory.clone(),
-            },
+            server: self.server.clone(),
             primary_host: host,
             primary_port: port,
             rewind_only: how.rewind_only,

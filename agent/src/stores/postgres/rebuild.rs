@@ -30,6 +30,7 @@ pub struct ServerControl {
 }
 
 /// The local server and how the agent handles it.
+#[derive(Debug, Clone)]
 pub struct Server {
     /// The server, as the source's DSN reaches it.
     pub dsn: String,

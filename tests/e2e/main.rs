@@ -19,6 +19,7 @@ mod deploy;
 mod docs;
 mod drills;
 mod failover;
+mod fences;
 mod file_metadata;
 mod files;
 mod fleet;

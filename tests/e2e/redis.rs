@@ -6,12 +6,16 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A redis-server on a free port, stopped on drop.
+/// A redis-server on a free port, stopped on drop. It runs with a config
+/// file (`redis.conf` in its directory, empty at first) as a service
+/// manager runs it, so `CONFIG REWRITE` keeps settings over a restart.
 pub(crate) struct RedisServer {
     pub(crate) port: u16,
     child: Child,
     /// The address it is bound to.
     pub(crate) host: String,
+    dir: std::path::PathBuf,
+    prefix: Vec<String>,
 }
 
 impl RedisServer {
@@ -33,17 +37,13 @@ impl RedisServer {
         host: &str,
         extra: &[&str],
     ) -> RedisServer {
-        let bin = require("redis-server");
         std::fs::create_dir_all(dir).unwrap();
-        let mut cmd = match prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let child = cmd
+        let conf = dir.join("redis.conf");
+        if !conf.exists() {
+            std::fs::write(&conf, "").unwrap();
+        }
+        let child = Self::command(prefix)
+            .arg(&conf)
             .args([
                 "--port",
                 &port.to_string(),
@@ -65,16 +65,50 @@ impl RedisServer {
             port,
             child,
             host: host.to_string(),
+            dir: dir.to_path_buf(),
+            prefix: prefix.to_vec(),
         };
+        s.wait_started();
+        s
+    }
+
+    fn command(prefix: &[String]) -> Command {
+        let bin = require("redis-server");
+        match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        }
+    }
+
+    fn wait_started(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while s.try_cli(&["PING"]).as_deref() != Some("PONG") {
+        while self.try_cli(&["PING"]).as_deref() != Some("PONG") {
             assert!(
                 Instant::now() < deadline,
-                "redis-server did not start on port {port}"
+                "redis-server did not start on port {}",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        s
+    }
+
+    /// Kills the server and starts it again from its config file (what
+    /// `CONFIG REWRITE` kept), on the same port and address.
+    pub(crate) fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::command(&self.prefix)
+            .arg(self.dir.join("redis.conf"))
+            .args(["--port", &self.port.to_string(), "--bind", &self.host])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.wait_started();
     }
 
     pub(crate) fn try_cli(&self, args: &[&str]) -> Option<String> {

@@ -190,7 +190,7 @@ pub struct SourceConfig {
     /// Retention rules for retention jobs.
     pub retention: Option<Retention>,
     /// PostgreSQL: how the agent stops and starts the server (failback).
-    pub server: crate::stores::postgres::rebuild::ServerControl,
+    pub server: crate::stores::postgres::server::ServerControl,
 }
 
 /// A `[[sources]]` table as written. Each kind is its own struct variant so
@@ -237,7 +237,7 @@ enum SourceTable {
 
 impl From<SourceTable> for SourceConfig {
     fn from(table: SourceTable) -> SourceConfig {
-        let mut server = crate::stores::postgres::rebuild::ServerControl::default();
+        let mut server = crate::stores::postgres::server::ServerControl::default();
         let (name, kind, retention) = match table {
             SourceTable::Files {
                 name,
@@ -260,7 +260,7 @@ impl From<SourceTable> for SourceConfig {
                 // means the server's own data_directory.
                 let physical = physical || file_level;
                 let file_level = file_level.then(|| data_dir.clone().unwrap_or_default());
-                server = crate::stores::postgres::rebuild::ServerControl {
+                server = crate::stores::postgres::server::ServerControl {
                     data_dir,
                     stop_command,
                     start_command,

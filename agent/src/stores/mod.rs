@@ -102,7 +102,11 @@ pub fn open(config: &AgentConfig, name: &str) -> Result<Arc<dyn StoreControl>> {
         SourceSpec::Postgres { dsn, pg_bin, .. } => Ok(Arc::new(postgres::PostgresStore::new(
             config, source, dsn, pg_bin,
         ))),
-        SourceSpec::Redis { url, .. } => Ok(Arc::new(redis::RedisStore::new(url))),
+        SourceSpec::Redis { url, .. } => Ok(Arc::new(redis::RedisStore::new(
+            &config.state_dir,
+            &source.name,
+            url,
+        ))),
         SourceSpec::Files { .. } => Err(Error::new(
             ErrorKind::InvalidInput,
             format!(

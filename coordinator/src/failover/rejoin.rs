@@ -2,10 +2,10 @@
 //! looks at each service whose primary is in another region: a store of
 //! this agent that still acts as a primary there (an old primary the
 //! failover could not fence, back after a partition) is fenced at once:
-//! PostgreSQL read-only with its sessions ended, Redis made a replica of
-//! the new master (or its writes paused when the topology gives no address
-//! for it). A demoted primary never takes writes again until failback.
-//! Services with a failover running are left to it.
+//! PostgreSQL fenced (standby.signal, stopped) and started as a standby,
+//! Redis made a replica of the new master (or fenced when the topology
+//! gives no address for it). A demoted primary never takes writes again
+//! until failback. Services with a failover running are left to it.
 
 use super::action::act;
 use super::plan::{probe, store_of};
@@ -17,14 +17,15 @@ use seawall_proto::v1::{action_request::Action, RejoinAction};
 use std::time::Duration;
 
 /// What keeps `store`, outside the primary region `primary`, from taking
-/// writes: the store's provider decides how (PostgreSQL read-only; Redis a
-/// replica of the new master, or its writes paused when the topology gives
-/// no address for it).
+/// writes: the store's provider decides how (PostgreSQL a standby, or left
+/// stopped with fence = "stop"; Redis a replica of the new master, or
+/// fenced when the topology gives no address for it).
 pub(super) fn demotion(service: &ServiceConfig, primary: &str, store: &StoreConfig) -> Action {
     Action::Rejoin(RejoinAction {
         new_primary: store_of(service, primary, store.kind)
             .and_then(|s| s.address.clone())
             .unwrap_or_default(),
+        stay_stopped: service.fence == crate::model::topology::FenceMode::Stop,
     })
 }
 

@@ -118,8 +118,9 @@ pub struct ServiceConfig {
     /// region known to be down).
     #[serde(default)]
     pub failover_unfenced: bool,
-    /// How the old primary PostgreSQL is fenced: "read-only" (the default:
-    /// read-only, sessions ended) or "stop" (then also stopped).
+    /// How the old primary PostgreSQL is fenced: "standby" (the default:
+    /// stopped, then started again as a standby at the demotion) or "stop"
+    /// (left down until failback). Both write standby.signal first.
     #[serde(default)]
     pub fence: FenceMode,
     /// How long a switchover waits for the standby to replay the old
@@ -221,11 +222,13 @@ fn default_max_lag_bytes() -> u64 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FenceMode {
-    /// Read-only, client sessions ended.
+    /// Stopped with standby.signal in place, started again as a standby.
     #[default]
-    ReadOnly,
-    /// Read-only, then stopped.
+    Standby,
+    /// Stopped with standby.signal in place, left down until failback.
     Stop,
+    /// The fence before it was durable, which a client undoes; refused.
+    ReadOnly,
 }
 
 fn default_rebuild_timeout() -> Duration {
@@ -379,6 +382,11 @@ pub fn problems(
         }
         if s.rpo.is_zero() || s.rto.is_zero() {
             out.push(format!("{at}: rpo and rto must be above zero"));
+        }
+        if s.fence == FenceMode::ReadOnly {
+            out.push(format!(
+                "{at}: fence = \"read-only\" is not a fence: a client undoes it with BEGIN READ WRITE or PGOPTIONS; use \"standby\" (the default: stopped and started as a standby) or \"stop\""
+            ));
         }
         let mut seen = BTreeSet::new();
         for st in &s.stores {
@@ -574,7 +582,7 @@ mod tests {
             max_lag_bytes: 16 << 20,
             max_lag: None,
             failover_unfenced: false,
-            fence: FenceMode::ReadOnly,
+            fence: FenceMode::Standby,
             catch_up_timeout: std::time::Duration::from_secs(30),
             rebuild_timeout: std::time::Duration::from_secs(3600),
             check_file: None,
@@ -597,7 +605,14 @@ mod tests {
             store("west", StoreKind::Redis, "cache"),
             store("east", StoreKind::Redis, "cache"),
         ]);
-        assert!(problems(&regions, &[good], &r).is_empty());
+        assert!(problems(&regions, std::slice::from_ref(&good), &r).is_empty());
+        let advisory = ServiceConfig {
+            fence: FenceMode::ReadOnly,
+            ..good
+        };
+        assert!(problems(&regions, &[advisory], &r)
+            .join("\n")
+            .contains("is not a fence: a client undoes it"));
 
         let orphan = service(vec![store("east", StoreKind::Redis, "cache")]);
         let p = problems(&regions, &[orphan], &r).join("\n");

@@ -275,7 +275,7 @@ mod tests {
             failover_unfenced: false,
             catch_up_timeout: std::time::Duration::from_secs(30),
             rebuild_timeout: std::time::Duration::from_secs(3600),
-            fence: crate::model::topology::FenceMode::ReadOnly,
+            fence: crate::model::topology::FenceMode::Standby,
             check_file: None,
             dns: None,
             auto_failover: None,

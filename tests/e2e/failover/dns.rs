@@ -80,7 +80,7 @@ fn with_failover_records_the_primarys_health_check_is_inverted_and_the_records_l
             .to_string()
     };
     assert!(
-        detail("fence").contains("stopped (pg_ctl stop -m fast)"),
+        detail("fence").contains("stopped (fast) with standby.signal in place"),
         "{f:#}"
     );
     assert!(detail("demote").contains("stays down"), "{f:#}");

@@ -44,6 +44,12 @@ fn an_old_primary_cut_off_during_the_failover_is_fenced_when_its_agent_returns()
     // The agent returns: before anything else its stores are fenced.
     w.w1.restart();
     w.old_primary_is_fenced(30);
+    // No client undoes the fence, and a restart of the old servers keeps it.
+    w.old_primary_refuses_every_write();
+    w.primary.stop();
+    w.primary.start_server();
+    w.master.restart();
+    w.old_primary_refuses_every_write();
     let audit = op_json(&w.pki, &w.addr, &["audit", "--limit", "20"]);
     assert!(audit.to_string().contains("rejoin"), "{audit}");
 

@@ -398,6 +398,42 @@ impl World {
         );
     }
 
+    /// The west's PostgreSQL refuses `BEGIN READ WRITE` and a `PGOPTIONS`
+    /// override; its Redis stays read-only after `CLIENT UNPAUSE`.
+    pub(super) fn old_primary_refuses_every_write(&self) {
+        for (options, sql) in [
+            (
+                None,
+                "BEGIN READ WRITE; INSERT INTO stray VALUES (3); COMMIT",
+            ),
+            (
+                Some("-c default_transaction_read_only=off"),
+                "INSERT INTO stray VALUES (4)",
+            ),
+        ] {
+            let mut cmd = Command::new(crate::pg_fixture::pg_bin().join("psql"));
+            cmd.args(["-X", "-A", "-t", "-d", &self.primary.dsn("postgres")])
+                .args(["-c", sql]);
+            if let Some(o) = options {
+                cmd.env("PGOPTIONS", o);
+            }
+            let out = cmd.output().unwrap();
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success()
+                    && (said.contains("read-only") || said.contains("during recovery")),
+                "{sql} (PGOPTIONS {options:?}) on the old primary: {said}"
+            );
+        }
+        let _ = self.master.try_cli(&["CLIENT", "UNPAUSE"]);
+        let said = self.master.try_cli(&["SET", "stray", "5"]);
+        assert!(
+            said.as_deref().is_none_or(|r| r.contains("READONLY")),
+            "{said:?}"
+        );
+        assert_ne!(self.master.try_cli(&["GET", "stray"]).as_deref(), Some("5"));
+    }
+
     /// Waits for the automatic failover to end; it must have succeeded.
     pub(super) fn automatic_failover(&self) -> serde_json::Value {
         let finished = || {

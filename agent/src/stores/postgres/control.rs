@@ -1,6 +1,6 @@
-//! PostgreSQL's side of a failover: fence the old primary, wait for the
-//! standby to catch up, promote it, prove it takes writes, and keep the
-//! demoted side from taking any. Each function is idempotent: run twice
+//! PostgreSQL's side of a failover on a live connection: wait for the
+//! standby to catch up, promote it and prove it takes writes (the fence,
+//! which stops the server, is in `fence`). Each function is idempotent: run twice
 //! (a new leader repeating a step) it finds its work done and says so.
 
 use super::canary;
@@ -27,53 +27,6 @@ async fn position(client: &tokio_postgres::Client) -> Result<(String, u32)> {
     let timeline = u32::from_str_radix(file.get(0..8).unwrap_or(""), 16)
         .unwrap_or(row.get::<_, i64>(1) as u32);
     Ok((lsn.unwrap_or_default(), timeline))
-}
-
-/// Makes a PostgreSQL primary refuse writes: read-only by default for every
-/// new transaction, and every client session ended so none keeps writing.
-/// Returns the WAL position it stopped at.
-pub async fn fence(client: &tokio_postgres::Client) -> Result<Done> {
-    let already: bool = client
-        .query_one(
-            "SELECT current_setting('default_transaction_read_only') = 'on'",
-            &[],
-        )
-        .await
-        .map_err(|e| query_error("reading default_transaction_read_only", e))?
-        .get(0);
-    if !already {
-        // One statement each: ALTER SYSTEM refuses the implicit
-        // transaction of a multi-statement batch.
-        for sql in [
-            "ALTER SYSTEM SET default_transaction_read_only = on",
-            "SELECT pg_reload_conf()",
-        ] {
-            client.batch_execute(sql).await.map_err(|e| {
-                query_error(
-                    "making the server read-only (the role needs superuser or ALTER SYSTEM)",
-                    e,
-                )
-            })?;
-        }
-    }
-    let ended: i64 = client
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid))::int8 FROM pg_stat_activity
-             WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'",
-            &[],
-        )
-        .await
-        .map_err(|e| query_error("ending client sessions", e))?
-        .get(0);
-    let (lsn, timeline) = position(client).await?;
-    Ok(Done {
-        already,
-        detail: format!(
-            "read-only (default_transaction_read_only = on{}), {ended} client session(s) ended, WAL at {lsn}",
-            if already { ", already" } else { "" }
-        ),
-        position: Some(super::at(lsn, timeline)),
-    })
 }
 
 /// Waits until a standby has replayed `lsn`, for at most `deadline`.
@@ -203,9 +156,4 @@ pub async fn post_check(client: &tokio_postgres::Client, service: &str) -> Resul
         position: Some(super::at(lsn, timeline)),
         ..Done::default()
     })
-}
-
-/// The demoted PostgreSQL side: stays read-only, sessions ended.
-pub async fn rejoin(client: &tokio_postgres::Client) -> Result<Done> {
-    fence(client).await
 }

@@ -6,8 +6,10 @@
 
 pub mod canary;
 pub mod control;
+pub mod fence;
 pub mod rebuild;
 pub mod replication;
+pub mod server;
 
 use super::{Done, StoreControl};
 use crate::daemon::config::{AgentConfig, SourceConfig};
@@ -15,7 +17,7 @@ use crate::engine::postgres::check::{check_postgres, ChecksFile, Depth};
 use crate::engine::postgres::conn;
 use crate::engine::postgres::tools::PgTools;
 use async_trait::async_trait;
-use rebuild::{memory_path, pg_rebuild, start_server, stop_server, stopped_by_fence, Server};
+use rebuild::pg_rebuild;
 use replication::PgReplication;
 use seawall_common::tasks::Tree;
 use seawall_common::{Error, ErrorKind, Result};
@@ -23,6 +25,7 @@ use seawall_proto::v1::{
     store_position, store_report, FenceAction, PostCheckAction, PostgresPosition,
     PostgresReplication, PostgresStandby, RebuildAction, RejoinAction, StorePosition,
 };
+use server::{memory_path, start_server, stopped_by_fence, Server};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,15 +78,6 @@ impl PostgresStore {
         }
         Ok(client)
     }
-
-    /// A server the fence stopped stays down for a fence or a demotion.
-    fn still_stopped(&self) -> Option<Done> {
-        stopped_by_fence(&self.server).then(|| Done {
-            already: true,
-            detail: "stopped by the fence: stays down until failback".into(),
-            ..Done::default()
-        })
-    }
 }
 
 #[async_trait]
@@ -117,26 +111,16 @@ impl StoreControl for PostgresStore {
         }
     }
 
-    async fn fence(&self, how: &FenceAction, deadline: Duration) -> Result<Done> {
-        if let Some(done) = self.still_stopped() {
-            return Ok(done);
-        }
-        let client = self.client().await?;
-        let mut done = control::fence(&client).await?;
-        if how.stop_postgres {
-            drop(client);
-            self.forget();
-            let stopped = stop_server(&self.server, deadline).await?;
-            done.detail.push_str(&format!("; {stopped}"));
-        }
-        Ok(done)
+    async fn fence(&self, _how: &FenceAction, deadline: Duration) -> Result<Done> {
+        // The kept connection is about to end with the server.
+        self.forget();
+        fence::fence(&self.server, deadline).await
     }
 
     async fn unfence(&self, deadline: Duration) -> Result<Done> {
-        // A server the fence stopped is started again first.
-        if stopped_by_fence(&self.server) {
-            start_server(&self.server, deadline).await?;
-        }
+        // A server the fence stopped starts again as the primary it was; a
+        // standby is promoted.
+        fence::lift(&self.server, deadline).await?;
         control::promote(&*self.client().await?, deadline).await
     }
 
@@ -194,11 +178,18 @@ impl StoreControl for PostgresStore {
         Ok(done)
     }
 
-    async fn demote(&self, _how: &RejoinAction, _deadline: Duration) -> Result<Done> {
-        if let Some(done) = self.still_stopped() {
-            return Ok(done);
+    async fn demote(&self, how: &RejoinAction, deadline: Duration) -> Result<Done> {
+        self.forget();
+        if how.stay_stopped {
+            let mut done = fence::fence(&self.server, deadline).await?;
+            done.detail = format!(
+                "stays down until failback (fence = \"stop\"): {}",
+                done.detail
+            );
+            Ok(done)
+        } else {
+            fence::start_standby(&self.server, deadline).await
         }
-        control::rejoin(&*self.client().await?).await
     }
 
     async fn rebuild(&self, how: &RebuildAction, deadline: Duration, tasks: &Tree) -> Result<Done> {

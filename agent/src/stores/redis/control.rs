@@ -1,13 +1,15 @@
-//! Redis's side of a failover: pause the old master's writes, wait for the
-//! replica to reach its offset, promote it (`REPLICAOF NO ONE`), prove it
-//! takes writes, and make the demoted master a replica of the new one.
+//! Redis's side of a failover: fence the old master (`fence`), wait for
+//! the replica to reach its offset, promote it (`REPLICAOF NO ONE`), prove
+//! it takes writes, and make the demoted master a replica of the new one.
 //! Each function is idempotent.
 
 use super::canary;
+use super::fence as durable;
 use super::replication::RedisReplication;
 use crate::stores::canary::Marker;
 use crate::stores::{Done, POLL};
 use seawall_common::{Error, ErrorKind, Result};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 type Con = redis::aio::MultiplexedConnection;
@@ -27,7 +29,8 @@ fn offset_of(state: &RedisReplication) -> i64 {
     }
 }
 
-/// Ends a fence's write pause (best effort: Redis before 6.2 has none).
+/// Ends a write pause an older agent's fence left (best effort: Redis
+/// before 6.2 has none).
 async fn unpause(con: &mut Con) {
     let _ = redis::cmd("CLIENT")
         .arg("UNPAUSE")
@@ -35,22 +38,21 @@ async fn unpause(con: &mut Con) {
         .await;
 }
 
-/// Pauses writes on a Redis master for `pause`; returns its offset.
-pub async fn fence(con: &mut Con, pause: Duration) -> Result<Done> {
-    redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(pause.as_millis().max(1) as u64)
-        .arg("WRITE")
-        .query_async::<()>(con)
-        .await
-        .map_err(|e| redis_error("pausing writes (CLIENT PAUSE WRITE, Redis 6.2 or later)", e))?;
+/// Fences a Redis master for good; returns its offset.
+pub async fn fence(con: &mut Con, memory: &Path) -> Result<Done> {
+    let (already, how) = durable::fence(con, memory).await?;
     let state = redis_info(con).await?;
     let offset = offset_of(&state);
     Ok(Done {
-        detail: format!("writes paused for {pause:?}, offset {offset}"),
+        already,
+        detail: format!("{how}; offset {offset}"),
         position: Some(super::at(offset)),
-        ..Done::default()
     })
+}
+
+/// Lifts a fence: the master takes writes again.
+pub async fn unfence(con: &mut Con, memory: &Path) -> Result<Done> {
+    promote(con, memory).await
 }
 
 /// Waits until a Redis replica has processed `offset`, for at most `deadline`.
@@ -86,8 +88,8 @@ pub async fn catch_up(con: &mut Con, offset: i64, deadline: Duration) -> Result<
     }
 }
 
-/// Promotes a Redis replica (`REPLICAOF NO ONE`).
-pub async fn promote(con: &mut Con) -> Result<Done> {
+/// Promotes a Redis replica (`REPLICAOF NO ONE`), kept over a restart.
+pub async fn promote(con: &mut Con, memory: &Path) -> Result<Done> {
     let before = redis_info(con).await?;
     let already = matches!(before, RedisReplication::Master { .. });
     if !already {
@@ -98,17 +100,28 @@ pub async fn promote(con: &mut Con) -> Result<Done> {
             .await
             .map_err(|e| redis_error("promoting (REPLICAOF NO ONE)", e))?;
     }
-    // A master must take writes: a pause left by a fence ends here (this
-    // is also how a failover that promoted nothing unfences the old one).
+    // A master must take writes: a fence left on it (it was fenced as an
+    // old primary once, or a failover that promoted nothing unfences the
+    // old one here) ends.
     unpause(con).await;
+    let lifted = durable::lift(con, memory).await?;
+    let kept = if already && lifted.is_none() {
+        String::new()
+    } else {
+        format!(", {}", durable::persist(con).await)
+    };
     let offset = offset_of(&redis_info(con).await?);
     Ok(Done {
-        already,
-        detail: if already {
-            format!("already a master (offset {offset})")
-        } else {
-            format!("promoted with REPLICAOF NO ONE at offset {offset}")
-        },
+        already: already && lifted.is_none(),
+        detail: format!(
+            "{}{}{kept}",
+            if already {
+                format!("already a master (offset {offset})")
+            } else {
+                format!("promoted with REPLICAOF NO ONE at offset {offset}")
+            },
+            lifted.map(|l| format!("; {l}")).unwrap_or_default()
+        ),
         position: Some(super::at(offset)),
     })
 }
@@ -153,13 +166,18 @@ pub async fn rejoin(con: &mut Con, master: &str) -> Result<Done> {
             .query_async::<()>(con)
             .await
             .map_err(|e| redis_error("turning the old master into a replica (REPLICAOF)", e))?;
-        // Writes paused by the fence stay refused: a replica is read-only.
+        // Writes stay refused: a replica is read-only (and its fence stays).
         unpause(con).await;
     }
+    let kept = if already {
+        String::new()
+    } else {
+        format!(", {}", durable::persist(con).await)
+    };
     Ok(Done {
         already,
         detail: format!(
-            "a replica of {master}{}",
+            "a replica of {master}{}{kept}",
             if already { " already" } else { "" }
         ),
         position: Some(super::at(offset_of(&redis_info(con).await?))),

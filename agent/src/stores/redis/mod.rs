@@ -4,6 +4,7 @@
 
 pub mod canary;
 pub mod control;
+pub mod fence;
 pub mod replication;
 
 use super::{Done, StoreControl};
@@ -17,23 +18,24 @@ use seawall_proto::v1::{
     store_position, store_report, FenceAction, PostCheckAction, RebuildAction, RedisPosition,
     RedisReplicaSeen, RejoinAction, StorePosition,
 };
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
-
-/// Writes stay paused this long when the fence names no time.
-const DEFAULT_PAUSE: Duration = Duration::from_secs(300);
 
 /// One Redis server of the agent's sources.
 pub struct RedisStore {
     url: String,
+    /// What the fence replaced, kept for when it is lifted.
+    fence_memory: PathBuf,
     con: Mutex<Option<MultiplexedConnection>>,
 }
 
 impl RedisStore {
-    /// The server at `url`.
-    pub fn new(url: &str) -> RedisStore {
+    /// The server at `url`, the agent's source `source`.
+    pub fn new(state_dir: &Path, source: &str, url: &str) -> RedisStore {
         RedisStore {
             url: url.to_string(),
+            fence_memory: fence::memory_path(state_dir, source),
             con: Mutex::new(None),
         }
     }
@@ -103,16 +105,12 @@ impl StoreControl for RedisStore {
         }
     }
 
-    async fn fence(&self, how: &FenceAction, _deadline: Duration) -> Result<Done> {
-        let pause = match how.redis_pause_ms {
-            0 => DEFAULT_PAUSE,
-            ms => Duration::from_millis(u64::from(ms)),
-        };
-        control::fence(&mut self.connection().await?.0, pause).await
+    async fn fence(&self, _how: &FenceAction, _deadline: Duration) -> Result<Done> {
+        control::fence(&mut self.connection().await?.0, &self.fence_memory).await
     }
 
     async fn unfence(&self, _deadline: Duration) -> Result<Done> {
-        control::promote(&mut self.connection().await?.0).await
+        control::unfence(&mut self.connection().await?.0, &self.fence_memory).await
     }
 
     async fn catch_up(&self, to: Option<&StorePosition>, deadline: Duration) -> Result<Done> {
@@ -129,7 +127,7 @@ impl StoreControl for RedisStore {
     }
 
     async fn promote(&self, _deadline: Duration) -> Result<Done> {
-        control::promote(&mut self.connection().await?.0).await
+        control::promote(&mut self.connection().await?.0, &self.fence_memory).await
     }
 
     async fn post_check(&self, check: &PostCheckAction, _deadline: Duration) -> Result<Done> {
@@ -139,9 +137,9 @@ impl StoreControl for RedisStore {
     async fn demote(&self, how: &RejoinAction, _deadline: Duration) -> Result<Done> {
         let mut con = self.connection().await?.0;
         if how.new_primary.is_empty() {
-            // No address for the new master in the topology: writes stay
-            // paused until failback.
-            return control::fence(&mut con, Duration::from_millis(u64::from(u32::MAX))).await;
+            // No address for the new master in the topology: it stays
+            // fenced until failback.
+            return control::fence(&mut con, &self.fence_memory).await;
         }
         control::rejoin(&mut con, &how.new_primary).await
     }

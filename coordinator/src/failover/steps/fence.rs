@@ -36,11 +36,10 @@ pub(super) async fn run(
     }
     let mut details = Vec::new();
     for store in stores_in(service, &f.from) {
-        // Paused until the demote step makes it a replica, or a failover
+        // Durable until the demote step makes it a standby, or a failover
         // that promoted nothing unfences it: a fence that lapses by itself
-        // would let the old master take writes.
+        // (a restart, a client's command) would let the old primary write.
         let action = Action::Fence(FenceAction {
-            redis_pause_ms: u32::MAX,
             stop_postgres: service.fence == FenceMode::Stop,
         });
         match act(coord, lead, store, action, FENCE_DEADLINE).await {
@@ -94,7 +93,7 @@ pub async fn unfence(
         {
             Ok(_) => out.push(format!("{} takes writes again", store.kind.name())),
             Err(e) => out.push(format!(
-                "{} could not be unfenced ({e}): it stays read-only",
+                "{} could not be unfenced ({e}): it stays fenced",
                 store.kind.name(),
             )),
         }

@@ -131,7 +131,7 @@ pub async fn run(a: BenchAgentsArgs) -> Result<u8> {
                         Err(e) => return Err(format!("sim-{i}: {e}")),
                     },
                     _ = tick.tick() => {
-                        let beat = Heartbeat { sent_unix_ms: chrono::Utc::now().timestamp_millis() as u64, running_jobs: 0 };
+                        let beat = Heartbeat { sent_unix_ms: chrono::Utc::now().timestamp_millis() as u64, running_jobs: 0, seq: 0 };
                         if tx.send(AgentMessage { body: Some(agent_message::Body::Heartbeat(beat)) }).await.is_err() {
                             return Ok(());
                         }

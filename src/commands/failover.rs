@@ -274,6 +274,9 @@ fn show(g: &Global, f: &Failover) -> anyhow::Result<()> {
                 .map(|o| format!(", Redis offset gap {o}"))
                 .unwrap_or_default()
         );
+        if !f.rpo_basis.is_empty() {
+            println!("  RPO basis: {}", f.rpo_basis);
+        }
     }
     Ok(())
 }

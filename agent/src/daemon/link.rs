@@ -86,6 +86,45 @@ pub struct Link {
     pub unacked: tokio::sync::watch::Sender<usize>,
     /// Where probe and action answers run, so a stopping agent ends them.
     pub tasks: seawall_common::tasks::Tree,
+    /// The lease on this agent's primaries, renewed by heartbeats.
+    pub lease: Arc<super::lease::LeaseState>,
+    /// What fences them when the lease lapses.
+    pub self_fence: Arc<super::self_fence::SelfFencer>,
+}
+
+/// A mutual-TLS channel to a coordinator, opened within `timeout`.
+pub(crate) async fn open_channel(
+    tls: &Arc<AgentTls>,
+    url: &str,
+    timeout: Duration,
+) -> Result<tonic::transport::Channel, String> {
+    let pem = tls.current();
+    let config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pem.ca))
+        .identity(Identity::from_pem(&pem.cert, &pem.key))
+        .domain_name(host_of(url));
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("{url} is not a valid address: {e}"))?
+        .tls_config(config)
+        .map_err(|e| format!("TLS settings: {e}"))?
+        .connect_timeout(timeout)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    // A coordinator whose kernel accepts the connection while the process
+    // is stopped (a deposed leader, SIGSTOPped) would hold the TLS
+    // handshake forever.
+    tokio::time::timeout(timeout, endpoint.connect())
+        .await
+        .map_err(|_| format!("no TLS handshake within {timeout:?}"))?
+        .map_err(|e| {
+            format!(
+                "{e}: {}",
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            )
+        })
 }
 
 /// What a message from the coordinator asks of the session.
@@ -186,33 +225,8 @@ impl Link {
         // Files renewed while disconnected (a revoked or expired
         // certificate replaced) are used by this attempt.
         self.tls.renewed().await;
-        let pem = self.tls.current();
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&pem.ca))
-            .identity(Identity::from_pem(&pem.cert, &pem.key))
-            .domain_name(host_of(url));
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("{url} is not a valid address: {e}"))?
-            .tls_config(tls)
-            .map_err(|e| format!("TLS settings: {e}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true);
-        // A coordinator whose kernel accepts the connection while the
-        // process is stopped (a deposed leader, SIGSTOPped) would hold the
-        // TLS handshake forever: the next coordinator is tried instead.
-        let channel = tokio::time::timeout(OPEN_TIMEOUT, endpoint.connect())
-            .await
-            .map_err(|_| format!("no TLS handshake within {OPEN_TIMEOUT:?}"))?
-            .map_err(|e| {
-                format!(
-                    "{e}: {}",
-                    std::error::Error::source(&e)
-                        .map(|s| s.to_string())
-                        .unwrap_or_default()
-                )
-            })?;
+        // The next coordinator is tried when this one does not answer.
+        let channel = open_channel(&self.tls, url, OPEN_TIMEOUT).await?;
         let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel::<AgentMessage>(256);
         // Results queued while disconnected are reported right after the
@@ -252,6 +266,7 @@ impl Link {
             newest_epoch: self.epoch.newest(),
             running_jobs: running,
             max_jobs: self.config.max_jobs,
+            self_fenced: self.self_fence.fenced(),
         };
         let _ = tx
             .send(AgentMessage {
@@ -268,7 +283,15 @@ impl Link {
         .into_inner();
         let mut heartbeat = Duration::from_secs(5);
         let mut welcomed = false;
-        let mut tick = tokio::time::interval(heartbeat);
+        // Heartbeats go at the welcome's interval, or faster while they
+        // renew a lease on primaries.
+        let beat_every = |heartbeat: Duration| {
+            self.lease
+                .renew_every()
+                .map_or(heartbeat, |r| r.min(heartbeat))
+        };
+        let mut beating = beat_every(heartbeat);
+        let mut tick = tokio::time::interval(beating);
         let mut renewal = tokio::time::interval(RELOAD_EVERY);
         renewal.tick().await;
         // Counted from the coordinator's last message, not restarted by
@@ -276,6 +299,8 @@ impl Link {
         // coordinator's pings must end the stream, so that the agent
         // reconnects (and the leader checks its stores) once it heals.
         let mut last_word = tokio::time::Instant::now();
+        let mut self_fenced = self.self_fence.watch();
+        self_fenced.mark_unchanged();
         loop {
             let silence = heartbeat * 3;
             tokio::select! {
@@ -293,7 +318,6 @@ impl Link {
                         Next::End(ended) => return Ok(ended),
                         Next::Heartbeat(every) => {
                             heartbeat = every;
-                            tick = tokio::time::interval(heartbeat);
                         }
                         Next::Recorded(job) => {
                             unconfirmed.retain(|m| {
@@ -302,6 +326,10 @@ impl Link {
                             self.count_unacked(unconfirmed);
                         }
                         Next::Stay => {}
+                    }
+                    if beat_every(heartbeat) != beating {
+                        beating = beat_every(heartbeat);
+                        tick = tokio::time::interval(beating);
                     }
                     if !welcomed {
                         welcomed = true;
@@ -326,6 +354,11 @@ impl Link {
                         return Ok(Ended::Next("the stream to the coordinator closed".into()));
                     }
                 }
+                _ = self_fenced.changed() => {
+                    // The leader's answers were only late, perhaps: a new
+                    // hello tells it what was fenced, and it decides.
+                    return Ok(Ended::Next("fenced this region's primaries on a lapsed lease: reconnecting".into()));
+                }
                 _ = renewal.tick() => {
                     // A renewed certificate is used at once, not when the
                     // old one has expired and the coordinator ends the stream.
@@ -338,6 +371,7 @@ impl Link {
                         body: Some(agent_message::Body::Heartbeat(Heartbeat {
                             sent_unix_ms: chrono::Utc::now().timestamp_millis() as u64,
                             running_jobs: self.jobs.running_ids().len() as u32,
+                            seq: self.lease.beat(),
                         })),
                     };
                     if tx.send(beat).await.is_err() {
@@ -411,6 +445,7 @@ impl Link {
                 ))));
             }
             Some(coordinator_message::Body::Recorded(r)) => return Ok(Next::Recorded(r.job_id)),
+            Some(coordinator_message::Body::Lease(lease)) => self.lease.granted(&lease),
             Some(coordinator_message::Body::Assign(job)) => {
                 let job_id = job.job_id.clone();
                 tracing::info!(job = %job_id, epoch = msg.epoch, operation = ?job.operation, "job assigned");
@@ -431,15 +466,24 @@ impl Link {
             Some(coordinator_message::Body::Action(a)) => {
                 tracing::info!(action = a.action_id, source = %a.source, epoch = msg.epoch, kind = ?a.action, "failover action");
                 let (config, up, tasks) = (self.config.clone(), uplink.clone(), self.tasks.clone());
+                let self_fence = self.self_fence.clone();
                 let span = tracing::info_span!("action", id = a.action_id, source = %a.source);
                 // To its end even when the agent stops: a fence or a
                 // promotion cut half-way helps no one, and each has its
                 // deadline (the agent's stop waits at most its grace).
                 self.tasks.spawn_to_end(tracing::Instrument::instrument(
                     async move {
+                        let source = a.source.clone();
+                        let fence = matches!(
+                            a.action,
+                            Some(seawall_proto::v1::action_request::Action::Fence(_))
+                        );
                         let reply = super::actions::answer(config, a, &tasks).await;
                         if !reply.error.is_empty() {
                             tracing::warn!(error = %reply.error, "failover action failed");
+                        } else if !fence {
+                            // The leader owns the store's state again.
+                            self_fence.lifted(&source);
                         }
                         let _ = up.send(AgentMessage {
                             body: Some(agent_message::Body::ActionReply(reply)),

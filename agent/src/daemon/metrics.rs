@@ -12,6 +12,7 @@
 //! | `seawall_agent_wal_mirror_errors_total` | counter | mirror |
 //! | `seawall_agent_wal_mirror_last_success_timestamp_seconds` | gauge | mirror |
 //! | `seawall_certificate_expiry_timestamp_seconds` | gauge | holder |
+//! | `seawall_agent_self_fences_total` | counter (primaries fenced on a lapsed lease) | |
 
 /// Whether a leader's stream is up.
 pub const CONNECTED: &str = "seawall_agent_connected";
@@ -31,3 +32,5 @@ pub const WAL_MIRROR_ERRORS_TOTAL: &str = "seawall_agent_wal_mirror_errors_total
 pub const WAL_MIRROR_LAST_SUCCESS: &str = "seawall_agent_wal_mirror_last_success_timestamp_seconds";
 /// When the agent's certificate expires.
 pub const CERTIFICATE_EXPIRY: &str = "seawall_certificate_expiry_timestamp_seconds";
+/// Primaries the agent fenced itself when its lease lapsed.
+pub const SELF_FENCES_TOTAL: &str = "seawall_agent_self_fences_total";

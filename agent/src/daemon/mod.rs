@@ -8,10 +8,12 @@ pub mod certs;
 pub mod config;
 pub mod epoch;
 pub mod jobs;
+pub mod lease;
 pub mod link;
 pub mod metrics;
 pub mod probes;
 pub mod result;
+pub mod self_fence;
 pub mod wal_follow;
 
 use config::AgentConfig;
@@ -75,8 +77,21 @@ pub async fn run(
     let (uplink, upstream) = tokio::sync::mpsc::unbounded_channel();
     let tasks = seawall_common::tasks::Tree::default();
     let (unacked, mut unacked_seen) = tokio::sync::watch::channel(0usize);
+    let agent_tls = certs::AgentTls::new(config.tls.clone(), tls);
+    let lease = Arc::new(lease::LeaseState::open(&config.state_dir));
+    let self_fence = Arc::new(self_fence::SelfFencer::open(
+        config.clone(),
+        lease.clone(),
+        agent_tls.clone(),
+    ));
+    // First of all: a lease that lapsed while the agent was away (a
+    // restart inside a partition) fences before anything else runs.
+    let watchdog = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(self_fence.clone().run(watchdog.clone()));
     let link = link::Link {
-        tls: certs::AgentTls::new(config.tls.clone(), tls),
+        tls: agent_tls,
+        lease,
+        self_fence,
         config: config.clone(),
         epoch,
         jobs: jobs.clone(),
@@ -132,6 +147,7 @@ pub async fn run(
     if !tasks.stop(left.max(FLUSH)).await {
         tracing::warn!("agent tasks still running at the end of the grace period: abandoned");
     }
+    watchdog.cancel();
     tracing::info!(cancelled, "agent stopped");
     Ok(())
 }

@@ -13,8 +13,8 @@ use seawall_common::tls::certinfo::{fingerprint, not_after};
 use seawall_common::tls::Identity;
 use seawall_proto::v1::agent_service_server::AgentService;
 use seawall_proto::v1::{
-    agent_message, coordinator_message, AgentMessage, CoordinatorMessage, Hello, OperationStatus,
-    Redirect, ResultRecorded, Welcome,
+    agent_message, coordinator_message, AgentMessage, CoordinatorMessage, Hello, LeadershipAnswer,
+    LeadershipQuery, Lease, OperationStatus, Redirect, ResultRecorded, SelfFence, Welcome,
 };
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -80,6 +80,25 @@ fn check_hello(hello: &Hello, region: &str, name: &str) -> Result<(), Status> {
 #[tonic::async_trait]
 impl AgentService for AgentApi {
     type SessionStream = Replies;
+
+    async fn leadership(
+        &self,
+        request: Request<LeadershipQuery>,
+    ) -> Result<Response<LeadershipAnswer>, Status> {
+        match peer_identity(&request) {
+            Some(Identity::Agent { .. }) => {}
+            Some(other) => {
+                return Err(Status::permission_denied(format!(
+                    "{other} is not an agent: leadership is answered to agents"
+                )))
+            }
+            None => return Err(Status::unauthenticated("no agent certificate")),
+        }
+        Ok(Response::new(LeadershipAnswer {
+            leader: self.coord.lead().is_some(),
+            coordinator_id: self.coord.me.id.clone(),
+        }))
+    }
 
     async fn session(
         &self,
@@ -171,6 +190,7 @@ impl AgentService for AgentApi {
             cert_expires_ms,
             ended: lead.tree.token.child_token(),
             ready: false.into(),
+            self_fenced: hello.self_fenced.clone(),
         });
         let record = AgentRecord {
             agent_id: name.clone(),
@@ -340,8 +360,11 @@ async fn reconcile(coord: &Coordinator, lead: &Lead, session: &Session, hello: &
 pub(crate) async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, msg: AgentMessage) {
     match msg.body {
         Some(agent_message::Body::Heartbeat(h)) => {
+            // Stored before the lease is granted: the leader's count of
+            // the agent's bound never starts before the agent's own.
             session.last_heartbeat_ms.store(now_ms(), Ordering::Relaxed);
             session.running.store(h.running_jobs, Ordering::Relaxed);
+            grant_lease(coord, lead, session, h.seq).await;
         }
         Some(agent_message::Body::Progress(p)) => {
             if let Some((mut job, rev)) = coord.active_job(lead, &p.job_id) {
@@ -494,6 +517,36 @@ pub fn capped(text: &str, max: usize) -> String {
 }
 
 /// Tells the agent a job's result needs no resending.
+/// Answers heartbeat `seq` with the agent's lease (what it fences itself
+/// when no leader answers for the bound).
+async fn grant_lease(coord: &Coordinator, lead: &Lead, session: &Session, seq: u64) {
+    let covered = crate::failover::self_fence::covered(
+        &coord.config.services,
+        &session.region,
+        &session.agent_id,
+    );
+    let after_ms = covered
+        .after
+        .map_or(0, |a| a.as_millis().min(u128::from(u32::MAX)) as u32);
+    let lease = CoordinatorMessage {
+        epoch: lead.epoch(),
+        body: Some(coordinator_message::Body::Lease(Lease {
+            heartbeat_seq: seq,
+            self_fence_after_ms: after_ms,
+            sources: covered
+                .sources
+                .into_iter()
+                .map(|(source, stop_postgres)| SelfFence {
+                    source,
+                    stop_postgres,
+                })
+                .collect(),
+            renew_every_ms: after_ms / 4,
+        })),
+    };
+    let _ = session.outbox.send(Ok(lease)).await;
+}
+
 async fn recorded(lead: &Lead, session: &Session, job_id: &str) {
     let ack = CoordinatorMessage {
         epoch: lead.epoch(),

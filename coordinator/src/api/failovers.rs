@@ -36,6 +36,7 @@ pub fn to_proto(f: &FailoverRecord) -> Failover {
         expected_loss_ms: f.expected_loss_ms,
         rto_ms: f.rto_ms,
         rpo_ms: f.rpo_ms,
+        rpo_basis: f.rpo_basis.clone(),
         lsn_gap_bytes: f.lsn_gap_bytes,
         offset_gap: f.offset_gap,
         epochs: f.epochs.clone(),

@@ -15,6 +15,8 @@ pub mod metrics;
 pub mod outcome;
 pub mod plan;
 pub mod rejoin;
+pub mod rpo;
+pub mod self_fence;
 pub mod start;
 pub mod steps;
 pub mod stored;

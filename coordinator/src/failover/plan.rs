@@ -253,6 +253,14 @@ pub async fn assess(
             refuse(format!("the standby is {:.1} s behind, over the bound of {:.0} s (max_lag, default the RPO): wait, or pass --allow-data-loss", ms as f64 / 1000.0, bound_ms as f64 / 1000.0), &mut plan);
         }
     }
+    if req.switchover && from_reachable {
+        // The lag says how long the catch-up may take, not what is lost.
+        plan.expected_loss_ms = Some(0);
+        plan.notes.push(format!(
+            "expected loss 0 (switchover: {to} catches up to {from}'s fence position before it is promoted, within catch_up_timeout {:?}; the lag above is that wait)",
+            service.catch_up_timeout
+        ));
+    }
     if !from_reachable {
         if req.switchover {
             refuse(format!("a switchover fences {from} and waits for {to} to catch up, so it needs {from} reachable; for a region that is down, run without --switchover"), &mut plan);

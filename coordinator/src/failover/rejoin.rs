@@ -13,7 +13,7 @@ use crate::fleet::registry::Session;
 use crate::jobs::{Coordinator, Lead};
 use crate::model::topology::{ServiceConfig, StoreConfig};
 use crate::replication::primaries;
-use seawall_proto::v1::{action_request::Action, RejoinAction};
+use seawall_proto::v1::{action_request::Action, RejoinAction, UnfenceAction};
 use std::time::Duration;
 
 /// What keeps `store`, outside the primary region `primary`, from taking
@@ -56,6 +56,29 @@ pub async fn on_connect(coord: &Coordinator, lead: &Lead, session: &Session) -> 
             continue;
         };
         if primary == session.region {
+            // Still the primary region: a store its agent fenced itself
+            // (its lease lapsed, and no failover followed) serves again.
+            for store in service.stores.iter().filter(|s| {
+                s.region == session.region
+                    && s.agent == session.agent_id
+                    && session.self_fenced.contains(&s.source)
+            }) {
+                let line = match act(coord, lead, store, Action::Unfence(UnfenceAction {}), Duration::from_secs(30)).await {
+                    Ok(reply) => format!(
+                        "{}'s {} ({}/{}) was self-fenced on a lapsed lease, and {} is still {}'s primary region: unfenced ({})",
+                        session.region, store.kind.name(), store.agent, store.source, primary, service.name, reply.detail
+                    ),
+                    Err(e) => format!(
+                        "{}'s {} ({}/{}) was self-fenced and could not be unfenced: {e}",
+                        session.region, store.kind.name(), store.agent, store.source
+                    ),
+                };
+                tracing::warn!(service = %service.name, "{line}");
+                coord
+                    .audit(lead, "failover", format!("self-fence lifted: {line}"))
+                    .await;
+                done.push(line);
+            }
             continue;
         }
         for store in service
@@ -63,11 +86,15 @@ pub async fn on_connect(coord: &Coordinator, lead: &Lead, session: &Session) -> 
             .iter()
             .filter(|s| s.region == session.region && s.agent == session.agent_id)
         {
-            let Ok(state) = probe(coord, lead, store).await else {
-                continue;
-            };
-            if !crate::replication::kinds::rules(store.kind).acts_as_primary(&state) {
-                continue;
+            // A store its agent fenced itself (stopped, perhaps) is made a
+            // standby of the new primary whatever a probe says of it.
+            if !session.self_fenced.contains(&store.source) {
+                let Ok(state) = probe(coord, lead, store).await else {
+                    continue;
+                };
+                if !crate::replication::kinds::rules(store.kind).acts_as_primary(&state) {
+                    continue;
+                }
             }
             let action = demotion(service, &primary, store);
             let line = match act(coord, lead, store, action, Duration::from_secs(30)).await {

@@ -214,6 +214,7 @@ mod tests {
             cert_expires_ms: i64::MAX,
             ended: Default::default(),
             ready: true.into(),
+            self_fenced: Vec::new(),
         });
         (s, rx)
     }

@@ -46,6 +46,8 @@ pub struct Session {
     /// Set once the leader has checked the agent's stores after it
     /// connected (an old primary is fenced first): no job goes to it before.
     pub ready: std::sync::atomic::AtomicBool,
+    /// Sources the agent fenced itself on a lapsed lease (its hello).
+    pub self_fenced: Vec<String>,
 }
 
 impl Session {
@@ -80,11 +82,7 @@ fn key(region: &str, agent_id: &str) -> (String, String) {
     (region.to_string(), agent_id.to_string())
 }
 
-/// How long an agent may go without a heartbeat before it counts as
-/// silent: its session is ended, and its region may be declared down.
-pub fn silence_limit(heartbeat: std::time::Duration) -> std::time::Duration {
-    heartbeat * 2 + std::time::Duration::from_secs(1)
-}
+pub use crate::model::self_fence::silence_limit;
 
 impl Registry {
     /// Adds a session; returns the one it replaces (same agent reconnecting).

@@ -22,6 +22,9 @@ pub struct Lead {
     /// This term's tasks (leader workers, agent sessions): cancelled and
     /// waited for when the lead is lost.
     pub tree: crate::fleet::workers::Tree,
+    /// When this term began (unix ms): a new leader has heard no agent
+    /// before it, so it counts their leases from here.
+    pub since_ms: i64,
 }
 
 impl Lead {
@@ -125,6 +128,7 @@ impl Coordinator {
             leadership,
             active: Mutex::new(active),
             tree: crate::fleet::workers::Tree::child_of(&self.root),
+            since_ms: crate::model::clock::now_ms(),
         });
         if let Ok(mut slot) = self.lead.write() {
             *slot = Some(lead.clone());

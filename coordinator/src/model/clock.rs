@@ -17,3 +17,10 @@ pub fn now_ms() -> i64 {
     }
     BASE.with(|(wall, at)| wall + at.elapsed().as_millis() as i64)
 }
+
+/// A unix-ms time as RFC 3339 (UTC, milliseconds), for journals.
+pub fn iso(unix_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(unix_ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| format!("{unix_ms} ms"))
+}

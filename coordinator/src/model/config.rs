@@ -411,6 +411,21 @@ impl CoordinatorConfig {
         for p in crate::model::scenarios::problems(&self.regions, &self.services, &self.scenarios) {
             note(Err(p));
         }
+        for s in &self.services {
+            if let Some(auto) = &s.auto_failover {
+                if let Some(p) = crate::model::self_fence::problem(
+                    auto.self_fence_after,
+                    self.heartbeat,
+                    auto.interval,
+                    auto.after,
+                ) {
+                    note(Err(format!(
+                        "[[services]] {:?}: [services.auto_failover] {p}",
+                        s.name
+                    )));
+                }
+            }
+        }
         match problems.len() {
             0 => Ok(()),
             1 => anyhow::bail!("{}", problems[0]),

@@ -255,6 +255,9 @@ pub struct FenceEvidence {
     pub fenced: Positions,
     /// The stores left unfenced (unreachable, or the region declared down).
     pub unfenced: Vec<StoreKind>,
+    /// When the unfenced stores had fenced themselves at the latest (their
+    /// agents' lease lapsed): unix ms; None when nothing fences them.
+    pub self_fenced_by_unix_ms: Option<i64>,
 }
 
 /// What a promotion, rebuild or follow recorded of its one store.
@@ -266,6 +269,10 @@ pub struct StoreActEvidence {
     pub already: bool,
     /// How long the agent took, when it said (rebuilds).
     pub took_ms: Option<i64>,
+    /// A promotion: the newest moment before which every write the old
+    /// primary acknowledged is in this store, read before it was promoted
+    /// (unix ms), and what says so.
+    pub newest_data: Option<(i64, String)>,
 }
 
 /// What the DNS step recorded.
@@ -331,6 +338,9 @@ impl Evidence {
                 for kind in &fe.unfenced {
                     out.insert(format!("{}_fenced", kind.name()), "false".into());
                 }
+                if let Some(by) = fe.self_fenced_by_unix_ms {
+                    out.insert("self_fenced_by_unix_ms".into(), by.to_string());
+                }
             }
             Evidence::Positions(positions) => {
                 for position in positions.values() {
@@ -344,6 +354,10 @@ impl Evidence {
                 out.insert("already".into(), a.already.to_string());
                 if let Some(ms) = a.took_ms {
                     out.insert("took_ms".into(), ms.to_string());
+                }
+                if let Some((at, basis)) = &a.newest_data {
+                    out.insert("newest_data_unix_ms".into(), at.to_string());
+                    out.insert("newest_data_basis".into(), basis.clone());
                 }
             }
             Evidence::Dns(d) => {
@@ -385,6 +399,7 @@ impl Evidence {
                             == Some("false")
                     })
                     .collect(),
+                self_fenced_by_unix_ms: number("self_fenced_by_unix_ms"),
             }),
             Step::CatchUp | Step::PostCheck => Evidence::Positions(positions()),
             Step::Promote(kind) | Step::Rebuild(kind) | Step::Follow(kind) => {
@@ -392,6 +407,12 @@ impl Evidence {
                     position: Position::load(kind, what, map),
                     already: map.get("already").map(String::as_str) == Some("true"),
                     took_ms: number("took_ms"),
+                    newest_data: number("newest_data_unix_ms").map(|at| {
+                        (
+                            at,
+                            map.get("newest_data_basis").cloned().unwrap_or_default(),
+                        )
+                    }),
                 })
             }
             Step::Dns => Evidence::Dns(DnsEvidence {
@@ -522,8 +543,12 @@ pub struct FailoverRecord {
     pub expected_loss_ms: Option<i64>,
     /// Achieved: from the start to the post-checks passing.
     pub rto_ms: Option<i64>,
-    /// Achieved: the canary time lost.
+    /// Achieved: a bound on the writes lost, as time, never below what
+    /// clients lost (failover/rpo.rs); None when nothing bounds it.
     pub rpo_ms: Option<i64>,
+    /// What the RPO rests on, in words.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub rpo_basis: String,
     /// Achieved, when the old primary was reachable: WAL bytes the new
     /// primary did not have.
     pub lsn_gap_bytes: Option<i64>,
@@ -663,6 +688,7 @@ mod tests {
         assert_eq!(
             f.steps[8].evidence,
             Evidence::StoreAct(StoreActEvidence {
+                newest_data: None,
                 position: Some(Position::Postgres {
                     lsn: "0/3000300".into(),
                     timeline: None

@@ -11,4 +11,5 @@ pub mod failover;
 pub mod lsn;
 pub mod records;
 pub mod scenarios;
+pub mod self_fence;
 pub mod topology;

@@ -169,6 +169,13 @@ pub struct AutoFailover {
     /// Checks in a row with both signals before the region is declared down.
     #[serde(default = "default_auto_after")]
     pub after: u32,
+    /// How long the primary region's agents go without a lease renewal
+    /// before they fence its stores themselves (model/self_fence.rs).
+    #[serde(
+        default = "crate::model::self_fence::default_after",
+        with = "seawall_common::duration::serde_text"
+    )]
+    pub self_fence_after: Duration,
 }
 
 fn default_auto_interval() -> Duration {
@@ -665,6 +672,7 @@ mod tests {
             to: None,
             interval: Duration::from_secs(1),
             after: 0,
+            self_fence_after: Duration::from_secs(2),
         });
         let p = problems(&regions, &[dns_wrong], &r).join("\n");
         for expected in [

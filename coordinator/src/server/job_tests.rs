@@ -325,6 +325,7 @@ fn agent_with(
         cert_expires_ms: i64::MAX,
         ended: Default::default(),
         ready: true.into(),
+        self_fenced: Vec::new(),
     });
     coord.registry.insert(session.clone());
     (session, rx)

@@ -1,7 +1,9 @@
 //! Leaders that die or stall in the middle of a failover.
 
+use super::load::*;
 use super::route53::*;
 use super::world::*;
+use super::writable::*;
 use crate::fleet_fixture::*;
 
 #[test]
@@ -129,4 +131,75 @@ fn a_leader_stopped_mid_failover_and_continued_after_it_changes_nothing() {
             "{log}"
         );
     }
+}
+
+#[test]
+fn with_etcd_down_no_leader_can_promote_so_the_primaries_keep_serving() {
+    let mut w = World::start_ha_with(|s| {
+        s.table(
+            "auto_failover",
+            &[("after", 3.into()), ("interval", "1s".into())],
+        )
+    });
+    w.primary
+        .sql("postgres", "CREATE TABLE writable_probe (at bigint)");
+    let socket = format!(
+        "host={} port={} user=postgres dbname=postgres",
+        w.primary.root.display(),
+        w.primary.port
+    );
+    let redis_port = w.master.port;
+    let checker = Writable::start(std::slice::from_ref(&socket));
+    let redis_load = RedisLoad::start(redis_port);
+    eventually(30, "the Redis load to be acknowledged", || {
+        (redis_load.acked() > 50).then_some(())
+    });
+
+    // Every etcd member stops: the leader loses its lease, no replica can
+    // lead, and the agents hear from no leader. Their leases lapse, but
+    // every replica answers that none leads: nothing can be promoted, so
+    // nothing is fenced.
+    let etcd = w.etcd.as_mut().unwrap();
+    for i in 0..3 {
+        etcd.kill(i);
+    }
+    let stopped = now_ms();
+    // Well past the 2 s self-fence bound.
+    let redis_before = redis_load.acked();
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let writes = checker.finish();
+    let last = writes[0].iter().map(|w| w.1).max().unwrap_or(0);
+    assert!(
+        last > stopped + 7000,
+        "PostgreSQL stopped taking writes {} ms after etcd stopped",
+        last - stopped
+    );
+    assert!(
+        redis_load.acked() > redis_before + 100,
+        "Redis stopped taking writes with etcd down"
+    );
+    assert_eq!(w.primary.sql("postgres", "SELECT pg_is_in_recovery()"), "f");
+    // The lease did lapse: the agent kept its primaries by the failsafe.
+    let log = w.w1.log_text();
+    assert!(
+        log.contains("every coordinator replica answers and none leads"),
+        "{log}"
+    );
+    assert!(!log.contains("self-fenced"), "{log}");
+
+    // etcd returns: a leader again, and still nothing was failed over.
+    let etcd = w.etcd.as_mut().unwrap();
+    for i in 0..3 {
+        etcd.restart(i);
+    }
+    etcd.wait_healthy();
+    eventually(60, "shop's replication to be ok again", || {
+        op(&w.pki, &w.addr, &["replication", "--service", "shop"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let list = op(&w.pki, &w.addr, &["failover", "list"]);
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]");
+    drop(redis_load);
 }

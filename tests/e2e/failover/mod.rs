@@ -9,6 +9,7 @@
 mod load;
 mod route53;
 mod world;
+mod writable;
 
 mod dns;
 mod leaders;

@@ -4,6 +4,7 @@
 use super::{done, StepDone, StepError};
 use crate::failover::action::{act, position_of};
 use crate::failover::plan::stores_in;
+use crate::failover::self_fence;
 use crate::jobs::{Coordinator, Lead};
 use crate::model::failover::{Evidence, FailoverRecord, FenceEvidence};
 use crate::model::topology::{FenceMode, ServiceConfig};
@@ -23,12 +24,20 @@ pub(super) async fn run(
 ) -> Result<StepDone, StepError> {
     let mut evidence = FenceEvidence::default();
     if f.automatic {
-        // Declared down by two signals: asking it again only costs time;
-        // its agent fences it when it returns.
+        // Declared down by two signals: asking it again only costs time.
+        // Its agents fence it themselves when their lease lapses; nothing
+        // is promoted before that moment has passed.
         evidence.unfenced = stores_in(service, &f.from).iter().map(|s| s.kind).collect();
+        let selves = match self_fence::wait_fenced(coord, lead, service, &f.from).await {
+            Some((by, said)) => {
+                evidence.self_fenced_by_unix_ms = Some(by);
+                said
+            }
+            None => "nothing fences its stores until their agent returns".into(),
+        };
         return Ok(done(
             format!(
-                "not fenced: {} was declared down (its stores are fenced when its agent returns)",
+                "not fenced by the failover: {} was declared down; {selves}",
                 f.from
             ),
             Evidence::Fence(evidence),
@@ -68,6 +77,22 @@ pub(super) async fn run(
                 )))
             }
         }
+    }
+    if !evidence.unfenced.is_empty() {
+        // Unreachable stores may still take writes: what fences them is
+        // their agents' lease, when the service has one.
+        details.push(
+            match self_fence::wait_fenced(coord, lead, service, &f.from).await {
+                Some((by, said)) => {
+                    evidence.self_fenced_by_unix_ms = Some(by);
+                    said
+                }
+                None => format!(
+                    "nothing fences {}'s unreachable stores until their agent returns (no automatic failover, so its agents hold no lease)",
+                    f.from
+                ),
+            },
+        );
     }
     Ok(done(details.join("; "), Evidence::Fence(evidence)))
 }

@@ -74,6 +74,7 @@ async fn standby_of(
     Ok(done(
         reply.detail.clone(),
         Evidence::StoreAct(StoreActEvidence {
+            newest_data: None,
             position: position_of(&reply),
             already: reply.already_done,
             took_ms: Some(i64::from(reply.took_ms)),

@@ -54,6 +54,12 @@ pub trait KindRules: Sync {
     /// Whether the answer shows a store that takes writes of its own.
     fn acts_as_primary(&self, rep: &StoreReport) -> bool;
 
+    /// For a standby asked at `asked_ms`: the old primary's time of the
+    /// newest write it has replayed (unix ms), when the kind records one.
+    fn newest_replayed(&self, _rep: &StoreReport, _asked_ms: i64) -> Option<i64> {
+        None
+    }
+
     /// For the failover plan: bytes the standby in `to` trails the primary
     /// in `from` by (`None`: unknown); the refusal when it does not follow.
     fn trails(

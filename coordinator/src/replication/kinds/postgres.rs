@@ -100,6 +100,15 @@ impl KindRules for Postgres {
         state(rep).is_some_and(|p| !p.in_recovery)
     }
 
+    /// Its last replayed commit: `now() - pg_last_xact_replay_timestamp()`
+    /// on the standby, counted back from when it was asked (earlier than
+    /// the standby's now, so never later than the commit).
+    fn newest_replayed(&self, rep: &StoreReport, asked_ms: i64) -> Option<i64> {
+        let pg = state(rep).filter(|p| p.in_recovery)?;
+        let age = pg.last_replay_age_secs?;
+        Some(asked_ms - (age * 1000.0).ceil() as i64)
+    }
+
     fn trails(
         &self,
         standby: &StoreReport,

@@ -136,6 +136,7 @@ impl JobRunner {
                 source: b.source.clone(),
                 spec: self.source(&b.source)?.spec(),
                 full: b.level == BackupLevel::Full as i32,
+                tags: Vec::new(),
             },
             operation::Kind::Retention(r) => {
                 let src = self.source(&r.source)?;

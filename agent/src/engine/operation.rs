@@ -55,6 +55,9 @@ pub enum Operation {
         spec: SourceSpec,
         /// Read everything instead of reusing the parent snapshot.
         full: bool,
+        /// Tags beside `source=` and `job=` (a failback's `diverged`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tags: Vec<String>,
     },
     /// Forget by the source's rules, then prune.
     Retention {
@@ -337,9 +340,16 @@ async fn mirror_into(
 async fn execute(req: &OperationRequest, progress: Arc<Progress>) -> Result<Done> {
     let lock_wait = Duration::from_secs(req.lock_wait_secs);
     match &req.operation {
-        Operation::Backup { source, spec, full } => {
+        Operation::Backup {
+            source,
+            spec,
+            full,
+            tags,
+        } => {
             let repo = req.repository.open().await?;
-            backup(repo, req, source, spec, *full, lock_wait, progress).await
+            let mut all = vec![format!("source={source}"), format!("job={}", req.job_id)];
+            all.extend(tags.iter().cloned());
+            backup(repo, req, all, spec, *full, lock_wait, progress).await
         }
         // A replica is written by name, not opened: the first run finds it empty.
         Operation::Mirror {
@@ -421,13 +431,12 @@ fn cores() -> usize {
 async fn backup(
     repo: Arc<Repository>,
     req: &OperationRequest,
-    source: &str,
+    tags: Vec<String>,
     spec: &SourceSpec,
     full: bool,
     lock_wait: Duration,
     progress: Arc<Progress>,
 ) -> Result<Done> {
-    let tags = vec![format!("source={source}"), format!("job={}", req.job_id)];
     let settings = StreamSettings {
         lock_wait,
         origin: req.origin.clone(),
@@ -593,6 +602,7 @@ mod tests {
                     exclude: vec!["*.tmp".into()],
                 },
                 full: false,
+                tags: vec![],
             },
         };
         let text = serde_json::to_string(&req).unwrap();

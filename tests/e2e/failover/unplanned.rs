@@ -64,6 +64,16 @@ fn an_old_primary_cut_off_during_the_failover_is_fenced_when_its_agent_returns()
     let rebuilt = f["steps"][0]["detail"].as_str().unwrap();
     assert!(rebuilt.contains("base backup"), "{f:#}");
     assert!(rebuilt.contains("wal_log_hints"), "{f:#}");
+    // Nothing acknowledged was destroyed: before the base backup replaced
+    // it, the old primary (its stray table) went into the west's
+    // repository, and the record names the snapshot.
+    let snapshot = rebuilt
+        .split("kept whole in snapshot ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no diverged snapshot named: {rebuilt}"))
+        .to_string();
+    w.diverged_copy_holds(&snapshot, "SELECT to_regclass('stray') IS NOT NULL", "t");
     assert_eq!(w.primary.sql("postgres", "SELECT pg_is_in_recovery()"), "t");
     assert_eq!(
         w.primary.sql(
@@ -218,12 +228,24 @@ fn a_region_partitioned_off_fences_itself_before_the_other_is_promoted_and_is_fa
     let (ok, back, err) = w.failover(&["run", "shop", "--failback", "--wait"]);
     assert!(ok, "{err}\n{back:#}");
     assert_eq!(back["state"], "succeeded", "{back:#}");
+    let rebuilt = back["steps"][0]["detail"].as_str().unwrap();
+    assert!(rebuilt.contains("pg_rewind"), "{back:#}");
+    // What the west took between the cut and its self-fence was kept
+    // first, named with the commits it holds.
     assert!(
-        back["steps"][0]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("pg_rewind"),
-        "{back:#}"
+        rebuilt.contains("transaction(s) committed after it"),
+        "{rebuilt}"
+    );
+    let snapshot = rebuilt
+        .split("kept in snapshot ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no diverged snapshot named: {rebuilt}"))
+        .to_string();
+    w.diverged_copy_holds(
+        &snapshot,
+        &format!("SELECT count(*) > 0 FROM writable_probe WHERE at > {cut}"),
+        "t",
     );
     assert_eq!(w.primary.sql("postgres", "SELECT pg_is_in_recovery()"), "f");
     assert_eq!(w.standby.sql("SELECT pg_is_in_recovery()"), "t");

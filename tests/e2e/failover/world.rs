@@ -439,6 +439,69 @@ impl World {
         assert_ne!(self.master.try_cli(&["GET", "stray"]).as_deref(), Some("5"));
     }
 
+    /// Restores the west's `diverged` snapshot `id` and starts it on a
+    /// free port: `sql` answers `expected` there.
+    pub(super) fn diverged_copy_holds(&self, id: &str, sql: &str, expected: &str) {
+        let dir = self._tmp.path();
+        let repo = dir.join("repo-w1");
+        let pw = dir.join("w1.password");
+        let seawall = |args: &[&str]| {
+            let out = Command::new(crate::fixtures::bin())
+                .arg("-r")
+                .arg(&repo)
+                .arg("--password-file")
+                .arg(&pw)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let listed = seawall(&["snapshots", "--tag", "diverged", "--json"]);
+        assert!(listed.contains(&id[..8]), "{listed}");
+        let target = dir.join("diverged-restore");
+        seawall(&["restore", id, "--to", target.to_str().unwrap()]);
+        let data = crate::fixtures::restored(&target, &self.primary.data);
+        assert!(
+            data.join("PG_VERSION").exists(),
+            "no data directory in the copy"
+        );
+        // A server of its own: the copy's own port and socket replaced.
+        crate::pg_fixture::pg_dir(&target);
+        Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(&target)
+            .status()
+            .unwrap();
+        let _ = std::fs::remove_file(data.join("postmaster.pid"));
+        let port = crate::fixtures::free_port();
+        let started = crate::pg_fixture::as_pg(&crate::pg_fixture::pg_bin().join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(target.join("copy.log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {port} -c listen_addresses='' -c unix_socket_directories='{}'",
+                target.display()
+            ))
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        assert!(
+            started.status.success(),
+            "the diverged copy does not start: {}",
+            std::fs::read_to_string(target.join("copy.log")).unwrap_or_default()
+        );
+        let got = crate::pg_fixture::psql_at(&target, port, sql);
+        crate::pg_fixture::stop_datadir(&data);
+        assert_eq!(got, expected, "{sql} in the diverged copy");
+    }
+
     /// Waits for the automatic failover to end; it must have succeeded.
     pub(super) fn automatic_failover(&self) -> serde_json::Value {
         let finished = || {

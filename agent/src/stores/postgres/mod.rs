@@ -6,6 +6,7 @@
 
 pub mod canary;
 pub mod control;
+pub mod diverged;
 pub mod fence;
 pub mod rebuild;
 pub mod replication;
@@ -35,6 +36,7 @@ pub struct PostgresStore {
     dsn: String,
     pg_bin: Option<PathBuf>,
     server: Server,
+    keeper: diverged::Keeper,
     client: Mutex<Option<Arc<tokio_postgres::Client>>>,
 }
 
@@ -56,6 +58,14 @@ impl PostgresStore {
                     bin_dir: pg_bin.clone(),
                 },
                 memory: memory_path(&config.state_dir, &source.name),
+            },
+            keeper: diverged::Keeper {
+                repository: config.repository.spec(),
+                origin: seawall_common::repo::snapshot::Origin {
+                    region: Some(config.region.clone()),
+                    agent: Some(config.id.clone()),
+                },
+                source: source.name.clone(),
             },
             client: Mutex::new(None),
         }
@@ -200,6 +210,7 @@ impl StoreControl for PostgresStore {
             primary_port: port,
             rewind_only: how.rewind_only,
             deadline,
+            keeper: self.keeper.clone(),
         };
         // Its own task: a rebuild cut short half-way (the reply's deadline)
         // would leave a stopped server behind; it goes on, and a repeated

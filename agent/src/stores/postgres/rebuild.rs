@@ -32,6 +32,8 @@ pub struct RebuildOptions {
     pub rewind_only: bool,
     /// How long the whole rebuild may take.
     pub deadline: Duration,
+    /// Where what the old primary holds beyond the new one is kept first.
+    pub keeper: super::diverged::Keeper,
 }
 
 /// Configuration files a rewind or a base backup would replace with the
@@ -41,6 +43,9 @@ const OWN_FILES: [&str; 3] = ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"]
 const REPLACED_SETTINGS: [&str; 2] = ["primary_conninfo", "primary_slot_name"];
 /// Where the data directory waits, while a base backup replaces it.
 const SET_ASIDE: &str = "seawall-replaced";
+/// Beside a data directory a base backup is still writing: only such a
+/// directory is ever deleted by a later attempt.
+const HALF_MADE: &str = "seawall-half-made";
 
 /// One lock per data directory (or source DSN before it is known).
 static RUNNING: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
@@ -137,6 +142,24 @@ pub async fn pg_rebuild(opts: &RebuildOptions) -> Result<Done> {
         conninfo.push_str(&format!(" password={}", conninfo_quote(p)));
     }
     checkpoint(&conninfo, host, port).await?;
+    // Nothing acknowledged is thrown away: what this server holds beyond
+    // the new primary is kept in the repository first (a base backup
+    // already under way kept it before it set the directory aside).
+    let diverged = if aside.is_dir() {
+        None
+    } else {
+        Some(
+            keep_diverged(
+                opts,
+                &tools,
+                &data_dir,
+                &source_info,
+                password.as_deref(),
+                owner,
+            )
+            .await?,
+        )
+    };
     let rewound = if aside.is_dir() {
         Err("a base backup was under way".to_string())
     } else {
@@ -192,11 +215,59 @@ pub async fn pg_rebuild(opts: &RebuildOptions) -> Result<Done> {
     Ok(Done {
         already: false,
         detail: format!(
-            "{how}; started as a standby of {host}:{port}, streaming (replayed up to {lsn}, timeline {timeline}) after {:.1} s",
+            "{}{how}; started as a standby of {host}:{port}, streaming (replayed up to {lsn}, timeline {timeline}) after {:.1} s",
+            diverged.flatten().map(|k| format!("{k}; ")).unwrap_or_default(),
             started.elapsed().as_secs_f64()
         ),
         position: Some(super::at(lsn, timeline)),
     })
+}
+
+/// Finds whether the stopped server diverged from the new primary and, if
+/// it committed anything the new one lacks (or that cannot be told), backs
+/// its data directory up first; what was found, in words (None: it did not
+/// diverge). A copy that cannot be made stops the rebuild: the server
+/// stays stopped, so nothing is lost.
+async fn keep_diverged(
+    opts: &RebuildOptions,
+    tools: &PgTools,
+    data_dir: &Path,
+    source: &str,
+    password: Option<&str>,
+    owner: Owner,
+) -> Result<Option<String>> {
+    let stop = |e: Error| {
+        e.context(format!(
+            "the rebuild of {} stopped before touching it, and it stays stopped: nothing is lost (free room in the repository, or copy the directory by hand, and run failback again)",
+            data_dir.display()
+        ))
+    };
+    match super::diverged::find(tools, data_dir, source, password, owner).await {
+        Ok(None) => Ok(None),
+        Ok(Some(d)) if d.commits == 0 => Ok(Some(format!(
+            "{}: nothing acknowledged there, nothing kept",
+            d.describe()
+        ))),
+        Ok(Some(d)) => {
+            let id = super::diverged::keep(&opts.keeper, data_dir, "diverged")
+                .await
+                .map_err(stop)?;
+            Ok(Some(format!(
+                "{}: kept in snapshot {id} (tag diverged, source {}.diverged) before the rebuild",
+                d.describe(),
+                opts.keeper.source
+            )))
+        }
+        Err(why) => {
+            let id = super::diverged::keep(&opts.keeper, data_dir, "unknown")
+                .await
+                .map_err(stop)?;
+            Ok(Some(format!(
+                "whether it diverged from the new primary could not be told ({why}): kept whole in snapshot {id} (tag diverged, source {}.diverged) before the rebuild",
+                opts.keeper.source
+            )))
+        }
+    }
 }
 
 /// A checkpoint on the new primary: until its first one after the
@@ -293,6 +364,7 @@ async fn base_backup(
     owner: Owner,
     deadline: Duration,
 ) -> Result<()> {
+    let half_made = PathBuf::from(format!("{}.{HALF_MADE}", data_dir.display()));
     if !aside.is_dir() {
         std::fs::rename(data_dir, aside).map_err(|e| {
             Error::io(
@@ -300,10 +372,21 @@ async fn base_backup(
                 e,
             )
         })?;
-    } else if data_dir.exists() {
-        // What an interrupted attempt left half-written.
+    } else if data_dir.exists() && half_made.exists() {
+        // What an interrupted attempt of ours left half-written.
         remove_dir(data_dir, "clearing a half-made data directory").await?;
+    } else if data_dir.exists() {
+        // A directory this rebuild did not make: never deleted, moved.
+        let kept = PathBuf::from(format!(
+            "{}.seawall-kept-{}",
+            data_dir.display(),
+            chrono::Utc::now().timestamp_millis()
+        ));
+        std::fs::rename(data_dir, &kept)
+            .map_err(|e| Error::io(format!("moving {} out of the way", data_dir.display()), e))?;
+        tracing::warn!(from = %data_dir.display(), to = %kept.display(), "a data directory beside a leftover set-aside one was moved, not deleted");
     }
+    std::fs::write(&half_made, b"").map_err(|e| Error::io(half_made.display(), e))?;
     std::fs::create_dir(data_dir).map_err(|e| Error::io(data_dir.display(), e))?;
     std::fs::set_permissions(
         data_dir,
@@ -320,7 +403,9 @@ async fn base_backup(
         cmd.env("PGPASSWORD", p);
     }
     match tokio::time::timeout(deadline, output(cmd, "pg_basebackup")).await {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(_)) => {
+            std::fs::remove_file(&half_made).map_err(|e| Error::io(half_made.display(), e))
+        }
         Ok(Err(e)) => Err(e.context(format!(
             "the base backup of the new primary failed; the old data directory waits at {} (a repeated failback starts the base backup again)",
             aside.display()

@@ -1,0 +1,272 @@
+//! What an old primary holds that the new one lacks, kept before a
+//! rebuild throws it away. Asked of the stopped data directory: `pg_rewind
+//! --dry-run` says where the two timelines parted (or that they did not),
+//! `pg_waldump` lists the commits written after that point and where the
+//! WAL ends. When anything was committed there, the whole data directory
+//! (stopped, so consistent) is backed up into the region's repository as
+//! a files snapshot tagged `diverged` (source `<source>.diverged`, which
+//! the source's retention does not touch), and only then is it rebuilt.
+//! When the parting cannot be read, everything is kept all the same.
+
+use super::server::{command, Owner};
+use crate::engine::operation::{
+    Operation, OperationOutcome, OperationRequest, Output, SourceSpec, Status,
+};
+use crate::engine::postgres::tools::{tail, PgTools};
+use crate::engine::repository::RepositorySpec;
+use seawall_common::repo::snapshot::Origin;
+use seawall_common::{Error, ErrorKind, Result};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Where the agent keeps diverged copies: its repository, as itself.
+#[derive(Debug, Clone)]
+pub struct Keeper {
+    /// The region's repository.
+    pub repository: RepositorySpec,
+    /// The agent and region, for the snapshot's manifest.
+    pub origin: Origin,
+    /// The source, whose name the snapshot's source is made of.
+    pub source: String,
+}
+
+/// Where the timelines parted and what the old primary wrote after.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Divergence {
+    /// Where they parted (the new primary's timeline begins here).
+    pub at: String,
+    /// The old primary's timeline.
+    pub timeline: u32,
+    /// Where the old primary's WAL ends, when read.
+    pub end: Option<String>,
+    /// Commits after the parting.
+    pub commits: u64,
+    /// The first and last commit's time, as the WAL says.
+    pub first_commit: Option<String>,
+    /// See `first_commit`.
+    pub last_commit: Option<String>,
+}
+
+impl Divergence {
+    /// In words, for the journal.
+    pub fn describe(&self) -> String {
+        let span = match (&self.first_commit, &self.last_commit) {
+            (Some(a), Some(b)) if a == b => format!(" at {a}"),
+            (Some(a), Some(b)) => format!(" from {a} to {b}"),
+            _ => String::new(),
+        };
+        format!(
+            "diverged from the new primary at {} (timeline {}): {} transaction(s) committed after it{span}, WAL to {}",
+            self.at,
+            self.timeline,
+            self.commits,
+            self.end.as_deref().unwrap_or("an end not read")
+        )
+    }
+}
+
+/// Reads `pg_rewind --dry-run`'s verdict: where the servers diverged and
+/// on which timeline, None for "no rewind required".
+pub fn parse_rewind(said: &str) -> std::result::Result<Option<(String, u32)>, String> {
+    if said.contains("no rewind required") {
+        return Ok(None);
+    }
+    let Some(rest) = said.split("servers diverged at WAL location ").nth(1) else {
+        return Err(tail(said));
+    };
+    let mut words = rest.split_whitespace();
+    let at = words.next().unwrap_or_default().to_string();
+    let timeline = rest
+        .split("on timeline ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| tail(said))?;
+    Ok(Some((at, timeline)))
+}
+
+/// Counts the commits in `pg_waldump -r Transaction` output and finds
+/// where the WAL ends (its "invalid record length at X" stop).
+pub fn parse_waldump(out: &str, err: &str, into: &mut Divergence) {
+    for line in out.lines() {
+        if let Some(desc) = line.split("desc: COMMIT ").nth(1) {
+            into.commits += 1;
+            // "2026-12-07 05:48:01.213386 UTC; ..."
+            let when: String = desc.split(';').next().unwrap_or(desc).trim().to_string();
+            if into.first_commit.is_none() {
+                into.first_commit = Some(when.clone());
+            }
+            into.last_commit = Some(when);
+        }
+    }
+    into.end = err
+        .split("invalid record length at ")
+        .nth(1)
+        .or_else(|| err.split("could not find a valid record after ").nth(1))
+        .and_then(|r| r.split([':', ' ']).next())
+        .map(str::to_string);
+}
+
+/// Whether the stopped server in `data_dir` diverged from the primary at
+/// `source` (a conninfo): Ok(None) when it did not, Err(why) when that
+/// cannot be told.
+pub(super) async fn find(
+    tools: &PgTools,
+    data_dir: &Path,
+    source: &str,
+    password: Option<&str>,
+    owner: Owner,
+) -> std::result::Result<Option<Divergence>, String> {
+    let program = tools.path("pg_rewind").map_err(|e| e.to_string())?;
+    let mut cmd = command(&program, owner);
+    cmd.arg("--dry-run")
+        .arg("-D")
+        .arg(data_dir)
+        .arg(format!("--source-server={source}"));
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("running pg_rewind --dry-run: {e}"))?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let Some((at, timeline)) = parse_rewind(&said)? else {
+        return Ok(None);
+    };
+    let mut found = Divergence {
+        at: at.clone(),
+        timeline,
+        ..Divergence::default()
+    };
+    let waldump = tools.path("pg_waldump").map_err(|e| e.to_string())?;
+    let mut cmd = command(&waldump, owner);
+    cmd.arg("-p").arg(data_dir.join("pg_wal")).args([
+        "-t",
+        &timeline.to_string(),
+        "-s",
+        &at,
+        "-r",
+        "Transaction",
+    ]);
+    let dump = cmd
+        .output()
+        .await
+        .map_err(|e| format!("running pg_waldump: {e}"))?;
+    parse_waldump(
+        &String::from_utf8_lossy(&dump.stdout),
+        &String::from_utf8_lossy(&dump.stderr),
+        &mut found,
+    );
+    Ok(Some(found))
+}
+
+/// Backs `data_dir` up into the repository, tagged `diverged`; returns
+/// the snapshot's id. Runs as a job does, in a child of this program.
+pub async fn keep(keeper: &Keeper, data_dir: &Path, why: &str) -> Result<String> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("this program's path", e))?;
+    keep_with(&exe, keeper, data_dir, why).await
+}
+
+async fn keep_with(exe: &PathBuf, keeper: &Keeper, data_dir: &Path, why: &str) -> Result<String> {
+    let request = OperationRequest {
+        job_id: format!("diverged-{}", chrono::Utc::now().timestamp_millis()),
+        origin: keeper.origin.clone(),
+        repository: keeper.repository.clone(),
+        lock_wait_secs: 300,
+        operation: Operation::Backup {
+            source: format!("{}.diverged", keeper.source),
+            spec: SourceSpec::Files {
+                paths: vec![data_dir.to_path_buf()],
+                exclude: vec![],
+            },
+            full: true,
+            tags: vec!["diverged".into(), format!("why={why}")],
+        },
+    };
+    let input =
+        serde_json::to_vec(&request).map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg(crate::daemon::jobs::CHILD_COMMAND)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            Error::io(
+                format!("starting {} for the diverged copy", exe.display()),
+                e,
+            )
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(&input)
+            .await
+            .map_err(|e| Error::io("handing the backup request to its process", e))?;
+    }
+    let mut out = Vec::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_end(&mut out).await;
+    }
+    let mut err = Vec::new();
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_end(&mut err).await;
+    }
+    let _ = child.wait().await;
+    let outcome: OperationOutcome = serde_json::from_slice(&out).map_err(|_| {
+        Error::new(
+            ErrorKind::Io,
+            format!(
+                "the backup of the diverged data directory ended without a result: {}",
+                tail(&String::from_utf8_lossy(&err))
+            ),
+        )
+    })?;
+    match (outcome.status, outcome.output, outcome.failure) {
+        (Status::Succeeded, Some(Output::Backup { snapshot_id, .. }), _) => Ok(snapshot_id),
+        (_, _, failure) => Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "the backup of the diverged data directory failed: {}",
+                failure
+                    .map(|f| f.message)
+                    .unwrap_or_else(|| "no reason given".into())
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parting_and_the_commits_after_it_are_read_from_the_tools_words() {
+        assert_eq!(parse_rewind("pg_rewind: no rewind required\n"), Ok(None));
+        assert_eq!(
+            parse_rewind("pg_rewind: servers diverged at WAL location 0/3000190 on timeline 1\npg_rewind: rewinding from last common checkpoint at 0/2000060 on timeline 1\n"),
+            Ok(Some(("0/3000190".into(), 1)))
+        );
+        assert!(parse_rewind("pg_rewind: fatal: target server must be shut down cleanly").is_err());
+        let mut d = Divergence::default();
+        parse_waldump(
+            "rmgr: Transaction len (rec/tot):     34/    34, tx:        735, lsn: 0/030001C8, prev 0/03000190, desc: COMMIT 2026-12-07 05:48:01.213386 UTC\n\
+             rmgr: Transaction len (rec/tot):     34/    34, tx:        736, lsn: 0/03000200, prev 0/030001C8, desc: COMMIT 2026-12-07 05:48:02.5 UTC; inval msgs: catcache 7\n",
+            "pg_waldump: error: error in WAL record at 0/3000220: invalid record length at 0/3000258: wanted 24, got 0\n",
+            &mut d,
+        );
+        assert_eq!(d.commits, 2);
+        assert_eq!(
+            d.first_commit.as_deref(),
+            Some("2026-12-07 05:48:01.213386 UTC")
+        );
+        assert_eq!(d.last_commit.as_deref(), Some("2026-12-07 05:48:02.5 UTC"));
+        assert_eq!(d.end.as_deref(), Some("0/3000258"));
+    }
+}

@@ -73,9 +73,12 @@ world() {
   as_pg "$PGBIN/pg_basebackup" -D "$W/pg-east/data" -R -X stream -d "host=$W/pg-west port=$PG1 user=postgres"
   printf "port = $PG2\nunix_socket_directories = '$W/pg-east'\n" >> "$W/pg-east/data/postgresql.conf"
   as_pg "$PGBIN/pg_ctl" -D "$W/pg-east/data" -l "$W/pg-east/server.log" -w start >/dev/null
-  redis-server --port "$R1" --bind 127.0.0.1 --dir "$W" --save "" --appendonly no >"$W/redis1.log" 2>&1 &
+  # With a config file, as a service manager runs it: the fence is kept
+  # over a restart with CONFIG REWRITE.
+  : > "$W/redis1.conf"; : > "$W/redis2.conf"
+  redis-server "$W/redis1.conf" --port "$R1" --bind 127.0.0.1 --dir "$W" --save "" --appendonly no >"$W/redis1.log" 2>&1 &
   PIDS+=($!); REDIS1=$!; disown
-  redis-server --port "$R2" --bind 127.0.0.1 --dir "$W" --save "" --appendonly no --replicaof 127.0.0.1 "$R1" >"$W/redis2.log" 2>&1 &
+  redis-server "$W/redis2.conf" --port "$R2" --bind 127.0.0.1 --dir "$W" --save "" --appendonly no --replicaof 127.0.0.1 "$R1" >"$W/redis2.log" 2>&1 &
   PIDS+=($!); disown
   moto_server -H 127.0.0.1 -p "$MOTO" >"$W/moto.log" 2>&1 &
   PIDS+=($!); disown

@@ -38,6 +38,9 @@ pub struct JobRunner {
     draining: std::sync::atomic::AtomicBool,
     /// Every job's task, so a stopping agent waits for them.
     tasks: tokio_util::task::TaskTracker,
+    /// Results handed to the uplink that the link has not taken yet: a
+    /// stopping agent waits for them before it waits for acknowledgements.
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 impl JobRunner {
@@ -49,7 +52,22 @@ impl JobRunner {
             running: Mutex::new(HashMap::new()),
             draining: std::sync::atomic::AtomicBool::new(false),
             tasks: tokio_util::task::TaskTracker::new(),
+            queued: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Results queued for the link and not taken yet.
+    pub fn results_queued(&self) -> usize {
+        self.queued.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The link took a queued result (it now counts among the unacknowledged).
+    pub fn result_taken(&self) {
+        let _ = self.queued.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| Some(n.saturating_sub(1)),
+        );
     }
 
     /// Takes no new job from now on (the agent is stopping; the leader
@@ -265,6 +283,7 @@ impl JobRunner {
                     .increment(1);
                 metrics::histogram!(crate::daemon::metrics::JOB_DURATION_SECONDS, "kind" => kind)
                     .record(outcome.duration_secs);
+                me.queued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let _ = uplink.send(AgentMessage {
                     body: Some(agent_message::Body::Result(to_proto(
                         &job.job_id,

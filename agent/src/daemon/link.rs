@@ -231,12 +231,17 @@ impl Link {
         let (tx, rx) = mpsc::channel::<AgentMessage>(256);
         // Results queued while disconnected are reported right after the
         // hello, so the hello lists their jobs as still ours.
+        let mut taken = 0;
         while let Ok(m) = upstream.try_recv() {
             if matches!(m.body, Some(agent_message::Body::Result(_))) {
                 unconfirmed.push(m);
+                taken += 1;
             }
         }
         self.count_unacked(unconfirmed);
+        for _ in 0..taken {
+            self.jobs.result_taken();
+        }
         let mut running = self.jobs.running_ids();
         for m in unconfirmed.iter() {
             if let Some(agent_message::Body::Result(r)) = &m.body {
@@ -349,6 +354,7 @@ impl Link {
                             unconfirmed.remove(0);
                         }
                         self.count_unacked(unconfirmed);
+                        self.jobs.result_taken();
                     }
                     if tx.send(m).await.is_err() {
                         return Ok(Ended::Next("the stream to the coordinator closed".into()));

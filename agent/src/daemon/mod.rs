@@ -136,9 +136,17 @@ pub async fn run(
     // the process: the next hello of this agent does not list its job, so
     // the leader fails that attempt and retries it.
     if !link_ended {
+        // A result handed to the link but not yet taken by it counts as
+        // unacknowledged too.
+        let flushed = async {
+            while jobs.results_queued() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let _ = unacked_seen.wait_for(|n| *n == 0).await;
+        };
         tokio::select! {
             _ = &mut serving => {}
-            _ = tokio::time::timeout(FLUSH, unacked_seen.wait_for(|n| *n == 0)) => {}
+            _ = tokio::time::timeout(FLUSH, flushed) => {}
         }
     }
     // Probes, actions and WAL followers: cancelled, and waited for within

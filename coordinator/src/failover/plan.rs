@@ -38,8 +38,15 @@ pub async fn probe(
     ask_store(coord, lead, store, probe, PROBE_DEADLINE).await
 }
 
+/// How often a probe an agent refused as busy is asked again.
+const BUSY_TRIES: u32 = 4;
+/// The wait between those tries.
+const BUSY_WAIT: Duration = Duration::from_millis(250);
+
 /// Sends `probe` to `store`'s agent and returns the store's answer (an
-/// error when the agent or the store did not answer).
+/// error when the agent or the store did not answer). An agent still busy
+/// with earlier probe rounds is asked again a few times: a switchover must
+/// not be refused as "unreachable" because a replication round was running.
 pub async fn ask_store(
     coord: &Coordinator,
     lead: &Lead,
@@ -47,22 +54,30 @@ pub async fn ask_store(
     probe: StoreProbe,
     deadline: Duration,
 ) -> Result<StoreReport, String> {
-    let session = crate::fleet::pending::session_of(&coord.registry, &store.region, &store.agent)
-        .map_err(|e| e.to_string())?;
-    let reply = coord
-        .probes
-        .ask(&session, lead.epoch(), vec![probe], None, deadline)
-        .await
-        .map_err(|e| e.to_string())?;
-    let report = reply
-        .reports
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("agent {}/{} sent no report", store.region, store.agent))?;
-    if report.error.is_empty() {
-        Ok(report)
-    } else {
-        Err(report.error)
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let session =
+            crate::fleet::pending::session_of(&coord.registry, &store.region, &store.agent)
+                .map_err(|e| e.to_string())?;
+        let reply = coord
+            .probes
+            .ask(&session, lead.epoch(), vec![probe.clone()], None, deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+        let report = reply
+            .reports
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("agent {}/{} sent no report", store.region, store.agent))?;
+        if report.error.is_empty() {
+            return Ok(report);
+        }
+        let busy = report.error_kind == seawall_proto::v1::ErrorKind::Locked as i32;
+        if !busy || tries >= BUSY_TRIES {
+            return Err(report.error);
+        }
+        tokio::time::sleep(BUSY_WAIT).await;
     }
 }
 
@@ -165,6 +180,7 @@ pub async fn assess(
         .ok()
         .and_then(|all| all.into_iter().find(|r| r.service == service.name));
     let mut from_reachable = true;
+    let mut unreachable_why: Option<String> = None;
     let mut worst_bytes: Option<i64> = None;
     let mut unknown = false;
     for ((kind, a, b), (ra, rb)) in pairs.iter().zip(reads) {
@@ -173,12 +189,14 @@ pub async fn assess(
             Some(Ok(r)) => Some(r),
             Some(Err(e)) => {
                 from_reachable = false;
-                plan.notes.push(format!(
+                let why = format!(
                     "{from}'s {} ({}/{}) is unreachable: {e}",
                     kind.name(),
                     a.agent,
                     a.source
-                ));
+                );
+                unreachable_why.get_or_insert_with(|| why.clone());
+                plan.notes.push(why);
                 None
             }
             None => None,
@@ -263,7 +281,7 @@ pub async fn assess(
     }
     if !from_reachable {
         if req.switchover {
-            refuse(format!("a switchover fences {from} and waits for {to} to catch up, so it needs {from} reachable; for a region that is down, run without --switchover"), &mut plan);
+            refuse(format!("a switchover fences {from} and waits for {to} to catch up, so it needs {from} reachable ({}); for a region that is down, run without --switchover", unreachable_why.as_deref().unwrap_or("its stores did not answer")), &mut plan);
         } else if !service.failover_unfenced && service.auto_failover.is_none() {
             refuse(format!("{from} cannot be reached to be fenced, so its stores may still take writes: set failover_unfenced = true for {} (only for a region known to be down) or bring {from}'s agents back", service.name), &mut plan);
         }
@@ -281,7 +299,9 @@ pub async fn assess(
         "precheck: {to}'s agents connected, its standbys following, lag within the bound"
     ));
     plan.steps.push(if from_reachable {
-        format!("fence: {from}'s PostgreSQL read-only with client sessions ended, its Redis writes paused")
+        format!("fence: {from}'s PostgreSQL stopped with standby.signal in place (no client can write to it, also after a restart), its Redis refusing every write (min-replicas-to-write, kept by CONFIG REWRITE)")
+    } else if service.auto_failover.is_some() {
+        format!("fence: not possible ({from} unreachable): its agents fence its stores themselves when their lease lapses; nothing is promoted before that moment")
     } else {
         format!("fence: not possible ({from} unreachable): recorded as not fenced")
     });
@@ -324,7 +344,14 @@ pub async fn assess(
             .unwrap_or_default()
     ));
     plan.steps.push(if from_reachable {
-        format!("demote: {from}'s PostgreSQL stays read-only, its Redis becomes a replica of {to}'s")
+        format!(
+            "demote: {from}'s PostgreSQL {}, its Redis becomes a replica of {to}'s",
+            if service.fence == crate::model::topology::FenceMode::Stop {
+                "stays stopped until failback (fence = \"stop\")"
+            } else {
+                "started again as a standby (reads only)"
+            }
+        )
     } else {
         format!("demote: not possible ({from} unreachable): its agent fences its stores when it returns; `seawall failover run {} --failback` brings the service back later", service.name)
     });

@@ -5,6 +5,7 @@
 
 pub mod actions;
 pub mod certs;
+pub mod channel;
 pub mod config;
 pub mod epoch;
 pub mod jobs;

@@ -156,8 +156,8 @@ impl SelfFencer {
     /// Whether every configured replica answers and none leads.
     async fn no_one_leads(&self) -> bool {
         let asks = self.config.coordinators.iter().map(|address| async move {
-            let url = super::link::url_of(address);
-            let channel = super::link::open_channel(&self.tls, &url, FAILSAFE_TIMEOUT).await?;
+            let url = super::channel::url_of(address);
+            let channel = super::channel::open_channel(&self.tls, &url, FAILSAFE_TIMEOUT).await?;
             let answer = tokio::time::timeout(
                 FAILSAFE_TIMEOUT,
                 AgentServiceClient::new(channel).leadership(LeadershipQuery {}),

@@ -139,9 +139,13 @@ fn stale_temporaries(
     };
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(dir.display(), e))?;
-        let meta = entry
-            .metadata()
-            .map_err(|e| Error::io(entry.path().display(), e))?;
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            // Removed since the directory was read (a lock released, a
+            // pack pruned): it is simply not listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(entry.path().display(), e)),
+        };
         if meta.is_dir() {
             stale_temporaries(&entry.path(), cutoff, out)?;
         } else if entry.file_name().to_string_lossy().starts_with(".tmp-")
@@ -167,9 +171,13 @@ fn walk(
         let entry = entry.map_err(|e| Error::io(dir.display(), e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let child_rel = format!("{rel}/{name}");
-        let meta = entry
-            .metadata()
-            .map_err(|e| Error::io(entry.path().display(), e))?;
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            // Removed since the directory was read (a lock released, a
+            // pack pruned): it is simply not listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(entry.path().display(), e)),
+        };
         if meta.is_dir() {
             walk(&entry.path(), &child_rel, out)?;
         } else if meta.is_file() {

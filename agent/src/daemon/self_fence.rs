@@ -127,8 +127,10 @@ impl SelfFencer {
                 continue;
             }
             if now < until {
-                // About to lapse: ask the replicas while it still holds.
-                if self.no_one_leads().await {
+                // About to lapse: ask the replicas while it still holds,
+                // never past the lapse (an answer that comes later is no
+                // answer: the fence must not wait for it).
+                if self.no_one_leads(until - now).await {
                     leaderless_at = Some(Instant::now());
                 }
                 continue;
@@ -142,7 +144,7 @@ impl SelfFencer {
                     tracing::warn!("no word from a leader, but every coordinator replica answers and none leads: no promotion can happen, so the primaries keep serving");
                     kept_logged = true;
                 }
-                if self.no_one_leads().await {
+                if self.no_one_leads(FAILSAFE_TIMEOUT).await {
                     leaderless_at = Some(Instant::now());
                     continue;
                 }
@@ -153,8 +155,15 @@ impl SelfFencer {
         }
     }
 
-    /// Whether every configured replica answers and none leads.
-    async fn no_one_leads(&self) -> bool {
+    /// Whether every configured replica answers, within `within`, and
+    /// none leads.
+    async fn no_one_leads(&self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.ask_replicas())
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn ask_replicas(&self) -> bool {
         let asks = self.config.coordinators.iter().map(|address| async move {
             let url = super::channel::url_of(address);
             let channel = super::channel::open_channel(&self.tls, &url, FAILSAFE_TIMEOUT).await?;

@@ -247,9 +247,22 @@ fn a_region_partitioned_off_fences_itself_before_the_other_is_promoted_and_is_fa
         fenced_after <= 2000 + 500,
         "the partitioned west took writes {fenced_after} ms after the cut"
     );
+    // The agent fenced at its lease's lapse, not after waiting on
+    // replicas it cannot reach.
+    let log = w.w1.log_text();
+    let late: u64 = log
+        .split("late_ms=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no self-fence in the west agent's log:\n{log}"));
+    assert!(
+        late <= 300,
+        "the self-fence began {late} ms after the lease lapsed"
+    );
     let (rpo, rto) = reported_figures_match(&f, lost_ms, wall);
     eprintln!(
-        "partition: the west self-fenced {fenced_after} ms after the cut; RTO {rto} ms (wall {wall} ms), RPO {rpo} ms (measured loss {lost_ms} ms, {} of {acked} rows; {})",
+        "partition: the west self-fenced {fenced_after} ms after the cut ({late} ms after its lease lapsed); RTO {rto} ms (wall {wall} ms), RPO {rpo} ms (measured loss {lost_ms} ms, {} of {acked} rows; {})",
         acked - present.min(acked),
         f["rpo_basis"]
     );

@@ -4,7 +4,7 @@
 //! server back as it was.
 
 use crate::fixtures::free_port;
-use crate::pg_fixture::{pg_bin, PgCluster};
+use crate::pg_fixture::{pg_bin, psql_tried, PgCluster};
 use crate::redis::RedisServer;
 use seawall_agent::daemon::config::AgentConfig;
 use seawall_agent::stores::{open, StoreControl};
@@ -65,31 +65,8 @@ url = "redis://127.0.0.1:{}"
     AgentConfig::load(&path, None).unwrap()
 }
 
-/// What psql says to `sql`, with `PGOPTIONS` set when given.
 fn psql(pg: &PgCluster, options: Option<&str>, sql: &str) -> (bool, String) {
-    let mut cmd = Command::new(pg_bin().join("psql"));
-    cmd.args([
-        "-X",
-        "-A",
-        "-t",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-d",
-        &pg.dsn("postgres"),
-    ])
-    .args(["-c", sql]);
-    if let Some(o) = options {
-        cmd.env("PGOPTIONS", o);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    psql_tried(&pg.dsn("postgres"), options, sql)
 }
 
 /// Every way a client could try to write to a fenced PostgreSQL fails.

@@ -32,6 +32,9 @@ const TICK: Duration = Duration::from_millis(20);
 const FAILSAFE_LEAD: Duration = Duration::from_millis(600);
 /// How long a replica may take to answer.
 const FAILSAFE_TIMEOUT: Duration = Duration::from_millis(400);
+/// How often the replicas are asked at most (each question is a TLS
+/// handshake with every replica: in an etcd outage every agent asks on).
+const ASK_EVERY: Duration = Duration::from_millis(200);
 /// How long a fence of one store may take.
 const FENCE_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -101,6 +104,7 @@ impl SelfFencer {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         // When the replicas last said no one leads, asked near the lapse.
         let mut leaderless_at: Option<Instant> = None;
+        let mut last_asked: Option<Instant> = None;
         let mut kept_logged = false;
         loop {
             tokio::select! {
@@ -126,12 +130,16 @@ impl SelfFencer {
                 kept_logged = false;
                 continue;
             }
+            let due = last_asked.is_none_or(|t| now.duration_since(t) >= ASK_EVERY);
             if now < until {
                 // About to lapse: ask the replicas while it still holds,
                 // never past the lapse (an answer that comes later is no
                 // answer: the fence must not wait for it).
-                if self.no_one_leads(until - now).await {
-                    leaderless_at = Some(Instant::now());
+                if due {
+                    last_asked = Some(now);
+                    if self.no_one_leads(until - now).await {
+                        leaderless_at = Some(Instant::now());
+                    }
                 }
                 continue;
             }
@@ -144,6 +152,10 @@ impl SelfFencer {
                     tracing::warn!("no word from a leader, but every coordinator replica answers and none leads: no promotion can happen, so the primaries keep serving");
                     kept_logged = true;
                 }
+                if !due {
+                    continue;
+                }
+                last_asked = Some(now);
                 if self.no_one_leads(FAILSAFE_TIMEOUT).await {
                     leaderless_at = Some(Instant::now());
                     continue;

@@ -67,12 +67,7 @@ fn an_old_primary_cut_off_during_the_failover_is_fenced_when_its_agent_returns()
     // Nothing acknowledged was destroyed: before the base backup replaced
     // it, the old primary (its stray table) went into the west's
     // repository, and the record names the snapshot.
-    let snapshot = rebuilt
-        .split("kept whole in snapshot ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no diverged snapshot named: {rebuilt}"))
-        .to_string();
+    let snapshot = World::snapshot_named(rebuilt, "kept whole in snapshot ");
     w.diverged_copy_holds(&snapshot, "SELECT to_regclass('stray') IS NOT NULL", "t");
     assert_eq!(w.primary.sql("postgres", "SELECT pg_is_in_recovery()"), "t");
     assert_eq!(
@@ -285,12 +280,7 @@ fn a_region_partitioned_off_fences_itself_before_the_other_is_promoted_and_is_fa
         rebuilt.contains("transaction(s) committed after it"),
         "{rebuilt}"
     );
-    let snapshot = rebuilt
-        .split("kept in snapshot ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no diverged snapshot named: {rebuilt}"))
-        .to_string();
+    let snapshot = World::snapshot_named(rebuilt, "kept in snapshot ");
     w.diverged_copy_holds(
         &snapshot,
         &format!("SELECT count(*) > 0 FROM writable_probe WHERE at > {cut}"),

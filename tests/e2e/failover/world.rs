@@ -416,17 +416,10 @@ impl World {
                 "INSERT INTO stray VALUES (4)",
             ),
         ] {
-            let mut cmd = Command::new(crate::pg_fixture::pg_bin().join("psql"));
-            cmd.args(["-X", "-A", "-t", "-d", &self.primary.dsn("postgres")])
-                .args(["-c", sql]);
-            if let Some(o) = options {
-                cmd.env("PGOPTIONS", o);
-            }
-            let out = cmd.output().unwrap();
-            let said = String::from_utf8_lossy(&out.stderr);
+            let (ok, said) =
+                crate::pg_fixture::psql_tried(&self.primary.dsn("postgres"), options, sql);
             assert!(
-                !out.status.success()
-                    && (said.contains("read-only") || said.contains("during recovery")),
+                !ok && (said.contains("read-only") || said.contains("during recovery")),
                 "{sql} (PGOPTIONS {options:?}) on the old primary: {said}"
             );
         }
@@ -437,6 +430,16 @@ impl World {
             "{said:?}"
         );
         assert_ne!(self.master.try_cli(&["GET", "stray"]).as_deref(), Some("5"));
+    }
+
+    /// The snapshot a rebuild step's `detail` names after `after`.
+    pub(super) fn snapshot_named(detail: &str, after: &str) -> String {
+        detail
+            .split(after)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no diverged snapshot named: {detail}"))
+            .to_string()
     }
 
     /// Restores the west's `diverged` snapshot `id` and starts it on a

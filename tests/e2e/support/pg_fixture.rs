@@ -62,6 +62,26 @@ pub fn psql_dsn(dsn: &str, sql: &str) -> String {
     check(out, &format!("psql {sql:?}")).trim().to_string()
 }
 
+/// Whether psql took `sql` at `dsn` (`PGOPTIONS` set when given), and all
+/// it said: for statements a test expects to be refused.
+pub fn psql_tried(dsn: &str, options: Option<&str>, sql: &str) -> (bool, String) {
+    let mut cmd = Command::new(pg_bin().join("psql"));
+    cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", dsn])
+        .args(["-c", sql]);
+    if let Some(o) = options {
+        cmd.env("PGOPTIONS", o);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// [`psql_dsn`] on database postgres of the server whose socket is in
 /// `socket_dir` (a cluster the tests started by hand, or restored).
 pub fn psql_at(socket_dir: &Path, port: u16, sql: &str) -> String {

@@ -8,7 +8,7 @@
 //! the source's retention does not touch), and only then is it rebuilt.
 //! When the parting cannot be read, everything is kept all the same.
 
-use super::server::{command, Owner};
+use super::server::{command, pg_rewind, Owner};
 use crate::engine::operation::{
     Operation, OperationOutcome, OperationRequest, Output, SourceSpec, Status,
 };
@@ -119,14 +119,8 @@ pub(super) async fn find(
     owner: Owner,
 ) -> std::result::Result<Option<Divergence>, String> {
     let program = tools.path("pg_rewind").map_err(|e| e.to_string())?;
-    let mut cmd = command(&program, owner);
-    cmd.arg("--dry-run")
-        .arg("-D")
-        .arg(data_dir)
-        .arg(format!("--source-server={source}"));
-    if let Some(p) = password {
-        cmd.env("PGPASSWORD", p);
-    }
+    let mut cmd = pg_rewind(&program, data_dir, source, password, owner);
+    cmd.arg("--dry-run");
     let out = cmd
         .output()
         .await

@@ -9,7 +9,9 @@
 //! starts it again as a standby (`standby`, reads go on) or leaves it down
 //! (`stop`).
 
-use super::server::{answering, command, locate, owner_of, start, start_options, stop, Server};
+use super::server::{
+    answering, command, locate, owner_of, start_server, stop, write_owned, Owner, Server,
+};
 use crate::engine::postgres::conn::query_error;
 use crate::engine::postgres::tools::{output, PgTools};
 use crate::stores::Done;
@@ -72,21 +74,8 @@ pub fn signalled(data_dir: &Path) -> bool {
     data_dir.join(STANDBY_SIGNAL).exists()
 }
 
-fn write_signal(data_dir: &Path, uid_gid: Option<(u32, u32)>) -> Result<()> {
-    let path = data_dir.join(STANDBY_SIGNAL);
-    std::fs::write(&path, b"").map_err(|e| {
-        Error::io(
-            format!(
-                "writing {} (the fence that survives a restart)",
-                path.display()
-            ),
-            e,
-        )
-    })?;
-    if let Some((uid, gid)) = uid_gid {
-        std::os::unix::fs::chown(&path, Some(uid), Some(gid))
-            .map_err(|e| Error::io(path.display(), e))?;
-    }
+fn write_signal(data_dir: &Path, owner: Owner) -> Result<()> {
+    write_owned(&data_dir.join(STANDBY_SIGNAL), b"", owner)?;
     // Durable before the stop: a crash right after must not lose it.
     std::fs::File::open(data_dir)
         .and_then(|d| d.sync_all())
@@ -112,7 +101,7 @@ pub async fn fence(server: &Server, deadline: Duration) -> Result<Done> {
     }
     let owner = owner_of(&data_dir)?;
     let was_signalled = signalled(&data_dir);
-    write_signal(&data_dir, owner.switched())?;
+    write_signal(&data_dir, owner)?;
     // The position it had, for when the control file cannot say more.
     let mut before = None;
     if let Some((client, _)) = answer.as_ref() {
@@ -177,18 +166,8 @@ pub async fn start_standby(server: &Server, deadline: Duration) -> Result<Done> 
     if answering(&server.dsn).await?.is_some() {
         return Ok(fenced);
     }
+    start_server(server, deadline).await?;
     let (data_dir, tools) = locate(server, None)?;
-    let owner = owner_of(&data_dir)?;
-    let options = start_options(&data_dir);
-    start(
-        &tools,
-        &server.control,
-        &data_dir,
-        &options,
-        owner,
-        deadline,
-    )
-    .await?;
     let control = control_of(&tools, &data_dir).await.ok();
     Ok(Done {
         detail: format!("{}; started as a standby (reads only)", fenced.detail),
@@ -204,23 +183,13 @@ pub async fn lift(server: &Server, deadline: Duration) -> Result<()> {
     if answering(&server.dsn).await?.is_some() {
         return Ok(());
     }
-    let (data_dir, tools) = locate(server, None)?;
-    let owner = owner_of(&data_dir)?;
+    let (data_dir, _) = locate(server, None)?;
     match std::fs::remove_file(data_dir.join(STANDBY_SIGNAL)) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(data_dir.join(STANDBY_SIGNAL).display(), e)),
     }
-    let options = start_options(&data_dir);
-    start(
-        &tools,
-        &server.control,
-        &data_dir,
-        &options,
-        owner,
-        deadline,
-    )
-    .await
+    start_server(server, deadline).await
 }
 
 #[cfg(test)]

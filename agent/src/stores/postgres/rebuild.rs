@@ -8,7 +8,7 @@
 //! the running one and then finds the work done.
 
 use super::server::{
-    answering, command, facts, follows, give, locate, owner_of, replay_position, start,
+    answering, command, facts, follows, give, locate, owner_of, pg_rewind, replay_position, start,
     start_options, stop, write_owned, Owner, Server,
 };
 use crate::engine::postgres::conn::{self, conninfo_quote, query_error};
@@ -305,15 +305,9 @@ async fn rewind(
 ) -> std::result::Result<String, String> {
     let program = tools.path("pg_rewind").map_err(|e| e.to_string())?;
     let run = |fetch_wal: bool| {
-        let mut cmd = command(&program, owner);
-        cmd.arg("-D")
-            .arg(data_dir)
-            .arg(format!("--source-server={source}"));
+        let mut cmd = pg_rewind(&program, data_dir, source, password, owner);
         if fetch_wal {
             cmd.arg("--restore-target-wal");
-        }
-        if let Some(p) = password {
-            cmd.env("PGPASSWORD", p);
         }
         async move {
             let out = cmd

@@ -209,13 +209,6 @@ pub(super) struct Owner {
     switch: bool,
 }
 
-impl Owner {
-    /// The owner to give new files to, when the agent runs as another user.
-    pub(super) fn switched(&self) -> Option<(u32, u32)> {
-        self.switch.then_some((self.uid, self.gid))
-    }
-}
-
 pub(super) fn owner_of(data_dir: &Path) -> Result<Owner> {
     let meta = std::fs::metadata(data_dir).map_err(|e| {
         Error::io(
@@ -315,6 +308,25 @@ pub(super) async fn replay_position(client: &tokio_postgres::Client) -> Result<(
         .await
         .map_err(|e| query_error("reading the replay position", e))?;
     Ok((row.get(0), row.get::<_, i64>(1) as u32))
+}
+
+/// `pg_rewind -D DATA --source-server=SOURCE` as `owner`, the password
+/// (if any) in its environment, never on its command line.
+pub(super) fn pg_rewind(
+    program: &Path,
+    data_dir: &Path,
+    source: &str,
+    password: Option<&str>,
+    owner: Owner,
+) -> tokio::process::Command {
+    let mut cmd = command(program, owner);
+    cmd.arg("-D")
+        .arg(data_dir)
+        .arg(format!("--source-server={source}"));
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+    cmd
 }
 
 pub(super) async fn stop(

@@ -148,6 +148,9 @@ EOF
   done
 }
 op() { "$S" --json "$@" --coordinator "127.0.0.1:$CP" --ca "$WORK/pki/ca.pem" --cert "$WORK/pki/ops.pem" --key "$WORK/pki/ops.key"; }
+# `failover run --wait` returns once the new primary is served; the old
+# primary's follow steps go on: this waits for the end of the failover in FILE.
+settled() { op failover status "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$1")" --watch > /dev/null; }
 
 # The load generator: one psql and one redis-cli session, each write's
 # acknowledgement written to OUT as "N UNIX_MS".
@@ -216,12 +219,14 @@ for i in $(seq 1 "$RUNS"); do
   load "host=127.0.0.1 port=$PG1 user=postgres dbname=postgres" "$R1" 1 load
   op failover run shop --to east --switchover --wait > "$W/failover.json" || { cat "$W/failover.json" >&2; op failover plan shop --to east --switchover >&2; exit 1; }
   unload
+  settled "$W/failover.json"
   loss "$W/failover.json" "host=$W/pg-east port=$PG2 user=postgres dbname=postgres" "$R2" load
   cp "$W/failover.json" "$WORK/switchover-$i.json"
   echo "== failback $i/$RUNS: back to the west under load in the east"
   load "host=127.0.0.1 port=$PG2 user=postgres dbname=postgres" "$R2" 1000000 back
   op failover run shop --failback --wait > "$W/failback.json" || { cat "$W/failback.json" >&2; exit 1; }
   unload
+  settled "$W/failback.json"
   loss "$W/failback.json" "host=$W/pg-west port=$PG1 user=postgres dbname=postgres" "$R1" back
   cp "$W/failback.json" "$WORK/failback-$i.json"
   stop_world

@@ -433,7 +433,7 @@ pub struct FailoverArgs {
 pub enum FailoverWhat {
     /// What a failover would do, the lag and the expected loss; nothing is changed.
     Plan(FailoverStartArgs),
-    /// Start a failover; --wait follows it to its end.
+    /// Start a failover; --wait follows it until the new primary is served (its post-check passed).
     Run(FailoverStartArgs),
     /// A failover's steps, evidence and achieved RTO/RPO (the newest without ID).
     Status(FailoverStatusArgs),
@@ -463,7 +463,7 @@ pub struct FailoverStartArgs {
     /// Go on although the standby lags beyond the service's bound (the loss is recorded).
     #[arg(long)]
     pub allow_data_loss: bool,
-    /// Follow the failover until it ends (run only); exit 0 when it succeeded.
+    /// Follow the failover until its post-check passed, the achieved RTO/RPO known (run only; `failover status ID --watch` follows the rest); exit 0 unless it failed.
     #[arg(long)]
     pub wait: bool,
     /// Connection.

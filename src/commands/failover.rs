@@ -17,7 +17,7 @@ pub async fn run(g: &Global, a: FailoverArgs) -> anyhow::Result<u8> {
             let mut op = Op::connect(&s.op, &s.op.coordinator).await?;
             let id = s.id.unwrap_or_default();
             if s.watch {
-                return watch(g, &mut op, &id).await;
+                return watch(g, &mut op, &id, false).await;
             }
             let f = op
                 .client
@@ -193,11 +193,14 @@ async fn start(g: &Global, s: FailoverStartArgs) -> anyhow::Result<u8> {
         }
         return Ok(0);
     }
-    watch(g, &mut op, &f.id).await
+    watch(g, &mut op, &f.id, true).await
 }
 
-/// Prints the failover at every change until it ends.
-async fn watch(g: &Global, op: &mut Op, id: &str) -> anyhow::Result<u8> {
+/// Prints the failover at every change until it ends or, with
+/// `until_served`, until its post-check passed: the service is served
+/// again then and the achieved figures are final; the old primary's
+/// follow steps go on without the operator.
+async fn watch(g: &Global, op: &mut Op, id: &str, until_served: bool) -> anyhow::Result<u8> {
     let mut last = String::new();
     loop {
         let f = op
@@ -207,10 +210,17 @@ async fn watch(g: &Global, op: &mut Op, id: &str) -> anyhow::Result<u8> {
             .map_err(failed)?
             .into_inner();
         let shown = serde_json::to_string(&f)?;
-        let ended = f.state != "running";
+        let served = until_served && f.state == "running" && f.rto_ms.is_some();
+        let ended = f.state != "running" || served;
         if shown != last && (!g.json || ended) {
             show(g, &f)?;
             last = shown;
+        }
+        if served && !g.json && !g.quiet {
+            println!(
+                "  served from {} again; the remaining steps go on: `seawall failover status {} --watch` follows them",
+                f.to, f.id
+            );
         }
         if ended {
             return Ok(exit_code(&f));
@@ -248,6 +258,12 @@ fn show(g: &Global, f: &Failover) -> anyhow::Result<()> {
         when(f.started_unix_ms),
         f.requested_by
     );
+    if !f.failed_store.is_empty() {
+        println!(
+            "  started because {}'s {} stopped answering while its agent reported",
+            f.from, f.failed_store
+        );
+    }
     for s in &f.steps {
         let took = if s.ended_unix_ms > 0 && s.started_unix_ms > 0 {
             format!(
@@ -262,7 +278,7 @@ fn show(g: &Global, f: &Failover) -> anyhow::Result<()> {
     if !f.error.is_empty() {
         println!("  error: {}", f.error);
     }
-    if f.state == "succeeded" && !f.standby_only {
+    if f.rto_ms.is_some() && !f.standby_only {
         println!(
             "  achieved: RTO {}, RPO {}{}{}",
             millis(f.rto_ms),

@@ -51,7 +51,13 @@ impl Prober {
     pub async fn answer(&self, request: ProbeRequest) -> ProbeReply {
         let deadline =
             Duration::from_millis(u64::from(request.deadline_ms.max(100))).min(MAX_DEADLINE);
-        let Ok(_permit) = self.rounds.clone().try_acquire_owned() else {
+        // Reach checks (one connection attempt each, within the deadline)
+        // are not held up by slow rounds: a hung store that keeps the
+        // replication rounds busy is exactly what they must report.
+        let reach_only = request.repository.is_none()
+            && request.probes.iter().all(|p| !p.reach_address.is_empty());
+        let permit = self.rounds.clone().try_acquire_owned();
+        if permit.is_err() && !reach_only {
             let busy = Error::new(
                 ErrorKind::Locked,
                 "the agent is still answering earlier probes: its stores are slow to respond",
@@ -65,7 +71,7 @@ impl Prober {
                     ..Default::default()
                 }),
             };
-        };
+        }
         let stores =
             futures_util::future::join_all(request.probes.iter().map(|p| self.one(p, deadline)));
         let repository = async {

@@ -37,6 +37,7 @@ pub fn to_proto(f: &FailoverRecord) -> Failover {
         rto_ms: f.rto_ms,
         rpo_ms: f.rpo_ms,
         rpo_basis: f.rpo_basis.clone(),
+        failed_store: f.failed_store.clone(),
         lsn_gap_bytes: f.lsn_gap_bytes,
         offset_gap: f.offset_gap,
         epochs: f.epochs.clone(),

@@ -8,17 +8,25 @@
 //!    region's stores at their addresses (a protocol exchange, so a hung
 //!    server counts as down).
 //!
-//! An agent that died beside a healthy database, or a database that is
-//! down while its agent still reports, is one signal: nothing happens.
-//! The failover then runs like an operator's, unfenced (the region is
-//! down), and its RTO counts from when the region's agents were last heard
-//! from (or, when none had a session, the first check that saw both signals).
+//! An agent that died beside a healthy database is one signal: nothing
+//! happens. The failover then runs like an operator's, unfenced (the region
+//! is down), and its RTO counts from when the region's agents were last
+//! heard from (or, when none had a session, the first check that saw both
+//! signals).
+//!
+//! One store down while its agent still reports (a dead database beside a
+//! live agent and a live Redis; `on_store_failure`, on by default) is the
+//! other case: its own agent AND the target region's agent both get no
+//! answer at its address, `after` checks in a row. The service fails over
+//! by the fenced workflow (its agents answer: the failed store is fenced
+//! from its data directory, the others as in a switchover), and its RTO
+//! counts from the first check that saw it.
 
 use super::plan::{store_of, stores_in};
 use super::{driver, stored};
 use crate::jobs::{Coordinator, Lead};
 use crate::model::clock::now_ms;
-use crate::model::topology::{RegionRole, ServiceConfig};
+use crate::model::topology::{RegionRole, ServiceConfig, StoreKind};
 use crate::replication::primaries;
 use seawall_proto::v1::{FailoverRequest, StoreProbe};
 use std::collections::HashMap;
@@ -62,6 +70,10 @@ struct Verdict {
     /// When the region's agents were last heard from (the fault's start,
     /// as near as the coordinator can tell).
     silent_since: Option<i64>,
+    /// The one store kind that is down while its agent reports.
+    failed_store: Option<StoreKind>,
+    /// Some agent of the region still reports (a store may still be down).
+    reporting: bool,
 }
 
 fn up(seen: String) -> Verdict {
@@ -69,6 +81,96 @@ fn up(seen: String) -> Verdict {
         down: false,
         seen,
         silent_since: None,
+        failed_store: None,
+        reporting: false,
+    }
+}
+
+/// Whether the store at `address` answers, as `region`'s `agent` sees it:
+/// Ok(false) when it does not, Err when the agent cannot be asked.
+async fn reaches(
+    coord: &Coordinator,
+    lead: &Lead,
+    region: &str,
+    agent: &str,
+    address: &str,
+    kind: StoreKind,
+) -> Result<bool, String> {
+    let session = crate::fleet::pending::session_of(&coord.registry, region, agent)
+        .map_err(|_| format!("{region}'s agent {agent} is not connected: cannot confirm"))?;
+    let probe = StoreProbe {
+        reach_address: address.to_string(),
+        reach_kind: kind.name().into(),
+        ..Default::default()
+    };
+    match coord
+        .probes
+        .ask(&session, lead.epoch(), vec![probe], None, REACH_DEADLINE)
+        .await
+    {
+        Ok(reply) => match reply.reports.first() {
+            Some(r) if r.reached => Ok(true),
+            // A busy agent's refusal says nothing of the store.
+            Some(r) if r.error_kind == seawall_proto::v1::ErrorKind::Locked as i32 => {
+                Err(format!("{region}'s agent {agent} was busy: {}", r.error))
+            }
+            Some(_) => Ok(false),
+            None => Err(format!("{region}'s agent {agent} sent no report")),
+        },
+        Err(e) => Err(format!(
+            "{region}'s agent {agent} did not answer the check: {e}"
+        )),
+    }
+}
+
+/// Whether one of `region`'s stores is down while its agent reports: its
+/// own agent and `to`'s agent both get no answer at its address.
+async fn store_down(
+    coord: &Coordinator,
+    lead: &Lead,
+    service: &ServiceConfig,
+    region: &str,
+    to: &str,
+) -> Verdict {
+    let checks = stores_in(service, region).into_iter().map(|store| async move {
+        let address = store.address.as_deref()?;
+        // Its own agent first: a store it reaches is up, whatever `to` sees.
+        match reaches(coord, lead, region, &store.agent, address, store.kind).await {
+            Ok(false) => {}
+            Ok(true) | Err(_) => return None,
+        }
+        let checker = store_of(service, to, store.kind)?;
+        match reaches(coord, lead, to, &checker.agent, address, store.kind).await {
+            Ok(false) => Some((
+                store.kind,
+                format!(
+                    "{region}'s {} at {address} answers neither its agent {} (which still reports) nor {to}'s",
+                    store.kind.name(),
+                    store.agent
+                ),
+            )),
+            Ok(true) | Err(_) => None,
+        }
+    });
+    let down: Vec<(StoreKind, String)> = futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    match down.into_iter().next() {
+        Some((kind, seen)) => Verdict {
+            down: true,
+            seen,
+            silent_since: None,
+            failed_store: Some(kind),
+            reporting: true,
+        },
+        None => Verdict {
+            reporting: true,
+            ..up(format!(
+                "{region}'s agents report and its stores answer them"
+            ))
+        },
     }
 }
 
@@ -90,7 +192,10 @@ async fn region_down(
                 .last_heartbeat_ms
                 .load(std::sync::atomic::Ordering::Relaxed);
             if now - last <= silence_ms {
-                return up(format!("agent {region}/{} still reports", store.agent));
+                return Verdict {
+                    reporting: true,
+                    ..up(format!("agent {region}/{} still reports", store.agent))
+                };
             }
             silent_since = Some(silent_since.unwrap_or(0).max(last));
         } else if let Some(last) = coord.registry.last_heard(region, &store.agent) {
@@ -110,29 +215,12 @@ async fn region_down(
                     store.kind.name()
                 ));
             };
-            let session = crate::fleet::pending::session_of(&coord.registry, to, &checker.agent)
-                .map_err(|_| {
-                    format!(
-                        "{to}'s agent {} is not connected: cannot confirm",
-                        checker.agent
-                    )
-                })?;
-            let probe = StoreProbe {
-                reach_address: address.clone(),
-                reach_kind: store.kind.name().into(),
-                ..Default::default()
-            };
-            match coord
-                .probes
-                .ask(&session, lead.epoch(), vec![probe], None, REACH_DEADLINE)
-                .await
-            {
-                Ok(reply) if reply.reports.first().is_some_and(|r| !r.reached) => Ok(()),
-                Ok(_) => Err(format!(
+            match reaches(coord, lead, to, &checker.agent, address, store.kind).await? {
+                false => Ok(()),
+                true => Err(format!(
                     "{region}'s {} at {address} answers",
                     store.kind.name()
                 )),
-                Err(e) => Err(format!("{to}'s agent did not answer the check: {e}")),
             }
         });
     for outcome in futures_util::future::join_all(checks).await {
@@ -144,6 +232,8 @@ async fn region_down(
         down: true,
         seen: format!("{region}'s agents silent and its stores unreachable from {to}"),
         silent_since,
+        failed_store: None,
+        reporting: false,
     }
 }
 
@@ -209,7 +299,10 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                 let Some(to) = target(&coord, service, &primary) else {
                     continue;
                 };
-                let verdict = region_down(&coord, &lead, service, &primary, &to).await;
+                let mut verdict = region_down(&coord, &lead, service, &primary, &to).await;
+                if !verdict.down && verdict.reporting && auto.on_store_failure {
+                    verdict = store_down(&coord, &lead, service, &primary, &to).await;
+                }
                 let (down, seen) = (verdict.down, verdict.seen.clone());
                 // The third condition: this replica still holds the quorum
                 // (a leader cut off from etcd must not act on what it sees).
@@ -261,6 +354,10 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                         ),
                     )
                     .await;
+                let detected = driver::Detected {
+                    at_ms: detected,
+                    failed_store: verdict.failed_store,
+                };
                 driver::create(&coord, &lead, &req, "automatic", &assessed, Some(detected))
                     .await
                     .map_err(|e| e.to_string())?;

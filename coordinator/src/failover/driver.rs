@@ -22,6 +22,16 @@ const POST_CHECK_ATTEMPTS: u32 = 5;
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// What made the coordinator start a failover by itself.
+#[derive(Debug, Clone)]
+pub struct Detected {
+    /// When the fault was first seen (the RTO counts from then).
+    pub at_ms: i64,
+    /// The one store kind that failed while its agent reported; None when
+    /// the whole region was declared down.
+    pub failed_store: Option<crate::model::topology::StoreKind>,
+}
+
 /// Records a new failover whose precheck (`assessed`) passed (a failback's
 /// plan, whose precheck is a later step), and wakes the worker.
 pub async fn create(
@@ -30,7 +40,7 @@ pub async fn create(
     req: &FailoverRequest,
     who: &str,
     assessed: &Assessment,
-    detected_ms: Option<i64>,
+    detected: Option<Detected>,
 ) -> Result<FailoverRecord, ActError> {
     // The precheck is the first step: the clock starts when it began.
     let started = assessed.asked_ms;
@@ -70,8 +80,12 @@ pub async fn create(
         expected_loss_bytes: assessed.expected_loss_bytes,
         expected_loss_ms: assessed.plan.expected_loss_ms,
         epochs: vec![lead.epoch()],
-        automatic: detected_ms.is_some(),
-        detected_unix_ms: detected_ms.unwrap_or(0),
+        automatic: detected.is_some(),
+        detected_unix_ms: detected.as_ref().map_or(0, |d| d.at_ms),
+        failed_store: detected
+            .and_then(|d| d.failed_store)
+            .map(|k| k.name().to_string())
+            .unwrap_or_default(),
         ..Default::default()
     };
     save(
@@ -221,6 +235,10 @@ async fn drive(coord: &Coordinator, lead: &Lead, id: &str) -> Result<(), ActErro
                 // the replication checks and rejoins follow it while the
                 // old primary is rebuilt.
                 let moved = if step == crate::model::failover::Step::PostCheck {
+                    // Served again: the figures are final from here.
+                    if !f.standby_only {
+                        super::outcome::achieve(service, &mut f, now_ms());
+                    }
                     vec![(
                         crate::replication::primaries::key(&f.service),
                         f.to.clone().into_bytes(),

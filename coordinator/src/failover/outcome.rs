@@ -21,6 +21,25 @@ fn clock_start(f: &FailoverRecord) -> i64 {
         .unwrap_or(f.started_unix_ms)
 }
 
+/// The achieved RTO, RPO and gaps, set when the post-check passes (the
+/// service is served again: `--wait` returns then) and again at the end,
+/// from the same evidence: the follow steps after it change neither.
+pub fn achieve(service: &ServiceConfig, f: &mut FailoverRecord, now: i64) {
+    let post_checked = f
+        .step(Step::PostCheck)
+        .map(|s| s.ended_unix_ms)
+        .filter(|t| *t > 0)
+        .unwrap_or(now);
+    f.rto_ms = Some(post_checked - clock_start(f));
+    f.lsn_gap_bytes = super::rpo::gap(f, StoreKind::Postgres);
+    f.offset_gap = super::rpo::gap(f, StoreKind::Redis);
+    // From evidence taken before anything was written to the new
+    // primaries (failover/rpo.rs).
+    let rpo = super::rpo::reckon(f, &super::rpo::kinds_in(service, &f.to));
+    f.rpo_ms = rpo.ms;
+    f.rpo_basis = rpo.basis;
+}
+
 /// Every step is done: the achieved figures, the new primary recorded.
 pub async fn finish(
     coord: &Coordinator,
@@ -40,19 +59,7 @@ pub async fn finish(
         save(coord, lead, &f, rev, Some(event), Vec::new()).await?;
         return Ok(());
     }
-    let post_checked = f
-        .step(Step::PostCheck)
-        .map(|s| s.ended_unix_ms)
-        .filter(|t| *t > 0)
-        .unwrap_or(now);
-    f.rto_ms = Some(post_checked - clock_start(&f));
-    f.lsn_gap_bytes = super::rpo::gap(&f, StoreKind::Postgres);
-    f.offset_gap = super::rpo::gap(&f, StoreKind::Redis);
-    // From evidence taken before anything was written to the new
-    // primaries (failover/rpo.rs).
-    let rpo = super::rpo::reckon(&f, &super::rpo::kinds_in(service, &f.to));
-    f.rpo_ms = rpo.ms;
-    f.rpo_basis = rpo.basis;
+    achieve(service, &mut f, now);
     f.state = FailoverState::Succeeded;
     f.finished_unix_ms = now;
     let rto = f.rto_ms.unwrap_or(0);

@@ -561,6 +561,11 @@ pub struct FailoverRecord {
     /// When the fault was first seen (the RTO of an automatic failover
     /// counts from then).
     pub detected_unix_ms: i64,
+    /// An automatic failover started because this store kind of `from`
+    /// failed while its agent still reported; empty when the region was
+    /// declared down (its agents silent).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub failed_store: String,
     /// A failback: its first steps rebuild `to`'s stores as standbys.
     pub failback: bool,
     /// A failback that stops once the standbys follow.
@@ -571,6 +576,12 @@ impl FailoverRecord {
     /// Whether nothing more happens to it.
     pub fn is_final(&self) -> bool {
         self.state != FailoverState::Running
+    }
+
+    /// Whether the coordinator started it because `from` was down as a
+    /// whole (its agents silent): nothing there is asked to act.
+    pub fn region_declared_down(&self) -> bool {
+        self.automatic && self.failed_store.is_empty()
     }
 
     /// Its record of `step`, when it has that step.

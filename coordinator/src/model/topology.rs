@@ -169,6 +169,14 @@ pub struct AutoFailover {
     /// Checks in a row with both signals before the region is declared down.
     #[serde(default = "default_auto_after")]
     pub after: u32,
+    /// Also fail over when one store of the primary region stops
+    /// answering while its agent still reports (a dead database beside a
+    /// live agent): its own agent and the target region's agent must both
+    /// get no answer at its address, `after` checks in a row. The whole
+    /// service moves (its stores and its record): a store that must move
+    /// alone belongs in a service of its own.
+    #[serde(default = "default_on_store_failure")]
+    pub on_store_failure: bool,
     /// How long the primary region's agents go without a lease renewal
     /// before they fence its stores themselves (model/self_fence.rs).
     #[serde(
@@ -183,6 +191,9 @@ fn default_auto_interval() -> Duration {
 }
 fn default_auto_after() -> u32 {
     3
+}
+fn default_on_store_failure() -> bool {
+    true
 }
 
 /// A Route 53 record whose value Seawall owns: one value per region, and a
@@ -673,6 +684,7 @@ mod tests {
             interval: Duration::from_secs(1),
             after: 0,
             self_fence_after: Duration::from_secs(2),
+            on_store_failure: true,
         });
         let p = problems(&regions, &[dns_wrong], &r).join("\n");
         for expected in [

@@ -25,10 +25,26 @@ fn a_planned_switchover_loses_no_acknowledged_write_and_moves_dns() {
     });
 
     let started = std::time::Instant::now();
-    let (ok, f, err) = w.failover(&["run", "shop", "--to", "east", "--switchover", "--wait"]);
+    let (ok, served, err) =
+        w.failover_served(&["run", "shop", "--to", "east", "--switchover", "--wait"]);
     let wall = started.elapsed();
+    assert!(ok, "{err}\n{served:#}");
+    // `--wait` returns once the east is served: the post-check passed, the
+    // figures are known; the west's follow steps may still run.
+    assert_eq!(
+        step(&served, "post-check").unwrap()["state"],
+        "done",
+        "{served:#}"
+    );
+    assert_eq!(served["rpo_ms"], 0, "{served:#}");
+    let id = served["id"].as_str().unwrap();
+    let (ok, f, err) = w.failover(&["status", id, "--watch"]);
     assert!(ok, "{err}\n{f:#}");
     assert_eq!(f["state"], "succeeded", "{f:#}");
+    assert_eq!(
+        f["rto_ms"], served["rto_ms"],
+        "the figures do not change after the post-check"
+    );
     let pg_acked = pg_load.acked();
     let redis_acked = redis_load.acked();
     drop(pg_load);

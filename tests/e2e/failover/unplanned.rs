@@ -289,3 +289,109 @@ fn a_region_partitioned_off_fences_itself_before_the_other_is_promoted_and_is_fa
     assert_eq!(w.primary.sql("postgres", "SELECT pg_is_in_recovery()"), "f");
     assert_eq!(w.standby.sql("SELECT pg_is_in_recovery()"), "t");
 }
+
+#[test]
+fn a_dead_primary_postgres_beside_a_live_agent_is_failed_over_automatically_with_its_service() {
+    let w = World::start_with(auto_failover);
+    w.primary.sql("postgres", "CREATE TABLE stray (n int)");
+    let pg_load = PgLoad::start(&w.primary);
+    eventually(30, "the load generator to be acknowledged", || {
+        (pg_load.acked() > 200).then_some(())
+    });
+    // The west's PostgreSQL dies (every process, as an out-of-memory kill
+    // of the server would); its agent and its Redis stay up.
+    let killed = now_ms();
+    for pid in Frozen::pids_of_postgres(&w.primary.data) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    let f = w.automatic_failover();
+    let wall = now_ms() - killed;
+    assert_eq!(f["failed_store"], "postgres", "{f:#}");
+    assert!(
+        !f["steps"][1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("declared down"),
+        "its agents answer: the failover fences through them: {f:#}"
+    );
+    // The dead server is fenced from its data directory: if anything
+    // starts it again, it starts as a standby.
+    let fence = step(&f, "fence").unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(fence.contains("postgres: down already"), "{fence}");
+    assert!(fence.contains("the end of its WAL on disk"), "{fence}");
+    assert!(w.primary.data.join("standby.signal").exists());
+
+    let acked = pg_load.acked();
+    let present = w.rows_present(acked);
+    let lost_ms = pg_load.lost_ms(acked, present);
+    let (rpo, rto) = reported_figures_match(&f, lost_ms, wall);
+    eprintln!(
+        "dead PostgreSQL failed over: RTO {rto} ms (wall {wall} ms), RPO {rpo} ms (measured loss {lost_ms} ms); {}",
+        f["rpo_basis"]
+    );
+    drop(pg_load);
+    // Redis is in the same service: it moved with PostgreSQL, fenced
+    // first; the record follows the service.
+    assert!(w
+        .replica
+        .cli(&["INFO", "replication"])
+        .contains("role:master"));
+    assert_eq!(
+        record_values(&w.route53.endpoint, &w.zone_id),
+        vec![EAST.to_string()]
+    );
+    w.old_primary_is_fenced(60);
+    w.old_primary_refuses_every_write();
+}
+
+#[test]
+fn a_dead_primary_postgres_in_a_service_of_its_own_moves_alone() {
+    let w = World::start_with_redis_apart(auto_failover);
+    let redis_load = RedisLoad::start(w.master.port);
+    eventually(30, "the Redis load generator to be acknowledged", || {
+        (redis_load.acked() > 100).then_some(())
+    });
+    for pid in Frozen::pids_of_postgres(&w.primary.data) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    let f = w.automatic_failover();
+    assert_eq!(f["service"], "shop", "{f:#}");
+    assert_eq!(f["failed_store"], "postgres", "{f:#}");
+    assert_eq!(w.standby.sql("SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(
+        record_values(&w.route53.endpoint, &w.zone_id),
+        vec![EAST.to_string()],
+        "shop's record follows its PostgreSQL"
+    );
+    // The sessions service's Redis was not part of it: the west's master
+    // still takes writes, the east's replica still follows it, and no
+    // failover of sessions was started.
+    let before = redis_load.acked();
+    eventually(10, "the west's Redis to take more writes", || {
+        (redis_load.acked() > before + 50).then_some(())
+    });
+    assert!(w
+        .master
+        .cli(&["INFO", "replication"])
+        .contains("role:master"));
+    assert!(w
+        .replica
+        .cli(&["INFO", "replication"])
+        .contains(&format!("master_port:{}", w.master.port)));
+    let list = op(&w.pki, &w.addr, &["failover", "list"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list:#}");
+    eventually(30, "sessions' replication to be ok", || {
+        op(&w.pki, &w.addr, &["replication", "--service", "sessions"])
+            .status
+            .success()
+            .then_some(())
+    });
+}

@@ -88,60 +88,85 @@ impl World {
 
     /// With what `extra` sets on the service.
     pub(super) fn start_with(extra: fn(Service) -> Service) -> World {
-        World::build(extra, false, false)
+        World::build(extra, Shape::default())
     }
 
     /// [`World::start_with`], with neither wal_log_hints nor checksums:
     /// a diverged old primary cannot be rewound, only replaced.
     pub(super) fn start_unrewindable(extra: fn(Service) -> Service) -> World {
-        World::build_with(extra, false, false, false)
+        World::build(
+            extra,
+            Shape {
+                unrewindable: true,
+                ..Shape::default()
+            },
+        )
     }
 
     /// Three coordinator replicas on a 3-member etcd (lease TTL 4 s)
     /// instead of one dev replica.
     pub(super) fn start_ha() -> World {
-        World::build(|s| s, true, false)
+        World::start_ha_with(|s| s)
     }
 
     /// [`World::start_ha`], with what `extra` sets on the service.
     pub(super) fn start_ha_with(extra: fn(Service) -> Service) -> World {
-        World::build(extra, true, false)
+        World::build(
+            extra,
+            Shape {
+                ha: true,
+                ..Shape::default()
+            },
+        )
     }
 
     /// PRIMARY/SECONDARY failover records with a health check on the
     /// PRIMARY, instead of a plain record; the old primary PostgreSQL
     /// fenced by stopping it.
     pub(super) fn start_with_failover_records() -> World {
-        World::build(|s| s.set("fence", "stop"), false, true)
+        World::build(
+            |s| s.set("fence", "stop"),
+            Shape {
+                failover_records: true,
+                ..Shape::default()
+            },
+        )
     }
 
     /// The west region (its PostgreSQL, Redis and agent) in a network
     /// namespace of its own, which the test can cut off and heal; the
     /// coordinator listens on the host end of its link.
     pub(super) fn start_partitionable(extra: fn(Service) -> Service) -> World {
-        World::build_full(extra, false, false, true, true)
+        World::build(
+            extra,
+            Shape {
+                partitionable: true,
+                ..Shape::default()
+            },
+        )
     }
 
-    pub(super) fn build(extra: fn(Service) -> Service, ha: bool, failover_records: bool) -> World {
-        World::build_with(extra, ha, failover_records, true)
+    /// The Redis stores in a service of their own (`sessions`, no record,
+    /// no automatic failover) beside `shop`'s PostgreSQL and record.
+    pub(super) fn start_with_redis_apart(extra: fn(Service) -> Service) -> World {
+        World::build(
+            extra,
+            Shape {
+                redis_apart: true,
+                ..Shape::default()
+            },
+        )
     }
 
-    pub(super) fn build_with(
-        extra: fn(Service) -> Service,
-        ha: bool,
-        failover_records: bool,
-        rewindable: bool,
-    ) -> World {
-        World::build_full(extra, ha, failover_records, rewindable, false)
-    }
-
-    pub(super) fn build_full(
-        extra: fn(Service) -> Service,
-        ha: bool,
-        failover_records: bool,
-        rewindable: bool,
-        partitionable: bool,
-    ) -> World {
+    pub(super) fn build(extra: fn(Service) -> Service, shape: Shape) -> World {
+        let Shape {
+            ha,
+            failover_records,
+            unrewindable,
+            partitionable,
+            redis_apart,
+        } = shape;
+        let rewindable = !unrewindable;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let netns = partitionable.then(crate::netns_fixture::Netns::create);
@@ -293,15 +318,26 @@ impl World {
                     ),
                 ],
             );
+        let mut sessions = Service::new("sessions")
+            .set("rpo", "30s")
+            .set("canary", true);
         for (region, kind, agent, source, address) in &stores {
-            service = service.store_with(region, kind, agent, source, &[("address", address)]);
+            if redis_apart && kind == "redis" {
+                sessions =
+                    sessions.store_with(region, kind, agent, source, &[("address", address)]);
+            } else {
+                service = service.store_with(region, kind, agent, source, &[("address", address)]);
+            }
         }
-        let topology = Topology::new()
+        let mut topology = Topology::new()
             .replication("interval", "1s")
             .region("west", "primary")
             .region("east", "standby")
-            .service(extra(service))
-            .build();
+            .service(extra(service));
+        if redis_apart {
+            topology = topology.service(sessions);
+        }
+        let topology = topology.build();
         let pki = Pki::new(&dir.join("pki"));
         let (etcd, replicas) = if ha {
             let etcd = crate::etcd_fixture::EtcdCluster::start(&dir.join("etcd"), 3);
@@ -544,7 +580,21 @@ impl World {
             .unwrap()
     }
 
+    /// Runs `seawall failover ARGS`; a `run --wait` that returned once the
+    /// service was served again is followed to its end with
+    /// `failover status ID --watch`.
     pub(super) fn failover(&self, args: &[&str]) -> (bool, serde_json::Value, String) {
+        let (ok, json, err) = self.failover_served(args);
+        if !(ok && args.contains(&"--wait") && json["state"] == "running") {
+            return (ok, json, err);
+        }
+        let id = json["id"].as_str().expect("a failover id").to_string();
+        self.failover_served(&["status", &id, "--watch"])
+    }
+
+    /// Runs `seawall failover ARGS` (a `run --wait` returns when the
+    /// post-check passed).
+    pub(super) fn failover_served(&self, args: &[&str]) -> (bool, serde_json::Value, String) {
         let out = op(&self.pki, &self.addr, &[&["failover"], args].concat());
         let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
         (
@@ -576,6 +626,21 @@ pub(super) fn reported_figures_match(f: &serde_json::Value, lost_ms: i64, wall: 
         "reported RTO {rto} ms, wall clock {wall} ms"
     );
     (rpo, rto)
+}
+
+/// How a [`World`] differs from the plain one.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Shape {
+    /// Three coordinator replicas on etcd instead of one dev replica.
+    pub(super) ha: bool,
+    /// Route 53 failover records instead of a plain one.
+    pub(super) failover_records: bool,
+    /// Neither wal_log_hints nor checksums on the west's PostgreSQL.
+    pub(super) unrewindable: bool,
+    /// The west in a network namespace of its own.
+    pub(super) partitionable: bool,
+    /// The Redis stores in a service of their own.
+    pub(super) redis_apart: bool,
 }
 
 /// Prints what it holds when a test fails while it lives.

@@ -100,12 +100,17 @@ pub fn parse_waldump(out: &str, err: &str, into: &mut Divergence) {
             into.last_commit = Some(when);
         }
     }
-    into.end = err
-        .split("invalid record length at ")
+    into.end = wal_end(err);
+}
+
+/// Where `pg_waldump` found the WAL to end, from its closing complaint.
+pub fn wal_end(err: &str) -> Option<String> {
+    err.split("invalid record length at ")
         .nth(1)
         .or_else(|| err.split("could not find a valid record after ").nth(1))
-        .and_then(|r| r.split([':', ' ']).next())
-        .map(str::to_string);
+        .and_then(|r| r.split([':', ' ', '\n']).next())
+        .filter(|lsn| lsn.contains('/'))
+        .map(str::to_string)
 }
 
 /// Whether the stopped server in `data_dir` diverged from the primary at

@@ -10,9 +10,9 @@
 //! (`stop`).
 
 use super::server::{
-    answering, command, locate, owner_of, start_server, stop, write_owned, Owner, Server,
+    answering, command, locate, owner_of, postmaster_running, start_server, stop, write_owned,
+    Owner, Server,
 };
-use crate::engine::postgres::conn::query_error;
 use crate::engine::postgres::tools::{output, PgTools};
 use crate::stores::Done;
 use seawall_common::{Error, ErrorKind, Result};
@@ -102,17 +102,8 @@ pub async fn fence(server: &Server, deadline: Duration) -> Result<Done> {
     let owner = owner_of(&data_dir)?;
     let was_signalled = signalled(&data_dir);
     write_signal(&data_dir, owner)?;
-    // The position it had, for when the control file cannot say more.
-    let mut before = None;
-    if let Some((client, _)) = answer.as_ref() {
-        let row = client
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .await
-            .map_err(|e| query_error("reading the WAL position", e))?;
-        before = Some(row.get::<_, String>(0));
-    }
     drop(answer);
-    let how = if data_dir.join("postmaster.pid").exists() {
+    let how = if postmaster_running(&data_dir) {
         let fast = deadline.min(FAST_STOP);
         match stop(&tools, &server.control, &data_dir, owner, fast).await {
             Ok(()) => "stopped (fast)".to_string(),
@@ -128,21 +119,69 @@ pub async fn fence(server: &Server, deadline: Duration) -> Result<Done> {
     };
     let control = control_of(&tools, &data_dir).await?;
     let clean = control.state.starts_with("shut down");
-    // A clean stop's last record is its shutdown checkpoint; after an
-    // immediate stop the position read before it is the better bound.
-    let lsn = match (&before, clean) {
-        (Some(b), false) => b.clone(),
-        _ => control.checkpoint_lsn.clone(),
+    // A clean stop's last record is its shutdown checkpoint. After a crash
+    // or an immediate stop, commits may follow the last checkpoint (and
+    // the position read before the stop): the end of the WAL on disk is
+    // the position, since every acknowledged commit was flushed there.
+    // Reporting less would make the RPO claim a loss of 0 that was not.
+    let (lsn, said) = if clean {
+        (
+            Some(control.checkpoint_lsn.clone()),
+            "its shutdown checkpoint".to_string(),
+        )
+    } else {
+        match end_of_wal(&tools, &data_dir, &control, owner).await {
+            Ok(end) => (
+                Some(end),
+                format!("the end of its WAL on disk (it was {})", control.state),
+            ),
+            Err(why) => (None, format!("unknown: it was {} and {why}", control.state)),
+        }
     };
     Ok(Done {
         already: was_signalled && how == "down already",
         detail: format!(
-            "{how} with {STANDBY_SIGNAL} in place: no client can write to it, and it starts as a standby if started again; WAL ends at {lsn} ({}, timeline {}) after {:.2} s",
-            if clean { "its shutdown checkpoint" } else { "as last read" },
+            "{how} with {STANDBY_SIGNAL} in place: no client can write to it, and it starts as a standby if started again; WAL ends at {} ({said}, timeline {}) after {:.2} s",
+            lsn.as_deref().unwrap_or("?"),
             control.timeline,
             started.elapsed().as_secs_f64()
         ),
-        position: Some(super::at(lsn, control.timeline)),
+        position: lsn.map(|l| super::at(l, control.timeline)),
+    })
+}
+
+/// Where the WAL of a server that did not stop cleanly ends: `pg_waldump`
+/// read from its last checkpoint until the first record that is not there.
+async fn end_of_wal(
+    tools: &PgTools,
+    data_dir: &Path,
+    control: &Control,
+    owner: Owner,
+) -> std::result::Result<String, String> {
+    let waldump = tools.path("pg_waldump").map_err(|e| e.to_string())?;
+    let mut cmd = command(&waldump, owner);
+    cmd.arg("--quiet")
+        .arg("-p")
+        .arg(data_dir.join("pg_wal"))
+        .args([
+            "-t",
+            &control.timeline.to_string(),
+            "-s",
+            &control.checkpoint_lsn,
+        ])
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("pg_waldump could not run: {e}"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    super::diverged::wal_end(&err).ok_or_else(|| {
+        format!(
+            "pg_waldump did not say where its WAL ends: {}",
+            err.trim().chars().take(300).collect::<String>()
+        )
     })
 }
 

@@ -83,6 +83,13 @@ impl PostgresStore {
             return Ok(c);
         }
         let client = Arc::new(conn::connect(&self.dsn).await?);
+        // Where its data lives, kept while it answers: a server that dies
+        // can still be fenced (standby.signal written into its directory)
+        // although no fence or rebuild ran while it was up.
+        match server::facts(&client).await {
+            Ok(facts) => server::remember(&self.server.memory, &facts),
+            Err(e) => tracing::debug!(error = %e, "the server's data directory is not known"),
+        }
         if let Ok(mut slot) = self.client.lock() {
             *slot = Some(client.clone());
         }

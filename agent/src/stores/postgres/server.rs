@@ -48,7 +48,8 @@ pub fn memory_path(state_dir: &Path, source: &str) -> PathBuf {
     state_dir.join(format!("postgres-server-{source}.json"))
 }
 
-fn remember(path: &Path, f: &Facts) {
+/// Keeps where a running server's data and programs are, for when it is down.
+pub(super) fn remember(path: &Path, f: &Facts) {
     let r = Remembered {
         data_dir: f.data_dir.clone(),
         bin_dir: f.bin_dir.clone(),
@@ -329,6 +330,25 @@ pub(super) fn pg_rewind(
     cmd
 }
 
+/// Whether a postmaster runs for `data_dir`: its pid file names a live
+/// process. A server killed with -9 leaves the file behind, and pg_ctl
+/// then fails to stop what is not running.
+pub(super) fn postmaster_running(data_dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
+        return false;
+    };
+    match text
+        .lines()
+        .next()
+        .map(str::trim)
+        .and_then(|l| l.parse::<u32>().ok())
+    {
+        Some(pid) => Path::new("/proc").join(pid.to_string()).exists(),
+        // A pid file being written: a postmaster is starting.
+        None => true,
+    }
+}
+
 pub(super) async fn stop(
     tools: &PgTools,
     control: &ServerControl,
@@ -340,7 +360,7 @@ pub(super) async fn stop(
         output(configured(&control.stop_command, owner), "stop_command").await?;
         return Ok(());
     }
-    if !data_dir.join("postmaster.pid").exists() {
+    if !postmaster_running(data_dir) {
         return Ok(());
     }
     let mut cmd = command(&tools.path("pg_ctl")?, owner);

@@ -19,7 +19,7 @@ pub(super) async fn run(
     service: &ServiceConfig,
     f: &FailoverRecord,
 ) -> Result<StepDone, StepError> {
-    if f.automatic {
+    if f.region_declared_down() {
         return Ok(skipped(format!(
             "{} was declared down: its stores are fenced when its agent returns",
             f.from

@@ -23,7 +23,7 @@ pub(super) async fn run(
     f: &FailoverRecord,
 ) -> Result<StepDone, StepError> {
     let mut evidence = FenceEvidence::default();
-    if f.automatic {
+    if f.region_declared_down() {
         // Declared down by two signals: asking it again only costs time.
         // Its agents fence it themselves when their lease lapses; nothing
         // is promoted before that moment has passed.
@@ -65,6 +65,17 @@ pub(super) async fn run(
                     store.kind.name()
                 ));
             }
+            // The store whose failure started this: two signals said it
+            // does not answer. Its agent fences it from its data directory
+            // when it can (above); when even that fails it is recorded
+            // unfenced, and the RPO says it is unbounded.
+            Err(e) if f.failed_store == store.kind.name() => {
+                evidence.unfenced.push(store.kind);
+                details.push(format!(
+                    "{}: not fenced: it failed, and its agent could not fence it ({e}); if it comes back it may take writes until its agent fences it",
+                    store.kind.name()
+                ));
+            }
             Err(e) => {
                 return Err(StepError::Fatal(format!(
                     "{} could not be fenced: {e}{}",
@@ -78,7 +89,14 @@ pub(super) async fn run(
             }
         }
     }
-    if !evidence.unfenced.is_empty() {
+    if !evidence.unfenced.is_empty() && !f.failed_store.is_empty() {
+        // Its agent reports, so its lease does not lapse: nothing but that
+        // agent fences the failed store, when it can reach it again.
+        details.push(format!(
+            "{}'s agent still reports: its lease does not lapse, so the RPO of what it did not fence is unbounded",
+            f.from
+        ));
+    } else if !evidence.unfenced.is_empty() {
         // Unreachable stores may still take writes: what fences them is
         // their agents' lease, when the service has one.
         details.push(

@@ -183,6 +183,7 @@ impl AgentService for AgentApi {
             hostname: hello.hostname.clone(),
             connected_ms: now_ms(),
             last_heartbeat_ms: now_ms().into(),
+            leased: false.into(),
             running: (hello.running_jobs.len() as u32).into(),
             max_jobs: hello.max_jobs,
             outbox: tx.clone(),
@@ -364,6 +365,9 @@ pub(crate) async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, 
             // the agent's bound never starts before the agent's own.
             session.last_heartbeat_ms.store(now_ms(), Ordering::Relaxed);
             session.running.store(h.running_jobs, Ordering::Relaxed);
+            if h.seq > 0 {
+                session.leased.store(true, Ordering::Relaxed);
+            }
             grant_lease(coord, lead, session, h.seq).await;
         }
         Some(agent_message::Body::Progress(p)) => {

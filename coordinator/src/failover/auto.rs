@@ -72,8 +72,6 @@ struct Verdict {
     silent_since: Option<i64>,
     /// The one store kind that is down while its agent reports.
     failed_store: Option<StoreKind>,
-    /// Some agent of the region still reports (a store may still be down).
-    reporting: bool,
 }
 
 fn up(seen: String) -> Verdict {
@@ -82,7 +80,6 @@ fn up(seen: String) -> Verdict {
         seen,
         silent_since: None,
         failed_store: None,
-        reporting: false,
     }
 }
 
@@ -134,14 +131,14 @@ async fn store_down(
 ) -> Verdict {
     let checks = stores_in(service, region).into_iter().map(|store| async move {
         let address = store.address.as_deref()?;
-        // Its own agent first: a store it reaches is up, whatever `to` sees.
-        match reaches(coord, lead, region, &store.agent, address, store.kind).await {
-            Ok(false) => {}
-            Ok(true) | Err(_) => return None,
-        }
+        // Both at once, so a check costs one reach deadline at most.
         let checker = store_of(service, to, store.kind)?;
-        match reaches(coord, lead, to, &checker.agent, address, store.kind).await {
-            Ok(false) => Some((
+        let (own, other) = tokio::join!(
+            reaches(coord, lead, region, &store.agent, address, store.kind),
+            reaches(coord, lead, to, &checker.agent, address, store.kind)
+        );
+        match (own, other) {
+            (Ok(false), Ok(false)) => Some((
                 store.kind,
                 format!(
                     "{region}'s {} at {address} answers neither its agent {} (which still reports) nor {to}'s",
@@ -149,7 +146,7 @@ async fn store_down(
                     store.agent
                 ),
             )),
-            Ok(true) | Err(_) => None,
+            _ => None,
         }
     });
     let down: Vec<(StoreKind, String)> = futures_util::future::join_all(checks)
@@ -163,27 +160,31 @@ async fn store_down(
             seen,
             silent_since: None,
             failed_store: Some(kind),
-            reporting: true,
         },
-        None => Verdict {
-            reporting: true,
-            ..up(format!(
-                "{region}'s agents report and its stores answer them"
-            ))
-        },
+        None => up(format!(
+            "{region}'s agents report and its stores answer them"
+        )),
     }
 }
 
-/// Whether both signals say `region` is down.
-async fn region_down(
+/// The first signal: every agent of `region`'s stores is silent (past the
+/// silence limit); Ok(when the last was heard), Err(which one reports).
+/// An agent that keeps a lease is silent sooner: once its lease (and the
+/// margin) has run out without a heartbeat got, it has fenced itself or is
+/// gone, whatever the fleet's heartbeat interval says.
+fn silence(
     coord: &Coordinator,
-    lead: &Lead,
     service: &ServiceConfig,
     region: &str,
-    to: &str,
-) -> Verdict {
-    let silence_ms =
-        crate::fleet::registry::silence_limit(coord.config.heartbeat).as_millis() as i64;
+) -> Result<Option<i64>, String> {
+    let fleet_ms = crate::fleet::registry::silence_limit(coord.config.heartbeat).as_millis() as i64;
+    let leased_ms = service.auto_failover.as_ref().map_or(fleet_ms, |a| {
+        crate::model::self_fence::earliest_automatic_promotion(
+            coord.config.heartbeat,
+            a.self_fence_after,
+        )
+        .as_millis() as i64
+    });
     let now = now_ms();
     let mut silent_since: Option<i64> = None;
     for store in stores_in(service, region) {
@@ -191,17 +192,31 @@ async fn region_down(
             let last = s
                 .last_heartbeat_ms
                 .load(std::sync::atomic::Ordering::Relaxed);
+            let silence_ms = if s.leased.load(std::sync::atomic::Ordering::Relaxed) {
+                leased_ms
+            } else {
+                fleet_ms
+            };
             if now - last <= silence_ms {
-                return Verdict {
-                    reporting: true,
-                    ..up(format!("agent {region}/{} still reports", store.agent))
-                };
+                return Err(format!("agent {region}/{} still reports", store.agent));
             }
             silent_since = Some(silent_since.unwrap_or(0).max(last));
         } else if let Some(last) = coord.registry.last_heard(region, &store.agent) {
             silent_since = Some(silent_since.unwrap_or(0).max(last));
         }
     }
+    Ok(silent_since)
+}
+
+/// The second signal: `to`'s agent gets no answer from any of `region`'s
+/// stores at their addresses.
+async fn unreachable_from(
+    coord: &Coordinator,
+    lead: &Lead,
+    service: &ServiceConfig,
+    region: &str,
+    to: &str,
+) -> Result<(), String> {
     // Every store of the region at once: a hung one costs its deadline.
     let checks = stores_in(service, region)
         .into_iter()
@@ -223,18 +238,10 @@ async fn region_down(
                 )),
             }
         });
-    for outcome in futures_util::future::join_all(checks).await {
-        if let Err(seen) = outcome {
-            return up(seen);
-        }
-    }
-    Verdict {
-        down: true,
-        seen: format!("{region}'s agents silent and its stores unreachable from {to}"),
-        silent_since,
-        failed_store: None,
-        reporting: false,
-    }
+    futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// Starts the watchdog for `lead`'s term, if any service opts in.
@@ -260,14 +267,19 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
         })
         .min()
         .unwrap_or(Duration::from_secs(1));
-    // Checks in a row with both signals, and when the first was.
+    // Per service: checks in a row with a signal that counts, and when
+    // the first was; and checks in a row in which the target region
+    // reached none of the primary's stores (counted while its agents may
+    // still be inside the silence limit, so the two signals run at once).
     let streaks: Arc<tokio::sync::Mutex<HashMap<String, (u32, i64)>>> = Arc::default();
+    let unreached: Arc<tokio::sync::Mutex<HashMap<String, u32>>> = Arc::default();
     let (board, tree) = (coord.workers.clone(), lead.tree.clone());
     crate::fleet::workers::spawn_worker(&tree, &board, "auto failover", move || {
-        let (coord, lead, streaks, watched) = (
+        let (coord, lead, streaks, unreached, watched) = (
             coord.clone(),
             lead.clone(),
             streaks.clone(),
+            unreached.clone(),
             watched.clone(),
         );
         async move {
@@ -283,6 +295,7 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                 .collect();
             let started = std::time::Instant::now();
             let mut streaks = streaks.lock().await;
+            let mut unreached = unreached.lock().await;
             for i in &watched {
                 let service = &coord.config.services[*i];
                 let Some(auto) = &service.auto_failover else {
@@ -290,6 +303,7 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                 };
                 if running.contains(&service.name) {
                     streaks.remove(&service.name);
+                    unreached.remove(&service.name);
                     continue;
                 }
                 let primary = primaries::current(&coord, service)
@@ -299,10 +313,38 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                 let Some(to) = target(&coord, service, &primary) else {
                     continue;
                 };
-                let mut verdict = region_down(&coord, &lead, service, &primary, &to).await;
-                if !verdict.down && verdict.reporting && auto.on_store_failure {
-                    verdict = store_down(&coord, &lead, service, &primary, &to).await;
-                }
+                let silent = silence(&coord, service, &primary);
+                let one_store = async {
+                    match &silent {
+                        Err(_) if auto.on_store_failure => {
+                            Some(store_down(&coord, &lead, service, &primary, &to).await)
+                        }
+                        _ => None,
+                    }
+                };
+                let (reach, one_store) = tokio::join!(
+                    unreachable_from(&coord, &lead, service, &primary, &to),
+                    one_store
+                );
+                let unreached_checks = unreached.entry(service.name.clone()).or_default();
+                *unreached_checks = if reach.is_ok() {
+                    *unreached_checks + 1
+                } else {
+                    0
+                };
+                let unreached_checks = *unreached_checks;
+                let verdict = match (silent, reach) {
+                    (Ok(silent_since), Ok(())) => Verdict {
+                        down: true,
+                        seen: format!(
+                            "{primary}'s agents silent and its stores unreachable from {to} ({unreached_checks} checks in a row)"
+                        ),
+                        silent_since,
+                        failed_store: None,
+                    },
+                    (Err(seen), _) => one_store.unwrap_or_else(|| up(seen)),
+                    (Ok(_), Err(seen)) => up(seen),
+                };
                 let (down, seen) = (verdict.down, verdict.seen.clone());
                 // The third condition: this replica still holds the quorum
                 // (a leader cut off from etcd must not act on what it sees).
@@ -316,12 +358,21 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                     .entry(service.name.clone())
                     .or_insert((0, verdict.silent_since.unwrap_or_else(now_ms)));
                 streak.0 += 1;
-                tracing::warn!(service = %service.name, region = %primary, checks = streak.0, needed = auto.after, "{seen}");
-                if streak.0 < auto.after {
+                // A region: its stores unreached `after` checks in a row,
+                // its agents past the silence limit now (both signals held
+                // for at least that long). One store: `after` checks in a
+                // row in which both agents saw it down.
+                let checks = match verdict.failed_store {
+                    None => unreached_checks,
+                    Some(_) => streak.0,
+                };
+                tracing::warn!(service = %service.name, region = %primary, checks, needed = auto.after, "{seen}");
+                if checks < auto.after {
                     continue;
                 }
                 let detected = streak.1;
                 streaks.remove(&service.name);
+                unreached.remove(&service.name);
                 let req = FailoverRequest {
                     service: service.name.clone(),
                     to: to.clone(),

@@ -207,6 +207,7 @@ mod tests {
             hostname: String::new(),
             connected_ms: 0,
             last_heartbeat_ms: 0.into(),
+            leased: false.into(),
             running: 0.into(),
             max_jobs: 0,
             outbox: tx,

@@ -30,6 +30,9 @@ pub struct Session {
     pub connected_ms: i64,
     /// Last heartbeat.
     pub last_heartbeat_ms: AtomicI64,
+    /// It numbers its heartbeats and keeps the lease they renew (it fences
+    /// its primaries itself when the renewals stop).
+    pub leased: std::sync::atomic::AtomicBool,
     /// Jobs it runs now.
     pub running: AtomicU32,
     /// Jobs it runs at once at most (0: not said, no limit known).

@@ -413,12 +413,9 @@ impl CoordinatorConfig {
         }
         for s in &self.services {
             if let Some(auto) = &s.auto_failover {
-                if let Some(p) = crate::model::self_fence::problem(
-                    auto.self_fence_after,
-                    self.heartbeat,
-                    auto.interval,
-                    auto.after,
-                ) {
+                if let Some(p) =
+                    crate::model::self_fence::problem(auto.self_fence_after, self.heartbeat)
+                {
                     note(Err(format!(
                         "[[services]] {:?}: [services.auto_failover] {p}",
                         s.name

@@ -12,11 +12,14 @@
 //! leader promotes   >= got(h) + self_fence_after + margin,  got(h) >= sent(h)
 //! ```
 //!
-//! Automatic failover declares a region down no sooner than the silence
-//! limit after its last heartbeat, and `after - 1` checks later; the
-//! configuration is refused when that comes before the self-fence bound
-//! plus the margin (the promotion would only wait, but an operator should
-//! know the numbers do not add up).
+//! Automatic failover declares a region down no sooner than its agents'
+//! silence limit after their last heartbeat: the fleet's (2 x heartbeat +
+//! 1 s), or for an agent that keeps a lease the lease and margin when that
+//! is shorter (it has fenced itself by then); the `after` reach checks run
+//! alongside, so they may be done by then. The configuration is refused
+//! when the fleet's limit comes before the self-fence bound plus the
+//! margin (the promotion would only wait, but an operator should know the
+//! numbers do not add up).
 
 use std::time::Duration;
 
@@ -32,23 +35,15 @@ pub fn silence_limit(heartbeat: Duration) -> Duration {
 }
 
 /// The earliest automatic promotion after a region's agents were last
-/// heard: the first check that finds them silent, and `after - 1` more.
-pub fn earliest_automatic_promotion(
-    heartbeat: Duration,
-    interval: Duration,
-    after: u32,
-) -> Duration {
-    silence_limit(heartbeat) + interval * after.saturating_sub(1)
+/// heard: the first check that finds them silent (the reach checks, counted
+/// alongside, may have reached `after` by then).
+pub fn earliest_automatic_promotion(heartbeat: Duration, self_fence_after: Duration) -> Duration {
+    silence_limit(heartbeat).min(self_fence_after + SELF_FENCE_MARGIN)
 }
 
 /// Why `self_fence_after` breaks the inequality, if it does.
-pub fn problem(
-    self_fence_after: Duration,
-    heartbeat: Duration,
-    interval: Duration,
-    after: u32,
-) -> Option<String> {
-    let earliest = earliest_automatic_promotion(heartbeat, interval, after);
+pub fn problem(self_fence_after: Duration, heartbeat: Duration) -> Option<String> {
+    let earliest = silence_limit(heartbeat);
     if self_fence_after < Duration::from_millis(500) {
         return Some(format!(
             "self_fence_after = {self_fence_after:?} is under 500ms: a busy host would fence its primaries on a late heartbeat; use 2s"
@@ -56,7 +51,7 @@ pub fn problem(
     }
     (self_fence_after + SELF_FENCE_MARGIN > earliest).then(|| {
         format!(
-            "self_fence_after = {self_fence_after:?} plus the {SELF_FENCE_MARGIN:?} margin is after the earliest automatic promotion ({earliest:?}: the silence limit 2 x heartbeat + 1s, then after - 1 checks of interval): an old primary could still take writes when the new one is promoted; lower self_fence_after or raise after"
+            "self_fence_after = {self_fence_after:?} plus the {SELF_FENCE_MARGIN:?} margin is after the fleet's silence limit ({earliest:?}: 2 x heartbeat + 1s), the earliest an agent that keeps no lease is declared silent: an old primary could still take writes when the new one is promoted; lower self_fence_after or raise the heartbeat"
         )
     })
 }
@@ -73,14 +68,16 @@ mod tests {
     #[test]
     fn the_defaults_keep_the_inequality_and_a_bound_past_the_promotion_is_refused() {
         let s = Duration::from_secs;
-        // Heartbeat 1 s, checks every 1 s, 3 in a row: promotion at >= 5 s.
-        assert_eq!(earliest_automatic_promotion(s(1), s(1), 3), s(5));
-        assert_eq!(problem(default_after(), s(1), s(1), 3), None);
-        // The default heartbeat (5 s): 11 s before the first silent check.
-        assert_eq!(problem(default_after(), s(5), s(1), 3), None);
-        let p = problem(s(5), s(1), s(1), 3).unwrap();
-        assert!(p.contains("lower self_fence_after or raise after"), "{p}");
-        assert!(problem(Duration::from_millis(100), s(1), s(1), 3)
+        // Heartbeat 1 s: promotion at >= 3 s, the lease's end too.
+        assert_eq!(earliest_automatic_promotion(s(1), default_after()), s(3));
+        assert_eq!(problem(default_after(), s(1)), None);
+        // The default heartbeat (5 s): a leased agent is silent after the
+        // lease and margin (3 s), another after 11 s.
+        assert_eq!(earliest_automatic_promotion(s(5), default_after()), s(3));
+        assert_eq!(problem(default_after(), s(5)), None);
+        let p = problem(s(5), s(1)).unwrap();
+        assert!(p.contains("lower self_fence_after"), "{p}");
+        assert!(problem(Duration::from_millis(100), s(1))
             .unwrap()
             .contains("under 500ms"));
     }

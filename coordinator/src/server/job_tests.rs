@@ -318,6 +318,7 @@ fn agent_with(
         hostname: "h".into(),
         connected_ms: 0,
         last_heartbeat_ms: 0.into(),
+        leased: false.into(),
         running: 0.into(),
         max_jobs: 0,
         outbox: tx,

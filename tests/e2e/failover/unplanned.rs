@@ -395,3 +395,54 @@ fn a_dead_primary_postgres_in_a_service_of_its_own_moves_alone() {
             .then_some(())
     });
 }
+
+/// The runs of the link-cut-first test: every one must hold.
+const LINK_CUT_RUNS: u32 = 5;
+
+#[test]
+fn writes_after_the_link_was_cut_and_before_the_region_was_lost_are_within_the_reported_rpo() {
+    for run in 1..=LINK_CUT_RUNS {
+        let w = World::start_relayed(auto_failover);
+        let pg_load = PgLoad::start(&w.primary);
+        eventually(30, "the load generator to be acknowledged", || {
+            (pg_load.acked() > 200).then_some(())
+        });
+        // The link between the regions fails first: the east's standbys
+        // stop receiving while the west's clients go on writing.
+        w.cut_links();
+        let cut_acked = pg_load.acked();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // Then the region is lost: its servers and agent stop.
+        let mut pids = Frozen::pids_of_postgres(&w.primary.data);
+        pids.push(w.master.pid());
+        pids.push(w.w1.pid());
+        let frozen = Frozen::freeze(pids);
+        let acked = pg_load.acked();
+        assert!(
+            acked > cut_acked + 20,
+            "the west took few writes after the cut ({cut_acked} -> {acked})"
+        );
+        let f = w.automatic_failover();
+        let present = w.rows_present(acked);
+        let lost_ms = pg_load.lost_ms(acked, present);
+        let rpo = f["rpo_ms"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("an RPO bound: {f:#}"));
+        eprintln!(
+            "run {run}: {} rows lost ({lost_ms} ms of writes), reported RPO {rpo} ms: {}",
+            acked - present.min(acked),
+            f["rpo_basis"]
+        );
+        assert!(
+            lost_ms > 1000,
+            "run {run}: the east should lack the writes after the cut: lost {lost_ms} ms"
+        );
+        assert!(
+            rpo >= lost_ms,
+            "run {run}: reported RPO {rpo} ms under the measured loss {lost_ms} ms: {}",
+            f["rpo_basis"]
+        );
+        drop(pg_load);
+        drop(frozen);
+    }
+}

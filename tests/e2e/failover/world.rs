@@ -25,6 +25,10 @@ pub(super) struct World {
     pub(super) etcd: Option<crate::etcd_fixture::EtcdCluster>,
     pub(super) w1: Daemon,
     pub(super) e1: Daemon,
+    /// The relays the east's standbys replicate through (PostgreSQL,
+    /// Redis), when the world has them: the link between the regions,
+    /// cut while the west's clients go on writing.
+    pub(super) links: Vec<crate::link_cut::LinkCut>,
     /// The west region's own network namespace, when it has one (dropped
     /// last: its processes are gone by then).
     pub(super) netns: Option<crate::netns_fixture::Netns>,
@@ -158,6 +162,26 @@ impl World {
         )
     }
 
+    /// The east's standbys replicate through relays that
+    /// [`World::cut_links`] cuts; clients and agents reach the west's
+    /// servers directly.
+    pub(super) fn start_relayed(extra: fn(Service) -> Service) -> World {
+        World::build(
+            extra,
+            Shape {
+                relayed: true,
+                ..Shape::default()
+            },
+        )
+    }
+
+    /// Cuts the replication link between the regions (only that).
+    pub(super) fn cut_links(&self) {
+        for link in &self.links {
+            link.cut();
+        }
+    }
+
     pub(super) fn build(extra: fn(Service) -> Service, shape: Shape) -> World {
         let Shape {
             ha,
@@ -165,6 +189,7 @@ impl World {
             unrewindable,
             partitionable,
             redis_apart,
+            relayed,
         } = shape;
         let rewindable = !unrewindable;
         let tmp = tempfile::tempdir().unwrap();
@@ -195,12 +220,16 @@ impl World {
             std::fs::write(&hba, text).unwrap();
             primary.sql("postgres", "SELECT pg_reload_conf()");
         }
+        let mut links = Vec::new();
+        let pg_link = relayed.then(|| crate::link_cut::LinkCut::new(primary.port));
+        let (pg_via, pg_via_port) = match &pg_link {
+            Some(l) => ("127.0.0.1".to_string(), l.port),
+            None => (west_ip.clone(), primary.port),
+        };
+        links.extend(pg_link);
         let standby = Standby::start_from(
             &dir.join("pg-east"),
-            &format!(
-                "host={west_ip} port={} user=postgres dbname=postgres",
-                primary.port
-            ),
+            &format!("host={pg_via} port={pg_via_port} user=postgres dbname=postgres"),
             &host_ip,
         );
         let master = RedisServer::start_in(
@@ -211,7 +240,12 @@ impl World {
             // Reached from the east over the link, without a password.
             &["--protected-mode", "no"],
         );
-        let master_port = master.port.to_string();
+        let redis_link = relayed.then(|| crate::link_cut::LinkCut::new(master.port));
+        let (redis_via, master_port) = match &redis_link {
+            Some(l) => ("127.0.0.1".to_string(), l.port.to_string()),
+            None => (west_ip.clone(), master.port.to_string()),
+        };
+        links.extend(redis_link);
         let replica = RedisServer::start_in(
             &dir.join("redis-east"),
             crate::fixtures::free_port(),
@@ -219,7 +253,7 @@ impl World {
             &host_ip,
             &[
                 "--replicaof",
-                &west_ip,
+                &redis_via,
                 &master_port,
                 "--protected-mode",
                 "no",
@@ -404,6 +438,7 @@ impl World {
             etcd,
             w1,
             e1,
+            links,
             netns,
         };
         eventually(60, "shop's replication to be ok", || {
@@ -641,6 +676,8 @@ pub(super) struct Shape {
     pub(super) partitionable: bool,
     /// The Redis stores in a service of their own.
     pub(super) redis_apart: bool,
+    /// The east's standbys replicate through cuttable relays.
+    pub(super) relayed: bool,
 }
 
 /// Prints what it holds when a test fails while it lives.

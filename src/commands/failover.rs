@@ -293,6 +293,13 @@ fn show(g: &Global, f: &Failover) -> anyhow::Result<()> {
         if !f.rpo_basis.is_empty() {
             println!("  RPO basis: {}", f.rpo_basis);
         }
+        if !f.rpo_measured.is_empty() {
+            println!(
+                "  RPO measured when the old primary returned: {} ({})",
+                millis(f.rpo_measured_ms),
+                f.rpo_measured
+            );
+        }
     }
     Ok(())
 }

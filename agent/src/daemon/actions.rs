@@ -47,6 +47,7 @@ pub async fn answer(
             already_done: done.already,
             detail: done.detail,
             position: done.position,
+            divergence: done.divergence,
             took_ms,
             ..Default::default()
         },

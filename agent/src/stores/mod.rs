@@ -38,6 +38,8 @@ pub struct Done {
     /// Where the store stands after it (its kind's case of the contract's
     /// `StorePosition`).
     pub position: Option<StorePosition>,
+    /// A demoted old primary: what it wrote that the new primary lacks.
+    pub divergence: Option<seawall_proto::v1::Divergence>,
 }
 
 /// A live store of one kind: what the replication checks read and what a

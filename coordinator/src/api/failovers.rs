@@ -38,6 +38,8 @@ pub fn to_proto(f: &FailoverRecord) -> Failover {
         rpo_ms: f.rpo_ms,
         rpo_basis: f.rpo_basis.clone(),
         failed_store: f.failed_store.clone(),
+        rpo_measured_ms: f.rpo_measured_ms,
+        rpo_measured: f.rpo_measured.clone(),
         lsn_gap_bytes: f.lsn_gap_bytes,
         offset_gap: f.offset_gap,
         epochs: f.epochs.clone(),

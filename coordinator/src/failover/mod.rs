@@ -11,6 +11,7 @@ pub mod action;
 pub mod auto;
 pub mod dns;
 pub mod driver;
+pub mod measured;
 pub mod metrics;
 pub mod outcome;
 pub mod plan;

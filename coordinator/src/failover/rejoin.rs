@@ -98,16 +98,34 @@ pub async fn on_connect(coord: &Coordinator, lead: &Lead, session: &Session) -> 
             }
             let action = demotion(service, &primary, store);
             let line = match act(coord, lead, store, action, Duration::from_secs(30)).await {
-                Ok(reply) => format!(
-                    "{}'s {} ({}/{}) still acted as a primary although {} is {}'s primary region: {}",
-                    session.region,
-                    store.kind.name(),
-                    store.agent,
-                    store.source,
-                    primary,
-                    service.name,
-                    reply.detail
-                ),
+                Ok(reply) => {
+                    // What it wrote that the new primary lacks: the
+                    // failover's RPO, measured now.
+                    let measured = match &reply.divergence {
+                        Some(d) => super::measured::at_rejoin(
+                            coord,
+                            lead,
+                            service,
+                            &session.region,
+                            store.kind,
+                            d,
+                        )
+                        .await
+                        .map(|m| format!("; {m}"))
+                        .unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    format!(
+                        "{}'s {} ({}/{}) still acted as a primary although {} is {}'s primary region: {}{measured}",
+                        session.region,
+                        store.kind.name(),
+                        store.agent,
+                        store.source,
+                        primary,
+                        service.name,
+                        reply.detail
+                    )
+                }
                 Err(e) => format!(
                     "{}'s {} ({}/{}) still acts as a primary and could not be fenced: {}",
                     session.region,

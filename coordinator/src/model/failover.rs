@@ -549,6 +549,12 @@ pub struct FailoverRecord {
     /// What the RPO rests on, in words.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub rpo_basis: String,
+    /// The loss measured when the old primary returned (failover/measured.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpo_measured_ms: Option<i64>,
+    /// The same in words, per store kind.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub rpo_measured: String,
     /// Achieved, when the old primary was reachable: WAL bytes the new
     /// primary did not have.
     pub lsn_gap_bytes: Option<i64>,

@@ -74,6 +74,24 @@ impl PgLoad {
         self.acked.load(Ordering::SeqCst)
     }
 
+    /// The lost writes' issue window: from when the first row after
+    /// `present` was sent to when row `acked` was (each row is sent when
+    /// the one before it is acknowledged). The server's commit times of
+    /// those rows lie within it; their acknowledgements come later.
+    pub(super) fn issued_ms(&self, acked: u64, present: u64) -> i64 {
+        if present >= acked || acked < 2 || present < 1 {
+            return 0;
+        }
+        let times = self.times.lock().unwrap();
+        times[acked as usize - 2] - times[present as usize - 1]
+    }
+
+    /// When row `n` (from 1) was acknowledged, unix ms.
+    pub(super) fn acked_at(&self, n: u64) -> Option<i64> {
+        let times = self.times.lock().unwrap();
+        times.get((n as usize).checked_sub(1)?).copied()
+    }
+
     /// The loss, as time: from the first acknowledged row after `present`
     /// (the newest the new primary has) to row `acked` (rows from 1).
     pub(super) fn lost_ms(&self, acked: u64, present: u64) -> i64 {

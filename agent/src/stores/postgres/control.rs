@@ -55,6 +55,7 @@ pub async fn catch_up(
                 already: true,
                 detail: format!("already promoted (at {now}): nothing to catch up"),
                 position: Some(super::at(now, timeline)),
+                divergence: None,
             });
         }
         if ahead >= 0 {
@@ -130,6 +131,7 @@ pub async fn promote(client: &tokio_postgres::Client, deadline: Duration) -> Res
             format!("already a primary (timeline {timeline}, at {lsn})")
         },
         position: Some(super::at(lsn, timeline)),
+        divergence: None,
     })
 }
 

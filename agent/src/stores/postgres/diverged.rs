@@ -49,6 +49,24 @@ pub struct Divergence {
 }
 
 impl Divergence {
+    /// As the action reply carries it.
+    pub fn wire(&self) -> seawall_proto::v1::Divergence {
+        let lsn = |s: &str| crate::engine::postgres::walname::parse_lsn(s).ok();
+        let bytes = match (lsn(&self.at), self.end.as_deref().and_then(lsn)) {
+            (Some(at), Some(end)) => end.saturating_sub(at),
+            _ => 0,
+        };
+        seawall_proto::v1::Divergence {
+            parted_at: self.at.clone(),
+            end: self.end.clone().unwrap_or_default(),
+            bytes,
+            commits: self.commits,
+            first_commit_unix_ms: self.first_commit.as_deref().and_then(commit_time_ms),
+            last_commit_unix_ms: self.last_commit.as_deref().and_then(commit_time_ms),
+            error: String::new(),
+        }
+    }
+
     /// In words, for the journal.
     pub fn describe(&self) -> String {
         let span = match (&self.first_commit, &self.last_commit) {
@@ -84,6 +102,65 @@ pub fn parse_rewind(said: &str) -> std::result::Result<Option<(String, u32)>, St
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| tail(said))?;
     Ok(Some((at, timeline)))
+}
+
+/// A commit time as `pg_waldump` prints it with TZ=UTC
+/// ("2026-12-07 05:48:01.213386 UTC"), in unix ms.
+pub fn commit_time_ms(text: &str) -> Option<i64> {
+    let bare = text.trim().strip_suffix(" UTC")?;
+    chrono::NaiveDateTime::parse_from_str(bare, "%Y-%m-%d %H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc().timestamp_millis())
+}
+
+/// What a demoted old primary, stopped, wrote after the new primary at
+/// `new_primary` (host:port) began its timeline; None when it is not
+/// stopped (a running standby already) or `new_primary` is not known.
+pub async fn since_promotion(
+    server: &super::server::Server,
+    new_primary: &str,
+) -> Option<seawall_proto::v1::Divergence> {
+    let (data_dir, tools) = super::server::locate(server, None).ok()?;
+    if super::server::postmaster_running(&data_dir) {
+        return None;
+    }
+    let failed = |error: String| seawall_proto::v1::Divergence {
+        error,
+        ..Default::default()
+    };
+    let (host, port) = match super::super::host_port(new_primary) {
+        Ok(hp) => hp,
+        Err(e) => return Some(failed(e.to_string())),
+    };
+    let owner = match super::server::owner_of(&data_dir) {
+        Ok(o) => o,
+        Err(e) => return Some(failed(e.to_string())),
+    };
+    let (source, password) =
+        match crate::engine::postgres::conn::elsewhere(&server.dsn, &host, port) {
+            Ok(s) => s,
+            Err(e) => return Some(failed(e.to_string())),
+        };
+    // Until its first checkpoint after the promotion the new primary's
+    // control file names the old timeline, and pg_rewind would find
+    // nothing diverged.
+    let mut conninfo = source.clone();
+    if let Some(p) = &password {
+        conninfo.push_str(&format!(
+            " password={}",
+            crate::engine::postgres::conn::conninfo_quote(p)
+        ));
+    }
+    if let Err(e) = super::rebuild::checkpoint(&conninfo, &host, port).await {
+        return Some(failed(e.to_string()));
+    }
+    Some(
+        match find(&tools, &data_dir, &source, password.as_deref(), owner).await {
+            Ok(None) => seawall_proto::v1::Divergence::default(),
+            Ok(Some(d)) => d.wire(),
+            Err(why) => failed(why),
+        },
+    )
 }
 
 /// Counts the commits in `pg_waldump -r Transaction` output and finds
@@ -135,6 +212,7 @@ pub(super) async fn find(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    tracing::debug!(said = %said, "pg_rewind --dry-run");
     let Some((at, timeline)) = parse_rewind(&said)? else {
         return Ok(None);
     };
@@ -153,6 +231,8 @@ pub(super) async fn find(
         "-r",
         "Transaction",
     ]);
+    // Commit times in UTC, as commit_time_ms reads them.
+    cmd.env("TZ", "UTC");
     let dump = cmd
         .output()
         .await

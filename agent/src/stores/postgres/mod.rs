@@ -197,16 +197,26 @@ impl StoreControl for PostgresStore {
 
     async fn demote(&self, how: &RejoinAction, deadline: Duration) -> Result<Done> {
         self.forget();
-        if how.stay_stopped {
-            let mut done = fence::fence(&self.server, deadline).await?;
-            done.detail = format!(
-                "stays down until failback (fence = \"stop\"): {}",
-                done.detail
-            );
-            Ok(done)
+        let fenced = fence::fence(&self.server, deadline).await?;
+        // Stopped now (unless a running standby already): what it wrote
+        // that the new primary lacks, for the failover's measured RPO.
+        let divergence = match how.new_primary.as_str() {
+            "" => None,
+            at => diverged::since_promotion(&self.server, at).await,
+        };
+        let mut done = if how.stay_stopped {
+            Done {
+                detail: format!(
+                    "stays down until failback (fence = \"stop\"): {}",
+                    fenced.detail
+                ),
+                ..fenced
+            }
         } else {
-            fence::start_standby(&self.server, deadline).await
-        }
+            fence::start_standby(&self.server, deadline).await?
+        };
+        done.divergence = divergence;
+        Ok(done)
     }
 
     async fn rebuild(&self, how: &RebuildAction, deadline: Duration, tasks: &Tree) -> Result<Done> {

@@ -95,6 +95,7 @@ pub async fn pg_rebuild(opts: &RebuildOptions) -> Result<Done> {
             already: true,
             detail: format!("already a standby of {host}:{port}, streaming (replayed up to {lsn}, timeline {timeline})"),
             position: Some(super::at(lsn, timeline)),
+            divergence: None,
         });
     }
     let running = answer.map(|(_, f)| f);
@@ -220,6 +221,7 @@ pub async fn pg_rebuild(opts: &RebuildOptions) -> Result<Done> {
             started.elapsed().as_secs_f64()
         ),
         position: Some(super::at(lsn, timeline)),
+        divergence: None,
     })
 }
 
@@ -274,7 +276,7 @@ async fn keep_diverged(
 /// promotion its control file still names the old timeline, and pg_rewind
 /// (before PostgreSQL 16) would then find "no rewind required" for a
 /// target that has diverged.
-async fn checkpoint(conninfo: &str, host: &str, port: u16) -> Result<()> {
+pub(super) async fn checkpoint(conninfo: &str, host: &str, port: u16) -> Result<()> {
     let client = conn::connect(conninfo).await.map_err(|e| {
         e.context(format!(
             "reaching the primary {host}:{port} to copy from it"

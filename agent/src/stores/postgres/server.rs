@@ -330,6 +330,31 @@ pub(super) fn pg_rewind(
     cmd
 }
 
+/// The data directory configured or remembered, without asking the server.
+pub(super) fn known_data_dir(server: &Server) -> Option<PathBuf> {
+    server
+        .control
+        .data_dir
+        .clone()
+        .or_else(|| recall(&server.memory).map(|m| m.data_dir))
+}
+
+/// Tells the postmaster of `data_dir` to shut down fast (SIGINT: every
+/// session ends at once) without waiting; whether the signal was sent.
+pub(super) fn shut_down_fast(data_dir: &Path) -> bool {
+    let pid = std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
+    match pid {
+        Some(pid) if pid > 0 => nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .is_ok(),
+        _ => false,
+    }
+}
+
 /// Whether a postmaster runs for `data_dir`: its pid file names a live
 /// process. A server killed with -9 leaves the file behind, and pg_ctl
 /// then fails to stop what is not running.

@@ -47,6 +47,7 @@ pub async fn fence(con: &mut Con, memory: &Path) -> Result<Done> {
         already,
         detail: format!("{how}; offset {offset}"),
         position: Some(super::at(offset)),
+        divergence: None,
     })
 }
 
@@ -66,6 +67,7 @@ pub async fn catch_up(con: &mut Con, offset: i64, deadline: Duration) -> Result<
                 already: true,
                 detail: format!("already a master (offset {at}): nothing to catch up"),
                 position: Some(super::at(at)),
+                divergence: None,
             });
         }
         if at >= offset {
@@ -123,6 +125,7 @@ pub async fn promote(con: &mut Con, memory: &Path) -> Result<Done> {
             lifted.map(|l| format!("; {l}")).unwrap_or_default()
         ),
         position: Some(super::at(offset)),
+        divergence: None,
     })
 }
 
@@ -181,6 +184,7 @@ pub async fn rejoin(con: &mut Con, master: &str) -> Result<Done> {
             if already { " already" } else { "" }
         ),
         position: Some(super::at(offset_of(&redis_info(con).await?))),
+        divergence: None,
     })
 }
 

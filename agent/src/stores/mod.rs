@@ -105,7 +105,7 @@ pub fn open(config: &AgentConfig, name: &str) -> Result<Arc<dyn StoreControl>> {
             config, source, dsn, pg_bin,
         ))),
         SourceSpec::Redis { url, .. } => Ok(Arc::new(redis::RedisStore::new(
-            &config.state_dir,
+            config,
             &source.name,
             url,
         ))),

@@ -20,12 +20,19 @@ use std::time::Duration;
 /// writes: the store's provider decides how (PostgreSQL a standby, or left
 /// stopped with fence = "stop"; Redis a replica of the new master, or
 /// fenced when the topology gives no address for it).
-pub(super) fn demotion(service: &ServiceConfig, primary: &str, store: &StoreConfig) -> Action {
+/// `keep_diverged`: the store may hold writes the new primary lacks.
+pub(super) fn demotion(
+    service: &ServiceConfig,
+    primary: &str,
+    store: &StoreConfig,
+    keep_diverged: bool,
+) -> Action {
     Action::Rejoin(RejoinAction {
         new_primary: store_of(service, primary, store.kind)
             .and_then(|s| s.address.clone())
             .unwrap_or_default(),
         stay_stopped: service.fence == crate::model::topology::FenceMode::Stop,
+        keep_diverged,
     })
 }
 
@@ -96,7 +103,9 @@ pub async fn on_connect(coord: &Coordinator, lead: &Lead, session: &Session) -> 
                     continue;
                 }
             }
-            let action = demotion(service, &primary, store);
+            // Back after a failover it was not caught up in: whatever it
+            // took since may be nowhere else.
+            let action = demotion(service, &primary, store, true);
             let line = match act(coord, lead, store, action, Duration::from_secs(30)).await {
                 Ok(reply) => {
                     // What it wrote that the new primary lacks: the

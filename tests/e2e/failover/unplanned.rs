@@ -220,6 +220,19 @@ fn a_region_partitioned_off_fences_itself_before_the_other_is_promoted_and_is_fa
     let cut = now_ms();
     ns.cut();
     let acked_before_cut = pg_load.acked();
+    // A client inside the region writes to its Redis before the lease
+    // lapses: a write the east never gets.
+    let diverged_key = format!("diverged:{cut}");
+    let set = ns
+        .command("redis-cli")
+        .args(["-h", &ns.ns_ip, "-p", &w.master.port.to_string()])
+        .args(["SET", &diverged_key, "west"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&set.stdout).contains("OK"),
+        "{set:?}"
+    );
     let f = w.automatic_failover();
     let wall = now_ms() - cut;
     // The east takes writes for a while.
@@ -266,6 +279,14 @@ fn a_region_partitioned_off_fences_itself_before_the_other_is_promoted_and_is_fa
     // east before anything else, and writes to it are refused.
     ns.heal();
     w.old_primary_is_fenced(60);
+    // Its Redis took writes after the cut that the east lacks; REPLICAOF
+    // discarded them from it, but its dataset was kept first.
+    assert_eq!(
+        w.replica.cli(&["EXISTS", &diverged_key]).trim(),
+        "0",
+        "the east has the west's last write: nothing diverged to check"
+    );
+    w.diverged_redis_holds(&diverged_key);
 
     // Failback: the diverged west is rewound, follows, and takes the
     // service back; what it took during the partition is gone from it.

@@ -515,6 +515,51 @@ impl World {
 
     /// Restores the west's `diverged` snapshot `id` and starts it on a
     /// free port: `sql` answers `expected` there.
+    /// The west's repository holds a `cache.diverged` snapshot (the old
+    /// Redis master's dataset, kept before REPLICAOF) that restores with
+    /// `key` in it.
+    pub(super) fn diverged_redis_holds(&self, key: &str) {
+        let dir = self._tmp.path();
+        let seawall = |args: &[&str]| {
+            let out = Command::new(crate::fixtures::bin())
+                .arg("-r")
+                .arg(dir.join("repo-w1"))
+                .arg("--password-file")
+                .arg(dir.join("w1.password"))
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let listed: serde_json::Value =
+            serde_json::from_str(&seawall(&["snapshots", "--tag", "diverged", "--json"])).unwrap();
+        let id = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| {
+                s["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == "source=cache.diverged"))
+            })
+            .and_then(|s| s["id"].as_str())
+            .unwrap_or_else(|| panic!("no cache.diverged snapshot: {listed:#}"))
+            .to_string();
+        let target = dir.join("diverged-redis");
+        seawall(&["restore", &id, "--redis-datadir", target.to_str().unwrap()]);
+        let mut found = false;
+        for entry in walk(&target) {
+            let bytes = std::fs::read(&entry).unwrap_or_default();
+            found |= bytes.windows(key.len()).any(|w| w == key.as_bytes());
+        }
+        assert!(found, "{key} is not in the restored diverged dataset");
+    }
+
     pub(super) fn diverged_copy_holds(&self, id: &str, sql: &str, expected: &str) {
         let dir = self._tmp.path();
         let repo = dir.join("repo-w1");
@@ -661,6 +706,20 @@ pub(super) fn reported_figures_match(f: &serde_json::Value, lost_ms: i64, wall: 
         "reported RTO {rto} ms, wall clock {wall} ms"
     );
     (rpo, rto)
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// How a [`World`] differs from the plain one.

@@ -248,11 +248,22 @@ pub(super) async fn find(
 /// Backs `data_dir` up into the repository, tagged `diverged`; returns
 /// the snapshot's id. Runs as a job does, in a child of this program.
 pub async fn keep(keeper: &Keeper, data_dir: &Path, why: &str) -> Result<String> {
-    let exe = std::env::current_exe().map_err(|e| Error::io("this program's path", e))?;
-    keep_with(&exe, keeper, data_dir, why).await
+    let spec = SourceSpec::Files {
+        paths: vec![data_dir.to_path_buf()],
+        exclude: vec![],
+    };
+    keep_source(keeper, spec, why).await
 }
 
-async fn keep_with(exe: &PathBuf, keeper: &Keeper, data_dir: &Path, why: &str) -> Result<String> {
+/// Backs `spec` up into the repository as the diverged copy of the
+/// keeper's source (tagged `diverged`, source `<source>.diverged`);
+/// returns the snapshot's id.
+pub async fn keep_source(keeper: &Keeper, spec: SourceSpec, why: &str) -> Result<String> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("this program's path", e))?;
+    keep_with(&exe, keeper, spec, why).await
+}
+
+async fn keep_with(exe: &PathBuf, keeper: &Keeper, spec: SourceSpec, why: &str) -> Result<String> {
     let request = OperationRequest {
         job_id: format!("diverged-{}", chrono::Utc::now().timestamp_millis()),
         origin: keeper.origin.clone(),
@@ -260,10 +271,7 @@ async fn keep_with(exe: &PathBuf, keeper: &Keeper, data_dir: &Path, why: &str) -
         lock_wait_secs: 300,
         operation: Operation::Backup {
             source: format!("{}.diverged", keeper.source),
-            spec: SourceSpec::Files {
-                paths: vec![data_dir.to_path_buf()],
-                exclude: vec![],
-            },
+            spec,
             full: true,
             tags: vec!["diverged".into(), format!("why={why}")],
         },
@@ -302,7 +310,7 @@ async fn keep_with(exe: &PathBuf, keeper: &Keeper, data_dir: &Path, why: &str) -
         Error::new(
             ErrorKind::Io,
             format!(
-                "the backup of the diverged data directory ended without a result: {}",
+                "the backup of the diverged copy ended without a result: {}",
                 tail(&String::from_utf8_lossy(&err))
             ),
         )
@@ -312,7 +320,7 @@ async fn keep_with(exe: &PathBuf, keeper: &Keeper, data_dir: &Path, why: &str) -
         (_, _, failure) => Err(Error::new(
             ErrorKind::Io,
             format!(
-                "the backup of the diverged data directory failed: {}",
+                "the backup of the diverged copy failed: {}",
                 failure
                     .map(|f| f.message)
                     .unwrap_or_else(|| "no reason given".into())

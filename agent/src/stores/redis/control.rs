@@ -152,6 +152,14 @@ pub async fn post_check(con: &mut Con, service: &str) -> Result<Done> {
     })
 }
 
+/// Whether the server is a master now.
+pub async fn is_master(con: &mut Con) -> Result<bool> {
+    Ok(matches!(
+        redis_info(con).await?,
+        RedisReplication::Master { .. }
+    ))
+}
+
 /// The demoted Redis side: a replica of the new master.
 pub async fn rejoin(con: &mut Con, master: &str) -> Result<Done> {
     let (host, port) = master.rsplit_once(':').ok_or_else(|| {

@@ -18,13 +18,15 @@ use seawall_proto::v1::{
     store_position, store_report, FenceAction, PostCheckAction, RebuildAction, RedisPosition,
     RedisReplicaSeen, RejoinAction, StorePosition,
 };
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
 /// One Redis server of the agent's sources.
 pub struct RedisStore {
     url: String,
+    /// Where a demoted master's dataset is kept before REPLICAOF.
+    keeper: crate::stores::postgres::diverged::Keeper,
     /// What the fence replaced, kept for when it is lifted.
     fence_memory: PathBuf,
     con: Mutex<Option<MultiplexedConnection>>,
@@ -32,9 +34,18 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// The server at `url`, the agent's source `source`.
-    pub fn new(state_dir: &Path, source: &str, url: &str) -> RedisStore {
+    pub fn new(config: &crate::daemon::config::AgentConfig, source: &str, url: &str) -> RedisStore {
+        let state_dir = &config.state_dir;
         RedisStore {
             url: url.to_string(),
+            keeper: crate::stores::postgres::diverged::Keeper {
+                repository: config.repository.spec(),
+                origin: seawall_common::repo::snapshot::Origin {
+                    region: Some(config.region.clone()),
+                    agent: Some(config.id.clone()),
+                },
+                source: source.to_string(),
+            },
             fence_memory: fence::memory_path(state_dir, source),
             con: Mutex::new(None),
         }
@@ -141,7 +152,34 @@ impl StoreControl for RedisStore {
             // fenced until failback.
             return control::fence(&mut con, &self.fence_memory).await;
         }
-        control::rejoin(&mut con, &how.new_primary).await
+        // An old master that may hold writes the new one lacks: REPLICAOF
+        // discards its dataset, so the dataset goes into the repository
+        // first (tag diverged, source `<source>.diverged`). When that
+        // fails it stays as it is (fenced) and the demotion fails.
+        let kept = if how.keep_diverged && control::is_master(&mut con).await? {
+            let spec = crate::engine::operation::SourceSpec::Redis {
+                url: self.url.clone(),
+                keys: Vec::new(),
+            };
+            let id = crate::stores::postgres::diverged::keep_source(&self.keeper, spec, "demoted")
+                .await
+                .map_err(|e| {
+                    e.context(
+                        "its dataset could not be kept before REPLICAOF would discard it: it stays a fenced master, nothing is lost",
+                    )
+                })?;
+            Some(id)
+        } else {
+            None
+        };
+        let mut done = control::rejoin(&mut con, &how.new_primary).await?;
+        if let Some(id) = kept {
+            done.detail = format!(
+                "its dataset kept in snapshot {id} (tag diverged, source {}.diverged) first; {}",
+                self.keeper.source, done.detail
+            );
+        }
+        Ok(done)
     }
 
     async fn rebuild(

@@ -38,7 +38,9 @@ pub(super) async fn run(
             ));
             continue;
         }
-        let action = crate::failover::rejoin::demotion(service, &f.to, store);
+        // A switchover's new primary caught up to this store's fence:
+        // nothing diverged. Otherwise it may have.
+        let action = crate::failover::rejoin::demotion(service, &f.to, store, !f.switchover);
         match act(coord, lead, store, action, DEMOTE_DEADLINE).await {
             Ok(reply) => details.push(format!("{kind}: {}", reply.detail)),
             Err(e) => details.push(format!("{kind}: not demoted ({e}); it stays fenced")),

@@ -151,7 +151,7 @@ pub async fn since_promotion(
             crate::engine::postgres::conn::conninfo_quote(p)
         ));
     }
-    if let Err(e) = super::rebuild::checkpoint(&conninfo, &host, port).await {
+    if let Err(e) = super::server::checkpoint(&conninfo, &host, port).await {
         return Some(failed(e.to_string()));
     }
     Some(

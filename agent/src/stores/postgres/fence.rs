@@ -211,7 +211,11 @@ async fn stop_immediately(
     cmd.arg("-D")
         .arg(data_dir)
         .args(["-m", "immediate", "-w", "stop"]);
-    output(cmd, "pg_ctl stop -m immediate").await.map(|_| ())
+    match output(cmd, "pg_ctl stop -m immediate").await {
+        Ok(_) => Ok(()),
+        Err(_) if !postmaster_running(data_dir) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Starts a fenced server as a standby (its signal in place), for reads;

@@ -11,7 +11,7 @@ use super::server::{
     answering, command, facts, follows, give, locate, owner_of, pg_rewind, replay_position, start,
     start_options, stop, write_owned, Owner, Server,
 };
-use crate::engine::postgres::conn::{self, conninfo_quote, query_error};
+use crate::engine::postgres::conn::{self, conninfo_quote};
 use crate::engine::postgres::tools::{output, tail, PgTools};
 use crate::stores::Done;
 use seawall_common::{Error, ErrorKind, Result};
@@ -142,7 +142,7 @@ pub async fn pg_rebuild(opts: &RebuildOptions) -> Result<Done> {
     if let Some(p) = &password {
         conninfo.push_str(&format!(" password={}", conninfo_quote(p)));
     }
-    checkpoint(&conninfo, host, port).await?;
+    super::server::checkpoint(&conninfo, host, port).await?;
     // Nothing acknowledged is thrown away: what this server holds beyond
     // the new primary is kept in the repository first (a base backup
     // already under way kept it before it set the directory aside).
@@ -270,22 +270,6 @@ async fn keep_diverged(
             )))
         }
     }
-}
-
-/// A checkpoint on the new primary: until its first one after the
-/// promotion its control file still names the old timeline, and pg_rewind
-/// (before PostgreSQL 16) would then find "no rewind required" for a
-/// target that has diverged.
-pub(super) async fn checkpoint(conninfo: &str, host: &str, port: u16) -> Result<()> {
-    let client = conn::connect(conninfo).await.map_err(|e| {
-        e.context(format!(
-            "reaching the primary {host}:{port} to copy from it"
-        ))
-    })?;
-    client
-        .batch_execute("CHECKPOINT")
-        .await
-        .map_err(|e| query_error(&format!("a checkpoint on the primary {host}:{port} (the role needs superuser or pg_checkpoint)"), e))
 }
 
 /// Removes a directory tree off the async runtime.

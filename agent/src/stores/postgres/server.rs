@@ -394,7 +394,13 @@ pub(super) async fn stop(
         .args(["-m", "fast", "-w", "-t"])
         .arg(deadline.as_secs().max(1).to_string())
         .arg("stop");
-    output(cmd, "pg_ctl stop").await.map(|_| ())
+    match output(cmd, "pg_ctl stop").await {
+        Ok(_) => Ok(()),
+        // It finished stopping between the check and pg_ctl (a fast
+        // shutdown the fence asked for already): stopped is stopped.
+        Err(_) if !postmaster_running(data_dir) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 pub(super) async fn start(
@@ -430,6 +436,22 @@ pub(super) async fn start(
         ))
     })?;
     Ok(())
+}
+
+/// A checkpoint on the new primary: until its first one after the
+/// promotion its control file still names the old timeline, and pg_rewind
+/// (before PostgreSQL 16) would then find "no rewind required" for a
+/// target that has diverged.
+pub(super) async fn checkpoint(conninfo: &str, host: &str, port: u16) -> Result<()> {
+    let client = conn::connect(conninfo).await.map_err(|e| {
+        e.context(format!(
+            "reaching the primary {host}:{port} to copy from it"
+        ))
+    })?;
+    client
+        .batch_execute("CHECKPOINT")
+        .await
+        .map_err(|e| query_error(&format!("a checkpoint on the primary {host}:{port} (the role needs superuser or pg_checkpoint)"), e))
 }
 
 #[cfg(test)]

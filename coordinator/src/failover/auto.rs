@@ -20,7 +20,8 @@
 //! answer at its address, `after` checks in a row. The service fails over
 //! by the fenced workflow (its agents answer: the failed store is fenced
 //! from its data directory, the others as in a switchover), and its RTO
-//! counts from the first check that saw it.
+//! counts from the start of the last check that did not see it (the fault
+//! came after that).
 
 use super::plan::{store_of, stores_in};
 use super::{driver, stored};
@@ -273,13 +274,18 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
     // still be inside the silence limit, so the two signals run at once).
     let streaks: Arc<tokio::sync::Mutex<HashMap<String, (u32, i64)>>> = Arc::default();
     let unreached: Arc<tokio::sync::Mutex<HashMap<String, u32>>> = Arc::default();
+    // Per service: when the last check that did not see it down began. A
+    // store's fault came after it, so an RTO counted from it never reads
+    // less than the outage clients saw.
+    let clear: Arc<tokio::sync::Mutex<HashMap<String, i64>>> = Arc::default();
     let (board, tree) = (coord.workers.clone(), lead.tree.clone());
     crate::fleet::workers::spawn_worker(&tree, &board, "auto failover", move || {
-        let (coord, lead, streaks, unreached, watched) = (
+        let (coord, lead, streaks, unreached, clear, watched) = (
             coord.clone(),
             lead.clone(),
             streaks.clone(),
             unreached.clone(),
+            clear.clone(),
             watched.clone(),
         );
         async move {
@@ -296,8 +302,10 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
             let started = std::time::Instant::now();
             let mut streaks = streaks.lock().await;
             let mut unreached = unreached.lock().await;
+            let mut clear = clear.lock().await;
             for i in &watched {
                 let service = &coord.config.services[*i];
+                let check_began = now_ms();
                 let Some(auto) = &service.auto_failover else {
                     continue;
                 };
@@ -352,11 +360,13 @@ pub fn start(coord: Arc<Coordinator>, lead: Arc<Lead>) {
                     && matches!(coord.store.leader().await, Ok(Some(l)) if l.id == coord.me.id);
                 if !(down && quorum) {
                     streaks.remove(&service.name);
+                    clear.insert(service.name.clone(), check_began);
                     continue;
                 }
+                let last_clear = clear.get(&service.name).copied().unwrap_or(check_began);
                 let streak = streaks
                     .entry(service.name.clone())
-                    .or_insert((0, verdict.silent_since.unwrap_or_else(now_ms)));
+                    .or_insert((0, verdict.silent_since.unwrap_or(last_clear)));
                 streak.0 += 1;
                 // A region: its stores unreached `after` checks in a row,
                 // its agents past the silence limit now (both signals held

@@ -520,22 +520,7 @@ impl World {
     /// `key` in it.
     pub(super) fn diverged_redis_holds(&self, key: &str) {
         let dir = self._tmp.path();
-        let seawall = |args: &[&str]| {
-            let out = Command::new(crate::fixtures::bin())
-                .arg("-r")
-                .arg(dir.join("repo-w1"))
-                .arg("--password-file")
-                .arg(dir.join("w1.password"))
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).to_string()
-        };
+        let seawall = |args: &[&str]| self.west_repository(args);
         let listed: serde_json::Value =
             serde_json::from_str(&seawall(&["snapshots", "--tag", "diverged", "--json"])).unwrap();
         let id = listed
@@ -553,33 +538,35 @@ impl World {
         let target = dir.join("diverged-redis");
         seawall(&["restore", &id, "--redis-datadir", target.to_str().unwrap()]);
         let mut found = false;
-        for entry in walk(&target) {
+        for entry in crate::fixtures::files_under(&target) {
             let bytes = std::fs::read(&entry).unwrap_or_default();
             found |= bytes.windows(key.len()).any(|w| w == key.as_bytes());
         }
         assert!(found, "{key} is not in the restored diverged dataset");
     }
 
+    /// `seawall ARGS` on the west agent's repository; its output.
+    pub(super) fn west_repository(&self, args: &[&str]) -> String {
+        let dir = self._tmp.path();
+        let out = Command::new(crate::fixtures::bin())
+            .arg("-r")
+            .arg(dir.join("repo-w1"))
+            .arg("--password-file")
+            .arg(dir.join("w1.password"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
     pub(super) fn diverged_copy_holds(&self, id: &str, sql: &str, expected: &str) {
         let dir = self._tmp.path();
-        let repo = dir.join("repo-w1");
-        let pw = dir.join("w1.password");
-        let seawall = |args: &[&str]| {
-            let out = Command::new(crate::fixtures::bin())
-                .arg("-r")
-                .arg(&repo)
-                .arg("--password-file")
-                .arg(&pw)
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).to_string()
-        };
+        let seawall = |args: &[&str]| self.west_repository(args);
         let listed = seawall(&["snapshots", "--tag", "diverged", "--json"]);
         assert!(listed.contains(&id[..8]), "{listed}");
         let target = dir.join("diverged-restore");
@@ -706,20 +693,6 @@ pub(super) fn reported_figures_match(f: &serde_json::Value, lost_ms: i64, wall: 
         "reported RTO {rto} ms, wall clock {wall} ms"
     );
     (rpo, rto)
-}
-
-/// Every file under `dir`.
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// How a [`World`] differs from the plain one.

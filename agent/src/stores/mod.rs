@@ -10,6 +10,7 @@
 //! side on the coordinator (docs/architecture.md, "Adding a store kind").
 
 pub mod canary;
+pub mod diverged_copy;
 pub mod postgres;
 pub mod reach;
 pub mod redis;

@@ -59,7 +59,7 @@ pub fn reckon(f: &FailoverRecord, kinds: &[StoreKind]) -> Rpo {
         } else {
             fence
                 .and_then(|e| e.self_fenced_by_unix_ms)
-                .map(|t| (t, "its agents' lease lapsed (self-fence)"))
+                .map(|t| (t, "self-fenced (its agents' lease lapsed)"))
         };
         match (newest, end) {
             (Some((from, what)), Some((until, how))) => {

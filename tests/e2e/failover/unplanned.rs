@@ -95,23 +95,65 @@ fn an_old_primary_cut_off_during_the_failover_is_fenced_when_its_agent_returns()
 #[test]
 fn a_region_cut_off_is_failed_over_automatically_with_the_loss_and_rto_it_reports() {
     let w = World::start_with(auto_failover);
-    let pg_load = PgLoad::start(&w.primary);
-    let redis_load = RedisLoad::start(w.master.port);
-    eventually(30, "the load generators to be acknowledged", || {
-        (pg_load.acked() > 200 && redis_load.acked() > 200).then_some(())
-    });
-    // One signal alone does nothing: the west agent gone, its stores up.
-    let mut w = w;
-    w.w1.kill9();
-    std::thread::sleep(std::time::Duration::from_secs(6));
+    // A client on the west's own host, through its Unix socket.
+    let socket = |root: &std::path::Path, port: u16| {
+        format!(
+            "host={} port={port} user=postgres dbname=postgres",
+            root.display()
+        )
+    };
+    w.primary.sql(
+        "postgres",
+        "CREATE TABLE IF NOT EXISTS writable_probe (at bigint)",
+    );
+
+    // One signal alone does nothing: the west agent frozen (a paused
+    // process) for ten checks, its stores up and answering the east.
+    let west_client = Writable::start(&[socket(&w.primary.root, w.primary.port)]);
+    let frozen_agent = Frozen::freeze(vec![w.w1.pid()]);
+    std::thread::sleep(std::time::Duration::from_secs(10));
     let none = op(&w.pki, &w.addr, &["failover", "list"]);
     assert_eq!(String::from_utf8_lossy(&none.stdout).trim(), "[]");
-    w.w1.restart();
+    // On resume its lease has long lapsed and it cannot know that no
+    // failover ran: it fences its stores at once. The leader, finding the
+    // west still shop's primary, lifts that fence, and writes resume.
+    let resumed = now_ms();
+    drop(frozen_agent);
+    eventually(30, "the leader to lift the west's self-fence", || {
+        op_json(&w.pki, &w.addr, &["audit", "--limit", "50"])
+            .to_string()
+            .contains("self-fence lifted")
+            .then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let writes = west_client.finish().remove(0);
+    let log = w.w1.log_text();
+    assert!(log.contains("late_ms="), "no self-fence on resume:\n{log}");
+    assert!(
+        writes.iter().any(|w| w.0 > resumed - 1000 && w.1 < resumed),
+        "the west's PostgreSQL stopped taking writes while only its agent was frozen"
+    );
+    let first_after = writes
+        .iter()
+        .find(|w| w.0 >= resumed)
+        .map(|w| w.1 - resumed)
+        .expect("the west's PostgreSQL never took a write after its self-fence was lifted");
+    eprintln!("agent frozen alone 10 s: no failover; its self-fence on resume stopped writes until {first_after} ms after the resume");
+    assert!(
+        first_after <= 10_000,
+        "the self-fence of a region still primary was lifted only {first_after} ms after the resume"
+    );
     eventually(30, "shop's replication to be ok again", || {
         op(&w.pki, &w.addr, &["replication", "--service", "shop"])
             .status
             .success()
             .then_some(())
+    });
+
+    let pg_load = PgLoad::start(&w.primary);
+    let redis_load = RedisLoad::start(w.master.port);
+    eventually(30, "the load generators to be acknowledged", || {
+        (pg_load.acked() > 200 && redis_load.acked() > 200).then_some(())
     });
 
     // The whole west region stops: its agent, PostgreSQL and Redis.
@@ -149,12 +191,6 @@ fn a_region_cut_off_is_failed_over_automatically_with_the_loss_and_rto_it_report
     // The region resumes, its self-fence bound long past: its agent sees
     // the lapsed lease before anything else and fences, so a client on
     // the west's own host gets (almost) nothing in.
-    let socket = |root: &std::path::Path, port: u16| {
-        format!(
-            "host={} port={port} user=postgres dbname=postgres",
-            root.display()
-        )
-    };
     w.standby
         .sql("CREATE TABLE IF NOT EXISTS writable_probe (at bigint)");
     let checker = Writable::start(&[
@@ -322,11 +358,7 @@ fn a_dead_primary_postgres_beside_a_live_agent_is_failed_over_automatically_with
     // The west's PostgreSQL dies (every process, as an out-of-memory kill
     // of the server would); its agent and its Redis stay up.
     let killed = now_ms();
-    for pid in Frozen::pids_of_postgres(&w.primary.data) {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-    }
+    w.kill_primary_postgres();
     let f = w.automatic_failover();
     let wall = now_ms() - killed;
     assert_eq!(f["failed_store"], "postgres", "{f:#}");
@@ -377,11 +409,7 @@ fn a_dead_primary_postgres_in_a_service_of_its_own_moves_alone() {
     eventually(30, "the Redis load generator to be acknowledged", || {
         (redis_load.acked() > 100).then_some(())
     });
-    for pid in Frozen::pids_of_postgres(&w.primary.data) {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-    }
+    w.kill_primary_postgres();
     let f = w.automatic_failover();
     assert_eq!(f["service"], "shop", "{f:#}");
     assert_eq!(f["failed_store"], "postgres", "{f:#}");

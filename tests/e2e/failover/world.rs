@@ -86,6 +86,17 @@ impl Drop for Frozen {
 }
 
 impl World {
+    /// Kills every process of the west's PostgreSQL with SIGKILL, as an
+    /// out-of-memory kill of the server would.
+    pub(super) fn kill_primary_postgres(&self) {
+        for pid in Frozen::pids_of_postgres(&self.primary.data) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
     pub(super) fn start() -> World {
         World::start_with(|s| s)
     }

@@ -36,7 +36,7 @@ pub struct PostgresStore {
     dsn: String,
     pg_bin: Option<PathBuf>,
     server: Server,
-    keeper: diverged::Keeper,
+    keeper: crate::stores::diverged_copy::Keeper,
     client: Mutex<Option<Arc<tokio_postgres::Client>>>,
 }
 
@@ -59,7 +59,7 @@ impl PostgresStore {
                 },
                 memory: memory_path(&config.state_dir, &source.name),
             },
-            keeper: diverged::Keeper {
+            keeper: crate::stores::diverged_copy::Keeper {
                 repository: config.repository.spec(),
                 origin: seawall_common::repo::snapshot::Origin {
                     region: Some(config.region.clone()),

@@ -33,7 +33,7 @@ pub struct RebuildOptions {
     /// How long the whole rebuild may take.
     pub deadline: Duration,
     /// Where what the old primary holds beyond the new one is kept first.
-    pub keeper: super::diverged::Keeper,
+    pub keeper: crate::stores::diverged_copy::Keeper,
 }
 
 /// Configuration files a rewind or a base backup would replace with the

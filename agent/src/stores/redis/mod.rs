@@ -26,7 +26,7 @@ use std::time::Duration;
 pub struct RedisStore {
     url: String,
     /// Where a demoted master's dataset is kept before REPLICAOF.
-    keeper: crate::stores::postgres::diverged::Keeper,
+    keeper: crate::stores::diverged_copy::Keeper,
     /// What the fence replaced, kept for when it is lifted.
     fence_memory: PathBuf,
     con: Mutex<Option<MultiplexedConnection>>,
@@ -38,7 +38,7 @@ impl RedisStore {
         let state_dir = &config.state_dir;
         RedisStore {
             url: url.to_string(),
-            keeper: crate::stores::postgres::diverged::Keeper {
+            keeper: crate::stores::diverged_copy::Keeper {
                 repository: config.repository.spec(),
                 origin: seawall_common::repo::snapshot::Origin {
                     region: Some(config.region.clone()),
@@ -161,7 +161,7 @@ impl StoreControl for RedisStore {
                 url: self.url.clone(),
                 keys: Vec::new(),
             };
-            let id = crate::stores::postgres::diverged::keep_source(&self.keeper, spec, "demoted")
+            let id = crate::stores::diverged_copy::keep_source(&self.keeper, spec, "demoted")
                 .await
                 .map_err(|e| {
                     e.context(

@@ -53,6 +53,27 @@ fn an_old_primary_cut_off_during_the_failover_is_fenced_when_its_agent_returns()
     w.old_primary_refuses_every_write();
     let audit = op_json(&w.pki, &w.addr, &["audit", "--limit", "20"]);
     assert!(audit.to_string().contains("rejoin"), "{audit}");
+    // Without wal_log_hints the stopped old primary's divergence cannot
+    // be read: the record says so and keeps its bound (unbounded here,
+    // as nothing fenced it), never a measured figure it does not have.
+    let id = f["id"].as_str().unwrap().to_string();
+    let after = eventually(30, "the rejoin's words in the record", || {
+        let f = w.failover_at(&w.addr, &id)?;
+        f["rpo_measured"]
+            .as_str()
+            .is_some_and(|m| m.contains("postgres:"))
+            .then_some(f)
+    });
+    let measured = after["rpo_measured"].as_str().unwrap();
+    assert!(
+        measured.contains("not measured at rejoin") && measured.contains("the bound stands"),
+        "{after:#}"
+    );
+    assert!(after["rpo_measured_ms"].is_null(), "{after:#}");
+    eprintln!(
+        "unrewindable old primary at rejoin: {measured}; RPO {} ({})",
+        after["rpo_ms"], after["rpo_basis"]
+    );
 
     // Failback: the diverged old primary (its stray table) cannot be
     // rewound without wal_log_hints, so it is replaced by a base backup of

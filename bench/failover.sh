@@ -150,7 +150,13 @@ EOF
 op() { "$S" --json "$@" --coordinator "127.0.0.1:$CP" --ca "$WORK/pki/ca.pem" --cert "$WORK/pki/ops.pem" --key "$WORK/pki/ops.key"; }
 # `failover run --wait` returns once the new primary is served; the old
 # primary's follow steps go on: this waits for the end of the failover in FILE.
-settled() { op failover status "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$1")" --watch > /dev/null; }
+# The record in FILE is replaced by the finished one.
+settled() {
+  local id
+  id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$1")
+  op failover status "$id" --watch > /dev/null
+  op failover status "$id" > "$1"
+}
 
 # The load generator: one psql and one redis-cli session, each write's
 # acknowledgement written to OUT as "N UNIX_MS".

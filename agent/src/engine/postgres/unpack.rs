@@ -7,7 +7,7 @@ use seawall_common::{Error, ErrorKind, Result};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// The files of a manifest we check.
@@ -86,6 +86,46 @@ fn refuse_symlinked_parents(dir: &Path, rel: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates the directory entry `rel` (unless there) and gives it `mode`,
+/// without following a link: an earlier entry `x -> /elsewhere` and a
+/// directory entry `x` must not change the mode of `/elsewhere`.
+fn set_directory_mode(dir: &Path, rel: &Path, dest: &Path, mode: u32) -> Result<()> {
+    let io = |e: std::io::Error| Error::io(format!("unpacking {}", dest.display()), e);
+    match std::fs::symlink_metadata(dest) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Error::corrupt(format!(
+                "base backup directory entry {} is already a symlink; refusing it (nothing outside {} is changed)",
+                rel.display(),
+                dir.display()
+            )))
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::corrupt(format!(
+                "base backup directory entry {} is already a file; refusing it",
+                rel.display()
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dest)
+                .map_err(io)?;
+        }
+        Err(e) => return Err(io(e)),
+    }
+    // The mode is changed through a descriptor opened without following
+    // links, so a link swapped in since the check is refused too.
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(dest)
+        .map_err(io)?;
+    handle
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io)
+}
+
 /// Unpacks `reader` (a pg_basebackup tar) into `dir` and verifies it.
 pub fn unpack_and_verify<R: Read>(reader: R, dir: &Path) -> Result<Unpacked> {
     let mut archive = tar::Archive::new(reader);
@@ -112,9 +152,8 @@ pub fn unpack_and_verify<R: Read>(reader: R, dir: &Path) -> Result<Unpacked> {
         let mode = entry.header().mode().unwrap_or(0o600) & 0o7777;
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
-                std::fs::create_dir_all(&dest).map_err(|e| io(&dest, e))?;
-                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| io(&dest, e))?;
+                std::fs::create_dir_all(dest.parent().unwrap_or(dir)).map_err(|e| io(&dest, e))?;
+                set_directory_mode(dir, &rel, &dest, mode)?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 if let Some(parent) = dest.parent() {
@@ -158,7 +197,17 @@ pub fn unpack_and_verify<R: Read>(reader: R, dir: &Path) -> Result<Unpacked> {
                 sums.insert(key, (size, crc));
             }
             tar::EntryType::Symlink => {
-                // Tablespace links; pg_basebackup to stdout has none, but keep them if present.
+                // Tablespace links are the only links a data directory has
+                // (pg_basebackup to stdout writes none); anywhere else a link
+                // could aim a later entry, or a mode change, outside.
+                if rel.parent() != Some(Path::new("pg_tblspc")) {
+                    return Err(Error::corrupt(format!(
+                        "base backup entry {} is a symlink outside pg_tblspc; refusing it (nothing is written outside {})",
+                        rel.display(),
+                        dir.display()
+                    )));
+                }
+                std::fs::create_dir_all(dir.join("pg_tblspc")).map_err(|e| io(&dest, e))?;
                 if let Ok(Some(target)) = entry.link_name() {
                     std::os::unix::fs::symlink(target.as_ref(), &dest).map_err(|e| io(&dest, e))?;
                 }
@@ -235,12 +284,14 @@ mod tests {
         link.set_entry_type(tar::EntryType::Symlink);
         link.set_size(0);
         link.set_mode(0o777);
-        b.append_link(&mut link, "x", outside.path()).unwrap();
+        b.append_link(&mut link, "pg_tblspc/x", outside.path())
+            .unwrap();
         let mut h = tar::Header::new_gnu();
         h.set_size(4);
         h.set_mode(0o600);
         h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, "x/f", &b"evil"[..]).unwrap();
+        b.append_data(&mut h, "pg_tblspc/x/f", &b"evil"[..])
+            .unwrap();
         let tar = b.into_inner().unwrap();
         let err = unpack_and_verify(&tar[..], &data).unwrap_err();
         assert!(
@@ -251,6 +302,55 @@ mod tests {
             !outside.path().join("f").exists(),
             "written outside the target"
         );
+    }
+
+    #[test]
+    fn a_directory_entry_over_a_symlink_leaves_the_links_target_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(outside.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        // The tar itself may not carry a link outside pg_tblspc ...
+        let mut b = tar::Builder::new(Vec::new());
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        link.set_mode(0o777);
+        b.append_link(&mut link, "x", outside.path()).unwrap();
+        let mut d = tar::Header::new_gnu();
+        d.set_entry_type(tar::EntryType::Directory);
+        d.set_size(0);
+        d.set_mode(0o777);
+        b.append_data(&mut d, "x", &b""[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let err = unpack_and_verify(&tar[..], &data).unwrap_err();
+        assert!(
+            err.to_string().contains("symlink outside pg_tblspc"),
+            "{err}"
+        );
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(outside.path()), 0o700);
+        // ... and a link already in the target is not followed either.
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_data(&mut d, "y", &b""[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        std::os::unix::fs::symlink(outside.path(), data.join("y")).unwrap();
+        let err = unpack_and_verify(&tar[..], &data).unwrap_err();
+        assert!(err.to_string().contains("already a symlink"), "{err}");
+        assert_eq!(mode(outside.path()), 0o700);
+        // A tablespace link is still laid down.
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_link(&mut link, "pg_tblspc/16384", outside.path())
+            .unwrap();
+        let tar = b.into_inner().unwrap();
+        let clean = dir.path().join("clean");
+        std::fs::create_dir(&clean).unwrap();
+        unpack_and_verify(&tar[..], &clean).unwrap();
+        assert!(std::fs::symlink_metadata(clean.join("pg_tblspc/16384"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {

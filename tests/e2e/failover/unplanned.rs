@@ -200,7 +200,7 @@ fn a_region_cut_off_is_failed_over_automatically_with_the_loss_and_rto_it_report
     let acked = pg_load.acked().max(acked_before_cut);
     let present = w.rows_present(acked);
     let lost_ms = pg_load.lost_ms(acked, present);
-    let (rpo, rto) = reported_figures_match(&f, lost_ms, wall);
+    let (rpo, rto) = reported_figures_match(&f, lost_ms, cut);
     assert_eq!(
         record_values(&w.route53.endpoint, &w.zone_id),
         vec![EAST.to_string()]
@@ -325,7 +325,7 @@ fn a_region_partitioned_off_fences_itself_before_the_other_is_promoted_and_is_fa
         late <= 300,
         "the self-fence began {late} ms after the lease lapsed"
     );
-    let (rpo, rto) = reported_figures_match(&f, lost_ms, wall);
+    let (rpo, rto) = reported_figures_match(&f, lost_ms, cut);
     eprintln!(
         "partition: the west self-fenced {fenced_after} ms after the cut ({late} ms after its lease lapsed); RTO {rto} ms (wall {wall} ms), RPO {rpo} ms (measured loss {lost_ms} ms, {} of {acked} rows; {})",
         acked - present.min(acked),
@@ -403,7 +403,7 @@ fn a_dead_primary_postgres_beside_a_live_agent_is_failed_over_automatically_with
     let acked = pg_load.acked();
     let present = w.rows_present(acked);
     let lost_ms = pg_load.lost_ms(acked, present);
-    let (rpo, rto) = reported_figures_match(&f, lost_ms, wall);
+    let (rpo, rto) = reported_figures_match(&f, lost_ms, killed);
     eprintln!(
         "dead PostgreSQL failed over: RTO {rto} ms (wall {wall} ms), RPO {rpo} ms (measured loss {lost_ms} ms); {}",
         f["rpo_basis"]

@@ -217,6 +217,7 @@ pub async fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
             dir,
             start_port: a.start.then_some(a.redis_port),
             server: seawall_agent::engine::redis::rdb::server_on_path(),
+            access: Default::default(),
         },
         progress,
     )

@@ -193,7 +193,34 @@ fn restore_drills_bring_every_kind_of_source_back_in_scratch_and_judge_the_figur
     pg.switch_and_archive();
 
     // 1. By hand, deep: every source restored, checked, torn down; met.
+    // Meanwhile another local user tries every scratch server.
+    let probe = ScratchProbe::start(scratch.clone(), _a1.pid());
     let (code, met) = drill(&pki, &addr, &["restore", "shop", "--deep"]);
+    let probed = probe.finish();
+    let (mut postgres, mut redis) = (0, 0);
+    for p in &probed {
+        match p {
+            Probed::Postgres { port, tcp, socket } => {
+                postgres += 1;
+                assert!(
+                    !tcp.status.success() && !socket.status.success(),
+                    "another local user got into the scratch PostgreSQL on {port}: {p:?}"
+                );
+            }
+            Probed::Redis { port, uid, said } => {
+                redis += 1;
+                assert!(
+                    said.contains("NOAUTH") && *uid != 0,
+                    "the scratch redis-server on {port} (uid {uid}) answered another local user: {said}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        (postgres, redis),
+        (2, 2),
+        "not every scratch server was probed: {probed:?}"
+    );
     assert_eq!(met["verdict"], "met", "{met:#}");
     assert_eq!(code, 0);
     for source in ["docs", "pgphys", "pglog", "cache", "sessions"] {
@@ -313,4 +340,186 @@ fn restore_drills_bring_every_kind_of_source_back_in_scratch_and_judge_the_figur
     );
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.contains("docs: restore") && html.contains(&pack_name[..8]));
+}
+
+/// What a local user other than the agent's got from each scratch server
+/// a drill started. Whenever a server appears, the drill is frozen (its
+/// job process stopped) while the server is probed, so each is probed
+/// while it serves: as root (the control: it answers) and as `nobody`.
+struct ScratchProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Probed>>,
+}
+
+/// One scratch server as another local user found it.
+#[derive(Debug)]
+enum Probed {
+    Postgres {
+        port: u16,
+        tcp: std::process::Output,
+        socket: std::process::Output,
+    },
+    Redis {
+        port: u16,
+        uid: u32,
+        said: String,
+    },
+}
+
+impl ScratchProbe {
+    fn start(scratch: PathBuf, agent: i32) -> ScratchProbe {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut done = std::collections::BTreeSet::new();
+            let mut found = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                let dirs = std::fs::read_dir(&scratch)
+                    .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                for d in dirs {
+                    for (pidfile, postgres) in [
+                        (d.join("pgdata/postmaster.pid"), true),
+                        (d.join("redis/redis.pid"), false),
+                    ] {
+                        if done.contains(&pidfile) || !pidfile.exists() {
+                            continue;
+                        }
+                        let jobs = drill_jobs(agent);
+                        signal(&jobs, nix::sys::signal::Signal::SIGSTOP);
+                        let probed = if postgres {
+                            probe_postgres(pidfile.parent().unwrap())
+                        } else {
+                            probe_redis(&pidfile)
+                        };
+                        signal(&jobs, nix::sys::signal::Signal::SIGCONT);
+                        if let Some(p) = probed {
+                            done.insert(pidfile);
+                            found.push(p);
+                        }
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            found
+        });
+        ScratchProbe { stop, thread }
+    }
+
+    fn finish(self) -> Vec<Probed> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+/// The agent's job processes (`seawall run-operation`).
+fn drill_jobs(agent: i32) -> Vec<i32> {
+    let mut jobs = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if ppid == Some(agent) && String::from_utf8_lossy(&cmdline).contains("run-operation") {
+            jobs.push(pid);
+        }
+    }
+    jobs
+}
+
+fn signal(pids: &[i32], s: nix::sys::signal::Signal) {
+    for p in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), s);
+    }
+}
+
+fn as_nobody(program: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(program)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A scratch PostgreSQL in `datadir`, once it answers its owner.
+fn probe_postgres(datadir: &Path) -> Option<Probed> {
+    let pid = std::fs::read_to_string(datadir.join("postmaster.pid")).ok()?;
+    let port: u16 = pid.lines().nth(3)?.trim().parse().ok()?;
+    let dir = datadir.display().to_string();
+    let p = port.to_string();
+    let psql = pg_bin().join("psql");
+    let control = Command::new(&psql)
+        .args([
+            "-X", "-A", "-t", "-h", &dir, "-p", &p, "-U", "postgres", "-d", "postgres",
+        ])
+        .args(["-c", "SELECT 1"])
+        .output()
+        .ok()?;
+    if String::from_utf8_lossy(&control.stdout).trim() != "1" {
+        return None;
+    }
+    let try_as_nobody = |host: &str| {
+        as_nobody(
+            &psql,
+            &[
+                "-X", "-h", host, "-p", &p, "-U", "postgres", "-d", "postgres", "-c", "SELECT 1",
+            ],
+        )
+    };
+    Some(Probed::Postgres {
+        port,
+        tcp: try_as_nobody("127.0.0.1"),
+        socket: try_as_nobody(&dir),
+    })
+}
+
+/// A scratch redis-server whose pid file is `pidfile`, once it has loaded.
+fn probe_redis(pidfile: &Path) -> Option<Probed> {
+    let pid: u32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let words: Vec<String> = String::from_utf8_lossy(&cmdline)
+        .split(|c: char| c == '\0' || c.is_whitespace())
+        .map(str::to_string)
+        .collect();
+    let port: u16 = words
+        .iter()
+        .position(|w| w == "--port")
+        .and_then(|i| words.get(i + 1))
+        .or_else(|| words.iter().find(|w| w.contains(':')))
+        .and_then(|w| w.rsplit(':').next())?
+        .parse()
+        .ok()?;
+    let uid: u32 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let conf = std::fs::read_to_string(pidfile.parent()?.join("scratch.conf")).ok()?;
+    let password = conf.trim().strip_prefix("requirepass ")?;
+    let p = port.to_string();
+    let control = Command::new("redis-cli")
+        .args(["-p", &p, "--no-auth-warning", "-a", password, "PING"])
+        .output()
+        .ok()?;
+    if String::from_utf8_lossy(&control.stdout).trim() != "PONG" {
+        return None;
+    }
+    let said = as_nobody(Path::new("redis-cli"), &["-p", &p, "DBSIZE"]);
+    Some(Probed::Redis {
+        port,
+        uid,
+        said: String::from_utf8_lossy(&said.stdout).to_string()
+            + &String::from_utf8_lossy(&said.stderr),
+    })
 }

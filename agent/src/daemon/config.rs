@@ -431,6 +431,10 @@ impl AgentConfig {
                 }
             }
         }
+        let (scratch, _, _) = config.drill_places();
+        if let Some(why) = crate::engine::drill::scratch::unfit_root(&scratch, &config.state_dir) {
+            problems.push(why);
+        }
         for m in &config.mirrors {
             if let Some(every) = m.wal_every {
                 if every < std::time::Duration::from_secs(1) {

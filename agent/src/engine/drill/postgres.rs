@@ -177,11 +177,13 @@ pub async fn physical(
                     verify_files: true,
                     timeout: RECOVERY_TIMEOUT,
                     tools: ctx.tools.clone(),
-                    // Reachable from this host only, and never waiting for
-                    // the source's synchronous standbys (pg_amcheck installs
-                    // its extension, a write).
+                    // No TCP: reachable through its socket in the 0700
+                    // data directory only, so by no other local user (it
+                    // trusts local connections). Never waiting for the
+                    // source's synchronous standbys (pg_amcheck installs its
+                    // extension, a write).
                     settings: vec![
-                        ("listen_addresses".into(), "127.0.0.1".into()),
+                        ("listen_addresses".into(), String::new()),
                         ("synchronous_standby_names".into(), String::new()),
                         ("hot_standby".into(), "on".into()),
                     ],
@@ -354,7 +356,9 @@ pub async fn logical(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phas
     None
 }
 
-/// initdb (as the server's user) and pg_ctl start on loopback `port`.
+/// initdb (as the server's user) and pg_ctl start, reachable only through
+/// its socket (named for `port`) in the 0700 data directory: it trusts
+/// local connections, and no other local user gets in.
 async fn start_empty_cluster(
     ctx: &Context<'_>,
     datadir: &Path,
@@ -380,7 +384,7 @@ async fn start_empty_cluster(
         .arg(&log)
         .arg("-o")
         .arg(format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=off",
+            "-p {port} -c listen_addresses='' -c unix_socket_directories='{}' -c fsync=off",
             datadir.display()
         ))
         .args(["-w", "-t", "120", "start"])

@@ -6,21 +6,22 @@ use super::phases::{evidence, Phases};
 use super::scratch::{free_port, Scratch};
 use super::Context;
 use crate::engine::redis::keys::{restore_redis_keys, Conflict, KeysRestoreOptions};
-use crate::engine::redis::rdb::{info_map, start_server};
+use crate::engine::redis::rdb::{info_map, start_server, Access};
 use crate::engine::redis::{restore_redis_datadir, RedisRestoreOptions};
+use crate::engine::restore::running_as_root;
 use seawall_common::{Error, ErrorKind, Result};
 use std::collections::BTreeMap;
 
-/// Keys per database (`db0` → count) a server holds now.
-async fn keyspace(port: u16) -> Result<BTreeMap<String, u64>> {
-    let url = format!("redis://127.0.0.1:{port}");
+/// Keys per database (`db0` → count) the server at `url` (the scratch
+/// server's, its password in it) holds now.
+async fn keyspace(url: &str, port: u16) -> Result<BTreeMap<String, u64>> {
     let unreachable = |e: redis::RedisError| {
         Error::new(
             ErrorKind::Unreachable,
             format!("the scratch redis-server on port {port} does not answer: {e}"),
         )
     };
-    let client = redis::Client::open(url.as_str()).map_err(unreachable)?;
+    let client = redis::Client::open(url).map_err(unreachable)?;
     let mut con = client
         .get_multiplexed_async_connection()
         .await
@@ -56,7 +57,17 @@ fn server(ctx: &Context<'_>, dir: std::path::PathBuf, port: u16) -> RedisRestore
         dir,
         start_port: Some(port),
         server: ctx.req.redis_server.clone(),
+        access: Access::Scratch { run_as: run_as() },
     }
+}
+
+/// The unprivileged user a scratch redis-server runs as when the agent
+/// runs as root: `redis` where the package made one, else `nobody`.
+fn run_as() -> Option<String> {
+    running_as_root().then(|| {
+        let redis = nix::unistd::User::from_name("redis").ok().flatten();
+        if redis.is_some() { "redis" } else { "nobody" }.to_string()
+    })
 }
 
 /// An RDB loaded by a scratch server, its key counts checked.
@@ -70,7 +81,7 @@ pub async fn rdb(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases) 
         }
     };
     scratch.started_redis(port);
-    phases
+    let url = phases
         .run("restore", async {
             let r = restore_redis_datadir(
                 ctx.repo.clone(),
@@ -79,8 +90,9 @@ pub async fn rdb(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases) 
                 ctx.progress.clone(),
             )
             .await?;
+            let url = r.connect_url.clone().unwrap_or_default();
             Ok((
-                (),
+                url,
                 format!(
                     "dump.rdb ({} bytes) loaded by redis-server on port {port}",
                     r.bytes
@@ -100,7 +112,7 @@ pub async fn rdb(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases) 
                 .get("keys")
                 .and_then(|k| serde_json::from_value(k.clone()).ok())
                 .unwrap_or_default();
-            let found = keyspace(port).await?;
+            let found = keyspace(&url, port).await?;
             let mut ev = BTreeMap::new();
             let mut wrong = Vec::new();
             let dbs: std::collections::BTreeSet<&String> =
@@ -141,12 +153,12 @@ pub async fn keys(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases)
         }
     };
     scratch.started_redis(port);
-    phases
+    let url = phases
         .run("scratch server", async {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), e))?;
-            start_server(&server(ctx, dir.clone(), port), port).await?;
+            let url = start_server(&server(ctx, dir.clone(), port), port).await?;
             Ok((
-                (),
+                url,
                 format!("an empty redis-server on port {port}"),
                 evidence([("port", port.to_string())]),
             ))
@@ -164,7 +176,7 @@ pub async fn keys(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases)
                 ctx.repo.clone(),
                 ctx.snap,
                 KeysRestoreOptions {
-                    url: format!("redis://127.0.0.1:{port}/{db}"),
+                    url: format!("{url}/{db}"),
                     tls: Default::default(),
                     conflict: Conflict::Replace,
                     rules: None,
@@ -193,7 +205,7 @@ pub async fn keys(ctx: &Context<'_>, scratch: &mut Scratch, phases: &mut Phases)
                 .get("keys_captured")
                 .and_then(|k| k.as_u64())
                 .unwrap_or(0);
-            let found = keyspace(port).await?.get(&format!("db{db}")).copied().unwrap_or(0);
+            let found = keyspace(&url, port).await?.get(&format!("db{db}")).copied().unwrap_or(0);
             let accounted = restored.restored + restored.skipped_expired;
             if accounted != captured || !close_enough(restored.restored, found) {
                 return Err(Error::new(

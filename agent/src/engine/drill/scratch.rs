@@ -21,6 +21,49 @@ struct Server {
 /// under a drill's scratch directory.
 const PG_DIR: &str = "pgdata";
 const REDIS_DIR: &str = "redis";
+/// The file that makes a directory a drill's scratch directory (it holds
+/// the directory's own name): a sweep removes nothing without it.
+const MARKER: &str = ".seawall-scratch";
+
+/// Whether `dir` is a scratch directory a drill made: a real directory
+/// (not a link) holding the marker file, a plain file naming it.
+fn is_scratch(dir: &Path) -> bool {
+    let Some(name) = dir.file_name() else {
+        return false;
+    };
+    let marker = dir.join(MARKER);
+    std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir())
+        && std::fs::symlink_metadata(&marker).is_ok_and(|m| m.is_file())
+        && std::fs::read(&marker).is_ok_and(|b| b == name.as_encoded_bytes())
+}
+
+/// Why `root` may not hold scratch directories, if it may not: the root of
+/// the file system, the agent's state directory or one holding it, or a
+/// PostgreSQL data directory.
+pub fn unfit_root(root: &Path, state_dir: &Path) -> Option<String> {
+    let clean = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let (root, state) = (clean(root), clean(state_dir));
+    if root.parent().is_none() {
+        return Some(format!(
+            "[drills] scratch_dir is {}: give a directory of its own (default: <state_dir>/scratch)",
+            root.display()
+        ));
+    }
+    if state.starts_with(&root) {
+        return Some(format!(
+            "[drills] scratch_dir {} holds the agent's state_dir {}: give a directory of its own (default: <state_dir>/scratch)",
+            root.display(),
+            state.display()
+        ));
+    }
+    if root.join("PG_VERSION").exists() {
+        return Some(format!(
+            "[drills] scratch_dir {} is a PostgreSQL data directory: give a directory of its own",
+            root.display()
+        ));
+    }
+    None
+}
 
 /// One drill's scratch directory and servers.
 #[derive(Debug)]
@@ -176,7 +219,9 @@ pub fn sweep(root: &Path) -> Vec<String> {
     };
     for e in entries.flatten() {
         let path = e.path();
-        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+        // Only what a drill made: anything else under the root (another
+        // program's data, a directory someone put there) is left alone.
+        if !e.file_type().is_ok_and(|t| t.is_dir()) || !is_scratch(&path) {
             continue;
         }
         // A drill still running holds its lock: not ours to remove.
@@ -208,7 +253,7 @@ impl Scratch {
                 }
             })
             .collect();
-        let dir = root.join(safe);
+        let dir = root.join(&safe);
         std::fs::create_dir_all(root).map_err(|e| Error::io(root.display(), e))?;
         let lock_path = lock_path(&dir);
         let lock = try_lock(&lock_path)?.ok_or_else(|| {
@@ -221,13 +266,25 @@ impl Scratch {
                 ),
             )
         })?;
-        if dir.exists() {
+        if std::fs::symlink_metadata(&dir).is_ok() {
+            if !is_scratch(&dir) {
+                drop(lock);
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "{} exists and is not a drill's scratch directory (no {MARKER} naming it): nothing in it is removed; move it, or set [drills] scratch_dir to a directory of its own",
+                        dir.display()
+                    ),
+                ));
+            }
             warn_left(stop_servers_in(&dir));
             super::tree_removal::remove_tree(&dir).map_err(|e| Error::io(dir.display(), e))?;
         }
         std::fs::create_dir(&dir).map_err(|e| Error::io(dir.display(), e))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
             .map_err(|e| Error::io(dir.display(), e))?;
+        std::fs::write(dir.join(MARKER), safe.as_bytes())
+            .map_err(|e| Error::io(dir.join(MARKER).display(), e))?;
         Ok(Scratch {
             dir,
             servers: Vec::new(),
@@ -341,13 +398,34 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let running = Scratch::create(root.path(), "d1-files").unwrap();
         std::fs::write(running.path("data"), b"x").unwrap();
-        // Left by a drill whose process died: a directory and no lock held.
-        let stale = root.path().join("d0-files");
-        std::fs::create_dir(&stale).unwrap();
-        std::fs::write(stale.join("data"), b"x").unwrap();
+        // Left by a drill whose process died: its directory, no lock held.
+        let stale_dir = root.path().join("d0-files");
+        std::fs::create_dir(&stale_dir).unwrap();
+        std::fs::write(stale_dir.join(MARKER), b"d0-files").unwrap();
+        std::fs::write(stale_dir.join("data"), b"x").unwrap();
+        std::fs::write(lock_path(&stale_dir), b"").unwrap();
+        // Another program's data under the same root, one directory with
+        // a marker that names another, one with a lock file beside it.
+        let shared = root.path().join("shared/app-data");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::write(shared.join("data"), b"keep").unwrap();
+        let copied = root.path().join("copied");
+        std::fs::create_dir(&copied).unwrap();
+        std::fs::write(copied.join(MARKER), b"d0-files").unwrap();
+        std::fs::write(root.path().join("copied.lock"), b"").unwrap();
         let removed = sweep(root.path());
-        assert_eq!(removed, vec![stale.display().to_string()]);
+        assert_eq!(removed, vec![stale_dir.display().to_string()]);
         assert!(running.path("data").exists());
+        assert!(shared.join("data").exists() && copied.exists());
+        // Nor does a drill of that name remove a directory it did not make.
+        let err = Scratch::create(root.path(), "shared").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert!(
+            err.to_string()
+                .contains("is not a drill's scratch directory"),
+            "{err}"
+        );
+        assert!(shared.join("data").exists());
         // The same name twice at once is refused, not shared.
         let again = Scratch::create(root.path(), "d1-files").unwrap_err();
         assert_eq!(again.kind(), ErrorKind::Locked);
@@ -356,6 +434,20 @@ mod tests {
         drop(running);
         assert!(!dir.exists());
         assert!(!lock_path(&dir).exists());
+    }
+
+    #[test]
+    fn a_root_holding_the_state_or_a_database_is_refused() {
+        let state = Path::new("/var/lib/seawall");
+        assert!(unfit_root(Path::new("/"), state).is_some());
+        assert!(unfit_root(state, state).is_some());
+        assert!(unfit_root(Path::new("/var/lib"), state).is_some());
+        assert!(unfit_root(&state.join("scratch"), state).is_none());
+        let pg = tempfile::tempdir().unwrap();
+        std::fs::write(pg.path().join("PG_VERSION"), b"15\n").unwrap();
+        assert!(unfit_root(pg.path(), state)
+            .unwrap()
+            .contains("PostgreSQL data directory"));
     }
 
     /// A process that stays until killed, working in `cwd`.

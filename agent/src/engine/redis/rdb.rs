@@ -15,7 +15,7 @@ use crate::engine::stream::{
 use seawall_common::repo::snapshot::Snapshot;
 use seawall_common::{Error, ErrorKind, Id, Repository, Result};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
@@ -208,6 +208,25 @@ pub struct RedisRestoreOptions {
     pub start_port: Option<u16>,
     /// The redis-server program.
     pub server: PathBuf,
+    /// Who may reach the started server.
+    pub access: Access,
+}
+
+/// Who may reach a started redis-server.
+#[derive(Debug, Clone, Default)]
+pub enum Access {
+    /// Clients on 127.0.0.1 without a password: an operator's
+    /// `restore --start`, asked for on their own host.
+    #[default]
+    Loopback,
+    /// A drill's scratch server: 127.0.0.1 with a random password kept in
+    /// a config file in its directory (0700, the server's user's only), so
+    /// no other local user reads the restored keys; run as `run_as` when
+    /// set (the agent runs as root).
+    Scratch {
+        /// The unprivileged user the server runs as.
+        run_as: Option<String>,
+    },
 }
 
 /// What the restore did.
@@ -219,6 +238,10 @@ pub struct RedisRestoreReport {
     pub bytes: u64,
     /// Address of the started server.
     pub started: Option<String>,
+    /// The URL to reach the started server with, its password included:
+    /// never shown.
+    #[serde(skip)]
+    pub connect_url: Option<String>,
     /// Seconds taken.
     pub duration_secs: f64,
 }
@@ -282,20 +305,64 @@ pub async fn restore_redis_datadir(
         rdb: rdb.clone(),
         bytes,
         started: None,
+        connect_url: None,
         duration_secs: 0.0,
     };
     if let Some(port) = opts.start_port {
-        start_server(&opts, port).await?;
+        report.connect_url = Some(start_server(&opts, port).await?);
         report.started = Some(format!("redis://127.0.0.1:{port}"));
     }
     report.duration_secs = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
-pub(crate) async fn start_server(opts: &RedisRestoreOptions, port: u16) -> Result<()> {
+/// Makes `dir` the scratch server's own (0700, owned by `run_as`) and
+/// writes its password into `scratch.conf` there (0600): on no command
+/// line, so `ps` does not show it.
+async fn scratch_config(dir: &Path, password: &str, run_as: Option<&str>) -> Result<PathBuf> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(dir.display(), e))?;
+    let conf = dir.join("scratch.conf");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&conf)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, format!("requirepass {password}\n").as_bytes())
+        })
+        .map_err(|e| Error::io(conf.display(), e))?;
+    if let Some(user) = run_as {
+        let mut cmd = tokio::process::Command::new("chown");
+        cmd.arg("-R").arg(format!("{user}:")).arg(dir);
+        super::super::postgres::tools::output(cmd, "chown").await?;
+    }
+    Ok(conf)
+}
+
+/// Starts redis-server on `dir` and `port` and waits until it has loaded;
+/// returns the URL to reach it with (with its password, when it has one:
+/// never to be shown).
+pub(crate) async fn start_server(opts: &RedisRestoreOptions, port: u16) -> Result<String> {
     let dir = std::path::absolute(&opts.dir).map_err(|e| Error::io(opts.dir.display(), e))?;
     let log = dir.join("redis.log");
-    let mut cmd = tokio::process::Command::new(&opts.server);
+    let (mut cmd, url) = match &opts.access {
+        Access::Loopback => (
+            tokio::process::Command::new(&opts.server),
+            format!("redis://127.0.0.1:{port}"),
+        ),
+        Access::Scratch { run_as } => {
+            let password = hex::encode(rand::random::<[u8; 24]>());
+            let conf = scratch_config(&dir, &password, run_as.as_deref()).await?;
+            let mut cmd =
+                crate::engine::postgres::recovery::as_user(opts.server.clone(), run_as.as_deref());
+            // The config file comes first: redis-server reads its path there.
+            cmd.arg(conf);
+            (cmd, format!("redis://:{password}@127.0.0.1:{port}"))
+        }
+    };
     cmd.arg("--dir")
         .arg(&dir)
         .args(["--dbfilename", "dump.rdb", "--bind", "127.0.0.1", "--port"])
@@ -313,7 +380,6 @@ pub(crate) async fn start_server(opts: &RedisRestoreOptions, port: u16) -> Resul
         .arg("--pidfile")
         .arg(dir.join("redis.pid"));
     super::super::postgres::tools::output(cmd, "redis-server").await?;
-    let url = format!("redis://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         if let Ok(client) = redis::Client::open(url.as_str()) {
@@ -324,7 +390,7 @@ pub(crate) async fn start_server(opts: &RedisRestoreOptions, port: u16) -> Resul
                     .await;
                 if let Ok(text) = text {
                     if info_map(&text).get("loading").map(String::as_str) == Some("0") {
-                        return Ok(());
+                        return Ok(url);
                     }
                 }
             }

@@ -197,3 +197,96 @@ fn idle_sockets_and_anonymous_huge_messages_do_not_stop_the_coordinator() {
     );
     assert!(!c.daemon.log_text().contains("panicked"));
 }
+
+/// A TLS client without a certificate that finishes its handshake and
+/// then says nothing, ever (or None when the server closed it first).
+async fn silent_tls(
+    pki: &Pki,
+    port: u16,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.dir.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    connector
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .ok()
+}
+
+#[test]
+fn silent_tls_clients_and_raw_sockets_lock_no_operator_out() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let pki = Pki::new(&dir.join("pki"));
+    let page = crate::fixtures::free_port();
+    let store = format!(
+        "max_connections = 20\nmax_anonymous_connections = 4\n[dev]\nstate = \"{}\"\n",
+        dir.join("state.redb").display()
+    );
+    let rest = format!("[status_page]\nlisten = \"127.0.0.1:{page}\"\n");
+    let c = start_replica(&pki, dir, "c1", &store, &rest, true);
+    let addr = c.address();
+
+    // 200 TLS clients without a certificate finish their handshakes and
+    // then send nothing.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let silent: Vec<_> = rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..200 {
+            held.push(silent_tls(&pki, c.port).await);
+        }
+        held
+    });
+    // 64 raw sockets on the status page that never start a handshake.
+    let raw: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(("127.0.0.1", page)).expect("raw socket"))
+        .collect();
+
+    // The operators still get in at once.
+    let started = Instant::now();
+    let status = op_json(&pki, &addr, &["status"]);
+    let took = started.elapsed();
+    assert_eq!(status["is_leader"], true, "{status}");
+    assert!(took < Duration::from_secs(2), "status took {took:?}");
+    let started = Instant::now();
+    let got = crate::pages::https_get(&pki.dir, page, "/", Some("ops"), "");
+    let page_took = started.elapsed();
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert!(
+        page_took < Duration::from_secs(2),
+        "the status page took {page_took:?}"
+    );
+    eprintln!(
+        "with 200 silent TLS clients and 64 raw sockets: status in {took:?}, the status page in {page_took:?}; {} of the TLS clients still held",
+        silent.iter().filter(|s| s.is_some()).count()
+    );
+    // Over the anonymous cap they were closed after their handshake; the
+    // rest when they owed the HTTP/2 preface too long.
+    let metrics = crate::fleet::http_get(c.metrics_port, "/metrics");
+    assert!(
+        metrics.contains("seawall_tls_handshakes_failed_total{why=\"anonymous_cap\"}"),
+        "{metrics}"
+    );
+    eventually(30, "the silent clients within the cap to be closed", || {
+        crate::fleet::http_get(c.metrics_port, "/metrics")
+            .contains("seawall_tls_handshakes_failed_total{why=\"silent\"}")
+            .then_some(())
+    });
+    drop(silent);
+    drop(raw);
+    assert!(!c.daemon.log_text().contains("panicked"));
+}

@@ -110,16 +110,16 @@ fn the_drill_report_renders_its_verdict_objectives_and_phases_and_fetches_nothin
 }
 
 /// What an HTTPS GET got: status, headers (lowercase names) and body.
-struct Got {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+pub(crate) struct Got {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
 }
 
 /// GET `path` from the status page on `port`, trusting the test CA, with
 /// a client certificate (`holder`'s files in the PKI directory) and extra
 /// header lines when given.
-fn https_get(
+pub(crate) fn https_get(
     pki: &std::path::Path,
     port: u16,
     path: &str,

@@ -48,7 +48,12 @@ pub struct CoordinatorConfig {
     /// what the open-file limit allows).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Time a client has to finish its TLS handshake.
+    /// Of those, connections without a client certificate (health probes,
+    /// operators with the token only) open at once.
+    #[serde(default = "default_max_anonymous_connections")]
+    pub max_anonymous_connections: usize,
+    /// Time a client has to finish its TLS handshake, and then again to
+    /// send its first HTTP/2 bytes.
     #[serde(
         default = "default_handshake_timeout",
         with = "seawall_common::duration::serde_text"
@@ -269,6 +274,10 @@ pub struct ScheduleConfig {
 
 fn default_max_connections() -> usize {
     4096
+}
+
+fn default_max_anonymous_connections() -> usize {
+    64
 }
 
 fn default_handshake_timeout() -> Duration {

@@ -150,6 +150,7 @@ pub async fn run(
     let limits = Limits {
         max_connections: fitted_cap(coord.config.max_connections, open_files),
         handshake_timeout: coord.config.handshake_timeout,
+        max_anonymous: coord.config.max_anonymous_connections,
     };
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -25,8 +25,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// Connections served at once; more wait for a slot.
+/// Connections served at once, past their handshake; more wait for a slot.
 const MAX_CONNECTIONS: usize = 64;
+/// Handshakes under way at once; a socket over it is closed at once. Kept
+/// apart from the served slots, so sockets that never finish a handshake
+/// (each held up to the handshake timeout) cannot lock the page out.
+const MAX_HANDSHAKES: usize = 1024;
 /// The cookie a browser keeps the token in.
 const COOKIE: &str = "seawall_token";
 
@@ -44,6 +48,7 @@ pub async fn start(coord: Arc<Coordinator>, tls: Arc<ServerTls>) -> anyhow::Resu
     tracing::info!(listen = %config.listen, "status page served over HTTPS");
     let refresh = config.refresh.as_secs().max(1);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -54,26 +59,28 @@ pub async fn start(coord: Arc<Coordinator>, tls: Arc<ServerTls>) -> anyhow::Resu
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                break;
+            let Ok(handshaking) = handshakes.clone().try_acquire_owned() else {
+                continue;
             };
-            let (coord, tls) = (coord.clone(), tls.clone());
+            let (coord, tls, slots) = (coord.clone(), tls.clone(), slots.clone());
             tokio::spawn(async move {
-                connection(coord, tls, tcp, refresh).await;
-                drop(slot);
+                connection(coord, tls, tcp, refresh, handshaking, slots).await;
             });
         }
     });
     Ok(())
 }
 
-/// One connection: the handshake within the replica's handshake timeout,
-/// then requests until the browser closes it or the replica stops.
+/// One connection: the handshake within the replica's handshake timeout
+/// (holding a handshake slot), then requests (holding a served slot) until
+/// the browser closes it or the replica stops.
 async fn connection(
     coord: Arc<Coordinator>,
     tls: Arc<ServerTls>,
     tcp: tokio::net::TcpStream,
     refresh: u64,
+    handshaking: tokio::sync::OwnedSemaphorePermit,
+    slots: Arc<Semaphore>,
 ) {
     let mut config = (*tls.config()).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -81,6 +88,10 @@ async fn connection(
     let Ok(Ok(stream)) =
         tokio::time::timeout(coord.config.handshake_timeout, acceptor.accept(tcp)).await
     else {
+        return;
+    };
+    drop(handshaking);
+    let Ok(_slot) = slots.acquire_owned().await else {
         return;
     };
     let peer: Option<Vec<u8>> = stream

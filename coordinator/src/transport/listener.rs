@@ -2,9 +2,15 @@
 //! `max_connections` at once (each holds a slot until it closes), a TLS
 //! handshake must finish within `handshake_timeout` (a socket that never
 //! sends a ClientHello is closed), and handshakes run in their own tasks so
-//! a slow one never holds up the next accept.
+//! a slow one never holds up the next accept. After the handshake the
+//! client has `handshake_timeout` again to send the HTTP/2 preface (a TLS
+//! client that then says nothing is closed), and connections without a
+//! client certificate (health probes, token-only operators) share a small
+//! cap of their own, so silent anonymous clients cannot take every slot.
+//! TCP keepalive runs from accept, so a peer that vanished is found.
 
 use super::server_tls::ServerTls;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,14 +30,32 @@ use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 pub struct Limits {
     /// Connections open at once (handshaking or established).
     pub max_connections: usize,
-    /// Time a client has to complete the TLS handshake.
+    /// Time a client has to complete the TLS handshake, and then again to
+    /// send the HTTP/2 preface.
     pub handshake_timeout: Duration,
+    /// Connections without a client certificate open at once.
+    pub max_anonymous: usize,
 }
 
-/// A connection past its handshake, holding its slot until dropped.
+/// The HTTP/2 client preface's length: `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
+const PREFACE_LEN: usize = 24;
+/// TCP keepalive: first probe after this idle time, then every interval.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The preface still owed, and until when.
+struct Preface {
+    owed: usize,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// A connection past its handshake, holding its slot (and, without a
+/// client certificate, an anonymous slot) until dropped.
 pub struct Admitted {
     stream: TlsStream<TcpStream>,
+    preface: Option<Preface>,
     _slot: OwnedSemaphorePermit,
+    _anonymous: Option<OwnedSemaphorePermit>,
 }
 
 impl Connected for Admitted {
@@ -50,7 +74,38 @@ impl AsyncRead for Admitted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if let Some(p) = &mut this.preface {
+                    let got = buf.filled().len() - before;
+                    p.owed = p.owed.saturating_sub(got);
+                    // Paid, or the client closed (an EOF reads nothing).
+                    if p.owed == 0 || got == 0 {
+                        this.preface = None;
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                let late = this
+                    .preface
+                    .as_mut()
+                    .is_some_and(|p| p.deadline.as_mut().poll(cx).is_ready());
+                if !late {
+                    return Poll::Pending;
+                }
+                this.preface = None;
+                metrics::counter!(crate::transport::metrics::TLS_HANDSHAKES_FAILED_TOTAL, "why" => "silent")
+                    .increment(1);
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no HTTP/2 preface in time after the TLS handshake",
+                )))
+            }
+            failed => failed,
+        }
     }
 }
 
@@ -94,6 +149,7 @@ pub fn incoming(
 ) -> ReceiverStream<io::Result<Admitted>> {
     let (tx, rx) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let anonymous = Arc::new(Semaphore::new(limits.max_anonymous.max(1)));
     tokio::spawn(async move {
         loop {
             let slot = tokio::select! {
@@ -120,15 +176,45 @@ pub fn incoming(
                 },
             };
             let _ = tcp.set_nodelay(true);
+            let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(
+                &socket2::TcpKeepalive::new()
+                    .with_time(KEEPALIVE_IDLE)
+                    .with_interval(KEEPALIVE_INTERVAL),
+            );
             let acceptor = TlsAcceptor::from(tls.config());
             let tx = tx.clone();
+            let anonymous = anonymous.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
+                        let certified = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .is_some_and(|c| !c.is_empty());
+                        let anonymous_slot = if certified {
+                            None
+                        } else {
+                            match anonymous.try_acquire_owned() {
+                                Ok(s) => Some(s),
+                                Err(_) => {
+                                    metrics::counter!(crate::transport::metrics::TLS_HANDSHAKES_FAILED_TOTAL, "why" => "anonymous_cap")
+                                        .increment(1);
+                                    tracing::debug!(%peer, "over the cap on connections without a certificate; closed");
+                                    return;
+                                }
+                            }
+                        };
+                        let preface = Preface {
+                            owed: PREFACE_LEN,
+                            deadline: Box::pin(tokio::time::sleep(limits.handshake_timeout)),
+                        };
                         let _ = tx
                             .send(Ok(Admitted {
                                 stream,
+                                preface: Some(preface),
                                 _slot: slot,
+                                _anonymous: anonymous_slot,
                             }))
                             .await;
                     }

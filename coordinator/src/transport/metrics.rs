@@ -3,7 +3,7 @@
 //! | name | type | labels |
 //! |---|---|---|
 //! | `seawall_connections_open` | gauge | |
-//! | `seawall_tls_handshakes_failed_total` | counter | why (refused, timeout) |
+//! | `seawall_tls_handshakes_failed_total` | counter | why (refused, timeout, silent: no HTTP/2 preface in time, anonymous_cap: over the cap on connections without a certificate) |
 //! | `seawall_calls_refused_total` | counter | why (revoked, anonymous) |
 //! | `seawall_certificate_expiry_timestamp_seconds` | gauge | holder |
 

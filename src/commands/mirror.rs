@@ -3,7 +3,7 @@
 use crate::args::{Global, MirrorArgs};
 use crate::output::size;
 use crate::repo_open;
-use seawall_agent::engine::mirror::{mirror, MirrorOptions};
+use seawall_agent::engine::mirror::{mirror, retire_keys, MirrorOptions};
 
 /// Copies what the target lacks, or with `--check` names it.
 pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<u8> {
@@ -24,7 +24,10 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<u8> {
         check_only: a.check,
         concurrency: a.concurrency,
     };
-    let report = mirror(source.storage().await?, target.storage().await?, opts).await?;
+    let mut report = mirror(source.storage().await?, target.storage().await?, opts).await?;
+    if !a.check {
+        retire_keys(&target, &mut report).await?;
+    }
     // What the gaps hurt: the target's own verify names the snapshots
     // (and files) whose data is missing there.
     let hurt = if a.check && !report.gaps.is_empty() {
@@ -73,6 +76,15 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<u8> {
                 gap.problem
             );
         }
+        for gap in &report.skipped {
+            eprintln!("skipped: {} {}", gap.object, gap.problem);
+        }
+        if let Some(why) = &report.keys_kept {
+            eprintln!(
+                "kept {} key file(s) the source removed: {why}",
+                report.retired_keys.len()
+            );
+        }
         if let Some(v) = &hurt {
             for p in &v.problems {
                 eprintln!("  so {} {}", p.object, p.problem);
@@ -81,6 +93,14 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<u8> {
                 }
             }
         }
+    }
+    if !report.skipped.is_empty() {
+        anyhow::bail!(
+            "{} object(s) of the source were not mirrored, the first: {} {}; everything else was",
+            report.skipped.len(),
+            report.skipped[0].object,
+            report.skipped[0].problem
+        );
     }
     if a.check && !report.gaps.is_empty() {
         anyhow::bail!(

@@ -165,3 +165,101 @@ fn a_mirror_resumes_after_kill_names_what_it_lacks_and_restores_alone() {
     replica.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
     assert_same_tree(&src, &restored(&target, &src));
 }
+
+#[test]
+fn a_hostile_source_cannot_lock_the_replica_out_and_one_bad_object_stops_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src, 30, 8 * 1024 * 1024, 5);
+    let primary_dir = work.path().join("primary");
+    let primary = Repo::local(&primary_dir);
+    primary.ok(&["init"]);
+    primary.backup(&[&src]);
+    let replica_dir = work.path().join("replica");
+    let replica = Repo::local(&replica_dir);
+    let mirror = || {
+        primary
+            .cmd(&["--json", "mirror", "--to", replica_dir.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let first = mirror();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let replica_config = std::fs::read(replica_dir.join("config")).unwrap();
+
+    // A second backup, then the source is tampered with by someone who
+    // may write its bucket but knows no password: its one key file
+    // replaced by junk (named by its hash, as key files are), its config
+    // altered within the parser's bounds, one of the new packs damaged.
+    let packs_before = files_under(&primary_dir.join("data"));
+    make_tree(&src.join("more"), 20, 4 * 1024 * 1024, 9);
+    primary.backup(&[&src]);
+    let new_packs: Vec<_> = files_under(&primary_dir.join("data"))
+        .into_iter()
+        .filter(|p| !packs_before.contains(p))
+        .collect();
+    assert!(!new_packs.is_empty(), "the second backup wrote no pack");
+    let damaged = &new_packs[0];
+    let mut bytes = std::fs::read(damaged).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(damaged, bytes).unwrap();
+    for key in files_under(&primary_dir.join("keys")) {
+        std::fs::remove_file(key).unwrap();
+    }
+    let junk = b"{\"not\": \"a key\"}".to_vec();
+    let junk_id = seawall_common::Id::of_file(&junk).to_hex();
+    std::fs::write(primary_dir.join("keys").join(&junk_id), &junk).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(primary_dir.join("config")).unwrap()).unwrap();
+    let avg = config["chunker"]["avg"].as_u64().unwrap();
+    config["chunker"]["avg"] = serde_json::json!(avg * 2);
+    std::fs::write(
+        primary_dir.join("config"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
+
+    // The run names what it skipped and fails, but copies the rest.
+    let out = mirror();
+    assert!(
+        !out.status.success(),
+        "a run that skipped objects must fail"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let skipped = run["mirror"]["skipped"].to_string();
+    let damaged_name = damaged.file_name().unwrap().to_string_lossy().to_string();
+    assert!(skipped.contains(&damaged_name), "{run:#}");
+    assert!(
+        skipped.contains(&junk_id) && skipped.contains("config"),
+        "{run:#}"
+    );
+    assert!(stderr.contains("were not mirrored"), "{stderr}");
+    assert!(
+        run["mirror"]["keys_kept"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no key was removed"),
+        "{run:#}"
+    );
+    for good in &new_packs[1..] {
+        let rel = good.strip_prefix(&primary_dir).unwrap();
+        assert!(
+            replica_dir.join(rel).exists(),
+            "{} was not copied",
+            rel.display()
+        );
+    }
+    // The replica still opens with its password, with its own config.
+    assert_eq!(
+        std::fs::read(replica_dir.join("config")).unwrap(),
+        replica_config
+    );
+    assert_eq!(replica.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    assert!(!replica_dir.join("keys").join(&junk_id).exists());
+}

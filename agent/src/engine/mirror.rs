@@ -8,9 +8,16 @@
 //! checked before it is written (a content-addressed object must hash to
 //! its name), so a damaged source object is named, not spread. Nothing is
 //! deleted in the target unless asked (`prune`), and then snapshots go
-//! first, so a reader never finds a snapshot whose data is gone; key files
-//! the source removed go always, so a retired password stops opening the
-//! replica too.
+//! first, so a reader never finds a snapshot whose data is gone.
+//!
+//! The source is not trusted to keep the replica openable: a key file the
+//! source removed is deleted from the replica only by [`retire_keys`], and
+//! only when the replica still opens with the password through a key the
+//! source kept (so a retired password stops opening the replica, and junk
+//! in the source cannot lock it); a config is never overwritten, and a new
+//! one is parsed and bounds-checked before it is written; an object that
+//! cannot be read or does not hash to its name is skipped and named, and
+//! the run goes on.
 
 use futures_util::stream::{self, StreamExt};
 use seawall_common::storage::{FileKind, Listed, Storage};
@@ -64,6 +71,13 @@ pub struct MirrorReport {
     pub pruned: u64,
     /// With `check_only`: what the target lacks or holds differently.
     pub gaps: Vec<Gap>,
+    /// Source objects not copied because they are damaged or unreadable.
+    pub skipped: Vec<Gap>,
+    /// Key files the target holds and the source removed: deleted by
+    /// [`retire_keys`] when that is safe, else kept and named.
+    pub retired_keys: Vec<String>,
+    /// Why retired keys were kept, when they were.
+    pub keys_kept: Option<String>,
     /// Seconds the run took.
     pub duration_secs: f64,
 }
@@ -126,6 +140,18 @@ pub async fn mirror(
                     }
                     true
                 }
+                // A repository's config never changes: a source whose config
+                // differs from the replica's was altered, and the replica's
+                // is kept.
+                Some(_) if kind == FileKind::Config => {
+                    if from.read(kind, "").await? != to.read(kind, "").await? {
+                        report.skipped.push(Gap {
+                            object: kind.path(""),
+                            problem: "differs from the replica's, which was kept: a repository's config never changes; check who altered the source".into(),
+                        });
+                    }
+                    false
+                }
                 // Objects never change once written (the head aside): a
                 // different size is a damaged copy, replaced by the source's.
                 Some(size) if *size != l.size => {
@@ -136,7 +162,7 @@ pub async fn mirror(
                     true
                 }
                 Some(_) if kind.is_single() => {
-                    // config and head are compared by content.
+                    // The head is compared by content.
                     let same = from.read(kind, "").await? == to.read(kind, "").await?;
                     if !same && opts.check_only {
                         report.gaps.push(Gap {
@@ -159,38 +185,38 @@ pub async fn mirror(
         if opts.check_only {
             continue;
         }
-        let copied = copy_all(&from, &to, kind, todo, opts.concurrency, &bytes).await?;
+        let (copied, skipped) = copy_all(&from, &to, kind, todo, opts.concurrency, &bytes).await?;
+        report.skipped.extend(skipped);
         if copied > 0 {
             *report.copied.entry(kind.dir().to_string()).or_default() += copied;
         }
     }
-    // A password removed from the source must stop opening the replica, so
-    // key files go without --prune (never all of them).
+    // A password removed from the source must stop opening the replica:
+    // such key files are named here and deleted by retire_keys, which
+    // holds the password to prove the replica still opens without them.
     let source_keys: std::collections::HashSet<&str> = wanted
         .get(&FileKind::Key)
         .map(|l| l.iter().map(|l| l.name.as_str()).collect())
         .unwrap_or_default();
-    if !source_keys.is_empty() {
-        for l in to.list(FileKind::Key).await? {
-            if source_keys.contains(l.name.as_str()) {
-                continue;
-            }
-            if opts.check_only {
-                report.gaps.push(Gap {
-                    object: FileKind::Key.path(&l.name),
-                    problem: "was removed from the source: its password still opens this replica"
-                        .into(),
-                });
-            } else {
-                to.remove(FileKind::Key, &l.name).await?;
-                report.pruned += 1;
-            }
+    for l in to.list(FileKind::Key).await? {
+        if source_keys.contains(l.name.as_str()) {
+            continue;
+        }
+        if opts.check_only {
+            report.gaps.push(Gap {
+                object: FileKind::Key.path(&l.name),
+                problem: "was removed from the source: its password still opens this replica"
+                    .into(),
+            });
+        } else {
+            report.retired_keys.push(l.name);
         }
     }
     if opts.prune && !opts.check_only {
         report.pruned += prune_target(to.as_ref(), &wanted).await?;
     }
     report.gaps.sort();
+    report.skipped.sort();
     report.bytes_copied = bytes.load(Ordering::Relaxed);
     report.duration_secs = started.elapsed().as_secs_f64();
     Ok(report)
@@ -226,9 +252,11 @@ pub async fn mirror_wal(
         .filter(|l| target.get(&l.name) != Some(&l.size))
         .collect();
     let bytes = Arc::new(AtomicU64::new(0));
+    // A segment the source cannot give now is named in the log and tried
+    // again at the next run (the full mirror run reports it).
     copy_all(&from, &to, FileKind::Wal, todo, concurrency, &bytes)
         .await
-        .map(Some)
+        .map(|(copied, _)| Some(copied))
 }
 
 /// Refuses a target that is another repository.
@@ -264,7 +292,36 @@ async fn check_same_repository(from: &dyn Storage, to: &dyn Storage) -> Result<(
     Ok(())
 }
 
-/// Copies `todo` of one kind, `concurrency` at a time; how many.
+/// What became of one object.
+enum Copy {
+    Copied,
+    /// Damaged or unreadable in the source: not copied, named.
+    Skipped(Gap),
+}
+
+/// Whether `data` may be written as the `kind` object `name`: a
+/// content-addressed object must hash to its name, a key file must parse,
+/// a config must parse within its bounds. Why not, when not.
+fn fit_to_copy(kind: FileKind, name: &str, data: &[u8]) -> Option<String> {
+    if content_addressed(kind) && !name.parse::<Id>().is_ok_and(|id| Id::of_file(data) == id) {
+        return Some(
+            "does not hash to its name: it is damaged in the source; run `seawall verify` there"
+                .into(),
+        );
+    }
+    match kind {
+        FileKind::Key => serde_json::from_slice::<seawall_common::crypto::KeyFile>(data)
+            .err()
+            .map(|e| format!("is not a key file ({e})")),
+        FileKind::Config => seawall_common::repo::config::RepoConfig::parse(data)
+            .err()
+            .map(|e| format!("is not a valid repository config ({e})")),
+        _ => None,
+    }
+}
+
+/// Copies `todo` of one kind, `concurrency` at a time; how many, and what
+/// was skipped. Only a failure to write the target stops the run.
 async fn copy_all(
     from: &Arc<dyn Storage>,
     to: &Arc<dyn Storage>,
@@ -272,40 +329,43 @@ async fn copy_all(
     todo: Vec<Listed>,
     concurrency: usize,
     bytes: &Arc<AtomicU64>,
-) -> Result<u64> {
-    let results: Vec<Result<()>> = stream::iter(todo)
+) -> Result<(u64, Vec<Gap>)> {
+    let results: Vec<Result<Copy>> = stream::iter(todo)
         .map(|l| {
             let (from, to, bytes) = (from.clone(), to.clone(), bytes.clone());
             async move {
-                let data = from.read(kind, &l.name).await?;
-                if content_addressed(kind) {
-                    let name = l.name.clone();
-                    let data = data.clone();
-                    let ok = tokio::task::spawn_blocking(move || {
-                        name.parse::<Id>().is_ok_and(|id| Id::of_file(&data) == id)
-                    })
+                let skipped = |problem: String| {
+                    Ok(Copy::Skipped(Gap {
+                        object: kind.path(&l.name),
+                        problem,
+                    }))
+                };
+                let data = match from.read(kind, &l.name).await {
+                    Ok(d) => d,
+                    Err(e) => return skipped(format!("could not be read from the source: {e}")),
+                };
+                let checked = data.clone();
+                let name = l.name.clone();
+                let unfit = tokio::task::spawn_blocking(move || fit_to_copy(kind, &name, &checked))
                     .await
-                    .unwrap_or(false);
-                    if !ok {
-                        return Err(Error::corrupt(format!(
-                            "{}/{} in the source does not hash to its name: it is damaged there, so it was not copied; run `seawall verify` on the source",
-                            from.location(),
-                            kind.path(&l.name)
-                        )));
-                    }
+                    .unwrap_or_else(|e| Some(format!("not checked: {e}")));
+                if let Some(why) = unfit {
+                    tracing::warn!(object = %kind.path(&l.name), source = %from.location(), "not mirrored: {why}");
+                    return skipped(why);
                 }
                 bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                to.write(kind, &l.name, data).await
+                to.write(kind, &l.name, data).await.map(|()| Copy::Copied)
             }
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
-    let mut copied = 0;
+    let (mut copied, mut skipped) = (0, Vec::new());
     let mut first_error = None;
     for r in results {
         match r {
-            Ok(()) => copied += 1,
+            Ok(Copy::Copied) => copied += 1,
+            Ok(Copy::Skipped(g)) => skipped.push(g),
             Err(e) => {
                 if first_error.is_none() {
                     first_error = Some(e);
@@ -316,8 +376,44 @@ async fn copy_all(
     match first_error {
         // What was copied stays; the next run copies the rest.
         Some(e) => Err(e),
-        None => Ok(copied),
+        None => Ok((copied, skipped)),
     }
+}
+
+/// Deletes the key files the source removed (`report.retired_keys`) from
+/// the replica `target`, but only when the replica opens with the password
+/// through a key the source kept: a hostile or damaged source cannot take
+/// the last working key away. Otherwise they are kept and the report says
+/// why.
+pub async fn retire_keys(
+    target: &crate::engine::repository::RepositorySpec,
+    report: &mut MirrorReport,
+) -> Result<()> {
+    if report.retired_keys.is_empty() {
+        return Ok(());
+    }
+    let repo = match target.open().await {
+        Ok(r) => r,
+        Err(e) => {
+            report.keys_kept = Some(format!(
+                "the replica did not open with the password ({e}), so no key was removed from it"
+            ));
+            return Ok(());
+        }
+    };
+    let current = repo.key_file().to_string();
+    if report.retired_keys.contains(&current) {
+        report.keys_kept = Some(
+            "the password opens the replica only through a key the source removed: no key was removed from it; mirror with the source's current password"
+                .into(),
+        );
+        return Ok(());
+    }
+    for id in report.retired_keys.clone() {
+        repo.remove_key(&id).await?;
+        report.pruned += 1;
+    }
+    Ok(())
 }
 
 /// Deletes from the target what the source no longer holds: snapshots

@@ -299,9 +299,12 @@ async fn mirror_into(
         check_only,
         concurrency: 8,
     };
-    let report =
+    let mut report =
         crate::engine::mirror::mirror(from.storage().await?, req.repository.storage().await?, opts)
             .await?;
+    if !check_only {
+        crate::engine::mirror::retire_keys(&req.repository, &mut report).await?;
+    }
     Ok(Done {
         output: Output::Mirror {
             copied: report.copied.values().sum(),
@@ -322,9 +325,27 @@ async fn mirror_into(
                 .gaps
                 .iter()
                 .map(|g| format!("replaced {} in the replica: {}", g.object, g.problem))
+                .chain(report.keys_kept.iter().map(|why| {
+                    format!(
+                        "kept {} key file(s) the source removed: {why}",
+                        report.retired_keys.len()
+                    )
+                }))
                 .collect()
         },
-        failure: (check_only && !report.gaps.is_empty()).then(|| Failure {
+        failure: if !report.skipped.is_empty() {
+            Some(Failure {
+                kind: ErrorKind::Corrupt,
+                retryable: false,
+                message: format!(
+                    "{} object(s) of the source were not mirrored, the first: {} {}; everything else was",
+                    report.skipped.len(),
+                    report.skipped[0].object,
+                    report.skipped[0].problem
+                ),
+            })
+        } else {
+            (check_only && !report.gaps.is_empty()).then(|| Failure {
             kind: ErrorKind::NotFound,
             retryable: false,
             message: format!(
@@ -333,7 +354,8 @@ async fn mirror_into(
                 report.gaps[0].object,
                 report.gaps[0].problem
             ),
-        }),
+            })
+        },
     })
 }
 

@@ -343,9 +343,11 @@ fn restore_drills_bring_every_kind_of_source_back_in_scratch_and_judge_the_figur
 }
 
 /// What a local user other than the agent's got from each scratch server
-/// a drill started. Whenever a server appears, the drill is frozen (its
-/// job process stopped) while the server is probed, so each is probed
-/// while it serves: as root (the control: it answers) and as `nobody`.
+/// a drill started. The drill is single-stepped: its job processes are
+/// stopped while the scratch directory is looked at and any new server
+/// probed, then let run for a moment, so no server can come and go
+/// between two looks; each is probed while it serves: as root (the
+/// control: it answers) and as `nobody`.
 struct ScratchProbe {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<Vec<Probed>>,
@@ -375,6 +377,8 @@ impl ScratchProbe {
             let mut done = std::collections::BTreeSet::new();
             let mut found = Vec::new();
             while !flag.load(Ordering::SeqCst) {
+                let jobs = drill_jobs(agent);
+                signal(&jobs, nix::sys::signal::Signal::SIGSTOP);
                 let dirs = std::fs::read_dir(&scratch)
                     .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
                     .unwrap_or_default();
@@ -386,21 +390,19 @@ impl ScratchProbe {
                         if done.contains(&pidfile) || !pidfile.exists() {
                             continue;
                         }
-                        let jobs = drill_jobs(agent);
-                        signal(&jobs, nix::sys::signal::Signal::SIGSTOP);
                         let probed = if postgres {
                             probe_postgres(pidfile.parent().unwrap())
                         } else {
                             probe_redis(&pidfile)
                         };
-                        signal(&jobs, nix::sys::signal::Signal::SIGCONT);
                         if let Some(p) = probed {
                             done.insert(pidfile);
                             found.push(p);
                         }
                     }
                 }
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                signal(&jobs, nix::sys::signal::Signal::SIGCONT);
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
             found
         });

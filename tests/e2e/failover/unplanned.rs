@@ -221,7 +221,10 @@ fn a_region_cut_off_is_failed_over_automatically_with_the_loss_and_rto_it_report
     std::thread::sleep(std::time::Duration::from_millis(300));
     let resumed = now_ms();
     drop(frozen);
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    eventually(30, "the east to take a write", || {
+        (checker.acked(1) > 0).then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
     let writes = checker.finish();
     assert!(
         !writes[1].is_empty(),
@@ -293,6 +296,9 @@ fn a_region_partitioned_off_fences_itself_before_the_other_is_promoted_and_is_fa
     let f = w.automatic_failover();
     let wall = now_ms() - cut;
     // The east takes writes for a while.
+    eventually(30, "the east to take a write", || {
+        (checker.acked(1) > 0).then_some(())
+    });
     std::thread::sleep(std::time::Duration::from_secs(1));
     let writes = checker.finish();
     let acked = pg_load.acked().max(acked_before_cut);

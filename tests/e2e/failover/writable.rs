@@ -5,7 +5,7 @@
 //! one that ended after one in the other began.
 
 use super::load::now_ms;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,26 +16,39 @@ pub(super) type Write = (i64, i64);
 pub(super) struct Writable {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<Vec<Write>>>,
+    /// Writes acknowledged so far, per server.
+    counts: Vec<Arc<AtomicU64>>,
 }
 
 impl Writable {
     /// Starts polling each of `dsns` (the table `writable_probe` must exist).
     pub(super) fn start(dsns: &[String]) -> Writable {
         let stop = Arc::new(AtomicBool::new(false));
+        let counts: Vec<Arc<AtomicU64>> = dsns.iter().map(|_| Arc::default()).collect();
         let threads = dsns
             .iter()
-            .map(|dsn| {
-                let (dsn, stop) = (dsn.clone(), stop.clone());
+            .zip(&counts)
+            .map(|(dsn, count)| {
+                let (dsn, stop, count) = (dsn.clone(), stop.clone(), count.clone());
                 std::thread::spawn(move || {
                     tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
                         .unwrap()
-                        .block_on(poll(dsn, stop))
+                        .block_on(poll(dsn, stop, count))
                 })
             })
             .collect();
-        Writable { stop, threads }
+        Writable {
+            stop,
+            threads,
+            counts,
+        }
+    }
+
+    /// Writes the `i`th server has acknowledged so far.
+    pub(super) fn acked(&self, i: usize) -> u64 {
+        self.counts[i].load(Ordering::SeqCst)
     }
 
     /// Stops it; the acknowledged writes of each server, in `dsns` order.
@@ -48,8 +61,10 @@ impl Writable {
     }
 }
 
-async fn poll(dsn: String, stop: Arc<AtomicBool>) -> Vec<Write> {
-    let limit = Duration::from_millis(300);
+async fn poll(dsn: String, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) -> Vec<Write> {
+    // Room for a busy machine: a backend's start or an insert can take
+    // hundreds of ms under a CPU hog; a frozen server never answers.
+    let limit = Duration::from_secs(1);
     let mut client: Option<tokio_postgres::Client> = None;
     let mut acked = Vec::new();
     while !stop.load(Ordering::SeqCst) {
@@ -76,7 +91,10 @@ async fn poll(dsn: String, stop: Arc<AtomicBool>) -> Vec<Write> {
             )
             .await
             {
-                Ok(Ok(_)) => acked.push((sent, now_ms())),
+                Ok(Ok(_)) => {
+                    acked.push((sent, now_ms()));
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
                 Ok(Err(_)) => {}
                 // A write hanging on a frozen or stopping server.
                 Err(_) => client = None,

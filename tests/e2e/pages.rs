@@ -285,6 +285,27 @@ fn the_status_page_shows_the_fleet_and_its_drills_to_operators_only() {
         cookie.contains("HttpOnly") && cookie.contains("Secure"),
         "{cookie}"
     );
+    let header = |got: &Got, name: &str| {
+        got.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(header(&by_token, "location").as_deref(), Some("/"));
+    // The redirect never leaves the page's own addresses, and a caller let
+    // in by its certificate cannot plant a cookie through the query.
+    let away = https_get(
+        pkidir,
+        port,
+        "//evil.example/x?token=status-page-token-4f1c",
+        None,
+        "",
+    );
+    assert_eq!(away.status, 303);
+    assert_eq!(header(&away, "location").as_deref(), Some("/"));
+    let planted = https_get(pkidir, port, "/?token=planted", Some("ops"), "");
+    assert_eq!(planted.status, 303);
+    assert_eq!(header(&planted, "set-cookie"), None);
 
     // In a browser: the token once, then the page from its cookie.
     let shot = dir.join("status.png");

@@ -184,6 +184,21 @@ fn refusal(status: StatusCode, why: &str) -> Response<Full<Bytes>> {
     )
 }
 
+/// `path` when it is one of this page's own (`/`, `/drills/ID`), else `/`.
+fn own_page(path: &str) -> &str {
+    let drill = path.strip_prefix("/drills/").is_some_and(|id| {
+        !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    });
+    if path == "/" || drill {
+        path
+    } else {
+        "/"
+    }
+}
+
 /// Answers one request.
 async fn respond(
     coord: &Coordinator,
@@ -218,19 +233,27 @@ async fn respond(
     };
     let path = req.uri().path().to_string();
     if in_query {
-        // The token leaves the address bar (and history) for a cookie.
+        // The token leaves the address bar (and history) for a cookie, and
+        // the browser goes back to the page it asked for: one of this
+        // page's own, never another site (`//host/...`).
         let mut r = page(StatusCode::SEE_OTHER, String::new());
-        if let Ok(v) = http::HeaderValue::from_str(&path) {
+        if let Ok(v) = http::HeaderValue::from_str(own_page(&path)) {
             r.headers_mut().insert(header::LOCATION, v);
         }
+        // Only the operator token itself goes into the cookie (a caller
+        // let in by its certificate may have put anything in the query).
+        let valid = coord.operator_auth.who(None, token.as_deref()).is_ok();
         let cookie = format!(
             "{COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict",
             token
+                .filter(|_| valid)
                 .unwrap_or_default()
                 .replace(|c: char| c.is_ascii_control() || c == ';', "")
         );
-        if let Ok(v) = http::HeaderValue::from_str(&cookie) {
-            r.headers_mut().insert(header::SET_COOKIE, v);
+        if valid {
+            if let Ok(v) = http::HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
         }
         return r;
     }

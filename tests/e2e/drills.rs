@@ -13,6 +13,7 @@ use crate::redis::RedisServer;
 use crate::topology::{strings, Scenario, Service, Topology};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// The pack holding the first chunk of the first non-empty file of the
 /// newest snapshot of `source`, and an offset inside that chunk.
@@ -127,6 +128,7 @@ fn restore_drills_bring_every_kind_of_source_back_in_scratch_and_judge_the_figur
     )
     .unwrap();
     let scratch = dir.join("scratch");
+    let gate = RedisGate::new(dir);
 
     let pki = Pki::new(&dir.join("pki"));
     let topology = format!(
@@ -156,8 +158,9 @@ fn restore_drills_bring_every_kind_of_source_back_in_scratch_and_judge_the_figur
     let addr = c.address();
     let dsn = pg.dsn("postgres");
     let sources = format!(
-        "[drills]\nscratch_dir = \"{}\"\n\n[[sources]]\nname = \"docs\"\nkind = \"files\"\npaths = [\"{}\"]\n\n[[sources]]\nname = \"pgphys\"\nkind = \"postgres\"\nphysical = true\ndsn = \"{dsn}\"\npg_bin = \"{}\"\n\n[[sources]]\nname = \"pglog\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\npg_bin = \"{}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\n\n[[sources]]\nname = \"sessions\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}/1\"\nkeys = [\"s:*\"]\n",
+        "[drills]\nscratch_dir = \"{}\"\nredis_server = \"{}\"\n\n[[sources]]\nname = \"docs\"\nkind = \"files\"\npaths = [\"{}\"]\n\n[[sources]]\nname = \"pgphys\"\nkind = \"postgres\"\nphysical = true\ndsn = \"{dsn}\"\npg_bin = \"{}\"\n\n[[sources]]\nname = \"pglog\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\npg_bin = \"{}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\n\n[[sources]]\nname = \"sessions\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}/1\"\nkeys = [\"s:*\"]\n",
         scratch.display(),
+        gate.program().display(),
         files.display(),
         pg_bin().display(),
         pg_bin().display(),
@@ -194,9 +197,10 @@ fn restore_drills_bring_every_kind_of_source_back_in_scratch_and_judge_the_figur
 
     // 1. By hand, deep: every source restored, checked, torn down; met.
     // Meanwhile another local user tries every scratch server.
-    let probe = ScratchProbe::start(scratch.clone(), _a1.pid());
+    let probe = ScratchProbe::start(scratch.clone(), _a1.pid(), gate.dir.clone());
     let (code, met) = drill(&pki, &addr, &["restore", "shop", "--deep"]);
     let probed = probe.finish();
+    std::fs::write(gate.dir.join("open"), b"").unwrap();
     let (mut postgres, mut redis) = (0, 0);
     for p in &probed {
         match p {
@@ -368,17 +372,61 @@ enum Probed {
     },
 }
 
+/// The drills' redis-server, held after it started until the test has
+/// tried it (a drill's Redis may live for only milliseconds): it writes
+/// `up.PID` into its directory and waits for `go.PID`.
+struct RedisGate {
+    dir: PathBuf,
+}
+
+impl RedisGate {
+    fn new(root: &Path) -> RedisGate {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = root.join("redis-gate");
+        std::fs::create_dir_all(&dir).unwrap();
+        // The scratch server runs as another user: it must reach this.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let real = crate::fixtures::require("redis-server");
+        let d = dir.display();
+        let script = format!(
+            "#!/bin/sh\n{} \"$@\" || exit $?\nprev=; for a in \"$@\"; do [ \"$prev\" = --pidfile ] && pf=$a; prev=$a; done\ni=0\nwhile [ ! -s \"$pf\" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n[ -e {d}/open ] && exit 0\ntouch {d}/up.$$\ni=0\nwhile [ ! -e {d}/go.$$ ] && [ ! -e {d}/open ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n",
+            real.display()
+        );
+        std::fs::write(dir.join("redis-server"), script).unwrap();
+        std::fs::set_permissions(
+            dir.join("redis-server"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        RedisGate { dir }
+    }
+
+    fn program(&self) -> PathBuf {
+        self.dir.join("redis-server")
+    }
+}
+
 impl ScratchProbe {
-    fn start(scratch: PathBuf, agent: i32) -> ScratchProbe {
+    fn start(scratch: PathBuf, agent: i32, gate: PathBuf) -> ScratchProbe {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut done = std::collections::BTreeSet::new();
+            let mut held_since = std::collections::HashMap::new();
             let mut found = Vec::new();
             while !flag.load(Ordering::SeqCst) {
-                let jobs = drill_jobs(agent);
-                signal(&jobs, nix::sys::signal::Signal::SIGSTOP);
+                // Stopped until no job the agent started since escapes.
+                let mut jobs = Vec::new();
+                loop {
+                    let now = drill_jobs(agent);
+                    let new: Vec<i32> = now.into_iter().filter(|p| !jobs.contains(p)).collect();
+                    if new.is_empty() {
+                        break;
+                    }
+                    signal(&new, nix::sys::signal::Signal::SIGSTOP);
+                    jobs.extend(new);
+                }
                 let dirs = std::fs::read_dir(&scratch)
                     .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
                     .unwrap_or_default();
@@ -399,6 +447,27 @@ impl ScratchProbe {
                             done.insert(pidfile);
                             found.push(p);
                         }
+                    }
+                }
+                // A held redis-server goes on once every Redis there is
+                // was tried (or after 20 s, when its probe never succeeds).
+                let redis_left = std::fs::read_dir(&scratch)
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| e.path().join("redis/redis.pid"))
+                            .any(|p| p.exists() && !done.contains(&p))
+                    })
+                    .unwrap_or(false);
+                for up in std::fs::read_dir(&gate).unwrap().flatten() {
+                    let name = up.file_name().to_string_lossy().to_string();
+                    let Some(pid) = name.strip_prefix("up.") else {
+                        continue;
+                    };
+                    let held = held_since
+                        .entry(pid.to_string())
+                        .or_insert_with(Instant::now);
+                    if !redis_left || held.elapsed() > Duration::from_secs(20) {
+                        let _ = std::fs::write(gate.join(format!("go.{pid}")), b"");
                     }
                 }
                 signal(&jobs, nix::sys::signal::Signal::SIGCONT);
@@ -518,6 +587,14 @@ fn probe_redis(pidfile: &Path) -> Option<Probed> {
         return None;
     }
     let said = as_nobody(Path::new("redis-cli"), &["-p", &p, "DBSIZE"]);
+    // Still serving, or the answer proves nothing: try again later.
+    let again = Command::new("redis-cli")
+        .args(["-p", &p, "--no-auth-warning", "-a", password, "PING"])
+        .output()
+        .ok()?;
+    if String::from_utf8_lossy(&again.stdout).trim() != "PONG" {
+        return None;
+    }
     Some(Probed::Redis {
         port,
         uid,

@@ -579,20 +579,19 @@ fn probe_redis(pidfile: &Path) -> Option<Probed> {
     let conf = std::fs::read_to_string(pidfile.parent()?.join("scratch.conf")).ok()?;
     let password = conf.trim().strip_prefix("requirepass ")?;
     let p = port.to_string();
-    let control = Command::new("redis-cli")
-        .args(["-p", &p, "--no-auth-warning", "-a", password, "PING"])
-        .output()
-        .ok()?;
-    if String::from_utf8_lossy(&control.stdout).trim() != "PONG" {
+    // Whether the server answers its owner (with the password).
+    let serving = || {
+        Command::new("redis-cli")
+            .args(["-p", &p, "--no-auth-warning", "-a", password, "PING"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+    };
+    if !serving() {
         return None;
     }
     let said = as_nobody(Path::new("redis-cli"), &["-p", &p, "DBSIZE"]);
     // Still serving, or the answer proves nothing: try again later.
-    let again = Command::new("redis-cli")
-        .args(["-p", &p, "--no-auth-warning", "-a", password, "PING"])
-        .output()
-        .ok()?;
-    if String::from_utf8_lossy(&again.stdout).trim() != "PONG" {
+    if !serving() {
         return None;
     }
     Some(Probed::Redis {

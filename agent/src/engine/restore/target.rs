@@ -27,8 +27,15 @@ pub fn create_dir(target: &Path, rel: &Path) -> Result<()> {
                 path.display()
             ),
         )),
+        // Owner-only while its files are written: the snapshot's mode is
+        // set last, once everything inside is in place, so no other local
+        // user reads a file of a private directory in the meantime.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir(&path).map_err(|e| Error::io(path.display(), e))
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&path)
+                .map_err(|e| Error::io(path.display(), e))
         }
         Err(e) => Err(Error::io(path.display(), e)),
     }
@@ -87,4 +94,33 @@ pub fn replace_with_special(path: &Path, node: &Node) -> Result<()> {
         node.rdev as libc::dev_t,
     )
     .map_err(|e| Error::io(path.display(), std::io::Error::from(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_restored_directory_is_owner_only_until_its_mode_is_set() {
+        let target = tempfile::tempdir().unwrap();
+        create_dir(target.path(), Path::new("private")).unwrap();
+        let mode = std::fs::metadata(target.path().join("private"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // An existing directory is left as it is.
+        std::fs::set_permissions(
+            target.path().join("private"),
+            std::fs::Permissions::from_mode(0o750),
+        )
+        .unwrap();
+        create_dir(target.path(), Path::new("private")).unwrap();
+        let mode = std::fs::metadata(target.path().join("private"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o750);
+    }
 }

@@ -79,11 +79,8 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<u8> {
         for gap in &report.skipped {
             eprintln!("skipped: {} {}", gap.object, gap.problem);
         }
-        if let Some(why) = &report.keys_kept {
-            eprintln!(
-                "kept {} key file(s) the source removed: {why}",
-                report.retired_keys.len()
-            );
+        if let Some(line) = report.kept_keys() {
+            eprintln!("{line}");
         }
         if let Some(v) = &hurt {
             for p in &v.problems {
@@ -94,13 +91,8 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    if !report.skipped.is_empty() {
-        anyhow::bail!(
-            "{} object(s) of the source were not mirrored, the first: {} {}; everything else was",
-            report.skipped.len(),
-            report.skipped[0].object,
-            report.skipped[0].problem
-        );
+    if let Some(failed) = report.not_mirrored() {
+        anyhow::bail!("{failed}");
     }
     if a.check && !report.gaps.is_empty() {
         anyhow::bail!(

@@ -82,6 +82,30 @@ pub struct MirrorReport {
     pub duration_secs: f64,
 }
 
+impl MirrorReport {
+    /// What failed the run when objects were skipped, in one line.
+    pub fn not_mirrored(&self) -> Option<String> {
+        let first = self.skipped.first()?;
+        Some(format!(
+            "{} object(s) of the source were not mirrored, the first: {} {}; everything else was",
+            self.skipped.len(),
+            first.object,
+            first.problem
+        ))
+    }
+
+    /// Why key files the source removed are still in the replica, in one
+    /// line, when they are.
+    pub fn kept_keys(&self) -> Option<String> {
+        self.keys_kept.as_ref().map(|why| {
+            format!(
+                "kept {} key file(s) the source removed: {why}",
+                self.retired_keys.len()
+            )
+        })
+    }
+}
+
 /// The order objects are copied in; the reverse is the order of deletion.
 const ORDER: [FileKind; 8] = [
     FileKind::Key,
@@ -344,11 +368,16 @@ async fn copy_all(
                     Ok(d) => d,
                     Err(e) => return skipped(format!("could not be read from the source: {e}")),
                 };
-                let checked = data.clone();
-                let name = l.name.clone();
-                let unfit = tokio::task::spawn_blocking(move || fit_to_copy(kind, &name, &checked))
-                    .await
-                    .unwrap_or_else(|e| Some(format!("not checked: {e}")));
+                // WAL and the head have nothing to check: no thread for them
+                // (the WAL follower copies segments every few seconds).
+                let unfit = if content_addressed(kind) || kind == FileKind::Config {
+                    let (checked, name) = (data.clone(), l.name.clone());
+                    tokio::task::spawn_blocking(move || fit_to_copy(kind, &name, &checked))
+                        .await
+                        .unwrap_or_else(|e| Some(format!("not checked: {e}")))
+                } else {
+                    None
+                };
                 if let Some(why) = unfit {
                     tracing::warn!(object = %kind.path(&l.name), source = %from.location(), "not mirrored: {why}");
                     return skipped(why);

@@ -325,24 +325,14 @@ async fn mirror_into(
                 .gaps
                 .iter()
                 .map(|g| format!("replaced {} in the replica: {}", g.object, g.problem))
-                .chain(report.keys_kept.iter().map(|why| {
-                    format!(
-                        "kept {} key file(s) the source removed: {why}",
-                        report.retired_keys.len()
-                    )
-                }))
+                .chain(report.kept_keys())
                 .collect()
         },
-        failure: if !report.skipped.is_empty() {
+        failure: if let Some(message) = report.not_mirrored() {
             Some(Failure {
                 kind: ErrorKind::Corrupt,
                 retryable: false,
-                message: format!(
-                    "{} object(s) of the source were not mirrored, the first: {} {}; everything else was",
-                    report.skipped.len(),
-                    report.skipped[0].object,
-                    report.skipped[0].problem
-                ),
+                message,
             })
         } else {
             (check_only && !report.gaps.is_empty()).then(|| Failure {

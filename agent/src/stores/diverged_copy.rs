@@ -26,6 +26,21 @@ pub struct Keeper {
     pub source: String,
 }
 
+impl Keeper {
+    /// The keeper of `source`'s diverged copies: the agent's repository,
+    /// as the agent.
+    pub fn of(config: &crate::daemon::config::AgentConfig, source: &str) -> Keeper {
+        Keeper {
+            repository: config.repository.spec(),
+            origin: Origin {
+                region: Some(config.region.clone()),
+                agent: Some(config.id.clone()),
+            },
+            source: source.to_string(),
+        }
+    }
+}
+
 /// Backs `spec` up into the repository as the diverged copy of the
 /// keeper's source (tagged `diverged`, source `<source>.diverged`);
 /// returns the snapshot's id.

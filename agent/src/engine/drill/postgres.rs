@@ -17,7 +17,9 @@ use crate::engine::postgres::check::{check_postgres, CheckReport, ChecksFile, De
 use crate::engine::postgres::conn::{connect, with_database};
 use crate::engine::postgres::logical::{restore_logical, LogicalRestoreOptions};
 use crate::engine::postgres::physical::PhysicalFacts;
-use crate::engine::postgres::recovery::{as_user, restore_physical, PitrOptions, RecoveryTarget};
+use crate::engine::postgres::recovery::{
+    as_user, chown_to, restore_physical, PitrOptions, RecoveryTarget,
+};
 use crate::engine::postgres::tools::output;
 use crate::engine::postgres::walname::WalKind;
 use crate::engine::restore::running_as_root;
@@ -79,15 +81,6 @@ fn checks(ctx: &Context<'_>) -> Result<ChecksFile> {
         Some(p) => ChecksFile::load(p),
         None => Ok(ChecksFile::default()),
     }
-}
-
-async fn chown(user: &Option<String>, path: &Path) -> Result<()> {
-    if let Some(u) = user {
-        let mut cmd = tokio::process::Command::new("chown");
-        cmd.arg("-R").arg(format!("{u}:")).arg(path);
-        output(cmd, "chown").await?;
-    }
-    Ok(())
 }
 
 /// Fetches the archived WAL recovery may replay (from the backup's first
@@ -160,7 +153,7 @@ pub async fn physical(
             programs(ctx, &needed(ctx, &["pg_ctl", "postgres"]))?;
             let facts = PhysicalFacts::of(ctx.snap)?;
             let (wal_files, wal_bytes) = fetch_wal(ctx, &facts, &wal_dir).await?;
-            chown(&user, &wal_dir).await?;
+            chown_to(user.as_deref(), &wal_dir).await?;
             let copy = format!("cp '{}/%f' '%p'", wal_dir.display());
             let r = restore_physical(
                 ctx.repo.clone(),
@@ -366,7 +359,7 @@ async fn start_empty_cluster(
     user: &Option<String>,
 ) -> Result<()> {
     std::fs::create_dir_all(datadir).map_err(|e| Error::io(datadir.display(), e))?;
-    chown(user, datadir).await?;
+    chown_to(user.as_deref(), datadir).await?;
     let mut init = as_user(ctx.tools.path("initdb")?, user.as_deref());
     init.arg("-D")
         .arg(datadir)

@@ -389,6 +389,17 @@ pub(crate) fn as_user(program: PathBuf, user: Option<&str>) -> tokio::process::C
     }
 }
 
+/// Gives `path` and everything under it to `user` (a server run as that
+/// user must own its files); nothing when no user is named.
+pub(crate) async fn chown_to(user: Option<&str>, path: &Path) -> Result<()> {
+    if let Some(u) = user {
+        let mut cmd = tokio::process::Command::new("chown");
+        cmd.arg("-R").arg(format!("{u}:")).arg(path);
+        super::tools::output(cmd, "chown").await?;
+    }
+    Ok(())
+}
+
 async fn start_and_wait(dir: &Path, log: &Path, opts: &PitrOptions) -> Result<()> {
     let mut cmd = as_user(opts.tools.path("pg_ctl")?, opts.run_as.as_deref());
     cmd.arg("-D")

@@ -273,6 +273,15 @@ fn check(manifest: &[u8], sums: &HashMap<String, (u64, u32)>) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A tar header for a symlink entry.
+    fn symlink_header() -> tar::Header {
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        link.set_mode(0o777);
+        link
+    }
+
     #[test]
     fn a_symlink_in_the_tar_cannot_carry_a_later_entry_outside() {
         let dir = tempfile::tempdir().unwrap();
@@ -280,10 +289,7 @@ mod tests {
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
         let mut b = tar::Builder::new(Vec::new());
-        let mut link = tar::Header::new_gnu();
-        link.set_entry_type(tar::EntryType::Symlink);
-        link.set_size(0);
-        link.set_mode(0o777);
+        let mut link = symlink_header();
         b.append_link(&mut link, "pg_tblspc/x", outside.path())
             .unwrap();
         let mut h = tar::Header::new_gnu();
@@ -313,10 +319,7 @@ mod tests {
         std::fs::create_dir(&data).unwrap();
         // The tar itself may not carry a link outside pg_tblspc ...
         let mut b = tar::Builder::new(Vec::new());
-        let mut link = tar::Header::new_gnu();
-        link.set_entry_type(tar::EntryType::Symlink);
-        link.set_size(0);
-        link.set_mode(0o777);
+        let mut link = symlink_header();
         b.append_link(&mut link, "x", outside.path()).unwrap();
         let mut d = tar::Header::new_gnu();
         d.set_entry_type(tar::EntryType::Directory);

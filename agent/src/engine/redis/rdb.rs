@@ -334,11 +334,7 @@ async fn scratch_config(dir: &Path, password: &str, run_as: Option<&str>) -> Res
             std::io::Write::write_all(&mut f, format!("requirepass {password}\n").as_bytes())
         })
         .map_err(|e| Error::io(conf.display(), e))?;
-    if let Some(user) = run_as {
-        let mut cmd = tokio::process::Command::new("chown");
-        cmd.arg("-R").arg(format!("{user}:")).arg(dir);
-        super::super::postgres::tools::output(cmd, "chown").await?;
-    }
+    crate::engine::postgres::recovery::chown_to(run_as, dir).await?;
     Ok(conf)
 }
 

@@ -104,12 +104,15 @@ mod tests {
     #[test]
     fn a_restored_directory_is_owner_only_until_its_mode_is_set() {
         let target = tempfile::tempdir().unwrap();
+        let mode = || {
+            std::fs::metadata(target.path().join("private"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
         create_dir(target.path(), Path::new("private")).unwrap();
-        let mode = std::fs::metadata(target.path().join("private"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(mode(), 0o700);
         // An existing directory is left as it is.
         std::fs::set_permissions(
             target.path().join("private"),
@@ -117,10 +120,6 @@ mod tests {
         )
         .unwrap();
         create_dir(target.path(), Path::new("private")).unwrap();
-        let mode = std::fs::metadata(target.path().join("private"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o750);
+        assert_eq!(mode(), 0o750);
     }
 }

@@ -59,14 +59,7 @@ impl PostgresStore {
                 },
                 memory: memory_path(&config.state_dir, &source.name),
             },
-            keeper: crate::stores::diverged_copy::Keeper {
-                repository: config.repository.spec(),
-                origin: seawall_common::repo::snapshot::Origin {
-                    region: Some(config.region.clone()),
-                    agent: Some(config.id.clone()),
-                },
-                source: source.name.clone(),
-            },
+            keeper: crate::stores::diverged_copy::Keeper::of(config, &source.name),
             client: Mutex::new(None),
         }
     }

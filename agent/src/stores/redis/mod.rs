@@ -38,14 +38,7 @@ impl RedisStore {
         let state_dir = &config.state_dir;
         RedisStore {
             url: url.to_string(),
-            keeper: crate::stores::diverged_copy::Keeper {
-                repository: config.repository.spec(),
-                origin: seawall_common::repo::snapshot::Origin {
-                    region: Some(config.region.clone()),
-                    agent: Some(config.id.clone()),
-                },
-                source: source.to_string(),
-            },
+            keeper: crate::stores::diverged_copy::Keeper::of(config, source),
             fence_memory: fence::memory_path(state_dir, source),
             con: Mutex::new(None),
         }

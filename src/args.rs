@@ -415,6 +415,10 @@ pub struct AuditArgs {
     /// Only entries from the last DURATION ("1h", "7d").
     #[arg(long, value_parser = duration_arg)]
     pub since: Option<std::time::Duration>,
+    /// Only entries older than the one with this key (the next page: the
+    /// key the previous listing ended with).
+    #[arg(long, value_name = "KEY")]
+    pub before: Option<String>,
     /// Connection.
     #[command(flatten)]
     pub op: OperatorArgs,

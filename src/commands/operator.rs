@@ -486,6 +486,7 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<u8> {
     let req = ListAuditRequest {
         limit: a.limit,
         since_unix_ms,
+        before: a.before.unwrap_or_default(),
     };
     let r = op
         .client
@@ -500,7 +501,7 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<u8> {
                 .map(|e| {
                     json!({
                         "at_unix_ms": e.at_unix_ms, "epoch": e.epoch, "replica": e.replica,
-                        "actor": e.actor, "event": e.event,
+                        "actor": e.actor, "event": e.event, "key": e.key,
                     })
                 })
                 .collect::<Vec<_>>(),
@@ -520,6 +521,13 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<u8> {
             e.actor,
             e.event
         );
+    }
+    if let Some(last) = r
+        .entries
+        .last()
+        .filter(|_| r.entries.len() >= a.limit as usize)
+    {
+        println!("older entries: seawall audit --before {}", last.key);
     }
     Ok(0)
 }

@@ -128,7 +128,7 @@ pub(crate) fn http_get(port: u16, path: &str) -> String {
     out
 }
 
-async fn channel(pki: &Pki, addr: &str, holder: Option<&str>) -> Channel {
+pub(crate) async fn channel(pki: &Pki, addr: &str, holder: Option<&str>) -> Channel {
     let read = |f: &str| std::fs::read(pki.dir.join(f)).unwrap();
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read("ca.pem")))

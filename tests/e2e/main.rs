@@ -24,6 +24,7 @@ mod file_metadata;
 mod files;
 mod fleet;
 mod fleet_ha;
+mod hostile_agent;
 mod hostile_network;
 mod mirror;
 mod pages;

@@ -4,6 +4,7 @@
 //! lease), takes heartbeats, progress and results, and sends commands
 //! stamped with its epoch.
 
+use super::agent_input::{bounded, oversized_hello};
 use crate::fleet::auth::peer_identity;
 use crate::fleet::registry::{next_session_id, Session};
 use crate::jobs::{AttemptFailure, Coordinator, Lead};
@@ -57,22 +58,8 @@ fn check_hello(hello: &Hello, region: &str, name: &str) -> Result<(), Status> {
             hello.agent_id
         )));
     }
-    if hello.sources.len() > 1000 || hello.running_jobs.len() > 10_000 {
-        return Err(Status::invalid_argument(
-            "hello lists too many sources or jobs",
-        ));
-    }
-    let too_long = hello.version.len() > 128
-        || hello.hostname.len() > 255
-        || hello
-            .sources
-            .iter()
-            .any(|s| s.name.len() > 128 || s.kind.len() > 64)
-        || hello.running_jobs.iter().any(|j| j.len() > MAX_JOB_ID);
-    if too_long {
-        return Err(Status::invalid_argument(
-            "hello carries an over-long version, hostname, source name or job id",
-        ));
+    if let Some(why) = oversized_hello(hello) {
+        return Err(Status::invalid_argument(why));
     }
     Ok(())
 }
@@ -359,7 +346,7 @@ async fn reconcile(coord: &Coordinator, lead: &Lead, session: &Session, hello: &
 }
 
 pub(crate) async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, msg: AgentMessage) {
-    match msg.body {
+    match bounded(msg).body {
         Some(agent_message::Body::Heartbeat(h)) => {
             // Stored before the lease is granted: the leader's count of
             // the agent's bound never starts before the agent's own.
@@ -393,19 +380,8 @@ pub(crate) async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, 
                 return;
             };
             // An agent reports only for jobs of its own region it was given.
-            if job.region != session.region || job.agent_id.as_deref() != Some(&session.agent_id) {
-                tracing::warn!(agent = %session.agent_id, job = %r.job_id, "result for a job this agent was not given; refused");
-                coord
-                    .audit(
-                        lead,
-                        &session.agent_id,
-                        format!(
-                            "refused a result for job {} of region {}",
-                            r.job_id, job.region
-                        ),
-                    )
-                    .await;
-                recorded(lead, session, &r.job_id).await;
+            if !assigned_to(&job, session) {
+                refuse_foreign_result(coord, lead, session, &r.job_id, &job.region).await;
                 return;
             }
             session
@@ -414,12 +390,6 @@ pub(crate) async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, 
                     Some(n.saturating_sub(1))
                 })
                 .ok();
-            let mut r = r;
-            r.error = capped(&r.error, MAX_ERROR);
-            r.warnings.truncate(20);
-            for w in &mut r.warnings {
-                *w = capped(w, MAX_WARNING);
-            }
             let span = tracing::info_span!("job", job = %r.job_id, epoch = r.epoch, agent = %session.agent_id);
             let _entered = span.enter();
             let succeeded = r.status == OperationStatus::Succeeded as i32
@@ -449,8 +419,7 @@ pub(crate) async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, 
             }
         }
         Some(agent_message::Body::Refused(r)) => {
-            let reason = capped(&r.reason, MAX_REASON);
-            let job_id = capped(&r.job_id, MAX_JOB_ID);
+            let (reason, job_id) = (r.reason.clone(), r.job_id.clone());
             // Only a refusal of a job this agent was given counts: another
             // agent's job, or one already settled, is left as it is.
             let Some((job, _)) = coord.active_job(lead, &r.job_id) else {
@@ -494,30 +463,49 @@ pub(crate) async fn handle(coord: &Coordinator, lead: &Lead, session: &Session, 
     }
 }
 
+/// A result for a job this agent was not given: counted, audited at most
+/// once a minute, and the session ended when the agent keeps at it.
+async fn refuse_foreign_result(
+    coord: &Coordinator,
+    lead: &Lead,
+    session: &Session,
+    job_id: &str,
+    job_region: &str,
+) {
+    use crate::fleet::offences::{Verdict, CUT_OFF};
+    let verdict = coord
+        .offences
+        .note(&session.region, &session.agent_id, now_ms());
+    let (audit, cut_off) = match verdict {
+        Verdict::Audit { count } => (Some(count), false),
+        Verdict::Counted => (None, false),
+        Verdict::CutOff { audit } => (audit, true),
+    };
+    if let Some(count) = audit {
+        tracing::warn!(agent = %session.agent_id, region = %session.region, job = %job_id, count, "results for jobs this agent was not given; refused");
+        let event = if count == 1 {
+            format!("refused a result for job {job_id} of region {job_region}")
+        } else {
+            format!("refused {count} results for jobs it was not given (the last: job {job_id} of region {job_region})")
+        };
+        coord.audit(lead, &session.agent_id, event).await;
+    }
+    if cut_off {
+        tracing::warn!(agent = %session.agent_id, region = %session.region, "more than {CUT_OFF} results for jobs this agent was not given in a minute: ending its session");
+        let _ = session
+            .outbox
+            .try_send(Err(Status::permission_denied(format!(
+                "more than {CUT_OFF} results for jobs this agent was not given in a minute"
+            ))));
+        session.ended.cancel();
+        return;
+    }
+    recorded(lead, session, job_id).await;
+}
+
 /// Whether `job` was assigned to this session's agent (name and region).
 fn assigned_to(job: &crate::model::records::JobRecord, session: &Session) -> bool {
     job.region == session.region && job.agent_id.as_deref() == Some(session.agent_id.as_str())
-}
-
-/// Longest refusal reason kept (agent-supplied text goes into the store).
-const MAX_REASON: usize = 512;
-/// Longest job id echoed from an agent.
-const MAX_JOB_ID: usize = 256;
-/// Longest error message of a result kept.
-pub const MAX_ERROR: usize = 4096;
-/// Longest single warning kept.
-pub const MAX_WARNING: usize = 1024;
-
-/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
-pub fn capped(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes cut)", &text[..end], text.len() - end)
 }
 
 /// Tells the agent a job's result needs no resending.

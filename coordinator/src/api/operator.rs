@@ -314,24 +314,43 @@ impl OperatorService for OperatorApi {
         } else {
             req.limit.min(10_000)
         } as usize;
-        // Keys sort by time: read them all (history_keep bounds how many)
-        // and keep the newest.
-        let entries: Vec<crate::model::records::AuditEntry> = self.decode_all("audit/").await?;
-        Ok(Response::new(ListAuditReply {
-            entries: entries
-                .into_iter()
-                .rev()
-                .filter(|e| e.at_ms >= req.since_unix_ms)
-                .take(limit)
-                .map(|e| AuditEntry {
-                    at_unix_ms: e.at_ms,
-                    epoch: e.epoch,
-                    replica: e.replica,
-                    actor: e.actor,
-                    event: e.event,
-                })
-                .collect(),
-        }))
+        // Keys sort by time: read newest first, a page at a time, until
+        // enough, or older than asked (never the whole log at once).
+        let mut entries = Vec::with_capacity(limit.min(1024));
+        let mut before = (!req.before.is_empty()).then_some(req.before);
+        'pages: loop {
+            let asked = (limit - entries.len()).min(256);
+            let page = self
+                .coord
+                .store
+                .list_newest("audit/", before.as_deref(), asked)
+                .await
+                .map_err(store_failed)?;
+            let Some(last) = page.last() else { break };
+            before = Some(last.key.clone());
+            let exhausted = page.len() < asked;
+            for e in page {
+                let Ok(a) = serde_json::from_slice::<crate::model::records::AuditEntry>(&e.value)
+                else {
+                    continue;
+                };
+                if a.at_ms < req.since_unix_ms {
+                    break 'pages;
+                }
+                entries.push(AuditEntry {
+                    at_unix_ms: a.at_ms,
+                    epoch: a.epoch,
+                    replica: a.replica,
+                    actor: a.actor,
+                    event: a.event,
+                    key: e.key,
+                });
+            }
+            if entries.len() >= limit || exhausted {
+                break;
+            }
+        }
+        Ok(Response::new(ListAuditReply { entries }))
     }
 
     async fn list_backups(

@@ -67,6 +67,8 @@ pub struct Coordinator {
     pub probes: crate::fleet::pending::Pending<seawall_proto::v1::ProbeReply>,
     /// Failover actions awaiting their agents' answers.
     pub actions: crate::fleet::pending::Pending<seawall_proto::v1::ActionReply>,
+    /// Results agents sent for jobs they were not given, per agent.
+    pub offences: crate::fleet::offences::Offences,
     lead: RwLock<Option<Arc<Lead>>>,
 }
 
@@ -96,6 +98,7 @@ impl Coordinator {
             revoked: Arc::default(),
             probes: Default::default(),
             actions: Default::default(),
+            offences: Default::default(),
             lead: RwLock::new(None),
         }
     }

@@ -256,11 +256,12 @@ async fn round(
         metrics::report(&report);
         reports.push(report);
     }
-    save(coord, lead, &reports).await?;
+    // What was seen is remembered even when a report was not stored.
+    let saved = save(coord, lead, &reports).await;
     for r in reports {
         memory.previous.insert(r.service.clone(), r);
     }
-    Ok(())
+    saved
 }
 
 /// The last reports a previous leader stored, so positions and canary
@@ -285,26 +286,35 @@ async fn load(coord: &Coordinator, memory: &mut Memory) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes every report in one transaction (one round trip, one fsync).
+/// Writes each service's report on its own, all at once: one service's
+/// report that cannot be stored (too large, refused) leaves the others'
+/// fresh. The errors are named by service.
 async fn save(
     coord: &Coordinator,
     lead: &Lead,
     reports: &[ServiceReplication],
 ) -> Result<(), String> {
-    let mut values = Vec::with_capacity(reports.len());
-    for r in reports {
-        let v = serde_json::to_vec(r).map_err(|e| format!("report not encoded: {e}"))?;
-        values.push((key(&r.service), v));
-    }
-    let Some(((k, v), rest)) = values.split_first() else {
-        return Ok(());
-    };
-    coord
-        .store
-        .put_with(lead.fence(), k, v, None, rest)
+    let writes = reports.iter().map(|r| async move {
+        let v = serde_json::to_vec(r).map_err(|e| format!("{}: not encoded: {e}", r.service))?;
+        coord
+            .store
+            .put(lead.fence(), &key(&r.service), &v, None)
+            .await
+            .map_err(|e| format!("{}: {e}", r.service))
+    });
+    let failed: Vec<String> = futures_util::future::join_all(writes)
         .await
-        .map_err(|e| format!("replication reports not stored: {e}"))?;
-    Ok(())
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "replication reports not stored: {}",
+            failed.join("; ")
+        ))
+    }
 }
 
 /// The stored reports (any replica can answer).

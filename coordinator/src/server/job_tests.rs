@@ -47,6 +47,14 @@ impl StateStore for TestStore {
     async fn list(&self, prefix: &str) -> StoreResult<Vec<Entry>> {
         self.inner.list(prefix).await
     }
+    async fn list_newest(
+        &self,
+        prefix: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Entry>> {
+        self.inner.list_newest(prefix, before, limit).await
+    }
     async fn put_with(
         &self,
         fence: &Fence,
@@ -414,6 +422,103 @@ async fn agents_of_the_same_name_in_two_regions_keep_their_own_jobs() {
         .unwrap();
     assert!(longest < 2048, "an audit line of {longest} bytes");
     assert!(job.error.unwrap().len() < 2048);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_flooding_results_for_another_agents_job_writes_two_audit_lines_and_is_cut_off() {
+    let s = setup("");
+    let lead = leading(&s).await;
+    let (_eu, _eu_rx) = agent_with(&s.coord, "db-1", "eu", "app", 8);
+    let (us, mut us_rx) = agent_with(&s.coord, "db-1", "us", "app", 8);
+    s.coord
+        .create_job(&lead, job_in("eu-job", "eu"), "test")
+        .await
+        .unwrap();
+    assert_eq!(s.coord.dispatch(&lead).await, 1);
+    let result = || seawall_proto::v1::AgentMessage {
+        body: Some(seawall_proto::v1::agent_message::Body::Result(
+            seawall_proto::v1::OperationResult {
+                job_id: "eu-job".into(),
+                epoch: lead.epoch(),
+                status: seawall_proto::v1::OperationStatus::Succeeded as i32,
+                ..Default::default()
+            },
+        )),
+    };
+    let audit_lines = || async { s.store.list("audit/").await.unwrap().len() };
+    let before = audit_lines().await;
+    let written = s.store.writes();
+    // Before the fix: one durable audit line each, 5,800 in 20 s.
+    let mut ended_with = None;
+    for _ in 0..5_000 {
+        crate::api::agents::handle(&s.coord, &lead, &us, result()).await;
+        // What the agent is sent back (its results acknowledged, then why
+        // its session ends) is read as a well-behaved stream would.
+        while let Ok(m) = us_rx.try_recv() {
+            if let Err(e) = m {
+                ended_with = Some(e);
+            }
+        }
+    }
+    assert_eq!(audit_lines().await - before, 1, "one line for the first");
+    assert_eq!(s.store.writes() - written, 1);
+    assert!(us.ended.is_cancelled(), "the flooding session goes on");
+    let status = ended_with.expect("no error sent to the flooding agent");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    // The job is untouched; a minute on, one more line counts the rest.
+    let (job, _) = s.coord.active_job(&lead, "eu-job").unwrap();
+    assert_eq!(job.state, JobState::Running);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    crate::api::agents::handle(&s.coord, &lead, &us, result()).await;
+    let lines = s.store.list("audit/").await.unwrap();
+    assert_eq!(lines.len() - before, 2);
+    let last = String::from_utf8_lossy(&lines.last().unwrap().value).into_owned();
+    assert!(last.contains("refused 5000 results"), "{last}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_audit_listing_pages_newest_first_without_reading_the_whole_log() {
+    use seawall_proto::v1::operator_service_server::OperatorService;
+    let s = setup("");
+    let lead = leading(&s).await;
+    let before = s.store.list("audit/").await.unwrap().len();
+    for i in 0..600 {
+        s.coord.audit(&lead, "ops", format!("event {i:03}")).await;
+        tokio::time::advance(Duration::from_millis(3)).await;
+    }
+    // Any replica answers from the store: one with an operator token.
+    let reader = Coordinator::new(config(""), s.store.clone(), Some("a-token".into()));
+    let api = crate::api::operator::OperatorApi::new(Arc::new(reader));
+    let ask = |req: seawall_proto::v1::ListAuditRequest| {
+        let mut req = tonic::Request::new(req);
+        req.metadata_mut()
+            .insert("authorization", "Bearer a-token".parse().unwrap());
+        let api = &api;
+        async move { api.list_audit(req).await.unwrap().into_inner().entries }
+    };
+    let page = |limit: u32, before: String| {
+        ask(seawall_proto::v1::ListAuditRequest {
+            limit,
+            before,
+            ..Default::default()
+        })
+    };
+    let first = page(250, String::new()).await;
+    assert_eq!(first.len(), 250);
+    assert_eq!(first[0].event, "event 599");
+    let second = page(10_000, first[249].key.clone()).await;
+    assert_eq!(second.len(), 350 + before);
+    assert_eq!(second[0].event, "event 349");
+    assert_eq!(second[349].event, "event 000");
+    // Only the last minute's lines (600 * 3 ms is 1.8 s, all of them).
+    let since = crate::model::clock::now_ms() - 60_000;
+    let recent = ask(seawall_proto::v1::ListAuditRequest {
+        limit: 10_000,
+        since_unix_ms: since,
+        ..Default::default()
+    })
+    .await;
+    assert!(recent.len() >= 600 && recent.iter().all(|e| e.at_unix_ms >= since));
 }
 
 #[tokio::test(start_paused = true)]

@@ -155,6 +155,41 @@ impl StateStore for EmbeddedStore {
         .await
     }
 
+    async fn list_newest(
+        &self,
+        prefix: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Entry>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let prefix = prefix.to_string();
+        let end = match before {
+            Some(b) if b.starts_with(prefix.as_str()) => b.to_string(),
+            // Every key under the prefix sorts before the prefix + the last char.
+            _ => format!("{prefix}{}", char::MAX),
+        };
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(failed)?;
+            let kv = tx.open_table(KV).map_err(failed)?;
+            let mut out = Vec::new();
+            for item in kv
+                .range(prefix.as_str()..end.as_str())
+                .map_err(failed)?
+                .rev()
+            {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = item.map_err(failed)?;
+                out.push(decode(k.value(), v.value()));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn put_with(
         &self,
         fence: &Fence,

@@ -10,7 +10,7 @@ use super::{Entry, Fence, LeaderInfo, Leadership, StateStore, StoreError, StoreR
 use async_trait::async_trait;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaderKey, PutOptions, ResignOptions,
-    Txn, TxnOp, TxnOpResponse, TxnResponse,
+    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use std::sync::Mutex;
 use std::time::Duration;
@@ -293,6 +293,41 @@ impl StateStore for EtcdStore {
             value: kv.value().to_vec(),
             revision: kv.mod_revision(),
         }))
+    }
+
+    async fn list_newest(
+        &self,
+        prefix: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Entry>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let full = self.full(prefix).into_bytes();
+        let end = match before {
+            Some(b) if b.starts_with(prefix) => self.full(b).into_bytes(),
+            _ => prefix_end(&full),
+        };
+        let strip = self.prefix.len() + 1;
+        let options = GetOptions::new()
+            .with_range(end)
+            .with_limit(limit.min(LIST_PAGE as usize) as i64)
+            .with_sort(SortTarget::Key, SortOrder::Descend);
+        let resp = timed("list", || {
+            let (mut c, from, options) = (self.client.clone(), full.clone(), options.clone());
+            async move { c.get(from, Some(options)).await }
+        })
+        .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| Entry {
+                key: String::from_utf8_lossy(&kv.key()[strip.min(kv.key().len())..]).into_owned(),
+                value: kv.value().to_vec(),
+                revision: kv.mod_revision(),
+            })
+            .collect())
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<Entry>> {

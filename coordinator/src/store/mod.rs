@@ -110,6 +110,16 @@ pub trait StateStore: Send + Sync {
     /// Every key under `prefix`, in key order.
     async fn list(&self, prefix: &str) -> StoreResult<Vec<Entry>>;
 
+    /// At most `limit` keys under `prefix`, newest key first, each sorting
+    /// before `before` when given: one page of a log whose keys sort by
+    /// time (the audit log), read without loading the rest.
+    async fn list_newest(
+        &self,
+        prefix: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Entry>>;
+
     /// Writes `value` if `fence` holds and, when `expected` is given, the
     /// key is at that revision (0: absent). Returns the new revision.
     async fn put(

@@ -158,7 +158,8 @@ fn restore_drills_bring_every_kind_of_source_back_in_scratch_and_judge_the_figur
     let addr = c.address();
     let dsn = pg.dsn("postgres");
     let sources = format!(
-        "[drills]\nscratch_dir = \"{}\"\nredis_server = \"{}\"\n\n[[sources]]\nname = \"docs\"\nkind = \"files\"\npaths = [\"{}\"]\n\n[[sources]]\nname = \"pgphys\"\nkind = \"postgres\"\nphysical = true\ndsn = \"{dsn}\"\npg_bin = \"{}\"\n\n[[sources]]\nname = \"pglog\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\npg_bin = \"{}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\n\n[[sources]]\nname = \"sessions\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}/1\"\nkeys = [\"s:*\"]\n",
+        "check_files = [\"{}\"]\n\n[drills]\nscratch_dir = \"{}\"\nredis_server = \"{}\"\n\n[[sources]]\nname = \"docs\"\nkind = \"files\"\npaths = [\"{}\"]\n\n[[sources]]\nname = \"pgphys\"\nkind = \"postgres\"\nphysical = true\ndsn = \"{dsn}\"\npg_bin = \"{}\"\n\n[[sources]]\nname = \"pglog\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\npg_bin = \"{}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\n\n[[sources]]\nname = \"sessions\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{}/1\"\nkeys = [\"s:*\"]\n",
+        checks.display(),
         scratch.display(),
         gate.program().display(),
         files.display(),

@@ -79,7 +79,10 @@ async fn run(
         Action::Unfence(_) => store.unfence(deadline).await,
         Action::CatchUp(c) => store.catch_up(c.to.as_ref(), deadline).await,
         Action::Promote(_) => store.promote(deadline).await,
-        Action::PostCheck(check) => store.post_check(check, deadline).await,
+        Action::PostCheck(check) => {
+            config.allowed_check_file(&check.check_file)?;
+            store.post_check(check, deadline).await
+        }
         Action::Rejoin(how) => store.demote(how, deadline).await,
         Action::Rebuild(how) => store.rebuild(how, deadline, tasks).await,
     }

@@ -48,6 +48,11 @@ pub struct AgentConfig {
     /// Where and with which programs restore drills run.
     #[serde(default)]
     pub drills: DrillsConfig,
+    /// The check files a coordinator may name (a failover's post-check, a
+    /// restore drill's checks): the agent reads them as its own user, so
+    /// any other path a coordinator sends is refused.
+    #[serde(default)]
+    pub check_files: Vec<PathBuf>,
 }
 
 /// `[drills]`: restore drills restore into scratch instances here.
@@ -68,6 +73,35 @@ pub struct DrillsConfig {
 }
 
 impl AgentConfig {
+    /// The check file a coordinator named (`None` for none), when this
+    /// agent's `check_files` lists it; else why not, naming the fix.
+    pub fn allowed_check_file(&self, named: &str) -> seawall_common::Result<Option<PathBuf>> {
+        if named.is_empty() {
+            return Ok(None);
+        }
+        let path = Path::new(named);
+        // Compared as the files they are, so `a/../b` or a link cannot
+        // stand for a listed path it is not.
+        let real = |p: &Path| std::fs::canonicalize(p).ok();
+        let listed = path.is_absolute()
+            && real(path).is_some_and(|r| {
+                self.check_files
+                    .iter()
+                    .any(|allowed| real(allowed).as_ref() == Some(&r))
+            });
+        if listed {
+            Ok(Some(path.to_path_buf()))
+        } else {
+            Err(seawall_common::Error::new(
+                seawall_common::ErrorKind::InvalidInput,
+                format!(
+                    "the coordinator named the check file {named:?}, which agent {}'s check_files does not list: add it to check_files in agent.toml (the agent reads no other file a coordinator names)",
+                    self.id
+                ),
+            ))
+        }
+    }
+
     /// The drill settings with their defaults filled in.
     pub fn drill_places(&self) -> (PathBuf, Option<PathBuf>, PathBuf) {
         let scratch = self
@@ -517,6 +551,41 @@ password_file = "/etc/seawall/pw"
         let mut bare = config.clone();
         bare.drills = DrillsConfig::default();
         assert_eq!(bare.drill_places().0, config.state_dir.join("scratch"));
+    }
+
+    #[test]
+    fn a_coordinator_may_name_only_the_check_files_agent_toml_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let listed = dir.path().join("shop-checks.toml");
+        let other = dir.path().join("key.toml");
+        std::fs::write(&listed, "").unwrap();
+        std::fs::write(&other, "").unwrap();
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&other, &link).unwrap();
+        let mut config = load("").unwrap();
+        config.check_files = vec![listed.clone()];
+        assert_eq!(config.allowed_check_file("").unwrap(), None);
+        assert_eq!(
+            config
+                .allowed_check_file(&listed.display().to_string())
+                .unwrap(),
+            Some(listed.clone())
+        );
+        // The same file by another spelling is the same file.
+        let dotted = dir.path().join("x/../shop-checks.toml");
+        std::fs::create_dir(dir.path().join("x")).unwrap();
+        assert!(config
+            .allowed_check_file(&dotted.display().to_string())
+            .is_ok());
+        for named in [
+            other.display().to_string(),
+            link.display().to_string(),
+            "/etc/shadow".to_string(),
+            "shop-checks.toml".to_string(),
+        ] {
+            let e = config.allowed_check_file(&named).unwrap_err().to_string();
+            assert!(e.contains("check_files"), "{e}");
+        }
     }
 
     #[test]

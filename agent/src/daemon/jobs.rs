@@ -183,8 +183,10 @@ impl JobRunner {
                         } else {
                             d.point.clone()
                         },
-                        check_file: (!d.check_file.is_empty())
-                            .then(|| std::path::PathBuf::from(&d.check_file)),
+                        check_file: self
+                            .config
+                            .allowed_check_file(&d.check_file)
+                            .map_err(|e| Refusal::new(e.kind(), false, e.to_string()))?,
                         drill_id: d.drill_id.clone(),
                         scratch_root,
                         pg_bin,

@@ -81,6 +81,7 @@ pub fn oversized_hello(h: &Hello) -> Option<&'static str> {
     if h.sources.len() > MAX_SOURCES
         || h.running_jobs.len() > 10_000
         || h.self_fenced.len() > MAX_SOURCES
+        || h.check_files.len() > MAX_SOURCES
     {
         return Some("hello lists too many sources, jobs or fenced sources");
     }
@@ -92,8 +93,9 @@ pub fn oversized_hello(h: &Hello) -> Option<&'static str> {
         || h.running_jobs
             .iter()
             .chain(&h.self_fenced)
-            .any(|j| j.len() > MAX_NAME);
-    too_long.then_some("hello carries an over-long version, hostname, source name or job id")
+            .any(|j| j.len() > MAX_NAME)
+        || h.check_files.iter().any(|f| f.len() > MAX_ERROR);
+    too_long.then_some("hello carries an over-long version, hostname, source name, job id or path")
 }
 
 fn result(r: &mut OperationResult) {

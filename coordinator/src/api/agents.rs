@@ -179,6 +179,7 @@ impl AgentService for AgentApi {
             ended: lead.tree.token.child_token(),
             ready: false.into(),
             self_fenced: hello.self_fenced.clone(),
+            check_files: hello.check_files.clone(),
         });
         let record = AgentRecord {
             agent_id: name.clone(),

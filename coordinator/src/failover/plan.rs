@@ -157,6 +157,29 @@ pub async fn assess(
             );
         }
     }
+    // The promoted PostgreSQL's agent must agree to read the check file,
+    // or the post-check fails after the promotion, not before it.
+    if let Some(file) = &service.check_file {
+        for store in stores_in(service, to)
+            .into_iter()
+            .filter(|s| s.kind == StoreKind::Postgres)
+        {
+            let Ok(session) =
+                crate::fleet::pending::session_of(&coord.registry, &store.region, &store.agent)
+            else {
+                continue; // unreachable: refused below with why
+            };
+            if !session.check_files.iter().any(|f| f == file) {
+                refuse(
+                    format!(
+                        "agent {}/{} does not list the check file {file} in its check_files (agent.toml), so it would refuse the post-check after promoting: add it there",
+                        store.region, store.agent
+                    ),
+                    &mut plan,
+                );
+            }
+        }
+    }
     // Both regions' stores, read now.
     let pairs: Vec<(StoreKind, Option<&StoreConfig>, Option<&StoreConfig>)> = kinds
         .iter()

@@ -216,6 +216,7 @@ mod tests {
             ended: Default::default(),
             ready: true.into(),
             self_fenced: Vec::new(),
+            check_files: Vec::new(),
         });
         (s, rx)
     }

@@ -51,6 +51,8 @@ pub struct Session {
     pub ready: std::sync::atomic::AtomicBool,
     /// Sources the agent fenced itself on a lapsed lease (its hello).
     pub self_fenced: Vec<String>,
+    /// The check files the agent lets a coordinator name (its hello's).
+    pub check_files: Vec<String>,
 }
 
 impl Session {

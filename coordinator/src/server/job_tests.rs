@@ -335,6 +335,7 @@ fn agent_with(
         ended: Default::default(),
         ready: true.into(),
         self_fenced: Vec::new(),
+        check_files: Vec::new(),
     });
     coord.registry.insert(session.clone());
     (session, rx)

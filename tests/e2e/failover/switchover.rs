@@ -9,7 +9,30 @@ use std::process::Command;
 
 #[test]
 fn a_planned_switchover_loses_no_acknowledged_write_and_moves_dns() {
-    let w = World::start();
+    let mut w = World::start();
+
+    // An agent that does not list the service's check file would refuse
+    // the post-check after promoting: the plan refuses before anything.
+    let config = std::fs::read_to_string(&w.e1.config).unwrap();
+    let without: String = config
+        .lines()
+        .filter(|l| !l.starts_with("check_files"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&w.e1.config, &without).unwrap();
+    w.e1.restart();
+    let refusal = eventually(60, "the plan to refuse the unlisted check file", || {
+        let (_, plan, _) = w.failover(&["plan", "shop", "--to", "east", "--switchover"]);
+        let refusals = plan["refusals"].to_string();
+        refusals.contains("check_files").then_some(refusals)
+    });
+    assert!(refusal.contains("east/e1"), "{refusal}");
+    std::fs::write(&w.e1.config, &config).unwrap();
+    w.e1.restart();
+    eventually(60, "the plan to pass again", || {
+        let (ok, plan, _) = w.failover(&["plan", "shop", "--to", "east", "--switchover"]);
+        (ok && plan["refusals"] == serde_json::json!([])).then_some(())
+    });
 
     // The plan changes nothing and says what will happen.
     let (ok, plan, err) = w.failover(&["plan", "shop", "--to", "east", "--switchover"]);
@@ -37,6 +60,9 @@ fn a_planned_switchover_loses_no_acknowledged_write_and_moves_dns() {
         "{served:#}"
     );
     assert_eq!(served["rpo_ms"], 0, "{served:#}");
+    // The service's check file ran on the promoted PostgreSQL.
+    let checked = step(&served, "post-check").unwrap()["detail"].to_string();
+    assert!(checked.contains("1 check(s) passed"), "{checked}");
     let id = served["id"].as_str().unwrap();
     let (ok, f, err) = w.failover(&["status", id, "--watch"]);
     assert!(ok, "{err}\n{f:#}");

@@ -336,7 +336,15 @@ impl World {
                 format!("{host_ip}:{}", replica.port),
             ),
         ];
+        // The post-check's SQL checks, which the agents list as theirs.
+        let checks = dir.join("shop-checks.toml");
+        std::fs::write(
+            &checks,
+            "database = \"postgres\"\n\n[[zero_rows]]\nname = \"the promoted server answers a query\"\nsql = \"SELECT 1 WHERE false\"\n",
+        )
+        .unwrap();
         let mut service = Service::new("shop")
+            .set("check_file", checks.display().to_string())
             .set("rpo", "30s")
             .set("canary", true)
             .set("catch_up_timeout", "20s")
@@ -415,7 +423,7 @@ impl World {
         let addr = replicas[0].address();
         let all: Vec<String> = replicas.iter().map(Replica::address).collect();
         let sources = |dsn: &str, host: &str, port: u16| {
-            format!("[[sources]]\nname = \"db\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://{host}:{port}\"\n")
+            format!("check_files = [\"{}\"]\n\n[[sources]]\nname = \"db\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://{host}:{port}\"\n", checks.display())
         };
         let w1 = start_agent_in(
             &pki,

@@ -361,10 +361,21 @@ pub fn start_agent_in(
         .collect::<Vec<_>>()
         .join(", ");
     let config = dir.join(format!("{name}.toml"));
+    // Top-level keys given before the first table go before every table.
+    let tables_at = sources
+        .lines()
+        .scan(0, |at, line| {
+            let start = *at;
+            *at += line.len() + 1;
+            Some((start, line))
+        })
+        .find(|(_, line)| line.trim_start().starts_with('['))
+        .map_or(sources.len(), |(at, _)| at);
+    let (top, sources) = sources.split_at(tables_at);
     std::fs::write(
         &config,
         format!(
-            "id = \"{name}\"\nregion = \"{region}\"\ncoordinators = [{list}]\nshutdown_grace = \"10s\"\nstate_dir = \"{}\"\n{}\n[repository]\n{}\n\n{sources}",
+            "id = \"{name}\"\nregion = \"{region}\"\ncoordinators = [{list}]\nshutdown_grace = \"10s\"\nstate_dir = \"{}\"\n{top}\n{}\n[repository]\n{}\n\n{sources}",
             dir.join(format!("state-{name}")).display(),
             pki.tls_toml(name),
             repository.map(str::to_string).unwrap_or_else(|| format!(

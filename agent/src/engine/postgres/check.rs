@@ -40,18 +40,49 @@ pub struct NamedQuery {
 }
 
 impl ChecksFile {
-    /// Reads and parses a checks file.
+    /// Reads and parses a checks file. An error names the line and column,
+    /// never the content: the path may name any file (a key file too).
     pub fn load(path: &Path) -> Result<ChecksFile> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("checks file {}", path.display()), e))?;
+        use std::io::Read;
+        let what = || format!("checks file {}", path.display());
+        let file = std::fs::File::open(path).map_err(|e| Error::io(what(), e))?;
+        let meta = file.metadata().map_err(|e| Error::io(what(), e))?;
+        if !meta.is_file() || meta.len() > MAX_CHECKS_FILE {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{} is not a regular file of at most 1 MiB: name the checks file itself",
+                    what()
+                ),
+            ));
+        }
+        let mut text = String::new();
+        file.take(MAX_CHECKS_FILE)
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io(what(), e))?;
         toml::from_str(&text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|r| {
+                    let before = text.get(..r.start).unwrap_or_default();
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!(" at line {line}, column {column}")
+                })
+                .unwrap_or_default();
             Error::new(
                 ErrorKind::InvalidInput,
-                format!("checks file {} is not valid: {e}", path.display()),
+                format!(
+                    "{} is not a valid checks file{at} (its keys: database, not_empty, min_rows, [[zero_rows]] with name and sql; docs/operations.md); its content is not shown",
+                    what()
+                ),
             )
         })
     }
 }
+
+/// The largest checks file read.
+const MAX_CHECKS_FILE: u64 = 1 << 20;
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Serialize)]
@@ -272,6 +303,40 @@ async fn run_amcheck(dsn: &str, tools: &PgTools) -> Result<CheckResult> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_file_that_is_not_a_checks_file_is_refused_without_showing_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text, line) in [
+            (
+                "key.toml",
+                "region = \"eu\"\nsecret_access_key = \"wJalrSECRETbPxRfiCY\"\n",
+                1,
+            ),
+            (
+                "key.pem",
+                "-----BEGIN PRIVATE KEY-----\nMIIEvSECRETQIBADANBg\n",
+                1,
+            ),
+            ("typed.toml", "not_empty = \"SECRETtable\"\n", 1),
+            (
+                "third.toml",
+                "database = \"app\"\n\nmin_rows = { a = \"SECRET\" }\n",
+                3,
+            ),
+        ] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            let e = ChecksFile::load(&p).unwrap_err().to_string();
+            assert!(!e.contains("SECRET"), "{e}");
+            assert!(e.contains(&format!("line {line}")), "{e}");
+            assert!(e.contains("not a valid checks file"), "{e}");
+        }
+        let e = ChecksFile::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
     use super::*;
 
     #[test]

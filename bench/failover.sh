@@ -112,7 +112,7 @@ EOF
   "$S" coordinator --dev --config "$W/c1.toml" 2>"$W/c1.log" &
   PIDS+=($!); disown
   until (exec 3<>/dev/tcp/127.0.0.1/$CP) 2>/dev/null; do sleep 0.1; done
-  for a in "w1 west pg-west $PG1 $R1" "e1 east pg-east $PG2 $R2"; do
+  for a in "w1 west pg-west $PG1 $R1 $PG2" "e1 east pg-east $PG2 $R2 $PG1"; do
     set -- $a
     printf 'bench password' > "$W/$1.password"; chmod 600 "$W/$1.password"
     "$S" -q -r "$W/repo-$1" --password-file "$W/$1.password" init
@@ -132,6 +132,7 @@ password_file = "$W/$1.password"
 name = "db"
 kind = "postgres"
 dsn = "host=$W/$3 port=$4 user=postgres dbname=postgres"
+rebuild_from = ["127.0.0.1:$6"]
 [[sources]]
 name = "cache"
 kind = "redis"

@@ -258,6 +258,10 @@ enum SourceTable {
         stop_command: Vec<String>,
         #[serde(default)]
         start_command: Vec<String>,
+        #[serde(default)]
+        rebuild_from: Vec<String>,
+        #[serde(default)]
+        rebuild_dsn: Option<String>,
     },
     Redis {
         name: String,
@@ -289,6 +293,8 @@ impl From<SourceTable> for SourceConfig {
                 data_dir,
                 stop_command,
                 start_command,
+                rebuild_from,
+                rebuild_dsn,
             } => {
                 // A file-level backup is a physical one; an empty path
                 // means the server's own data_directory.
@@ -298,6 +304,8 @@ impl From<SourceTable> for SourceConfig {
                     data_dir,
                     stop_command,
                     start_command,
+                    rebuild_from,
+                    rebuild_dsn,
                 };
                 (
                     name,

@@ -422,8 +422,9 @@ impl World {
         };
         let addr = replicas[0].address();
         let all: Vec<String> = replicas.iter().map(Replica::address).collect();
-        let sources = |dsn: &str, host: &str, port: u16| {
-            format!("check_files = [\"{}\"]\n\n[[sources]]\nname = \"db\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://{host}:{port}\"\n", checks.display())
+        // Each region's PostgreSQL may be rebuilt from the other's only.
+        let sources = |dsn: &str, host: &str, port: u16, peer: String| {
+            format!("check_files = [\"{}\"]\n\n[[sources]]\nname = \"db\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\nrebuild_from = [\"{peer}\"]\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://{host}:{port}\"\n", checks.display())
         };
         let w1 = start_agent_in(
             &pki,
@@ -431,7 +432,12 @@ impl World {
             "w1",
             "west",
             &all,
-            &sources(&primary.dsn("postgres"), &west_ip, master.port),
+            &sources(
+                &primary.dsn("postgres"),
+                &west_ip,
+                master.port,
+                format!("{host_ip}:{}", standby.port),
+            ),
             None,
             prefix,
         );
@@ -441,7 +447,12 @@ impl World {
             "e1",
             "east",
             &all,
-            &sources(&standby.dsn, &host_ip, replica.port),
+            &sources(
+                &standby.dsn,
+                &host_ip,
+                replica.port,
+                format!("{west_ip}:{}", primary.port),
+            ),
         );
         let w = World {
             _tmp: tmp,

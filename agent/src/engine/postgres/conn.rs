@@ -132,6 +132,14 @@ pub fn elsewhere(dsn: &str, host: &str, port: u16) -> Result<(String, Option<Str
     Ok((parts.join(" "), password))
 }
 
+/// Whether a connection with `dsn` verifies the server's certificate and
+/// name (`sslmode=verify-full`): the only TLS mode a password may be sent
+/// over to a server the agent did not start.
+pub fn verifies_server(dsn: &str) -> bool {
+    let (_, modes) = take_params(dsn, &["sslmode"]);
+    modes.last().is_some_and(|(_, m)| m == "verify-full")
+}
+
 /// The DSN without its password, and the password: programs get the first
 /// on their command line and the second in `PGPASSWORD`, so no password is
 /// ever readable in `/proc/<pid>/cmdline`.

@@ -102,6 +102,7 @@ pub fn commit_time_ms(text: &str) -> Option<i64> {
 /// stopped (a running standby already) or `new_primary` is not known.
 pub async fn since_promotion(
     server: &super::server::Server,
+    source: &str,
     new_primary: &str,
 ) -> Option<seawall_proto::v1::Divergence> {
     let (data_dir, tools) = super::server::locate(server, None).ok()?;
@@ -112,19 +113,19 @@ pub async fn since_promotion(
         error,
         ..Default::default()
     };
-    let (host, port) = match super::super::host_port(new_primary) {
-        Ok(hp) => hp,
+    let super::peer::Peer {
+        host,
+        port,
+        conninfo: source,
+        password,
+    } = match super::peer::peer(server, source, new_primary) {
+        Ok(p) => p,
         Err(e) => return Some(failed(e.to_string())),
     };
     let owner = match super::server::owner_of(&data_dir) {
         Ok(o) => o,
         Err(e) => return Some(failed(e.to_string())),
     };
-    let (source, password) =
-        match crate::engine::postgres::conn::elsewhere(&server.dsn, &host, port) {
-            Ok(s) => s,
-            Err(e) => return Some(failed(e.to_string())),
-        };
     // Until its first checkpoint after the promotion the new primary's
     // control file names the old timeline, and pg_rewind would find
     // nothing diverged.

@@ -8,6 +8,7 @@ pub mod canary;
 pub mod control;
 pub mod diverged;
 pub mod fence;
+pub mod peer;
 pub mod rebuild;
 pub mod replication;
 pub mod server;
@@ -195,7 +196,7 @@ impl StoreControl for PostgresStore {
         // that the new primary lacks, for the failover's measured RPO.
         let divergence = match how.new_primary.as_str() {
             "" => None,
-            at => diverged::since_promotion(&self.server, at).await,
+            at => diverged::since_promotion(&self.server, &self.keeper.source, at).await,
         };
         let mut done = if how.stay_stopped {
             Done {
@@ -213,11 +214,11 @@ impl StoreControl for PostgresStore {
     }
 
     async fn rebuild(&self, how: &RebuildAction, deadline: Duration, tasks: &Tree) -> Result<Done> {
-        let (host, port) = super::host_port(&how.primary)?;
+        // Checked before anything is stopped.
+        let peer = peer::peer(&self.server, &self.keeper.source, &how.primary)?;
         let opts = rebuild::RebuildOptions {
             server: self.server.clone(),
-            primary_host: host,
-            primary_port: port,
+            peer,
             rewind_only: how.rewind_only,
             deadline,
             keeper: self.keeper.clone(),

@@ -24,10 +24,8 @@ use std::time::{Duration, Instant};
 pub struct RebuildOptions {
     /// The local server.
     pub server: Server,
-    /// The new primary.
-    pub primary_host: String,
-    /// Its port.
-    pub primary_port: u16,
+    /// The new primary, as agent.toml lets the agent reach it.
+    pub peer: super::peer::Peer,
     /// Never replace the data directory with a base backup.
     pub rewind_only: bool,
     /// How long the whole rebuild may take.
@@ -87,7 +85,7 @@ pub async fn pg_rebuild(opts: &RebuildOptions) -> Result<Done> {
     let lock = lock_for(&server.dsn);
     let _held = lock.lock().await;
     let started = Instant::now();
-    let (host, port) = (opts.primary_host.as_str(), opts.primary_port);
+    let (host, port) = (opts.peer.host.as_str(), opts.peer.port);
     let answer = answering(&server.dsn).await?;
     if let Some((client, _)) = answer.as_ref().filter(|(_, f)| follows(f, host, port)) {
         let (lsn, timeline) = replay_position(client).await?;
@@ -137,7 +135,7 @@ pub async fn pg_rebuild(opts: &RebuildOptions) -> Result<Done> {
     )
     .await?;
 
-    let (source_info, password) = conn::elsewhere(&server.dsn, host, port)?;
+    let (source_info, password) = (opts.peer.conninfo.clone(), opts.peer.password.clone());
     let mut conninfo = source_info.clone();
     if let Some(p) = &password {
         conninfo.push_str(&format!(" password={}", conninfo_quote(p)));
@@ -407,7 +405,7 @@ async fn wait_streaming(opts: &RebuildOptions, deadline: Duration) -> Result<(St
     loop {
         match conn::connect(&opts.server.dsn).await {
             Ok(client) => match facts(&client).await {
-                Ok(f) if follows(&f, &opts.primary_host, opts.primary_port) => {
+                Ok(f) if follows(&f, &opts.peer.host, opts.peer.port) => {
                     return replay_position(&client).await
                 }
                 Ok(f) => {
@@ -426,7 +424,7 @@ async fn wait_streaming(opts: &RebuildOptions, deadline: Duration) -> Result<(St
                 ErrorKind::Unreachable,
                 format!(
                     "the rebuilt standby does not stream from {}:{} ({last}): does pg_hba.conf there allow replication from this host, and does the primary still hold the WAL (wal_keep_size)?",
-                    opts.primary_host, opts.primary_port
+                    opts.peer.host, opts.peer.port
                 ),
             ));
         }

@@ -20,6 +20,13 @@ pub struct ServerControl {
     pub stop_command: Vec<String>,
     /// Starts it (default: `pg_ctl start` with the options it last ran with).
     pub start_command: Vec<String>,
+    /// The other regions' servers (host:port) a failback may rebuild this
+    /// one from: a coordinator naming any other is refused.
+    pub rebuild_from: Vec<String>,
+    /// How to log in to the server it is rebuilt from (a replication role,
+    /// TLS settings; host and port come from `rebuild_from`); default: the
+    /// source's dsn.
+    pub rebuild_dsn: Option<String>,
 }
 
 /// The local server and how the agent handles it.

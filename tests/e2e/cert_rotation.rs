@@ -177,3 +177,91 @@ fn renewed_certificates_are_picked_up_and_a_revoked_one_is_refused_within_a_hear
     backup_now(&pki, &addr, "eu-west-1", "files");
     assert!(!c.daemon.log_text().contains("panicked"));
 }
+
+#[test]
+fn a_revoked_coordinator_certificate_is_refused_by_the_agents_also_after_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let pki = Pki::new(&dir.join("pki"));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("data");
+    std::fs::write(data.join("a.txt"), "state\n".repeat(100)).expect("write");
+    // c2 stands for a stolen coordinator certificate: a replica of its own
+    // (its own store, so it leads), signed by the fleet's CA.
+    let dev = |name: &str| {
+        format!(
+            "[dev]\nstate = \"{}\"\n",
+            dir.join(format!("{name}.redb")).display()
+        )
+    };
+    let mut c1 = start_replica(&pki, dir, "c1", &dev("c1"), "", true);
+    let c2 = start_replica(&pki, dir, "c2", &dev("c2"), "", true);
+    let (a1_addr, a2_addr) = (c1.address(), c2.address());
+    // a2 knows only c2 and is not told of the revocation: c2 is a working
+    // coordinator to an agent that does not know.
+    let _a2 = start_agent(
+        &pki,
+        dir,
+        "a2",
+        "eu-west-1",
+        std::slice::from_ref(&a2_addr),
+        &data,
+    );
+    eventually(20, "a2 to connect to c2", || the_agent(&pki, &a2_addr));
+    let mut a1 = start_agent(
+        &pki,
+        dir,
+        "a1",
+        "eu-west-1",
+        &[a1_addr.clone(), a2_addr.clone()],
+        &data,
+    );
+    eventually(20, "a1 to connect to c1", || the_agent(&pki, &a1_addr));
+
+    let c2_pem = pki.dir.join("c2.pem").display().to_string();
+    let out = op_json(
+        &pki,
+        &a1_addr,
+        &["revoke", "--pem", &c2_pem, "--reason", "replica host lost"],
+    );
+    let fingerprint = out["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string();
+    let kept = dir.join("state-a1").join("revoked-certificates");
+    eventually(10, "a1 to keep the revocation", || {
+        std::fs::read_to_string(&kept)
+            .ok()?
+            .contains(&fingerprint)
+            .then_some(())
+    });
+
+    // c1 goes: a1 tries c2, which it refuses, also after a restart.
+    c1.daemon.kill9();
+    let c2_sees_a1 = || {
+        op_json(&pki, &a2_addr, &["agents"])
+            .as_array()
+            .expect("agents")
+            .iter()
+            .any(|a| a["agent_id"] == "a1")
+    };
+    eventually(20, "a1 to try c2 and refuse it", || {
+        a1.log_text().contains("is revoked").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!c2_sees_a1(), "a1 connected to the revoked coordinator");
+    a1.restart();
+    let before = a1.log_text().matches("is revoked").count();
+    eventually(20, "the restarted a1 to refuse c2 again", || {
+        (a1.log_text().matches("is revoked").count() > before).then_some(())
+    });
+    assert!(
+        !c2_sees_a1(),
+        "the restarted a1 connected to the revoked coordinator"
+    );
+    assert_eq!(
+        the_agent(&pki, &a2_addr).expect("a2")["region"],
+        "eu-west-1",
+        "a2 stays connected to c2"
+    );
+}

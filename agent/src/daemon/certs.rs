@@ -1,6 +1,7 @@
 //! The agent's certificate, renewed on disk while it runs: checked every
 //! few seconds, and when new files name this same agent the session is
-//! reopened with them, long before the old certificate expires.
+//! reopened with them, long before the old certificate expires. Beside it,
+//! the coordinator certificates the agent no longer trusts.
 
 use seawall_common::tls::certinfo::not_after;
 use seawall_common::tls::{Identity, TlsFiles, TlsPem, WatchedTls};
@@ -15,11 +16,17 @@ pub struct AgentTls {
     watched: WatchedTls,
     current: Mutex<TlsPem>,
     identity: Identity,
+    /// Coordinator certificates no longer trusted.
+    pub revoked: Arc<super::revoked::RevokedCertificates>,
 }
 
 impl AgentTls {
     /// Starts from `pem`, loaded and checked from `files` by `prepare`.
-    pub fn new(files: TlsFiles, pem: TlsPem) -> Arc<AgentTls> {
+    pub fn new(
+        files: TlsFiles,
+        pem: TlsPem,
+        revoked: Arc<super::revoked::RevokedCertificates>,
+    ) -> Arc<AgentTls> {
         let watched = WatchedTls::new(files);
         // Prime the digest, so the files just read do not count as renewed.
         let _ = watched.load_if_changed();
@@ -28,6 +35,7 @@ impl AgentTls {
             watched,
             identity: pem.identity.clone(),
             current: Mutex::new(pem),
+            revoked,
         })
     }
 

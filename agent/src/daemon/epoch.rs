@@ -89,19 +89,7 @@ impl EpochGuard {
     /// Writes the mark durably: epochs change only with the leader, and a
     /// mark lost in a power cut would let a deposed leader command again.
     fn persist(&self, epoch: u64) -> Result<()> {
-        use std::io::Write;
-        let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
-        f.write_all(epoch.to_string().as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(tmp.display(), e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| Error::io(self.path.display(), e))?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| Error::io(dir.display(), e))?;
-        }
-        Ok(())
+        super::durable::write(&self.path, epoch.to_string().as_bytes())
     }
 }
 

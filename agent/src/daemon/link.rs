@@ -79,6 +79,8 @@ enum Next {
     Heartbeat(Duration),
     /// The leader settled this job's result: stop resending it.
     Recorded(String),
+    /// The fleet's revoked certificates.
+    Revoked(Vec<String>),
 }
 
 /// Why a connection ended.
@@ -168,7 +170,8 @@ impl Link {
         // certificate replaced) are used by this attempt.
         self.tls.renewed().await;
         // The next coordinator is tried when this one does not answer.
-        let channel = open_channel(&self.tls, url, OPEN_TIMEOUT).await?;
+        let (channel, accepted) =
+            super::channel::open_watched(&self.tls, url, OPEN_TIMEOUT).await?;
         let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel::<AgentMessage>(256);
         // Results queued while disconnected are reported right after the
@@ -277,6 +280,17 @@ impl Link {
                                 !matches!(&m.body, Some(agent_message::Body::Result(r)) if r.job_id == job)
                             });
                             self.count_unacked(unconfirmed);
+                        }
+                        Next::Revoked(fingerprints) => {
+                            match self.tls.revoked.add(&fingerprints) {
+                                Ok(0) => {}
+                                Ok(added) => tracing::warn!(added, "certificates revoked: coordinators presenting them are refused from now on"),
+                                Err(e) => tracing::error!(error = %e, "revoked certificates not kept: a restarted agent would not know them"),
+                            }
+                            let current = accepted.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                            if current.is_some_and(|fp| self.tls.revoked.contains(&fp)) {
+                                return Ok(Ended::Next("this coordinator's own certificate is revoked".into()));
+                            }
                         }
                         Next::Stay => {}
                     }
@@ -399,6 +413,9 @@ impl Link {
                 ))));
             }
             Some(coordinator_message::Body::Recorded(r)) => return Ok(Next::Recorded(r.job_id)),
+            Some(coordinator_message::Body::Revoked(r)) => {
+                return Ok(Next::Revoked(r.fingerprints))
+            }
             Some(coordinator_message::Body::Lease(lease)) => self.lease.granted(&lease),
             Some(coordinator_message::Body::Assign(job)) => {
                 let job_id = job.job_id.clone();

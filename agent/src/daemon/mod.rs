@@ -7,6 +7,7 @@ pub mod actions;
 pub mod certs;
 pub mod channel;
 pub mod config;
+pub mod durable;
 pub mod epoch;
 pub mod jobs;
 pub mod lease;
@@ -14,6 +15,7 @@ pub mod link;
 pub mod metrics;
 pub mod probes;
 pub mod result;
+pub mod revoked;
 pub mod self_fence;
 pub mod wal_follow;
 
@@ -78,7 +80,8 @@ pub async fn run(
     let (uplink, upstream) = tokio::sync::mpsc::unbounded_channel();
     let tasks = seawall_common::tasks::Tree::default();
     let (unacked, mut unacked_seen) = tokio::sync::watch::channel(0usize);
-    let agent_tls = certs::AgentTls::new(config.tls.clone(), tls);
+    let revoked = Arc::new(revoked::RevokedCertificates::open(&config.state_dir)?);
+    let agent_tls = certs::AgentTls::new(config.tls.clone(), tls, revoked);
     let lease = Arc::new(lease::LeaseState::open(&config.state_dir));
     let self_fence = Arc::new(self_fence::SelfFencer::open(
         config.clone(),

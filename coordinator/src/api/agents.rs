@@ -15,7 +15,8 @@ use seawall_common::tls::Identity;
 use seawall_proto::v1::agent_service_server::AgentService;
 use seawall_proto::v1::{
     agent_message, coordinator_message, AgentMessage, CoordinatorMessage, Hello, LeadershipAnswer,
-    LeadershipQuery, Lease, OperationStatus, Redirect, ResultRecorded, SelfFence, Welcome,
+    LeadershipQuery, Lease, OperationStatus, Redirect, ResultRecorded, RevokedCertificates,
+    SelfFence, Welcome,
 };
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -209,6 +210,7 @@ impl AgentService for AgentApi {
             })),
         };
         let _ = tx.send(Ok(welcome)).await;
+        let mut revocations_sent = send_revoked(&coord, lead.epoch(), &tx, 0).await;
         coord.wake.notify_one();
         if cert_expires_ms != i64::MAX {
             metrics::gauge!(crate::fleet::metrics::AGENT_CERTIFICATE_EXPIRY, "region" => region.clone(), "agent" => name.clone())
@@ -295,6 +297,8 @@ impl AgentService for AgentApi {
                     break;
                 }
                 let Some(lead) = ping_coord.lead() else { break };
+                revocations_sent =
+                    send_revoked(&ping_coord, lead.epoch(), &ping_tx, revocations_sent).await;
                 let ping = CoordinatorMessage {
                     epoch: lead.epoch(),
                     body: None,
@@ -305,6 +309,33 @@ impl AgentService for AgentApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Most revoked fingerprints sent to an agent (the newest).
+const MAX_REVOKED_SENT: usize = 10_000;
+
+/// Sends the agent every revoked certificate when more are known than the
+/// `sent` it already has; returns how many it now has.
+async fn send_revoked(
+    coord: &Coordinator,
+    epoch: u64,
+    tx: &mpsc::Sender<Result<CoordinatorMessage, Status>>,
+    sent: usize,
+) -> usize {
+    let known = coord.revoked.count();
+    if known <= sent {
+        return sent;
+    }
+    let msg = CoordinatorMessage {
+        epoch,
+        body: Some(coordinator_message::Body::Revoked(RevokedCertificates {
+            fingerprints: coord.revoked.fingerprints(MAX_REVOKED_SENT),
+        })),
+    };
+    match tx.send(Ok(msg)).await {
+        Ok(()) => known,
+        Err(_) => sent,
     }
 }
 

@@ -86,6 +86,19 @@ impl Revocations {
         all
     }
 
+    /// How many are known: the list only grows, so a larger count means
+    /// something new to tell the agents.
+    pub fn count(&self) -> usize {
+        self.known.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The newest `max` fingerprints (all, usually), for the agents.
+    pub fn fingerprints(&self, max: usize) -> Vec<String> {
+        let all = self.list();
+        let skip = all.len().saturating_sub(max);
+        all.into_iter().skip(skip).map(|r| r.fingerprint).collect()
+    }
+
     /// Applies one revocation at once (the leader, after writing it).
     pub fn insert(&self, r: Revocation) {
         self.known

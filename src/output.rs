@@ -40,3 +40,56 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
+
+/// `text` with its control characters shown escaped (`\u{1b}`): what
+/// agents, servers or hostile names put in a message cannot move the
+/// cursor, rewrite the screen, set the terminal's title or reverse the
+/// text's direction. Newlines and tabs stay.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if unsafe_char(c) {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// `println!` for lines holding what others supplied (an agent's error, a
+/// server's message): control characters are escaped by [`printable`].
+#[macro_export]
+macro_rules! say {
+    () => {
+        println!()
+    };
+    ($($arg:tt)*) => {
+        println!("{}", $crate::output::printable(&format!($($arg)*)))
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn escape_sequences_and_direction_overrides_are_shown_not_obeyed() {
+        assert_eq!(printable("ok\tfine\n"), "ok\tfine\n");
+        assert_eq!(
+            printable("\u{1b}]0;pwned\u{7}\u{1b}[2Jlag"),
+            "\\u{1b}]0;pwned\\u{7}\\u{1b}[2Jlag"
+        );
+        assert_eq!(printable("a\u{202e}b\u{9b}c"), "a\\u{202e}b\\u{9b}c");
+    }
+}

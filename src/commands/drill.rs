@@ -61,12 +61,19 @@ pub async fn run(g: &Global, a: DrillArgs) -> anyhow::Result<u8> {
                 crate::output::json(&r.drills)?;
                 return Ok(0);
             }
-            println!(
+            crate::say!(
                 "{:<36} {:<10} {:<18} {:<8} {:<9} {:<20} {:>8} {:>8}",
-                "ID", "SERVICE", "SCENARIO", "KIND", "VERDICT", "STARTED", "RTO", "RPO"
+                "ID",
+                "SERVICE",
+                "SCENARIO",
+                "KIND",
+                "VERDICT",
+                "STARTED",
+                "RTO",
+                "RPO"
             );
             for d in &r.drills {
-                println!(
+                crate::say!(
                     "{:<36} {:<10} {:<18} {:<8} {:<9} {:<20} {:>8} {:>8}",
                     d.id,
                     d.service,
@@ -95,7 +102,7 @@ pub async fn run(g: &Global, a: DrillArgs) -> anyhow::Result<u8> {
             std::fs::write(&r.html, page)
                 .with_context(|| format!("writing the report to {}", r.html.display()))?;
             if !g.quiet {
-                println!(
+                crate::say!(
                     "drill {} ({}) written to {}",
                     d.id,
                     if d.verdict.is_empty() {
@@ -138,9 +145,11 @@ async fn start(g: &Global, a: &OperatorArgs, req: DrillRequest, wait: bool) -> a
         if g.json {
             crate::output::json(&d)?;
         } else if !g.quiet {
-            println!(
+            crate::say!(
                 "{} drill {} started: `seawall drill show {}` reads its journal",
-                d.kind, d.id, d.id
+                d.kind,
+                d.id,
+                d.id
             );
         }
         return Ok(0);
@@ -173,7 +182,7 @@ fn show(g: &Global, d: &Drill) -> anyhow::Result<()> {
     if g.json {
         return crate::output::json(d);
     }
-    println!(
+    crate::say!(
         "{} drill {}: {}{} in {}, {} (started {} by {})",
         d.kind,
         d.id,
@@ -201,10 +210,10 @@ fn show(g: &Global, d: &Drill) -> anyhow::Result<()> {
         } else {
             String::new()
         };
-        println!("  {:<28} {:<8} {:>9}  {}", s.name, s.state, took, s.detail);
+        crate::say!("  {:<28} {:<8} {:>9}  {}", s.name, s.state, took, s.detail);
     }
     if d.state != "running" {
-        println!(
+        crate::say!(
             "  achieved: RTO {} (objective {}), RPO {} (objective {})",
             millis(d.rto_ms),
             millis(Some(d.rto_objective_ms)),
@@ -212,7 +221,7 @@ fn show(g: &Global, d: &Drill) -> anyhow::Result<()> {
             millis(Some(d.rpo_objective_ms))
         );
         for r in &d.reasons {
-            println!("  {r}");
+            crate::say!("  {r}");
         }
     }
     Ok(())

@@ -43,12 +43,19 @@ pub async fn run(g: &Global, a: FailoverArgs) -> anyhow::Result<u8> {
                 crate::output::json(&r.failovers)?;
                 return Ok(0);
             }
-            println!(
+            crate::say!(
                 "{:<32} {:<10} {:<12} {:<12} {:<10} {:<20} {:>8} {:>8}",
-                "ID", "SERVICE", "FROM", "TO", "STATE", "STARTED", "RTO", "RPO"
+                "ID",
+                "SERVICE",
+                "FROM",
+                "TO",
+                "STATE",
+                "STARTED",
+                "RTO",
+                "RPO"
             );
             for f in &r.failovers {
-                println!(
+                crate::say!(
                     "{:<32} {:<10} {:<12} {:<12} {:<10} {:<20} {:>8} {:>8}",
                     f.id,
                     f.service,
@@ -77,7 +84,7 @@ pub async fn run(g: &Global, a: FailoverArgs) -> anyhow::Result<u8> {
             if g.json {
                 crate::output::json(&f)?;
             } else if !g.quiet {
-                println!(
+                crate::say!(
                     "failover {}: abort requested; it stops before its next step",
                     f.id
                 );
@@ -131,7 +138,7 @@ async fn plan(g: &Global, s: FailoverStartArgs) -> anyhow::Result<u8> {
     if g.json {
         crate::output::json(&p)?;
     } else {
-        println!(
+        crate::say!(
             "{} from {} to {}{}: {}",
             p.service,
             p.from,
@@ -143,7 +150,7 @@ async fn plan(g: &Global, s: FailoverStartArgs) -> anyhow::Result<u8> {
                 "REFUSED"
             }
         );
-        println!(
+        crate::say!(
             "  lag {} bytes, {}; expected loss {}",
             p.lag_bytes
                 .map(|b| b.to_string())
@@ -154,13 +161,13 @@ async fn plan(g: &Global, s: FailoverStartArgs) -> anyhow::Result<u8> {
             millis(p.expected_loss_ms)
         );
         for n in &p.notes {
-            println!("  note: {n}");
+            crate::say!("  note: {n}");
         }
         for (i, step) in p.steps.iter().enumerate() {
-            println!("  {}. {step}", i + 1);
+            crate::say!("  {}. {step}", i + 1);
         }
         for r in &p.refusals {
-            println!("  refused: {r}");
+            crate::say!("  refused: {r}");
         }
     }
     Ok(if p.refusals.is_empty() { 0 } else { 1 })
@@ -184,7 +191,7 @@ async fn start(g: &Global, s: FailoverStartArgs) -> anyhow::Result<u8> {
         if g.json {
             crate::output::json(&f)?;
         } else if !g.quiet {
-            println!(
+            crate::say!(
                 "{} {} started: `seawall failover status {} --watch` follows it",
                 if f.failback { "failback" } else { "failover" },
                 f.id,
@@ -217,7 +224,7 @@ async fn watch(g: &Global, op: &mut Op, id: &str, until_served: bool) -> anyhow:
             last = shown;
         }
         if served && !g.json && !g.quiet {
-            println!(
+            crate::say!(
                 "  served from {} again; the remaining steps go on: `seawall failover status {} --watch` follows them",
                 f.to, f.id
             );
@@ -240,7 +247,7 @@ fn show(g: &Global, f: &Failover) -> anyhow::Result<()> {
     if g.json {
         return crate::output::json(f);
     }
-    println!(
+    crate::say!(
         "{} {}: {} from {} to {}{}, {} (started {} by {})",
         if f.failback { "failback" } else { "failover" },
         f.id,
@@ -259,9 +266,10 @@ fn show(g: &Global, f: &Failover) -> anyhow::Result<()> {
         f.requested_by
     );
     if !f.failed_store.is_empty() {
-        println!(
+        crate::say!(
             "  started because {}'s {} stopped answering while its agent reported",
-            f.from, f.failed_store
+            f.from,
+            f.failed_store
         );
     }
     for s in &f.steps {
@@ -273,13 +281,13 @@ fn show(g: &Global, f: &Failover) -> anyhow::Result<()> {
         } else {
             String::new()
         };
-        println!("  {:<17} {:<8} {:>8}  {}", s.name, s.state, took, s.detail);
+        crate::say!("  {:<17} {:<8} {:>8}  {}", s.name, s.state, took, s.detail);
     }
     if !f.error.is_empty() {
-        println!("  error: {}", f.error);
+        crate::say!("  error: {}", f.error);
     }
     if f.rto_ms.is_some() && !f.standby_only {
-        println!(
+        crate::say!(
             "  achieved: RTO {}, RPO {}{}{}",
             millis(f.rto_ms),
             millis(f.rpo_ms),
@@ -291,10 +299,10 @@ fn show(g: &Global, f: &Failover) -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
         if !f.rpo_basis.is_empty() {
-            println!("  RPO basis: {}", f.rpo_basis);
+            crate::say!("  RPO basis: {}", f.rpo_basis);
         }
         if !f.rpo_measured.is_empty() {
-            println!(
+            crate::say!(
                 "  RPO measured when the old primary returned: {} ({})",
                 millis(f.rpo_measured_ms),
                 f.rpo_measured

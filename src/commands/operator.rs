@@ -122,7 +122,7 @@ fn job_json(j: &Job) -> serde_json::Value {
 }
 
 fn print_job_line(j: &Job) {
-    println!(
+    crate::say!(
         "{:<42} {:<10} {:<12} {:<10} {:<23} {:<12} {:>3} {:>10} {}",
         j.job_id,
         j.region,
@@ -174,7 +174,7 @@ pub async fn status(g: &Global, a: OperatorArgs) -> anyhow::Result<u8> {
         }))?;
         return Ok(0);
     }
-    println!(
+    crate::say!(
         "leader {} ({}) epoch {}; asked {} ({}); store {}",
         if s.leader_id.is_empty() {
             "none"
@@ -187,12 +187,13 @@ pub async fn status(g: &Global, a: OperatorArgs) -> anyhow::Result<u8> {
         if s.is_leader { "leader" } else { "follower" },
         s.store
     );
-    println!(
+    crate::say!(
         "{} agents connected, {} jobs running",
-        s.agents_connected, s.jobs_running
+        s.agents_connected,
+        s.jobs_running
     );
     for f in &s.failovers_running {
-        println!("FAILOVER RUNNING {f}");
+        crate::say!("FAILOVER RUNNING {f}");
     }
     for w in &s.workers {
         let health = match (w.running, w.failures_in_a_row) {
@@ -204,17 +205,20 @@ pub async fn status(g: &Global, a: OperatorArgs) -> anyhow::Result<u8> {
                 w.last_error
             ),
         };
-        println!("worker {:<12} {health}", w.name);
+        crate::say!("worker {:<12} {health}", w.name);
     }
     if s.sources.is_empty() {
-        println!("no successful backup recorded yet");
+        crate::say!("no successful backup recorded yet");
     } else {
-        println!(
+        crate::say!(
             "{:<12} {:<14} {:<20} {:>10} SNAPSHOT",
-            "REGION", "SOURCE", "LAST SUCCESS", "AGE"
+            "REGION",
+            "SOURCE",
+            "LAST SUCCESS",
+            "AGE"
         );
         for x in &s.sources {
-            println!(
+            crate::say!(
                 "{:<12} {:<14} {:<20} {:>9}s {}",
                 x.region,
                 x.source,
@@ -249,12 +253,16 @@ pub async fn agents(g: &Global, a: AgentsArgs) -> anyhow::Result<u8> {
         })).collect::<Vec<_>>())?;
         return Ok(0);
     }
-    println!(
+    crate::say!(
         "{:<16} {:<12} {:<20} {:<20} {:>4} SOURCES",
-        "AGENT", "REGION", "CONNECTED", "CERT EXPIRES", "JOBS"
+        "AGENT",
+        "REGION",
+        "CONNECTED",
+        "CERT EXPIRES",
+        "JOBS"
     );
     for x in &r.agents {
-        println!(
+        crate::say!(
             "{:<16} {:<12} {:<20} {:<20} {:>4} {}",
             x.agent_id,
             x.region,
@@ -297,9 +305,9 @@ pub async fn revoke(g: &Global, a: RevokeArgs) -> anyhow::Result<u8> {
         }))?;
     } else if !g.quiet {
         if r.newly {
-            println!("revoked {}", revoked.fingerprint);
+            crate::say!("revoked {}", revoked.fingerprint);
         } else {
-            println!(
+            crate::say!(
                 "{} was revoked already, at {} by {}",
                 revoked.fingerprint,
                 when(revoked.at_unix_ms),
@@ -333,9 +341,9 @@ pub async fn revoked(g: &Global, a: OperatorArgs) -> anyhow::Result<u8> {
         )?;
         return Ok(0);
     }
-    println!("{:<64} {:<20} {:<20} REASON", "FINGERPRINT", "AT", "BY");
+    crate::say!("{:<64} {:<20} {:<20} REASON", "FINGERPRINT", "AT", "BY");
     for x in &r.revoked {
-        println!(
+        crate::say!(
             "{:<64} {:<20} {:<20} {}",
             x.fingerprint,
             when(x.at_unix_ms),
@@ -371,12 +379,17 @@ pub async fn schedules(g: &Global, a: OperatorArgs) -> anyhow::Result<u8> {
         )?;
         return Ok(0);
     }
-    println!(
+    crate::say!(
         "{:<20} {:<12} {:<12} {:<10} {:<18} {:<20} NEXT",
-        "SCHEDULE", "REGION", "SOURCE", "KIND", "CRON", "LAST"
+        "SCHEDULE",
+        "REGION",
+        "SOURCE",
+        "KIND",
+        "CRON",
+        "LAST"
     );
     for x in &r.schedules {
-        println!(
+        crate::say!(
             "{:<20} {:<12} {:<12} {:<10} {:<18} {:<20} {} {}",
             x.name,
             x.region,
@@ -408,7 +421,7 @@ async fn watch(g: &Global, op: &mut Op, job_id: &str) -> anyhow::Result<u8> {
     let mut last = None;
     while let Some(j) = stream.message().await.map_err(failed)? {
         if g.json {
-            println!("{}", job_json(&j));
+            crate::say!("{}", job_json(&j));
         } else if !g.quiet {
             print_job_line(&j);
         }
@@ -467,9 +480,16 @@ pub async fn jobs(g: &Global, a: JobsArgs) -> anyhow::Result<u8> {
         crate::output::json(&r.jobs.iter().map(job_json).collect::<Vec<_>>())?;
         return Ok(0);
     }
-    println!(
+    crate::say!(
         "{:<42} {:<10} {:<12} {:<10} {:<23} {:<12} {:>3} {:>10} SNAPSHOT/ERROR",
-        "JOB", "REGION", "SOURCE", "KIND", "STATE", "AGENT", "TRY", "ADDED"
+        "JOB",
+        "REGION",
+        "SOURCE",
+        "KIND",
+        "STATE",
+        "AGENT",
+        "TRY",
+        "ADDED"
     );
     for j in &r.jobs {
         print_job_line(j);
@@ -508,12 +528,15 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<u8> {
         )?;
         return Ok(0);
     }
-    println!(
+    crate::say!(
         "{:<20} {:>6} {:<10} {:<22} EVENT",
-        "AT", "EPOCH", "REPLICA", "ACTOR"
+        "AT",
+        "EPOCH",
+        "REPLICA",
+        "ACTOR"
     );
     for e in &r.entries {
-        println!(
+        crate::say!(
             "{:<20} {:>6} {:<10} {:<22} {}",
             when(e.at_unix_ms),
             e.epoch,
@@ -527,7 +550,7 @@ pub async fn audit(g: &Global, a: AuditArgs) -> anyhow::Result<u8> {
         .last()
         .filter(|_| r.entries.len() >= a.limit as usize)
     {
-        println!("older entries: seawall audit --before {}", last.key);
+        crate::say!("older entries: seawall audit --before {}", last.key);
     }
     Ok(0)
 }
@@ -561,12 +584,17 @@ pub async fn backups(g: &Global, a: BackupsArgs) -> anyhow::Result<u8> {
         )?;
         return Ok(0);
     }
-    println!(
+    crate::say!(
         "{:<12} {:<14} {:<20} {:<10} {:>10} {:>8}",
-        "REGION", "SOURCE", "FINISHED", "SNAPSHOT", "ADDED", "SECS"
+        "REGION",
+        "SOURCE",
+        "FINISHED",
+        "SNAPSHOT",
+        "ADDED",
+        "SECS"
     );
     for b in &r.backups {
-        println!(
+        crate::say!(
             "{:<12} {:<14} {:<20} {:<10} {:>10} {:>8.1}",
             b.region,
             b.source,
@@ -618,9 +646,11 @@ pub async fn backup_now(g: &Global, a: BackupArgs) -> anyhow::Result<u8> {
     if g.json && !a.wait {
         crate::output::json(&job_json(&job))?;
     } else if !g.quiet && !g.json {
-        println!(
+        crate::say!(
             "job {} queued for {} in {}",
-            job.job_id, job.source, job.region
+            job.job_id,
+            job.source,
+            job.region
         );
     }
     if a.wait {
@@ -661,7 +691,7 @@ pub async fn replication(g: &Global, a: ReplicationArgs) -> anyhow::Result<u8> {
         return Ok(if healthy { 0 } else { 1 });
     }
     if r.services.is_empty() {
-        println!("no services: [[regions]] and [[services]] in coordinator.toml describe them (docs/configuration.md)");
+        crate::say!("no services: [[regions]] and [[services]] in coordinator.toml describe them (docs/configuration.md)");
     }
     let now = chrono::Utc::now().timestamp_millis();
     for s in &r.services {
@@ -670,7 +700,7 @@ pub async fn replication(g: &Global, a: ReplicationArgs) -> anyhow::Result<u8> {
         } else {
             "never checked".into()
         };
-        println!(
+        crate::say!(
             "{}: {} (exposure {}, RPO {}, RTO {}; {age})",
             s.service,
             s.verdict.to_uppercase(),
@@ -678,7 +708,7 @@ pub async fn replication(g: &Global, a: ReplicationArgs) -> anyhow::Result<u8> {
             millis(Some(s.rpo_ms)),
             millis(Some(s.rto_ms)),
         );
-        println!(
+        crate::say!(
             "  {:<12} {:<8} {:<9} {:<20} {:<9} {:>12} {:>8} {:>9} {:>9}  POSITION",
             "REGION",
             "ROLE",
@@ -691,7 +721,7 @@ pub async fn replication(g: &Global, a: ReplicationArgs) -> anyhow::Result<u8> {
             "DELAY"
         );
         for st in &s.stores {
-            println!(
+            crate::say!(
                 "  {:<12} {:<8} {:<9} {:<20} {:<9} {:>12} {:>8} {:>9} {:>9}  {}",
                 st.region,
                 st.role,
@@ -711,17 +741,23 @@ pub async fn replication(g: &Global, a: ReplicationArgs) -> anyhow::Result<u8> {
                 },
             );
             for why in &st.reasons {
-                println!("      {why}");
+                crate::say!("      {why}");
             }
         }
         if !s.repositories.is_empty() {
-            println!(
+            crate::say!(
                 "  {:<12} {:<8} {:<20} {:<9} {:>10} {:>9} {:>6}  NEWEST WAL",
-                "REGION", "ROLE", "REPOSITORY AGENT", "VERDICT", "BEHIND", "SNAPSHOTS", "GAPS"
+                "REGION",
+                "ROLE",
+                "REPOSITORY AGENT",
+                "VERDICT",
+                "BEHIND",
+                "SNAPSHOTS",
+                "GAPS"
             );
         }
         for repo in &s.repositories {
-            println!(
+            crate::say!(
                 "  {:<12} {:<8} {:<20} {:<9} {:>10} {:>9} {:>6}  {}",
                 repo.region,
                 repo.role,
@@ -737,7 +773,7 @@ pub async fn replication(g: &Global, a: ReplicationArgs) -> anyhow::Result<u8> {
                 },
             );
             for why in &repo.reasons {
-                println!("      {why}");
+                crate::say!("      {why}");
             }
         }
     }

@@ -86,7 +86,12 @@ async fn flood(
             .iter()
             .map(|probe| StoreReport {
                 source: probe.source.clone(),
-                error: "e".repeat(FLOOD / p.probes.len().max(1)),
+                // A terminal escape (set the window title, clear the
+                // screen) first: the operator's terminal must not obey it.
+                error: format!(
+                    "\u{1b}]0;pwned\u{7}\u{1b}[2J{}",
+                    "e".repeat(FLOOD / p.probes.len().max(1))
+                ),
                 replication: Some(store_report::Replication::Postgres(PostgresReplication {
                     standbys: vec![standby.clone(); 500],
                     ..Default::default()
@@ -256,6 +261,17 @@ fn an_agent_sending_ten_mebibytes_of_probe_answers_changes_nothing_for_the_other
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("bytes cut"), "{text}");
+    let text = std::process::Command::new(crate::fixtures::bin())
+        .args(["replication", "--service", "junk-a"])
+        .args(pki.operator_flags(&addr))
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&text.stdout);
+    assert!(shown.contains("\\u{1b}]0;pwned"), "{shown}");
+    assert!(
+        !shown.contains('\u{1b}'),
+        "a raw escape reached the terminal"
+    );
     let log = c.daemon.log_text();
     assert!(!log.contains("not stored"), "{log}");
     let grown = rss_kib(c.daemon.pid()).saturating_sub(rss_before);

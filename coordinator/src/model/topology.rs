@@ -369,6 +369,9 @@ pub fn problems(
         if roles.insert(&r.name, r.role).is_some() {
             out.push(format!("[[regions]] {:?} is listed twice", r.name));
         }
+        if let Err(e) = seawall_common::tls::check_label("region", &r.name) {
+            out.push(format!("[[regions]] {:?}: {e}", r.name));
+        }
     }
     let primaries: Vec<&str> = regions
         .iter()
@@ -397,6 +400,11 @@ pub fn problems(
         let at = format!("[[services]] {:?}", s.name);
         if !names.insert(&s.name) {
             out.push(format!("{at} is listed twice"));
+        }
+        // The name goes into store keys, metric labels, status page links
+        // and terminals: a label, like the regions' and agents' names.
+        if let Err(e) = seawall_common::tls::check_label("service name", &s.name) {
+            out.push(format!("{at}: {e}"));
         }
         if s.rpo.is_zero() || s.rto.is_zero() {
             out.push(format!("{at}: rpo and rto must be above zero"));
@@ -631,6 +639,18 @@ mod tests {
         assert!(problems(&regions, &[advisory], &r)
             .join("\n")
             .contains("is not a fence: a client undoes it"));
+
+        for bad in ["shop/../x", "Shop", "a b", "\u{1b}[2Jshop", ""] {
+            let named = ServiceConfig {
+                name: bad.into(),
+                ..service(vec![
+                    store("west", StoreKind::Postgres, "db"),
+                    store("east", StoreKind::Postgres, "db"),
+                ])
+            };
+            let p = problems(&regions, &[named], &r).join("\n");
+            assert!(p.contains("service name"), "{bad:?}: {p}");
+        }
 
         let orphan = service(vec![store("east", StoreKind::Redis, "cache")]);
         let p = problems(&regions, &[orphan], &r).join("\n");

@@ -98,12 +98,13 @@ impl MasterKey {
     }
 }
 
-/// Most memory a key file may ask Argon2 for: 1 GiB (the default is 64 MiB).
-pub const MAX_KDF_MEMORY_KIB: u64 = 1024 * 1024;
-/// Most Argon2 passes a key file may ask for.
-pub const MAX_KDF_PASSES: u64 = 16;
-/// Most Argon2 lanes a key file may ask for.
-pub const MAX_KDF_LANES: u64 = 16;
+/// Most memory a key file may ask Argon2 for: 256 MiB (Seawall writes
+/// 64 MiB).
+pub const MAX_KDF_MEMORY_KIB: u64 = 256 * 1024;
+/// Most Argon2 passes a key file may ask for (Seawall writes 3).
+pub const MAX_KDF_PASSES: u64 = 8;
+/// Most Argon2 lanes a key file may ask for (Seawall writes 1).
+pub const MAX_KDF_LANES: u64 = 8;
 
 /// Argon2id parameters stored beside a wrapped key.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -131,6 +132,12 @@ impl KdfParams {
             p_cost: 1,
             salt: rand::random::<[u8; 16]>().to_vec(),
         }
+    }
+
+    /// The work a derivation with these parameters costs, in KiB-passes
+    /// (memory times passes), to bound what one open may spend.
+    pub fn cost(&self) -> u64 {
+        u64::from(self.m_cost) * u64::from(self.t_cost)
     }
 
     /// Refuses parameters no key file Seawall writes has, before any memory

@@ -92,6 +92,10 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<u8> {
         );
         return Ok(0);
     }
+    // Said at every start, and by --check.
+    for warning in prepared.config.exposed_secrets(&a.config) {
+        eprintln!("warning: {}: {warning}", a.config.display());
+    }
     if a.check {
         let c = &prepared.config;
         // Open the repository the way jobs will (password, storage), so a

@@ -222,6 +222,31 @@ fn hostile_repository_objects_are_refused_or_ignored_not_obeyed() {
     key["kdf"]["m_cost"] = serde_json::json!(u32::MAX);
     let planted = repo_dir.join("keys").join("0".repeat(64));
     std::fs::write(&planted, serde_json::to_vec(&key).unwrap()).unwrap();
+    // And 100 within the bounds but at their most (256 MiB, 8 passes:
+    // some 2 s each), also listed first, and one far too large to be a
+    // key file: an open tries the cheapest first, within a budget.
+    key["kdf"]["m_cost"] = serde_json::json!(256 * 1024);
+    key["kdf"]["t_cost"] = serde_json::json!(8);
+    for i in 0..100 {
+        let name = format!("1{i:063}");
+        std::fs::write(
+            repo_dir.join("keys").join(name),
+            serde_json::to_vec(&key).unwrap(),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        repo_dir.join("keys").join("2".repeat(64)),
+        vec![b' '; 1 << 20],
+    )
+    .unwrap();
+    let opened = std::time::Instant::now();
+    repo.ok(&["snapshots"]);
+    assert!(
+        opened.elapsed() < std::time::Duration::from_secs(20),
+        "opening took {:?} with planted key files",
+        opened.elapsed()
+    );
     // A lock file that no seawall wrote.
     std::fs::create_dir_all(repo_dir.join("locks")).unwrap();
     std::fs::write(repo_dir.join("locks").join("f".repeat(64)), b"garbage").unwrap();

@@ -102,6 +102,43 @@ impl AgentConfig {
         }
     }
 
+    /// Passwords written in the file itself (in a source's `dsn`,
+    /// `rebuild_dsn` or Redis `url`), named, when users other than the
+    /// file's owner may read `path`: each a sentence with the fix.
+    pub fn exposed_secrets(&self, path: &Path) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let readable_by_others = std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o044 != 0)
+            .unwrap_or(false);
+        if !readable_by_others {
+            return Vec::new();
+        }
+        let pg = |dsn: &str| {
+            crate::engine::postgres::conn::split_password(dsn)
+                .1
+                .is_some()
+        };
+        let mut found = Vec::new();
+        for s in &self.sources {
+            let (what, has) = match &s.kind {
+                SourceSpec::Postgres { dsn, .. } => (
+                    "dsn",
+                    pg(dsn) || s.server.rebuild_dsn.as_deref().is_some_and(pg),
+                ),
+                SourceSpec::Redis { url, .. } => ("url", url_has_password(url)),
+                SourceSpec::Files { .. } => continue,
+            };
+            if has {
+                found.push(format!(
+                    "source {:?}: its {what} holds a password and {} is readable by other users: chmod 600 it (or 640 with the agent's group), or move the password to a file (PGPASSFILE, SEAWALL_REDIS_PASSWORD_FILE)",
+                    s.name,
+                    path.display()
+                ));
+            }
+        }
+        found
+    }
+
     /// The drill settings with their defaults filled in.
     pub fn drill_places(&self) -> (PathBuf, Option<PathBuf>, PathBuf) {
         let scratch = self
@@ -122,6 +159,16 @@ impl AgentConfig {
             .unwrap_or_else(crate::engine::redis::rdb::server_on_path);
         (scratch, pg_bin, redis)
     }
+}
+
+/// Whether a Redis URL carries a password (`redis://[user]:PASSWORD@host`).
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .rsplit_once('@')
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .is_some_and(|(_, password)| !password.is_empty())
 }
 
 /// Another region's repository, copied into this agent's by mirror jobs.
@@ -559,6 +606,39 @@ password_file = "/etc/seawall/pw"
         let mut bare = config.clone();
         bare.drills = DrillsConfig::default();
         assert_eq!(bare.drill_places().0, config.state_dir.join("scratch"));
+    }
+
+    #[test]
+    fn a_password_in_a_file_others_can_read_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        let sources = r#"
+[[sources]]
+name = "db"
+kind = "postgres"
+dsn = "host=/run/postgresql user=app password=hunter2"
+
+[[sources]]
+name = "cache"
+kind = "redis"
+url = "redis://:s3cret@127.0.0.1:6379"
+
+[[sources]]
+name = "plain"
+kind = "redis"
+url = "redis://127.0.0.1:6379"
+"#;
+        std::fs::write(&path, format!("{HEAD}{sources}")).unwrap();
+        let config = AgentConfig::load(&path, None).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let found = config.exposed_secrets(&path);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("\"db\"") && found[0].contains("chmod 600"));
+        assert!(found[1].contains("\"cache\""));
+        assert!(!found.join(" ").contains("hunter2"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(config.exposed_secrets(&path).is_empty());
     }
 
     #[test]

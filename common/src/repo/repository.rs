@@ -40,6 +40,14 @@ impl std::fmt::Debug for Repository {
     }
 }
 
+/// Most key files an open reads.
+const MAX_KEY_FILES: usize = 64;
+/// Largest key file read (Seawall's are under 1 KiB).
+const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+/// The most Argon2 work one open spends over all key files it tries: 32
+/// keys of Seawall's default cost (64 MiB, 3 passes), about 8 s.
+const KDF_BUDGET: u64 = 32 * 64 * 1024 * 3;
+
 impl Repository {
     /// Creates a new repository; refuses a location that already holds one.
     pub async fn init(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
@@ -116,20 +124,41 @@ impl Repository {
                 storage.location()
             )));
         }
+        // Cheapest first, within a count and a work budget: key files
+        // planted in keys/ asking for the most memory and passes cannot
+        // make an open take minutes or gigabytes.
         let mut last_err = None;
-        for listed in keys {
+        let mut candidates = Vec::new();
+        let listed_count = keys.len();
+        for listed in keys.into_iter().take(MAX_KEY_FILES) {
+            if listed.size > MAX_KEY_FILE_BYTES {
+                last_err = Some(Error::corrupt(format!(
+                    "key file {} is {} bytes, not a key file: move it out of keys/",
+                    listed.name, listed.size
+                )));
+                continue;
+            }
             let data = storage.read(FileKind::Key, &listed.name).await?;
-            let file: KeyFile = match serde_json::from_slice(&data) {
-                Ok(f) => f,
+            match serde_json::from_slice::<KeyFile>(&data) {
+                Ok(f) => candidates.push((f.kdf.cost(), listed.name, f)),
                 Err(e) => {
                     last_err = Some(Error::corrupt(format!(
                         "key file {} does not parse: {e}",
                         listed.name
-                    )));
-                    continue;
+                    )))
                 }
-            };
-            let kdf_password = password.to_vec();
+            }
+        }
+        candidates.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let mut spent = 0u64;
+        let mut untried = listed_count.saturating_sub(MAX_KEY_FILES);
+        for (i, (cost, name, file)) in candidates.iter().enumerate() {
+            if spent.saturating_add(*cost) > KDF_BUDGET {
+                untried += candidates.len() - i;
+                break;
+            }
+            spent = spent.saturating_add(*cost);
+            let (file, kdf_password) = (file.clone(), password.to_vec());
             let attempt = tokio::task::spawn_blocking(move || file.unwrap_key(&kdf_password))
                 .await
                 .map_err(|e| Error::new(ErrorKind::Io, format!("key derivation stopped: {e}")))?;
@@ -140,13 +169,22 @@ impl Repository {
                         key,
                         config,
                         index: RwLock::new(MasterIndex::default()),
-                        key_file: listed.name,
+                        key_file: name.clone(),
                     })
                 }
                 Err(e) => last_err = Some(e),
             }
         }
-        Err(last_err.unwrap_or_else(|| Error::new(ErrorKind::WrongKey, "wrong password")))
+        let err = last_err.unwrap_or_else(|| Error::new(ErrorKind::WrongKey, "wrong password"));
+        if untried > 0 {
+            return Err(Error::new(
+                err.kind(),
+                format!(
+                    "{err}; {untried} key file(s) of {listed_count} were not tried (at most {MAX_KEY_FILES}, cheapest first, within 32 default keys' work): remove key files you do not know from keys/"
+                ),
+            ));
+        }
+        Err(err)
     }
 
     /// The name of the key file the password opened.

@@ -223,12 +223,13 @@ fn hostile_repository_objects_are_refused_or_ignored_not_obeyed() {
     let planted = repo_dir.join("keys").join("0".repeat(64));
     std::fs::write(&planted, serde_json::to_vec(&key).unwrap()).unwrap();
     // And 100 within the bounds but at their most (256 MiB, 8 passes:
-    // some 2 s each), also listed first, and one far too large to be a
-    // key file: an open tries the cheapest first, within a budget.
+    // some 2 s each), all listed before the good one, and one far too
+    // large to be a key file: an open tries the cheapest first, within a
+    // budget.
     key["kdf"]["m_cost"] = serde_json::json!(256 * 1024);
     key["kdf"]["t_cost"] = serde_json::json!(8);
-    for i in 0..100 {
-        let name = format!("1{i:063}");
+    for i in 1..=100 {
+        let name = format!("{i:064}");
         std::fs::write(
             repo_dir.join("keys").join(name),
             serde_json::to_vec(&key).unwrap(),

@@ -40,8 +40,9 @@ impl std::fmt::Debug for Repository {
     }
 }
 
-/// Most key files an open reads.
-const MAX_KEY_FILES: usize = 64;
+/// Most key files an open reads (each a small read: all of them are read
+/// before any is tried, so the cheapest is tried first wherever it lists).
+const MAX_KEY_FILES: usize = 1000;
 /// Largest key file read (Seawall's are under 1 KiB).
 const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 /// The most Argon2 work one open spends over all key files it tries: 32
@@ -180,7 +181,7 @@ impl Repository {
             return Err(Error::new(
                 err.kind(),
                 format!(
-                    "{err}; {untried} key file(s) of {listed_count} were not tried (at most {MAX_KEY_FILES}, cheapest first, within 32 default keys' work): remove key files you do not know from keys/"
+                    "{err}; {untried} key file(s) of {listed_count} were not tried (at most {MAX_KEY_FILES} read, tried cheapest first within 32 default keys' work): remove key files you do not know from keys/"
                 ),
             ));
         }

@@ -19,9 +19,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Probe rounds answered at once; a further one is refused at once (the
-/// stores are not keeping up and piling on would not help).
+/// Store probe rounds answered at once; a further one is refused at once
+/// (the stores are not keeping up and piling on would not help).
 const CONCURRENT_ROUNDS: usize = 2;
+/// Repository reads answered at once. They have a pool of their own: a
+/// listing of a slow bucket (its deadline is most of a minute) must not
+/// take a permit the replication rounds, due every second, need.
+const CONCURRENT_REPOSITORY_READS: usize = 1;
 /// Gaps listed one by one in an answer (the count has them all).
 const MAX_GAPS: usize = 20;
 /// Longest deadline honoured, whatever the request says.
@@ -33,6 +37,7 @@ pub struct Prober {
     /// Each source's store, kept with its connection between rounds.
     stores: Mutex<HashMap<String, Arc<dyn StoreControl>>>,
     rounds: Arc<tokio::sync::Semaphore>,
+    repository_reads: Arc<tokio::sync::Semaphore>,
     repo: tokio::sync::Mutex<Option<Arc<Repository>>>,
 }
 
@@ -43,6 +48,7 @@ impl Prober {
             config,
             stores: Mutex::default(),
             rounds: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_ROUNDS)),
+            repository_reads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REPOSITORY_READS)),
             repo: tokio::sync::Mutex::new(None),
         }
     }
@@ -56,11 +62,21 @@ impl Prober {
         // replication rounds busy is exactly what they must report.
         let reach_only = request.repository.is_none()
             && request.probes.iter().all(|p| !p.reach_address.is_empty());
-        let permit = self.rounds.clone().try_acquire_owned();
+        let repository_only = request.probes.is_empty() && request.repository.is_some();
+        let pool = if repository_only {
+            &self.repository_reads
+        } else {
+            &self.rounds
+        };
+        let permit = pool.clone().try_acquire_owned();
         if permit.is_err() && !reach_only {
             let busy = Error::new(
                 ErrorKind::Locked,
-                "the agent is still answering earlier probes: its stores are slow to respond",
+                if repository_only {
+                    "the agent is still reading its repository for an earlier probe: the bucket is slow to respond"
+                } else {
+                    "the agent is still answering earlier probes: its stores are slow to respond"
+                },
             );
             return ProbeReply {
                 probe_id: request.probe_id,
@@ -303,5 +319,75 @@ fn marker_message(service: &str, m: Marker) -> CanaryMarker {
         service: service.to_string(),
         seq: m.seq,
         written_unix_ms: m.written_unix_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prober() -> (tempfile::TempDir, Prober) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "id = \"a1\"\nregion = \"eu\"\ncoordinators = [\"127.0.0.1:7000\"]\n\
+                 state_dir = \"{0}\"\n[tls]\nca = \"ca.pem\"\ncert = \"a1.pem\"\nkey = \"a1.key\"\n\
+                 [repository]\nrepo = \"{0}/repo\"\npassword_file = \"{0}/pw\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let config = AgentConfig::load(&path, None).unwrap();
+        (dir, Prober::new(Arc::new(config)))
+    }
+
+    fn store_round() -> ProbeRequest {
+        ProbeRequest {
+            probe_id: 7,
+            deadline_ms: 500,
+            probes: vec![StoreProbe {
+                source: "missing".into(),
+                replication: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_repository_read_takes_no_permit_the_replication_rounds_need() {
+        let (_dir, prober) = prober();
+        // A repository read in progress (a slow bucket: its deadline is
+        // most of a minute) holds its pool's permit, and the previous
+        // round's answer is still on its way.
+        let _reading = prober.repository_reads.clone().try_acquire_owned().unwrap();
+        let _previous = prober.rounds.clone().try_acquire_owned().unwrap();
+        let reply = prober.answer(store_round()).await;
+        assert!(
+            !reply.reports[0].error.contains("earlier probes"),
+            "{}",
+            reply.reports[0].error
+        );
+        // A second repository read is refused at once, by name.
+        let reply = prober
+            .answer(ProbeRequest {
+                probe_id: 8,
+                deadline_ms: 500,
+                repository: Some(RepositoryProbe::default()),
+                ..Default::default()
+            })
+            .await;
+        let error = &reply.repository.unwrap().error;
+        assert!(error.contains("reading its repository"), "{error}");
+        // Store rounds past their own bound are refused as before.
+        let _other = prober.rounds.clone().try_acquire_owned().unwrap();
+        let reply = prober.answer(store_round()).await;
+        assert!(
+            reply.reports[0].error.contains("earlier probes"),
+            "{}",
+            reply.reports[0].error
+        );
     }
 }

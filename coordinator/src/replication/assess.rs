@@ -191,6 +191,23 @@ pub fn assess(
                 },
             }
         }
+        if role != Some(RegionRole::Primary) && behind_ms(&out).is_none() {
+            // Not measured this round (no answer in time, the primary
+            // gone): what it lacked at the last measure, plus every write
+            // since, is still a bound; "unknown" would hold up a failover
+            // that figure allows.
+            let last = prev.and_then(|p| behind_ms(p).zip(previous.map(|r| r.checked_unix_ms)));
+            if let Some((ms, at)) = last {
+                let aged = ms + (now_ms - at).max(0);
+                out.canary_exposure_ms = Some(aged);
+                reasons.push(format!(
+                    "not measured this round: {} behind when last measured, {} ago, so at most {}",
+                    secs(ms),
+                    secs((now_ms - at).max(0)),
+                    secs(aged)
+                ));
+            }
+        }
         if let Some(ms) = behind_ms(&out) {
             if ms > rpo_ms {
                 worse(
@@ -461,5 +478,62 @@ mod tests {
         promoted[1] = seen(Ok(pg(true, "0/3000000")));
         let r = assess(&regions, &service, &promoted, None, None, Vec::new(), 2_000);
         assert!(r.stores[1].reasons[0].contains("not in recovery"));
+    }
+
+    #[test]
+    fn a_standby_not_measured_this_round_keeps_its_last_figure_aged_never_unknown() {
+        let (regions, service) = topology();
+        let mut first = vec![
+            seen(Ok(pg(true, "0/2000000"))),
+            seen(Ok(pg(false, "0/2000000"))),
+            seen(Ok(redis(true, 10, ""))),
+            seen(Ok(redis(false, 10, "up"))),
+        ];
+        let canary = StoreReport {
+            canary: Some(CanaryMarker {
+                service: "shop".into(),
+                seq: 7,
+                written_unix_ms: 500,
+            }),
+            ..Default::default()
+        };
+        first[1].canary = Some((Ok(canary), 1_000));
+        let before = assess(&regions, &service, &first, None, None, Vec::new(), 1_000);
+        assert_eq!(behind_ms(&before.stores[1]), Some(500));
+        // The west is gone and the east's answers come too late.
+        let late = |why: &str| seen(Err(why.into()));
+        let now = vec![
+            late("agent west/a did not answer"),
+            late("agent east/a: deadline"),
+            late("agent west/a did not answer"),
+            late("agent east/a: deadline"),
+        ];
+        let r = assess(
+            &regions,
+            &service,
+            &now,
+            Some(&before),
+            None,
+            Vec::new(),
+            4_000,
+        );
+        assert_eq!(r.stores[1].canary_exposure_ms, Some(3_500), "{r:?}");
+        assert!(
+            r.stores[1]
+                .reasons
+                .iter()
+                .any(|x| x.contains("not measured this round")),
+            "{:?}",
+            r.stores[1].reasons
+        );
+        // Round after round it only grows, and the service's exposure with it.
+        let again = assess(&regions, &service, &now, Some(&r), None, Vec::new(), 5_000);
+        assert_eq!(again.stores[1].canary_exposure_ms, Some(4_500));
+        assert!(again.exposure_ms >= Some(4_500));
+        // A primary gets no such figure.
+        assert_eq!(again.stores[0].canary_exposure_ms, None);
+        // With nothing ever measured, it stays unknown.
+        let never = assess(&regions, &service, &now, None, None, Vec::new(), 5_000);
+        assert_eq!(behind_ms(&never.stores[1]), None);
     }
 }

@@ -655,9 +655,12 @@ impl World {
             // audit log only: show it.
             assert!(
                 std::time::Instant::now() < deadline,
-                "no automatic failover finished within 60 s; the audit log:\n{}",
+                "no automatic failover finished within 60 s; the replication report:\n{}\nthe audit log:\n{}",
                 String::from_utf8_lossy(
-                    &op(&self.pki, &self.addr, &["audit", "--since", "10m"]).stdout
+                    &op(&self.pki, &self.addr, &["replication", "--service", "shop"]).stdout
+                ),
+                String::from_utf8_lossy(
+                    &op(&self.pki, &self.addr, &["audit", "--limit", "8"]).stdout
                 )
             );
             std::thread::sleep(std::time::Duration::from_millis(200));

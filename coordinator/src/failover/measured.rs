@@ -96,14 +96,40 @@ pub async fn at_rejoin(
         .ok()?
         .into_iter()
         .find(|f| f.service == service.name && f.from == region && f.is_final())?;
-    if newest.state != FailoverState::Succeeded
-        || newest.standby_only
-        || newest.rpo_measured.contains(&format!("{}:", kind.name()))
-    {
+    if newest.state != FailoverState::Succeeded || newest.standby_only {
         return None;
     }
-    let (mut f, rev) = load(coord, &newest.id).await.ok()??;
-    let (ms, words) = reckon(&f, kind, d);
+    // The record may change under us (another store's figure, a second
+    // session of the same agent): read it again and retry, since this
+    // figure is read once, at the demotion, and is lost if not written.
+    for _ in 0..CONFLICT_RETRIES {
+        let (mut f, rev) = load(coord, &newest.id).await.ok()??;
+        if f.rpo_measured.contains(&format!("{}:", kind.name())) {
+            return None;
+        }
+        let words = record(&mut f, kind, d);
+        let event = format!("failover {}: {words}", f.id);
+        match save(coord, lead, &f, rev, Some(event), Vec::new()).await {
+            Ok(_) => return Some(words),
+            Err(crate::model::error::ActError::Store(
+                crate::model::error::StoreError::Conflict { .. },
+            )) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, failover = %f.id, "the measured RPO was not recorded");
+                return None;
+            }
+        }
+    }
+    tracing::warn!(failover = %newest.id, "the measured RPO was not recorded: the record kept changing");
+    None
+}
+
+/// Attempts at writing the measured figure into a record that keeps changing.
+const CONFLICT_RETRIES: usize = 5;
+
+/// Puts what the demotion read into `f`; returns it in words.
+fn record(f: &mut FailoverRecord, kind: StoreKind, d: &Divergence) -> String {
+    let (ms, words) = reckon(f, kind, d);
     f.rpo_measured = if f.rpo_measured.is_empty() {
         words.clone()
     } else {
@@ -123,12 +149,7 @@ pub async fn at_rejoin(
             super::metrics::achieved(&f.service, f.rto_ms.unwrap_or(0), f.rpo_ms);
         }
     }
-    let event = format!("failover {}: {words}", f.id);
-    if let Err(e) = save(coord, lead, &f, rev, Some(event), Vec::new()).await {
-        tracing::warn!(error = %e, failover = %f.id, "the measured RPO was not recorded");
-        return None;
-    }
-    Some(words)
+    words
 }
 
 #[cfg(test)]

@@ -23,15 +23,7 @@ struct Ha {
 
 /// A replica's `[etcd]` section for `etcd`, keys under `prefix`.
 fn etcd_section(etcd: &EtcdCluster, prefix: &str) -> String {
-    let endpoints = etcd
-        .endpoints()
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "[etcd]\nendpoints = [{endpoints}]\nprefix = \"{prefix}\"\nlease_ttl = \"{TTL_SECS}s\"\nallow_plaintext = true\n"
-    )
+    etcd.coordinator_section(prefix, Some(&format!("{TTL_SECS}s")))
 }
 
 fn start(prefix: &str) -> Ha {

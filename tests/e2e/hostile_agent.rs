@@ -158,15 +158,7 @@ fn an_agent_sending_ten_mebibytes_of_probe_answers_changes_nothing_for_the_other
         .service(junk("junk-a"))
         .service(junk("junk-b"))
         .build();
-    let endpoints = etcd
-        .endpoints()
-        .iter()
-        .map(|e| format!("\"{e}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let store = format!(
-        "[etcd]\nendpoints = [{endpoints}]\nprefix = \"/hostile\"\nallow_plaintext = true\n{topology}"
-    );
+    let store = format!("{}{topology}", etcd.coordinator_section("/hostile", None));
     let pki = Pki::new(&dir.join("pki"));
     let c = start_replica(&pki, dir, "c1", &store, "", false);
     let addr = c.address();

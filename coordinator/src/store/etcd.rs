@@ -156,6 +156,16 @@ impl EtcdStore {
         format!("{}/{}", self.prefix, key)
     }
 
+    /// A listed key and value, its key without this store's prefix.
+    fn entry(&self, kv: &etcd_client::KeyValue) -> Entry {
+        let strip = (self.prefix.len() + 1).min(kv.key().len());
+        Entry {
+            key: String::from_utf8_lossy(&kv.key()[strip..]).into_owned(),
+            value: kv.value().to_vec(),
+            revision: kv.mod_revision(),
+        }
+    }
+
     fn election(&self) -> String {
         self.full("election")
     }
@@ -309,7 +319,6 @@ impl StateStore for EtcdStore {
             Some(b) if b.starts_with(prefix) => self.full(b).into_bytes(),
             _ => prefix_end(&full),
         };
-        let strip = self.prefix.len() + 1;
         let options = GetOptions::new()
             .with_range(end)
             .with_limit(limit.min(LIST_PAGE as usize) as i64)
@@ -319,15 +328,7 @@ impl StateStore for EtcdStore {
             async move { c.get(from, Some(options)).await }
         })
         .await?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .map(|kv| Entry {
-                key: String::from_utf8_lossy(&kv.key()[strip.min(kv.key().len())..]).into_owned(),
-                value: kv.value().to_vec(),
-                revision: kv.mod_revision(),
-            })
-            .collect())
+        Ok(resp.kvs().iter().map(|kv| self.entry(kv)).collect())
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<Entry>> {
@@ -337,7 +338,6 @@ impl StateStore for EtcdStore {
         // take the lead or prune that history.
         let full = self.full(prefix).into_bytes();
         let end = prefix_end(&full);
-        let strip = self.prefix.len() + 1;
         let mut out = Vec::new();
         let mut from = full;
         let mut at_revision = 0;
@@ -356,11 +356,7 @@ impl StateStore for EtcdStore {
                 at_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
             }
             let kvs = resp.kvs();
-            out.extend(kvs.iter().map(|kv| Entry {
-                key: String::from_utf8_lossy(&kv.key()[strip.min(kv.key().len())..]).into_owned(),
-                value: kv.value().to_vec(),
-                revision: kv.mod_revision(),
-            }));
+            out.extend(kvs.iter().map(|kv| self.entry(kv)));
             match kvs.last() {
                 Some(last) if resp.more() => {
                     // The next page starts just after the last key.

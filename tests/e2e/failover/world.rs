@@ -394,14 +394,9 @@ impl World {
         let pki = Pki::new(&dir.join("pki"));
         let (etcd, replicas) = if ha {
             let etcd = crate::etcd_fixture::EtcdCluster::start(&dir.join("etcd"), 3);
-            let endpoints = etcd
-                .endpoints()
-                .iter()
-                .map(|e| format!("\"{e}\""))
-                .collect::<Vec<_>>()
-                .join(", ");
             let store = format!(
-                "[etcd]\nendpoints = [{endpoints}]\nprefix = \"/failover\"\nlease_ttl = \"4s\"\nallow_plaintext = true\n{topology}"
+                "{}{topology}",
+                etcd.coordinator_section("/failover", Some("4s"))
             );
             let replicas = ["c1", "c2", "c3"]
                 .iter()

@@ -192,6 +192,22 @@ impl EtcdCluster {
             .collect()
     }
 
+    /// A coordinator's `[etcd]` section for this cluster over plain
+    /// loopback, keys under `prefix`, with the given lease (None: the
+    /// coordinator's default).
+    pub fn coordinator_section(&self, prefix: &str, lease_ttl: Option<&str>) -> String {
+        let endpoints = self
+            .endpoints()
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let lease = lease_ttl
+            .map(|t| format!("lease_ttl = \"{t}\"\n"))
+            .unwrap_or_default();
+        format!("[etcd]\nendpoints = [{endpoints}]\nprefix = \"{prefix}\"\n{lease}allow_plaintext = true\n")
+    }
+
     /// Whether every running member reports healthy now.
     fn healthy(&self) -> bool {
         let running: Vec<String> = self

@@ -147,6 +147,16 @@ fn restore_drills_bring_every_kind_of_source_back_in_scratch_and_judge_the_figur
                     .set("check_file", checks.display().to_string())
                     .repository("west", "a1", None)
             )
+            .service(
+                // Its check file is one a1's agent.toml does not list.
+                Service::new("ledger")
+                    .set("backups", strings(&["docs"]))
+                    .set(
+                        "check_file",
+                        dir.join("ledger-checks.toml").display().to_string()
+                    )
+                    .repository("west", "a1", None)
+            )
             .scenario(
                 Scenario::new("impatient", "shop", "restore")
                     .set("rto", "1ms")
@@ -185,6 +195,18 @@ fn restore_drills_bring_every_kind_of_source_back_in_scratch_and_judge_the_figur
         let agents = op_json(&pki, &addr, &["agents"]);
         (agents.as_array()?.len() == 1).then_some(())
     });
+    // A drill whose check file the agent would refuse is refused at once,
+    // naming the fix, and leaves no journal behind.
+    let refused = op(&pki, &addr, &["drill", "restore", "ledger"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("does not list the check file"),
+        "{said}"
+    );
+    assert_eq!(
+        op_json(&pki, &addr, &["drill", "list"]),
+        serde_json::json!([])
+    );
     for source in ["docs", "pgphys", "pglog", "cache", "sessions"] {
         backup_now(&pki, &addr, "west", source);
     }

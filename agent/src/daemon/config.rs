@@ -102,6 +102,22 @@ impl AgentConfig {
         }
     }
 
+    /// The check files as a coordinator may name them: each as listed and,
+    /// where it differs, as the file it resolves to (a topology naming
+    /// either passes the plan's check; the agent compares files).
+    pub fn check_files_as_named(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for listed in &self.check_files {
+            out.push(listed.display().to_string());
+            if let Ok(real) = std::fs::canonicalize(listed) {
+                if &real != listed {
+                    out.push(real.display().to_string());
+                }
+            }
+        }
+        out
+    }
+
     /// Passwords written in the file itself (in a source's `dsn`,
     /// `rebuild_dsn` or Redis `url`), named, when users other than the
     /// file's owner may read `path`: each a sentence with the fix.
@@ -639,6 +655,27 @@ url = "redis://127.0.0.1:6379"
         assert!(!found.join(" ").contains("hunter2"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(config.exposed_secrets(&path).is_empty());
+    }
+
+    #[test]
+    fn a_listed_check_file_is_announced_as_listed_and_as_the_file_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path())
+            .unwrap()
+            .join("shop-checks.toml");
+        std::fs::write(&real, "").unwrap();
+        let link = dir.path().join("current.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let mut config = load("").unwrap();
+        config.check_files = vec![link.clone(), real.clone()];
+        assert_eq!(
+            config.check_files_as_named(),
+            vec![
+                link.display().to_string(),
+                real.display().to_string(),
+                real.display().to_string()
+            ]
+        );
     }
 
     #[test]

@@ -217,12 +217,7 @@ impl Link {
             running_jobs: running,
             max_jobs: self.config.max_jobs,
             self_fenced: self.self_fence.fenced(),
-            check_files: self
-                .config
-                .check_files
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect(),
+            check_files: self.config.check_files_as_named(),
         };
         let _ = tx
             .send(AgentMessage {

@@ -220,6 +220,19 @@ pub async fn start(
     if let Some((existing, _)) = journal::load(coord, &id).await? {
         return Ok(existing);
     }
+    // The agent refuses a drill naming a check file its agent.toml does
+    // not list: say so now rather than in every source's failed job.
+    if let (Some(file), Ok(session)) = (
+        &r.check_file,
+        crate::fleet::pending::session_of(&coord.registry, &r.region, &r.agent),
+    ) {
+        if !session.check_files.iter().any(|f| f == file) {
+            return Err(ActError::Invalid(format!(
+                "agent {}/{} does not list the check file {file} in its check_files (agent.toml), so it would refuse the drill: add it there",
+                r.region, r.agent
+            )));
+        }
+    }
     let started = now_ms();
     let job_of = |source: &str| format!("{id}.{source}");
     let d = Drill {

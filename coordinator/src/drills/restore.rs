@@ -218,6 +218,11 @@ pub async fn start(
     who: &str,
 ) -> Result<Drill, ActError> {
     if let Some((existing, _)) = journal::load(coord, &id).await? {
+        // A leader that stopped between the journal and its jobs left
+        // them to whoever sees the slot next: make the missing ones.
+        if existing.state == journal::RUNNING {
+            create_jobs(coord, lead, r, &id, who).await?;
+        }
         return Ok(existing);
     }
     // The agent refuses a drill naming a check file its agent.toml does
@@ -282,17 +287,31 @@ pub async fn start(
         }
         Err(e) => return Err(e),
     }
+    create_jobs(coord, lead, r, &id, who).await?;
+    coord.drill_wake.notify_one();
+    Ok(d)
+}
+
+/// The drill's job for each source; one that exists already is left as it
+/// is (the job ids are the drill's).
+async fn create_jobs(
+    coord: &Coordinator,
+    lead: &Lead,
+    r: &Resolved,
+    id: &str,
+    who: &str,
+) -> Result<(), ActError> {
     for source in &r.sources {
         let mut job = JobRecord {
             target_agent: Some(r.agent.clone()),
             drill: Some(DrillPart {
-                drill_id: id.clone(),
+                drill_id: id.to_string(),
                 point: r.point.clone(),
                 check_file: r.check_file.clone(),
                 deep: r.deep,
             }),
             ..JobRecord::pending(
-                job_of(source),
+                format!("{id}.{source}"),
                 r.region.clone(),
                 source.clone(),
                 JobKind::RestoreDrill,
@@ -305,8 +324,7 @@ pub async fn start(
         );
         coord.create_job(lead, job, who).await?;
     }
-    coord.drill_wake.notify_one();
-    Ok(d)
+    Ok(())
 }
 
 /// The steps an agent's report makes of one source's placeholder.
@@ -379,6 +397,10 @@ pub async fn record(
     )))
 }
 
+/// How long a drill's job may be missing after its start before its step
+/// fails as gone (the journal is written first, then the jobs).
+const JOB_CREATION_GRACE_MS: i64 = 60_000;
+
 /// Moves a running restore drill on: placeholders follow their jobs, and
 /// the drill settles once none is left. Whether it changed.
 pub async fn advance(coord: &Coordinator, lead: &Lead, d: &mut Drill) -> Result<bool, ActError> {
@@ -400,6 +422,11 @@ pub async fn advance(coord: &Coordinator, lead: &Lead, d: &mut Drill) -> Result<
                 .and_then(|e| serde_json::from_slice::<JobRecord>(&e.value).ok()),
         };
         let Some(job) = job else {
+            // The journal is written before its jobs: a job not there yet
+            // is on its way, unless the drill is long past its start.
+            if now_ms() - d.started_unix_ms < JOB_CREATION_GRACE_MS {
+                continue;
+            }
             step.state = "failed".into();
             step.detail = format!("its job {job_id} is gone");
             step.ended_unix_ms = now_ms();

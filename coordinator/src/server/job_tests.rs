@@ -569,3 +569,66 @@ async fn a_late_result_after_a_timeout_is_recorded_not_dropped() {
     assert_eq!(stored.state, JobState::Succeeded);
     assert_eq!(s.store.list("backups/").await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_drills_job_not_written_yet_is_waited_for_and_the_next_leader_writes_it() {
+    use crate::drills::{journal, restore};
+    use seawall_proto::v1::{Drill, FailoverStep};
+    let s = setup("");
+    let lead = leading(&s).await;
+    let placeholder = |job: &str| FailoverStep {
+        name: "files".into(),
+        state: "pending".into(),
+        evidence: [("job".to_string(), job.to_string())].into(),
+        ..Default::default()
+    };
+    // A leader stopped between writing the journal and its job.
+    let mut d = Drill {
+        id: "d1".into(),
+        kind: "restore".into(),
+        state: journal::RUNNING.into(),
+        started_unix_ms: crate::model::clock::now_ms(),
+        steps: vec![placeholder("d1.files")],
+        ..Default::default()
+    };
+    journal::save(&s.coord, &lead, &d, 0, None).await.unwrap();
+    // Not there yet, so not gone: the step waits.
+    assert!(!restore::advance(&s.coord, &lead, &mut d).await.unwrap());
+    assert_eq!(d.steps[0].state, "pending");
+    // Whoever sees the drill's slot next writes the missing job.
+    let r = restore::Resolved {
+        scenario: String::new(),
+        service: "docs".into(),
+        region: "eu".into(),
+        agent: "eu-agent".into(),
+        sources: vec!["files".into()],
+        point: "latest".into(),
+        rto_ms: 60_000,
+        rpo_ms: 60_000,
+        check_file: None,
+        deep: false,
+    };
+    restore::start(&s.coord, &lead, &r, "d1".into(), "scheduler")
+        .await
+        .unwrap();
+    let job = s
+        .coord
+        .store
+        .get(&crate::model::records::job_key("d1.files"))
+        .await
+        .unwrap();
+    assert!(job.is_some(), "the drill's job was not written");
+    // A job still missing long after the drill began is gone.
+    let mut old = Drill {
+        started_unix_ms: crate::model::clock::now_ms() - 120_000,
+        steps: vec![placeholder("d0.files")],
+        ..d.clone()
+    };
+    assert!(restore::advance(&s.coord, &lead, &mut old).await.unwrap());
+    assert_eq!(old.steps[0].state, "failed");
+    assert!(
+        old.steps[0].detail.contains("is gone"),
+        "{:?}",
+        old.steps[0]
+    );
+}

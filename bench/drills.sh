@@ -206,7 +206,8 @@ python3 bench/lib/redis_keys.py 1 0 "$KEYS" | redis-cli -p "$RPORT" --pipe >/dev
 kill "$(cat "$W/redis.pid")"; rm -f "$W/redis.pid"
 PLAINR=$(free_port)
 timed redis-plain "$SEAWALL" -q --repo "$W/repo" restore latest --redis-datadir "$W/plain-redis" --start --redis-port "$PLAINR"
-redis-cli -p "$PLAINR" shutdown nosave >/dev/null 2>&1 || true
+REDISCLI_AUTH=$(awk '/^requirepass/{print $2}' "$W/plain-redis/seawall-redis.conf") \
+  redis-cli -p "$PLAINR" shutdown nosave >/dev/null 2>&1 || true
 rm -rf "$W/plain-redis"
 drill redis-drill cache
 report redis redis-plain redis-drill

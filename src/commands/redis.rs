@@ -214,7 +214,7 @@ pub async fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
         repo,
         &snap,
         RedisRestoreOptions {
-            dir,
+            dir: dir.clone(),
             start_port: a.start.then_some(a.redis_port),
             server: seawall_agent::engine::redis::rdb::server_on_path(),
             access: Default::default(),
@@ -235,7 +235,10 @@ pub async fn restore(g: &Global, a: RestoreArgs) -> anyhow::Result<u8> {
             report.duration_secs
         );
         if let Some(s) = &report.started {
-            println!("redis-server loaded it and listens on {s}");
+            println!(
+                "redis-server loaded it and listens on {s}, with the password (requirepass) in {}, readable by you only",
+                dir.join(seawall_agent::engine::redis::rdb::CONFIG_FILE).display()
+            );
         }
     }
     Ok(0)

@@ -599,7 +599,7 @@ fn probe_redis(pidfile: &Path) -> Option<Probed> {
         .next()?
         .parse()
         .ok()?;
-    let conf = std::fs::read_to_string(pidfile.parent()?.join("scratch.conf")).ok()?;
+    let conf = std::fs::read_to_string(pidfile.parent()?.join("seawall-redis.conf")).ok()?;
     let password = conf.trim().strip_prefix("requirepass ")?;
     let p = port.to_string();
     // Whether the server answers its owner (with the password).

@@ -2,6 +2,7 @@
 //! RDB over the replication protocol, restored and compared by DEBUG DIGEST.
 
 use crate::fixtures::{free_port, one_error_line, require, Repo};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -215,14 +216,36 @@ fn rdb_round_trip_gives_the_same_digest() {
         &port.to_string(),
     ]);
     assert!(out.contains("listens on"), "{out}");
-    let dbsize = Command::new(require("redis-cli"))
-        .args(["-p", &port.to_string(), "DBSIZE"])
-        .output()
-        .unwrap();
-    let _ = Command::new(require("redis-cli"))
-        .args(["-p", &port.to_string(), "SHUTDOWN", "NOSAVE"])
-        .output();
-    assert_eq!(String::from_utf8_lossy(&dbsize.stdout).trim(), "2007");
+    // The RDB brought no password along: the server has one of its own,
+    // in a file only its owner reads, and answers no one without it.
+    let cli = |password: Option<&str>, args: &[&str]| {
+        let mut c = Command::new(require("redis-cli"));
+        if let Some(p) = password {
+            c.env("REDISCLI_AUTH", p);
+        }
+        let out = c
+            .arg("-p")
+            .arg(port.to_string())
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let conf = dir2.join("seawall-redis.conf");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&dir2), mode(&conf)), (0o700, 0o600));
+    assert!(out.contains("seawall-redis.conf"), "{out}");
+    let password = std::fs::read_to_string(&conf)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("requirepass ").map(str::to_string))
+        .expect("a requirepass line");
+    assert!(!out.contains(&password), "the password was printed: {out}");
+    let anonymous = cli(None, &["DBSIZE"]);
+    let dbsize = cli(Some(&password), &["DBSIZE"]);
+    cli(Some(&password), &["SHUTDOWN", "NOSAVE"]);
+    assert!(anonymous.contains("NOAUTH"), "{anonymous}");
+    assert_eq!(dbsize, "2007");
 
     // A second backup of unchanged data, in the diskless (end-mark) form, adds little.
     src.cli(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"]);
@@ -780,7 +803,7 @@ fn a_redis_password_can_come_from_a_file_or_the_environment_not_the_url() {
     // From a file others cannot read.
     let file = tmp.path().join("redis.pass");
     std::fs::write(&file, "from-a-file\n").unwrap();
-    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut cmd = repo.cmd(&["--json", "backup", "redis", "--url", &url]);
     cmd.env("SEAWALL_REDIS_PASSWORD_FILE", &file);
     let out = cmd.output().unwrap();

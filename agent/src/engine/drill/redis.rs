@@ -57,7 +57,7 @@ fn server(ctx: &Context<'_>, dir: std::path::PathBuf, port: u16) -> RedisRestore
         dir,
         start_port: Some(port),
         server: ctx.req.redis_server.clone(),
-        access: Access::Scratch { run_as: run_as() },
+        access: Access { run_as: run_as() },
     }
 }
 

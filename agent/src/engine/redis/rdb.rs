@@ -212,21 +212,15 @@ pub struct RedisRestoreOptions {
     pub access: Access,
 }
 
-/// Who may reach a started redis-server.
+/// Who may reach a started redis-server: clients on 127.0.0.1 that know a
+/// random password kept in a config file in its directory (0700, the
+/// server's user's only), so no other local user reads the restored keys.
+/// A restored RDB carries none of its source's passwords or ACLs.
 #[derive(Debug, Clone, Default)]
-pub enum Access {
-    /// Clients on 127.0.0.1 without a password: an operator's
-    /// `restore --start`, asked for on their own host.
-    #[default]
-    Loopback,
-    /// A drill's scratch server: 127.0.0.1 with a random password kept in
-    /// a config file in its directory (0700, the server's user's only), so
-    /// no other local user reads the restored keys; run as `run_as` when
-    /// set (the agent runs as root).
-    Scratch {
-        /// The unprivileged user the server runs as.
-        run_as: Option<String>,
-    },
+pub struct Access {
+    /// The unprivileged user the server runs as (a drill's scratch server:
+    /// the agent runs as root); None: as ourselves.
+    pub run_as: Option<String>,
 }
 
 /// What the restore did.
@@ -316,14 +310,17 @@ pub async fn restore_redis_datadir(
     Ok(report)
 }
 
-/// Makes `dir` the scratch server's own (0700, owned by `run_as`) and
-/// writes its password into `scratch.conf` there (0600): on no command
-/// line, so `ps` does not show it.
-async fn scratch_config(dir: &Path, password: &str, run_as: Option<&str>) -> Result<PathBuf> {
+/// The started server's config file in its directory: its password.
+pub const CONFIG_FILE: &str = "seawall-redis.conf";
+
+/// Makes `dir` the server's own (0700, owned by `run_as`) and writes its
+/// password into `seawall-redis.conf` there (0600): on no command line, so
+/// `ps` does not show it.
+async fn private_config(dir: &Path, password: &str, run_as: Option<&str>) -> Result<PathBuf> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::io(dir.display(), e))?;
-    let conf = dir.join("scratch.conf");
+    let conf = dir.join(CONFIG_FILE);
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -344,21 +341,13 @@ async fn scratch_config(dir: &Path, password: &str, run_as: Option<&str>) -> Res
 pub(crate) async fn start_server(opts: &RedisRestoreOptions, port: u16) -> Result<String> {
     let dir = std::path::absolute(&opts.dir).map_err(|e| Error::io(opts.dir.display(), e))?;
     let log = dir.join("redis.log");
-    let (mut cmd, url) = match &opts.access {
-        Access::Loopback => (
-            tokio::process::Command::new(&opts.server),
-            format!("redis://127.0.0.1:{port}"),
-        ),
-        Access::Scratch { run_as } => {
-            let password = hex::encode(rand::random::<[u8; 24]>());
-            let conf = scratch_config(&dir, &password, run_as.as_deref()).await?;
-            let mut cmd =
-                crate::engine::postgres::recovery::as_user(opts.server.clone(), run_as.as_deref());
-            // The config file comes first: redis-server reads its path there.
-            cmd.arg(conf);
-            (cmd, format!("redis://:{password}@127.0.0.1:{port}"))
-        }
-    };
+    let run_as = opts.access.run_as.as_deref();
+    let password = hex::encode(rand::random::<[u8; 24]>());
+    let conf = private_config(&dir, &password, run_as).await?;
+    let mut cmd = crate::engine::postgres::recovery::as_user(opts.server.clone(), run_as);
+    // The config file comes first: redis-server reads its path there.
+    cmd.arg(conf);
+    let url = format!("redis://:{password}@127.0.0.1:{port}");
     cmd.arg("--dir")
         .arg(&dir)
         .args(["--dbfilename", "dump.rdb", "--bind", "127.0.0.1", "--port"])

@@ -12,7 +12,7 @@
 //!   failover, so Route 53 answers the SECONDARY, and un-inverted to answer
 //!   the PRIMARY again.
 
-use crate::model::topology::DnsConfig;
+use crate::model::topology::{AliasTarget, DnsConfig, DnsValue};
 use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet,
     ResourceRecordSetFailover, RrType,
@@ -51,7 +51,7 @@ pub struct Flipped {
     pub already: bool,
     /// The change's id, when one was made.
     pub change_id: Option<String>,
-    /// The value the record has now.
+    /// The value the record has now, in words.
     pub value: String,
 }
 
@@ -140,33 +140,51 @@ async fn record_sets(client: &Client, dns: &DnsConfig) -> Result<Vec<ResourceRec
         .collect())
 }
 
+/// What a record set holds: its alias, or its values.
+fn held(r: &ResourceRecordSet) -> Vec<DnsValue> {
+    match r.alias_target() {
+        Some(a) => vec![DnsValue::Alias(AliasTarget {
+            alias: a.dns_name().to_string(),
+            zone_id: a.hosted_zone_id().to_string(),
+            evaluate_target_health: a.evaluate_target_health(),
+        })],
+        None => r
+            .resource_records()
+            .iter()
+            .map(|v| DnsValue::Plain(v.value().to_string()))
+            .collect(),
+    }
+}
+
 /// The record's current values (empty when there is none).
-pub async fn current(client: &Client, dns: &DnsConfig) -> Result<Vec<String>, DnsError> {
+pub async fn current(client: &Client, dns: &DnsConfig) -> Result<Vec<DnsValue>, DnsError> {
     Ok(record_sets(client, dns)
         .await?
         .first()
-        .map(|r| {
-            r.resource_records()
-                .iter()
-                .map(|v| v.value().to_string())
-                .collect()
-        })
+        .map(held)
         .unwrap_or_default())
 }
 
-fn record(dns: &DnsConfig, value: &str) -> Result<ResourceRecordSet, DnsError> {
-    ResourceRecordSet::builder()
+fn record(dns: &DnsConfig, value: &DnsValue) -> Result<ResourceRecordSet, DnsError> {
+    let set = ResourceRecordSet::builder()
         .name(fqdn(&dns.name))
-        .r#type(record_type(dns))
-        .ttl(dns.ttl)
-        .resource_records(
-            ResourceRecord::builder()
-                .value(value)
+        .r#type(record_type(dns));
+    match value {
+        DnsValue::Plain(v) => set
+            .ttl(dns.ttl)
+            .resource_records(ResourceRecord::builder().value(v).build().map_err(built)?),
+        // An alias has no TTL of its own: Route 53 answers with the target's.
+        DnsValue::Alias(a) => set.alias_target(
+            aws_sdk_route53::types::AliasTarget::builder()
+                .dns_name(&a.alias)
+                .hosted_zone_id(&a.zone_id)
+                .evaluate_target_health(a.evaluate_target_health)
                 .build()
                 .map_err(built)?,
-        )
-        .build()
-        .map_err(built)
+        ),
+    }
+    .build()
+    .map_err(built)
 }
 
 /// A request the SDK's builder refused (a field missing): a bug or a
@@ -180,8 +198,8 @@ fn built(e: impl std::fmt::Display) -> DnsError {
 pub async fn flip(
     client: &Client,
     dns: &DnsConfig,
-    from: &str,
-    to: &str,
+    from: &DnsValue,
+    to: &DnsValue,
     wait: Duration,
 ) -> Result<Flipped, DnsError> {
     if dns.style == "failover" {
@@ -195,7 +213,7 @@ pub async fn flip(
 async fn flip_failover_records(
     client: &Client,
     dns: &DnsConfig,
-    to: &str,
+    to: &DnsValue,
 ) -> Result<Flipped, DnsError> {
     let sets = record_sets(client, dns).await?;
     let of = |which: ResourceRecordSetFailover| sets.iter().find(|r| r.failover() == Some(&which));
@@ -208,14 +226,14 @@ async fn flip_failover_records(
             dns.record_type, dns.name
         )));
     };
-    let holds = |r: &ResourceRecordSet| r.resource_records().iter().any(|v| v.value() == to);
+    let holds = |r: &ResourceRecordSet| held(r).iter().any(|v| v.same(to));
     let invert = if holds(secondary) {
         true
     } else if holds(primary) {
         false
     } else {
         return Err(DnsError::ChangedByOthers(format!(
-            "neither failover record of {} holds {to:?}: someone else changed them, so Seawall changes nothing",
+            "neither failover record of {} holds {to}: someone else changed them, so Seawall changes nothing",
             dns.name
         )));
     };
@@ -263,24 +281,25 @@ async fn flip_failover_records(
 async fn flip_plain(
     client: &Client,
     dns: &DnsConfig,
-    from: &str,
-    to: &str,
+    from: &DnsValue,
+    to: &DnsValue,
     wait: Duration,
 ) -> Result<Flipped, DnsError> {
     let now = current(client, dns).await?;
-    if now == [to.to_string()] {
+    let only = |v: &DnsValue| now.len() == 1 && now[0].same(v);
+    if only(to) {
         return Ok(Flipped {
             already: true,
             change_id: None,
             value: to.to_string(),
         });
     }
-    if now != [from.to_string()] {
+    if !only(from) {
+        let now: Vec<String> = now.iter().map(|v| v.to_string()).collect();
         return Err(DnsError::ChangedByOthers(format!(
-            "{} {} holds {:?}, not the old primary's {from:?}: someone else changed it, so Seawall does not overwrite it; point it at {to:?} by hand or restore it and run the step again",
+            "{} {} holds {now:?}, not the old primary's {from}: someone else changed it, so Seawall does not overwrite it; point it at {to} by hand or restore it and run the step again",
             dns.record_type,
             dns.name,
-            now
         )));
     }
     let batch = ChangeBatch::builder()

@@ -346,14 +346,14 @@ pub async fn assess(
         Some(d) if d.style == "failover" => format!(
             "dns: the failover records of {} keep their values; the PRIMARY's health check is inverted (or the inversion cleared) so Route 53 answers {:?}",
             d.name,
-            d.values.get(to).cloned().unwrap_or_default()
+            d.values.get(to).map(|v| v.to_string()).unwrap_or_default()
         ),
         Some(d) => format!(
             "dns: {} {} from {:?} to {:?} in zone {} (one batch: DELETE the exact old record, CREATE the new), waited for INSYNC",
             d.record_type,
             d.name,
-            d.values.get(from).cloned().unwrap_or_default(),
-            d.values.get(to).cloned().unwrap_or_default(),
+            d.values.get(from).map(|v| v.to_string()).unwrap_or_default(),
+            d.values.get(to).map(|v| v.to_string()).unwrap_or_default(),
             d.zone_id
         ),
         None => "dns: skipped (no [services.dns])".into(),

@@ -196,6 +196,79 @@ fn default_on_store_failure() -> bool {
     true
 }
 
+/// A record's value in one region.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DnsValue {
+    /// An address or a name ("10.0.1.5", "db-west.example.com").
+    Plain(String),
+    /// A Route 53 alias to an AWS resource: `{ alias = "dualstack.lb-west...
+    /// .elb.amazonaws.com.", zone_id = "Z1H1FL5HABSF5" }`.
+    Alias(AliasTarget),
+}
+
+/// A Route 53 alias target: a load balancer's (or another AWS resource's)
+/// DNS name and the hosted zone id AWS gives it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasTarget {
+    /// The target's DNS name.
+    pub alias: String,
+    /// The target's hosted zone id (the load balancer's, not the record's).
+    pub zone_id: String,
+    /// Whether Route 53 answers the record only while the target is healthy.
+    #[serde(default)]
+    pub evaluate_target_health: bool,
+}
+
+impl<'de> Deserialize<'de> for DnsValue {
+    /// A string, or a table read as an alias: its own errors (a missing
+    /// `zone_id`, a misspelt key) are reported as they are, not as "matched
+    /// no form".
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = DnsValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a value (\"10.0.1.5\") or an alias ({ alias = \"...\", zone_id = \"...\" })",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DnsValue, E> {
+                Ok(DnsValue::Plain(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<DnsValue, A::Error> {
+                AliasTarget::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(DnsValue::Alias)
+            }
+        }
+        d.deserialize_any(Either)
+    }
+}
+
+impl DnsValue {
+    /// Whether two values name the same thing, as Route 53 compares names
+    /// (case and the final dot do not count).
+    pub fn same(&self, other: &DnsValue) -> bool {
+        let name = |n: &str| n.trim_end_matches('.').to_ascii_lowercase();
+        match (self, other) {
+            (DnsValue::Plain(a), DnsValue::Plain(b)) => a == b,
+            (DnsValue::Alias(a), DnsValue::Alias(b)) => {
+                name(&a.alias) == name(&b.alias) && a.zone_id == b.zone_id
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for DnsValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DnsValue::Plain(v) => write!(f, "{v}"),
+            DnsValue::Alias(a) => write!(f, "alias {} (zone {})", a.alias, a.zone_id),
+        }
+    }
+}
+
 /// A Route 53 record whose value Seawall owns: one value per region, and a
 /// failover points the record at the new primary region's.
 #[derive(Debug, Clone, Deserialize)]
@@ -216,8 +289,9 @@ pub struct DnsConfig {
     /// Its TTL in seconds (clients keep the old answer this long).
     #[serde(default = "default_ttl")]
     pub ttl: i64,
-    /// The record's value when each region is the primary.
-    pub values: BTreeMap<String, String>,
+    /// The record's value when each region is the primary: a plain value,
+    /// or an alias to that region's load balancer.
+    pub values: BTreeMap<String, DnsValue>,
     /// Route 53 endpoint (a VPC endpoint or a test server; default AWS's).
     #[serde(default)]
     pub endpoint: Option<String>,
@@ -523,6 +597,11 @@ pub fn problems(
             if dns.access_key_id.is_some() != dns.secret_access_key_file.is_some() {
                 out.push(format!("{at}: [services.dns] access_key_id and secret_access_key_file go together: give both, or neither for the standard AWS chain"));
             }
+            if dns.values.values().any(|v| matches!(v, DnsValue::Alias(_)))
+                && !["A", "AAAA"].contains(&dns.record_type.as_str())
+            {
+                out.push(format!("{at}: [services.dns.values] holds an alias, which Route 53 keeps as an A or AAAA record: set type = \"A\" (or \"AAAA\")"));
+            }
             for region in dns.values.keys() {
                 if !roles.contains_key(region.as_str()) {
                     out.push(format!("{at}: [services.dns.values] names region {region:?}, which no [[regions]] entry declares"));
@@ -618,6 +697,35 @@ mod tests {
     }
 
     #[test]
+    fn dns_values_read_as_plain_values_or_aliases_and_a_bad_alias_is_named() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Values {
+            values: BTreeMap<String, DnsValue>,
+        }
+        let read = |text: &str| toml::from_str::<Values>(text).map(|v| v.values);
+        let v = read(
+            "[values]\nwest = \"db-west.example.com\"\neast = { alias = \"LB-East.elb.amazonaws.com\", zone_id = \"Z1H1FL5HABSF5\", evaluate_target_health = true }\n",
+        )
+        .unwrap();
+        assert_eq!(v["west"], DnsValue::Plain("db-west.example.com".into()));
+        let east = DnsValue::Alias(AliasTarget {
+            alias: "lb-east.elb.amazonaws.com.".into(),
+            zone_id: "Z1H1FL5HABSF5".into(),
+            evaluate_target_health: false,
+        });
+        assert!(v["east"].same(&east), "{:?}", v["east"]);
+        assert!(!v["east"].same(&v["west"]));
+        let e = read("[values]\neast = { alias = \"lb.elb.amazonaws.com\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zone_id"), "{e}");
+        let e = read("[values]\neast = { alias = \"lb\", zone_id = \"Z\", evaluate = true }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("evaluate"), "{e}");
+    }
+
+    #[test]
     fn a_topology_that_does_not_add_up_is_refused_with_the_fix() {
         let regions = vec![
             region("west", RegionRole::Primary),
@@ -691,9 +799,19 @@ mod tests {
             name: "db.example.com.".into(),
             record_type: "MX".into(),
             ttl: 3600,
-            values: [("west".to_string(), "w".to_string())]
-                .into_iter()
-                .collect(),
+            values: [
+                ("west".to_string(), DnsValue::Plain("w".into())),
+                (
+                    "north".to_string(),
+                    DnsValue::Alias(AliasTarget {
+                        alias: "lb-east.elb.amazonaws.com.".into(),
+                        zone_id: "Z2".into(),
+                        evaluate_target_health: true,
+                    }),
+                ),
+            ]
+            .into_iter()
+            .collect(),
             endpoint: None,
             aws_region: "us-east-1".into(),
             access_key_id: Some("AKIA".into()),
@@ -711,6 +829,7 @@ mod tests {
             "use A, AAAA or CNAME",
             "ttl 3600 s",
             "no value for region \"east\"",
+            "holds an alias, which Route 53 keeps as an A or AAAA record",
             "go together",
             "after = 0",
             "auto_failover needs address on every store",

@@ -11,6 +11,7 @@ mod route53;
 mod world;
 mod writable;
 
+mod alias;
 mod dns;
 mod leaders;
 mod switchover;

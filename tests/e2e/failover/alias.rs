@@ -141,6 +141,43 @@ fn upsert(endpoint: &str, zone: &str, sets: Vec<ResourceRecordSet>) {
     });
 }
 
+/// `region`'s alias as a topology's `[services.dns.values]` entry.
+pub(super) fn alias_table(region: &str) -> toml::Value {
+    let DnsValue::Alias(a) = lb(region) else {
+        unreachable!()
+    };
+    toml::Value::Table(toml::Table::from_iter([
+        ("alias".to_string(), a.alias.into()),
+        ("zone_id".to_string(), a.zone_id.into()),
+        (
+            "evaluate_target_health".to_string(),
+            a.evaluate_target_health.into(),
+        ),
+    ]))
+}
+
+/// The plain record, an alias to `region`'s load balancer.
+pub(super) fn set_alias(endpoint: &str, zone: &str, region: &str) {
+    upsert(
+        endpoint,
+        zone,
+        vec![alias_set(&lb(region)).build().unwrap()],
+    );
+}
+
+/// The load balancer the plain alias record points at, by region.
+pub(super) fn alias_region(endpoint: &str, zone: &str) -> Vec<String> {
+    alias_sets(endpoint, zone)
+        .into_iter()
+        .filter_map(|(_, name, _, _)| {
+            ["west", "east"]
+                .into_iter()
+                .find(|r| name == name_of(r))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 fn name_of(region: &str) -> String {
     format!("dualstack.shop-{region}.{region}.elb.amazonaws.com")
 }
@@ -301,4 +338,27 @@ fn failover_alias_records_move_through_the_runbooks_https_string_match_health_ch
     assert!(!flip("east", "west").unwrap().already);
     assert_eq!(health_checks_inverted(&server.endpoint), vec![false]);
     assert!(flip("east", "west").unwrap().already);
+}
+
+#[test]
+fn a_switchover_under_load_moves_the_alias_record_to_the_new_regions_load_balancer() {
+    let w = super::world::World::start_with_alias_record();
+    assert_eq!(alias_region(&w.route53.endpoint, &w.zone_id), vec!["west"]);
+    let pg_load = super::load::PgLoad::start(&w.primary);
+    crate::fleet_fixture::eventually(30, "the load generator to be acknowledged", || {
+        (pg_load.acked() > 100).then_some(())
+    });
+    let (ok, f, err) = w.failover(&["run", "shop", "--to", "east", "--switchover", "--wait"]);
+    assert!(ok, "{err}\n{f:#}");
+    assert_eq!(f["state"], "succeeded", "{f:#}");
+    assert_eq!(alias_region(&w.route53.endpoint, &w.zone_id), vec!["east"]);
+    let dns = super::world::step(&f, "dns").unwrap();
+    assert!(
+        dns["detail"].as_str().unwrap().contains(&name_of("east")),
+        "{f:#}"
+    );
+    // Nothing acknowledged in the west is missing in the east.
+    let acked = pg_load.acked();
+    drop(pg_load);
+    assert_eq!(w.rows_present(acked), acked, "{f:#}");
 }

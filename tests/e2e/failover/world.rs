@@ -138,6 +138,18 @@ impl World {
     /// PRIMARY/SECONDARY failover records with a health check on the
     /// PRIMARY, instead of a plain record; the old primary PostgreSQL
     /// fenced by stopping it.
+    /// [`World::start`] with the service's plain record an alias to the
+    /// west's load balancer (moto keeps it; no load balancer exists).
+    pub(super) fn start_with_alias_record() -> World {
+        World::build(
+            |s| s,
+            Shape {
+                alias_record: true,
+                ..Shape::default()
+            },
+        )
+    }
+
     pub(super) fn start_with_failover_records() -> World {
         World::build(
             |s| s.set("fence", "stop"),
@@ -197,6 +209,7 @@ impl World {
         let Shape {
             ha,
             failover_records,
+            alias_record,
             unrewindable,
             partitionable,
             redis_apart,
@@ -289,6 +302,9 @@ impl World {
         let style = if failover_records {
             create_failover_records(&route53_server.endpoint, &zone_id);
             "failover"
+        } else if alias_record {
+            super::alias::set_alias(&route53_server.endpoint, &zone_id, "west");
+            "plain"
         } else {
             set_record(&route53_server.endpoint, &zone_id, WEST);
             "plain"
@@ -354,7 +370,7 @@ impl World {
                     ("style", style.into()),
                     ("zone_id", zone_id.as_str().into()),
                     ("name", RECORD.into()),
-                    ("type", "CNAME".into()),
+                    ("type", if alias_record { "A" } else { "CNAME" }.into()),
                     ("ttl", 30.into()),
                     ("endpoint", route53_server.endpoint.as_str().into()),
                     ("access_key_id", "testing".into()),
@@ -364,10 +380,18 @@ impl World {
                     ),
                     (
                         "values",
-                        toml::Value::Table(toml::Table::from_iter([
-                            ("west".to_string(), WEST.into()),
-                            ("east".to_string(), EAST.into()),
-                        ])),
+                        toml::Value::Table(toml::Table::from_iter(["west", "east"].map(
+                            |region| {
+                                let value = if alias_record {
+                                    super::alias::alias_table(region)
+                                } else if region == "west" {
+                                    WEST.into()
+                                } else {
+                                    EAST.into()
+                                };
+                                (region.to_string(), value)
+                            },
+                        ))),
                     ),
                 ],
             );
@@ -741,6 +765,8 @@ pub(super) struct Shape {
     pub(super) ha: bool,
     /// Route 53 failover records instead of a plain one.
     pub(super) failover_records: bool,
+    /// The plain record an alias to each region's load balancer.
+    pub(super) alias_record: bool,
     /// Neither wal_log_hints nor checksums on the west's PostgreSQL.
     pub(super) unrewindable: bool,
     /// The west in a network namespace of its own.

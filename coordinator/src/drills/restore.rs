@@ -239,7 +239,6 @@ pub async fn start(
         }
     }
     let started = now_ms();
-    let job_of = |source: &str| format!("{id}.{source}");
     let d = Drill {
         id: id.clone(),
         scenario: r.scenario.clone(),
@@ -256,7 +255,7 @@ pub async fn start(
                 name: s.clone(),
                 state: "pending".into(),
                 detail: format!("waiting for {} to restore it", r.agent),
-                evidence: [(JOB.to_string(), job_of(s))].into(),
+                evidence: [(JOB.to_string(), job_id(&id, s))].into(),
                 ..Default::default()
             })
             .collect(),
@@ -292,6 +291,11 @@ pub async fn start(
     Ok(d)
 }
 
+/// The id of drill `drill`'s job for `source`.
+fn job_id(drill: &str, source: &str) -> String {
+    format!("{drill}.{source}")
+}
+
 /// The drill's job for each source; one that exists already is left as it
 /// is (the job ids are the drill's).
 async fn create_jobs(
@@ -311,7 +315,7 @@ async fn create_jobs(
                 deep: r.deep,
             }),
             ..JobRecord::pending(
-                format!("{id}.{source}"),
+                job_id(id, source),
                 r.region.clone(),
                 source.clone(),
                 JobKind::RestoreDrill,

@@ -347,6 +347,16 @@ mod tests {
         }
     }
 
+    /// Both kinds' primaries and standbys answering, the standbys caught up.
+    fn caught_up() -> Vec<Seen> {
+        vec![
+            seen(Ok(pg(true, "0/2000000"))),
+            seen(Ok(pg(false, "0/2000000"))),
+            seen(Ok(redis(true, 10, ""))),
+            seen(Ok(redis(false, 10, "up"))),
+        ]
+    }
+
     #[test]
     fn lag_is_measured_against_the_primary_and_judged_against_the_rpo() {
         let (regions, service) = topology();
@@ -432,12 +442,7 @@ mod tests {
     #[test]
     fn an_unreachable_store_is_broken_with_its_last_position_never_zero_lag() {
         let (regions, service) = topology();
-        let first = vec![
-            seen(Ok(pg(true, "0/2000000"))),
-            seen(Ok(pg(false, "0/2000000"))),
-            seen(Ok(redis(true, 10, ""))),
-            seen(Ok(redis(false, 10, "up"))),
-        ];
+        let first = caught_up();
         let before = assess(&regions, &service, &first, None, None, Vec::new(), 1_000);
         let mut now = first.clone();
         now[3] = seen(Err("agent east/a is not connected: unreachable".into()));
@@ -483,12 +488,7 @@ mod tests {
     #[test]
     fn a_standby_not_measured_this_round_keeps_its_last_figure_aged_never_unknown() {
         let (regions, service) = topology();
-        let mut first = vec![
-            seen(Ok(pg(true, "0/2000000"))),
-            seen(Ok(pg(false, "0/2000000"))),
-            seen(Ok(redis(true, 10, ""))),
-            seen(Ok(redis(false, 10, "up"))),
-        ];
+        let mut first = caught_up();
         let canary = StoreReport {
             canary: Some(CanaryMarker {
                 service: "shop".into(),

@@ -76,29 +76,19 @@ fn secret_file(dir: &std::path::Path) -> std::path::PathBuf {
 /// The record's sets as (failover role, alias target name, evaluate
 /// target health, TTL), as Route 53 holds them.
 fn alias_sets(endpoint: &str, zone: &str) -> Vec<(Option<String>, String, bool, Option<i64>)> {
-    rt().block_on(async {
-        let out = route53(endpoint)
-            .await
-            .list_resource_record_sets()
-            .hosted_zone_id(zone)
-            .send()
-            .await
-            .unwrap();
-        out.resource_record_sets()
-            .iter()
-            .filter(|r| r.name() == RECORD)
-            .map(|r| {
-                let a = r.alias_target().expect("an alias record");
-                (
-                    r.failover().map(|f| f.as_str().to_string()),
-                    a.dns_name().trim_end_matches('.').to_string(),
-                    a.evaluate_target_health(),
-                    // moto lists an alias without a TTL as TTL 0.
-                    r.ttl().filter(|t| *t != 0),
-                )
-            })
-            .collect()
-    })
+    record_sets(endpoint, zone)
+        .iter()
+        .map(|r| {
+            let a = r.alias_target().expect("an alias record");
+            (
+                r.failover().map(|f| f.as_str().to_string()),
+                a.dns_name().trim_end_matches('.').to_string(),
+                a.evaluate_target_health(),
+                // moto lists an alias without a TTL as TTL 0.
+                r.ttl().filter(|t| *t != 0),
+            )
+        })
+        .collect()
 }
 
 fn alias_set(value: &DnsValue) -> aws_sdk_route53::types::builders::ResourceRecordSetBuilder {
@@ -178,6 +168,21 @@ pub(super) fn alias_region(endpoint: &str, zone: &str) -> Vec<String> {
         .collect()
 }
 
+/// The DNS step's own flip of `d`'s record from region `from`'s value to `to`'s.
+fn flip(d: &DnsConfig, from: &str, to: &str) -> Result<dns::Flipped, DnsError> {
+    rt().block_on(async {
+        let c = dns::client(d).await.unwrap();
+        dns::flip(
+            &c,
+            d,
+            &d.values[from],
+            &d.values[to],
+            Duration::from_secs(10),
+        )
+        .await
+    })
+}
+
 fn name_of(region: &str) -> String {
     format!("dualstack.shop-{region}.{region}.elb.amazonaws.com")
 }
@@ -192,19 +197,7 @@ fn a_plain_alias_record_moves_to_the_other_regions_load_balancer_and_is_never_ov
         &zone,
         vec![alias_set(&lb("west")).build().unwrap()],
     );
-    let flip = |from: &str, to: &str| {
-        rt().block_on(async {
-            let c = dns::client(&d).await.unwrap();
-            dns::flip(
-                &c,
-                &d,
-                &d.values[from],
-                &d.values[to],
-                Duration::from_secs(10),
-            )
-            .await
-        })
-    };
+    let flip = |from: &str, to: &str| flip(&d, from, to);
     // One batch: the exact old alias deleted, the new one created.
     let moved = flip("west", "east").unwrap();
     assert!(!moved.already && moved.change_id.is_some(), "{moved:?}");
@@ -300,19 +293,7 @@ fn failover_alias_records_move_through_the_runbooks_https_string_match_health_ch
     );
     let before = alias_sets(&server.endpoint, &zone);
     assert_eq!(before.len(), 2, "{before:?}");
-    let flip = |from: &str, to: &str| {
-        rt().block_on(async {
-            let c = dns::client(&d).await.unwrap();
-            dns::flip(
-                &c,
-                &d,
-                &d.values[from],
-                &d.values[to],
-                Duration::from_secs(10),
-            )
-            .await
-        })
-    };
+    let flip = |from: &str, to: &str| flip(&d, from, to);
     let moved = flip("west", "east").unwrap();
     assert!(!moved.already, "{moved:?}");
     assert_eq!(health_checks_inverted(&server.endpoint), vec![true]);

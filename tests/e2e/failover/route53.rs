@@ -22,8 +22,11 @@ pub(super) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
 }
 
-/// The record's values as Route 53 holds them.
-pub(super) fn record_values(endpoint: &str, zone: &str) -> Vec<String> {
+/// The service record's sets as Route 53 holds them.
+pub(super) fn record_sets(
+    endpoint: &str,
+    zone: &str,
+) -> Vec<aws_sdk_route53::types::ResourceRecordSet> {
     rt().block_on(async {
         let out = route53(endpoint)
             .await
@@ -35,9 +38,17 @@ pub(super) fn record_values(endpoint: &str, zone: &str) -> Vec<String> {
         out.resource_record_sets()
             .iter()
             .filter(|r| r.name() == RECORD)
-            .flat_map(|r| r.resource_records().iter().map(|v| v.value().to_string()))
+            .cloned()
             .collect()
     })
+}
+
+/// The record's values as Route 53 holds them.
+pub(super) fn record_values(endpoint: &str, zone: &str) -> Vec<String> {
+    record_sets(endpoint, zone)
+        .iter()
+        .flat_map(|r| r.resource_records().iter().map(|v| v.value().to_string()))
+        .collect()
 }
 
 /// The PRIMARY record (west, with a health check) and the SECONDARY

@@ -156,15 +156,6 @@ fn held(r: &ResourceRecordSet) -> Vec<DnsValue> {
     }
 }
 
-/// The record's current values (empty when there is none).
-pub async fn current(client: &Client, dns: &DnsConfig) -> Result<Vec<DnsValue>, DnsError> {
-    Ok(record_sets(client, dns)
-        .await?
-        .first()
-        .map(held)
-        .unwrap_or_default())
-}
-
 fn record(dns: &DnsConfig, value: &DnsValue) -> Result<ResourceRecordSet, DnsError> {
     let set = ResourceRecordSet::builder()
         .name(fqdn(&dns.name))
@@ -285,8 +276,9 @@ async fn flip_plain(
     to: &DnsValue,
     wait: Duration,
 ) -> Result<Flipped, DnsError> {
-    let now = current(client, dns).await?;
-    let only = |v: &DnsValue| now.len() == 1 && now[0].same(v);
+    let sets = record_sets(client, dns).await?;
+    let now = sets.first().map(held).unwrap_or_default();
+    let only = |v: &DnsValue| sets.len() == 1 && now.len() == 1 && now[0].same(v);
     if only(to) {
         return Ok(Flipped {
             already: true,
@@ -307,7 +299,11 @@ async fn flip_plain(
         .changes(
             Change::builder()
                 .action(ChangeAction::Delete)
-                .resource_record_set(record(dns, from)?)
+                // Exactly as read (Route 53 deletes only an exact match): an
+                // alias that matches `from` by name may differ in case or in
+                // evaluate_target_health, and a change since the read still
+                // makes the whole batch fail.
+                .resource_record_set(sets[0].clone())
                 .build()
                 .map_err(built)?,
         )

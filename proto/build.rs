@@ -40,6 +40,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[derive(serde::Serialize, serde::Deserialize)]",
         )
         .type_attribute(
+            ".seawall.v1.ManagedStore",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
+        .type_attribute(
             ".seawall.v1.RepositoryGap",
             "#[derive(serde::Serialize, serde::Deserialize)]",
         )

@@ -3,6 +3,7 @@
 //! crypto that keeps it private, and the TLS identities of the daemons. Agents and the CLI build on these types; the
 //! format itself is specified in `docs/repository-format.md`.
 
+pub mod aws;
 pub mod chunker;
 pub mod crypto;
 pub mod duration;

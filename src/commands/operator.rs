@@ -740,6 +740,19 @@ pub async fn replication(g: &Global, a: ReplicationArgs) -> anyhow::Result<u8> {
                     &st.position
                 },
             );
+            if let Some(m) = st.managed.as_ref().filter(|m| !m.status.is_empty()) {
+                crate::say!(
+                    "      {} instance {}: {}{}",
+                    m.service,
+                    m.instance,
+                    m.status,
+                    if m.source.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", replica of {}", m.source)
+                    }
+                );
+            }
             for why in &st.reasons {
                 crate::say!("      {why}");
             }

@@ -288,6 +288,8 @@ pub struct SourceConfig {
     pub retention: Option<Retention>,
     /// PostgreSQL: how the agent stops and starts the server (failback).
     pub server: crate::stores::postgres::server::ServerControl,
+    /// An RDS instance: its control plane (`kind = "rds-postgres"`).
+    pub rds: Option<crate::stores::rds::config::RdsInstance>,
 }
 
 /// A `[[sources]]` table as written. Each kind is its own struct variant so
@@ -334,11 +336,36 @@ enum SourceTable {
         #[serde(default)]
         retention: Option<Retention>,
     },
+    #[serde(rename = "rds-postgres")]
+    RdsPostgres {
+        name: String,
+        dsn: String,
+        #[serde(default)]
+        pg_bin: Option<PathBuf>,
+        #[serde(default)]
+        retention: Option<Retention>,
+        instance: String,
+        aws_region: String,
+        app_roles: Vec<String>,
+        #[serde(default)]
+        endpoint: Option<String>,
+        #[serde(default)]
+        access_key_id: Option<String>,
+        #[serde(default)]
+        secret_access_key_file: Option<PathBuf>,
+        #[serde(default = "default_backup_retention_days")]
+        backup_retention_days: i32,
+    },
+}
+
+fn default_backup_retention_days() -> i32 {
+    crate::stores::rds::config::DEFAULT_BACKUP_RETENTION_DAYS
 }
 
 impl From<SourceTable> for SourceConfig {
     fn from(table: SourceTable) -> SourceConfig {
         let mut server = crate::stores::postgres::server::ServerControl::default();
+        let mut rds = None;
         let (name, kind, retention) = match table {
             SourceTable::Files {
                 name,
@@ -387,12 +414,48 @@ impl From<SourceTable> for SourceConfig {
                 keys,
                 retention,
             } => (name, SourceSpec::Redis { url, keys }, retention),
+            SourceTable::RdsPostgres {
+                name,
+                dsn,
+                pg_bin,
+                retention,
+                instance,
+                aws_region,
+                app_roles,
+                endpoint,
+                access_key_id,
+                secret_access_key_file,
+                backup_retention_days,
+            } => {
+                rds = Some(crate::stores::rds::config::RdsInstance {
+                    instance,
+                    aws_region,
+                    app_roles,
+                    endpoint,
+                    access_key_id,
+                    secret_access_key_file,
+                    backup_retention_days,
+                });
+                // RDS gives no replication connection for a base backup
+                // and no data directory: its backups are logical.
+                (
+                    name,
+                    SourceSpec::Postgres {
+                        dsn,
+                        physical: false,
+                        file_level: None,
+                        pg_bin,
+                    },
+                    retention,
+                )
+            }
         };
         SourceConfig {
             name,
             kind,
             retention,
             server,
+            rds,
         }
     }
 }
@@ -535,6 +598,13 @@ impl AgentConfig {
                     problems.push(format!("source {:?} lists no paths", s.name));
                 }
             }
+            if let (Some(rds), SourceSpec::Postgres { dsn, .. }) = (&s.rds, &s.kind) {
+                let user = dsn
+                    .parse::<tokio_postgres::Config>()
+                    .ok()
+                    .and_then(|c| c.get_user().map(str::to_string));
+                problems.extend(rds.problems(&s.name, user.as_deref()));
+            }
         }
         let (scratch, _, _) = config.drill_places();
         if let Some(why) = crate::engine::drill::scratch::unfit_root(&scratch, &config.state_dir) {
@@ -599,6 +669,45 @@ password_file = "/etc/seawall/pw"
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, format!("{HEAD}{sources}")).unwrap();
         AgentConfig::load(&path, None)
+    }
+
+    #[test]
+    fn an_rds_source_reads_as_a_logical_postgres_source_with_its_instance() {
+        let config = load(
+            "[[sources]]\nname = \"orders\"\nkind = \"rds-postgres\"\ndsn = \"host=orders-west.x.rds.amazonaws.com user=seawall dbname=orders sslmode=verify-full\"\ninstance = \"orders-west\"\naws_region = \"us-west-2\"\napp_roles = [\"orders_app\"]\n",
+        )
+        .unwrap();
+        let source = &config.sources[0];
+        assert!(matches!(
+            source.kind,
+            SourceSpec::Postgres {
+                physical: false,
+                file_level: None,
+                ..
+            }
+        ));
+        let rds = source.rds.as_ref().unwrap();
+        assert_eq!(rds.instance, "orders-west");
+        assert_eq!(rds.backup_retention_days, 7);
+        assert_eq!(rds.arn(), "arn:aws:rds:us-west-2:*:db:orders-west");
+    }
+
+    #[test]
+    fn an_rds_source_that_would_fence_out_seawall_itself_is_refused() {
+        let e = load(
+            "[[sources]]\nname = \"orders\"\nkind = \"rds-postgres\"\ndsn = \"host=h user=orders_app dbname=orders\"\ninstance = \"orders-west\"\naws_region = \"us-west-2\"\napp_roles = [\"orders_app\"]\nbackup_retention_days = 40\nphysical = true\n",
+        )
+        .unwrap_err()
+        .to_string();
+        // A base backup is not a key an RDS source has.
+        assert!(e.contains("physical"), "{e}");
+        let e = load(
+            "[[sources]]\nname = \"orders\"\nkind = \"rds-postgres\"\ndsn = \"host=h user=orders_app dbname=orders\"\ninstance = \"orders-west\"\naws_region = \"us-west-2\"\napp_roles = [\"orders_app\"]\nbackup_retention_days = 40\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("the fence would lock Seawall out"), "{e}");
+        assert!(e.contains("backup_retention_days must be 0 to 35"), "{e}");
     }
 
     #[test]

@@ -282,7 +282,20 @@ impl Prober {
             ..Default::default()
         };
         if probe.replication {
-            report.replication = Some(store.replication().await?);
+            match store.replication().await {
+                Ok(r) => report.replication = Some(r),
+                // The control plane's view still goes: what RDS says of an
+                // instance its agent cannot reach by SQL.
+                Err(e) => match store.managed() {
+                    Some(managed) => {
+                        let mut report = failed(probe, &e, 0);
+                        report.managed = Some(managed);
+                        return Ok(report);
+                    }
+                    None => return Err(e),
+                },
+            }
+            report.managed = store.managed();
         }
         if let Some(m) = &probe.canary_write {
             let marker = Marker {

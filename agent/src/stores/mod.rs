@@ -12,6 +12,7 @@
 pub mod canary;
 pub mod diverged_copy;
 pub mod postgres;
+pub mod rds;
 pub mod reach;
 pub mod redis;
 
@@ -53,6 +54,12 @@ pub trait StoreControl: Send + Sync {
 
     /// Its replication state, for a probe's report.
     async fn replication(&self) -> Result<store_report::Replication>;
+
+    /// What its cloud control plane last said of it (a managed store's
+    /// state and lag metric); None for a self-managed store.
+    fn managed(&self) -> Option<seawall_proto::v1::ManagedStore> {
+        None
+    }
 
     /// Writes `marker` for `service` (on a primary).
     async fn write_canary(&self, service: &str, marker: canary::Marker) -> Result<()>;
@@ -102,9 +109,14 @@ pub fn open(config: &AgentConfig, name: &str) -> Result<Arc<dyn StoreControl>> {
             )
         })?;
     match &source.kind {
-        SourceSpec::Postgres { dsn, pg_bin, .. } => Ok(Arc::new(postgres::PostgresStore::new(
-            config, source, dsn, pg_bin,
-        ))),
+        SourceSpec::Postgres { dsn, pg_bin, .. } => match &source.rds {
+            Some(instance) => Ok(Arc::new(rds::RdsPostgresStore::new(
+                config, source, dsn, pg_bin, instance,
+            ))),
+            None => Ok(Arc::new(postgres::PostgresStore::new(
+                config, source, dsn, pg_bin,
+            ))),
+        },
         SourceSpec::Redis { url, .. } => Ok(Arc::new(redis::RedisStore::new(
             config,
             &source.name,

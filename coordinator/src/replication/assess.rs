@@ -95,6 +95,16 @@ pub fn assess(
             .flatten()
         })
     };
+    // A managed primary's control-plane view, also from an answer whose
+    // SQL side failed.
+    let primary_managed = |kind: StoreKind| -> Option<&seawall_proto::v1::ManagedStore> {
+        service.stores.iter().zip(seen).find_map(|(st, s)| {
+            (st.kind == kind
+                && crate::model::topology::store_role(regions, st) == Some(RegionRole::Primary))
+            .then(|| s.answer.as_ref().ok()?.managed.as_ref())
+            .flatten()
+        })
+    };
     let mut stores = Vec::new();
     for (st, s) in service.stores.iter().zip(seen) {
         let role = crate::model::topology::store_role(regions, st);
@@ -167,6 +177,25 @@ pub fn assess(
                     }
                 }
             }
+        }
+        if let Some(m) = s.answer.as_ref().ok().and_then(|r| r.managed.as_ref()) {
+            let primary_side = role == Some(RegionRole::Primary);
+            let judged =
+                super::kinds::managed::judge(m, primary_side, primary_managed(st.kind), now_ms);
+            for finding in judged {
+                match finding {
+                    Finding::Broken(why) => worse(BROKEN, why, &mut reasons),
+                    Finding::Note(why) => reasons.push(why),
+                }
+            }
+            // Its SQL side did not answer: the metric still bounds the lag.
+            if !primary_side && out.lag_secs.is_none() && report_of(&s.answer).is_err() {
+                if let Some((bound, words)) = super::kinds::managed::lag_bound(m, now_ms) {
+                    out.lag_secs = Some(bound);
+                    reasons.push(words);
+                }
+            }
+            out.managed = Some(m.clone());
         }
         if let Some((read, read_at)) = &s.canary {
             match report_of(read) {

@@ -29,6 +29,8 @@ pub(super) struct World {
     /// Redis), when the world has them: the link between the regions,
     /// cut while the west's clients go on writing.
     pub(super) links: Vec<crate::link_cut::LinkCut>,
+    /// RDS worlds: makes the east's server follow what moto was asked.
+    pub(super) _follower: Option<super::rds::Follower>,
     /// The west region's own network namespace, when it has one (dropped
     /// last: its processes are gone by then).
     pub(super) netns: Option<crate::netns_fixture::Netns>,
@@ -150,6 +152,19 @@ impl World {
         )
     }
 
+    /// Each region's PostgreSQL an RDS instance in moto (`rds-postgres`
+    /// sources; the application logs in as `shop_app`), the record an alias.
+    pub(super) fn start_rds() -> World {
+        World::build(
+            |s| s,
+            Shape {
+                rds: true,
+                alias_record: true,
+                ..Shape::default()
+            },
+        )
+    }
+
     pub(super) fn start_with_failover_records() -> World {
         World::build(
             |s| s.set("fence", "stop"),
@@ -214,6 +229,7 @@ impl World {
             partitionable,
             redis_apart,
             relayed,
+            rds,
         } = shape;
         let rewindable = !unrewindable;
         let tmp = tempfile::tempdir().unwrap();
@@ -243,6 +259,9 @@ impl World {
             );
             std::fs::write(&hba, text).unwrap();
             primary.sql("postgres", "SELECT pg_reload_conf()");
+        }
+        if rds {
+            primary.sql("postgres", super::rds::APP_ROLE_SQL);
         }
         let mut links = Vec::new();
         let pg_link = relayed.then(|| crate::link_cut::LinkCut::new(primary.port));
@@ -309,6 +328,9 @@ impl World {
             set_record(&route53_server.endpoint, &zone_id, WEST);
             "plain"
         };
+        if rds {
+            super::rds::create_instances(&route53_server.endpoint);
+        }
         let secret = dir.join("route53.secret");
         std::fs::write(&secret, "testing").unwrap();
         std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
@@ -442,8 +464,19 @@ impl World {
         let addr = replicas[0].address();
         let all: Vec<String> = replicas.iter().map(Replica::address).collect();
         // Each region's PostgreSQL may be rebuilt from the other's only.
-        let sources = |dsn: &str, host: &str, port: u16, peer: String| {
-            format!("check_files = [\"{}\"]\n\n[[sources]]\nname = \"db\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\nrebuild_from = [\"{peer}\"]\n\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://{host}:{port}\"\n", checks.display())
+        let sources = |dsn: &str, host: &str, port: u16, peer: String, db: (&str, &str)| {
+            let (instance, aws_region) = db;
+            let db = if rds {
+                format!(
+                    "kind = \"rds-postgres\"\ndsn = \"{dsn}\"\ninstance = \"{instance}\"\naws_region = \"{aws_region}\"\napp_roles = [\"{}\"]\nendpoint = \"{}\"\naccess_key_id = \"testing\"\nsecret_access_key_file = \"{}\"\n",
+                    super::rds::APP_ROLE,
+                    route53_server.endpoint,
+                    secret.display()
+                )
+            } else {
+                format!("kind = \"postgres\"\ndsn = \"{dsn}\"\nrebuild_from = [\"{peer}\"]\n")
+            };
+            format!("check_files = [\"{}\"]\n\n[[sources]]\nname = \"db\"\n{db}\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://{host}:{port}\"\n", checks.display())
         };
         let w1 = start_agent_in(
             &pki,
@@ -456,6 +489,7 @@ impl World {
                 &west_ip,
                 master.port,
                 format!("{host_ip}:{}", standby.port),
+                super::rds::WEST_DB,
             ),
             None,
             prefix,
@@ -471,9 +505,13 @@ impl World {
                 &host_ip,
                 replica.port,
                 format!("{west_ip}:{}", primary.port),
+                super::rds::EAST_DB,
             ),
         );
+        let follower =
+            rds.then(|| super::rds::Follower::start(&route53_server.endpoint, &standby.dsn));
         let w = World {
+            _follower: follower,
             _tmp: tmp,
             pki,
             addr,
@@ -490,10 +528,14 @@ impl World {
             links,
             netns,
         };
+        let seen = std::cell::RefCell::new(String::new());
+        let shown = Shown(&seen);
         eventually(60, "shop's replication to be ok", || {
             let out = op(&w.pki, &w.addr, &["replication", "--service", "shop"]);
+            *seen.borrow_mut() = String::from_utf8_lossy(&out.stdout).into_owned();
             out.status.success().then_some(())
         });
+        drop(shown);
         w
     }
 
@@ -775,6 +817,8 @@ pub(super) struct Shape {
     pub(super) redis_apart: bool,
     /// The east's standbys replicate through cuttable relays.
     pub(super) relayed: bool,
+    /// The PostgreSQL stores RDS instances (moto's control plane).
+    pub(super) rds: bool,
 }
 
 /// Prints what it holds when a test fails while it lives.

@@ -139,7 +139,10 @@ impl S3Server {
             }
             S3Kind::Moto => {
                 let mut c = Command::new(require("moto_server"));
-                c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+                c.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    // Its recorder's file, else in the working directory
+                    // and shared by every test's server.
+                    .env("MOTO_RECORDER_FILEPATH", dir.path().join("recording"));
                 c
             }
         };

@@ -10,7 +10,8 @@ use crate::stores::{Done, POLL};
 use seawall_common::{Error, ErrorKind, Result};
 use std::time::{Duration, Instant};
 
-async fn position(client: &tokio_postgres::Client) -> Result<(String, u32)> {
+/// A server's WAL position (replayed, on a standby) and timeline.
+pub(crate) async fn position(client: &tokio_postgres::Client) -> Result<(String, u32)> {
     let row = client
         .query_one(
             "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text,

@@ -4,6 +4,7 @@
 //! replication checks, the failover plan and the rejoin check ask these
 //! rules instead of matching on kinds themselves.
 
+pub mod managed;
 mod postgres;
 mod redis;
 

@@ -1,0 +1,248 @@
+//! The RDS and CloudWatch calls an `rds-postgres` store makes, each bounded
+//! and retried on throttling (`seawall_common::aws`), each failure naming
+//! the IAM action it needed.
+
+use super::config::RdsInstance;
+use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+use seawall_common::aws::{call_failed, sdk_config};
+use seawall_common::{Error, ErrorKind, Result};
+use std::time::{Duration, SystemTime};
+
+/// What RDS says of one instance.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceState {
+    /// Its identifier.
+    pub id: String,
+    /// Its ARN.
+    pub arn: String,
+    /// "available", "modifying", "stopped", ...
+    pub status: String,
+    /// The instance it replicates from (identifier or ARN), if any.
+    pub source: Option<String>,
+    /// Its tags.
+    pub tags: Vec<(String, String)>,
+}
+
+/// The replica-lag metric's newest period.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricLag {
+    /// The period's Maximum, in seconds.
+    pub max_secs: f64,
+    /// When the period began (unix ms).
+    pub period_start_unix_ms: i64,
+}
+
+/// An instance's control plane: RDS and CloudWatch in its region.
+#[derive(Clone)]
+pub struct Rds {
+    rds: aws_sdk_rds::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
+    /// The instance it was opened for.
+    pub instance: RdsInstance,
+}
+
+impl Rds {
+    /// Clients for `instance`'s region (its endpoint and keys, or the
+    /// standard AWS chain).
+    pub async fn open(instance: &RdsInstance) -> Result<Rds> {
+        let shared = sdk_config(&instance.target()?).await;
+        Ok(Rds {
+            rds: aws_sdk_rds::Client::new(&shared),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&shared),
+            instance: instance.clone(),
+        })
+    }
+
+    /// The configured instance's state.
+    pub async fn describe(&self) -> Result<InstanceState> {
+        self.describe_id(&self.instance.instance)
+            .await?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "RDS has no DB instance {:?} in {}: check instance and aws_region in agent.toml",
+                        self.instance.instance, self.instance.aws_region
+                    ),
+                )
+            })
+    }
+
+    /// The state of instance `id` in this region (None: there is none).
+    pub async fn describe_id(&self, id: &str) -> Result<Option<InstanceState>> {
+        let out = self
+            .rds
+            .describe_db_instances()
+            .db_instance_identifier(id)
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_db_instance_not_found_fault()) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(call_failed("rds:DescribeDBInstances", &self.arn_of(id), &e)),
+        };
+        Ok(out.db_instances().first().map(state))
+    }
+
+    /// The instances of this region carrying tag `key` (any value).
+    pub async fn tagged(&self, key: &str) -> Result<Vec<InstanceState>> {
+        let mut found = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .rds
+                .describe_db_instances()
+                .set_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| call_failed("rds:DescribeDBInstances", "*", &e))?;
+            found.extend(
+                out.db_instances()
+                    .iter()
+                    .map(state)
+                    .filter(|s| s.tags.iter().any(|(k, _)| k == key)),
+            );
+            marker = out.marker().map(str::to_string);
+            if marker.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Asks RDS to promote the configured read replica, keeping
+    /// `backup_retention_days` of automated backups on it.
+    pub async fn promote(&self) -> Result<()> {
+        self.rds
+            .promote_read_replica()
+            .db_instance_identifier(&self.instance.instance)
+            .backup_retention_period(self.instance.backup_retention_days)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| call_failed("rds:PromoteReadReplica", &self.instance.arn(), &e))
+    }
+
+    /// Restores `source` as of `at` into a new instance `target` with `tags`.
+    pub async fn restore_to_point_in_time(
+        &self,
+        source: &str,
+        target: &str,
+        at: SystemTime,
+        class: Option<&str>,
+        tags: &[(String, String)],
+    ) -> Result<()> {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build())
+            .collect::<Vec<_>>();
+        self.rds
+            .restore_db_instance_to_point_in_time()
+            .source_db_instance_identifier(source)
+            .target_db_instance_identifier(target)
+            .restore_time(aws_smithy_types::DateTime::from(at))
+            .set_db_instance_class(class.map(str::to_string))
+            .set_tags(Some(tags))
+            .publicly_accessible(false)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                call_failed(
+                    "rds:RestoreDBInstanceToPointInTime",
+                    &format!("arn:aws:rds:{}:*:db:*", self.instance.aws_region),
+                    &e,
+                )
+            })
+    }
+
+    /// Deletes instance `id` without a final snapshot (a scratch copy);
+    /// an instance already gone is not an error.
+    pub async fn delete_scratch(&self, id: &str) -> Result<()> {
+        match self
+            .rds
+            .delete_db_instance()
+            .db_instance_identifier(id)
+            .skip_final_snapshot(true)
+            .delete_automated_backups(true)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_db_instance_not_found_fault()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(call_failed("rds:DeleteDBInstance", &self.arn_of(id), &e)),
+        }
+    }
+
+    /// The newest period of the instance's `ReplicaLag` metric within the
+    /// last `window` (None: no datapoint).
+    pub async fn replica_lag(&self, window: Duration) -> Result<Option<MetricLag>> {
+        let now = SystemTime::now();
+        let out = self
+            .cloudwatch
+            .get_metric_statistics()
+            .namespace("AWS/RDS")
+            .metric_name("ReplicaLag")
+            .dimensions(
+                Dimension::builder()
+                    .name("DBInstanceIdentifier")
+                    .value(&self.instance.instance)
+                    .build(),
+            )
+            .start_time(aws_smithy_types::DateTime::from(now - window))
+            .end_time(aws_smithy_types::DateTime::from(
+                now + Duration::from_secs(60),
+            ))
+            .period(60)
+            .statistics(Statistic::Maximum)
+            .send()
+            .await
+            .map_err(|e| call_failed("cloudwatch:GetMetricStatistics", "*", &e))?;
+        Ok(out
+            .datapoints()
+            .iter()
+            .filter_map(|d| {
+                let at = d.timestamp()?.to_millis().ok()?;
+                Some(MetricLag {
+                    max_secs: d.maximum()?,
+                    period_start_unix_ms: at,
+                })
+            })
+            .max_by_key(|m| m.period_start_unix_ms))
+    }
+
+    fn arn_of(&self, id: &str) -> String {
+        format!("arn:aws:rds:{}:*:db:{id}", self.instance.aws_region)
+    }
+}
+
+fn state(db: &aws_sdk_rds::types::DbInstance) -> InstanceState {
+    InstanceState {
+        id: db.db_instance_identifier().unwrap_or_default().to_string(),
+        arn: db.db_instance_arn().unwrap_or_default().to_string(),
+        status: db.db_instance_status().unwrap_or_default().to_string(),
+        source: db
+            .read_replica_source_db_instance_identifier()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        tags: db
+            .tag_list()
+            .iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+    }
+}

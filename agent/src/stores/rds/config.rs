@@ -1,0 +1,96 @@
+//! What an `rds-postgres` source names beyond its DSN: the RDS instance,
+//! the AWS region and endpoint its control plane answers at, and the
+//! application roles the fence locks out.
+
+use seawall_common::aws::AwsTarget;
+use seawall_common::{Error, ErrorKind, Result};
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// The runbook's automated backup retention, kept on a promoted replica
+/// (a cross-region read replica has none of its own).
+pub const DEFAULT_BACKUP_RETENTION_DAYS: i32 = 7;
+
+/// An RDS for PostgreSQL instance under failover control.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RdsInstance {
+    /// Its DB instance identifier ("orders-west").
+    pub instance: String,
+    /// The AWS region it lives in ("us-west-2").
+    pub aws_region: String,
+    /// The roles applications log in with: the fence takes LOGIN from each
+    /// and ends their sessions (RDS refuses `ALTER SYSTEM` and a stop, and
+    /// a read-only parameter is advisory: a client can set it back).
+    pub app_roles: Vec<String>,
+    /// Another RDS and CloudWatch endpoint (a VPC interface endpoint).
+    pub endpoint: Option<String>,
+    /// Static keys; otherwise the standard AWS chain (the instance profile).
+    pub access_key_id: Option<String>,
+    /// The file holding the secret key of `access_key_id` (mode 0600).
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Automated backup retention set when it is promoted (days).
+    pub backup_retention_days: i32,
+}
+
+impl RdsInstance {
+    /// Where its control plane answers, as whom.
+    pub fn target(&self) -> Result<AwsTarget> {
+        let credentials = match (&self.access_key_id, &self.secret_access_key_file) {
+            (Some(id), Some(file)) => {
+                let secret = seawall_common::secret::read_secret_file(file, "AWS secret key")?;
+                let secret = String::from_utf8(secret).map_err(|_| {
+                    Error::new(
+                        ErrorKind::InvalidInput,
+                        format!("{} is not UTF-8", file.display()),
+                    )
+                })?;
+                Some((id.clone(), secret.trim().to_string()))
+            }
+            _ => None,
+        };
+        Ok(AwsTarget {
+            region: self.aws_region.clone(),
+            endpoint: self.endpoint.clone(),
+            credentials,
+        })
+    }
+
+    /// What is wrong with it, each with its fix (empty: nothing), given
+    /// the user of the source's DSN.
+    pub fn problems(&self, source: &str, dsn_user: Option<&str>) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.instance.is_empty() || self.aws_region.is_empty() {
+            out.push(format!(
+                "source {source:?}: an rds-postgres source needs instance (the DB instance identifier) and aws_region"
+            ));
+        }
+        if self.app_roles.is_empty() {
+            out.push(format!(
+                "source {source:?}: app_roles is empty: list the roles applications log in with, or the fence locks out no one"
+            ));
+        }
+        if let Some(user) = dsn_user {
+            if self.app_roles.iter().any(|r| r == user) {
+                out.push(format!(
+                    "source {source:?}: app_roles lists {user:?}, the user of its dsn: the fence would lock Seawall out of the instance it must promote or check; give Seawall a role of its own"
+                ));
+            }
+        }
+        if self.access_key_id.is_some() != self.secret_access_key_file.is_some() {
+            out.push(format!(
+                "source {source:?}: access_key_id and secret_access_key_file go together: give both, or neither for the standard AWS chain"
+            ));
+        }
+        if !(0..=35).contains(&self.backup_retention_days) {
+            out.push(format!(
+                "source {source:?}: backup_retention_days must be 0 to 35 (RDS's range); the runbook keeps 7"
+            ));
+        }
+        out
+    }
+
+    /// The instance's ARN pattern for IAM statements (any account).
+    pub fn arn(&self) -> String {
+        format!("arn:aws:rds:{}:*:db:{}", self.aws_region, self.instance)
+    }
+}

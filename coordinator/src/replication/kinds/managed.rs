@@ -1,0 +1,175 @@
+//! What a cloud control plane says of a managed store (RDS), judged
+//! against the topology: the instance must be in a state that serves, a
+//! standby must be a read replica of the primary region's instance, and
+//! where SQL cannot reach a standby, the replica-lag metric still bounds
+//! how far it trails.
+
+use super::Finding;
+use seawall_proto::v1::ManagedStore;
+
+/// States in which an instance serves, although not "available".
+const SERVING: [&str; 8] = [
+    "backing-up",
+    "modifying",
+    "configuring-enhanced-monitoring",
+    "configuring-iam-database-auth",
+    "configuring-log-exports",
+    "storage-optimization",
+    "maintenance",
+    "upgrading",
+];
+
+/// What `m` shows for a store in the primary region (`primary_side`) or a
+/// standby whose primary's view is `primary` (when its agent sent one).
+pub fn judge(
+    m: &ManagedStore,
+    primary_side: bool,
+    primary: Option<&ManagedStore>,
+    now_ms: i64,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if !m.error.is_empty() {
+        let age = if m.read_unix_ms > 0 {
+            format!(
+                " (what follows is from {} s ago)",
+                (now_ms - m.read_unix_ms).max(0) / 1000
+            )
+        } else {
+            String::new()
+        };
+        out.push(Finding::Note(format!(
+            "{} not read: {}{age}",
+            m.service, m.error
+        )));
+    }
+    if m.status.is_empty() {
+        return out;
+    }
+    let name = &m.instance;
+    if m.status != "available" {
+        let words = format!("{} reports {name} {:?}", m.service, m.status);
+        out.push(if SERVING.contains(&m.status.as_str()) {
+            Finding::Note(words)
+        } else {
+            Finding::Broken(format!("{words}: it does not serve"))
+        });
+    }
+    if primary_side {
+        if !m.source.is_empty() {
+            out.push(Finding::Note(format!(
+                "{} still names {} as {name}'s source",
+                m.service, m.source
+            )));
+        }
+        return out;
+    }
+    if m.source.is_empty() {
+        out.push(Finding::Broken(format!(
+            "{} lists no source for {name}: it is not a read replica (promoted?)",
+            m.service
+        )));
+    } else if let Some(p) = primary.filter(|p| !p.instance.is_empty()) {
+        let expected = if p.arn.is_empty() {
+            &p.instance
+        } else {
+            &p.arn
+        };
+        if !seawall_common::aws::names_instance(&m.source, expected) {
+            out.push(Finding::Broken(format!(
+                "{} says {name} replicates from {}, not from the primary region's {}",
+                m.service, m.source, p.instance
+            )));
+        }
+    }
+    out
+}
+
+/// How far a standby trails at most by its lag metric, at `now_ms`: the
+/// newest period's Maximum plus the time since that period began (the lag
+/// grows at most a second per second); None without a datapoint.
+pub fn lag_bound(m: &ManagedStore, now_ms: i64) -> Option<(f64, String)> {
+    let max = m.lag_max_secs?;
+    let since = (now_ms - m.lag_period_start_unix_ms).max(0) as f64 / 1000.0;
+    let bound = max + since;
+    Some((
+        bound,
+        format!(
+            "at most {bound:.0} s by the ReplicaLag metric (Maximum {max:.1} s in the period from {}, plus {since:.0} s since)",
+            crate::model::clock::iso(m.lag_period_start_unix_ms)
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(status: &str, source: &str) -> ManagedStore {
+        ManagedStore {
+            service: "rds".into(),
+            instance: "orders-east".into(),
+            arn: "arn:aws:rds:us-east-1:1:db:orders-east".into(),
+            status: status.into(),
+            source: source.into(),
+            read_unix_ms: 1_000,
+            ..Default::default()
+        }
+    }
+
+    fn primary() -> ManagedStore {
+        ManagedStore {
+            instance: "orders-west".into(),
+            arn: "arn:aws:rds:us-west-2:1:db:orders-west".into(),
+            ..view("available", "")
+        }
+    }
+
+    fn broken(f: &[Finding]) -> Vec<&str> {
+        f.iter()
+            .filter_map(|f| match f {
+                Finding::Broken(w) => Some(w.as_str()),
+                Finding::Note(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_replica_of_the_primary_region_s_instance_is_fine() {
+        let m = view("available", "arn:aws:rds:us-west-2:1:db:orders-west");
+        assert_eq!(judge(&m, false, Some(&primary()), 2_000), vec![]);
+    }
+
+    #[test]
+    fn a_replica_of_another_instance_or_of_none_is_broken() {
+        let other = view("available", "arn:aws:rds:us-west-2:1:db:billing");
+        let b = judge(&other, false, Some(&primary()), 2_000);
+        assert!(
+            broken(&b)[0].contains("not from the primary region's orders-west"),
+            "{b:?}"
+        );
+        let none = view("available", "");
+        assert!(
+            broken(&judge(&none, false, Some(&primary()), 2_000))[0].contains("not a read replica")
+        );
+    }
+
+    #[test]
+    fn a_stopped_instance_is_broken_and_a_backing_up_one_is_noted() {
+        assert!(!broken(&judge(&view("stopped", ""), true, None, 2_000)).is_empty());
+        let f = judge(&view("backing-up", ""), true, None, 2_000);
+        assert!(broken(&f).is_empty() && f.len() == 1, "{f:?}");
+    }
+
+    #[test]
+    fn the_metric_s_bound_counts_the_time_since_its_period_began() {
+        let m = ManagedStore {
+            lag_max_secs: Some(2.5),
+            lag_period_start_unix_ms: 10_000,
+            ..view("available", "orders-west")
+        };
+        let (bound, words) = lag_bound(&m, 70_000).unwrap();
+        assert_eq!(bound, 62.5);
+        assert!(words.contains("Maximum 2.5 s"), "{words}");
+        assert_eq!(lag_bound(&view("available", "x"), 70_000), None);
+    }
+}

@@ -1,0 +1,309 @@
+//! RDS for PostgreSQL as a store provider, against moto's RDS and
+//! CloudWatch through the real SDK. Moto keeps the control plane and runs
+//! no database, so each instance is paired with a local PostgreSQL (its
+//! data plane), and the harness, not Seawall, makes the local standby
+//! follow what moto was asked: when moto's recorder shows a
+//! `PromoteReadReplica` of the east's instance, the east's server is
+//! promoted. Moto leaves a promoted replica's source in place and
+//! publishes no metrics: the harness publishes the `ReplicaLag` datapoint
+//! RDS would.
+
+use super::load::PgLoad;
+use super::world::*;
+use crate::fleet_fixture::*;
+use base64::Engine as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The application role the fence locks out.
+pub(super) const APP_ROLE: &str = "shop_app";
+/// Each region's instance and AWS region.
+pub(super) const WEST_DB: (&str, &str) = ("shop-west", "us-west-2");
+pub(super) const EAST_DB: (&str, &str) = ("shop-east", "us-east-1");
+/// The lag the harness publishes for the east's replica.
+pub(super) const PUBLISHED_LAG_SECS: f64 = 2.5;
+
+pub(super) async fn rds(endpoint: &str, region: &str) -> aws_sdk_rds::Client {
+    let creds = aws_sdk_rds::config::Credentials::new("testing", "testing", None, None, "test");
+    let conf = aws_sdk_rds::config::Builder::new()
+        .behavior_version(aws_sdk_rds::config::BehaviorVersion::latest())
+        .region(aws_sdk_rds::config::Region::new(region.to_string()))
+        .endpoint_url(endpoint)
+        .credentials_provider(creds)
+        .build();
+    aws_sdk_rds::Client::from_conf(conf)
+}
+
+/// The runbook's pair in moto: a multi-AZ `db.r6g.large` primary in the
+/// west with 7 days of backups, and its cross-region read replica in the
+/// east; the east's lag metric published.
+pub(super) fn create_instances(endpoint: &str) {
+    super::route53::rt().block_on(async {
+        let west = rds(endpoint, WEST_DB.1).await;
+        let created = west
+            .create_db_instance()
+            .db_instance_identifier(WEST_DB.0)
+            .engine("postgres")
+            .db_instance_class("db.r6g.large")
+            .master_username("seawall")
+            .master_user_password("not-used-by-the-test")
+            .allocated_storage(20)
+            .multi_az(true)
+            .backup_retention_period(7)
+            .send()
+            .await
+            .unwrap();
+        let arn = created
+            .db_instance()
+            .unwrap()
+            .db_instance_arn()
+            .unwrap()
+            .to_string();
+        rds(endpoint, EAST_DB.1)
+            .await
+            .create_db_instance_read_replica()
+            .db_instance_identifier(EAST_DB.0)
+            .source_db_instance_identifier(arn)
+            .db_instance_class("db.r6g.large")
+            .send()
+            .await
+            .unwrap();
+        publish_lag(endpoint, PUBLISHED_LAG_SECS).await;
+    });
+}
+
+/// Publishes a `ReplicaLag` datapoint for the east's replica, as RDS does
+/// every minute.
+pub(super) async fn publish_lag(endpoint: &str, secs: f64) {
+    let creds =
+        aws_sdk_cloudwatch::config::Credentials::new("testing", "testing", None, None, "test");
+    let conf = aws_sdk_cloudwatch::config::Builder::new()
+        .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
+        .region(aws_sdk_cloudwatch::config::Region::new(EAST_DB.1))
+        .endpoint_url(endpoint)
+        .credentials_provider(creds)
+        .build();
+    aws_sdk_cloudwatch::Client::from_conf(conf)
+        .put_metric_data()
+        .namespace("AWS/RDS")
+        .metric_data(
+            aws_sdk_cloudwatch::types::MetricDatum::builder()
+                .metric_name("ReplicaLag")
+                .dimensions(
+                    aws_sdk_cloudwatch::types::Dimension::builder()
+                        .name("DBInstanceIdentifier")
+                        .value(EAST_DB.0)
+                        .build(),
+                )
+                .value(secs)
+                .unit(aws_sdk_cloudwatch::types::StandardUnit::Seconds)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The RDS calls moto received, as (action, form fields), oldest first.
+pub(super) fn calls(endpoint: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let Some(recording) = moto_api(endpoint, "GET", "/moto-api/recorder/download-recording") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for line in recording.lines() {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let body = entry["body"].as_str().unwrap_or_default();
+        let body = if entry["body_encoded"] == true {
+            base64::engine::general_purpose::STANDARD
+                .decode(body)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        } else {
+            body.to_string()
+        };
+        let fields: Vec<(String, String)> = body
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.replace("%2F", "/").replace("%3A", ":")))
+            .collect();
+        if let Some((_, action)) = fields.iter().find(|(k, _)| k == "Action") {
+            found.push((action.clone(), fields.clone()));
+        }
+    }
+    found
+}
+
+/// The body of moto's answer to `method path` (None: no 200 answer).
+fn moto_api(endpoint: &str, method: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let address = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok()?;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.lines()
+        .next()?
+        .contains(" 200 ")
+        .then(|| body.to_string())
+}
+
+/// The field `key` of a recorded call.
+pub(super) fn field<'a>(call: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    call.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Makes the east's server follow moto: promoted once moto was asked to
+/// promote the east's instance. Stops when dropped.
+pub(super) struct Follower {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Follower {
+    pub(super) fn start(endpoint: &str, standby_dsn: &str) -> Follower {
+        assert!(
+            moto_api(endpoint, "POST", "/moto-api/recorder/start-recording").is_some(),
+            "moto's recorder did not start"
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let (endpoint, dsn, halt) = (endpoint.to_string(), standby_dsn.to_string(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !halt.load(Ordering::SeqCst) {
+                let asked = calls(&endpoint).iter().any(|(action, f)| {
+                    action == "PromoteReadReplica"
+                        && field(f, "DBInstanceIdentifier") == Some(EAST_DB.0)
+                });
+                if asked {
+                    crate::pg_fixture::psql_dsn(&dsn, "SELECT pg_promote(true, 60)");
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        Follower {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The roles a fresh world's primary gets: the application's, which may
+/// create its tables.
+pub(super) const APP_ROLE_SQL: &str =
+    "CREATE ROLE shop_app LOGIN; GRANT USAGE, CREATE ON SCHEMA public TO shop_app";
+
+/// `dsn` as the application role.
+pub(super) fn as_app(dsn: &str) -> String {
+    format!("{dsn} user={APP_ROLE}")
+}
+
+#[test]
+fn an_rds_switchover_under_load_locks_the_old_primary_out_promotes_through_the_api_and_loses_nothing(
+) {
+    let w = World::start_rds();
+    // What the replication check reads of RDS: the east's instance is a
+    // replica of the west's, both available.
+    let seen = std::cell::RefCell::new(String::new());
+    let shown = Shown(&seen);
+    let managed = |report: &serde_json::Value, instance: &str| {
+        report["services"][0]["stores"]
+            .as_array()?
+            .iter()
+            .find(|st| st["managed"]["instance"] == instance)
+            .map(|st| st["managed"].clone())
+    };
+    eventually(30, "RDS's view in the replication report", || {
+        let report = op_json(&w.pki, &w.addr, &["replication", "--service", "shop"]);
+        *seen.borrow_mut() = report.to_string();
+        let east = managed(&report, EAST_DB.0)?;
+        let west = managed(&report, WEST_DB.0)?;
+        (east["status"] == "available"
+            && east["source"]
+                .as_str()?
+                .starts_with("arn:aws:rds:us-west-2:")
+            && west["status"] == "available"
+            && west["source"] == "")
+            .then_some(())
+    });
+    drop(shown);
+    let pg_load = PgLoad::on(&as_app(&w.primary.dsn("postgres")), 1);
+    eventually(30, "the load generator to be acknowledged", || {
+        (pg_load.acked() > 100).then_some(())
+    });
+    let (ok, f, err) = w.failover(&["run", "shop", "--to", "east", "--switchover", "--wait"]);
+    assert!(ok, "{err}\n{f:#}");
+    assert_eq!(f["state"], "succeeded", "{f:#}");
+    let fence = step(&f, "fence").unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        fence.contains("shop-west fenced: LOGIN taken from shop_app and 1 session(s) ended"),
+        "{f:#}"
+    );
+    let promote = step(&f, "promote postgres").unwrap_or_else(|| panic!("{f:#}"))["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        promote.contains("shop-east: PromoteReadReplica accepted")
+            && promote.contains("LOGIN given back to shop_app"),
+        "{f:#}"
+    );
+    // Moto was asked exactly what the runbook does: promote the east's
+    // replica, keeping 7 days of backups.
+    let promoted: Vec<_> = calls(&w.route53.endpoint)
+        .into_iter()
+        .filter(|(a, _)| a == "PromoteReadReplica")
+        .collect();
+    assert_eq!(promoted.len(), 1, "{promoted:?}");
+    assert_eq!(
+        field(&promoted[0].1, "DBInstanceIdentifier"),
+        Some(EAST_DB.0)
+    );
+    assert_eq!(field(&promoted[0].1, "BackupRetentionPeriod"), Some("7"));
+    // Nothing acknowledged is missing in the east, and the application
+    // writes there; in the west it may not even log in.
+    let acked = pg_load.acked();
+    drop(pg_load);
+    assert_eq!(w.rows_present(acked), acked, "{f:#}");
+    crate::pg_fixture::psql_dsn(
+        &as_app(&w.standby.dsn),
+        &format!("INSERT INTO load VALUES ({})", acked + 1_000_000),
+    );
+    let (ok, said) = crate::pg_fixture::psql_tried(
+        &as_app(&w.primary.dsn("postgres")),
+        None,
+        "INSERT INTO load VALUES (-1)",
+    );
+    assert!(!ok && said.contains("not permitted to log in"), "{said}");
+    for s in f["steps"].as_array().unwrap() {
+        eprintln!("{}: {}", s["name"], s["detail"]);
+    }
+    eprintln!(
+        "RTO {} ms, RPO {} ms ({})",
+        f["rto_ms"], f["rpo_ms"], f["rpo_basis"]
+    );
+    // The promotion's parting is recorded on the new primary.
+    assert_eq!(
+        w.standby.sql("SELECT count(*) FROM seawall.rds_partings"),
+        "1"
+    );
+}

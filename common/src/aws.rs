@@ -113,9 +113,15 @@ where
     Error::new(kind, format!("{action}{code} failed{throttled}: {message}"))
 }
 
-/// The IAM policy statement that allows `action` on `resource`, as JSON.
+/// The IAM policy statement that allows `action` on `resource` (one ARN,
+/// or a JSON list of them), as JSON.
 pub fn statement(action: &str, resource: &str) -> String {
-    format!(r#"{{"Effect": "Allow", "Action": "{action}", "Resource": "{resource}"}}"#)
+    let resource = if resource.starts_with('[') {
+        resource.to_string()
+    } else {
+        format!("\"{resource}\"")
+    };
+    format!(r#"{{"Effect": "Allow", "Action": "{action}", "Resource": {resource}}}"#)
 }
 
 /// Whether `source` (an identifier or an ARN, as RDS writes a replica's

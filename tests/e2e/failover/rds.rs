@@ -3,8 +3,9 @@
 //! no database, so each instance is paired with a local PostgreSQL (its
 //! data plane), and the harness, not Seawall, makes the local standby
 //! follow what moto was asked: when moto's recorder shows a
-//! `PromoteReadReplica` of the east's instance, the east's server is
-//! promoted. Moto leaves a promoted replica's source in place and
+//! `PromoteReadReplica`, that instance's server is promoted; a
+//! `CreateDBInstanceReadReplica` replaces its server with a copy of the
+//! source's (the renamed old one's data kept beside it). Moto leaves a promoted replica's source in place and
 //! publishes no metrics: the harness publishes the `ReplicaLag` datapoint
 //! RDS would.
 
@@ -160,31 +161,116 @@ pub(super) fn field<'a>(call: &'a [(String, String)], key: &str) -> Option<&'a s
     call.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-/// Makes the east's server follow moto: promoted once moto was asked to
-/// promote the east's instance. Stops when dropped.
+/// One instance's data plane: the local server moto's instance stands for.
+#[derive(Clone)]
+pub(super) struct Site {
+    pub(super) instance: &'static str,
+    pub(super) dsn: String,
+    pub(super) root: std::path::PathBuf,
+    pub(super) port: u16,
+    pub(super) listen: String,
+}
+
+impl Site {
+    fn data(&self) -> std::path::PathBuf {
+        self.root.join("data")
+    }
+
+    /// What RDS does to the instance's database when moto was asked to
+    /// promote it.
+    fn promote(&self) {
+        crate::pg_fixture::psql_dsn(&self.dsn, "SELECT pg_promote(true, 60)");
+    }
+
+    /// What RDS does when moto was asked to create this instance as a read
+    /// replica of `source` (after the old one was renamed away): a new
+    /// server, a copy of the source's, replaying from it. The old data
+    /// directory stays beside it (the renamed instance's).
+    fn become_replica_of(&self, source: &Site, kept: usize) {
+        let pg_ctl = crate::pg_fixture::pg_bin().join("pg_ctl");
+        let _ = crate::pg_fixture::as_pg(&pg_ctl)
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "fast", "-w", "stop"])
+            .output();
+        std::fs::rename(self.data(), self.root.join(format!("data.kept-{kept}"))).unwrap();
+        let made = crate::pg_fixture::as_pg(&crate::pg_fixture::pg_bin().join("pg_basebackup"))
+            .arg("-D")
+            .arg(self.data())
+            .args(["-R", "-X", "stream", "-d", &source.dsn])
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let conf = self.data().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str(&format!(
+            "\nport = {}\nunix_socket_directories = '{}'\nlisten_addresses = '{}'\n",
+            self.port,
+            self.root.display(),
+            self.listen
+        ));
+        std::fs::write(&conf, text).unwrap();
+        let started = crate::pg_fixture::as_pg(&pg_ctl)
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.root.join("server.log"))
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        assert!(
+            started.status.success(),
+            "{}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+    }
+}
+
+/// Makes the local servers follow what moto was asked, in order: a
+/// promotion promotes the instance's server, a new read replica replaces
+/// its server with a copy of the source's. Stops when dropped.
 pub(super) struct Follower {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Follower {
-    pub(super) fn start(endpoint: &str, standby_dsn: &str) -> Follower {
+    pub(super) fn start(endpoint: &str, sites: Vec<Site>) -> Follower {
         assert!(
             moto_api(endpoint, "POST", "/moto-api/recorder/start-recording").is_some(),
             "moto's recorder did not start"
         );
         let stop = Arc::new(AtomicBool::new(false));
-        let (endpoint, dsn, halt) = (endpoint.to_string(), standby_dsn.to_string(), stop.clone());
+        let (endpoint, halt) = (endpoint.to_string(), stop.clone());
         let thread = std::thread::spawn(move || {
+            let site = |id: &str| sites.iter().find(|s| s.instance == id).cloned();
+            let mut handled = 0;
             while !halt.load(Ordering::SeqCst) {
-                let asked = calls(&endpoint).iter().any(|(action, f)| {
-                    action == "PromoteReadReplica"
-                        && field(f, "DBInstanceIdentifier") == Some(EAST_DB.0)
-                });
-                if asked {
-                    crate::pg_fixture::psql_dsn(&dsn, "SELECT pg_promote(true, 60)");
-                    return;
+                let seen = calls(&endpoint);
+                for (action, f) in seen.iter().skip(handled) {
+                    let target = field(f, "DBInstanceIdentifier").and_then(site);
+                    if !action.starts_with("Describe") && !action.starts_with("Get") {
+                        eprintln!(
+                            "moto was asked {action} of {:?}",
+                            target.as_ref().map(|t| t.instance)
+                        );
+                    }
+                    match (action.as_str(), target) {
+                        ("PromoteReadReplica", Some(t)) => t.promote(),
+                        ("CreateDBInstanceReadReplica", Some(t)) => {
+                            let source = field(f, "SourceDBInstanceIdentifier")
+                                .and_then(|s| site(s.rsplit(':').next().unwrap_or(s)))
+                                .expect("a replica of a known instance");
+                            t.become_replica_of(&source, handled);
+                        }
+                        _ => {}
+                    }
                 }
+                handled = handled.max(seen.len());
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
         });
@@ -293,7 +379,12 @@ fn an_rds_switchover_under_load_locks_the_old_primary_out_promotes_through_the_a
         None,
         "INSERT INTO load VALUES (-1)",
     );
-    assert!(!ok && said.contains("not permitted to log in"), "{said}");
+    // Locked out until the follow step made it a read replica: either way
+    // the application's write is refused.
+    assert!(
+        !ok && (said.contains("not permitted to log in") || said.contains("read-only")),
+        "{said}"
+    );
     for s in f["steps"].as_array().unwrap() {
         eprintln!("{}: {}", s["name"], s["detail"]);
     }
@@ -306,4 +397,75 @@ fn an_rds_switchover_under_load_locks_the_old_primary_out_promotes_through_the_a
         w.standby.sql("SELECT count(*) FROM seawall.rds_partings"),
         "1"
     );
+    // The old primary follows again: renamed away (kept, with its data),
+    // and a new read replica of the east made under its name.
+    let follow = step(&f, "follow postgres").unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        follow.contains("the old shop-west kept as shop-west-diverged-")
+            && follow.contains("CreateDBInstanceReadReplica shop-west of arn:aws:rds:us-east-1:")
+            && follow.contains("available and replaying"),
+        "{f:#}"
+    );
+    assert_eq!(w.primary.sql("postgres", "SELECT pg_is_in_recovery()"), "t");
+    let instances = instances(&w.route53.endpoint, WEST_DB.1);
+    assert!(
+        instances
+            .iter()
+            .any(|i| i.starts_with("shop-west-diverged-"))
+            && instances.contains(&WEST_DB.0.to_string()),
+        "{instances:?}"
+    );
+
+    // And back: the west is the primary again, nothing lost, and the east
+    // follows it as a new replica.
+    let pg_load = PgLoad::on(&as_app(&w.standby.dsn), 2_000_000);
+    eventually(
+        30,
+        "the load generator to be acknowledged in the east",
+        || (pg_load.acked() > 2_000_100).then_some(()),
+    );
+    let (ok, f, err) = w.failover(&["run", "shop", "--to", "west", "--switchover", "--wait"]);
+    assert!(ok, "{err}\n{f:#}");
+    assert_eq!(f["state"], "succeeded", "{f:#}");
+    let acked = pg_load.acked();
+    drop(pg_load);
+    assert_eq!(
+        w.primary.sql(
+            "postgres",
+            &format!("SELECT max(n) FROM load WHERE n <= {acked}")
+        ),
+        acked.to_string(),
+        "{f:#}"
+    );
+    assert!(
+        step(&f, "follow postgres").unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("CreateDBInstanceReadReplica shop-east of arn:aws:rds:us-west-2:"),
+        "{f:#}"
+    );
+    assert_eq!(w.standby.sql("SELECT pg_is_in_recovery()"), "t");
+    eprintln!(
+        "switched back: RTO {} ms, RPO {} ms",
+        f["rto_ms"], f["rpo_ms"]
+    );
+}
+
+/// The instances moto holds in `region`.
+fn instances(endpoint: &str, region: &str) -> Vec<String> {
+    super::route53::rt().block_on(async {
+        rds(endpoint, region)
+            .await
+            .describe_db_instances()
+            .send()
+            .await
+            .unwrap()
+            .db_instances()
+            .iter()
+            .filter_map(|i| i.db_instance_identifier().map(str::to_string))
+            .collect()
+    })
 }

@@ -156,7 +156,7 @@ impl World {
     /// sources; the application logs in as `shop_app`), the record an alias.
     pub(super) fn start_rds() -> World {
         World::build(
-            |s| s,
+            |s| s.set("rebuild_timeout", "60s"),
             Shape {
                 rds: true,
                 alias_record: true,
@@ -508,8 +508,27 @@ impl World {
                 super::rds::EAST_DB,
             ),
         );
-        let follower =
-            rds.then(|| super::rds::Follower::start(&route53_server.endpoint, &standby.dsn));
+        let follower = rds.then(|| {
+            super::rds::Follower::start(
+                &route53_server.endpoint,
+                vec![
+                    super::rds::Site {
+                        instance: super::rds::WEST_DB.0,
+                        dsn: primary.dsn("postgres"),
+                        root: primary.root.clone(),
+                        port: primary.port,
+                        listen: west_ip.clone(),
+                    },
+                    super::rds::Site {
+                        instance: super::rds::EAST_DB.0,
+                        dsn: standby.dsn.clone(),
+                        root: standby.root.clone(),
+                        port: standby.port,
+                        listen: host_ip.clone(),
+                    },
+                ],
+            )
+        });
         let w = World {
             _follower: follower,
             _tmp: tmp,

@@ -19,6 +19,8 @@ pub struct InstanceState {
     pub status: String,
     /// The instance it replicates from (identifier or ARN), if any.
     pub source: Option<String>,
+    /// Its class ("db.r6g.large").
+    pub class: String,
     /// Its tags.
     pub tags: Vec<(String, String)>,
 }
@@ -127,6 +129,51 @@ impl Rds {
             .map_err(|e| call_failed("rds:PromoteReadReplica", &self.instance.arn(), &e))
     }
 
+    /// Renames instance `id` to `to` at once (its data and endpoint's
+    /// name go with it).
+    pub async fn rename(&self, id: &str, to: &str) -> Result<()> {
+        self.rds
+            .modify_db_instance()
+            .db_instance_identifier(id)
+            .new_db_instance_identifier(to)
+            .apply_immediately(true)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| call_failed("rds:ModifyDBInstance", &self.arn_of(id), &e))
+    }
+
+    /// Creates instance `id` as a read replica of `source` (an ARN: it may
+    /// be in another region), of `class`, tagged with `tags`.
+    pub async fn create_replica(
+        &self,
+        id: &str,
+        source: &str,
+        class: &str,
+        tags: &[(String, String)],
+    ) -> Result<()> {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build())
+            .collect::<Vec<_>>();
+        self.rds
+            .create_db_instance_read_replica()
+            .db_instance_identifier(id)
+            .source_db_instance_identifier(source)
+            .set_db_instance_class((!class.is_empty()).then(|| class.to_string()))
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                call_failed(
+                    "rds:CreateDBInstanceReadReplica",
+                    &format!(r#"["{}", "{source}"]"#, self.arn_of(id)),
+                    &e,
+                )
+            })
+    }
+
     /// Restores `source` as of `at` into a new instance `target` with `tags`.
     pub async fn restore_to_point_in_time(
         &self,
@@ -230,6 +277,7 @@ fn state(db: &aws_sdk_rds::types::DbInstance) -> InstanceState {
         id: db.db_instance_identifier().unwrap_or_default().to_string(),
         arn: db.db_instance_arn().unwrap_or_default().to_string(),
         status: db.db_instance_status().unwrap_or_default().to_string(),
+        class: db.db_instance_class().unwrap_or_default().to_string(),
         source: db
             .read_replica_source_db_instance_identifier()
             .filter(|s| !s.is_empty())

@@ -11,6 +11,7 @@ pub mod api;
 pub mod config;
 pub mod fence;
 pub mod parting;
+pub mod rebuild;
 pub mod view;
 
 use super::postgres::{control, PostgresStore};
@@ -276,21 +277,30 @@ impl StoreControl for RdsPostgresStore {
         })
     }
 
-    async fn rebuild(
-        &self,
-        how: &RebuildAction,
-        _deadline: Duration,
-        _tasks: &Tree,
-    ) -> Result<Done> {
-        Err(Error::new(
-            ErrorKind::Conflict,
-            format!(
-                "{} cannot be made a standby of {} in place: RDS makes a read replica only as a new instance. Until Seawall does it, rename the old instance to keep its data (aws rds modify-db-instance --db-instance-identifier {id} --new-db-instance-identifier {id}-diverged --apply-immediately), then create the replica under its name (aws rds create-db-instance-read-replica --db-instance-identifier {id} --source-db-instance-identifier <the primary's ARN> --source-region <its region>)",
-                self.instance.instance,
-                how.primary,
-                id = self.instance.instance
-            ),
-        ))
+    async fn rebuild(&self, how: &RebuildAction, deadline: Duration, tasks: &Tree) -> Result<Done> {
+        if how.primary_instance.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "the primary's RDS instance is not known (its agent has not reported RDS's view of it yet): {} cannot be made its read replica; `seawall replication` shows when it has",
+                    self.instance.instance
+                ),
+            ));
+        }
+        self.sql.forget();
+        let job = rebuild::RebuildRds {
+            rds: self.view.rds().await?.clone(),
+            instance: self.instance.clone(),
+            dsn: self.dsn.clone(),
+            primary: how.primary_instance.clone(),
+            deadline,
+        };
+        // Its own task: a rename left half-done by a cut reply would leave
+        // the service without its standby's name; a repeat waits for it.
+        tasks
+            .spawn_to_end(async move { rebuild::rebuild(&job).await })
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("the rebuild stopped: {e}")))?
     }
 }
 

@@ -67,6 +67,7 @@ async fn standby_of(
     let action = Action::Rebuild(RebuildAction {
         primary,
         rewind_only: false,
+        primary_instance: managed_instance(coord, service, primary_region, kind).await,
     });
     let reply = act(coord, lead, store, action, service.rebuild_timeout)
         .await
@@ -80,4 +81,25 @@ async fn standby_of(
             took_ms: Some(i64::from(reply.took_ms)),
         }),
     ))
+}
+
+/// The managed instance (its ARN) of `region`'s `kind` store, as the last
+/// replication check stored it; empty for a self-managed store.
+async fn managed_instance(
+    coord: &Coordinator,
+    service: &ServiceConfig,
+    region: &str,
+    kind: StoreKind,
+) -> String {
+    let Ok(reports) = crate::replication::stored(coord).await else {
+        return String::new();
+    };
+    reports
+        .iter()
+        .filter(|r| r.service == service.name)
+        .flat_map(|r| &r.stores)
+        .find(|st| st.region == region && st.kind == kind.name())
+        .and_then(|st| st.managed.as_ref())
+        .map(|m| m.arn.clone())
+        .unwrap_or_default()
 }

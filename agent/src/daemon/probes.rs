@@ -251,7 +251,12 @@ impl Prober {
                         probe.source
                     ),
                 );
-                failed(probe, &e, took)
+                let mut report = failed(probe, &e, took);
+                // What the control plane said of it still goes.
+                if probe.replication {
+                    report.managed = self.store(&probe.source).ok().and_then(|s| s.managed());
+                }
+                report
             }
         }
     }

@@ -469,3 +469,84 @@ fn instances(endpoint: &str, region: &str) -> Vec<String> {
             .collect()
     })
 }
+
+#[test]
+fn an_rds_primary_cut_off_is_locked_out_when_its_agent_returns_and_its_loss_is_never_called_zero() {
+    let mut w = World::start_rds_with(|s| s.set("failover_unfenced", true));
+    // The east's server stops answering: RDS's ReplicaLag metric still
+    // bounds how far it trails, never below what was published.
+    {
+        let _frozen = Frozen::freeze(Frozen::pids_of_postgres(&w.standby.root.join("data")));
+        let seen = std::cell::RefCell::new(String::new());
+        let shown = Shown(&seen);
+        let east = eventually(30, "the east's lag from the metric", || {
+            // Broken (the east does not answer): the command exits 1.
+            let out = op(&w.pki, &w.addr, &["replication", "--service", "shop"]);
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            *seen.borrow_mut() = report.to_string();
+            report["services"][0]["stores"]
+                .as_array()?
+                .iter()
+                .find(|st| {
+                    st["region"] == "east"
+                        && st["kind"] == "postgres"
+                        && st["reasons"]
+                            .to_string()
+                            .contains("by the ReplicaLag metric")
+                })
+                .cloned()
+        });
+        drop(shown);
+        assert_eq!(east["verdict"], "broken", "{east:#}");
+        let lag = east["lag_secs"].as_f64().unwrap();
+        assert!(lag >= PUBLISHED_LAG_SECS, "{east:#}");
+    }
+    // The west's agent is gone: the failover cannot lock its instance out.
+    w.w1.kill9();
+    let (ok, f, err) = w.failover(&["run", "shop", "--to", "east", "--wait"]);
+    assert!(ok, "{err}\n{f:#}");
+    assert_eq!(f["state"], "succeeded", "{f:#}");
+    assert!(
+        step(&f, "fence").unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not fenced: unreachable"),
+        "{f:#}"
+    );
+    // Split brain in the making: the application still writes there.
+    let west_app = as_app(&w.primary.dsn("postgres"));
+    crate::pg_fixture::psql_dsn(
+        &west_app,
+        "CREATE TABLE stray (n int); INSERT INTO stray VALUES (1)",
+    );
+    // The agent returns: the instance is locked out before anything else.
+    w.w1.restart();
+    eventually(30, "the old primary to lock the application out", || {
+        let (ok, said) = crate::pg_fixture::psql_tried(&west_app, None, "SELECT 1");
+        (!ok && said.contains("not permitted to log in")).then_some(())
+    });
+    // What it wrote past the parting cannot be counted on RDS (no
+    // pg_waldump): the record keeps its bound, never a measured 0.
+    let id = f["id"].as_str().unwrap().to_string();
+    let after = eventually(30, "the rejoin's words in the record", || {
+        let f = w.failover_at(&w.addr, &id)?;
+        f["rpo_measured"]
+            .as_str()
+            .is_some_and(|m| m.contains("postgres:"))
+            .then_some(f)
+    });
+    let measured = after["rpo_measured"].as_str().unwrap();
+    assert!(
+        measured.contains("past the parting")
+            && measured.contains("not counted")
+            && measured.contains("the bound stands"),
+        "{after:#}"
+    );
+    assert!(after["rpo_measured_ms"].is_null(), "{after:#}");
+    eprintln!(
+        "cut-off RDS primary at rejoin: {measured}; RPO {} ({})",
+        after["rpo_ms"], after["rpo_basis"]
+    );
+    // Its stray write is still there, for an operator to review.
+    assert_eq!(w.primary.sql("postgres", "SELECT count(*) FROM stray"), "1");
+}

@@ -159,12 +159,12 @@ mod tests {
         let at = chrono::DateTime::from_timestamp(1_796_000_000, 0).unwrap();
         assert_eq!(
             kept_name("orders-west", at),
-            "orders-west-diverged-20261128035320"
+            "orders-west-diverged-20261130005320"
         );
         let long = "a".repeat(60);
         let kept = kept_name(&long, at);
         assert_eq!(kept.len(), MAX_ID);
-        assert!(kept.ends_with("-diverged-20261128035320"));
+        assert!(kept.ends_with("-diverged-20261130005320"));
         assert!(!kept_name(&format!("{}-b", "a".repeat(37)), at).contains("--"));
     }
 }

@@ -206,6 +206,32 @@ pub async fn assess(
     let mut unreachable_why: Option<String> = None;
     let mut worst_bytes: Option<i64> = None;
     let mut unknown = false;
+    // A managed PostgreSQL (its RDS instance) is fenced, promoted and
+    // rebuilt through its cloud's API: the plan says so.
+    let stored_managed = |region: &str| {
+        report.as_ref().and_then(|r| {
+            r.stores
+                .iter()
+                .find(|st| st.region == region && st.kind == StoreKind::Postgres.name())
+                .and_then(|st| st.managed.clone())
+        })
+    };
+    let mut managed_pg: [Option<String>; 2] = [None, None];
+    for (((kind, _, _), (ra, rb)), _) in pairs.iter().zip(&reads).zip(0..) {
+        if *kind != StoreKind::Postgres {
+            continue;
+        }
+        for (i, (read, region)) in [(ra, from), (rb, to)].into_iter().enumerate() {
+            managed_pg[i] = read
+                .as_ref()
+                .and_then(|r| r.as_ref().ok())
+                .and_then(|r| r.managed.clone())
+                .or_else(|| stored_managed(region))
+                .filter(|m| !m.instance.is_empty())
+                .map(|m| m.instance);
+        }
+    }
+    let [from_rds, to_rds] = managed_pg;
     for ((kind, a, b), (ra, rb)) in pairs.iter().zip(reads) {
         let (Some(a), Some(b)) = (a, b) else { continue };
         let a_state = match ra {
@@ -321,8 +347,12 @@ pub async fn assess(
     plan.steps.push(format!(
         "precheck: {to}'s agents connected, its standbys following, lag within the bound"
     ));
+    let pg_fence = match &from_rds {
+        Some(id) => format!("{from}'s PostgreSQL (RDS instance {id}) locked out: its application roles lose LOGIN and their sessions are ended"),
+        None => format!("{from}'s PostgreSQL stopped with standby.signal in place (no client can write to it, also after a restart)"),
+    };
     plan.steps.push(if from_reachable {
-        format!("fence: {from}'s PostgreSQL stopped with standby.signal in place (no client can write to it, also after a restart), its Redis refusing every write (min-replicas-to-write, kept by CONFIG REWRITE)")
+        format!("fence: {pg_fence}, its Redis refusing every write (min-replicas-to-write, kept by CONFIG REWRITE)")
     } else if service.auto_failover.is_some() {
         format!("fence: not possible ({from} unreachable): its agents fence its stores themselves when their lease lapses; nothing is promoted before that moment")
     } else {
@@ -335,11 +365,11 @@ pub async fn assess(
     });
     for kind in StoreKind::ALL {
         if let (_, Some(b)) = names(kind) {
-            plan.steps.push(format!(
-                "promote {}: {}",
-                kind.name(),
-                crate::replication::kinds::rules(kind).promote_step(&b)
-            ));
+            let how = match (&to_rds, kind) {
+                (Some(id), StoreKind::Postgres) => format!("PromoteReadReplica of RDS instance {id} ({b}), waited for until RDS says available and the server left recovery; LOGIN given back to its application roles"),
+                _ => crate::replication::kinds::rules(kind).promote_step(&b),
+            };
+            plan.steps.push(format!("promote {}: {how}", kind.name()));
         }
     }
     plan.steps.push(match &service.dns {
@@ -369,7 +399,9 @@ pub async fn assess(
     plan.steps.push(if from_reachable {
         format!(
             "demote: {from}'s PostgreSQL {}, its Redis becomes a replica of {to}'s",
-            if service.fence == crate::model::topology::FenceMode::Stop {
+            if from_rds.is_some() {
+                "stays locked out (an RDS instance cannot follow another)"
+            } else if service.fence == crate::model::topology::FenceMode::Stop {
                 "stays stopped until failback (fence = \"stop\")"
             } else {
                 "started again as a standby (reads only)"
@@ -379,8 +411,12 @@ pub async fn assess(
         format!("demote: not possible ({from} unreachable): its agent fences its stores when it returns; `seawall failover run {} --failback` brings the service back later", service.name)
     });
     if req.switchover {
+        let pg_follow = match &from_rds {
+            Some(id) => format!("{from}'s RDS instance {id} renamed to {id}-diverged-<time> (kept) and a new read replica of {to}'s made under its name"),
+            None => format!("{from}'s PostgreSQL rewound (pg_rewind, or a base backup) and started as a standby of {to}"),
+        };
         plan.steps.push(format!(
-            "follow: {from}'s PostgreSQL rewound (pg_rewind, or a base backup) and started as a standby of {to}; its Redis waited for until it follows"
+            "follow: {pg_follow}; its Redis waited for until it follows"
         ));
     }
     Assessment {
@@ -426,6 +462,8 @@ pub async fn assess_failback(
         ));
     }
     let mut from_reachable = true;
+    // Stores that are RDS instances: rebuilt as new read replicas.
+    let mut rebuilt_rds: Vec<(StoreKind, String)> = Vec::new();
     for kind in StoreKind::ALL {
         let (Some(a), Some(b)) = (store_of(service, from, kind), store_of(service, to, kind))
         else {
@@ -464,6 +502,18 @@ pub async fn assess_failback(
             continue;
         }
         plan.notes.push(match probe(coord, lead, b).await {
+            Ok(r) if r.managed.as_ref().is_some_and(|m| !m.instance.is_empty()) => {
+                let id = r
+                    .managed
+                    .as_ref()
+                    .map(|m| m.instance.clone())
+                    .unwrap_or_default();
+                rebuilt_rds.push((kind, id.clone()));
+                format!(
+                    "{to}'s {} is RDS instance {id}: RDS cannot make it follow {from} in place",
+                    kind.name()
+                )
+            }
             Ok(r) => crate::replication::kinds::rules(kind).rebuild_note(&r, to, from),
             Err(e) => format!(
                 "{to}'s {} does not answer ({e}): its agent rebuilds it from its data directory",
@@ -478,15 +528,15 @@ pub async fn assess_failback(
     };
     for kind in StoreKind::ALL {
         if store_of(service, to, kind).is_some() {
-            plan.steps.push(format!(
-                "rebuild {}: {}",
-                kind.name(),
-                crate::replication::kinds::rules(kind).rebuild_step(
+            let how = match rebuilt_rds.iter().find(|(k, _)| *k == kind) {
+                Some((_, id)) => format!("RDS instance {id} renamed to {id}-diverged-<time> (kept, with what it wrote) and a new read replica of {from}'s instance made under its name, waited for until available and replaying (at most {})", humantime::format_duration(service.rebuild_timeout)),
+                None => crate::replication::kinds::rules(kind).rebuild_step(
                     to,
                     &address(kind),
-                    service.rebuild_timeout
-                )
-            ));
+                    service.rebuild_timeout,
+                ),
+            };
+            plan.steps.push(format!("rebuild {}: {how}", kind.name()));
         }
     }
     plan.steps.push(format!(

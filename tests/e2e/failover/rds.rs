@@ -329,6 +329,18 @@ fn an_rds_switchover_under_load_locks_the_old_primary_out_promotes_through_the_a
             .then_some(())
     });
     drop(shown);
+    // The plan says what RDS will be asked.
+    let (ok, plan, err) = w.failover(&["plan", "shop", "--to", "east", "--switchover"]);
+    assert!(ok, "{err}\n{plan:#}");
+    let steps = plan["steps"].to_string();
+    for said in [
+        "(RDS instance shop-west) locked out: its application roles lose LOGIN",
+        "PromoteReadReplica of RDS instance shop-east",
+        "stays locked out (an RDS instance cannot follow another)",
+        "RDS instance shop-west renamed to shop-west-diverged-<time> (kept)",
+    ] {
+        assert!(steps.contains(said), "{said}: {plan:#}");
+    }
     let pg_load = PgLoad::on(&as_app(&w.primary.dsn("postgres")), 1);
     eventually(30, "the load generator to be acknowledged", || {
         (pg_load.acked() > 100).then_some(())

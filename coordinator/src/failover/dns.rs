@@ -100,6 +100,25 @@ fn fqdn(name: &str) -> String {
     }
 }
 
+/// A failed Route 53 call of `action` on `resource`. A refused permission
+/// names the IAM statement that allows it; it is still tried again, as
+/// any failed call: the stores are promoted by then, and the step goes on
+/// by itself once the policy is mended.
+fn failed<E>(action: &str, resource: &str, what: String, e: E) -> DnsError
+where
+    E: aws_sdk_route53::error::ProvideErrorMetadata + std::fmt::Display + std::fmt::Debug,
+{
+    let err = seawall_common::aws::call_failed(action, resource, &e);
+    if err.kind() == seawall_common::ErrorKind::Denied {
+        return DnsError::Unavailable(format!("{what}: {err}"));
+    }
+    DnsError::Unavailable(format!("{what}: {}", why(e)))
+}
+
+fn zone_arn(zone: &str) -> String {
+    format!("arn:aws:route53:::hostedzone/{zone}")
+}
+
 fn why(e: impl std::fmt::Display + std::fmt::Debug) -> String {
     let text = format!("{e:?}");
     // The SDK's Display is terse ("service error"); the Debug form carries
@@ -125,12 +144,12 @@ async fn record_sets(client: &Client, dns: &DnsConfig) -> Result<Vec<ResourceRec
         .send()
         .await
         .map_err(|e| {
-            DnsError::Unavailable(format!(
-                "reading {} from Route 53 zone {}: {}",
-                dns.name,
-                dns.zone_id,
-                why(e)
-            ))
+            failed(
+                "route53:ListResourceRecordSets",
+                &zone_arn(&dns.zone_id),
+                format!("reading {} from Route 53 zone {}", dns.name, dns.zone_id),
+                e,
+            )
         })?;
     Ok(out
         .resource_record_sets()
@@ -239,7 +258,14 @@ async fn flip_failover_records(
         .health_check_id(check)
         .send()
         .await
-        .map_err(|e| DnsError::Unavailable(format!("reading health check {check}: {}", why(e))))?;
+        .map_err(|e| {
+            failed(
+                "route53:GetHealthCheck",
+                &format!("arn:aws:route53:::healthcheck/{check}"),
+                format!("reading health check {check}"),
+                e,
+            )
+        })?;
     let inverted = now
         .health_check()
         .and_then(|h| h.health_check_config())
@@ -258,7 +284,14 @@ async fn flip_failover_records(
         .inverted(invert)
         .send()
         .await
-        .map_err(|e| DnsError::Unavailable(format!("updating health check {check}: {}", why(e))))?;
+        .map_err(|e| {
+            failed(
+                "route53:UpdateHealthCheck",
+                &format!("arn:aws:route53:::healthcheck/{check}"),
+                format!("updating health check {check}"),
+                e,
+            )
+        })?;
     Ok(Flipped {
         already: false,
         change_id: Some(format!("healthcheck/{check} inverted={invert}")),
@@ -323,11 +356,15 @@ async fn flip_plain(
         .send()
         .await
         .map_err(|e| {
-            DnsError::Unavailable(format!(
-                "Route 53 refused the change of {} (the record changed since it was read?): {}",
-                dns.name,
-                why(e)
-            ))
+            failed(
+                "route53:ChangeResourceRecordSets",
+                &zone_arn(&dns.zone_id),
+                format!(
+                    "Route 53 refused the change of {} (the record changed since it was read?)",
+                    dns.name
+                ),
+                e,
+            )
         })?;
     let id = out
         .change_info()
@@ -335,12 +372,14 @@ async fn flip_plain(
         .unwrap_or_default();
     let started = Instant::now();
     loop {
-        let status = client
-            .get_change()
-            .id(&id)
-            .send()
-            .await
-            .map_err(|e| DnsError::Unavailable(format!("reading change {id}: {}", why(e))))?;
+        let status = client.get_change().id(&id).send().await.map_err(|e| {
+            failed(
+                "route53:GetChange",
+                "arn:aws:route53:::change/*",
+                format!("reading change {id}"),
+                e,
+            )
+        })?;
         if status.change_info().map(|c| c.status()) == Some(&ChangeStatus::Insync) {
             break;
         }
@@ -356,4 +395,33 @@ async fn flip_plain(
         change_id: Some(id),
         value: to.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_route53::error::ErrorMetadata;
+    use aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsError;
+
+    #[test]
+    fn a_refused_permission_names_the_statement_and_is_tried_again() {
+        let e = ChangeResourceRecordSetsError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDenied")
+                .message("not authorized to perform route53:ChangeResourceRecordSets")
+                .build(),
+        );
+        let e = failed(
+            "route53:ChangeResourceRecordSets",
+            &zone_arn("Z1"),
+            "changing db.shop.example.com".into(),
+            e,
+        );
+        assert!(e.retryable());
+        let text = e.to_string();
+        assert!(
+            text.contains(r#"{"Effect": "Allow", "Action": "route53:ChangeResourceRecordSets", "Resource": "arn:aws:route53:::hostedzone/Z1"}"#),
+            "{text}"
+        );
+    }
 }

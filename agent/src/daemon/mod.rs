@@ -105,6 +105,7 @@ pub async fn run(
     };
     tracing::info!(agent = %config.id, region = %config.region, "agent starting");
     wal_follow::start(&config, &tasks);
+    crate::stores::rds::sweep::start(&config, &tasks);
     let grace = config.shutdown_grace;
     let serving = link.run(uplink, upstream);
     tokio::pin!(serving);

@@ -562,3 +562,56 @@ fn an_rds_primary_cut_off_is_locked_out_when_its_agent_returns_and_its_loss_is_n
     // Its stray write is still there, for an operator to review.
     assert_eq!(w.primary.sql("postgres", "SELECT count(*) FROM stray"), "1");
 }
+
+#[test]
+fn an_agent_deletes_the_scratch_instances_a_killed_drill_left_behind_and_nothing_else() {
+    let mut w = World::start_rds();
+    let endpoint = w.route53.endpoint.clone();
+    // A drill's point-in-time copy, left when its agent (w1) was killed;
+    // another agent's, and an instance that is not Seawall's.
+    super::route53::rt().block_on(async {
+        let west = rds(&endpoint, WEST_DB.1).await;
+        for (id, agent) in [("seawall-drill-left", "w1"), ("seawall-drill-other", "x9")] {
+            west.restore_db_instance_to_point_in_time()
+                .source_db_instance_identifier(WEST_DB.0)
+                .target_db_instance_identifier(id)
+                .use_latest_restorable_time(true)
+                .tags(
+                    aws_sdk_rds::types::Tag::builder()
+                        .key("seawall:scratch")
+                        .value("true")
+                        .build(),
+                )
+                .tags(
+                    aws_sdk_rds::types::Tag::builder()
+                        .key("seawall:agent")
+                        .value(agent)
+                        .build(),
+                )
+                .tags(
+                    aws_sdk_rds::types::Tag::builder()
+                        .key("seawall:expires")
+                        .value("9999999999")
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    w.w1.restart();
+    eventually(30, "the leftover to be deleted", || {
+        (!instances(&endpoint, WEST_DB.1).contains(&"seawall-drill-left".to_string())).then_some(())
+    });
+    let left = instances(&endpoint, WEST_DB.1);
+    assert!(
+        left.contains(&"seawall-drill-other".to_string()) && left.contains(&WEST_DB.0.to_string()),
+        "{left:?}"
+    );
+    let deleted: Vec<_> = calls(&endpoint)
+        .into_iter()
+        .filter(|(a, _)| a == "DeleteDBInstance")
+        .collect();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert_eq!(field(&deleted[0].1, "SkipFinalSnapshot"), Some("true"));
+}

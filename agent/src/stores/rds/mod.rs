@@ -12,6 +12,7 @@ pub mod config;
 pub mod fence;
 pub mod parting;
 pub mod rebuild;
+pub mod sweep;
 pub mod view;
 
 use super::postgres::{control, PostgresStore};

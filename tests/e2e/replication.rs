@@ -41,38 +41,8 @@ impl Standby {
     pub fn start_from(root: &std::path::Path, primary_dsn: &str, listen: &str) -> Standby {
         pg_dir(root);
         let data = root.join("data");
-        let made = as_pg(&pg_bin().join("pg_basebackup"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-R", "-X", "stream", "-d", primary_dsn])
-            .output()
-            .unwrap();
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
         let port = crate::fixtures::free_port();
-        let conf = data.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf).unwrap();
-        text.push_str(&format!(
-            "\nport = {port}\nunix_socket_directories = '{}'\nlisten_addresses = '{listen}'\n",
-            root.display()
-        ));
-        std::fs::write(&conf, text).unwrap();
-        let started = as_pg(&pg_bin().join("pg_ctl"))
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(root.join("server.log"))
-            .args(["-w", "start"])
-            .output()
-            .unwrap();
-        assert!(
-            started.status.success(),
-            "{}",
-            String::from_utf8_lossy(&started.stderr)
-        );
+        clone_and_start(root, primary_dsn, port, listen);
         Standby {
             root: root.to_path_buf(),
             port,
@@ -88,6 +58,43 @@ impl Standby {
     pub fn sql(&self, sql: &str) -> String {
         psql_at(&self.root, self.port, sql)
     }
+}
+
+/// A `pg_basebackup -R` of the primary at `primary_dsn` into `root/data`,
+/// started on `port` and `listen` with its socket in `root`: a standby.
+pub fn clone_and_start(root: &std::path::Path, primary_dsn: &str, port: u16, listen: &str) {
+    let data = root.join("data");
+    let made = as_pg(&pg_bin().join("pg_basebackup"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-R", "-X", "stream", "-d", primary_dsn])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let conf = data.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(&format!(
+        "\nport = {port}\nunix_socket_directories = '{}'\nlisten_addresses = '{listen}'\n",
+        root.display()
+    ));
+    std::fs::write(&conf, text).unwrap();
+    let started = as_pg(&pg_bin().join("pg_ctl"))
+        .arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(root.join("server.log"))
+        .args(["-w", "start"])
+        .output()
+        .unwrap();
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
 }
 
 fn state(args: &[&str]) -> Option<serde_json::Value> {

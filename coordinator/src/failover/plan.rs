@@ -207,31 +207,27 @@ pub async fn assess(
     let mut worst_bytes: Option<i64> = None;
     let mut unknown = false;
     // A managed PostgreSQL (its RDS instance) is fenced, promoted and
-    // rebuilt through its cloud's API: the plan says so.
-    let stored_managed = |region: &str| {
-        report.as_ref().and_then(|r| {
-            r.stores
-                .iter()
-                .find(|st| st.region == region && st.kind == StoreKind::Postgres.name())
-                .and_then(|st| st.managed.clone())
-        })
+    // rebuilt through its cloud's API: the plan says so. Its identifier,
+    // from the answer read now, else from the last replication check.
+    let pg_read = pairs
+        .iter()
+        .zip(&reads)
+        .find(|((kind, _, _), _)| *kind == StoreKind::Postgres)
+        .map(|(_, read)| read);
+    let rds_instance = |read: Option<&Option<Result<StoreReport, String>>>, region: &str| {
+        read.and_then(|r| r.as_ref()?.as_ref().ok()?.managed.clone())
+            .or_else(|| {
+                report.as_ref()?.stores.iter().find_map(|st| {
+                    (st.region == region && st.kind == StoreKind::Postgres.name())
+                        .then(|| st.managed.clone())
+                        .flatten()
+                })
+            })
+            .map(|m| m.instance)
+            .filter(|id| !id.is_empty())
     };
-    let mut managed_pg: [Option<String>; 2] = [None, None];
-    for (((kind, _, _), (ra, rb)), _) in pairs.iter().zip(&reads).zip(0..) {
-        if *kind != StoreKind::Postgres {
-            continue;
-        }
-        for (i, (read, region)) in [(ra, from), (rb, to)].into_iter().enumerate() {
-            managed_pg[i] = read
-                .as_ref()
-                .and_then(|r| r.as_ref().ok())
-                .and_then(|r| r.managed.clone())
-                .or_else(|| stored_managed(region))
-                .filter(|m| !m.instance.is_empty())
-                .map(|m| m.instance);
-        }
-    }
-    let [from_rds, to_rds] = managed_pg;
+    let from_rds = rds_instance(pg_read.map(|r| &r.0), from);
+    let to_rds = rds_instance(pg_read.map(|r| &r.1), to);
     for ((kind, a, b), (ra, rb)) in pairs.iter().zip(reads) {
         let (Some(a), Some(b)) = (a, b) else { continue };
         let a_state = match ra {

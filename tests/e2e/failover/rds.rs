@@ -194,39 +194,7 @@ impl Site {
             .args(["-m", "fast", "-w", "stop"])
             .output();
         std::fs::rename(self.data(), self.root.join(format!("data.kept-{kept}"))).unwrap();
-        let made = crate::pg_fixture::as_pg(&crate::pg_fixture::pg_bin().join("pg_basebackup"))
-            .arg("-D")
-            .arg(self.data())
-            .args(["-R", "-X", "stream", "-d", &source.dsn])
-            .output()
-            .unwrap();
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-        let conf = self.data().join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf).unwrap();
-        text.push_str(&format!(
-            "\nport = {}\nunix_socket_directories = '{}'\nlisten_addresses = '{}'\n",
-            self.port,
-            self.root.display(),
-            self.listen
-        ));
-        std::fs::write(&conf, text).unwrap();
-        let started = crate::pg_fixture::as_pg(&pg_ctl)
-            .arg("-D")
-            .arg(self.data())
-            .arg("-l")
-            .arg(self.root.join("server.log"))
-            .args(["-w", "start"])
-            .output()
-            .unwrap();
-        assert!(
-            started.status.success(),
-            "{}",
-            String::from_utf8_lossy(&started.stderr)
-        );
+        crate::replication::clone_and_start(&self.root, &source.dsn, self.port, &self.listen);
     }
 }
 
@@ -539,14 +507,7 @@ fn an_rds_primary_cut_off_is_locked_out_when_its_agent_returns_and_its_loss_is_n
     });
     // What it wrote past the parting cannot be counted on RDS (no
     // pg_waldump): the record keeps its bound, never a measured 0.
-    let id = f["id"].as_str().unwrap().to_string();
-    let after = eventually(30, "the rejoin's words in the record", || {
-        let f = w.failover_at(&w.addr, &id)?;
-        f["rpo_measured"]
-            .as_str()
-            .is_some_and(|m| m.contains("postgres:"))
-            .then_some(f)
-    });
+    let after = w.measured_at_rejoin(&f);
     let measured = after["rpo_measured"].as_str().unwrap();
     assert!(
         measured.contains("past the parting")

@@ -56,14 +56,7 @@ fn an_old_primary_cut_off_during_the_failover_is_fenced_when_its_agent_returns()
     // Without wal_log_hints the stopped old primary's divergence cannot
     // be read: the record says so and keeps its bound (unbounded here,
     // as nothing fenced it), never a measured figure it does not have.
-    let id = f["id"].as_str().unwrap().to_string();
-    let after = eventually(30, "the rejoin's words in the record", || {
-        let f = w.failover_at(&w.addr, &id)?;
-        f["rpo_measured"]
-            .as_str()
-            .is_some_and(|m| m.contains("postgres:"))
-            .then_some(f)
-    });
+    let after = w.measured_at_rejoin(&f);
     let measured = after["rpo_measured"].as_str().unwrap();
     assert!(
         measured.contains("not measured at rejoin") && measured.contains("the bound stands"),

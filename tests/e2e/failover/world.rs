@@ -889,6 +889,19 @@ impl World {
         Frozen::freeze(vec![self.route53.pid()])
     }
 
+    /// Failover `f` once the old primary's rejoin wrote its PostgreSQL
+    /// figure (or why there is none) into the record.
+    pub(super) fn measured_at_rejoin(&self, f: &serde_json::Value) -> serde_json::Value {
+        let id = f["id"].as_str().expect("a failover id").to_string();
+        eventually(30, "the rejoin's words in the record", || {
+            let f = self.failover_at(&self.addr, &id)?;
+            f["rpo_measured"]
+                .as_str()
+                .is_some_and(|m| m.contains("postgres:"))
+                .then_some(f)
+        })
+    }
+
     /// Failover `id` as the replica at `addr` reports it.
     pub(super) fn failover_at(&self, addr: &str, id: &str) -> Option<serde_json::Value> {
         let out = op(&self.pki, addr, &["failover", "status", id]);

@@ -155,7 +155,7 @@ impl Rds {
         let tags = tags
             .iter()
             .map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build())
-            .collect::<Vec<_>>();
+            .collect();
         self.rds
             .create_db_instance_read_replica()
             .db_instance_identifier(id)
@@ -169,39 +169,6 @@ impl Rds {
                 call_failed(
                     "rds:CreateDBInstanceReadReplica",
                     &format!(r#"["{}", "{source}"]"#, self.arn_of(id)),
-                    &e,
-                )
-            })
-    }
-
-    /// Restores `source` as of `at` into a new instance `target` with `tags`.
-    pub async fn restore_to_point_in_time(
-        &self,
-        source: &str,
-        target: &str,
-        at: SystemTime,
-        class: Option<&str>,
-        tags: &[(String, String)],
-    ) -> Result<()> {
-        let tags = tags
-            .iter()
-            .map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build())
-            .collect::<Vec<_>>();
-        self.rds
-            .restore_db_instance_to_point_in_time()
-            .source_db_instance_identifier(source)
-            .target_db_instance_identifier(target)
-            .restore_time(aws_smithy_types::DateTime::from(at))
-            .set_db_instance_class(class.map(str::to_string))
-            .set_tags(Some(tags))
-            .publicly_accessible(false)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                call_failed(
-                    "rds:RestoreDBInstanceToPointInTime",
-                    &format!("arn:aws:rds:{}:*:db:*", self.instance.aws_region),
                     &e,
                 )
             })

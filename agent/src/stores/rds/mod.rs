@@ -182,13 +182,17 @@ impl StoreControl for RdsPostgresStore {
                 Err(e) => return Err(e),
             }
             // The server is asked often (its promotion ends the outage),
-            // RDS at most once per API_POLL (its API is rate-limited).
+            // RDS once per API_POLL (its API is rate-limited), and at once
+            // when the server has just left recovery.
             let mut status = String::new();
             let mut asked_rds: Option<Instant> = None;
+            let mut seen_promoted = false;
             loop {
-                let due = asked_rds.is_none_or(|at| at.elapsed() >= API_POLL);
                 let promoted = !in_recovery(&client).await?;
-                if promoted || due {
+                let due = asked_rds.is_none_or(|at| at.elapsed() >= API_POLL)
+                    || (promoted && !seen_promoted);
+                seen_promoted = promoted;
+                if due {
                     if let Ok(s) = rds.describe().await {
                         status = s.status;
                     }

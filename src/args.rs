@@ -554,6 +554,9 @@ pub struct DrillRestoreArgs {
     /// Read every row and page as well: PostgreSQL exact row counts of every table and pg_amcheck.
     #[arg(long)]
     pub deep: bool,
+    /// Restore the region's RDS for PostgreSQL instances from their automated backups (RestoreDBInstanceToPointInTime into scratch instances, checked, deleted) instead of from a repository; the region defaults to the primary's.
+    #[arg(long)]
+    pub rds: bool,
     /// Follow the drill until it ends; exit 0 when its objectives were met.
     #[arg(long)]
     pub wait: bool,

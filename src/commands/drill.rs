@@ -16,7 +16,7 @@ pub async fn run(g: &Global, a: DrillArgs) -> anyhow::Result<u8> {
         DrillWhat::Restore(r) => {
             let req = DrillRequest {
                 service: r.service,
-                kind: "restore".into(),
+                kind: if r.rds { "rds-pitr" } else { "restore" }.into(),
                 region: r.region.unwrap_or_default(),
                 point: r.point,
                 deep: r.deep,

@@ -289,7 +289,7 @@ pub struct SourceConfig {
     /// PostgreSQL: how the agent stops and starts the server (failback).
     pub server: crate::stores::postgres::server::ServerControl,
     /// An RDS instance: its control plane (`kind = "rds-postgres"`).
-    pub rds: Option<crate::stores::rds::config::RdsInstance>,
+    pub rds: Option<crate::cloud::rds::config::RdsInstance>,
 }
 
 /// A `[[sources]]` table as written. Each kind is its own struct variant so
@@ -359,7 +359,7 @@ enum SourceTable {
 }
 
 fn default_backup_retention_days() -> i32 {
-    crate::stores::rds::config::DEFAULT_BACKUP_RETENTION_DAYS
+    crate::cloud::rds::config::DEFAULT_BACKUP_RETENTION_DAYS
 }
 
 impl From<SourceTable> for SourceConfig {
@@ -427,7 +427,7 @@ impl From<SourceTable> for SourceConfig {
                 secret_access_key_file,
                 backup_retention_days,
             } => {
-                rds = Some(crate::stores::rds::config::RdsInstance {
+                rds = Some(crate::cloud::rds::config::RdsInstance {
                     instance,
                     aws_region,
                     app_roles,

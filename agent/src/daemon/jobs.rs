@@ -8,7 +8,7 @@
 
 use super::config::AgentConfig;
 use super::result::{to_proto, Refusal};
-use crate::engine::operation::{Operation, OperationOutcome, OperationRequest};
+use crate::engine::operation::{Operation, OperationOutcome, OperationRequest, SourceSpec};
 use seawall_common::repo::snapshot::Origin;
 use seawall_common::ErrorKind;
 use seawall_proto::v1::{
@@ -175,24 +175,43 @@ impl JobRunner {
             }
             operation::Kind::RestoreDrill(d) => {
                 let (scratch_root, pg_bin, redis_server) = self.config.drill_places();
-                Operation::RestoreDrill {
-                    request: crate::engine::drill::DrillRequest {
-                        source: d.source.clone(),
-                        point: if d.point.is_empty() {
-                            "latest".into()
-                        } else {
-                            d.point.clone()
-                        },
-                        check_file: self
-                            .config
-                            .allowed_check_file(&d.check_file)
-                            .map_err(|e| Refusal::new(e.kind(), false, e.to_string()))?,
-                        drill_id: d.drill_id.clone(),
-                        scratch_root,
-                        pg_bin,
-                        redis_server,
-                        deep: d.deep,
+                let request = crate::engine::drill::DrillRequest {
+                    source: d.source.clone(),
+                    point: if d.point.is_empty() {
+                        "latest".into()
+                    } else {
+                        d.point.clone()
                     },
+                    check_file: self
+                        .config
+                        .allowed_check_file(&d.check_file)
+                        .map_err(|e| Refusal::new(e.kind(), false, e.to_string()))?,
+                    drill_id: d.drill_id.clone(),
+                    scratch_root,
+                    pg_bin,
+                    redis_server,
+                    deep: d.deep,
+                };
+                if d.managed {
+                    let src = self.source(&d.source)?;
+                    let (Some(instance), SourceSpec::Postgres { dsn, .. }) = (&src.rds, src.spec())
+                    else {
+                        return Err(Refusal::new(
+                            ErrorKind::InvalidInput,
+                            false,
+                            format!(
+                                "source {:?} of agent {} is not an rds-postgres source: an RDS point-in-time drill restores an RDS instance's automated backups; drill it from the repository instead (drill = \"restore\")",
+                                src.name, self.config.id
+                            ),
+                        ));
+                    };
+                    Operation::RdsPitrDrill {
+                        request,
+                        instance: instance.clone(),
+                        dsn,
+                    }
+                } else {
+                    Operation::RestoreDrill { request }
                 }
             }
             operation::Kind::Verify(v) => Operation::Verify {
@@ -297,6 +316,12 @@ impl JobRunner {
                 // then for the results queued to be acknowledged.
                 if let Ok(mut r) = me.running.lock() {
                     r.remove(&job.job_id);
+                }
+                // A drill killed, cancelled or failed mid-way may have left
+                // its scratch instance: delete it now, not at the next sweep.
+                if let Operation::RdsPitrDrill { instance, .. } = &request.operation {
+                    crate::stores::rds::sweep::once(instance, &me.config.id, &me.running_ids())
+                        .await;
                 }
             }
             .instrument(span),
@@ -428,7 +453,7 @@ fn job_kind(op: &Operation) -> &'static str {
         Operation::Retention { .. } => JobKind::Retention,
         Operation::Verify { .. } => JobKind::Verify,
         Operation::Mirror { .. } => JobKind::Mirror,
-        Operation::RestoreDrill { .. } => JobKind::RestoreDrill,
+        Operation::RestoreDrill { .. } | Operation::RdsPitrDrill { .. } => JobKind::RestoreDrill,
     };
     seawall_proto::kinds::name(kind)
 }

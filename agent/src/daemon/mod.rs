@@ -105,7 +105,10 @@ pub async fn run(
     };
     tracing::info!(agent = %config.id, region = %config.region, "agent starting");
     wal_follow::start(&config, &tasks);
-    crate::stores::rds::sweep::start(&config, &tasks);
+    crate::stores::rds::sweep::start(&config, &tasks, {
+        let jobs = jobs.clone();
+        move || jobs.running_ids()
+    });
     let grace = config.shutdown_grace;
     let serving = link.run(uplink, upstream);
     tokio::pin!(serving);

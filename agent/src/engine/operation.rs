@@ -87,6 +87,16 @@ pub enum Operation {
         /// What and where.
         request: crate::engine::drill::DrillRequest,
     },
+    /// Restore an RDS source's automated backups to a point into a scratch
+    /// instance, check it, delete it (the repository is not read).
+    RdsPitrDrill {
+        /// What (`source`, `point`, `check_file`, `deep`, `pg_bin`).
+        request: crate::engine::drill::DrillRequest,
+        /// The source's instance.
+        instance: crate::cloud::rds::config::RdsInstance,
+        /// The source's DSN.
+        dsn: String,
+    },
 }
 
 /// A source, as the engine reads it.
@@ -349,6 +359,23 @@ async fn mirror_into(
     })
 }
 
+/// A drill's report as an outcome: failed when one of its phases did.
+fn drilled(report: crate::engine::drill::DrillReport) -> Done {
+    let failure = report.failure().map(|p| Failure {
+        kind: ErrorKind::Corrupt,
+        retryable: false,
+        message: format!(
+            "restore drill of {}: {} failed: {}",
+            report.source, p.name, p.detail
+        ),
+    });
+    Done {
+        output: Output::RestoreDrill(report),
+        warnings: vec![],
+        failure,
+    }
+}
+
 async fn execute(req: &OperationRequest, progress: Arc<Progress>) -> Result<Done> {
     let lock_wait = Duration::from_secs(req.lock_wait_secs);
     match &req.operation {
@@ -387,20 +414,24 @@ async fn execute(req: &OperationRequest, progress: Arc<Progress>) -> Result<Done
         }
         Operation::RestoreDrill { request } => {
             let repo = req.repository.open().await?;
-            let report = crate::engine::drill::restore_drill(repo, request, progress).await;
-            let failure = report.failure().map(|p| Failure {
-                kind: ErrorKind::Corrupt,
-                retryable: false,
-                message: format!(
-                    "restore drill of {}: {} failed: {}",
-                    report.source, p.name, p.detail
-                ),
-            });
-            Ok(Done {
-                output: Output::RestoreDrill(report),
-                warnings: vec![],
-                failure,
-            })
+            Ok(drilled(
+                crate::engine::drill::restore_drill(repo, request, progress).await,
+            ))
+        }
+        Operation::RdsPitrDrill {
+            request,
+            instance,
+            dsn,
+        } => {
+            let target = crate::engine::drill::rds_pitr::Target {
+                instance,
+                dsn,
+                agent: req.origin.agent.as_deref().unwrap_or_default(),
+                job: &req.job_id,
+            };
+            Ok(drilled(
+                crate::engine::drill::rds_pitr::drill(request, &target).await,
+            ))
         }
         Operation::Verify { read_data } => {
             let repo = req.repository.open().await?;

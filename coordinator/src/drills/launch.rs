@@ -71,7 +71,14 @@ pub async fn launch(
         let id = id.unwrap_or_else(|| format!("{service_name}-failover-{}", now_ms()));
         return failover::start(coord, lead, &name, &service_name, &to, objectives, id, who).await;
     }
-    let resolved = restore::resolve(coord, req, scenario)?;
-    let id = id.unwrap_or_else(|| format!("{}-restore-{}", resolved.service, now_ms()));
+    let resolved = restore::resolve(coord, req, scenario).await?;
+    let id = id.unwrap_or_else(|| {
+        format!(
+            "{}-{}-{}",
+            resolved.service,
+            if resolved.managed { "pitr" } else { "restore" },
+            now_ms()
+        )
+    });
     restore::start(coord, lead, &resolved, id, who).await
 }

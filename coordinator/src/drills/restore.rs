@@ -1,6 +1,8 @@
 //! The restore drill as the coordinator runs it: each source of a service
 //! becomes a restore-drill job for the agent whose repository is in the
-//! drill's region, and a placeholder step named after the source. The
+//! drill's region (an RDS drill: for the agent of each PostgreSQL store in
+//! the region, which restores its instance's automated backups through
+//! RDS), and a placeholder step named after the source. The
 //! agent's report replaces the placeholder with its timed phases
 //! (`<source>: restore`, `<source>: check`, ...); a job that ends without
 //! a report fails its placeholder. The drill settles when no placeholder
@@ -15,9 +17,10 @@ use crate::model::clock::now_ms;
 use crate::model::error::ActError;
 use crate::model::records::{DrillPart, JobRecord, JobState};
 use crate::model::scenarios::{default_region, ms, DrillKind, ScenarioConfig};
+use crate::model::topology::StoreKind;
 use seawall_common::point::Point;
 use seawall_proto::v1::{Drill, DrillRequest, FailoverStep, JobKind, RestoreDrillOutput};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Evidence key naming a placeholder's job.
 const JOB: &str = "job";
@@ -33,12 +36,10 @@ pub struct Resolved {
     pub scenario: String,
     /// The service.
     pub service: String,
-    /// The region whose repository is read.
+    /// The region whose repository (or RDS instances) is restored from.
     pub region: String,
-    /// Its agent.
-    pub agent: String,
-    /// The sources restored.
-    pub sources: Vec<String>,
+    /// Each source restored, with the agent that restores it.
+    pub sources: Vec<(String, String)>,
     /// The recovery point.
     pub point: String,
     /// Objectives (ms).
@@ -49,11 +50,26 @@ pub struct Resolved {
     pub check_file: Option<String>,
     /// Read every row and page too (the request's or the scenario's).
     pub deep: bool,
+    /// Through RDS's point-in-time restore of each instance, not from the
+    /// repository.
+    pub managed: bool,
+}
+
+impl Resolved {
+    /// The drill's kind as the journal names it.
+    fn kind(&self) -> DrillKind {
+        if self.managed {
+            DrillKind::RdsPitr
+        } else {
+            DrillKind::Restore
+        }
+    }
 }
 
 /// Reads a request (`scenario`, found by the caller, or a service or
-/// source by hand) into a restore drill, or says what is wrong with it.
-pub fn resolve(
+/// source by hand) into a restore drill (from a repository, or through
+/// RDS), or says what is wrong with it.
+pub async fn resolve(
     coord: &Coordinator,
     req: &DrillRequest,
     scenario: Option<&ScenarioConfig>,
@@ -61,13 +77,25 @@ pub fn resolve(
     let cfg = &coord.config;
     let invalid = |m: String| ActError::Invalid(m);
     let deep = req.deep || scenario.is_some_and(|s| s.deep);
-    let (scenario, service, region, point, rto, rpo, only) = if let Some(s) = scenario {
-        if s.drill != DrillKind::Restore {
-            return Err(invalid(format!(
-                "scenario {:?} is a failover drill, not a restore drill",
-                s.name
-            )));
-        }
+    let kind = match scenario {
+        Some(s) => s.drill,
+        None => match req.kind.as_str() {
+            "" | "restore" => DrillKind::Restore,
+            "rds-pitr" => DrillKind::RdsPitr,
+            other => {
+                return Err(invalid(format!(
+                    "kind {other:?} is not a restore drill (restore, rds-pitr)"
+                )))
+            }
+        },
+    };
+    if kind == DrillKind::Failover {
+        return Err(invalid(format!(
+            "scenario {:?} is a failover drill, not a restore drill",
+            req.scenario
+        )));
+    }
+    let (scenario, service, named, point, rto, rpo, only) = if let Some(s) = scenario {
         let t = s
             .target(&cfg.regions, &cfg.services, &req.region)
             .map_err(invalid)?;
@@ -76,29 +104,31 @@ pub fn resolve(
         } else {
             req.point.clone()
         };
+        let named = if req.region.is_empty() {
+            s.region.clone()
+        } else {
+            Some(req.region.clone())
+        };
         (
             s.name.clone(),
             t.service,
-            t.region,
+            named,
             point,
             t.rto_ms,
             t.rpo_ms,
             None,
         )
     } else {
-        if !req.kind.is_empty() && req.kind != "restore" {
-            return Err(invalid(format!(
-                "kind {:?} is not a restore drill",
-                req.kind
-            )));
-        }
         let (service, only) = match cfg.services.iter().find(|s| s.name == req.service) {
             Some(s) => (s, None),
             None => {
                 let owner = cfg
                     .services
                     .iter()
-                    .find(|s| s.backup_sources(&cfg.regions).contains(&req.service))
+                    .find(|s| {
+                        s.backup_sources(&cfg.regions).contains(&req.service)
+                            || s.stores.iter().any(|x| x.source == req.service)
+                    })
                     .ok_or_else(|| {
                         invalid(format!(
                             "no service or backed-up source named {:?} (services: {})",
@@ -113,11 +143,6 @@ pub fn resolve(
                 (owner, Some(req.service.clone()))
             }
         };
-        let region = if req.region.is_empty() {
-            default_region(DrillKind::Restore, &cfg.regions, service)
-        } else {
-            Some(req.region.clone())
-        };
         let point = if req.point.is_empty() {
             "latest".to_string()
         } else {
@@ -126,7 +151,7 @@ pub fn resolve(
         (
             String::new(),
             service,
-            region,
+            (!req.region.is_empty()).then(|| req.region.clone()),
             point,
             ms(service.rto),
             ms(service.rpo),
@@ -134,44 +159,72 @@ pub fn resolve(
         )
     };
     Point::parse(&point).map_err(invalid)?;
+    let region = match (named, kind) {
+        (Some(r), _) => Some(r),
+        // RDS restores the instance that is primary now: a replica keeps
+        // no automated backups of its own.
+        (None, DrillKind::RdsPitr) => {
+            crate::replication::primaries::current(coord, service).await?
+        }
+        (None, _) => default_region(kind, &cfg.regions, service),
+    };
     let region = region.ok_or_else(|| {
         invalid(format!(
             "{} has no [[services.repositories]] to restore from: add one",
             service.name
         ))
     })?;
-    let agent = service
-        .repositories
-        .iter()
-        .find(|r| r.region == region)
-        .map(|r| r.agent.clone())
-        .ok_or_else(|| {
-            invalid(format!(
-                "{} has no repository in {region} ([[services.repositories]]): name a region that has one",
+    let sources: Vec<(String, String)> = if kind == DrillKind::RdsPitr {
+        let found: Vec<(String, String)> = service
+            .stores
+            .iter()
+            .filter(|x| x.region == region && x.kind == StoreKind::Postgres)
+            .filter(|x| only.as_ref().is_none_or(|o| o == &x.source))
+            .map(|x| (x.source.clone(), x.agent.clone()))
+            .collect();
+        if found.is_empty() {
+            return Err(invalid(format!(
+                "{} has no postgres store{} in {region} ([[services.stores]]) whose RDS instance could be restored: name the region of an rds-postgres source",
+                service.name,
+                only.as_ref().map(|o| format!(" {o:?}")).unwrap_or_default()
+            )));
+        }
+        found
+    } else {
+        let agent = service
+            .repositories
+            .iter()
+            .find(|r| r.region == region)
+            .map(|r| r.agent.clone())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{} has no repository in {region} ([[services.repositories]]): name a region that has one",
+                    service.name
+                ))
+            })?;
+        let sources = match only {
+            Some(s) => vec![s],
+            None => service.backup_sources(&cfg.regions),
+        };
+        if sources.is_empty() {
+            return Err(invalid(format!(
+                "{} has no sources to restore: list them in its backups, or give it primary-region stores",
                 service.name
-            ))
-        })?;
-    let sources = match only {
-        Some(s) => vec![s],
-        None => service.backup_sources(&cfg.regions),
+            )));
+        }
+        sources.into_iter().map(|s| (s, agent.clone())).collect()
     };
-    if sources.is_empty() {
-        return Err(invalid(format!(
-            "{} has no sources to restore: list them in its backups, or give it primary-region stores",
-            service.name
-        )));
-    }
     Ok(Resolved {
         scenario,
         service: service.name.clone(),
         region,
-        agent,
         sources,
         point,
         rto_ms: rto,
         rpo_ms: rpo,
         check_file: service.check_file.clone(),
         deep,
+        managed: kind == DrillKind::RdsPitr,
     })
 }
 
@@ -179,11 +232,28 @@ pub fn resolve(
 async fn steady_state(coord: &Coordinator, r: &Resolved) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     out.insert(POINT.to_string(), r.point.clone());
-    out.insert("repository".into(), format!("{} ({})", r.region, r.agent));
+    if r.managed {
+        for (source, agent) in &r.sources {
+            out.insert(
+                format!("{source} restored by"),
+                format!("RDS point-in-time restore through {}/{agent}", r.region),
+            );
+        }
+        return out;
+    }
+    let agents: BTreeSet<&str> = r.sources.iter().map(|(_, a)| a.as_str()).collect();
+    out.insert(
+        "repository".into(),
+        format!(
+            "{} ({})",
+            r.region,
+            agents.into_iter().collect::<Vec<_>>().join(", ")
+        ),
+    );
     let Ok(entries) = coord.store.list("backups/").await else {
         return out;
     };
-    for source in &r.sources {
+    for (source, _) in &r.sources {
         let newest = entries
             .iter()
             .filter_map(|e| {
@@ -227,15 +297,18 @@ pub async fn start(
     }
     // The agent refuses a drill naming a check file its agent.toml does
     // not list: say so now rather than in every source's failed job.
-    if let (Some(file), Ok(session)) = (
-        &r.check_file,
-        crate::fleet::pending::session_of(&coord.registry, &r.region, &r.agent),
-    ) {
-        if !session.check_files.iter().any(|f| f == file) {
-            return Err(ActError::Invalid(format!(
-                "agent {}/{} does not list the check file {file} in its check_files (agent.toml), so it would refuse the drill: add it there",
-                r.region, r.agent
-            )));
+    let agents: BTreeSet<&str> = r.sources.iter().map(|(_, a)| a.as_str()).collect();
+    for agent in agents {
+        if let (Some(file), Ok(session)) = (
+            &r.check_file,
+            crate::fleet::pending::session_of(&coord.registry, &r.region, agent),
+        ) {
+            if !session.check_files.iter().any(|f| f == file) {
+                return Err(ActError::Invalid(format!(
+                    "agent {}/{agent} does not list the check file {file} in its check_files (agent.toml), so it would refuse the drill: add it there",
+                    r.region
+                )));
+            }
         }
     }
     let started = now_ms();
@@ -243,7 +316,7 @@ pub async fn start(
         id: id.clone(),
         scenario: r.scenario.clone(),
         service: r.service.clone(),
-        kind: "restore".into(),
+        kind: r.kind().name().into(),
         region: r.region.clone(),
         rto_objective_ms: r.rto_ms,
         rpo_objective_ms: r.rpo_ms,
@@ -251,10 +324,10 @@ pub async fn start(
         steps: r
             .sources
             .iter()
-            .map(|s| FailoverStep {
+            .map(|(s, agent)| FailoverStep {
                 name: s.clone(),
                 state: "pending".into(),
-                detail: format!("waiting for {} to restore it", r.agent),
+                detail: format!("waiting for {agent} to restore it"),
                 evidence: [(JOB.to_string(), job_id(&id, s))].into(),
                 ..Default::default()
             })
@@ -270,10 +343,20 @@ pub async fn start(
         &d,
         0,
         Some(format!(
-            "restore drill {id} of {} from {}'s repository ({}) started by {who}",
+            "{} drill {id} of {} from {}'s {} ({}) started by {who}",
+            r.kind().name(),
             r.service,
             r.region,
-            r.sources.join(", ")
+            if r.managed {
+                "RDS instances"
+            } else {
+                "repository"
+            },
+            r.sources
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     )
     .await
@@ -305,14 +388,15 @@ async fn create_jobs(
     id: &str,
     who: &str,
 ) -> Result<(), ActError> {
-    for source in &r.sources {
+    for (source, agent) in &r.sources {
         let mut job = JobRecord {
-            target_agent: Some(r.agent.clone()),
+            target_agent: Some(agent.clone()),
             drill: Some(DrillPart {
                 drill_id: id.to_string(),
                 point: r.point.clone(),
                 check_file: r.check_file.clone(),
                 deep: r.deep,
+                managed: r.managed,
             }),
             ..JobRecord::pending(
                 job_id(id, source),
@@ -324,7 +408,7 @@ async fn create_jobs(
         job.enter(
             JobState::Pending,
             lead.fence().epoch,
-            format!("restore drill {id}"),
+            format!("{} drill {id}", r.kind().name()),
         );
         coord.create_job(lead, job, who).await?;
     }

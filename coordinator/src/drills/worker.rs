@@ -61,7 +61,7 @@ async fn pass(coord: &Coordinator, lead: &Lead) -> Result<(), crate::model::erro
         let changed = tracing::Instrument::instrument(
             async {
                 match d.kind.as_str() {
-                    "restore" => restore::advance(coord, lead, &mut d).await,
+                    "restore" | "rds-pitr" => restore::advance(coord, lead, &mut d).await,
                     "failover" => failover::advance(coord, lead, &mut d).await,
                     _ => Ok(false),
                 }

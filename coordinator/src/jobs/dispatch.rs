@@ -47,6 +47,7 @@ pub fn operation_for(job: &JobRecord) -> Operation {
                     .and_then(|d| d.check_file.clone())
                     .unwrap_or_default(),
                 deep: part.as_ref().is_some_and(|d| d.deep),
+                managed: part.as_ref().is_some_and(|d| d.managed),
                 drill_id: part.map(|d| d.drill_id).unwrap_or_default(),
             })
         }

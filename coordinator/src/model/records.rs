@@ -178,6 +178,10 @@ pub struct DrillPart {
     /// Read every row and page too.
     #[serde(default)]
     pub deep: bool,
+    /// Restored through the managed service (an RDS instance's automated
+    /// backups), not from the repository.
+    #[serde(default)]
+    pub managed: bool,
 }
 
 impl JobRecord {

@@ -4,7 +4,7 @@
 //! RPO. The runbook's five rows have their objectives built in; any other
 //! scenario states its own.
 
-use crate::model::topology::{RegionConfig, RegionRole, ServiceConfig};
+use crate::model::topology::{RegionConfig, RegionRole, ServiceConfig, StoreKind};
 pub use seawall_common::point::Point;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -48,6 +48,22 @@ pub enum DrillKind {
     Restore,
     /// A switchover to another region, post-checks, and failback.
     Failover,
+    /// The region's RDS for PostgreSQL instances restored from their own
+    /// automated backups (`RestoreDBInstanceToPointInTime`) into scratch
+    /// instances, checked, deleted.
+    #[serde(rename = "rds-pitr")]
+    RdsPitr,
+}
+
+impl DrillKind {
+    /// Its name in configuration and in the journal.
+    pub fn name(self) -> &'static str {
+        match self {
+            DrillKind::Restore => "restore",
+            DrillKind::Failover => "failover",
+            DrillKind::RdsPitr => "rds-pitr",
+        }
+    }
 }
 
 /// One row of the objectives table.
@@ -63,6 +79,8 @@ pub struct ScenarioConfig {
     /// Restore: the region whose repository is restored from (default: a
     /// cold region holding one, else the primary region's). Failover: the
     /// region switched over to (default: the service's standby region).
+    /// RDS PITR: the region whose instances are restored (default: where
+    /// the service's primary is now).
     #[serde(default)]
     pub region: Option<String>,
     /// The objectives (default: the runbook's row of the same name).
@@ -77,7 +95,7 @@ pub struct ScenarioConfig {
         deserialize_with = "seawall_common::duration::serde_text::option::deserialize"
     )]
     pub rpo: Option<Duration>,
-    /// Restore: which recovery point (default "latest").
+    /// Restore and RDS PITR: which recovery point (default "latest").
     #[serde(default)]
     pub point: Option<String>,
     /// Restore: read every row and page too (PostgreSQL: exact row counts
@@ -221,6 +239,10 @@ pub fn default_region(
                 .map(|s| s.region.as_str())
                 .find(|r| role_of(r) == Some(RegionRole::Standby))
                 .map(str::to_string),
+            DrillKind::RdsPitr => regions
+                .iter()
+                .find(|r| r.role == RegionRole::Primary)
+                .map(|r| r.name.clone()),
         }
     }
 }
@@ -275,6 +297,7 @@ pub fn problems(
                     "{} has no stores in a standby region to fail over to: add them, or name region",
                     service.name
                 ),
+                DrillKind::RdsPitr => "no region has role = \"primary\": name region".to_string(),
             }));
             continue;
         };
@@ -291,6 +314,18 @@ pub fn problems(
                     )));
                 }
             }
+            DrillKind::RdsPitr => {
+                if !service
+                    .stores
+                    .iter()
+                    .any(|x| x.region == region && x.kind == StoreKind::Postgres)
+                {
+                    out.push(of(format!(
+                        "{} has no postgres store in {region} whose RDS instance could be restored: add it to [[services.stores]] (its agent's source of kind rds-postgres), or name region",
+                        service.name
+                    )));
+                }
+            }
             DrillKind::Failover => {
                 if role == RegionRole::Cold {
                     out.push(of(format!(
@@ -298,7 +333,9 @@ pub fn problems(
                     )));
                 }
                 if s.point.is_some() {
-                    out.push(of("point goes with drill = \"restore\" only".into()));
+                    out.push(of(
+                        "point goes with drill = \"restore\" or \"rds-pitr\" only".into(),
+                    ));
                 }
                 let primary: BTreeSet<_> = service
                     .stores
@@ -471,7 +508,7 @@ rpo = "1h"
             "\"nightly\": set rto and rpo (only the runbook's rows",
             "\"region failure\": no service \"cart\"",
             "\"zone failure\": eu is cold: a failover drill needs live standbys",
-            "\"zone failure\": point goes with drill = \"restore\" only",
+            "\"zone failure\": point goes with drill = \"restore\" or \"rds-pitr\" only",
             "\"zone failure\": eu has no postgres store of shop",
             "\"application crash\": point \"yesterday\" is not latest",
             "\"application crash\": shop has no repository in east",
@@ -479,5 +516,35 @@ rpo = "1h"
         ] {
             assert!(p.contains(want), "{want:?} missing from:\n{p}");
         }
+    }
+
+    #[test]
+    fn an_rds_point_in_time_drill_needs_a_postgres_store_in_its_region() {
+        let (regions, services) = topology();
+        let s = scenarios(
+            r#"
+[[scenarios]]
+name = "database failure"
+service = "shop"
+drill = "rds-pitr"
+point = "random-within 1d"
+[[scenarios]]
+name = "zone failure"
+service = "shop"
+drill = "rds-pitr"
+region = "eu"
+"#,
+        );
+        assert_eq!(s[0].drill, DrillKind::RdsPitr);
+        assert_eq!(s[0].drill.name(), "rds-pitr");
+        // The configured primary by default (the coordinator takes the
+        // primary of the moment when it starts one).
+        assert_eq!(s[0].region(&regions, &services[0]).as_deref(), Some("west"));
+        let p = problems(&regions, &services, &s);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("\"zone failure\": shop has no postgres store in eu whose RDS instance could be restored"),
+            "{p:?}"
+        );
     }
 }

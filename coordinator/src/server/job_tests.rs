@@ -600,13 +600,13 @@ async fn a_drills_job_not_written_yet_is_waited_for_and_the_next_leader_writes_i
         scenario: String::new(),
         service: "docs".into(),
         region: "eu".into(),
-        agent: "eu-agent".into(),
-        sources: vec!["files".into()],
+        sources: vec![("files".into(), "eu-agent".into())],
         point: "latest".into(),
         rto_ms: 60_000,
         rpo_ms: 60_000,
         check_file: None,
         deep: false,
+        managed: false,
     };
     restore::start(&s.coord, &lead, &r, "d1".into(), "scheduler")
         .await

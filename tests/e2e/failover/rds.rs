@@ -36,14 +36,16 @@ pub(super) async fn rds(endpoint: &str, region: &str) -> aws_sdk_rds::Client {
 }
 
 /// The runbook's pair in moto: a multi-AZ `db.r6g.large` primary in the
-/// west with 7 days of backups, and its cross-region read replica in the
+/// west with 7 days of backups (on its data plane's port, which its
+/// point-in-time copies keep), and its cross-region read replica in the
 /// east; the east's lag metric published.
-pub(super) fn create_instances(endpoint: &str) {
+pub(super) fn create_instances(endpoint: &str, west_port: u16) {
     super::route53::rt().block_on(async {
         let west = rds(endpoint, WEST_DB.1).await;
         let created = west
             .create_db_instance()
             .db_instance_identifier(WEST_DB.0)
+            .port(i32::from(west_port))
             .engine("postgres")
             .db_instance_class("db.r6g.large")
             .master_username("seawall")
@@ -165,6 +167,7 @@ pub(super) fn field<'a>(call: &'a [(String, String)], key: &str) -> Option<&'a s
 #[derive(Clone)]
 pub(super) struct Site {
     pub(super) instance: &'static str,
+    pub(super) aws_region: &'static str,
     pub(super) dsn: String,
     pub(super) root: std::path::PathBuf,
     pub(super) port: u16,
@@ -198,22 +201,79 @@ impl Site {
     }
 }
 
+/// Where point-in-time copies get their data plane: servers under `dir`
+/// on `ip`, their endpoint names given that address in `hosts` (the hosts
+/// file of the network namespace the drilling agent runs in).
+#[derive(Clone)]
+pub(super) struct ScratchPlace {
+    pub(super) dir: std::path::PathBuf,
+    pub(super) ip: String,
+    pub(super) hosts: std::path::PathBuf,
+}
+
+impl ScratchPlace {
+    /// What RDS does for `RestoreDBInstanceToPointInTime` of `source` into
+    /// `target`: a new server with the source's data (its latest state),
+    /// at the endpoint RDS names, on the source's port.
+    fn restore(&self, source: &Site, target: &str) {
+        let root = self.dir.join(target);
+        crate::pg_fixture::pg_dir(&root);
+        crate::replication::clone_and_start(&root, &source.dsn, source.port, &self.ip);
+        crate::pg_fixture::psql_dsn(
+            &format!(
+                "host={} port={} user=postgres dbname=postgres",
+                root.display(),
+                source.port
+            ),
+            "SELECT pg_promote(true, 60)",
+        );
+        crate::netns_fixture::resolve_inside(
+            &self.hosts,
+            &format!(
+                "{target}.aaaaaaaaaa.{}.rds.amazonaws.com",
+                source.aws_region
+            ),
+            &self.ip,
+        );
+    }
+
+    /// What RDS does for `DeleteDBInstance` of a copy: its server goes.
+    fn delete(&self, target: &str) {
+        let data = self.dir.join(target).join("data");
+        if data.exists() {
+            let _ = crate::pg_fixture::as_pg(&crate::pg_fixture::pg_bin().join("pg_ctl"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
+        }
+    }
+}
+
 /// Makes the local servers follow what moto was asked, in order: a
 /// promotion promotes the instance's server, a new read replica replaces
-/// its server with a copy of the source's. Stops when dropped.
+/// its server with a copy of the source's, a point-in-time restore starts
+/// a copy (when a [`ScratchPlace`] is given) and its deletion stops it.
+/// Stops when dropped.
 pub(super) struct Follower {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    scratch: Option<ScratchPlace>,
 }
 
 impl Follower {
-    pub(super) fn start(endpoint: &str, sites: Vec<Site>) -> Follower {
+    pub(super) fn start(
+        endpoint: &str,
+        sites: Vec<Site>,
+        scratch: Option<ScratchPlace>,
+    ) -> Follower {
         assert!(
             moto_api(endpoint, "POST", "/moto-api/recorder/start-recording").is_some(),
             "moto's recorder did not start"
         );
         let stop = Arc::new(AtomicBool::new(false));
         let (endpoint, halt) = (endpoint.to_string(), stop.clone());
+        let kept = scratch.clone();
         let thread = std::thread::spawn(move || {
             let site = |id: &str| sites.iter().find(|s| s.instance == id).cloned();
             let mut handled = 0;
@@ -235,6 +295,22 @@ impl Follower {
                                 .expect("a replica of a known instance");
                             t.become_replica_of(&source, handled);
                         }
+                        ("RestoreDBInstanceToPointInTime", _) => {
+                            if let (Some(place), Some(source), Some(target)) = (
+                                &scratch,
+                                field(f, "SourceDBInstanceIdentifier").and_then(site),
+                                field(f, "TargetDBInstanceIdentifier"),
+                            ) {
+                                place.restore(&source, target);
+                            }
+                        }
+                        ("DeleteDBInstance", None) => {
+                            if let (Some(place), Some(target)) =
+                                (&scratch, field(f, "DBInstanceIdentifier"))
+                            {
+                                place.delete(target);
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -245,6 +321,7 @@ impl Follower {
         Follower {
             stop,
             thread: Some(thread),
+            scratch: kept,
         }
     }
 }
@@ -254,6 +331,16 @@ impl Drop for Follower {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        // Copies a failed drill left running go with the test.
+        if let Some(place) = &self.scratch {
+            for e in std::fs::read_dir(&place.dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                place.delete(&e.file_name().to_string_lossy());
+            }
         }
     }
 }
@@ -575,4 +662,153 @@ fn an_agent_deletes_the_scratch_instances_a_killed_drill_left_behind_and_nothing
         .collect();
     assert_eq!(deleted.len(), 1, "{deleted:?}");
     assert_eq!(field(&deleted[0].1, "SkipFinalSnapshot"), Some("true"));
+}
+
+/// Runs `seawall drill restore shop --rds --wait`; its exit status and
+/// journal.
+fn rds_drill(w: &World) -> (bool, serde_json::Value) {
+    let out = op(
+        &w.pki,
+        &w.addr,
+        &["drill", "restore", "shop", "--rds", "--wait"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let journal: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "the drill printed no journal ({e}): {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), journal)
+}
+
+/// The drill's step `name`.
+fn drill_step<'a>(d: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    d["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no step {name:?} in {d:#}"))
+}
+
+#[test]
+fn an_rds_point_in_time_drill_restores_checks_and_deletes_a_scratch_instance_even_when_its_check_fails(
+) {
+    let w = World::start_rds_partitionable();
+    let endpoint = w.route53.endpoint.clone();
+    // What only the west's data holds: the check passes only where the
+    // point-in-time copy has it.
+    w.primary.sql(
+        "postgres",
+        "CREATE TABLE pitr_marker (n int); INSERT INTO pitr_marker VALUES (42)",
+    );
+    let checks = w._tmp.path().join("shop-checks.toml");
+    let check = |n: i32| {
+        std::fs::write(
+            &checks,
+            format!("database = \"postgres\"\n\n[[zero_rows]]\nname = \"the marker is there\"\nsql = \"SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM pitr_marker WHERE n = {n})\"\n"),
+        )
+        .unwrap();
+    };
+    check(42);
+    let (ok, d) = rds_drill(&w);
+    assert!(ok, "{d:#}");
+    assert_eq!(d["kind"], "rds-pitr", "{d:#}");
+    assert_eq!(d["region"], "west", "{d:#}");
+    assert_eq!(d["verdict"], "met", "{d:#}");
+    for s in d["steps"].as_array().unwrap() {
+        eprintln!("{}: {} {}", s["name"], s["state"], s["detail"]);
+    }
+    let choose = drill_step(&d, "db: choose");
+    assert!(
+        choose["evidence"]["latest_restorable_time"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{d:#}"
+    );
+    let restored = drill_step(&d, "db: restore");
+    let scratch = restored["evidence"]["scratch_instance"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(scratch.starts_with("seawall-drill-shop-pitr-"), "{d:#}");
+    assert!(
+        drill_step(&d, "db: available")["evidence"]["aws_wait_ms"]
+            .as_str()
+            .is_some(),
+        "{d:#}"
+    );
+    let checked = drill_step(&d, "db: check");
+    assert_eq!(checked["state"], "done", "{d:#}");
+    assert_eq!(checked["evidence"]["checks_passed"], "1/1", "{d:#}");
+    assert_eq!(drill_step(&d, "db: teardown")["state"], "done", "{d:#}");
+    // The RPO is measured back to the latest restorable time RDS gave.
+    assert!(d["rpo_ms"].as_i64().is_some_and(|r| r >= 0), "{d:#}");
+    // RDS was asked exactly that: the west's latest restorable time into
+    // a single-AZ copy tagged as the job's, then deleted without a final
+    // snapshot.
+    let asked: Vec<_> = calls(&endpoint)
+        .into_iter()
+        .filter(|(a, _)| a == "RestoreDBInstanceToPointInTime" || a == "DeleteDBInstance")
+        .collect();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    let (restore, delete) = (&asked[0].1, &asked[1].1);
+    assert_eq!(asked[0].0, "RestoreDBInstanceToPointInTime");
+    assert_eq!(
+        field(restore, "SourceDBInstanceIdentifier"),
+        Some(WEST_DB.0)
+    );
+    assert_eq!(
+        field(restore, "TargetDBInstanceIdentifier"),
+        Some(scratch.as_str())
+    );
+    assert_eq!(field(restore, "UseLatestRestorableTime"), Some("true"));
+    assert_eq!(field(restore, "MultiAZ"), Some("false"));
+    let tags: Vec<&str> = restore
+        .iter()
+        .filter(|(k, _)| k.starts_with("Tags."))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    for t in [
+        "seawall:scratch",
+        "seawall:agent",
+        "w1",
+        "seawall:job",
+        "seawall:expires",
+    ] {
+        assert!(tags.contains(&t), "{t}: {tags:?}");
+    }
+    assert_eq!(
+        field(delete, "DBInstanceIdentifier"),
+        Some(scratch.as_str())
+    );
+    assert_eq!(field(delete, "SkipFinalSnapshot"), Some("true"));
+    let scratch_left = || {
+        instances(&endpoint, WEST_DB.1)
+            .into_iter()
+            .filter(|i| i.starts_with("seawall-drill-"))
+            .collect::<Vec<_>>()
+    };
+    assert!(scratch_left().is_empty(), "{:?}", scratch_left());
+
+    // A copy that fails its check is deleted all the same.
+    check(43);
+    let (ok, d) = rds_drill(&w);
+    assert!(!ok, "{d:#}");
+    assert_eq!(d["verdict"], "failed", "{d:#}");
+    let checked = drill_step(&d, "db: check");
+    assert_eq!(checked["state"], "failed", "{d:#}");
+    assert!(
+        checked["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the marker is there"),
+        "{d:#}"
+    );
+    assert_eq!(drill_step(&d, "db: teardown")["state"], "done", "{d:#}");
+    assert!(scratch_left().is_empty(), "{:?}", scratch_left());
+    let deleted = calls(&endpoint)
+        .into_iter()
+        .filter(|(a, _)| a == "DeleteDBInstance")
+        .count();
+    assert_eq!(deleted, 2);
 }

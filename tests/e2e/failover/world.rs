@@ -158,6 +158,20 @@ impl World {
         World::start_rds_with(|s| s)
     }
 
+    /// [`World::start_rds`] with the west (its PostgreSQL and agent) in a
+    /// network namespace of its own, whose hosts file gives the drills'
+    /// point-in-time copies their endpoint names.
+    pub(super) fn start_rds_partitionable() -> World {
+        World::build(
+            |s| s,
+            Shape {
+                rds: true,
+                partitionable: true,
+                ..Shape::default()
+            },
+        )
+    }
+
     /// [`World::start_rds`], with what `extra` sets on the service.
     pub(super) fn start_rds_with(extra: fn(Service) -> Service) -> World {
         World::build(
@@ -307,7 +321,8 @@ impl World {
                 "no",
             ],
         );
-        let route53_server = S3Server::start(S3Kind::Moto);
+        // Where an agent in the namespace reaches it too.
+        let route53_server = S3Server::start_at(S3Kind::Moto, &host_ip);
         let zone_id = rt().block_on(async {
             let c = route53(&route53_server.endpoint).await;
             let zone = c
@@ -334,7 +349,7 @@ impl World {
             "plain"
         };
         if rds {
-            super::rds::create_instances(&route53_server.endpoint);
+            super::rds::create_instances(&route53_server.endpoint, primary.port);
         }
         let secret = dir.join("route53.secret");
         std::fs::write(&secret, "testing").unwrap();
@@ -522,6 +537,7 @@ impl World {
                 vec![
                     super::rds::Site {
                         instance: super::rds::WEST_DB.0,
+                        aws_region: super::rds::WEST_DB.1,
                         dsn: primary.dsn("postgres"),
                         root: primary.root.clone(),
                         port: primary.port,
@@ -529,12 +545,20 @@ impl World {
                     },
                     super::rds::Site {
                         instance: super::rds::EAST_DB.0,
+                        aws_region: super::rds::EAST_DB.1,
                         dsn: standby.dsn.clone(),
                         root: standby.root.clone(),
                         port: standby.port,
                         listen: host_ip.clone(),
                     },
                 ],
+                // The west's agent runs in the namespace: its drills' copies
+                // answer on the host end, under their endpoint names.
+                netns.as_ref().map(|n| super::rds::ScratchPlace {
+                    dir: dir.join("pitr"),
+                    ip: host_ip.clone(),
+                    hosts: n.hosts(),
+                }),
             )
         });
         let w = World {

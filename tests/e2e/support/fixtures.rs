@@ -85,9 +85,13 @@ pub fn require(binary: &str) -> PathBuf {
 }
 
 fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
+    wait_for_port_at("127.0.0.1", port, child, what, log)
+}
+
+fn wait_for_port_at(host: &str, port: u16, child: &mut Child, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect((host, port)).is_ok() {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -124,6 +128,12 @@ pub struct S3Server {
 impl S3Server {
     /// Starts a server of the given kind.
     pub fn start(kind: S3Kind) -> S3Server {
+        S3Server::start_at(kind, "127.0.0.1")
+    }
+
+    /// Starts a server of the given kind listening on `host` (a network
+    /// namespace's host end, for agents inside it).
+    pub fn start_at(kind: S3Kind, host: &str) -> S3Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = dir.path().join("server.log");
@@ -132,14 +142,14 @@ impl S3Server {
             S3Kind::S3sFs => {
                 let mut c = Command::new(require("s3s-fs"));
                 std::fs::create_dir_all(dir.path().join("data")).unwrap();
-                c.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                c.args(["--host", host, "--port", &port.to_string()])
                     .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
                     .arg(dir.path().join("data"));
                 c
             }
             S3Kind::Moto => {
                 let mut c = Command::new(require("moto_server"));
-                c.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                c.args(["-H", host, "-p", &port.to_string()])
                     // Its recorder's file, else in the working directory
                     // and shared by every test's server.
                     .env("MOTO_RECORDER_FILEPATH", dir.path().join("recording"));
@@ -151,11 +161,11 @@ impl S3Server {
             .stderr(logf)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {kind:?}: {e}; run scripts/setup.sh"));
-        wait_for_port(port, &mut child, &format!("{kind:?}"), &log);
+        wait_for_port_at(host, port, &mut child, &format!("{kind:?}"), &log);
         S3Server {
             child,
             kind,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("http://{host}:{port}"),
             dir,
         }
     }

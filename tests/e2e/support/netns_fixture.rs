@@ -80,7 +80,18 @@ impl Netns {
         inside(&["addr", "add", &format!("{}/30", ns.ns_ip), "dev", &peer]);
         inside(&["link", "set", &peer, "up"]);
         inside(&["link", "set", "lo", "up"]);
+        // `ip netns exec` mounts it over /etc/hosts for what runs inside,
+        // so a test can give names (an RDS endpoint) to its addresses.
+        std::fs::create_dir_all(ns.hosts().parent().unwrap()).unwrap();
+        std::fs::write(ns.hosts(), std::fs::read("/etc/hosts").unwrap_or_default()).unwrap();
         ns
+    }
+
+    /// The hosts file of what runs inside.
+    pub fn hosts(&self) -> std::path::PathBuf {
+        std::path::Path::new("/etc/netns")
+            .join(&self.name)
+            .join("hosts")
     }
 
     /// `program` run inside the namespace.
@@ -111,8 +122,20 @@ impl Netns {
     }
 }
 
+/// Gives `name` the address `ip` for what runs inside the namespace whose
+/// hosts file is `hosts` (appended in place: the mounted file is this one).
+pub fn resolve_inside(hosts: &std::path::Path, name: &str, ip: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(hosts)
+        .unwrap();
+    writeln!(f, "{ip} {name}").unwrap();
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.hosts().parent().unwrap());
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();

@@ -10,6 +10,7 @@ mod files;
 mod phases;
 mod pick;
 mod postgres;
+pub mod rds_pitr;
 mod redis;
 pub mod scratch;
 mod tree_removal;
@@ -52,7 +53,8 @@ pub struct DrillRequest {
 pub struct DrillReport {
     /// The source.
     pub source: String,
-    /// files | postgres-physical | postgres-logical | redis-rdb | redis-keys
+    /// files | postgres-physical | postgres-logical | redis-rdb | redis-keys |
+    /// rds-pitr
     pub source_kind: String,
     /// The snapshot restored.
     pub snapshot_id: String,

@@ -394,7 +394,7 @@ async fn start_empty_cluster(
 }
 
 /// Row counts and check results as evidence: an estimate is marked `~`.
-fn check_evidence(reports: &[CheckReport], deep: bool) -> BTreeMap<String, String> {
+pub(super) fn check_evidence(reports: &[CheckReport], deep: bool) -> BTreeMap<String, String> {
     let tables: usize = reports.iter().map(|r| r.tables.len()).sum();
     let rows: i64 = reports
         .iter()
@@ -434,7 +434,7 @@ fn check_evidence(reports: &[CheckReport], deep: bool) -> BTreeMap<String, Strin
     ev
 }
 
-fn describe(ev: &BTreeMap<String, String>) -> String {
+pub(super) fn describe(ev: &BTreeMap<String, String>) -> String {
     format!(
         "{} tables, {} rows, checks passed {}",
         ev.get("tables").map(String::as_str).unwrap_or("0"),
@@ -444,7 +444,7 @@ fn describe(ev: &BTreeMap<String, String>) -> String {
 }
 
 /// An error naming every failed check, or Ok.
-fn judged(reports: &[CheckReport], what: String) -> Result<()> {
+pub(super) fn judged(reports: &[CheckReport], what: String) -> Result<()> {
     let failed: Vec<String> = reports
         .iter()
         .flat_map(|r| {

@@ -7,8 +7,6 @@
 //! RDS instance cannot start following another; failback makes a new read
 //! replica). docs/operations.md lists the calls each step makes.
 
-pub mod api;
-pub mod config;
 pub mod fence;
 pub mod parting;
 pub mod rebuild;
@@ -17,10 +15,10 @@ pub mod view;
 
 use super::postgres::{control, PostgresStore};
 use super::{Done, StoreControl};
+use crate::cloud::rds::config::RdsInstance;
 use crate::daemon::config::{AgentConfig, SourceConfig};
 use crate::engine::postgres::conn::{self, query_error};
 use async_trait::async_trait;
-use config::RdsInstance;
 use seawall_common::tasks::Tree;
 use seawall_common::{Error, ErrorKind, Result};
 use seawall_proto::v1::{

@@ -6,8 +6,8 @@
 //! is skipped when found done, so a repeated step goes on where the last
 //! one stopped.
 
-use super::api::Rds;
-use super::config::RdsInstance;
+use crate::cloud::rds::api::Rds;
+use crate::cloud::rds::config::RdsInstance;
 use crate::engine::postgres::conn;
 use crate::stores::{Done, POLL};
 use seawall_common::aws::names_instance;
@@ -127,7 +127,7 @@ pub async fn rebuild(r: &RebuildRds) -> Result<Done> {
 
 /// Whether a describe call says the instance is gone (a call that may
 /// succeed later says "not yet").
-fn gone(answer: Result<Option<super::api::InstanceState>>) -> Result<bool> {
+fn gone(answer: Result<Option<crate::cloud::rds::api::InstanceState>>) -> Result<bool> {
     match answer {
         Ok(state) => Ok(state.is_none()),
         Err(e) if e.kind().is_retryable() => Ok(false),

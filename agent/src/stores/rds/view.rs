@@ -3,8 +3,8 @@
 //! take longer (and is rate-limited), so a probe sends the newest view
 //! and asks for a fresh one when it is older than [`REFRESH`].
 
-use super::api::Rds;
-use super::config::RdsInstance;
+use crate::cloud::rds::api::Rds;
+use crate::cloud::rds::config::RdsInstance;
 use seawall_proto::v1::ManagedStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 
 use seawall_common::aws::AwsTarget;
 use seawall_common::{Error, ErrorKind, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// The runbook's automated backup retention, kept on a promoted replica
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 pub const DEFAULT_BACKUP_RETENTION_DAYS: i32 = 7;
 
 /// An RDS for PostgreSQL instance under failover control.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RdsInstance {
     /// Its DB instance identifier ("orders-west").
     pub instance: String,

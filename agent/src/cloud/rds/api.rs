@@ -23,6 +23,18 @@ pub struct InstanceState {
     pub class: String,
     /// Its tags.
     pub tags: Vec<(String, String)>,
+    /// Where its server answers (host, port), once RDS gave it one.
+    pub endpoint: Option<(String, u16)>,
+}
+
+/// The span an instance's automated backups can restore (unix ms).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RestoreWindow {
+    /// The oldest restorable time: the instance's creation or the
+    /// retention period back from now, whichever is later.
+    pub earliest_unix_ms: i64,
+    /// RDS's `LatestRestorableTime`.
+    pub latest_unix_ms: i64,
 }
 
 /// The replica-lag metric's newest period.
@@ -174,6 +186,82 @@ impl Rds {
             })
     }
 
+    /// The span the configured instance's automated backups can restore;
+    /// an error naming the fix when it keeps none.
+    pub async fn restore_window(&self) -> Result<RestoreWindow> {
+        let out = self
+            .rds
+            .describe_db_instances()
+            .db_instance_identifier(&self.instance.instance)
+            .send()
+            .await
+            .map_err(|e| call_failed("rds:DescribeDBInstances", &self.instance.arn(), &e))?;
+        let db = out.db_instances().first().ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "RDS has no DB instance {:?} in {}: check instance and aws_region in agent.toml",
+                    self.instance.instance, self.instance.aws_region
+                ),
+            )
+        })?;
+        let retention = db.backup_retention_period().unwrap_or(0);
+        let latest = db.latest_restorable_time().and_then(|t| t.to_millis().ok());
+        let (Some(latest), true) = (latest, retention > 0) else {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "RDS instance {} keeps no automated backups (retention {retention} days), so it has no point to restore: set its backup retention (the runbook keeps 7 days), or drill it from Seawall's repository (drill = \"restore\")",
+                    self.instance.instance
+                ),
+            ));
+        };
+        let created = db
+            .instance_create_time()
+            .and_then(|t| t.to_millis().ok())
+            .unwrap_or(i64::MIN);
+        let kept_from = chrono::Utc::now().timestamp_millis() - i64::from(retention) * 86_400_000;
+        Ok(RestoreWindow {
+            earliest_unix_ms: created.max(kept_from).min(latest),
+            latest_unix_ms: latest,
+        })
+    }
+
+    /// Restores the configured instance's automated backups into a new
+    /// instance `target` (single-AZ, not public), at `at` or at the latest
+    /// restorable time, tagged with `tags`.
+    pub async fn restore_to_point(
+        &self,
+        target: &str,
+        at: Option<i64>,
+        tags: &[(String, String)],
+    ) -> Result<()> {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build())
+            .collect();
+        let call = self
+            .rds
+            .restore_db_instance_to_point_in_time()
+            .source_db_instance_identifier(&self.instance.instance)
+            .target_db_instance_identifier(target)
+            .multi_az(false)
+            .publicly_accessible(false)
+            .deletion_protection(false)
+            .set_tags(Some(tags));
+        let call = match at {
+            Some(ms) => call.restore_time(aws_smithy_types::DateTime::from_millis(ms)),
+            None => call.use_latest_restorable_time(true),
+        };
+        call.send().await.map(|_| ()).map_err(|e| {
+            call_failed(
+                "rds:RestoreDBInstanceToPointInTime",
+                &format!(r#"["{}", "{}"]"#, self.instance.arn(), self.arn_of(target)),
+                &e,
+            )
+        })
+    }
+
     /// Deletes instance `id` without a final snapshot (a scratch copy);
     /// an instance already gone is not an error.
     pub async fn delete_scratch(&self, id: &str) -> Result<()> {
@@ -259,5 +347,9 @@ fn state(db: &aws_sdk_rds::types::DbInstance) -> InstanceState {
                 )
             })
             .collect(),
+        endpoint: db.endpoint().and_then(|e| {
+            let port = u16::try_from(e.port()?).ok()?;
+            Some((e.address()?.to_string(), port))
+        }),
     }
 }

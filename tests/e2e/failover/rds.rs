@@ -209,6 +209,8 @@ pub(super) struct ScratchPlace {
     pub(super) dir: std::path::PathBuf,
     pub(super) ip: String,
     pub(super) hosts: std::path::PathBuf,
+    /// While set, a copy gets no server: its drill waits at the check.
+    pub(super) withheld: Arc<AtomicBool>,
 }
 
 impl ScratchPlace {
@@ -216,6 +218,9 @@ impl ScratchPlace {
     /// `target`: a new server with the source's data (its latest state),
     /// at the endpoint RDS names, on the source's port.
     fn restore(&self, source: &Site, target: &str) {
+        if self.withheld.load(Ordering::SeqCst) {
+            return;
+        }
         let root = self.dir.join(target);
         crate::pg_fixture::pg_dir(&root);
         crate::replication::clone_and_start(&root, &source.dsn, source.port, &self.ip);
@@ -258,7 +263,7 @@ impl ScratchPlace {
 pub(super) struct Follower {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
-    scratch: Option<ScratchPlace>,
+    pub(super) scratch: Option<ScratchPlace>,
 }
 
 impl Follower {
@@ -691,7 +696,7 @@ fn drill_step<'a>(d: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
 }
 
 #[test]
-fn an_rds_point_in_time_drill_restores_checks_and_deletes_a_scratch_instance_even_when_its_check_fails(
+fn an_rds_point_in_time_drill_restores_checks_and_deletes_a_scratch_instance_even_when_its_check_fails_or_its_job_is_cancelled(
 ) {
     let w = World::start_rds_partitionable();
     let endpoint = w.route53.endpoint.clone();
@@ -811,4 +816,50 @@ fn an_rds_point_in_time_drill_restores_checks_and_deletes_a_scratch_instance_eve
         .filter(|(a, _)| a == "DeleteDBInstance")
         .count();
     assert_eq!(deleted, 2);
+
+    // A drill whose job is cancelled while it waits for its copy: the
+    // agent kills it, and its sweep deletes the copy at once.
+    let place = w._follower.as_ref().unwrap().scratch.as_ref().unwrap();
+    place.withheld.store(true, Ordering::SeqCst);
+    let out = op(&w.pki, &w.addr, &["drill", "restore", "shop", "--rds"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+    let copy = eventually(30, "the third copy to be asked for", || {
+        let left = scratch_left();
+        (left.len() == 1).then(|| left[0].clone())
+    });
+    let job = format!("{id}.db");
+    let out = op(
+        &w.pki,
+        &w.addr,
+        &["jobs", "--cancel", &job, "--reason", "the test cancels it"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(60, "the cancelled drill's copy to be deleted", || {
+        scratch_left().is_empty().then_some(())
+    });
+    let deleted: Vec<_> = calls(&endpoint)
+        .into_iter()
+        .filter(|(a, f)| {
+            a == "DeleteDBInstance" && field(f, "DBInstanceIdentifier") == Some(copy.as_str())
+        })
+        .collect();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert_eq!(field(&deleted[0].1, "SkipFinalSnapshot"), Some("true"));
+    let d = eventually(60, "the cancelled drill to settle", || {
+        // A failed drill's show exits 1: its journal is printed all the same.
+        let out = op(&w.pki, &w.addr, &["drill", "show", &id]);
+        let d: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (d["state"] == "finished").then_some(d)
+    });
+    assert_eq!(d["verdict"], "failed", "{d:#}");
 }

@@ -558,6 +558,7 @@ impl World {
                     dir: dir.join("pitr"),
                     ip: host_ip.clone(),
                     hosts: n.hosts(),
+                    withheld: Default::default(),
                 }),
             )
         });

@@ -355,7 +355,17 @@ enum SourceTable {
         secret_access_key_file: Option<PathBuf>,
         #[serde(default = "default_backup_retention_days")]
         backup_retention_days: i32,
+        #[serde(default)]
+        snapshot_copy_region: Option<String>,
+        #[serde(default)]
+        snapshot_copy_kms_key_id: Option<String>,
+        #[serde(default = "default_snapshot_copies_kept")]
+        snapshot_copies_kept: u32,
     },
+}
+
+fn default_snapshot_copies_kept() -> u32 {
+    crate::cloud::rds::config::DEFAULT_SNAPSHOT_COPIES_KEPT
 }
 
 fn default_backup_retention_days() -> i32 {
@@ -426,6 +436,9 @@ impl From<SourceTable> for SourceConfig {
                 access_key_id,
                 secret_access_key_file,
                 backup_retention_days,
+                snapshot_copy_region,
+                snapshot_copy_kms_key_id,
+                snapshot_copies_kept,
             } => {
                 rds = Some(crate::cloud::rds::config::RdsInstance {
                     instance,
@@ -435,6 +448,13 @@ impl From<SourceTable> for SourceConfig {
                     access_key_id,
                     secret_access_key_file,
                     backup_retention_days,
+                    snapshot_copy: snapshot_copy_region.map(|region| {
+                        crate::cloud::rds::config::SnapshotCopy {
+                            region,
+                            kms_key_id: snapshot_copy_kms_key_id,
+                            kept: snapshot_copies_kept,
+                        }
+                    }),
                 });
                 // RDS gives no replication connection for a base backup
                 // and no data directory: its backups are logical.
@@ -689,6 +709,7 @@ password_file = "/etc/seawall/pw"
         let rds = source.rds.as_ref().unwrap();
         assert_eq!(rds.instance, "orders-west");
         assert_eq!(rds.backup_retention_days, 7);
+        assert_eq!(rds.snapshot_copy, None);
         assert_eq!(rds.arn(), "arn:aws:rds:us-west-2:*:db:orders-west");
     }
 
@@ -708,6 +729,14 @@ password_file = "/etc/seawall/pw"
         .to_string();
         assert!(e.contains("the fence would lock Seawall out"), "{e}");
         assert!(e.contains("backup_retention_days must be 0 to 35"), "{e}");
+        // Copies into the instance's own region guard against nothing.
+        let e = load(
+            "[[sources]]\nname = \"orders\"\nkind = \"rds-postgres\"\ndsn = \"host=h user=seawall dbname=orders\"\ninstance = \"orders-west\"\naws_region = \"us-west-2\"\napp_roles = [\"orders_app\"]\nsnapshot_copy_region = \"us-west-2\"\nsnapshot_copies_kept = 0\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("snapshot_copy_region is the instance's own region"), "{e}");
+        assert!(e.contains("snapshot_copies_kept = 0 would delete every copy"), "{e}");
     }
 
     #[test]

@@ -214,6 +214,30 @@ impl JobRunner {
                     Operation::RestoreDrill { request }
                 }
             }
+            operation::Kind::SnapshotCopy(c) => {
+                let src = self.source(&c.source)?;
+                let instance = src.rds.clone().ok_or_else(|| {
+                    Refusal::new(
+                        ErrorKind::InvalidInput,
+                        false,
+                        format!(
+                            "source {:?} of agent {} is not an rds-postgres source: a snapshot_copy job copies an RDS instance's snapshots; fix the schedule's source",
+                            src.name, self.config.id
+                        ),
+                    )
+                })?;
+                if instance.snapshot_copy.is_none() {
+                    return Err(Refusal::new(
+                        ErrorKind::InvalidInput,
+                        false,
+                        format!(
+                            "source {:?} of agent {} has no snapshot_copy_region: name the cold region its snapshots go to (agent.toml)",
+                            src.name, self.config.id
+                        ),
+                    ));
+                }
+                Operation::RdsSnapshotCopy { instance }
+            }
             operation::Kind::Verify(v) => Operation::Verify {
                 read_data: v.read_data,
             },
@@ -454,6 +478,7 @@ fn job_kind(op: &Operation) -> &'static str {
         Operation::Verify { .. } => JobKind::Verify,
         Operation::Mirror { .. } => JobKind::Mirror,
         Operation::RestoreDrill { .. } | Operation::RdsPitrDrill { .. } => JobKind::RestoreDrill,
+        Operation::RdsSnapshotCopy { .. } => JobKind::SnapshotCopy,
     };
     seawall_proto::kinds::name(kind)
 }

@@ -5,7 +5,8 @@ use crate::engine::operation::{OperationOutcome, Output, Status};
 use seawall_common::ErrorKind;
 use seawall_proto::v1::{
     operation_result, BackupOutput, DrillPhase, ErrorKind as WireKind, MirrorOutput,
-    OperationResult, OperationStatus, RestoreDrillOutput, RetentionOutput, VerifyOutput,
+    OperationResult, OperationStatus, RestoreDrillOutput, RetentionOutput, SnapshotCopyOutput,
+    VerifyOutput,
 };
 
 /// Why a job was not started.
@@ -126,6 +127,13 @@ pub fn to_proto(job_id: &str, epoch: u64, outcome: &OperationOutcome) -> Operati
                 })
                 .collect(),
             leftovers: r.leftovers.clone(),
+        }),
+        Output::SnapshotCopy(c) => operation_result::Output::SnapshotCopy(SnapshotCopyOutput {
+            snapshot: c.snapshot.clone(),
+            copy: c.copy.clone(),
+            region: c.region.clone(),
+            snapshot_time_unix_ms: c.snapshot_time_unix_ms,
+            deleted: c.deleted.clone(),
         }),
         Output::Verify {
             snapshots,

@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod postgres;
 pub mod progress;
 pub mod prune;
+pub mod rds_snapshot_copy;
 pub mod redis;
 pub mod repair;
 pub mod repo_state;

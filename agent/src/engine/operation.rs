@@ -87,6 +87,12 @@ pub enum Operation {
         /// What and where.
         request: crate::engine::drill::DrillRequest,
     },
+    /// Snapshot an RDS source's instance and copy the snapshot into the cold
+    /// region (the repository is not read).
+    RdsSnapshotCopy {
+        /// The source's instance (with its `snapshot_copy`).
+        instance: crate::cloud::rds::config::RdsInstance,
+    },
     /// Restore an RDS source's automated backups to a point into a scratch
     /// instance, check it, delete it (the repository is not read).
     RdsPitrDrill {
@@ -227,6 +233,8 @@ pub enum Output {
     },
     /// A restore drill's phases and findings.
     RestoreDrill(crate::engine::drill::DrillReport),
+    /// What a snapshot copy made.
+    SnapshotCopy(crate::engine::rds_snapshot_copy::CopyReport),
     /// What verify checked.
     Verify {
         /// Snapshots checked.
@@ -418,6 +426,13 @@ async fn execute(req: &OperationRequest, progress: Arc<Progress>) -> Result<Done
                 crate::engine::drill::restore_drill(repo, request, progress).await,
             ))
         }
+        Operation::RdsSnapshotCopy { instance } => Ok(Done {
+            output: Output::SnapshotCopy(
+                crate::engine::rds_snapshot_copy::copy(instance, &req.job_id).await?,
+            ),
+            warnings: vec![],
+            failure: None,
+        }),
         Operation::RdsPitrDrill {
             request,
             instance,

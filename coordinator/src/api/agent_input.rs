@@ -114,6 +114,12 @@ fn result(r: &mut OperationResult) {
         Some(operation_result::Output::Mirror(m)) => {
             cut_all(&mut m.replaced, MAX_FINDINGS, MAX_NAME)
         }
+        Some(operation_result::Output::SnapshotCopy(c)) => {
+            cut(&mut c.snapshot, MAX_NAME);
+            cut(&mut c.copy, MAX_NAME);
+            cut(&mut c.region, MAX_WORD);
+            cut_all(&mut c.deleted, MAX_FINDINGS, MAX_NAME);
+        }
         Some(operation_result::Output::RestoreDrill(d)) => {
             cut(&mut d.source, MAX_NAME);
             cut(&mut d.source_kind, MAX_WORD);

@@ -8,7 +8,8 @@ use crate::model::records::{JobRecord, JobState};
 use futures_util::StreamExt;
 use seawall_proto::v1::{
     coordinator_message, operation, AssignJob, BackupLevel, BackupOperation, CoordinatorMessage,
-    MirrorOperation, Operation, RestoreDrillOperation, RetentionOperation, VerifyOperation,
+    MirrorOperation, Operation, RestoreDrillOperation, RetentionOperation, SnapshotCopyOperation,
+    VerifyOperation,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,9 @@ pub fn operation_for(job: &JobRecord) -> Operation {
                 drill_id: part.map(|d| d.drill_id).unwrap_or_default(),
             })
         }
+        JobKind::SnapshotCopy => operation::Kind::SnapshotCopy(SnapshotCopyOperation {
+            source: job.source.clone(),
+        }),
         JobKind::Verify | JobKind::Unspecified => {
             operation::Kind::Verify(VerifyOperation { read_data: false })
         }

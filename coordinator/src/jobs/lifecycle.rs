@@ -327,6 +327,15 @@ impl Coordinator {
         if job.kind == JobKind::Mirror {
             super::metrics::mirror_succeeded(&job.region, &job.source, now_ms());
         }
+        if let Some(seawall_proto::v1::operation_result::Output::SnapshotCopy(c)) = &result.output {
+            super::metrics::snapshot_copied(
+                &job.region,
+                &job.source,
+                &c.region,
+                c.snapshot_time_unix_ms,
+            );
+            job.snapshot_id = Some(c.copy.clone());
+        }
         let finished = job.clone();
         let Some(backup) = backup.filter(|_| finished.kind == JobKind::Backup) else {
             self.save_job(lead, job, rev).await?;

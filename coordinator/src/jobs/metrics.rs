@@ -65,6 +65,19 @@ pub fn mirror_succeeded(region: &str, source: &str, at_ms: i64) {
         .set(at_ms as f64 / 1000.0);
 }
 
+/// Records a snapshot copy of `region`'s `source` that reached AWS region
+/// `to`: the data it holds is from `taken_ms`, so the alert on its age is
+/// the cold region's RPO.
+pub fn snapshot_copied(region: &str, source: &str, to: &str, taken_ms: i64) {
+    let labels = [
+        ("region", region.to_string()),
+        ("source", source.to_string()),
+        ("to", to.to_string()),
+    ];
+    metrics::gauge!("seawall_rds_snapshot_copy_taken_timestamp_seconds", &labels)
+        .set(taken_ms as f64 / 1000.0);
+}
+
 /// The time between two slots of a schedule, so alerts can say "older than
 /// its schedule allows" without knowing cron.
 pub fn schedule_interval(schedule: &str, kind: &str, region: &str, source: &str, secs: f64) {

@@ -21,6 +21,8 @@ pub(super) const APP_ROLE: &str = "shop_app";
 /// Each region's instance and AWS region.
 pub(super) const WEST_DB: (&str, &str) = ("shop-west", "us-west-2");
 pub(super) const EAST_DB: (&str, &str) = ("shop-east", "us-east-1");
+/// Where the west's snapshots are copied (the runbook's cold region).
+pub(super) const COLD_REGION: &str = "eu-west-1";
 /// The lag the harness publishes for the east's replica.
 pub(super) const PUBLISHED_LAG_SECS: f64 = 2.5;
 
@@ -862,4 +864,97 @@ fn an_rds_point_in_time_drill_restores_checks_and_deletes_a_scratch_instance_eve
         (d["state"] == "finished").then_some(d)
     });
     assert_eq!(d["verdict"], "failed", "{d:#}");
+}
+
+/// The manual snapshots moto holds in `region` that carry tag `key`, as
+/// (id, tags).
+fn snapshots(endpoint: &str, region: &str, key: &str) -> Vec<(String, Vec<(String, String)>)> {
+    super::route53::rt().block_on(async {
+        rds(endpoint, region)
+            .await
+            .describe_db_snapshots()
+            .snapshot_type("manual")
+            .send()
+            .await
+            .unwrap()
+            .db_snapshots()
+            .iter()
+            .map(|s| {
+                (
+                    s.db_snapshot_identifier().unwrap_or_default().to_string(),
+                    s.tag_list()
+                        .iter()
+                        .map(|t| {
+                            (
+                                t.key().unwrap_or_default().to_string(),
+                                t.value().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .filter(|(_, tags)| tags.iter().any(|(k, _)| k == key))
+            .collect()
+    })
+}
+
+#[test]
+fn scheduled_snapshot_copies_carry_the_west_instance_into_the_cold_region_and_keep_the_newest_two()
+{
+    let w = World::start_rds_scheduled(
+        "[[schedules]]\nname = \"db-to-cold\"\nregion = \"west\"\nsource = \"db\"\nkind = \"snapshot_copy\"\ncron = \"*/2 * * * * *\"\n",
+    );
+    let endpoint = w.route53.endpoint.clone();
+    let succeeded = || {
+        op_json(&w.pki, &w.addr, &["jobs", "--region", "west"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["kind"] == "snapshot_copy" && j["state"] == "succeeded")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let done = eventually(60, "three snapshot copies to succeed", || {
+        let done = succeeded();
+        (done.len() >= 3).then_some(done)
+    });
+    // Only the newest two copies are kept in the cold region, each tagged
+    // with the instance it is of; none is left in the instance's region.
+    let cold = eventually(30, "the older copies to be deleted", || {
+        let cold = snapshots(&endpoint, COLD_REGION, "seawall:copy-of");
+        (cold.len() == 2).then_some(cold)
+    });
+    for (id, tags) in &cold {
+        assert!(id.starts_with("seawall-shop-west-"), "{id}");
+        assert!(
+            tags.contains(&("seawall:copy-of".to_string(), WEST_DB.0.to_string())),
+            "{tags:?}"
+        );
+    }
+    assert_eq!(
+        snapshots(&endpoint, WEST_DB.1, "seawall:copy-of"),
+        Vec::new(),
+        "the local snapshots are deleted once copied"
+    );
+    // Each kept copy is one a job recorded as its work.
+    let named: Vec<String> = succeeded()
+        .iter()
+        .filter_map(|j| j["snapshot_id"].as_str().map(str::to_string))
+        .collect();
+    for (id, _) in &cold {
+        assert!(named.contains(id), "{id} not in {named:?} ({done:?})");
+    }
+    let copies: Vec<_> = calls(&endpoint)
+        .into_iter()
+        .filter(|(a, _)| a == "CopyDBSnapshot")
+        .collect();
+    assert!(copies.len() >= 3, "{copies:?}");
+    for (_, f) in &copies {
+        assert!(
+            field(f, "SourceDBSnapshotIdentifier")
+                .is_some_and(|s| s.starts_with("arn:aws:rds:us-west-2:")
+                    && s.contains(":snapshot:seawall-shop-west-")),
+            "{f:?}"
+        );
+    }
 }

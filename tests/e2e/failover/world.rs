@@ -172,6 +172,18 @@ impl World {
         )
     }
 
+    /// [`World::start_rds`] with `schedules` on the coordinator.
+    pub(super) fn start_rds_scheduled(schedules: &'static str) -> World {
+        World::build(
+            |s| s,
+            Shape {
+                rds: true,
+                schedules,
+                ..Shape::default()
+            },
+        )
+    }
+
     /// [`World::start_rds`], with what `extra` sets on the service.
     pub(super) fn start_rds_with(extra: fn(Service) -> Service) -> World {
         World::build(
@@ -249,6 +261,7 @@ impl World {
             redis_apart,
             relayed,
             rds,
+            schedules,
         } = shape;
         let rewindable = !unrewindable;
         let tmp = tempfile::tempdir().unwrap();
@@ -459,7 +472,7 @@ impl World {
         if redis_apart {
             topology = topology.service(sessions);
         }
-        let topology = topology.build();
+        let topology = format!("{schedules}\n{}", topology.build());
         let pki = Pki::new(&dir.join("pki"));
         let (etcd, replicas) = if ha {
             let etcd = crate::etcd_fixture::EtcdCluster::start(&dir.join("etcd"), 3);
@@ -491,10 +504,11 @@ impl World {
             let (instance, aws_region) = db;
             let db = if rds {
                 format!(
-                    "kind = \"rds-postgres\"\ndsn = \"{dsn}\"\ninstance = \"{instance}\"\naws_region = \"{aws_region}\"\napp_roles = [\"{}\"]\nendpoint = \"{}\"\naccess_key_id = \"testing\"\nsecret_access_key_file = \"{}\"\n",
+                    "kind = \"rds-postgres\"\ndsn = \"{dsn}\"\ninstance = \"{instance}\"\naws_region = \"{aws_region}\"\napp_roles = [\"{}\"]\nendpoint = \"{}\"\naccess_key_id = \"testing\"\nsecret_access_key_file = \"{}\"\nsnapshot_copy_region = \"{}\"\nsnapshot_copies_kept = 2\n",
                     super::rds::APP_ROLE,
                     route53_server.endpoint,
-                    secret.display()
+                    secret.display(),
+                    super::rds::COLD_REGION,
                 )
             } else {
                 format!("kind = \"postgres\"\ndsn = \"{dsn}\"\nrebuild_from = [\"{peer}\"]\n")
@@ -871,6 +885,8 @@ pub(super) struct Shape {
     pub(super) relayed: bool,
     /// The PostgreSQL stores RDS instances (moto's control plane).
     pub(super) rds: bool,
+    /// `[[schedules]]` for the coordinator.
+    pub(super) schedules: &'static str,
 }
 
 /// Prints what it holds when a test fails while it lives.

@@ -27,6 +27,23 @@ pub struct InstanceState {
     pub endpoint: Option<(String, u16)>,
 }
 
+/// What RDS says of one DB snapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SnapshotState {
+    /// Its identifier.
+    pub id: String,
+    /// Its ARN (what a copy in another region names it by).
+    pub arn: String,
+    /// "creating", "copying", "available", "failed", ...
+    pub status: String,
+    /// When the snapshot was taken (unix ms; a copy keeps its source's).
+    pub created_unix_ms: i64,
+    /// Whether it is encrypted (a copy to another region needs a key there).
+    pub encrypted: bool,
+    /// Its tags.
+    pub tags: Vec<(String, String)>,
+}
+
 /// The span an instance's automated backups can restore (unix ms).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RestoreWindow {
@@ -164,16 +181,12 @@ impl Rds {
         class: &str,
         tags: &[(String, String)],
     ) -> Result<()> {
-        let tags = tags
-            .iter()
-            .map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build())
-            .collect();
         self.rds
             .create_db_instance_read_replica()
             .db_instance_identifier(id)
             .source_db_instance_identifier(source)
             .set_db_instance_class((!class.is_empty()).then(|| class.to_string()))
-            .set_tags(Some(tags))
+            .set_tags(Some(sdk_tags(tags)))
             .send()
             .await
             .map(|_| ())
@@ -236,10 +249,6 @@ impl Rds {
         at: Option<i64>,
         tags: &[(String, String)],
     ) -> Result<()> {
-        let tags = tags
-            .iter()
-            .map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build())
-            .collect();
         let call = self
             .rds
             .restore_db_instance_to_point_in_time()
@@ -248,7 +257,7 @@ impl Rds {
             .multi_az(false)
             .publicly_accessible(false)
             .deletion_protection(false)
-            .set_tags(Some(tags));
+            .set_tags(Some(sdk_tags(tags)));
         let call = match at {
             Some(ms) => call.restore_time(aws_smithy_types::DateTime::from_millis(ms)),
             None => call.use_latest_restorable_time(true),
@@ -260,6 +269,134 @@ impl Rds {
                 &e,
             )
         })
+    }
+
+    /// Takes a manual snapshot `id` of the configured instance, tagged.
+    pub async fn create_snapshot(&self, id: &str, tags: &[(String, String)]) -> Result<()> {
+        self.rds
+            .create_db_snapshot()
+            .db_instance_identifier(&self.instance.instance)
+            .db_snapshot_identifier(id)
+            .set_tags(Some(sdk_tags(tags)))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                call_failed(
+                    "rds:CreateDBSnapshot",
+                    &format!(
+                        r#"["{}", "{}"]"#,
+                        self.instance.arn(),
+                        self.snapshot_arn(id)
+                    ),
+                    &e,
+                )
+            })
+    }
+
+    /// Snapshot `id` of this region (None: there is none).
+    pub async fn snapshot(&self, id: &str) -> Result<Option<SnapshotState>> {
+        match self
+            .rds
+            .describe_db_snapshots()
+            .db_snapshot_identifier(id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.db_snapshots().first().map(snapshot_state)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_db_snapshot_not_found_fault()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(call_failed(
+                "rds:DescribeDBSnapshots",
+                &self.snapshot_arn(id),
+                &e,
+            )),
+        }
+    }
+
+    /// The manual snapshots of this region whose tag `key` is `value`.
+    pub async fn snapshots_tagged(&self, key: &str, value: &str) -> Result<Vec<SnapshotState>> {
+        let mut found = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .rds
+                .describe_db_snapshots()
+                .snapshot_type("manual")
+                .set_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| call_failed("rds:DescribeDBSnapshots", "*", &e))?;
+            found.extend(
+                out.db_snapshots()
+                    .iter()
+                    .map(snapshot_state)
+                    .filter(|s| s.tags.iter().any(|(k, v)| k == key && v == value)),
+            );
+            marker = out.marker().map(str::to_string);
+            if marker.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Copies snapshot `source_arn` (in another region) into this region
+    /// as `id`, encrypted with `kms_key_id` when given, tagged.
+    pub async fn copy_snapshot(
+        &self,
+        source_arn: &str,
+        id: &str,
+        kms_key_id: Option<&str>,
+        tags: &[(String, String)],
+    ) -> Result<()> {
+        self.rds
+            .copy_db_snapshot()
+            .source_db_snapshot_identifier(source_arn)
+            .target_db_snapshot_identifier(id)
+            .set_kms_key_id(kms_key_id.map(str::to_string))
+            .set_tags(Some(sdk_tags(tags)))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                call_failed(
+                    "rds:CopyDBSnapshot",
+                    &format!(r#"["{source_arn}", "{}"]"#, self.snapshot_arn(id)),
+                    &e,
+                )
+            })
+    }
+
+    /// Deletes snapshot `id`; one already gone is not an error.
+    pub async fn delete_snapshot(&self, id: &str) -> Result<()> {
+        match self
+            .rds
+            .delete_db_snapshot()
+            .db_snapshot_identifier(id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_db_snapshot_not_found_fault()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(call_failed(
+                "rds:DeleteDBSnapshot",
+                &self.snapshot_arn(id),
+                &e,
+            )),
+        }
+    }
+
+    fn snapshot_arn(&self, id: &str) -> String {
+        format!("arn:aws:rds:{}:*:snapshot:{id}", self.instance.aws_region)
     }
 
     /// Deletes instance `id` without a final snapshot (a scratch copy);
@@ -327,6 +464,38 @@ impl Rds {
     }
 }
 
+fn sdk_tags(tags: &[(String, String)]) -> Vec<aws_sdk_rds::types::Tag> {
+    tags.iter()
+        .map(|(k, v)| aws_sdk_rds::types::Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn pairs(tags: &[aws_sdk_rds::types::Tag]) -> Vec<(String, String)> {
+    tags.iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn snapshot_state(s: &aws_sdk_rds::types::DbSnapshot) -> SnapshotState {
+    SnapshotState {
+        id: s.db_snapshot_identifier().unwrap_or_default().to_string(),
+        arn: s.db_snapshot_arn().unwrap_or_default().to_string(),
+        status: s.status().unwrap_or_default().to_string(),
+        created_unix_ms: s
+            .original_snapshot_create_time()
+            .or(s.snapshot_create_time())
+            .and_then(|t| t.to_millis().ok())
+            .unwrap_or_default(),
+        encrypted: s.encrypted().unwrap_or(false),
+        tags: pairs(s.tag_list()),
+    }
+}
+
 fn state(db: &aws_sdk_rds::types::DbInstance) -> InstanceState {
     InstanceState {
         id: db.db_instance_identifier().unwrap_or_default().to_string(),
@@ -337,16 +506,7 @@ fn state(db: &aws_sdk_rds::types::DbInstance) -> InstanceState {
             .read_replica_source_db_instance_identifier()
             .filter(|s| !s.is_empty())
             .map(str::to_string),
-        tags: db
-            .tag_list()
-            .iter()
-            .map(|t| {
-                (
-                    t.key().unwrap_or_default().to_string(),
-                    t.value().unwrap_or_default().to_string(),
-                )
-            })
-            .collect(),
+        tags: pairs(db.tag_list()),
         endpoint: db.endpoint().and_then(|e| {
             let port = u16::try_from(e.port()?).ok()?;
             Some((e.address()?.to_string(), port))

@@ -11,6 +11,23 @@ use std::path::PathBuf;
 /// (a cross-region read replica has none of its own).
 pub const DEFAULT_BACKUP_RETENTION_DAYS: i32 = 7;
 
+/// How many copies a snapshot-copy job keeps in the cold region: a week
+/// of daily copies, as the runbook keeps backups.
+pub const DEFAULT_SNAPSHOT_COPIES_KEPT: u32 = 7;
+
+/// Where the instance's snapshots are copied (the cold region), and how
+/// many copies are kept there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotCopy {
+    /// The AWS region the copies go to ("eu-west-1").
+    pub region: String,
+    /// The KMS key, in that region, an encrypted instance's copies are
+    /// encrypted with (a key belongs to one region).
+    pub kms_key_id: Option<String>,
+    /// How many copies are kept; older ones are deleted.
+    pub kept: u32,
+}
+
 /// An RDS for PostgreSQL instance under failover control.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RdsInstance {
@@ -30,6 +47,9 @@ pub struct RdsInstance {
     pub secret_access_key_file: Option<PathBuf>,
     /// Automated backup retention set when it is promoted (days).
     pub backup_retention_days: i32,
+    /// Where snapshot-copy jobs copy its snapshots, if anywhere.
+    #[serde(default)]
+    pub snapshot_copy: Option<SnapshotCopy>,
 }
 
 impl RdsInstance {
@@ -81,12 +101,34 @@ impl RdsInstance {
                 "source {source:?}: access_key_id and secret_access_key_file go together: give both, or neither for the standard AWS chain"
             ));
         }
+        if let Some(c) = &self.snapshot_copy {
+            if c.region == self.aws_region {
+                out.push(format!(
+                    "source {source:?}: snapshot_copy_region is the instance's own region ({}): copies guard against losing a region, so name another (the cold region)",
+                    c.region
+                ));
+            }
+            if c.kept == 0 {
+                out.push(format!(
+                    "source {source:?}: snapshot_copies_kept = 0 would delete every copy it makes: keep at least 1 (default 7)"
+                ));
+            }
+        }
         if !(0..=35).contains(&self.backup_retention_days) {
             out.push(format!(
                 "source {source:?}: backup_retention_days must be 0 to 35 (RDS's range); the runbook keeps 7"
             ));
         }
         out
+    }
+
+    /// The same instance seen from `region` (where its snapshots' copies
+    /// live), through the same endpoint and keys.
+    pub fn in_region(&self, region: &str) -> RdsInstance {
+        RdsInstance {
+            aws_region: region.to_string(),
+            ..self.clone()
+        }
     }
 
     /// The instance's ARN pattern for IAM statements (any account).

@@ -19,6 +19,37 @@ pub struct AwsTarget {
     pub credentials: Option<(String, String)>,
 }
 
+impl AwsTarget {
+    /// `region`, through `endpoint` when given, as the static key
+    /// `access_key_id` whose secret is in `secret_file` (mode 0600) when
+    /// both are given, else as the standard AWS chain finds.
+    pub fn with_keys(
+        region: &str,
+        endpoint: Option<&str>,
+        access_key_id: Option<&str>,
+        secret_file: Option<&std::path::Path>,
+    ) -> crate::Result<AwsTarget> {
+        let credentials = match (access_key_id, secret_file) {
+            (Some(id), Some(file)) => {
+                let secret = crate::secret::read_secret_file(file, "AWS secret key")?;
+                let secret = String::from_utf8(secret).map_err(|_| {
+                    Error::new(
+                        ErrorKind::InvalidInput,
+                        format!("{} is not UTF-8", file.display()),
+                    )
+                })?;
+                Some((id.to_string(), secret.trim().to_string()))
+            }
+            _ => None,
+        };
+        Ok(AwsTarget {
+            region: region.to_string(),
+            endpoint: endpoint.map(str::to_string),
+            credentials,
+        })
+    }
+}
+
 /// Attempts per call, throttling and 5xx answers included.
 pub const ATTEMPTS: u32 = 5;
 

@@ -290,6 +290,9 @@ pub struct SourceConfig {
     pub server: crate::stores::postgres::server::ServerControl,
     /// An RDS instance: its control plane (`kind = "rds-postgres"`).
     pub rds: Option<crate::cloud::rds::config::RdsInstance>,
+    /// An ElastiCache replication group: its control plane
+    /// (`kind = "elasticache-redis"`).
+    pub elasticache: Option<crate::cloud::elasticache::config::ElastiCacheGroup>,
 }
 
 /// A `[[sources]]` table as written. Each kind is its own struct variant so
@@ -336,6 +339,23 @@ enum SourceTable {
         #[serde(default)]
         retention: Option<Retention>,
     },
+    #[serde(rename = "elasticache-redis")]
+    ElastiCacheRedis {
+        name: String,
+        url: String,
+        #[serde(default)]
+        keys: Vec<String>,
+        #[serde(default)]
+        retention: Option<Retention>,
+        replication_group: String,
+        aws_region: String,
+        #[serde(default)]
+        endpoint: Option<String>,
+        #[serde(default)]
+        access_key_id: Option<String>,
+        #[serde(default)]
+        secret_access_key_file: Option<PathBuf>,
+    },
     #[serde(rename = "rds-postgres")]
     RdsPostgres {
         name: String,
@@ -376,6 +396,7 @@ impl From<SourceTable> for SourceConfig {
     fn from(table: SourceTable) -> SourceConfig {
         let mut server = crate::stores::postgres::server::ServerControl::default();
         let mut rds = None;
+        let mut elasticache = None;
         let (name, kind, retention) = match table {
             SourceTable::Files {
                 name,
@@ -424,6 +445,26 @@ impl From<SourceTable> for SourceConfig {
                 keys,
                 retention,
             } => (name, SourceSpec::Redis { url, keys }, retention),
+            SourceTable::ElastiCacheRedis {
+                name,
+                url,
+                keys,
+                retention,
+                replication_group,
+                aws_region,
+                endpoint,
+                access_key_id,
+                secret_access_key_file,
+            } => {
+                elasticache = Some(crate::cloud::elasticache::config::ElastiCacheGroup {
+                    replication_group,
+                    aws_region,
+                    endpoint,
+                    access_key_id,
+                    secret_access_key_file,
+                });
+                (name, SourceSpec::Redis { url, keys }, retention)
+            }
             SourceTable::RdsPostgres {
                 name,
                 dsn,
@@ -476,6 +517,7 @@ impl From<SourceTable> for SourceConfig {
             retention,
             server,
             rds,
+            elasticache,
         }
     }
 }
@@ -625,6 +667,9 @@ impl AgentConfig {
                     .and_then(|c| c.get_user().map(str::to_string));
                 problems.extend(rds.problems(&s.name, user.as_deref()));
             }
+            if let Some(group) = &s.elasticache {
+                problems.extend(group.problems(&s.name));
+            }
         }
         let (scratch, _, _) = config.drill_places();
         if let Some(why) = crate::engine::drill::scratch::unfit_root(&scratch, &config.state_dir) {
@@ -714,6 +759,31 @@ password_file = "/etc/seawall/pw"
     }
 
     #[test]
+    fn an_elasticache_source_reads_as_a_redis_source_with_its_group() {
+        let config = load(
+            "[[sources]]\nname = \"sessions\"\nkind = \"elasticache-redis\"\nurl = \"rediss://seawall@master.sessions.x.cache.amazonaws.com:6379\"\nreplication_group = \"sessions-west\"\naws_region = \"us-west-2\"\n",
+        )
+        .unwrap();
+        let source = &config.sources[0];
+        assert!(matches!(source.kind, SourceSpec::Redis { .. }));
+        let group = source.elasticache.as_ref().unwrap();
+        assert_eq!(group.replication_group, "sessions-west");
+        assert_eq!(
+            group.arn(),
+            "arn:aws:elasticache:us-west-2:*:replicationgroup:sessions-west"
+        );
+        let e = load(
+            "[[sources]]\nname = \"sessions\"\nkind = \"elasticache-redis\"\nurl = \"redis://h:6379\"\nreplication_group = \"sessions-west\"\naws_region = \"us-west-2\"\naccess_key_id = \"AKIA\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("access_key_id and secret_access_key_file go together"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn an_rds_source_that_would_fence_out_seawall_itself_is_refused() {
         let e = load(
             "[[sources]]\nname = \"orders\"\nkind = \"rds-postgres\"\ndsn = \"host=h user=orders_app dbname=orders\"\ninstance = \"orders-west\"\naws_region = \"us-west-2\"\napp_roles = [\"orders_app\"]\nbackup_retention_days = 40\nphysical = true\n",
@@ -735,8 +805,14 @@ password_file = "/etc/seawall/pw"
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("snapshot_copy_region is the instance's own region"), "{e}");
-        assert!(e.contains("snapshot_copies_kept = 0 would delete every copy"), "{e}");
+        assert!(
+            e.contains("snapshot_copy_region is the instance's own region"),
+            "{e}"
+        );
+        assert!(
+            e.contains("snapshot_copies_kept = 0 would delete every copy"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod canary;
 pub mod diverged_copy;
+pub mod elasticache;
 pub mod postgres;
 pub mod rds;
 pub mod reach;
@@ -117,11 +118,15 @@ pub fn open(config: &AgentConfig, name: &str) -> Result<Arc<dyn StoreControl>> {
                 config, source, dsn, pg_bin,
             ))),
         },
-        SourceSpec::Redis { url, .. } => Ok(Arc::new(redis::RedisStore::new(
-            config,
-            &source.name,
-            url,
-        ))),
+        SourceSpec::Redis { url, .. } => match &source.elasticache {
+            Some(group) => Ok(Arc::new(elasticache::ElastiCacheRedisStore::new(
+                config,
+                &source.name,
+                url,
+                group,
+            ))),
+            None => Ok(Arc::new(redis::RedisStore::new(config, &source.name, url))),
+        },
         SourceSpec::Files { .. } => Err(Error::new(
             ErrorKind::InvalidInput,
             format!(

@@ -184,6 +184,20 @@ impl World {
         )
     }
 
+    /// The Redis stores ElastiCache replication groups in moto, the east's
+    /// a secondary of a Global Datastore, in a service of their own
+    /// (`sessions`).
+    pub(super) fn start_elasticache() -> World {
+        World::build(
+            |s| s,
+            Shape {
+                elasticache: true,
+                redis_apart: true,
+                ..Shape::default()
+            },
+        )
+    }
+
     /// [`World::start_rds`], with what `extra` sets on the service.
     pub(super) fn start_rds_with(extra: fn(Service) -> Service) -> World {
         World::build(
@@ -262,6 +276,7 @@ impl World {
             relayed,
             rds,
             schedules,
+            elasticache,
         } = shape;
         let rewindable = !unrewindable;
         let tmp = tempfile::tempdir().unwrap();
@@ -363,6 +378,9 @@ impl World {
         };
         if rds {
             super::rds::create_instances(&route53_server.endpoint, primary.port);
+        }
+        if elasticache {
+            super::elasticache::create_groups(&route53_server.endpoint);
         }
         let secret = dir.join("route53.secret");
         std::fs::write(&secret, "testing").unwrap();
@@ -513,7 +531,23 @@ impl World {
             } else {
                 format!("kind = \"postgres\"\ndsn = \"{dsn}\"\nrebuild_from = [\"{peer}\"]\n")
             };
-            format!("check_files = [\"{}\"]\n\n[[sources]]\nname = \"db\"\n{db}\n[[sources]]\nname = \"cache\"\nkind = \"redis\"\nurl = \"redis://{host}:{port}\"\n", checks.display())
+            let cache = if elasticache {
+                let group = if aws_region == super::rds::WEST_DB.1 {
+                    super::elasticache::WEST_GROUP
+                } else {
+                    super::elasticache::EAST_GROUP
+                };
+                format!(
+                    "kind = \"elasticache-redis\"\nreplication_group = \"{}\"\naws_region = \"{}\"\nendpoint = \"{}\"\naccess_key_id = \"testing\"\nsecret_access_key_file = \"{}\"\n",
+                    group.0,
+                    group.1,
+                    route53_server.endpoint,
+                    secret.display()
+                )
+            } else {
+                "kind = \"redis\"\n".to_string()
+            };
+            format!("check_files = [\"{}\"]\n\n[[sources]]\nname = \"db\"\n{db}\n[[sources]]\nname = \"cache\"\n{cache}url = \"redis://{host}:{port}\"\n", checks.display())
         };
         let w1 = start_agent_in(
             &pki,
@@ -887,6 +921,9 @@ pub(super) struct Shape {
     pub(super) rds: bool,
     /// `[[schedules]]` for the coordinator.
     pub(super) schedules: &'static str,
+    /// The Redis stores ElastiCache replication groups (moto's control
+    /// plane), in a service of their own.
+    pub(super) elasticache: bool,
 }
 
 /// Prints what it holds when a test fails while it lives.

@@ -3,10 +3,10 @@
 //! the IAM action it needed.
 
 use super::config::RdsInstance;
-use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+use crate::cloud::metric::{newest_maximum, MetricLag};
 use seawall_common::aws::{call_failed, sdk_config};
 use seawall_common::{Error, ErrorKind, Result};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// What RDS says of one instance.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -52,15 +52,6 @@ pub struct RestoreWindow {
     pub earliest_unix_ms: i64,
     /// RDS's `LatestRestorableTime`.
     pub latest_unix_ms: i64,
-}
-
-/// The replica-lag metric's newest period.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MetricLag {
-    /// The period's Maximum, in seconds.
-    pub max_secs: f64,
-    /// When the period began (unix ms).
-    pub period_start_unix_ms: i64,
 }
 
 /// An instance's control plane: RDS and CloudWatch in its region.
@@ -425,38 +416,14 @@ impl Rds {
     /// The newest period of the instance's `ReplicaLag` metric within the
     /// last `window` (None: no datapoint).
     pub async fn replica_lag(&self, window: Duration) -> Result<Option<MetricLag>> {
-        let now = SystemTime::now();
-        let out = self
-            .cloudwatch
-            .get_metric_statistics()
-            .namespace("AWS/RDS")
-            .metric_name("ReplicaLag")
-            .dimensions(
-                Dimension::builder()
-                    .name("DBInstanceIdentifier")
-                    .value(&self.instance.instance)
-                    .build(),
-            )
-            .start_time(aws_smithy_types::DateTime::from(now - window))
-            .end_time(aws_smithy_types::DateTime::from(
-                now + Duration::from_secs(60),
-            ))
-            .period(60)
-            .statistics(Statistic::Maximum)
-            .send()
-            .await
-            .map_err(|e| call_failed("cloudwatch:GetMetricStatistics", "*", &e))?;
-        Ok(out
-            .datapoints()
-            .iter()
-            .filter_map(|d| {
-                let at = d.timestamp()?.to_millis().ok()?;
-                Some(MetricLag {
-                    max_secs: d.maximum()?,
-                    period_start_unix_ms: at,
-                })
-            })
-            .max_by_key(|m| m.period_start_unix_ms))
+        newest_maximum(
+            &self.cloudwatch,
+            "AWS/RDS",
+            "ReplicaLag",
+            &[("DBInstanceIdentifier", &self.instance.instance)],
+            window,
+        )
+        .await
     }
 
     fn arn_of(&self, id: &str) -> String {

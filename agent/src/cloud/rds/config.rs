@@ -3,7 +3,7 @@
 //! application roles the fence locks out.
 
 use seawall_common::aws::AwsTarget;
-use seawall_common::{Error, ErrorKind, Result};
+use seawall_common::Result;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -55,24 +55,12 @@ pub struct RdsInstance {
 impl RdsInstance {
     /// Where its control plane answers, as whom.
     pub fn target(&self) -> Result<AwsTarget> {
-        let credentials = match (&self.access_key_id, &self.secret_access_key_file) {
-            (Some(id), Some(file)) => {
-                let secret = seawall_common::secret::read_secret_file(file, "AWS secret key")?;
-                let secret = String::from_utf8(secret).map_err(|_| {
-                    Error::new(
-                        ErrorKind::InvalidInput,
-                        format!("{} is not UTF-8", file.display()),
-                    )
-                })?;
-                Some((id.clone(), secret.trim().to_string()))
-            }
-            _ => None,
-        };
-        Ok(AwsTarget {
-            region: self.aws_region.clone(),
-            endpoint: self.endpoint.clone(),
-            credentials,
-        })
+        AwsTarget::with_keys(
+            &self.aws_region,
+            self.endpoint.as_deref(),
+            self.access_key_id.as_deref(),
+            self.secret_access_key_file.as_deref(),
+        )
     }
 
     /// What is wrong with it, each with its fix (empty: nothing), given

@@ -16,6 +16,7 @@ pub mod view;
 use super::postgres::{control, PostgresStore};
 use super::{Done, StoreControl};
 use crate::cloud::rds::config::RdsInstance;
+use crate::cloud::view::View;
 use crate::daemon::config::{AgentConfig, SourceConfig};
 use crate::engine::postgres::conn::{self, query_error};
 use async_trait::async_trait;
@@ -27,7 +28,7 @@ use seawall_proto::v1::{
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use view::View;
+use view::RdsPlane;
 
 /// How often a promotion's wait asks RDS again (its API is rate-limited).
 const API_POLL: Duration = Duration::from_secs(1);
@@ -39,6 +40,7 @@ pub struct RdsPostgresStore {
     sql: PostgresStore,
     dsn: String,
     instance: RdsInstance,
+    plane: Arc<RdsPlane>,
     view: Arc<View>,
 }
 
@@ -51,11 +53,13 @@ impl RdsPostgresStore {
         pg_bin: &Option<std::path::PathBuf>,
         instance: &RdsInstance,
     ) -> RdsPostgresStore {
+        let plane = Arc::new(RdsPlane::new(instance));
         RdsPostgresStore {
             sql: PostgresStore::new(config, source, dsn, pg_bin),
             dsn: dsn.to_string(),
             instance: instance.clone(),
-            view: View::new(instance),
+            plane: plane.clone(),
+            view: View::new(plane),
         }
     }
 
@@ -163,7 +167,7 @@ impl StoreControl for RdsPostgresStore {
         let started = Instant::now();
         let client = self.fresh().await?;
         let was_replica = in_recovery(&client).await?;
-        let rds = self.view.rds().await?;
+        let rds = self.plane.rds().await?;
         let mut asked = String::new();
         if was_replica {
             // Where it parted: recorded on it once promoted, for the old
@@ -292,7 +296,7 @@ impl StoreControl for RdsPostgresStore {
         }
         self.sql.forget();
         let job = rebuild::RebuildRds {
-            rds: self.view.rds().await?.clone(),
+            rds: self.plane.rds().await?.clone(),
             instance: self.instance.clone(),
             dsn: self.dsn.clone(),
             primary: how.primary_instance.clone(),

@@ -1,14 +1,16 @@
-//! What a cloud control plane says of a managed store (RDS), judged
-//! against the topology: the instance must be in a state that serves, a
-//! standby must be a read replica of the primary region's instance, and
-//! where SQL cannot reach a standby, the replica-lag metric still bounds
-//! how far it trails.
+//! What a cloud control plane says of a managed store (RDS, ElastiCache),
+//! judged against the topology: the instance must be in a state that
+//! serves, a standby must replicate the primary region's (an RDS read
+//! replica of its instance; an ElastiCache secondary in its Global
+//! Datastore), and where the store itself does not answer, the lag metric
+//! still bounds how far a standby trails.
 
 use super::Finding;
 use seawall_proto::v1::ManagedStore;
 
 /// States in which an instance serves, although not "available".
-const SERVING: [&str; 8] = [
+const SERVING: [&str; 9] = [
+    "snapshotting",
     "backing-up",
     "modifying",
     "configuring-enhanced-monitoring",
@@ -54,6 +56,10 @@ pub fn judge(
             Finding::Broken(format!("{words}: it does not serve"))
         });
     }
+    if m.service == "elasticache" {
+        out.extend(judge_group(m, primary_side, primary));
+        return out;
+    }
     if primary_side {
         if !m.source.is_empty() {
             out.push(Finding::Note(format!(
@@ -84,6 +90,55 @@ pub fn judge(
     out
 }
 
+/// An ElastiCache replication group's place in its Global Datastore: the
+/// primary region's group is the primary there, a standby's a secondary
+/// of the same Global Datastore.
+fn judge_group(
+    m: &ManagedStore,
+    primary_side: bool,
+    primary: Option<&ManagedStore>,
+) -> Vec<Finding> {
+    let name = &m.instance;
+    if primary_side {
+        return if m.role == "secondary" {
+            vec![Finding::Broken(format!(
+                "elasticache: {name} is a secondary of Global Datastore {}: the primary region's group takes no writes",
+                m.group
+            ))]
+        } else {
+            Vec::new()
+        };
+    }
+    if m.group.is_empty() {
+        return vec![Finding::Broken(format!(
+            "elasticache: {name} is in no Global Datastore: nothing replicates the primary region's group into it"
+        ))];
+    }
+    if m.role != "secondary" {
+        return vec![Finding::Broken(format!(
+            "elasticache: {name} is the {} of Global Datastore {}, not a secondary",
+            if m.role.is_empty() { "member" } else { &m.role },
+            m.group
+        ))];
+    }
+    match primary.filter(|p| !p.group.is_empty()) {
+        Some(p) if p.group != m.group => vec![Finding::Broken(format!(
+            "elasticache: {name} is in Global Datastore {}, not in the primary region's {} ({})",
+            m.group, p.group, p.instance
+        ))],
+        _ => Vec::new(),
+    }
+}
+
+/// The lag metric a managed service publishes for a standby.
+fn lag_metric(m: &ManagedStore) -> &'static str {
+    if m.service == "elasticache" {
+        "GlobalDatastoreReplicationLag"
+    } else {
+        "ReplicaLag"
+    }
+}
+
 /// How far a standby trails at most by its lag metric, at `now_ms`: the
 /// newest period's Maximum plus the time since that period began (the lag
 /// grows at most a second per second); None without a datapoint.
@@ -94,7 +149,8 @@ pub fn lag_bound(m: &ManagedStore, now_ms: i64) -> Option<(f64, String)> {
     Some((
         bound,
         format!(
-            "at most {bound:.0} s by the ReplicaLag metric (Maximum {max:.1} s in the period from {}, plus {since:.0} s since)",
+            "at most {bound:.0} s by the {} metric (Maximum {max:.1} s in the period from {}, plus {since:.0} s since)",
+            lag_metric(m),
             crate::model::clock::iso(m.lag_period_start_unix_ms)
         ),
     ))
@@ -171,5 +227,62 @@ mod tests {
         assert_eq!(bound, 62.5);
         assert!(words.contains("Maximum 2.5 s"), "{words}");
         assert_eq!(lag_bound(&view("available", "x"), 70_000), None);
+    }
+
+    fn group(role: &str, group: &str) -> ManagedStore {
+        ManagedStore {
+            service: "elasticache".into(),
+            instance: "sessions-east".into(),
+            status: "available".into(),
+            role: role.into(),
+            group: group.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_elasticache_standby_must_be_a_secondary_of_the_primarys_global_datastore() {
+        let primary = ManagedStore {
+            instance: "sessions-west".into(),
+            ..group("primary", "ldgnf-sessions")
+        };
+        let says = |m: &ManagedStore, primary_side: bool| {
+            judge(m, primary_side, Some(&primary), 0)
+                .into_iter()
+                .map(|f| match f {
+                    Finding::Broken(w) => format!("broken: {w}"),
+                    Finding::Note(w) => format!("note: {w}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(says(&group("secondary", "ldgnf-sessions"), false).is_empty());
+        assert!(says(&primary, true).is_empty());
+        for (m, want) in [
+            (group("", ""), "is in no Global Datastore"),
+            (
+                group("primary", "ldgnf-sessions"),
+                "is the primary of Global Datastore",
+            ),
+            (
+                group("secondary", "other"),
+                "not in the primary region's ldgnf-sessions",
+            ),
+        ] {
+            let said = says(&m, false).join("; ");
+            assert!(
+                said.starts_with("broken: ") && said.contains(want),
+                "{said}"
+            );
+        }
+        let said = says(&group("secondary", "ldgnf-sessions"), true).join("; ");
+        assert!(said.contains("takes no writes"), "{said}");
+        let lagging = ManagedStore {
+            lag_max_secs: Some(1.5),
+            lag_period_start_unix_ms: 10_000,
+            ..group("secondary", "ldgnf-sessions")
+        };
+        let (bound, words) = lag_bound(&lagging, 12_000).unwrap();
+        assert_eq!(bound, 3.5);
+        assert!(words.contains("GlobalDatastoreReplicationLag"), "{words}");
     }
 }

@@ -741,16 +741,23 @@ pub async fn replication(g: &Global, a: ReplicationArgs) -> anyhow::Result<u8> {
                 },
             );
             if let Some(m) = st.managed.as_ref().filter(|m| !m.status.is_empty()) {
+                let place = if !m.group.is_empty() {
+                    format!(", {} of Global Datastore {}", m.role, m.group)
+                } else if !m.source.is_empty() {
+                    format!(", replica of {}", m.source)
+                } else {
+                    String::new()
+                };
+                let what = if m.service == "elasticache" {
+                    "replication group"
+                } else {
+                    "instance"
+                };
                 crate::say!(
-                    "      {} instance {}: {}{}",
+                    "      {} {what} {}: {}{place}",
                     m.service,
                     m.instance,
-                    m.status,
-                    if m.source.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", replica of {}", m.source)
-                    }
+                    m.status
                 );
             }
             for why in &st.reasons {

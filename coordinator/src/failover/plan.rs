@@ -207,27 +207,38 @@ pub async fn assess(
     let mut worst_bytes: Option<i64> = None;
     let mut unknown = false;
     // A managed PostgreSQL (its RDS instance) is fenced, promoted and
-    // rebuilt through its cloud's API: the plan says so. Its identifier,
-    // from the answer read now, else from the last replication check.
-    let pg_read = pairs
-        .iter()
-        .zip(&reads)
-        .find(|((kind, _, _), _)| *kind == StoreKind::Postgres)
-        .map(|(_, read)| read);
-    let rds_instance = |read: Option<&Option<Result<StoreReport, String>>>, region: &str| {
-        read.and_then(|r| r.as_ref()?.as_ref().ok()?.managed.clone())
+    // rebuilt through its cloud's API: the plan says so. A managed store's
+    // view comes from the answer read now, else from the last replication
+    // check.
+    let managed_of = |kind: StoreKind, region: &str, first: bool| {
+        pairs
+            .iter()
+            .zip(&reads)
+            .find(|((k, _, _), _)| *k == kind)
+            .and_then(|(_, read)| {
+                let read = if first { &read.0 } else { &read.1 };
+                read.as_ref()?.as_ref().ok()?.managed.clone()
+            })
             .or_else(|| {
                 report.as_ref()?.stores.iter().find_map(|st| {
-                    (st.region == region && st.kind == StoreKind::Postgres.name())
+                    (st.region == region && st.kind == kind.name())
                         .then(|| st.managed.clone())
                         .flatten()
                 })
             })
-            .map(|m| m.instance)
-            .filter(|id| !id.is_empty())
+            .filter(|m| !m.instance.is_empty())
     };
-    let from_rds = rds_instance(pg_read.map(|r| &r.0), from);
-    let to_rds = rds_instance(pg_read.map(|r| &r.1), to);
+    let from_rds = managed_of(StoreKind::Postgres, from, true).map(|m| m.instance);
+    let to_rds = managed_of(StoreKind::Postgres, to, false).map(|m| m.instance);
+    // ElastiCache is checked, not failed over: refuse before anything is
+    // fenced.
+    for (region, first) in [(from, true), (to, false)] {
+        if let Some(m) =
+            managed_of(StoreKind::Redis, region, first).filter(|m| m.service == "elasticache")
+        {
+            refuse(format!("{region}'s redis is ElastiCache replication group {}: Seawall checks it but does not fail it over (FailoverGlobalReplicationGroup is not called yet); move its Global Datastore's primary with `aws elasticache failover-global-replication-group`, and keep the group in a service of its own so that this one fails over without it", m.instance), &mut plan);
+        }
+    }
     for ((kind, a, b), (ra, rb)) in pairs.iter().zip(reads) {
         let (Some(a), Some(b)) = (a, b) else { continue };
         let a_state = match ra {

@@ -143,8 +143,8 @@ fn an_elasticache_secondary_is_checked_by_its_global_datastore_and_its_lag_metri
     }
 
     // A failover would need FailoverGlobalReplicationGroup, which Seawall
-    // does not call: the plan is refused or the run stops at the fence,
-    // naming the command, and the west's group still takes writes.
+    // does not call: the plan is refused before anything is fenced, naming
+    // the command.
     let (_, f, err) = w.failover(&["run", "sessions", "--to", "east", "--switchover", "--wait"]);
     let said = format!("{err}\n{f}");
     eprintln!("the failover of an ElastiCache store: {said}");

@@ -816,6 +816,39 @@ password_file = "/etc/seawall/pw"
     }
 
     #[test]
+    fn the_documented_three_region_agents_read_and_check() {
+        // docs/fleet.md, section 7: the primary region's agent (RDS and
+        // ElastiCache sources) and the cold region's.
+        let doc = include_str!("../../../docs/fleet.md");
+        let from = doc
+            .find("## 7. The runbook's three regions")
+            .expect("section");
+        let blocks: Vec<&str> = doc[from..]
+            .split("```toml")
+            .skip(2)
+            .filter_map(|b| b.split("```").next())
+            .collect();
+        assert_eq!(blocks.len(), 2);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, blocks[0]).unwrap();
+        let west = AgentConfig::load(&path, None).expect("the primary region's agent");
+        let orders = west.sources.iter().find(|s| s.name == "orders").unwrap();
+        assert_eq!(
+            orders
+                .rds
+                .as_ref()
+                .and_then(|r| r.snapshot_copy.as_ref())
+                .map(|c| c.region.as_str()),
+            Some("eu-west-1")
+        );
+        assert!(west.sources.iter().any(|s| s.elasticache.is_some()));
+        std::fs::write(&path, blocks[1]).unwrap();
+        let cold = AgentConfig::load(&path, None).expect("the cold region's agent");
+        assert_eq!(cold.mirrors.len(), 1);
+    }
+
+    #[test]
     fn the_documented_agent_toml_reads_with_its_drill_places() {
         // docs/fleet.md shows an agent's file; it must stay a valid one.
         let doc = include_str!("../../../docs/fleet.md");

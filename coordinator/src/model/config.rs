@@ -471,6 +471,33 @@ mod tests {
         assert_eq!(config.scenarios.len(), 3);
     }
 
+    #[test]
+    fn the_documented_three_region_aws_topology_reads_and_checks() {
+        // docs/fleet.md, section 7: the runbook's world on RDS, ElastiCache
+        // and alias records.
+        let doc = include_str!("../../../docs/fleet.md");
+        let from = doc
+            .find("## 7. The runbook's three regions")
+            .expect("section");
+        let block = doc[from..]
+            .split("```toml")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("toml block");
+        let config: CoordinatorConfig = toml::from_str(block).expect("the documented file parses");
+        config
+            .check()
+            .expect("the documented file passes the checks");
+        assert_eq!(config.regions.len(), 3);
+        assert_eq!(config.services.len(), 2);
+        let kinds: Vec<_> = config.scenarios.iter().map(|s| s.drill.name()).collect();
+        assert_eq!(kinds, ["rds-pitr", "failover", "restore"]);
+        assert!(config
+            .schedules
+            .iter()
+            .any(|s| s.kind == seawall_proto::v1::JobKind::SnapshotCopy));
+    }
+
     fn parse(extra: &str) -> anyhow::Result<CoordinatorConfig> {
         let text = format!(
             "id = \"c1\"\nlisten = \"127.0.0.1:7443\"\n{extra}\n[tls]\nca = \"ca.pem\"\ncert = \"c1.pem\"\nkey = \"c1.key\"\n"

@@ -112,7 +112,7 @@ pub async fn drill(req: &DrillRequest, t: &Target<'_>) -> DrillReport {
     // The latest restorable time read before the restore: RDS restores at
     // least that much, so the drill's RPO from it is a bound, never less.
     report.recovery_point_unix_ms = recovery;
-    let scratch_id = scratch_name(&req.drill_id, &req.source);
+    let scratch_id = scratch_name(&req.drill_id, &req.source, rand::random());
     let expires = chrono::Utc::now().timestamp()
         + i64::try_from((AVAILABLE_TIMEOUT + EXPIRES_AFTER).as_secs()).unwrap_or(i64::MAX / 2);
     let asked = phases
@@ -238,10 +238,11 @@ fn restore_time(point: &Point, window: &RestoreWindow, fraction: f64) -> Result<
 
 /// The scratch instance's identifier: `seawall-drill-` and the drill and
 /// source as RDS allows (letters, digits, single hyphens; at most 63
-/// characters, a letter first, no hyphen last), with a hash of both so two
-/// long names never meet.
-pub fn scratch_name(drill: &str, source: &str) -> String {
-    let hash = blake3::hash(format!("{drill}\0{source}").as_bytes()).to_hex();
+/// characters, a letter first, no hyphen last), with a hash of both and of
+/// `run` so that two long names never meet, nor a retry the copy its first
+/// try is still deleting.
+pub fn scratch_name(drill: &str, source: &str, run: u64) -> String {
+    let hash = blake3::hash(format!("{drill}\0{source}\0{run}").as_bytes()).to_hex();
     let mut words = String::new();
     for c in format!("{drill}-{source}").chars() {
         let c = if c.is_ascii_alphanumeric() {
@@ -381,7 +382,7 @@ mod tests {
 
     #[test]
     fn scratch_names_are_ones_rds_accepts_and_differ_for_each_source() {
-        let a = scratch_name("shop-restore-1765000000000", "db");
+        let a = scratch_name("shop-restore-1765000000000", "db", 1);
         assert!(
             a.starts_with("seawall-drill-shop-restore-1765000000000-db-"),
             "{a}"
@@ -389,9 +390,9 @@ mod tests {
         let long = "x".repeat(200);
         for name in [
             a.clone(),
-            scratch_name(&long, "db"),
-            scratch_name("Nightly PITR__drill", "orders.db"),
-            scratch_name("---", "--"),
+            scratch_name(&long, "db", 1),
+            scratch_name("Nightly PITR__drill", "orders.db", 1),
+            scratch_name("---", "--", 1),
         ] {
             assert!(name.len() <= 63, "{name}");
             assert!(name.chars().next().unwrap().is_ascii_lowercase(), "{name}");
@@ -402,7 +403,9 @@ mod tests {
                 "{name}"
             );
         }
-        assert_ne!(scratch_name(&long, "db"), scratch_name(&long, "dc"));
+        assert_ne!(scratch_name(&long, "db", 1), scratch_name(&long, "dc", 1));
+        // A retry's copy is another instance.
+        assert_ne!(scratch_name(&long, "db", 1), scratch_name(&long, "db", 2));
     }
 
     #[test]

@@ -86,6 +86,9 @@ fn write_signal(data_dir: &Path, owner: Owner) -> Result<()> {
 /// standby, or a stopped server with its signal in place, is fenced already.
 pub async fn fence(server: &Server, deadline: Duration) -> Result<Done> {
     let started = Instant::now();
+    // Whether this fence told the postmaster to stop (it may be gone by the
+    // time the stop below looks: that stop is still this fence's).
+    let mut stopped_early = false;
     // A primary whose directory is known stops taking writes first, before
     // anything that costs a connection or a process (a region resuming
     // from a freeze has clients writing again within milliseconds): its
@@ -97,6 +100,7 @@ pub async fn fence(server: &Server, deadline: Duration) -> Result<Done> {
                 if let Ok(owner) = owner_of(&dir) {
                     write_signal(&dir, owner)?;
                     super::server::shut_down_fast(&dir);
+                    stopped_early = true;
                 }
             }
         }
@@ -116,7 +120,7 @@ pub async fn fence(server: &Server, deadline: Duration) -> Result<Done> {
         }
     }
     let owner = owner_of(&data_dir)?;
-    let was_signalled = signalled(&data_dir);
+    let was_signalled = signalled(&data_dir) && !stopped_early;
     write_signal(&data_dir, owner)?;
     drop(answer);
     let how = if postmaster_running(&data_dir) {
@@ -130,6 +134,8 @@ pub async fn fence(server: &Server, deadline: Duration) -> Result<Done> {
             }
             Err(e) => return Err(e),
         }
+    } else if stopped_early {
+        "stopped (fast)".to_string()
     } else {
         "down already".to_string()
     };

@@ -293,6 +293,8 @@ pub struct SourceConfig {
     /// An ElastiCache replication group: its control plane
     /// (`kind = "elasticache-redis"`).
     pub elasticache: Option<crate::cloud::elasticache::config::ElastiCacheGroup>,
+    /// An Aurora cluster: its control plane (`kind = "aurora-postgres"`).
+    pub aurora: Option<crate::cloud::aurora::config::AuroraCluster>,
 }
 
 /// A `[[sources]]` table as written. Each kind is its own struct variant so
@@ -338,6 +340,25 @@ enum SourceTable {
         keys: Vec<String>,
         #[serde(default)]
         retention: Option<Retention>,
+    },
+    #[serde(rename = "aurora-postgres")]
+    AuroraPostgres {
+        name: String,
+        dsn: String,
+        #[serde(default)]
+        pg_bin: Option<PathBuf>,
+        #[serde(default)]
+        retention: Option<Retention>,
+        cluster: String,
+        #[serde(default)]
+        global_cluster: Option<String>,
+        aws_region: String,
+        #[serde(default)]
+        endpoint: Option<String>,
+        #[serde(default)]
+        access_key_id: Option<String>,
+        #[serde(default)]
+        secret_access_key_file: Option<PathBuf>,
     },
     #[serde(rename = "elasticache-redis")]
     ElastiCacheRedis {
@@ -397,6 +418,7 @@ impl From<SourceTable> for SourceConfig {
         let mut server = crate::stores::postgres::server::ServerControl::default();
         let mut rds = None;
         let mut elasticache = None;
+        let mut aurora = None;
         let (name, kind, retention) = match table {
             SourceTable::Files {
                 name,
@@ -445,6 +467,38 @@ impl From<SourceTable> for SourceConfig {
                 keys,
                 retention,
             } => (name, SourceSpec::Redis { url, keys }, retention),
+            SourceTable::AuroraPostgres {
+                name,
+                dsn,
+                pg_bin,
+                retention,
+                cluster,
+                global_cluster,
+                aws_region,
+                endpoint,
+                access_key_id,
+                secret_access_key_file,
+            } => {
+                aurora = Some(crate::cloud::aurora::config::AuroraCluster {
+                    cluster,
+                    global_cluster,
+                    aws_region,
+                    endpoint,
+                    access_key_id,
+                    secret_access_key_file,
+                });
+                // Aurora gives no base backup either: its backups are logical.
+                (
+                    name,
+                    SourceSpec::Postgres {
+                        dsn,
+                        physical: false,
+                        file_level: None,
+                        pg_bin,
+                    },
+                    retention,
+                )
+            }
             SourceTable::ElastiCacheRedis {
                 name,
                 url,
@@ -518,6 +572,7 @@ impl From<SourceTable> for SourceConfig {
             server,
             rds,
             elasticache,
+            aurora,
         }
     }
 }
@@ -670,6 +725,9 @@ impl AgentConfig {
             if let Some(group) = &s.elasticache {
                 problems.extend(group.problems(&s.name));
             }
+            if let Some(cluster) = &s.aurora {
+                problems.extend(cluster.problems(&s.name));
+            }
         }
         let (scratch, _, _) = config.drill_places();
         if let Some(why) = crate::engine::drill::scratch::unfit_root(&scratch, &config.state_dir) {
@@ -781,6 +839,26 @@ password_file = "/etc/seawall/pw"
             e.contains("access_key_id and secret_access_key_file go together"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_aurora_source_reads_as_a_logical_postgres_source_with_its_cluster() {
+        let config = load(
+            "[[sources]]\nname = \"orders\"\nkind = \"aurora-postgres\"\ndsn = \"host=orders.cluster-x.us-west-2.rds.amazonaws.com user=seawall dbname=orders\"\ncluster = \"orders-west\"\nglobal_cluster = \"orders-global\"\naws_region = \"us-west-2\"\n",
+        )
+        .unwrap();
+        let source = &config.sources[0];
+        assert!(matches!(
+            source.kind,
+            SourceSpec::Postgres {
+                physical: false,
+                ..
+            }
+        ));
+        let cluster = source.aurora.as_ref().unwrap();
+        assert_eq!(cluster.global_cluster.as_deref(), Some("orders-global"));
+        assert_eq!(cluster.arn(), "arn:aws:rds:us-west-2:*:cluster:orders-west");
+        assert!(source.rds.is_none());
     }
 
     #[test]

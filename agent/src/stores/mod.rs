@@ -9,7 +9,9 @@
 //! in the protos' `StorePosition` and `StoreReport.replication`, and its
 //! side on the coordinator (docs/architecture.md, "Adding a store kind").
 
+pub mod aurora;
 pub mod canary;
+pub mod checked_only;
 pub mod diverged_copy;
 pub mod elasticache;
 pub mod postgres;
@@ -110,16 +112,19 @@ pub fn open(config: &AgentConfig, name: &str) -> Result<Arc<dyn StoreControl>> {
             )
         })?;
     match &source.kind {
-        SourceSpec::Postgres { dsn, pg_bin, .. } => match &source.rds {
-            Some(instance) => Ok(Arc::new(rds::RdsPostgresStore::new(
+        SourceSpec::Postgres { dsn, pg_bin, .. } => match (&source.rds, &source.aurora) {
+            (Some(instance), _) => Ok(Arc::new(rds::RdsPostgresStore::new(
                 config, source, dsn, pg_bin, instance,
             ))),
-            None => Ok(Arc::new(postgres::PostgresStore::new(
+            (None, Some(cluster)) => Ok(Arc::new(aurora::open(
+                config, source, dsn, pg_bin, cluster,
+            ))),
+            (None, None) => Ok(Arc::new(postgres::PostgresStore::new(
                 config, source, dsn, pg_bin,
             ))),
         },
         SourceSpec::Redis { url, .. } => match &source.elasticache {
-            Some(group) => Ok(Arc::new(elasticache::ElastiCacheRedisStore::new(
+            Some(group) => Ok(Arc::new(elasticache::open(
                 config,
                 &source.name,
                 url,

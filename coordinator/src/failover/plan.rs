@@ -230,14 +230,28 @@ pub async fn assess(
     };
     let from_rds = managed_of(StoreKind::Postgres, from, true).map(|m| m.instance);
     let to_rds = managed_of(StoreKind::Postgres, to, false).map(|m| m.instance);
-    // ElastiCache is checked, not failed over: refuse before anything is
-    // fenced.
-    for (region, first) in [(from, true), (to, false)] {
-        if let Some(m) =
-            managed_of(StoreKind::Redis, region, first).filter(|m| m.service == "elasticache")
-        {
-            refuse(format!("{region}'s redis is ElastiCache replication group {}: Seawall checks it but does not fail it over (FailoverGlobalReplicationGroup is not called yet); move its Global Datastore's primary with `aws elasticache failover-global-replication-group`, and keep the group in a service of its own so that this one fails over without it", m.instance), &mut plan);
-        }
+    // ElastiCache and Aurora are checked, not failed over: refuse before
+    // anything is fenced.
+    for (kind, region, first) in [
+        (StoreKind::Postgres, from, true),
+        (StoreKind::Postgres, to, false),
+        (StoreKind::Redis, from, true),
+        (StoreKind::Redis, to, false),
+    ] {
+        let Some(m) = managed_of(kind, region, first) else {
+            continue;
+        };
+        let how = match m.service.as_str() {
+            "elasticache" => "move its Global Datastore's primary with `aws elasticache failover-global-replication-group` (Seawall does not call FailoverGlobalReplicationGroup yet)",
+            "aurora" => "move its global cluster's writer with `aws rds switchover-global-cluster` (or `failover-global-cluster --allow-data-loss` when its region is down; Seawall calls neither yet)",
+            _ => continue,
+        };
+        let what = if m.service == "aurora" {
+            "Aurora cluster"
+        } else {
+            "ElastiCache replication group"
+        };
+        refuse(format!("{region}'s {} is {what} {}: Seawall checks it but does not fail it over; {how}, and keep it in a service of its own so that this one fails over without it", kind.name(), m.instance), &mut plan);
     }
     for ((kind, a, b), (ra, rb)) in pairs.iter().zip(reads) {
         let (Some(a), Some(b)) = (a, b) else { continue };

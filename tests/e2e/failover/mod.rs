@@ -6,6 +6,7 @@
 //! checked in the new primaries. One file per kind of scenario; the world
 //! they share is set up in `world.rs`.
 
+mod aurora;
 mod elasticache;
 mod load;
 mod rds;

@@ -198,6 +198,18 @@ impl World {
         )
     }
 
+    /// The PostgreSQL stores Aurora clusters in moto, the east's a
+    /// secondary of the global cluster.
+    pub(super) fn start_aurora() -> World {
+        World::build(
+            |s| s,
+            Shape {
+                aurora: true,
+                ..Shape::default()
+            },
+        )
+    }
+
     /// [`World::start_rds`], with what `extra` sets on the service.
     pub(super) fn start_rds_with(extra: fn(Service) -> Service) -> World {
         World::build(
@@ -277,6 +289,7 @@ impl World {
             rds,
             schedules,
             elasticache,
+            aurora,
         } = shape;
         let rewindable = !unrewindable;
         let tmp = tempfile::tempdir().unwrap();
@@ -381,6 +394,9 @@ impl World {
         }
         if elasticache {
             super::elasticache::create_groups(&route53_server.endpoint);
+        }
+        if aurora {
+            super::aurora::create_clusters(&route53_server.endpoint);
         }
         let secret = dir.join("route53.secret");
         std::fs::write(&secret, "testing").unwrap();
@@ -520,7 +536,14 @@ impl World {
         // Each region's PostgreSQL may be rebuilt from the other's only.
         let sources = |dsn: &str, host: &str, port: u16, peer: String, db: (&str, &str)| {
             let (instance, aws_region) = db;
-            let db = if rds {
+            let db = if aurora {
+                format!(
+                    "kind = \"aurora-postgres\"\ndsn = \"{dsn}\"\ncluster = \"{instance}\"\nglobal_cluster = \"{}\"\naws_region = \"{aws_region}\"\nendpoint = \"{}\"\naccess_key_id = \"testing\"\nsecret_access_key_file = \"{}\"\n",
+                    super::aurora::GLOBAL,
+                    route53_server.endpoint,
+                    secret.display(),
+                )
+            } else if rds {
                 format!(
                     "kind = \"rds-postgres\"\ndsn = \"{dsn}\"\ninstance = \"{instance}\"\naws_region = \"{aws_region}\"\napp_roles = [\"{}\"]\nendpoint = \"{}\"\naccess_key_id = \"testing\"\nsecret_access_key_file = \"{}\"\nsnapshot_copy_region = \"{}\"\nsnapshot_copies_kept = 2\n",
                     super::rds::APP_ROLE,
@@ -924,6 +947,9 @@ pub(super) struct Shape {
     /// The Redis stores ElastiCache replication groups (moto's control
     /// plane), in a service of their own.
     pub(super) elasticache: bool,
+    /// The PostgreSQL stores Aurora clusters of a global cluster (moto's
+    /// control plane).
+    pub(super) aurora: bool,
 }
 
 /// Prints what it holds when a test fails while it lives.

@@ -56,7 +56,7 @@ pub fn judge(
             Finding::Broken(format!("{words}: it does not serve"))
         });
     }
-    if m.service == "elasticache" {
+    if m.service == "elasticache" || m.service == "aurora" {
         out.extend(judge_group(m, primary_side, primary));
         return out;
     }
@@ -90,19 +90,20 @@ pub fn judge(
     out
 }
 
-/// An ElastiCache replication group's place in its Global Datastore: the
-/// primary region's group is the primary there, a standby's a secondary
-/// of the same Global Datastore.
+/// A member's place in its global group (an ElastiCache Global Datastore,
+/// an Aurora global cluster): the primary region's member is the primary
+/// there, a standby's a secondary of the same group.
 fn judge_group(
     m: &ManagedStore,
     primary_side: bool,
     primary: Option<&ManagedStore>,
 ) -> Vec<Finding> {
     let name = &m.instance;
+    let (service, global) = (&m.service, global_name(m));
     if primary_side {
         return if m.role == "secondary" {
             vec![Finding::Broken(format!(
-                "elasticache: {name} is a secondary of Global Datastore {}: the primary region's group takes no writes",
+                "{service}: {name} is a secondary of {global} {}: the primary region's member takes no writes",
                 m.group
             ))]
         } else {
@@ -111,31 +112,40 @@ fn judge_group(
     }
     if m.group.is_empty() {
         return vec![Finding::Broken(format!(
-            "elasticache: {name} is in no Global Datastore: nothing replicates the primary region's group into it"
+            "{service}: {name} is in no {global}: nothing replicates the primary region's member into it"
         ))];
     }
     if m.role != "secondary" {
         return vec![Finding::Broken(format!(
-            "elasticache: {name} is the {} of Global Datastore {}, not a secondary",
+            "{service}: {name} is the {} of {global} {}, not a secondary",
             if m.role.is_empty() { "member" } else { &m.role },
             m.group
         ))];
     }
     match primary.filter(|p| !p.group.is_empty()) {
         Some(p) if p.group != m.group => vec![Finding::Broken(format!(
-            "elasticache: {name} is in Global Datastore {}, not in the primary region's {} ({})",
+            "{service}: {name} is in {global} {}, not in the primary region's {} ({})",
             m.group, p.group, p.instance
         ))],
         _ => Vec::new(),
     }
 }
 
+/// What a service calls its global group.
+fn global_name(m: &ManagedStore) -> &'static str {
+    if m.service == "aurora" {
+        "global cluster"
+    } else {
+        "Global Datastore"
+    }
+}
+
 /// The lag metric a managed service publishes for a standby.
 fn lag_metric(m: &ManagedStore) -> &'static str {
-    if m.service == "elasticache" {
-        "GlobalDatastoreReplicationLag"
-    } else {
-        "ReplicaLag"
+    match m.service.as_str() {
+        "elasticache" => "GlobalDatastoreReplicationLag",
+        "aurora" => "AuroraGlobalDBReplicationLag",
+        _ => "ReplicaLag",
     }
 }
 
@@ -284,5 +294,44 @@ mod tests {
         let (bound, words) = lag_bound(&lagging, 12_000).unwrap();
         assert_eq!(bound, 3.5);
         assert!(words.contains("GlobalDatastoreReplicationLag"), "{words}");
+    }
+
+    #[test]
+    fn an_aurora_standby_must_be_a_secondary_of_the_primarys_global_cluster() {
+        let member = |role: &str, group: &str| ManagedStore {
+            service: "aurora".into(),
+            instance: "orders-east".into(),
+            status: "available".into(),
+            role: role.into(),
+            group: group.into(),
+            ..Default::default()
+        };
+        let primary = ManagedStore {
+            instance: "orders-west".into(),
+            ..member("primary", "orders-global")
+        };
+        let broken = |m: &ManagedStore, primary_side: bool| {
+            judge(m, primary_side, Some(&primary), 0)
+                .into_iter()
+                .filter_map(|f| match f {
+                    Finding::Broken(w) => Some(w),
+                    Finding::Note(_) => None,
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        assert_eq!(broken(&member("secondary", "orders-global"), false), "");
+        assert_eq!(broken(&primary, true), "");
+        let said = broken(&member("", ""), false);
+        assert!(said.contains("is in no global cluster"), "{said}");
+        let said = broken(&member("secondary", "orders-global"), true);
+        assert!(said.contains("takes no writes"), "{said}");
+        let lagging = ManagedStore {
+            lag_max_secs: Some(2.5),
+            lag_period_start_unix_ms: 0,
+            ..member("secondary", "orders-global")
+        };
+        let (_, words) = lag_bound(&lagging, 1_000).unwrap();
+        assert!(words.contains("AuroraGlobalDBReplicationLag"), "{words}");
     }
 }

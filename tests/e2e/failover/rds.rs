@@ -671,14 +671,9 @@ fn an_agent_deletes_the_scratch_instances_a_killed_drill_left_behind_and_nothing
     assert_eq!(field(&deleted[0].1, "SkipFinalSnapshot"), Some("true"));
 }
 
-/// Runs `seawall drill restore shop --rds --wait`; its exit status and
-/// journal.
-fn rds_drill(w: &World) -> (bool, serde_json::Value) {
-    let out = op(
-        &w.pki,
-        &w.addr,
-        &["drill", "restore", "shop", "--rds", "--wait"],
-    );
+/// Runs `seawall drill ARGS --wait`; its exit status and journal.
+fn drill_waited(w: &World, args: &[&str]) -> (bool, serde_json::Value) {
+    let out = op(&w.pki, &w.addr, &[&["drill"], args, &["--wait"]].concat());
     let text = String::from_utf8_lossy(&out.stdout);
     let journal: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
         panic!(
@@ -717,11 +712,20 @@ fn an_rds_point_in_time_drill_restores_checks_and_deletes_a_scratch_instance_eve
         .unwrap();
     };
     check(42);
-    let (ok, d) = rds_drill(&w);
+    // The runbook's "database failure" row (RTO 15 min, RPO 5 min), drilled
+    // as its scenario says: RDS's own point-in-time restore.
+    let (ok, d) = drill_waited(&w, &["run", "database failure"]);
     assert!(ok, "{d:#}");
     assert_eq!(d["kind"], "rds-pitr", "{d:#}");
+    assert_eq!(d["scenario"], "database failure", "{d:#}");
     assert_eq!(d["region"], "west", "{d:#}");
     assert_eq!(d["verdict"], "met", "{d:#}");
+    assert_eq!(d["rto_objective_ms"], 900_000, "{d:#}");
+    assert_eq!(d["rpo_objective_ms"], 300_000, "{d:#}");
+    eprintln!(
+        "database failure on RDS: RTO {} ms (objective 15 min), RPO {} ms (objective 5 min)",
+        d["rto_ms"], d["rpo_ms"]
+    );
     for s in d["steps"].as_array().unwrap() {
         eprintln!("{}: {} {}", s["name"], s["state"], s["detail"]);
     }
@@ -799,7 +803,7 @@ fn an_rds_point_in_time_drill_restores_checks_and_deletes_a_scratch_instance_eve
 
     // A copy that fails its check is deleted all the same.
     check(43);
-    let (ok, d) = rds_drill(&w);
+    let (ok, d) = drill_waited(&w, &["restore", "shop", "--rds"]);
     assert!(!ok, "{d:#}");
     assert_eq!(d["verdict"], "failed", "{d:#}");
     let checked = drill_step(&d, "db: check");
@@ -958,4 +962,43 @@ fn scheduled_snapshot_copies_carry_the_west_instance_into_the_cold_region_and_ke
             "{f:?}"
         );
     }
+}
+
+#[test]
+fn the_runbooks_region_failure_row_is_drilled_on_rds_as_a_switchover_and_back_within_its_objectives(
+) {
+    let w = World::start_rds();
+    let pg_load = PgLoad::on(&as_app(&w.primary.dsn("postgres")), 1);
+    eventually(30, "the load generator to be acknowledged", || {
+        (pg_load.acked() > 100).then_some(())
+    });
+    let (ok, d) = drill_waited(&w, &["run", "region failure"]);
+    assert!(ok, "{d:#}");
+    assert_eq!(d["kind"], "failover", "{d:#}");
+    assert_eq!(d["verdict"], "met", "{d:#}");
+    assert_eq!(d["rto_objective_ms"], 7_200_000, "{d:#}");
+    assert_eq!(d["rpo_objective_ms"], 3_600_000, "{d:#}");
+    let (rto, rpo) = (d["rto_ms"].as_i64().unwrap(), d["rpo_ms"].as_i64().unwrap());
+    assert!(rto > 0 && rto < 7_200_000 && rpo < 3_600_000, "{d:#}");
+    // Both ways went through RDS: the east's replica promoted, then the
+    // west's new one.
+    let promoted: Vec<_> = calls(&w.route53.endpoint)
+        .into_iter()
+        .filter(|(a, _)| a == "PromoteReadReplica")
+        .filter_map(|(_, f)| field(&f, "DBInstanceIdentifier").map(str::to_string))
+        .collect();
+    assert_eq!(promoted, [EAST_DB.0, WEST_DB.0], "{d:#}");
+    // The application's writes, acknowledged while it could log in, are
+    // all in the west again.
+    let acked = pg_load.acked();
+    drop(pg_load);
+    assert_eq!(
+        w.primary.sql(
+            "postgres",
+            &format!("SELECT max(n) FROM load WHERE n <= {acked}")
+        ),
+        acked.to_string(),
+        "{d:#}"
+    );
+    eprintln!("region failure on RDS: RTO {rto} ms (objective 2 h), RPO {rpo} ms (objective 1 h)");
 }

@@ -7,7 +7,7 @@ use crate::fleet_fixture::*;
 use crate::pg_fixture::PgCluster;
 use crate::redis::RedisServer;
 use crate::replication::Standby;
-use crate::topology::{Service, Topology};
+use crate::topology::{Scenario, Service, Topology};
 use std::process::Command;
 
 /// Two regions' servers, agents, coordinator and Route 53.
@@ -505,6 +505,14 @@ impl World {
             .service(extra(service));
         if redis_apart {
             topology = topology.service(sessions);
+        }
+        if rds {
+            // The runbook's rows on its own architecture: a database
+            // failure restored from RDS's backups, a region failure drilled
+            // as a switchover and back.
+            topology = topology
+                .scenario(Scenario::new("database failure", "shop", "rds-pitr"))
+                .scenario(Scenario::new("region failure", "shop", "failover"));
         }
         let topology = format!("{schedules}\n{}", topology.build());
         let pki = Pki::new(&dir.join("pki"));

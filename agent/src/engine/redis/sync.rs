@@ -14,30 +14,6 @@ use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, ReadBuf, Take,
 };
 
-/// Where and as whom to connect.
-#[derive(Clone)]
-pub struct Target {
-    /// Host name or address.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// ACL user, if any.
-    pub user: Option<String>,
-    /// Password, if any (never logged).
-    pub password: Option<String>,
-}
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
 /// What the server said before the payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FullResync {

@@ -1,9 +1,32 @@
 //! `redis[s]://[user:password@]host:port[/db]` as Seawall reads it. The
 //! password never reaches a log or a manifest.
 
-use super::sync::Target;
 use crate::engine::percent;
 use seawall_common::{Error, ErrorKind, Result};
+
+/// Where and as whom to connect.
+#[derive(Clone)]
+pub struct Target {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// ACL user, if any.
+    pub user: Option<String>,
+    /// Password, if any (never logged).
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
 
 /// A parsed Redis URL (its Debug form leaves the password out).
 #[derive(Clone)]

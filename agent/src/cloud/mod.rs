@@ -3,6 +3,7 @@
 //! make, each bounded and retried (`seawall_common::aws`), each refusal
 //! naming the IAM statement it needs.
 
+pub mod access;
 pub mod aurora;
 pub mod elasticache;
 pub mod metric;

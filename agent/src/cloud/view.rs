@@ -3,6 +3,7 @@
 //! longer (and is rate-limited), so a probe sends the newest view and asks
 //! for a fresh one when it is older than [`REFRESH`].
 
+use crate::cloud::metric::MetricLag;
 use async_trait::async_trait;
 use seawall_proto::v1::ManagedStore;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,18 @@ use std::time::{Duration, Instant};
 pub const REFRESH: Duration = Duration::from_secs(10);
 /// How far back lag metrics are looked for (published each minute).
 pub const LAG_WINDOW: Duration = Duration::from_secs(300);
+
+/// A view read now from `service`, with a standby's lag metric (its
+/// newest period) when there is one; the caller fills in what it read.
+pub fn read_now(service: &str, lag: Option<MetricLag>) -> ManagedStore {
+    ManagedStore {
+        service: service.into(),
+        lag_max_secs: lag.map(|l| l.max_secs),
+        lag_period_start_unix_ms: lag.map(|l| l.period_start_unix_ms).unwrap_or(0),
+        read_unix_ms: chrono::Utc::now().timestamp_millis(),
+        ..ManagedStore::default()
+    }
+}
 
 /// One managed store's control plane, as a view reads it.
 #[async_trait]

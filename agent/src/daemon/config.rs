@@ -482,10 +482,12 @@ impl From<SourceTable> for SourceConfig {
                 aurora = Some(crate::cloud::aurora::config::AuroraCluster {
                     cluster,
                     global_cluster,
-                    aws_region,
-                    endpoint,
-                    access_key_id,
-                    secret_access_key_file,
+                    access: crate::cloud::access::AwsAccess {
+                        aws_region,
+                        endpoint,
+                        access_key_id,
+                        secret_access_key_file,
+                    },
                 });
                 // Aurora gives no base backup either: its backups are logical.
                 (
@@ -512,10 +514,12 @@ impl From<SourceTable> for SourceConfig {
             } => {
                 elasticache = Some(crate::cloud::elasticache::config::ElastiCacheGroup {
                     replication_group,
-                    aws_region,
-                    endpoint,
-                    access_key_id,
-                    secret_access_key_file,
+                    access: crate::cloud::access::AwsAccess {
+                        aws_region,
+                        endpoint,
+                        access_key_id,
+                        secret_access_key_file,
+                    },
                 });
                 (name, SourceSpec::Redis { url, keys }, retention)
             }
@@ -537,11 +541,13 @@ impl From<SourceTable> for SourceConfig {
             } => {
                 rds = Some(crate::cloud::rds::config::RdsInstance {
                     instance,
-                    aws_region,
+                    access: crate::cloud::access::AwsAccess {
+                        aws_region,
+                        endpoint,
+                        access_key_id,
+                        secret_access_key_file,
+                    },
                     app_roles,
-                    endpoint,
-                    access_key_id,
-                    secret_access_key_file,
                     backup_retention_days,
                     snapshot_copy: snapshot_copy_region.map(|region| {
                         crate::cloud::rds::config::SnapshotCopy {

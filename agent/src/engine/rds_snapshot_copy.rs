@@ -70,10 +70,10 @@ pub async fn copy(instance: &RdsInstance, job: &str) -> Result<CopyReport> {
             here.create_snapshot(&id, &tags).await?;
             here.snapshot(&id)
                 .await?
-                .ok_or_else(|| gone(&id, &instance.aws_region))?
+                .ok_or_else(|| gone(&id, &instance.access.aws_region))?
         }
     };
-    let taken = available(&here, &taken.id, &instance.aws_region).await?;
+    let taken = available(&here, &taken.id, &instance.access.aws_region).await?;
     if taken.encrypted && target.kms_key_id.is_none() {
         return Err(Error::new(
             ErrorKind::InvalidInput,

@@ -44,47 +44,20 @@ pub(super) fn create_clusters(endpoint: &str) {
 /// Publishes an `AuroraGlobalDBReplicationLag` datapoint for the east's
 /// cluster, as Aurora does every minute.
 async fn publish_lag(endpoint: &str, ms: f64) {
-    let creds =
-        aws_sdk_cloudwatch::config::Credentials::new("testing", "testing", None, None, "test");
-    let conf = aws_sdk_cloudwatch::config::Builder::new()
-        .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
-        .region(aws_sdk_cloudwatch::config::Region::new(
-            super::rds::EAST_DB.1,
-        ))
-        .endpoint_url(endpoint)
-        .credentials_provider(creds)
-        .build();
-    aws_sdk_cloudwatch::Client::from_conf(conf)
-        .put_metric_data()
-        .namespace("AWS/RDS")
-        .metric_data(
-            aws_sdk_cloudwatch::types::MetricDatum::builder()
-                .metric_name("AuroraGlobalDBReplicationLag")
-                .dimensions(
-                    aws_sdk_cloudwatch::types::Dimension::builder()
-                        .name("DBClusterIdentifier")
-                        .value(super::rds::EAST_DB.0)
-                        .build(),
-                )
-                .value(ms)
-                .unit(aws_sdk_cloudwatch::types::StandardUnit::Milliseconds)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    super::rds::publish_metric(
+        endpoint,
+        ("AWS/RDS", "AuroraGlobalDBReplicationLag"),
+        ("DBClusterIdentifier", super::rds::EAST_DB.0),
+        ms,
+        aws_sdk_cloudwatch::types::StandardUnit::Milliseconds,
+    )
+    .await;
 }
 
-/// The `shop` service's postgres store in `region`, as the replication
-/// report has it (the command exits 1 when the service is broken).
+/// The `shop` service's postgres store in `region`, as the replication report
+/// has it.
 fn store(w: &World, region: &str) -> Option<serde_json::Value> {
-    let out = op(&w.pki, &w.addr, &["replication", "--service", "shop"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    report["services"][0]["stores"]
-        .as_array()?
-        .iter()
-        .find(|st| st["region"] == region && st["kind"] == "postgres")
-        .cloned()
+    super::rds::reported_store(w, "shop", region, "postgres")
 }
 
 #[test]

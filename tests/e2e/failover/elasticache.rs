@@ -55,45 +55,20 @@ pub(super) fn create_groups(endpoint: &str) {
 /// Publishes a `GlobalDatastoreReplicationLag` datapoint for the east's
 /// primary node, as ElastiCache does every minute.
 async fn publish_lag(endpoint: &str, secs: f64) {
-    let creds =
-        aws_sdk_cloudwatch::config::Credentials::new("testing", "testing", None, None, "test");
-    let conf = aws_sdk_cloudwatch::config::Builder::new()
-        .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
-        .region(aws_sdk_cloudwatch::config::Region::new(EAST_GROUP.1))
-        .endpoint_url(endpoint)
-        .credentials_provider(creds)
-        .build();
-    aws_sdk_cloudwatch::Client::from_conf(conf)
-        .put_metric_data()
-        .namespace("AWS/ElastiCache")
-        .metric_data(
-            aws_sdk_cloudwatch::types::MetricDatum::builder()
-                .metric_name("GlobalDatastoreReplicationLag")
-                .dimensions(
-                    aws_sdk_cloudwatch::types::Dimension::builder()
-                        .name("CacheClusterId")
-                        .value(format!("{}-0001-001", EAST_GROUP.0))
-                        .build(),
-                )
-                .value(secs)
-                .unit(aws_sdk_cloudwatch::types::StandardUnit::Seconds)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    super::rds::publish_metric(
+        endpoint,
+        ("AWS/ElastiCache", "GlobalDatastoreReplicationLag"),
+        ("CacheClusterId", &format!("{}-0001-001", EAST_GROUP.0)),
+        secs,
+        aws_sdk_cloudwatch::types::StandardUnit::Seconds,
+    )
+    .await;
 }
 
-/// The `sessions` service's redis store in `region`, as the replication
-/// report has it (the command exits 1 when the service is broken).
+/// The `sessions` service's redis store in `region`, as the replication report
+/// has it.
 fn store(w: &World, region: &str) -> Option<serde_json::Value> {
-    let out = op(&w.pki, &w.addr, &["replication", "--service", "sessions"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    report["services"][0]["stores"]
-        .as_array()?
-        .iter()
-        .find(|st| st["region"] == region && st["kind"] == "redis")
-        .cloned()
+    super::rds::reported_store(w, "sessions", region, "redis")
 }
 
 #[test]

@@ -80,6 +80,26 @@ pub(super) fn create_instances(endpoint: &str, west_port: u16) {
 /// Publishes a `ReplicaLag` datapoint for the east's replica, as RDS does
 /// every minute.
 pub(super) async fn publish_lag(endpoint: &str, secs: f64) {
+    publish_metric(
+        endpoint,
+        ("AWS/RDS", "ReplicaLag"),
+        ("DBInstanceIdentifier", EAST_DB.0),
+        secs,
+        aws_sdk_cloudwatch::types::StandardUnit::Seconds,
+    )
+    .await;
+}
+
+/// Publishes one datapoint of `metric` (namespace, name) for `dimension`
+/// (name, value) in the east's AWS region, as a managed service does each
+/// minute (moto publishes none).
+pub(super) async fn publish_metric(
+    endpoint: &str,
+    metric: (&str, &str),
+    dimension: (&str, &str),
+    value: f64,
+    unit: aws_sdk_cloudwatch::types::StandardUnit,
+) {
     let creds =
         aws_sdk_cloudwatch::config::Credentials::new("testing", "testing", None, None, "test");
     let conf = aws_sdk_cloudwatch::config::Builder::new()
@@ -90,23 +110,41 @@ pub(super) async fn publish_lag(endpoint: &str, secs: f64) {
         .build();
     aws_sdk_cloudwatch::Client::from_conf(conf)
         .put_metric_data()
-        .namespace("AWS/RDS")
+        .namespace(metric.0)
         .metric_data(
             aws_sdk_cloudwatch::types::MetricDatum::builder()
-                .metric_name("ReplicaLag")
+                .metric_name(metric.1)
                 .dimensions(
                     aws_sdk_cloudwatch::types::Dimension::builder()
-                        .name("DBInstanceIdentifier")
-                        .value(EAST_DB.0)
+                        .name(dimension.0)
+                        .value(dimension.1)
                         .build(),
                 )
-                .value(secs)
-                .unit(aws_sdk_cloudwatch::types::StandardUnit::Seconds)
+                .value(value)
+                .unit(unit)
                 .build(),
         )
         .send()
         .await
         .unwrap();
+}
+
+/// Service `service`'s `kind` store in `region`, as the replication report
+/// has it (the command exits 1 when the service is broken: the report is
+/// read all the same).
+pub(super) fn reported_store(
+    w: &World,
+    service: &str,
+    region: &str,
+    kind: &str,
+) -> Option<serde_json::Value> {
+    let out = op(&w.pki, &w.addr, &["replication", "--service", service]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    report["services"][0]["stores"]
+        .as_array()?
+        .iter()
+        .find(|st| st["region"] == region && st["kind"] == kind)
+        .cloned()
 }
 
 /// The RDS calls moto received, as (action, form fields), oldest first.

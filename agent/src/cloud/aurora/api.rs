@@ -60,7 +60,7 @@ impl Aurora {
                     ErrorKind::NotFound,
                     format!(
                         "RDS has no DB cluster {id:?} in {}: check cluster and aws_region in agent.toml",
-                        self.cluster.aws_region
+                        self.cluster.access.aws_region
                     ),
                 ))
             }

@@ -62,7 +62,7 @@ impl ElastiCache {
                     ErrorKind::NotFound,
                     format!(
                         "ElastiCache has no replication group {id:?} in {}: check replication_group and aws_region in agent.toml",
-                        self.group.aws_region
+                        self.group.access.aws_region
                     ),
                 ))
             }

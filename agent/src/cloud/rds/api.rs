@@ -84,7 +84,7 @@ impl Rds {
                     ErrorKind::NotFound,
                     format!(
                         "RDS has no DB instance {:?} in {}: check instance and aws_region in agent.toml",
-                        self.instance.instance, self.instance.aws_region
+                        self.instance.instance, self.instance.access.aws_region
                     ),
                 )
             })
@@ -205,7 +205,7 @@ impl Rds {
                 ErrorKind::NotFound,
                 format!(
                     "RDS has no DB instance {:?} in {}: check instance and aws_region in agent.toml",
-                    self.instance.instance, self.instance.aws_region
+                    self.instance.instance, self.instance.access.aws_region
                 ),
             )
         })?;
@@ -387,7 +387,10 @@ impl Rds {
     }
 
     fn snapshot_arn(&self, id: &str) -> String {
-        format!("arn:aws:rds:{}:*:snapshot:{id}", self.instance.aws_region)
+        format!(
+            "arn:aws:rds:{}:*:snapshot:{id}",
+            self.instance.access.aws_region
+        )
     }
 
     /// Deletes instance `id` without a final snapshot (a scratch copy);
@@ -427,7 +430,7 @@ impl Rds {
     }
 
     fn arn_of(&self, id: &str) -> String {
-        format!("arn:aws:rds:{}:*:db:{id}", self.instance.aws_region)
+        format!("arn:aws:rds:{}:*:db:{id}", self.instance.access.aws_region)
     }
 }
 

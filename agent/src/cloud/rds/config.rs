@@ -2,10 +2,10 @@
 //! the AWS region and endpoint its control plane answers at, and the
 //! application roles the fence locks out.
 
+use crate::cloud::access::AwsAccess;
 use seawall_common::aws::AwsTarget;
 use seawall_common::Result;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
 /// The runbook's automated backup retention, kept on a promoted replica
 /// (a cross-region read replica has none of its own).
@@ -33,18 +33,14 @@ pub struct SnapshotCopy {
 pub struct RdsInstance {
     /// Its DB instance identifier ("orders-west").
     pub instance: String,
-    /// The AWS region it lives in ("us-west-2").
-    pub aws_region: String,
+    /// Its region ("us-west-2"), endpoint and keys (without keys: the
+    /// standard AWS chain, such as the instance profile).
+    #[serde(flatten)]
+    pub access: AwsAccess,
     /// The roles applications log in with: the fence takes LOGIN from each
     /// and ends their sessions (RDS refuses `ALTER SYSTEM` and a stop, and
     /// a read-only parameter is advisory: a client can set it back).
     pub app_roles: Vec<String>,
-    /// Another RDS and CloudWatch endpoint (a VPC interface endpoint).
-    pub endpoint: Option<String>,
-    /// Static keys; otherwise the standard AWS chain (the instance profile).
-    pub access_key_id: Option<String>,
-    /// The file holding the secret key of `access_key_id` (mode 0600).
-    pub secret_access_key_file: Option<PathBuf>,
     /// Automated backup retention set when it is promoted (days).
     pub backup_retention_days: i32,
     /// Where snapshot-copy jobs copy its snapshots, if anywhere.
@@ -55,19 +51,14 @@ pub struct RdsInstance {
 impl RdsInstance {
     /// Where its control plane answers, as whom.
     pub fn target(&self) -> Result<AwsTarget> {
-        AwsTarget::with_keys(
-            &self.aws_region,
-            self.endpoint.as_deref(),
-            self.access_key_id.as_deref(),
-            self.secret_access_key_file.as_deref(),
-        )
+        self.access.target()
     }
 
     /// What is wrong with it, each with its fix (empty: nothing), given
     /// the user of the source's DSN.
     pub fn problems(&self, source: &str, dsn_user: Option<&str>) -> Vec<String> {
         let mut out = Vec::new();
-        if self.instance.is_empty() || self.aws_region.is_empty() {
+        if self.instance.is_empty() || self.access.aws_region.is_empty() {
             out.push(format!(
                 "source {source:?}: an rds-postgres source needs instance (the DB instance identifier) and aws_region"
             ));
@@ -84,13 +75,9 @@ impl RdsInstance {
                 ));
             }
         }
-        if self.access_key_id.is_some() != self.secret_access_key_file.is_some() {
-            out.push(format!(
-                "source {source:?}: access_key_id and secret_access_key_file go together: give both, or neither for the standard AWS chain"
-            ));
-        }
+        out.extend(self.access.keys_problem(source));
         if let Some(c) = &self.snapshot_copy {
-            if c.region == self.aws_region {
+            if c.region == self.access.aws_region {
                 out.push(format!(
                     "source {source:?}: snapshot_copy_region is the instance's own region ({}): copies guard against losing a region, so name another (the cold region)",
                     c.region
@@ -114,13 +101,19 @@ impl RdsInstance {
     /// live), through the same endpoint and keys.
     pub fn in_region(&self, region: &str) -> RdsInstance {
         RdsInstance {
-            aws_region: region.to_string(),
+            access: AwsAccess {
+                aws_region: region.to_string(),
+                ..self.access.clone()
+            },
             ..self.clone()
         }
     }
 
     /// The instance's ARN pattern for IAM statements (any account).
     pub fn arn(&self) -> String {
-        format!("arn:aws:rds:{}:*:db:{}", self.aws_region, self.instance)
+        format!(
+            "arn:aws:rds:{}:*:db:{}",
+            self.access.aws_region, self.instance
+        )
     }
 }

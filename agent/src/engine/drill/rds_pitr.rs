@@ -183,7 +183,7 @@ pub async fn drill(req: &DrillRequest, t: &Target<'_>) -> DrillReport {
                 ),
                 Err(e) => format!(
                     "{scratch_id} left behind ({e}); the agent's sweep deletes it once its drill no longer runs, or delete it by hand: aws rds delete-db-instance --region {} --db-instance-identifier {scratch_id} --skip-final-snapshot",
-                    t.instance.aws_region
+                    t.instance.access.aws_region
                 ),
             },
             evidence: evidence([("scratch_instance", scratch_id.clone())]),

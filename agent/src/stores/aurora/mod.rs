@@ -11,7 +11,7 @@ use super::checked_only::CheckedOnly;
 use super::postgres::PostgresStore;
 use crate::cloud::aurora::api::Aurora;
 use crate::cloud::aurora::config::AuroraCluster;
-use crate::cloud::view::{ControlPlane, View, LAG_WINDOW};
+use crate::cloud::view::{read_now, ControlPlane, View, LAG_WINDOW};
 use crate::daemon::config::{AgentConfig, SourceConfig};
 use async_trait::async_trait;
 use seawall_common::Result;
@@ -47,16 +47,12 @@ impl ControlPlane for Plane {
             _ => None,
         };
         Ok(ManagedStore {
-            service: "aurora".into(),
             instance: state.id,
             arn: state.arn,
             status: state.status,
             group: self.cluster.global_cluster.clone().unwrap_or_default(),
             role: state.role.unwrap_or_default(),
-            lag_max_secs: lag.map(|l| l.max_secs),
-            lag_period_start_unix_ms: lag.map(|l| l.period_start_unix_ms).unwrap_or(0),
-            read_unix_ms: chrono::Utc::now().timestamp_millis(),
-            ..ManagedStore::default()
+            ..read_now("aurora", lag)
         })
     }
 }

@@ -12,7 +12,7 @@ use super::checked_only::CheckedOnly;
 use super::redis::RedisStore;
 use crate::cloud::elasticache::api::ElastiCache;
 use crate::cloud::elasticache::config::ElastiCacheGroup;
-use crate::cloud::view::{ControlPlane, View, LAG_WINDOW};
+use crate::cloud::view::{read_now, ControlPlane, View, LAG_WINDOW};
 use async_trait::async_trait;
 use seawall_common::Result;
 use seawall_proto::v1::ManagedStore;
@@ -47,16 +47,12 @@ impl ControlPlane for Plane {
             _ => None,
         };
         Ok(ManagedStore {
-            service: "elasticache".into(),
             instance: state.id,
             arn: state.arn,
             status: state.status,
             group: state.global_group.unwrap_or_default(),
             role: state.role.unwrap_or_default(),
-            lag_max_secs: lag.map(|l| l.max_secs),
-            lag_period_start_unix_ms: lag.map(|l| l.period_start_unix_ms).unwrap_or(0),
-            read_unix_ms: chrono::Utc::now().timestamp_millis(),
-            ..ManagedStore::default()
+            ..read_now("elasticache", lag)
         })
     }
 }

@@ -79,7 +79,7 @@ pub async fn rebuild(r: &RebuildRds) -> Result<Done> {
         r.rds.rename(id, &kept).await?;
         words.push(format!(
             "the old {id} kept as {kept} with what it wrote (status was {:?}; delete it once reviewed: aws rds delete-db-instance --db-instance-identifier {kept} --region {})",
-            old.status, r.instance.aws_region
+            old.status, r.instance.access.aws_region
         ));
         // The name is free only once the rename is done.
         while !gone(r.rds.describe_id(id).await)? {

@@ -35,7 +35,10 @@ fn regions(config: &AgentConfig) -> Vec<RdsInstance> {
     let mut regions: Vec<RdsInstance> = Vec::new();
     for s in &config.sources {
         if let Some(r) = &s.rds {
-            if !regions.iter().any(|x| x.aws_region == r.aws_region) {
+            if !regions
+                .iter()
+                .any(|x| x.access.aws_region == r.access.aws_region)
+            {
                 regions.push(r.clone());
             }
         }
@@ -72,6 +75,6 @@ pub async fn once(instance: &RdsInstance, agent: &str, running: &[String]) {
         Err(e) => Err(e),
     };
     if let Err(e) = swept {
-        tracing::warn!(region = %instance.aws_region, error = %e, "scratch RDS instances not swept");
+        tracing::warn!(region = %instance.access.aws_region, error = %e, "scratch RDS instances not swept");
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::cloud::rds::api::Rds;
 use crate::cloud::rds::config::RdsInstance;
-use crate::cloud::view::{ControlPlane, LAG_WINDOW};
+use crate::cloud::view::{read_now, ControlPlane, LAG_WINDOW};
 use async_trait::async_trait;
 use seawall_proto::v1::ManagedStore;
 use tokio::sync::OnceCell;
@@ -49,15 +49,11 @@ impl ControlPlane for RdsPlane {
             None => None,
         };
         Ok(ManagedStore {
-            service: "rds".into(),
             instance: state.id,
             arn: state.arn,
             status: state.status,
             source: state.source.unwrap_or_default(),
-            lag_max_secs: lag.map(|l| l.max_secs),
-            lag_period_start_unix_ms: lag.map(|l| l.period_start_unix_ms).unwrap_or(0),
-            read_unix_ms: chrono::Utc::now().timestamp_millis(),
-            ..ManagedStore::default()
+            ..read_now("rds", lag)
         })
     }
 }
